@@ -1,0 +1,32 @@
+# Two commands for a new user: `make run` (the whole stack on 127.0.0.1) and `make test`.
+# Both create .venv and install what they need on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APP    ?= examples.demo_app:app
+PORT   ?= 7860
+WORKERS ?= 1
+
+.PHONY: run test lint typecheck clean
+
+$(VENV)/.installed: requirements-dev.txt layers/surge/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -c "import tomllib, pathlib, site; roots = tomllib.load(open('pyproject.toml', 'rb'))['tool']['pytest']['ini_options']['pythonpath']; pathlib.Path(site.getsitepackages()[0], 'surge-roots.pth').write_text(''.join(str(pathlib.Path(r).resolve()) + chr(10) for r in roots))"
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m surge.launcher --app $(APP) --port $(PORT) --workers $(WORKERS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy layers/surge/surge functions gpu_worker examples
+
+test: $(VENV)/.installed lint typecheck
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,258 @@
+"""The user's side: an `App` of queued functions declared with Gradio's parameter names and defaults."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+COMPONENT_TYPES: dict[str, str] = {
+    "textbox": "str",
+    "number": "float",
+    "slider": "float",
+    "checkbox": "bool",
+    "dropdown": "str",
+    "json": "dict",
+    "image": "filepath",
+}
+"""Input/output component types a function may declare, with the Python type `/info` reports."""
+
+Default = Literal["default"]
+
+
+class Progress:
+    """Declare `progress=surge.Progress()` as a parameter to report progress (like `gr.Progress`).
+
+    The worker hands the function a live instance; calling it outside a worker does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._sink: Callable[[float | None, int | None, int | None, str | None, str], None] | None = None
+
+    def bind(
+        self, sink: Callable[[float | None, int | None, int | None, str | None, str], None]
+    ) -> Progress:
+        bound = Progress()
+        bound._sink = sink
+        return bound
+
+    def __call__(
+        self,
+        progress: float | tuple[int, int | None] | None,
+        desc: str | None = None,
+        total: int | None = None,
+        unit: str = "steps",
+    ) -> None:
+        if self._sink is None:
+            return
+        if isinstance(progress, tuple):
+            index, length = progress
+            self._sink(None, index, length, desc, unit)
+        else:
+            self._sink(progress, None, total, desc, unit)
+
+    def tqdm(self, iterable: Iterable[Any], desc: str | None = None, unit: str = "steps") -> Iterator[Any]:
+        items = list(iterable)
+        for index, item in enumerate(items):
+            self((index, len(items)), desc=desc, unit=unit)
+            yield item
+        self((len(items), len(items)), desc=desc, unit=unit)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    component: str
+    has_default: bool
+    default: Any = None
+
+
+@dataclass
+class Function:
+    """One queued function: what the front advertises and what a worker runs."""
+
+    fn: Callable[..., Any]
+    fn_index: int
+    api_name: str
+    inputs: list[str]
+    outputs: list[str]
+    batch: bool
+    max_batch_size: int
+    concurrency_limit: int | None | Default
+    concurrency_id: str
+    batch_wait_ms: int
+    time_limit_s: float | None
+    eta_hint_s: float | None
+    parameters: list[Parameter] = field(default_factory=list)
+    progress_arg: str | None = None
+
+    @property
+    def is_generator(self) -> bool:
+        return inspect.isgeneratorfunction(self.fn)
+
+    @property
+    def receive_batch_size(self) -> int:
+        return self.max_batch_size if self.batch else 1
+
+
+class App:
+    """A set of queued functions with app-wide queue settings (like `gr.Blocks().queue(...)`).
+
+    `max_size` bounds the jobs *waiting* across the app (None: unbounded); `default_concurrency_limit`
+    applies to functions that do not set their own (1, as in Gradio; None: unlimited); `max_wait_s`
+    refuses a join whose expected wait already exceeds it; `show_error` sends the message of any
+    exception (not only `surge.Error`) to the client.
+    """
+
+    def __init__(
+        self,
+        *,
+        title: str = "Surge app",
+        max_size: int | None = None,
+        default_concurrency_limit: int | None = 1,
+        max_threads: int = 40,
+        max_wait_s: float | None = None,
+        show_error: bool = False,
+    ) -> None:
+        if max_size is not None and max_size < 0:
+            raise ValueError("max_size must be >= 0 or None")
+        self.title = title
+        self.max_size = max_size
+        self.default_concurrency_limit = default_concurrency_limit
+        self.max_threads = max_threads
+        self.max_wait_s = max_wait_s
+        self.show_error = show_error
+        self.functions: list[Function] = []
+        self._setup_hooks: list[Callable[[], None]] = []
+
+    def function(
+        self,
+        *,
+        inputs: list[str],
+        outputs: list[str],
+        api_name: str | None = None,
+        batch: bool = False,
+        max_batch_size: int = 4,
+        concurrency_limit: int | None | Default = "default",
+        concurrency_id: str | None = None,
+        batch_wait_ms: int = 0,
+        time_limit_s: float | None = None,
+        eta_hint_s: float | None = None,
+    ) -> Callable[[F], F]:
+        """Register a queued function. Names and defaults follow Gradio's event listeners.
+
+        `batch_wait_ms` lets a worker wait that long to fill a batch (Gradio takes what is queued);
+        `time_limit_s` fails a call that runs longer; `eta_hint_s` gives an ETA before the first run.
+        """
+
+        def register(fn: F) -> F:
+            name = api_name or fn.__name__
+            self._check_new(name, inputs, outputs, batch, max_batch_size, fn)
+            parameters, progress_arg = _parameters(fn, inputs)
+            self.functions.append(
+                Function(
+                    fn=fn,
+                    fn_index=len(self.functions),
+                    api_name=name,
+                    inputs=list(inputs),
+                    outputs=list(outputs),
+                    batch=batch,
+                    max_batch_size=max_batch_size,
+                    concurrency_limit=concurrency_limit,
+                    concurrency_id=concurrency_id or name,
+                    batch_wait_ms=batch_wait_ms,
+                    time_limit_s=time_limit_s,
+                    eta_hint_s=eta_hint_s,
+                    parameters=parameters,
+                    progress_arg=progress_arg,
+                )
+            )
+            return fn
+
+        return register
+
+    def setup(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Register a hook each worker process runs once before its first job (load a model here)."""
+        self._setup_hooks.append(hook)
+        return hook
+
+    def run_setup(self) -> None:
+        for hook in self._setup_hooks:
+            hook()
+
+    def _check_new(
+        self,
+        name: str,
+        inputs: list[str],
+        outputs: list[str],
+        batch: bool,
+        max_batch_size: int,
+        fn: Callable[..., Any],
+    ) -> None:
+        if not name.replace("_", "").isalnum() or len(name) > 60:
+            raise ValueError(f"api_name {name!r} must be letters, digits and underscores, at most 60")
+        if any(f.api_name == name for f in self.functions):
+            raise ValueError(f"api_name {name!r} is used twice")
+        unknown = [c for c in [*inputs, *outputs] if c not in COMPONENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown component types {unknown}; known: {sorted(COMPONENT_TYPES)}")
+        if not outputs:
+            raise ValueError(f"{name}: declare at least one output")
+        if batch and (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
+            raise ValueError(f"{name}: generators cannot be batch functions (as in Gradio)")
+        if max_batch_size < 1:
+            raise ValueError(f"{name}: max_batch_size must be >= 1")
+
+    def get(self, api_name: str) -> Function:
+        for function in self.functions:
+            if function.api_name == api_name:
+                return function
+        raise KeyError(api_name)
+
+    def concurrency_limit(self, concurrency_id: str) -> int | None:
+        """The limit of a concurrency group: the lowest set limit among its functions (as in Gradio)."""
+        limits = [
+            self.default_concurrency_limit if f.concurrency_limit == "default" else f.concurrency_limit
+            for f in self.functions
+            if f.concurrency_id == concurrency_id
+        ]
+        numbers = [limit for limit in limits if limit is not None]
+        return min(numbers) if numbers else None
+
+
+def _parameters(fn: Callable[..., Any], inputs: list[str]) -> tuple[list[Parameter], str | None]:
+    """Match the signature to the declared inputs; a parameter defaulting to `Progress()` is not an input."""
+    signature = inspect.signature(fn)
+    progress_arg = None
+    params = []
+    for p in signature.parameters.values():
+        if isinstance(p.default, Progress):
+            progress_arg = p.name
+        elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            params.append(p)
+    if len(params) != len(inputs):
+        raise ValueError(f"{fn.__name__} takes {len(params)} inputs but declares {len(inputs)}")
+    result = [
+        Parameter(
+            name=p.name,
+            component=component,
+            has_default=p.default is not p.empty,
+            default=None if p.default is p.empty else p.default,
+        )
+        for p, component in zip(params, inputs, strict=True)
+    ]
+    return result, progress_arg
+
+
+def load_app(spec: str) -> App:
+    """Import `module:attribute` (attribute defaults to `app`) and return the `App` found there."""
+    module_name, _, attribute = spec.partition(":")
+    module = importlib.import_module(module_name)
+    app = getattr(module, attribute or "app")
+    if not isinstance(app, App):
+        raise TypeError(f"{spec} is a {type(app).__name__}, not a surge.App")
+    return app

@@ -1,0 +1,45 @@
+"""The local AWS stand-in: a moto server on 127.0.0.1 for SQS and DynamoDB, with one fix for deep queues.
+
+moto 5.x re-reads every queue attribute, a full scan of the queue, for each message it receives,
+only to look up the retention period: a receive of 10 at depth 1,000 then costs about a second.
+`patch_moto` replaces that lookup with a direct attribute read (same result; a test checks both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from moto.core.utils import unix_time
+from moto.server import ThreadedMotoServer
+from moto.sqs.models import Message, SQSBackend
+
+
+def _retention_check(self: SQSBackend, queue_name: str, message: Message) -> bool:
+    retention_s = int(self.get_queue(queue_name).message_retention_period)
+    return bool(retention_s + message.sent_timestamp / 1000 > unix_time())
+
+
+def patch_moto() -> None:
+    SQSBackend.is_message_valid_based_on_retention_period = _retention_check  # type: ignore[method-assign]
+
+
+def serve(port: int) -> None:
+    """Run the server on 127.0.0.1:`port` until SIGTERM or SIGINT."""
+    patch_moto()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    serve(parser.parse_args().port)

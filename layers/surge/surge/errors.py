@@ -1,0 +1,67 @@
+"""Domain errors raised by the core; the edges map each kind to one HTTP status in one place."""
+
+from __future__ import annotations
+
+
+class SurgeError(Exception):
+    """Base of every error the core raises on purpose."""
+
+    status_code = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(SurgeError):
+    status_code = 400
+
+
+class NotFound(SurgeError):
+    status_code = 404
+
+
+class PayloadTooLarge(SurgeError):
+    status_code = 413
+
+
+class QueueFull(SurgeError):
+    """Admission refused: the app already has `max_size` jobs waiting (Gradio's words)."""
+
+    status_code = 503
+
+    def __init__(self, max_size: int, size: int, retry_after_s: int) -> None:
+        super().__init__(f"Queue is full. Max size is {max_size} and size is {size}.")
+        self.retry_after_s = retry_after_s
+
+
+class WaitTooLong(SurgeError):
+    """Admission refused up front: the expected wait is over the app's `max_wait_s`."""
+
+    status_code = 503
+
+    def __init__(self, eta_s: float, max_wait_s: float) -> None:
+        super().__init__(
+            f"Queue is full. Expected wait is {eta_s:.0f} s, over this app's limit of {max_wait_s:.0f} s."
+        )
+        self.retry_after_s = max(1, int(eta_s - max_wait_s) + 1)
+
+
+class Unavailable(SurgeError):
+    """AWS (or the local emulator) refused or failed a call; the request changed nothing."""
+
+    status_code = 503
+
+    def __init__(self, detail: str = "The service is busy; please try again shortly.") -> None:
+        super().__init__(detail)
+        self.retry_after_s = 2
+
+
+class Error(Exception):
+    """Raise from an app function to show `message` to the user (like `gr.Error`)."""
+
+    def __init__(self, message: str, title: str = "Error", duration: float | None = 10) -> None:
+        super().__init__(message)
+        self.message = message
+        self.title = title
+        self.duration = duration

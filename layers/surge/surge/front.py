@@ -1,0 +1,111 @@
+"""FastAPI apps of the front: the API (join, cancel, config, info) and the stream (session SSE).
+
+API Gateway routes `/gradio_api/queue/data` and `/gradio_api/heartbeat/*` to the stream app and the
+rest to the API app; locally `local_app` serves both on one port with the same routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from surge import sse
+from surge.application import load_app
+from surge.broker import Broker
+from surge.errors import SurgeError
+from surge.models import SESSION_HASH_PATTERN, CancelBody, EventId, JoinBody, ResetBody, Success
+from surge.service import FrontService, PollPolicy
+from surge.settings import Settings
+from surge.store import Store
+
+PREFIX = "/gradio_api"
+
+
+def build_service(settings: Settings) -> FrontService:
+    return FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
+
+
+def _surge_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, SurgeError)
+    headers = {}
+    retry_after = getattr(error, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
+
+
+def _base_app(title: str) -> FastAPI:
+    app = FastAPI(title=title, docs_url=None, redoc_url=None)
+    app.add_exception_handler(SurgeError, _surge_error)
+    return app
+
+
+def api_router(service: FrontService) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/config")
+    def config() -> dict[str, Any]:
+        return service.config
+
+    @router.get(f"{PREFIX}/info")
+    def info() -> dict[str, Any]:
+        return service.info
+
+    @router.post(f"{PREFIX}/queue/join")
+    def join(body: JoinBody) -> EventId:
+        return EventId(event_id=service.join(body))
+
+    @router.post(f"{PREFIX}/cancel")
+    def cancel(body: CancelBody) -> Success:
+        return Success(success=service.cancel(body))
+
+    @router.post(f"{PREFIX}/reset")
+    def reset(body: ResetBody) -> Success:
+        return Success()
+
+    return router
+
+
+def stream_router(service: FrontService, poll: PollPolicy) -> APIRouter:
+    router = APIRouter()
+    heartbeat_s = service.settings.heartbeat_interval_s
+
+    @router.get(f"{PREFIX}/queue/data")
+    def queue_data(session_hash: str = Query(pattern=SESSION_HASH_PATTERN)) -> EventSourceResponse:
+        return sse.event_stream(service.session_messages(session_hash, poll), heartbeat_s)
+
+    @router.get(PREFIX + "/heartbeat/{session_hash}")
+    def heartbeat(session_hash: str) -> EventSourceResponse:
+        return sse.event_stream(_forever(), heartbeat_s, heartbeat="ALIVE")
+
+    return router
+
+
+async def _forever() -> Any:
+    while True:
+        await anyio.sleep(3600)
+        yield "ALIVE"
+
+
+def create_api_app(service: FrontService) -> FastAPI:
+    app = _base_app(service.app.title)
+    app.include_router(api_router(service))
+    return app
+
+
+def create_stream_app(service: FrontService, poll: PollPolicy | None = None) -> FastAPI:
+    app = _base_app(service.app.title)
+    app.include_router(stream_router(service, poll or PollPolicy()))
+    return app
+
+
+def create_local_app(service: FrontService, poll: PollPolicy | None = None) -> FastAPI:
+    """Both apps on one port, routed as API Gateway routes them (for `make run` and tests)."""
+    app = _base_app(service.app.title)
+    app.include_router(api_router(service))
+    app.include_router(stream_router(service, poll or PollPolicy()))
+    return app

@@ -1,0 +1,170 @@
+"""The local stack: moto on 127.0.0.1, the app's tables and queues, the front on one port, CPU workers.
+
+`make run` calls `main`; cross-process tests use `LocalStack` directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from surge.application import load_app
+from surge.provision import provision
+from surge.settings import Settings
+
+LOCAL_TUNING = {
+    "poll_wait_s": 1,
+    "lease_ttl_s": 6.0,
+    "visibility_timeout_s": 30,
+    "heartbeat_interval_s": 15.0,
+}
+"""Shorter waits than in AWS so that Ctrl-C and a killed worker resolve in seconds."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def aws_env(endpoint_url: str) -> dict[str, str]:
+    """Point every AWS SDK call at the emulator with fake credentials; no real account is reachable."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+
+
+@dataclass
+class LocalStack:
+    """Starts and stops the whole local stack as child processes."""
+
+    app_spec: str
+    port: int = 7860
+    workers: int | Mapping[str, int] = 1
+    tuning: Mapping[str, Any] = field(default_factory=dict)
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    quiet: bool = True
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    settings: Settings | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LocalStack:
+        moto_port = free_port()
+        base = {k: v for k, v in os.environ.items() if k != "AWS_PROFILE"}
+        self.env = {**base, **aws_env(f"http://127.0.0.1:{moto_port}"), **self.extra_env}
+        self._spawn("moto", [sys.executable, "-m", "surge.emulator", "--port", str(moto_port)])
+        _wait_for_port(moto_port, 30)
+        os.environ.update(aws_env(f"http://127.0.0.1:{moto_port}"))
+        os.environ.pop("AWS_PROFILE", None)
+        app = load_app(self.app_spec)
+        tuning = {**LOCAL_TUNING, **self.tuning}
+        resources = provision(
+            app, visibility_timeout_s=int(tuning["visibility_timeout_s"]), max_receive_count=int(tuning.get("max_attempts", 3)) + 2
+        )
+        self.settings = Settings(app_module=self.app_spec, **vars(resources), **tuning)
+        self.env.update(self.settings.to_env())
+        self._spawn(
+            "front",
+            [sys.executable, "-m", "uvicorn", "surge.launcher:local_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+        )
+        for function in app.functions:
+            count = self.workers if isinstance(self.workers, int) else self.workers.get(function.api_name, 1)
+            for i in range(count):
+                self.start_worker(function.api_name, f"{function.api_name}-{i}")
+        _wait_for_port(self.port, 30)
+        return self
+
+    def start_worker(self, api_name: str, name: str) -> subprocess.Popen[bytes]:
+        return self._spawn(f"worker:{name}", [sys.executable, "-m", "worker_main"], {"WORKER_API_NAME": api_name})
+
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        output = subprocess.DEVNULL if self.quiet else None
+        process = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=output, stderr=output)
+        self.processes[name] = process
+        return process
+
+    def workers_of(self, api_name: str) -> dict[str, subprocess.Popen[bytes]]:
+        return {n: p for n, p in self.processes.items() if n.startswith(f"worker:{api_name}-") and p.poll() is None}
+
+    def stop(self, timeout_s: float = 15) -> None:
+        """SIGTERM every child (workers first: they finish their batch and give back the rest)."""
+        order = sorted(self.processes.items(), key=lambda item: (item[0] == "moto", item[0] == "front"))
+        for _, process in order:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for _, process in order:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+
+def local_app() -> FastAPI:
+    """uvicorn factory for the front process: one port, both apps, settings from the environment."""
+    from surge.front import build_service, create_local_app
+
+    return create_local_app(build_service(Settings.from_env(os.environ)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the Surge stack locally on 127.0.0.1.")
+    parser.add_argument("--app", default=os.environ.get("APP_MODULE", "examples.demo_app:app"))
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per function")
+    args = parser.parse_args(argv)
+    stack = LocalStack(args.app, port=args.port, workers=args.workers, quiet=False)
+    stopped = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stack.start()
+        httpx.get(f"{stack.url}/config", timeout=30).raise_for_status()
+        print(f"Surge is serving {args.app} at {stack.url}  (Ctrl-C stops every process)", flush=True)
+        while not stopped.wait(1):
+            for name, process in list(stack.processes.items()):
+                if process.poll() is not None:
+                    print(f"{name} exited with {process.returncode}", file=sys.stderr, flush=True)
+                    stack.processes.pop(name)
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()

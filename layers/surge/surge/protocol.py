@@ -1,0 +1,192 @@
+"""Gradio's `sse_v3` wire protocol: /config, /info, and the messages of a session's event stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from surge.application import COMPONENT_TYPES, App, Function
+from surge.models import Counters, FunctionStats
+
+GRADIO_VERSION = "6.31.0"
+"""Reported in /config; gradio_client needs a 6.x version to stay offline and use /cancel."""
+
+
+def config(app: App) -> dict[str, Any]:
+    components: list[dict[str, Any]] = []
+    dependencies: list[dict[str, Any]] = []
+    for function in app.functions:
+        input_ids = _add_components(components, function.inputs, function, "input")
+        output_ids = _add_components(components, function.outputs, function, "output")
+        dependencies.append(
+            {
+                "id": function.fn_index,
+                "api_name": function.api_name,
+                "inputs": input_ids,
+                "outputs": output_ids,
+                "batch": function.batch,
+                "max_batch_size": function.max_batch_size,
+                "concurrency_limit": app.concurrency_limit(function.concurrency_id),
+                "concurrency_id": function.concurrency_id,
+                "types": {"generator": function.is_generator, "cancel": False},
+                "queue": True,
+            }
+        )
+    return {
+        "version": GRADIO_VERSION,
+        "mode": "blocks",
+        "title": app.title,
+        "protocol": "sse_v3",
+        "api_prefix": "/gradio_api",
+        "connect_heartbeat": False,
+        "enable_queue": True,
+        "max_size": app.max_size,
+        "components": components,
+        "dependencies": dependencies,
+    }
+
+
+def _add_components(
+    components: list[dict[str, Any]], types: list[str], function: Function, role: str
+) -> list[int]:
+    ids = []
+    for position, component_type in enumerate(types):
+        component_id = len(components) + 1
+        label = function.parameters[position].name if role == "input" else f"output {position}"
+        components.append(
+            {"id": component_id, "type": component_type, "props": {"label": label, "show_label": True}}
+        )
+        ids.append(component_id)
+    return ids
+
+
+def info(app: App) -> dict[str, Any]:
+    named = {}
+    for function in app.functions:
+        named[f"/{function.api_name}"] = {
+            "parameters": [
+                {
+                    "label": p.name,
+                    "parameter_name": p.name,
+                    "parameter_has_default": p.has_default,
+                    "parameter_default": p.default,
+                    "python_type": {"type": COMPONENT_TYPES[p.component], "description": ""},
+                    "component": p.component.capitalize(),
+                    "type": {"type": COMPONENT_TYPES[p.component]},
+                }
+                for p in function.parameters
+            ],
+            "returns": [
+                {
+                    "label": f"output {i}",
+                    "python_type": {"type": COMPONENT_TYPES[c], "description": ""},
+                    "component": c.capitalize(),
+                    "type": {"type": COMPONENT_TYPES[c]},
+                }
+                for i, c in enumerate(function.outputs)
+            ],
+            "api_visibility": "public",
+        }
+    return {"named_endpoints": named, "unnamed_endpoints": {}}
+
+
+def estimate_eta(
+    function: Function, rank: int, stats: FunctionStats, slots: int
+) -> float | None:
+    """Seconds until a job at `rank` is expected to finish, including its own run (Gradio's meaning).
+
+    Jobs ahead run `receive_batch_size` at a time on `slots` parallel batches. None before the first
+    run when no `eta_hint_s` was given (as in Gradio).
+    """
+    batch_s = stats.avg_batch_s if stats.avg_batch_s is not None else function.eta_hint_s
+    if batch_s is None:
+        return None
+    batches_ahead = rank // function.receive_batch_size
+    return batch_s * (1 + batches_ahead // max(1, slots))
+
+
+def estimation(event_id: str, rank: int, queue_size: int, rank_eta: float | None) -> dict[str, Any]:
+    return {
+        "msg": "estimation",
+        "event_id": event_id,
+        "rank": rank,
+        "queue_size": queue_size,
+        "rank_eta": None if rank_eta is None else round(rank_eta, 3),
+    }
+
+
+def estimation_for(
+    function: Function, event_id: str, group: str, seq: int, counters: Counters, stats: FunctionStats, slots: int
+) -> dict[str, Any]:
+    rank = counters.rank(group, seq)
+    return estimation(event_id, rank, counters.queue_size(group), estimate_eta(function, rank, stats, slots))
+
+
+def process_starts(event_id: str, eta: float | None) -> dict[str, Any]:
+    return {"msg": "process_starts", "event_id": event_id, "eta": eta}
+
+
+def progress(
+    event_id: str, value: float | None, index: int | None, length: int | None, desc: str | None, unit: str
+) -> dict[str, Any]:
+    unit_data = {"index": index, "length": length, "unit": unit, "progress": value, "desc": desc}
+    return {"msg": "progress", "event_id": event_id, "progress_data": [unit_data]}
+
+
+def generating(event_id: str, data: list[Any]) -> dict[str, Any]:
+    return {
+        "msg": "process_generating",
+        "event_id": event_id,
+        "output": {"data": data, "is_generating": True},
+        "success": True,
+    }
+
+
+def completed(event_id: str, data: list[Any], duration: float, average_duration: float | None) -> dict[str, Any]:
+    return {
+        "msg": "process_completed",
+        "event_id": event_id,
+        "output": {
+            "data": data,
+            "is_generating": False,
+            "duration": round(duration, 4),
+            "average_duration": None if average_duration is None else round(average_duration, 4),
+        },
+        "success": True,
+    }
+
+
+def failed(event_id: str, message: str | None, title: str = "Error", duration: float | None = 10) -> dict[str, Any]:
+    """An error completion. `output` holds exactly these keys: gradio_client fails on any other."""
+    return {
+        "msg": "process_completed",
+        "event_id": event_id,
+        "output": {"error": message, "title": title, "visible": True, "duration": duration},
+        "success": False,
+        "title": title,
+    }
+
+
+def cancelled(event_id: str) -> dict[str, Any]:
+    """What Gradio sends a cancelled waiting job so that the client's stream ends."""
+    return {"msg": "process_completed", "event_id": event_id, "output": {}, "success": True}
+
+
+def heartbeat() -> dict[str, Any]:
+    return {"msg": "heartbeat", "event_id": None}
+
+
+def close_stream() -> dict[str, Any]:
+    return {"msg": "close_stream", "event_id": None}
+
+
+def diff(previous: list[Any], current: list[Any]) -> list[Any]:
+    """Per-output edit lists for a generator chunk after the first (Gradio's `sse_v3` encoding)."""
+    edits: list[Any] = []
+    for old, new in zip(previous, current, strict=True):
+        if old == new:
+            edits.append([])
+        elif isinstance(old, str) and isinstance(new, str) and new.startswith(old):
+            edits.append([["append", [], new[len(old):]]])
+        else:
+            edits.append([["replace", [], new]])
+    return edits

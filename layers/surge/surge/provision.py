@@ -1,0 +1,57 @@
+"""Creates the tables and queues of an app where no template does it: the local stack and tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import boto3
+
+from surge.application import App
+
+
+@dataclass(frozen=True)
+class Resources:
+    jobs_table_name: str
+    events_table_name: str
+    state_table_name: str
+    queue_url_prefix: str
+
+
+def provision(app: App, prefix: str = "surge-", visibility_timeout_s: int = 60, max_receive_count: int = 5) -> Resources:
+    """Create (idempotently) the three tables and, per function, a queue with its dead-letter queue.
+
+    `max_receive_count` must exceed the workers' `max_attempts` so that workers fail a job with a
+    clear message before SQS moves its message to the dead-letter queue.
+    """
+    dynamodb = boto3.client("dynamodb")
+    sqs = boto3.client("sqs")
+    tables = {
+        "jobs": [("job_id", "HASH")],
+        "events": [("session_hash", "HASH"), ("sk", "RANGE")],
+        "state": [("pk", "HASH"), ("sk", "RANGE")],
+    }
+    existing = set(dynamodb.list_tables()["TableNames"])
+    for name, key in tables.items():
+        table_name = f"{prefix}{name}"
+        if table_name in existing:
+            continue
+        dynamodb.create_table(
+            TableName=table_name,
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": attr, "KeyType": kind} for attr, kind in key],
+            AttributeDefinitions=[{"AttributeName": attr, "AttributeType": "S"} for attr, _ in key],
+        )
+    queue_url = ""
+    for function in app.functions:
+        dlq_url = sqs.create_queue(QueueName=f"{prefix}{function.api_name}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue_url = sqs.create_queue(
+            QueueName=f"{prefix}{function.api_name}",
+            Attributes={
+                "VisibilityTimeout": str(visibility_timeout_s),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}),
+            },
+        )["QueueUrl"]
+    url_prefix = queue_url[: len(queue_url) - len(app.functions[-1].api_name)] if app.functions else ""
+    return Resources(f"{prefix}jobs", f"{prefix}events", f"{prefix}state", url_prefix)

@@ -1,0 +1,51 @@
+"""Deployment settings: read once from the environment at the edge, then passed down as objects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Settings(BaseModel):
+    """Where the shared state lives and how the front, the stream and the workers behave."""
+
+    model_config = ConfigDict(frozen=True)
+
+    app_module: str
+    jobs_table_name: str
+    events_table_name: str
+    state_table_name: str
+    queue_url_prefix: str
+    heartbeat_interval_s: float = 15.0
+    stream_max_s: float = 870.0
+    lease_ttl_s: float = 30.0
+    visibility_timeout_s: int = 60
+    poll_wait_s: int = 20
+    max_payload_bytes: int = 262_144
+    job_ttl_s: int = 86_400
+    max_attempts: int = 3
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build from environment variables named like the fields in upper case; fails on a missing one."""
+        values: dict[str, str] = {}
+        missing = []
+        for name, field in cls.model_fields.items():
+            key = name.upper()
+            if key in env:
+                values[name] = env[key]
+            elif field.is_required():
+                missing.append(key)
+        if missing:
+            raise RuntimeError(f"missing environment variables: {', '.join(missing)}")
+        return cls.model_validate(values)
+
+    def queue_url(self, api_name: str) -> str:
+        return f"{self.queue_url_prefix}{api_name}"
+
+    def dead_letter_queue_url(self, api_name: str) -> str:
+        return f"{self.queue_url_prefix}{api_name}-dlq"
+
+    def to_env(self) -> dict[str, str]:
+        return {name.upper(): str(value) for name, value in self.model_dump().items()}

@@ -1,0 +1,428 @@
+"""The worker loop: receive → lease → claim → run → record → acknowledge, for one app function.
+
+`gpu_worker/worker_main.py` wires it (signals, settings, the user's app); everything else is here so
+that it runs the same on a laptop CPU and in an ECS task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+from surge import protocol
+from surge.application import App, Function
+from surge.broker import Broker, Delivery
+from surge.errors import Error, Unavailable
+from surge.models import TERMINAL_STATES, Job, JobState
+from surge.settings import Settings
+from surge.store import Completion, NewEvent, Store
+
+logger = logging.getLogger("surge.worker")
+
+PROGRESS_EVERY_S = 0.1
+"""Progress updates are coalesced to at most one write per job per this interval (Gradio: 10 ms, in memory)."""
+
+
+class JobFailed(Exception):
+    """A call failed in a way the client is told about (message already made safe to show)."""
+
+
+@dataclass
+class _Task:
+    """One claimed job and the message that carried it."""
+
+    job: Job
+    delivery: Delivery
+    outcome: Completion | None = None
+
+
+@dataclass
+class _Hand:
+    """What a worker holds right now, for the heartbeat to keep alive and for shutdown to give back."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    deliveries: dict[str, Delivery] = field(default_factory=dict)
+    leases: set[int] = field(default_factory=set)
+    running: set[str] = field(default_factory=set)
+
+    def hold(self, deliveries: Sequence[Delivery]) -> None:
+        with self.lock:
+            self.deliveries.update((d.message_id, d) for d in deliveries)
+
+    def drop(self, deliveries: Sequence[Delivery]) -> None:
+        with self.lock:
+            for delivery in deliveries:
+                self.deliveries.pop(delivery.message_id, None)
+
+    def snapshot(self) -> tuple[list[Delivery], list[int]]:
+        with self.lock:
+            return list(self.deliveries.values()), sorted(self.leases)
+
+
+class Worker:
+    """Serves one function of the app from its queue until `stop()` is called."""
+
+    def __init__(
+        self,
+        app: App,
+        function: Function,
+        settings: Settings,
+        store: Store,
+        broker: Broker,
+        *,
+        slots: int = 1,
+        worker_id: str | None = None,
+    ) -> None:
+        self.app = app
+        self.function = function
+        self.settings = settings
+        self.store = store
+        self.broker = broker
+        self.slots = slots
+        self.worker_id = worker_id or f"{function.api_name}-{secrets.token_hex(6)}"
+        self.limit = app.concurrency_limit(function.concurrency_id)
+        self.stopping = threading.Event()
+        self.hand = _Hand()
+        self.pool = ThreadPoolExecutor(max_workers=max(1, app.max_threads), thread_name_prefix="surge-fn")
+        self.avg_batch_s: float | None = None
+        self.avg_batch_size: float | None = None
+        self.heartbeat_s = max(0.2, min(settings.lease_ttl_s, settings.visibility_timeout_s) / 3)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Run the loop on `slots` threads plus a heartbeat; returns after `stop()` once work in hand is done."""
+        self._beat()
+        beat = threading.Thread(target=self._heartbeat_loop, name="surge-heartbeat", daemon=True)
+        beat.start()
+        loops = [threading.Thread(target=self._loop, name=f"surge-loop-{i}") for i in range(self.slots)]
+        for loop in loops:
+            loop.start()
+        for loop in loops:
+            loop.join()
+        self._give_back()
+        try:
+            self.store.worker_gone(self.function.api_name, self.worker_id)
+        except Unavailable:
+            logger.warning("could not sign off; the heartbeat item expires by itself")
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping.wait(self.heartbeat_s):
+            self._beat()
+
+    def _beat(self) -> None:
+        """Say this worker is alive, renew its leases, and keep the messages in hand invisible."""
+        deliveries, slots = self.hand.snapshot()
+        try:
+            self.store.worker_alive(self.function.api_name, self.worker_id, self.settings.lease_ttl_s, self.slots)
+            for slot in slots:
+                self.store.renew_lease(self.function.concurrency_id, slot, self.worker_id)
+            if deliveries:
+                self.broker.set_visibility(self.function.api_name, deliveries, self.settings.visibility_timeout_s)
+        except Unavailable:
+            logger.warning("heartbeat failed; retrying", extra={"worker_id": self.worker_id})
+
+    def _give_back(self) -> None:
+        deliveries, _ = self.hand.snapshot()
+        if deliveries:
+            try:
+                self.broker.set_visibility(self.function.api_name, deliveries, 0)
+            except Unavailable:
+                logger.warning("could not give back %d messages; they return when visibility lapses", len(deliveries))
+            self.hand.drop(deliveries)
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        backoff = 0.1
+        while not self.stopping.is_set():
+            try:
+                deliveries = self._gather()
+                if deliveries:
+                    self._process(deliveries)
+                backoff = 0.1
+            except Unavailable as error:
+                logger.warning("AWS call failed (%s); backing off %.1f s", error.detail, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _gather(self) -> list[Delivery]:
+        """Long-poll for work, then top up to `max_batch_size` (waiting up to `batch_wait_ms`)."""
+        want = self.function.receive_batch_size
+        deliveries = self.broker.receive(self.function.api_name, want, self.settings.poll_wait_s)
+        self.hand.hold(deliveries)
+        if not deliveries or not self.function.batch:
+            return deliveries
+        deadline = time.monotonic() + self.function.batch_wait_ms / 1000
+        while len(deliveries) < want and not self.stopping.is_set():
+            wait_s = 1 if time.monotonic() < deadline else 0
+            more = self.broker.receive(self.function.api_name, want - len(deliveries), wait_s)
+            self.hand.hold(more)
+            deliveries.extend(more)
+            if not more and time.monotonic() >= deadline:
+                break
+        return deliveries
+
+    def _process(self, deliveries: list[Delivery]) -> None:
+        """Run what was gathered under a lease. On any failure the messages are let go, so SQS
+        redelivers them when their visibility lapses and another attempt reclaims the jobs."""
+        slot = self._acquire_lease()
+        if slot is None:
+            self._give_back_some(deliveries)
+            return
+        tasks: list[_Task] = []
+        try:
+            tasks = self._claim(deliveries)
+            if tasks:
+                self._run(tasks)
+        finally:
+            self.hand.drop(deliveries)
+            with self.hand.lock:
+                self.hand.running.difference_update(t.job.job_id for t in tasks)
+            if slot >= 0:
+                with self.hand.lock:
+                    self.hand.leases.discard(slot)
+                self.store.release_lease(self.function.concurrency_id, slot, self.worker_id)
+
+    def _give_back_some(self, deliveries: list[Delivery]) -> None:
+        try:
+            self.broker.set_visibility(self.function.api_name, deliveries, 0)
+        finally:
+            self.hand.drop(deliveries)
+
+    def _acquire_lease(self) -> int | None:
+        """Wait for a slot of the group's concurrency limit (None: no limit → no lease); None on stop."""
+        if self.limit is None:
+            return -1
+        delay = 0.01
+        while not self.stopping.is_set():
+            slot = self.store.acquire_lease(self.function.concurrency_id, self.limit, self.worker_id)
+            if slot is not None:
+                with self.hand.lock:
+                    self.hand.leases.add(slot)
+                return slot
+            self.stopping.wait(delay)
+            delay = min(delay * 2, 0.2)
+        return None
+
+    # ---- claim -----------------------------------------------------------------------------------
+
+    def _claim(self, deliveries: list[Delivery]) -> list[_Task]:
+        """Turn messages into claimed jobs; settle every message that cannot run."""
+        ids = {d.message_id: d.job_id for d in deliveries}
+        jobs = self.store.get_jobs([job_id for job_id in ids.values() if job_id])
+        poison, finished, foreign, candidates = [], [], [], []
+        for delivery in deliveries:
+            job = jobs.get(ids[delivery.message_id] or "")
+            if job is None or job.api_name != self.function.api_name:
+                poison.append(delivery)
+            elif job.state in TERMINAL_STATES:
+                finished.append(delivery)
+            elif job.state is JobState.RUNNING and not self._owner_gone(job):
+                foreign.append(delivery)
+            else:
+                candidates.append((job, delivery))
+        if poison:
+            logger.error("dead-lettering %d messages with no job", len(poison))
+            self.broker.dead_letter(self.function.api_name, poison)
+        if finished:
+            self.broker.delete(self.function.api_name, finished)
+        self.hand.drop(poison + finished + foreign)
+        claimed = {job.job_id: job for job in self.store.claim([job for job, _ in candidates], self.worker_id)}
+        lost = [d for job, d in candidates if job.job_id not in claimed]
+        self.hand.drop(lost)
+        with self.hand.lock:
+            self.hand.running.update(claimed)
+        return [_Task(claimed[job.job_id], d) for job, d in candidates if job.job_id in claimed]
+
+    def _owner_gone(self, job: Job) -> bool:
+        """Whether a running job was abandoned: its worker died, or it is ours from a failed attempt."""
+        if job.worker_id == self.worker_id:
+            with self.hand.lock:
+                return job.job_id not in self.hand.running
+        return job.worker_id is None or not self.store.is_worker_alive(self.function.api_name, job.worker_id)
+
+    # ---- run -------------------------------------------------------------------------------------
+
+    def _run(self, tasks: list[_Task]) -> None:
+        retry_exhausted = [t for t in tasks if t.job.attempt > self.settings.max_attempts]
+        for task in retry_exhausted:
+            task.outcome = self._failure(
+                task.job, f"The job failed {self.settings.max_attempts} times (its worker stopped); giving up."
+            )
+        runnable = [t for t in tasks if t.outcome is None]
+        if runnable:
+            eta = self.avg_batch_s
+            self.store.append_many(
+                [NewEvent(t.job.session_hash, protocol.process_starts(t.job.job_id, eta)) for t in runnable]
+            )
+            started = time.monotonic()
+            if self.function.batch:
+                self._run_batch(runnable)
+            else:
+                for task in runnable:
+                    self._run_one(task)
+            self._learn(time.monotonic() - started, len(runnable))
+        self._settle(tasks)
+
+    def _run_batch(self, tasks: list[_Task]) -> None:
+        started = time.monotonic()
+        columns = [list(column) for column in zip(*(t.job.data for t in tasks), strict=True)]
+        try:
+            outputs = self._call(self.function.fn, columns, {}, tasks)
+            rows = self._batch_rows(outputs, len(tasks))
+        except JobFailed as failure:
+            if len(tasks) > 1 and isinstance(failure.__cause__, Error):
+                for task in tasks:
+                    self._run_batch([task])
+                return
+            for task in tasks:
+                task.outcome = self._failure(task.job, str(failure))
+            return
+        duration = time.monotonic() - started
+        for task, row in zip(tasks, rows, strict=True):
+            task.outcome = Completion(
+                task.job, JobState.COMPLETED, protocol.completed(task.job.job_id, row, duration, self.avg_batch_s)
+            )
+
+    def _batch_rows(self, outputs: Any, size: int) -> list[list[Any]]:
+        expected = len(self.function.outputs)
+        if not isinstance(outputs, list | tuple) or len(outputs) != expected:
+            raise JobFailed(
+                f"{self.function.api_name} must return a list of {expected} output list(s) for a batch."
+            )
+        if any(not isinstance(column, list | tuple) or len(column) != size for column in outputs):
+            raise JobFailed(f"{self.function.api_name} returned output lists whose length is not the batch size {size}.")
+        return [list(row) for row in zip(*outputs, strict=True)]
+
+    def _run_one(self, task: _Task) -> None:
+        started = time.monotonic()
+        kwargs = self._progress_kwargs(task)
+        try:
+            if self.function.is_generator:
+                data = self._call_generator(task, kwargs)
+            else:
+                data = self._row(self._call(self.function.fn, task.job.data, kwargs, [task]))
+        except JobFailed as failure:
+            task.outcome = self._failure(task.job, str(failure))
+            return
+        duration = time.monotonic() - started
+        task.outcome = Completion(
+            task.job, JobState.COMPLETED, protocol.completed(task.job.job_id, data, duration, self.avg_batch_s)
+        )
+
+    def _row(self, value: Any) -> list[Any]:
+        expected = len(self.function.outputs)
+        if expected == 1:
+            return [value]
+        if not isinstance(value, list | tuple) or len(value) != expected:
+            raise JobFailed(f"{self.function.api_name} must return {expected} values.")
+        return list(value)
+
+    def _call_generator(self, task: _Task, kwargs: dict[str, Any]) -> list[Any]:
+        job = task.job
+        previous: list[Any] | None = None
+
+        def consume() -> list[Any] | None:
+            nonlocal previous
+            for value in self.function.fn(*job.data, **kwargs):
+                row = self._row(value)
+                chunk = row if previous is None else protocol.diff(previous, row)
+                self.store.append(NewEvent(job.session_hash, protocol.generating(job.job_id, chunk)))
+                previous = row
+            return previous
+
+        final = self._call(lambda: consume(), [], {}, [task])
+        if final is None:
+            raise JobFailed(f"{self.function.api_name} yielded nothing.")
+        return list(final)
+
+    def _call(self, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], tasks: list[_Task]) -> Any:
+        """Run user code in the pool with the time limit; turn every failure into `JobFailed`."""
+        future: Future[Any] = self.pool.submit(_invoke, fn, args, kwargs)
+        try:
+            return future.result(timeout=self.function.time_limit_s)
+        except FutureTimeout:
+            raise JobFailed(f"{self.function.api_name} took longer than its limit of {self.function.time_limit_s} s.") from None
+        except Error as error:
+            raise JobFailed(error.message) from error
+        except JobFailed:
+            raise
+        except Exception as error:
+            logger.exception("%s raised", self.function.api_name, extra={"event_ids": [t.job.job_id for t in tasks]})
+            message = str(error) if self.app.show_error else None
+            raise JobFailed(message or "") from error
+
+    def _progress_kwargs(self, task: _Task) -> dict[str, Any]:
+        if self.function.progress_arg is None:
+            return {}
+        job = task.job
+        last = [0.0]
+
+        def sink(value: float | None, index: int | None, length: int | None, desc: str | None, unit: str) -> None:
+            now = time.monotonic()
+            done = value is not None and value >= 1 or index is not None and index == length
+            if now - last[0] < PROGRESS_EVERY_S and not done:
+                return
+            last[0] = now
+            self.store.append(NewEvent(job.session_hash, protocol.progress(job.job_id, value, index, length, desc, unit)))
+
+        return {self.function.progress_arg: _bound_progress(sink)}
+
+    def _failure(self, job: Job, message: str) -> Completion:
+        return Completion(job, JobState.FAILED, protocol.failed(job.job_id, message or None))
+
+    # ---- record ----------------------------------------------------------------------------------
+
+    def _settle(self, tasks: list[_Task]) -> None:
+        """Record the outcomes (retrying while AWS refuses: results are not thrown away), then ack."""
+        completions = [t.outcome for t in tasks if t.outcome is not None]
+        delay = 0.1
+        while True:
+            try:
+                finished = set(self.store.finish(completions))
+                break
+            except Unavailable:
+                if delay > 30:
+                    raise
+                logger.warning("recording results failed; retrying in %.1f s", delay)
+                time.sleep(delay)
+                delay *= 2
+        done = [t.delivery for t in tasks if t.job.job_id in finished]
+        if done:
+            self.broker.delete(self.function.api_name, done)
+
+    def _learn(self, duration_s: float, size: int) -> None:
+        """Smooth the batch duration for ETA (EWMA, alpha 0.3) and publish it for the front."""
+        alpha = 0.3
+        self.avg_batch_s = duration_s if self.avg_batch_s is None else alpha * duration_s + (1 - alpha) * self.avg_batch_s
+        self.avg_batch_size = size if self.avg_batch_size is None else alpha * size + (1 - alpha) * self.avg_batch_size
+        try:
+            self.store.record_stats(self.function.api_name, self.avg_batch_s, self.avg_batch_size)
+        except Unavailable:
+            logger.warning("could not record statistics")
+
+
+def _invoke(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return asyncio.run(fn(*args, **kwargs))
+    return fn(*args, **kwargs)
+
+
+def _bound_progress(sink: Callable[[float | None, int | None, int | None, str | None, str], None]) -> Any:
+    from surge.application import Progress
+
+    return Progress().bind(sink)
