@@ -48,7 +48,7 @@ _device = threading.Lock()
     batch=True, max_batch_size=16, concurrency_limit=None, inputs=["textbox"], outputs=["textbox"], eta_hint_s=0.08
 )
 def sim_gpu(texts: list[str]) -> list[list[str]]:
-    """A stand-in model for load tests: a batch of n costs 50 ms + 2 ms × n."""
+    """A stand-in model for load tests: a batch of n costs 50 ms + 2 ms * n."""
     with _device:
         time.sleep(0.050 + 0.002 * len(texts))
     return [[f"{text} (batch of {len(texts)})" for text in texts]]

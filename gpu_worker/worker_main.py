@@ -14,7 +14,9 @@ from surge.worker import Worker
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     settings = Settings.from_env(os.environ)
     app = load_app(settings.app_module)
     function = app.get(os.environ["WORKER_API_NAME"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from mangum import Mangum
-
 from surge.front import build_service, create_api_app
 from surge.settings import Settings
 

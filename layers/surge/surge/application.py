@@ -33,9 +33,7 @@ class Progress:
     def __init__(self) -> None:
         self._sink: Callable[[float | None, int | None, int | None, str | None, str], None] | None = None
 
-    def bind(
-        self, sink: Callable[[float | None, int | None, int | None, str | None, str], None]
-    ) -> Progress:
+    def bind(self, sink: Callable[[float | None, int | None, int | None, str | None, str], None]) -> Progress:
         bound = Progress()
         bound._sink = sink
         return bound
@@ -82,7 +80,7 @@ class Function:
     outputs: list[str]
     batch: bool
     max_batch_size: int
-    concurrency_limit: int | None | Default
+    concurrency_limit: int | Default | None
     concurrency_id: str
     batch_wait_ms: int
     time_limit_s: float | None
@@ -137,7 +135,7 @@ class App:
         api_name: str | None = None,
         batch: bool = False,
         max_batch_size: int = 4,
-        concurrency_limit: int | None | Default = "default",
+        concurrency_limit: int | Default | None = "default",
         concurrency_id: str | None = None,
         batch_wait_ms: int = 0,
         time_limit_s: float | None = None,

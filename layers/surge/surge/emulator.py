@@ -18,8 +18,8 @@ from moto.sqs.models import Message, SQSBackend
 
 
 def _retention_check(self: SQSBackend, queue_name: str, message: Message) -> bool:
-    retention_s = int(self.get_queue(queue_name).message_retention_period)
-    return bool(retention_s + message.sent_timestamp / 1000 > unix_time())
+    retention_s = int(self.get_queue(queue_name).message_retention_period)  # type: ignore[attr-defined]
+    return bool(retention_s + (message.sent_timestamp or 0) / 1000 > unix_time())
 
 
 def patch_moto() -> None:

@@ -62,6 +62,17 @@ def aws_env(endpoint_url: str) -> dict[str, str]:
     }
 
 
+def emulator_client_kwargs(endpoint_url: str) -> dict[str, str]:
+    """`boto3.client` arguments that reach the emulator whatever this process's environment says."""
+    return {
+        "endpoint_url": endpoint_url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "aws_session_token": "testing",
+    }
+
+
 @dataclass
 class LocalStack:
     """Starts and stops the whole local stack as child processes."""
@@ -75,6 +86,7 @@ class LocalStack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
+    endpoint_url: str = ""
 
     @property
     def url(self) -> str:
@@ -86,19 +98,33 @@ class LocalStack:
         self.env = {**base, **aws_env(f"http://127.0.0.1:{moto_port}"), **self.extra_env}
         self._spawn("moto", [sys.executable, "-m", "surge.emulator", "--port", str(moto_port)])
         _wait_for_port(moto_port, 30)
-        os.environ.update(aws_env(f"http://127.0.0.1:{moto_port}"))
-        os.environ.pop("AWS_PROFILE", None)
+        self.endpoint_url = f"http://127.0.0.1:{moto_port}"
         app = load_app(self.app_spec)
         tuning = {**LOCAL_TUNING, **self.tuning}
         resources = provision(
-            app, visibility_timeout_s=int(tuning["visibility_timeout_s"]), max_receive_count=int(tuning.get("max_attempts", 3)) + 2
+            app,
+            visibility_timeout_s=int(tuning["visibility_timeout_s"]),
+            max_receive_count=int(tuning.get("max_attempts", 3)) + 2,
+            client_kwargs=emulator_client_kwargs(self.endpoint_url),
         )
         self.settings = Settings(app_module=self.app_spec, **vars(resources), **tuning)
         self.env.update(self.settings.to_env())
         self._spawn(
             "front",
-            [sys.executable, "-m", "uvicorn", "surge.launcher:local_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "surge.launcher:local_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
         )
         for function in app.functions:
             count = self.workers if isinstance(self.workers, int) else self.workers.get(function.api_name, 1)

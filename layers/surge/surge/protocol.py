@@ -45,16 +45,12 @@ def config(app: App) -> dict[str, Any]:
     }
 
 
-def _add_components(
-    components: list[dict[str, Any]], types: list[str], function: Function, role: str
-) -> list[int]:
+def _add_components(components: list[dict[str, Any]], types: list[str], function: Function, role: str) -> list[int]:
     ids = []
     for position, component_type in enumerate(types):
         component_id = len(components) + 1
         label = function.parameters[position].name if role == "input" else f"output {position}"
-        components.append(
-            {"id": component_id, "type": component_type, "props": {"label": label, "show_label": True}}
-        )
+        components.append({"id": component_id, "type": component_type, "props": {"label": label, "show_label": True}})
         ids.append(component_id)
     return ids
 
@@ -89,9 +85,7 @@ def info(app: App) -> dict[str, Any]:
     return {"named_endpoints": named, "unnamed_endpoints": {}}
 
 
-def estimate_eta(
-    function: Function, rank: int, stats: FunctionStats, slots: int
-) -> float | None:
+def estimate_eta(function: Function, rank: int, stats: FunctionStats, slots: int) -> float | None:
     """Seconds until a job at `rank` is expected to finish, including its own run (Gradio's meaning).
 
     Jobs ahead run `receive_batch_size` at a time on `slots` parallel batches. None before the first
@@ -186,7 +180,7 @@ def diff(previous: list[Any], current: list[Any]) -> list[Any]:
         if old == new:
             edits.append([])
         elif isinstance(old, str) and isinstance(new, str) and new.startswith(old):
-            edits.append([["append", [], new[len(old):]]])
+            edits.append([["append", [], new[len(old) :]]])
         else:
             edits.append([["replace", [], new]])
     return edits

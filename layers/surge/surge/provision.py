@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import boto3
 
@@ -18,14 +19,22 @@ class Resources:
     queue_url_prefix: str
 
 
-def provision(app: App, prefix: str = "surge-", visibility_timeout_s: int = 60, max_receive_count: int = 5) -> Resources:
+def provision(
+    app: App,
+    prefix: str = "surge-",
+    visibility_timeout_s: int = 60,
+    max_receive_count: int = 5,
+    client_kwargs: dict[str, str] | None = None,
+) -> Resources:
     """Create (idempotently) the three tables and, per function, a queue with its dead-letter queue.
 
+    `client_kwargs` go to `boto3.client` (the emulator's endpoint and fake credentials, locally).
     `max_receive_count` must exceed the workers' `max_attempts` so that workers fail a job with a
     clear message before SQS moves its message to the dead-letter queue.
     """
-    dynamodb = boto3.client("dynamodb")
-    sqs = boto3.client("sqs")
+    session_kwargs: dict[str, Any] = dict(client_kwargs or {})
+    dynamodb = boto3.client("dynamodb", **session_kwargs)
+    sqs = boto3.client("sqs", **session_kwargs)
     tables = {
         "jobs": [("job_id", "HASH")],
         "events": [("session_hash", "HASH"), ("sk", "RANGE")],

@@ -15,8 +15,9 @@ import anyio
 from surge import protocol
 from surge.application import App, Function
 from surge.broker import Broker
-from surge.errors import BadRequest, NotFound, PayloadTooLarge, Unavailable, WaitTooLong
+from surge.errors import BadRequest, NotFound, PayloadTooLarge, QueueFull, Unavailable, WaitTooLong
 from surge.models import CancelBody, Counters, FunctionStats, Job, JobState, JoinBody, StoredEvent
+from surge.observer import Observer
 from surge.settings import Settings
 from surge.store import NewEvent, Store
 
@@ -52,8 +53,11 @@ class _TimedCache:
 class FrontService:
     """What the HTTP edges call; every method is one request's worth of work."""
 
-    def __init__(self, app: App, settings: Settings, store: Store, broker: Broker) -> None:
+    def __init__(
+        self, app: App, settings: Settings, store: Store, broker: Broker, observer: Observer | None = None
+    ) -> None:
         self.app = app
+        self.observer = observer or Observer()
         self.settings = settings
         self.store = store
         self.broker = broker
@@ -70,12 +74,17 @@ class FrontService:
         function = self._function(body)
         self._validate(function, body.data)
         group = function.concurrency_id
-        counters = self.store.admit(group, self.app.max_size, self._retry_after_s(function))
+        try:
+            counters = self.store.admit(group, self.app.max_size, self._retry_after_s(function))
+        except QueueFull:
+            self.observer.rejected(function.api_name, "queue_full")
+            raise
         seq = counters.tail[group]
         estimation = self._estimation(function, "", group, seq, counters)
         eta = estimation["rank_eta"]
         if self.app.max_wait_s is not None and eta is not None and eta > self.app.max_wait_s:
             self.store.leave(group)
+            self.observer.rejected(function.api_name, "wait_too_long")
             raise WaitTooLong(eta, self.app.max_wait_s)
         job = Job(
             job_id=secrets.token_hex(16),
@@ -88,6 +97,7 @@ class FrontService:
             created_at=time.time(),
         )
         self._record(job, {**estimation, "event_id": job.job_id})
+        self.observer.admitted(function.api_name)
         return job.job_id
 
     def _record(self, job: Job, estimation: dict[str, Any]) -> None:
@@ -119,9 +129,7 @@ class FrontService:
 
     def _validate(self, function: Function, data: list[Any]) -> None:
         if len(data) != len(function.inputs):
-            raise BadRequest(
-                f"{function.api_name} takes {len(function.inputs)} input(s), got {len(data)}."
-            )
+            raise BadRequest(f"{function.api_name} takes {len(function.inputs)} input(s), got {len(data)}.")
         for parameter, value in zip(function.parameters, data, strict=True):
             expected = _JSON_TYPES.get(parameter.component)
             wrong_bool = isinstance(value, bool) and parameter.component in ("number", "slider")
@@ -129,9 +137,7 @@ class FrontService:
                 raise BadRequest(f"Input {parameter.name!r} of {function.api_name} must be a {parameter.component}.")
         size = len(json.dumps(data, separators=(",", ":")).encode())
         if size > self.settings.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"Inputs are {size} bytes; the limit is {self.settings.max_payload_bytes} bytes."
-            )
+            raise PayloadTooLarge(f"Inputs are {size} bytes; the limit is {self.settings.max_payload_bytes} bytes.")
 
     # ---- estimation ------------------------------------------------------------------------------
 
@@ -147,7 +153,9 @@ class FrontService:
             return limit or 1
         return min(live, limit) if limit else live
 
-    def _estimation(self, function: Function, event_id: str, group: str, seq: int, counters: Counters) -> dict[str, Any]:
+    def _estimation(
+        self, function: Function, event_id: str, group: str, seq: int, counters: Counters
+    ) -> dict[str, Any]:
         return protocol.estimation_for(
             function, event_id, group, seq, counters, self._stats(function), self.slots(function)
         )
@@ -185,10 +193,7 @@ class FrontService:
             for event in new:
                 yield event.body
             now = time.monotonic()
-            if new:
-                interval = poll.min_s
-            else:
-                interval = min(interval * poll.backoff, poll.max_s)
+            interval = poll.min_s if new else min(interval * poll.backoff, poll.max_s)
             if reader.pending:
                 idle_since = None
             elif idle_since is None:

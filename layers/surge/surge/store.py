@@ -129,7 +129,7 @@ class Store:
                     **kwargs,
                 )
         except ClientError as error:
-            old = error.response.get("Item") or {}
+            old: dict[str, Any] = dict(error.response.get("Item") or {})
             size = int(old.get("waiting", {}).get("N", max_size or 0))
             raise QueueFull(max_size or 0, size, retry_after_s) from error
         return _counters(response["Attributes"])
@@ -357,6 +357,42 @@ class Store:
             raise Unavailable("Ending the job failed; please try again.") from error
         return True
 
+    def fail_abandoned(self, job: Job, body: dict[str, Any]) -> bool:
+        """Fail a job that no worker will finish (its message reached the dead-letter queue).
+
+        Works from `waiting` (the counters drop too) or `running`; False if the job already ended.
+        """
+        if job.state is JobState.WAITING:
+            return self.end_waiting(job, JobState.FAILED, body)
+        if job.state is not JobState.RUNNING:
+            return False
+        actions = [
+            {
+                "Update": {
+                    "TableName": self.settings.jobs_table_name,
+                    "Key": {"job_id": _s(job.job_id)},
+                    "UpdateExpression": "SET #state = :failed, finished_at = :now",
+                    "ConditionExpression": "#state = :running AND attempt = :attempt",
+                    "ExpressionAttributeNames": {"#state": "state"},
+                    "ExpressionAttributeValues": {
+                        ":failed": _s(JobState.FAILED.value),
+                        ":now": _n(time.time()),
+                        ":running": _s(JobState.RUNNING.value),
+                        ":attempt": _n(job.attempt),
+                    },
+                }
+            },
+            {"Put": self._event_put(job.session_hash, body)},
+        ]
+        try:
+            with aws_errors("Failing the job"):
+                self.client.transact_write_items(TransactItems=actions)
+        except ClientError as error:
+            if any(r.get("Code") == "ConditionalCheckFailed" for r in error.response.get("CancellationReasons", [])):
+                return False
+            raise Unavailable("Failing the job failed; will retry.") from error
+        return True
+
     # ---- session event log -----------------------------------------------------------------------
 
     def _event_put(self, session_hash: str, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -537,9 +573,7 @@ class Store:
                 KeyConditionExpression="pk = :pk",
                 ExpressionAttributeValues={":pk": _s(f"workers#{api_name}")},
             ).get("Items", [])
-        return {
-            item["sk"]["S"]: int(item["slots"]["N"]) for item in items if float(item["alive_until"]["N"]) >= now
-        }
+        return {item["sk"]["S"]: int(item["slots"]["N"]) for item in items if float(item["alive_until"]["N"]) >= now}
 
     def is_worker_alive(self, api_name: str, worker_id: str) -> bool:
         with aws_errors("Reading a worker"):

@@ -301,11 +301,11 @@ class Worker:
     def _batch_rows(self, outputs: Any, size: int) -> list[list[Any]]:
         expected = len(self.function.outputs)
         if not isinstance(outputs, list | tuple) or len(outputs) != expected:
-            raise JobFailed(
-                f"{self.function.api_name} must return a list of {expected} output list(s) for a batch."
-            )
+            raise JobFailed(f"{self.function.api_name} must return a list of {expected} output list(s) for a batch.")
         if any(not isinstance(column, list | tuple) or len(column) != size for column in outputs):
-            raise JobFailed(f"{self.function.api_name} returned output lists whose length is not the batch size {size}.")
+            raise JobFailed(
+                f"{self.function.api_name} returned output lists whose length is not the batch size {size}."
+            )
         return [list(row) for row in zip(*outputs, strict=True)]
 
     def _run_one(self, task: _Task) -> None:
@@ -356,7 +356,9 @@ class Worker:
         try:
             return future.result(timeout=self.function.time_limit_s)
         except FutureTimeout:
-            raise JobFailed(f"{self.function.api_name} took longer than its limit of {self.function.time_limit_s} s.") from None
+            raise JobFailed(
+                f"{self.function.api_name} took longer than its limit of {self.function.time_limit_s} s."
+            ) from None
         except Error as error:
             raise JobFailed(error.message) from error
         except JobFailed:
@@ -374,11 +376,13 @@ class Worker:
 
         def sink(value: float | None, index: int | None, length: int | None, desc: str | None, unit: str) -> None:
             now = time.monotonic()
-            done = value is not None and value >= 1 or index is not None and index == length
+            done = (value is not None and value >= 1) or (index is not None and index == length)
             if now - last[0] < PROGRESS_EVERY_S and not done:
                 return
             last[0] = now
-            self.store.append(NewEvent(job.session_hash, protocol.progress(job.job_id, value, index, length, desc, unit)))
+            self.store.append(
+                NewEvent(job.session_hash, protocol.progress(job.job_id, value, index, length, desc, unit))
+            )
 
         return {self.function.progress_arg: _bound_progress(sink)}
 
@@ -408,7 +412,9 @@ class Worker:
     def _learn(self, duration_s: float, size: int) -> None:
         """Smooth the batch duration for ETA (EWMA, alpha 0.3) and publish it for the front."""
         alpha = 0.3
-        self.avg_batch_s = duration_s if self.avg_batch_s is None else alpha * duration_s + (1 - alpha) * self.avg_batch_s
+        self.avg_batch_s = (
+            duration_s if self.avg_batch_s is None else alpha * duration_s + (1 - alpha) * self.avg_batch_s
+        )
         self.avg_batch_size = size if self.avg_batch_size is None else alpha * size + (1 - alpha) * self.avg_batch_size
         try:
             self.store.record_stats(self.function.api_name, self.avg_batch_s, self.avg_batch_size)
