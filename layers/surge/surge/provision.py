@@ -35,7 +35,7 @@ def provision(
     session_kwargs: dict[str, Any] = dict(client_kwargs or {})
     dynamodb = boto3.client("dynamodb", **session_kwargs)
     sqs = boto3.client("sqs", **session_kwargs)
-    tables = {
+    tables: dict[str, list[tuple[str, Any]]] = {
         "jobs": [("job_id", "HASH")],
         "events": [("session_hash", "HASH"), ("sk", "RANGE")],
         "state": [("pk", "HASH"), ("sk", "RANGE")],

@@ -129,7 +129,7 @@ class Store:
                     **kwargs,
                 )
         except ClientError as error:
-            old: dict[str, Any] = dict(error.response.get("Item") or {})
+            old: Any = error.response.get("Item") or {}
             size = int(old.get("waiting", {}).get("N", max_size or 0))
             raise QueueFull(max_size or 0, size, retry_after_s) from error
         return _counters(response["Attributes"])
