@@ -1,0 +1,85 @@
+"""The default example app through the official gradio_client, against moto + uvicorn + worker processes."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from surge.launcher import LocalStack
+from tests.crossprocess.helpers import counters, join, messages, new_session, queue_depth, wait_until
+
+pytestmark = pytest.mark.crossprocess
+
+
+@pytest.fixture(scope="module")
+def client(demo_stack: LocalStack) -> Client:
+    return Client(demo_stack.url, verbose=False)
+
+
+def test_predict_echo_returns_the_input(client: Client) -> None:
+    assert client.predict("hello surge", api_name="/echo") == "hello surge"
+
+
+def test_trim_words_batch_function_answers_each_caller(client: Client) -> None:
+    assert client.predict("hello world", 5, api_name="/trim_words") == "hello"
+
+
+def test_trim_words_negative_length_raises_app_error_naming_the_problem(client: Client) -> None:
+    with pytest.raises(AppError, match="Length must be 0 or more; got -2"):
+        client.predict("abc", -2, api_name="/trim_words")
+
+
+def test_generator_streams_progressive_outputs_then_the_final_value(client: Client) -> None:
+    job = client.submit("the quick brown fox", api_name="/stream_tokens")
+    chunks = list(job)
+    assert chunks[-4:] == ["the", "the quick", "the quick brown", "the quick brown fox"]
+    assert job.result() == "the quick brown fox"
+
+
+def test_generator_reports_progress_on_the_raw_stream(demo_stack: LocalStack) -> None:
+    session = new_session()
+    event_id = join(demo_stack, session, "stream_tokens", ["one two three"]).json()["event_id"]
+    seen = [m for m in messages(demo_stack, session) if m.get("event_id") == event_id]
+    kinds = [m["msg"] for m in seen]
+    assert kinds[0] == "estimation" and kinds[-1] == "process_completed"
+    assert kinds.index("process_starts") < kinds.index("process_generating")
+    progress = [m["progress_data"][0] for m in seen if m["msg"] == "progress"]
+    assert progress and progress[-1]["index"] == 3 and progress[-1]["length"] == 3
+    generating = [m["output"]["data"] for m in seen if m["msg"] == "process_generating"]
+    assert generating[0] == [""]
+    assert generating[1] == [[["replace", [], "one"]]] or generating[1] == [[["append", [], "one"]]]
+    assert generating[2] == [[["append", [], " two"]]]
+
+
+def test_several_jobs_of_one_client_share_one_stream(client: Client) -> None:
+    jobs = [client.submit(f"message {i}", api_name="/echo") for i in range(8)]
+    assert [job.result() for job in jobs] == [f"message {i}" for i in range(8)]
+
+
+def test_sim_gpu_forms_batches_under_a_burst_and_never_exceeds_max_batch_size(demo_stack: LocalStack) -> None:
+    clients = [Client(demo_stack.url, verbose=False) for _ in range(4)]
+
+    def call(i: int) -> str:
+        result: str = clients[i % 4].predict(f"req{i}", api_name="/sim_gpu")
+        return result
+
+    with ThreadPoolExecutor(64) as pool:
+        results = list(pool.map(call, range(64)))
+    sizes = [int(re.search(r"batch of (\d+)", r).group(1)) for r in results]  # type: ignore[union-attr]
+    assert all(r.startswith(f"req{i} ") for i, r in enumerate(results))
+    assert max(sizes) > 1
+    assert max(sizes) <= 16
+
+
+def test_counters_return_to_zero_when_the_queue_drains(demo_stack: LocalStack, client: Client) -> None:
+    jobs = [client.submit(f"x{i}", api_name="/sim_gpu") for i in range(20)]
+    for job in jobs:
+        job.result()
+    assert wait_until(lambda: counters(demo_stack).waiting == 0, 10)
+    after = counters(demo_stack)
+    assert all(after.queue_size(group) == 0 for group in after.tail)
+    assert queue_depth(demo_stack, "sim_gpu") == (0, 0)
