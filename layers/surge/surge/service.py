@@ -230,7 +230,7 @@ class PollPolicy:
     min_s: float = 0.02
     max_s: float = 0.5
     backoff: float = 1.5
-    estimation_refresh_s: float = 1.0
+    estimation_refresh_s: float = 0.5
     linger_s: float = 0.3
     empty_session_s: float = 10.0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import secrets
 import threading
 import time
@@ -88,7 +89,7 @@ class Worker:
         self.store = store
         self.broker = broker
         self.slots = slots
-        self.worker_id = worker_id or f"{function.api_name}-{secrets.token_hex(6)}"
+        self.worker_id = worker_id or f"{function.api_name}-{os.getpid()}-{secrets.token_hex(4)}"
         self.limit = app.concurrency_limit(function.concurrency_id)
         self.stopping = threading.Event()
         self.hand = _Hand()
