@@ -83,9 +83,9 @@ def test_rank_and_eta_shrink_as_the_queue_drains(two_worker_stack: LocalStack) -
     deadline = time.monotonic() + 30
     while not last.done() and time.monotonic() < deadline:
         status = last.status()
-        if status.code.name == "IN_QUEUE" and status.rank is not None and status.eta is not None:
-            if not seen or seen[-1] != (status.rank, status.eta):
-                seen.append((status.rank, status.eta))
+        waiting = status.code.name == "IN_QUEUE" and status.rank is not None and status.eta is not None
+        if waiting and (not seen or seen[-1] != (status.rank, status.eta)):
+            seen.append((status.rank, status.eta))
         time.sleep(0.05)
     assert last.result() == "r5"
     ranks = [rank for rank, _ in seen]
