@@ -30,6 +30,8 @@ BOTO_CONFIG = Config(
     read_timeout=10,
 )
 TRANSACTION_LIMIT = 100
+PASSED_THROUGH = ("ConditionalCheckFailedException", "TransactionCanceledException")
+"""Refusals the callers inspect themselves; every other AWS failure becomes `Unavailable`."""
 
 
 class _Clock:
@@ -50,11 +52,14 @@ CLOCK = _Clock()
 
 @contextmanager
 def aws_errors(what: str) -> Iterator[None]:
-    """Translate a failed AWS call into `Unavailable` (the caller's request changed nothing)."""
+    """Translate a failed AWS call into `Unavailable` (the caller's request changed nothing).
+
+    Condition failures pass through: callers decide what a refused condition means.
+    """
     try:
         yield
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("ConditionalCheckFailedException",):
+        if error.response.get("Error", {}).get("Code") in PASSED_THROUGH:
             raise
         raise Unavailable(f"{what} failed; please try again shortly.") from error
     except BotoCoreError as error:

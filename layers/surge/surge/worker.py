@@ -262,7 +262,8 @@ class Worker:
         retry_exhausted = [t for t in tasks if t.job.attempt > self.settings.max_attempts]
         for task in retry_exhausted:
             task.outcome = self._failure(
-                task.job, f"The job failed {self.settings.max_attempts} times (its worker stopped); giving up."
+                task.job,
+                f"Gave up after {self.settings.max_attempts} attempt(s): the worker running this job stopped each time.",
             )
         runnable = [t for t in tasks if t.outcome is None]
         if runnable:
