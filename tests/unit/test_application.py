@@ -128,5 +128,5 @@ def test_load_app_rejects_something_that_is_not_an_app() -> None:
     from surge.application import load_app
 
     assert load_app("examples.demo_app").title == "Surge demo"
-    with pytest.raises(TypeError, match="not a surge.App"):
+    with pytest.raises(TypeError, match=r"not a surge\.App"):
         load_app("examples.demo_app:sim_gpu")

@@ -263,7 +263,8 @@ class Worker:
         for task in retry_exhausted:
             task.outcome = self._failure(
                 task.job,
-                f"Gave up after {self.settings.max_attempts} attempt(s): the worker running this job stopped each time.",
+                f"Gave up after {self.settings.max_attempts} attempt(s): "
+                "the worker running this job stopped each time.",
             )
         runnable = [t for t in tasks if t.outcome is None]
         if runnable:
