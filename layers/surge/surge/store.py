@@ -479,6 +479,53 @@ class Store:
                 },
             )
 
+    # ---- session presence (to release the waiting jobs of clients that drop) ------------------------
+
+    def _session_key(self, session_hash: str) -> dict[str, Any]:
+        return {"pk": _s(f"session#{session_hash}"), "sk": _s("-")}
+
+    def session_connected(self, session_hash: str, opened_at: float) -> None:
+        with aws_errors("Recording the session"):
+            self.client.update_item(
+                TableName=self.settings.state_table_name,
+                Key=self._session_key(session_hash),
+                UpdateExpression="SET connected_at = :t, expires_at = :x REMOVE gone_at",
+                ExpressionAttributeValues={":t": _n(opened_at), ":x": _n(int(opened_at) + self.settings.job_ttl_s)},
+            )
+
+    def session_gone(self, session_hash: str, opened_at: float) -> None:
+        """Mark the session dropped, unless a newer stream of it opened since `opened_at`."""
+        try:
+            with aws_errors("Recording the session"):
+                self.client.update_item(
+                    TableName=self.settings.state_table_name,
+                    Key=self._session_key(session_hash),
+                    UpdateExpression="SET gone_at = :now",
+                    ConditionExpression="connected_at = :opened",
+                    ExpressionAttributeValues={":now": _n(time.time()), ":opened": _n(opened_at)},
+                )
+        except ClientError:
+            return
+
+    def session_is_gone(self, session_hash: str) -> bool:
+        return bool(self.gone_sessions([session_hash], 0.0))
+
+    def gone_sessions(self, session_hashes: Sequence[str], grace_s: float) -> set[str]:
+        """Sessions among these whose stream dropped more than `grace_s` ago and did not come back."""
+        keys = [self._session_key(h) for h in dict.fromkeys(session_hashes)]
+        gone: set[str] = set()
+        cutoff = time.time() - grace_s
+        for start in range(0, len(keys), 100):
+            request = {self.settings.state_table_name: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
+            while request:
+                with aws_errors("Reading sessions"):
+                    response = self.client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.settings.state_table_name, []):
+                    if "gone_at" in item and float(item["gone_at"]["N"]) <= cutoff:
+                        gone.add(item["pk"]["S"].removeprefix("session#"))
+                request = response.get("UnprocessedKeys") or {}
+        return gone
+
     # ---- concurrency leases ----------------------------------------------------------------------
 
     def acquire_lease(self, group: str, limit: int, owner: str) -> int | None:

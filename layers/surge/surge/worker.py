@@ -236,6 +236,8 @@ class Worker:
                 foreign.append(delivery)
             else:
                 candidates.append((job, delivery))
+        candidates, released = self._skip_dropped_sessions(candidates)
+        finished.extend(released)
         if poison:
             logger.error("dead-lettering %d messages with no job", len(poison))
             self.broker.dead_letter(self.function.api_name, poison)
@@ -248,6 +250,24 @@ class Worker:
         with self.hand.lock:
             self.hand.running.update(claimed)
         return [_Task(claimed[job.job_id], d) for job, d in candidates if job.job_id in claimed]
+
+    def _skip_dropped_sessions(
+        self, candidates: list[tuple[Job, Delivery]]
+    ) -> tuple[list[tuple[Job, Delivery]], list[Delivery]]:
+        """Cancel waiting jobs whose client dropped its stream longer than the grace period ago
+        (Gradio drops them at once); their places go to the next in line."""
+        sessions = {job.session_hash for job, _ in candidates if job.state is JobState.WAITING}
+        gone = self.store.gone_sessions(list(sessions), self.settings.session_grace_s) if sessions else set()
+        if not gone:
+            return candidates, []
+        keep, released = [], []
+        for job, delivery in candidates:
+            if job.state is JobState.WAITING and job.session_hash in gone:
+                self.store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id))
+                released.append(delivery)
+            else:
+                keep.append((job, delivery))
+        return keep, released
 
     def _owner_gone(self, job: Job) -> bool:
         """Whether a running job was abandoned: its worker died, or it is ours from a failed attempt."""
