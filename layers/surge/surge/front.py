@@ -18,6 +18,7 @@ from surge.application import load_app
 from surge.broker import Broker
 from surge.errors import SurgeError
 from surge.models import SESSION_HASH_PATTERN, CancelBody, EventId, JoinBody, ResetBody, Success
+from surge.pages import pages_router
 from surge.service import FrontService, PollPolicy
 from surge.settings import Settings
 from surge.store import Store
@@ -94,6 +95,7 @@ async def _forever() -> Any:
 def create_api_app(service: FrontService) -> FastAPI:
     app = _base_app(service.app.title)
     app.include_router(api_router(service))
+    app.include_router(pages_router(service))
     return app
 
 
@@ -108,4 +110,5 @@ def create_local_app(service: FrontService, poll: PollPolicy | None = None) -> F
     app = _base_app(service.app.title)
     app.include_router(api_router(service))
     app.include_router(stream_router(service, poll or PollPolicy()))
+    app.include_router(pages_router(service))
     return app

@@ -606,7 +606,6 @@ class Store:
                 ExpressionAttributeValues={":d": _n(avg_batch_s), ":n": _n(avg_batch_size), ":one": _n(1)},
             )
 
-
     # ---- operator view: recent batches and queue-depth samples (read by `surge.status`) ----------
     #
     # Items: `batches#<api_name>` / `<stamp>#<worker>` (one per batch a worker ran) and `depth#app` /
