@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from moto import mock_aws
 from surge.application import App
+from surge.broker import Broker
 from surge.front import build_service, create_api_app
 from surge.models import JoinBody
 from surge.provision import provision
@@ -17,6 +19,7 @@ from surge.service import FrontService
 from surge.settings import Settings
 from surge.status import StatusBoard, slots_for
 from surge.store import Store
+from surge.worker import Worker
 
 from tests.apps import pages_app
 
@@ -127,19 +130,25 @@ def test_slots_follow_live_workers_capped_by_limit() -> None:
     assert slots_for({"a": 2, "b": 2}, None) == 4
 
 
-def test_worker_batch_log_counts_failures(settings: Settings, service: FrontService) -> None:
-    """The worker logs each batch it ran, with how many of its jobs failed (here: a division by zero)."""
-    from surge.broker import Broker
-    from surge.worker import Worker
-
-    app = service.app
+def test_worker_logs_each_batch_with_its_failures(settings: Settings, service: FrontService) -> None:
+    """A worker logs the batch it ran, counting the jobs that failed (here: a division by zero)."""
+    settings = settings.model_copy(update={"poll_wait_s": 1})
     store = Store(settings)
     service.join(JoinBody(data=[1, 0], api_name="divide", session_hash="s" * 16))
-    worker = Worker(app, app.get("divide"), settings, store, Broker(settings), worker_id="divide-w")
-    worker._process(worker._gather())
+    worker = Worker(service.app, service.app.get("divide"), settings, store, Broker(settings), worker_id="divide-w")
+    thread = threading.Thread(target=worker.serve)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not store.recent_batches("divide", 5) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
 
     (batch,) = store.recent_batches("divide", 5)
     assert (batch.size, batch.failed, batch.worker_id) == (1, 1, "divide-w")
+    assert batch.duration_s >= 0
 
 
 def test_pages_router_serves_pages_assets_and_status_json(service: FrontService) -> None:
