@@ -21,6 +21,7 @@ from surge.broker import Broker
 from surge.errors import SurgeError, TooManyRequests
 from surge.guard import BodyLimit, RateLimiter
 from surge.models import SESSION_HASH_PATTERN, CancelBody, EventId, JoinBody, ResetBody, Success
+from surge.pages import pages_router
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionStream
 from surge.settings import Settings
@@ -118,6 +119,7 @@ async def _forever() -> Any:
 def create_api_app(service: FrontService) -> FastAPI:
     app = _base_app(service)
     app.include_router(api_router(service))
+    app.include_router(pages_router(service))
     return app
 
 
@@ -132,4 +134,5 @@ def create_local_app(service: FrontService, poll: PollPolicy | None = None) -> F
     app = _base_app(service)
     app.include_router(api_router(service))
     app.include_router(stream_router(service, poll or PollPolicy()))
+    app.include_router(pages_router(service))
     return app

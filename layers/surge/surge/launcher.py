@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         stack.start()
         httpx.get(f"{stack.url}/config", timeout=30).raise_for_status()
         print(f"Surge is serving {args.app} at {stack.url}  (Ctrl-C stops every process)", flush=True)
+        print(f"Open {stack.url}/ in a browser to use it; the queue's status page is {stack.url}/status", flush=True)
         while not stopped.wait(1):
             for name, process in list(stack.processes.items()):
                 if process.poll() is not None:

@@ -143,13 +143,8 @@ class FrontService:
         return self._cache.get(f"stats#{function.api_name}", lambda: self.store.stats(function.api_name))
 
     def slots(self, function: Function) -> int:
-        """Batches of the function that can run at once: live worker slots, capped by the group limit."""
         workers = self._cache.get(f"workers#{function.api_name}", lambda: self.store.live_workers(function.api_name))
-        limit = self.app.concurrency_limit(function.concurrency_id)
-        live = sum(workers.values())
-        if not live:
-            return limit or 1
-        return min(live, limit) if limit else live
+        return protocol.slots_for(workers, self.app.concurrency_limit(function.concurrency_id))
 
     def _estimation(
         self, function: Function, event_id: str, group: str, seq: int, counters: Counters

@@ -298,7 +298,9 @@ class Worker:
             else:
                 for task in runnable:
                     self._run_one(task)
-            self._learn(time.monotonic() - started, len(runnable))
+            duration_s = time.monotonic() - started
+            self._learn(duration_s, len(runnable))
+            self._log_batch(runnable, duration_s)
         self._settle(tasks)
 
     def _run_batch(self, tasks: list[_Task]) -> None:
@@ -443,6 +445,14 @@ class Worker:
             self.store.record_stats(self.function.api_name, self.avg_batch_s, self.avg_batch_size)
         except Unavailable:
             logger.warning("could not record statistics")
+
+    def _log_batch(self, tasks: list[_Task], duration_s: float) -> None:
+        """Log the batch for the status page (best effort: the jobs' results do not depend on it)."""
+        failed = sum(1 for t in tasks if t.outcome is not None and t.outcome.state is JobState.FAILED)
+        try:
+            self.store.record_batch(self.function.api_name, len(tasks), failed, duration_s, self.worker_id)
+        except Unavailable:
+            logger.warning("could not log the batch for the status page")
 
 
 def _invoke(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
