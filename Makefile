@@ -10,7 +10,7 @@ WORKERS ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test lint typecheck clean chaos
 
 $(VENV)/.installed: requirements-dev.txt layers/surge/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ $(CHROMIUM):
 
 test: $(VENV)/.installed $(CHROMIUM) lint typecheck
 	$(PY) -m pytest -q
+
+chaos: $(VENV)/.installed
+	$(PY) -m tests.chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

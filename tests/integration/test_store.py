@@ -18,7 +18,7 @@ def make_job(store: Store, job_id: str, group: str = "echo", state: JobState = J
     counters = store.admit(group, None, 1)
     job = Job(
         job_id=job_id,
-        session_hash="session0001",
+        session_hash="session000000001",
         api_name="echo",
         group=group,
         seq=counters.tail[group],
@@ -66,7 +66,7 @@ def test_each_job_finishes_exactly_once(demo: tuple[App, Settings]) -> None:
     done = Completion(running, JobState.COMPLETED, protocol.completed("j1", ["x"], 0.1, None))
     assert store.finish([done]) == ["j1"]
     assert store.finish([done]) == []
-    events = store.read_events("session0001", "0")
+    events = store.read_events("session000000001", "0")
     assert [e.body["msg"] for e in events].count("process_completed") == 1
     assert store.get_job("j1").state is JobState.COMPLETED  # type: ignore[union-attr]
 
@@ -101,7 +101,7 @@ def test_dead_lettered_jobs_fail_with_a_message_from_waiting_or_running(demo: tu
     assert store.fail_abandoned(running, protocol.failed("j2", "gave up"))
     assert not store.fail_abandoned(running, protocol.failed("j2", "gave up"))
     assert store.counters().waiting == 0
-    bodies = [e.body for e in store.read_events("session0001", "0") if e.body["msg"] == "process_completed"]
+    bodies = [e.body for e in store.read_events("session000000001", "0") if e.body["msg"] == "process_completed"]
     assert [b["output"]["error"] for b in bodies] == ["gave up", "gave up"]
 
 

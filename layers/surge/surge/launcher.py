@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -35,6 +37,15 @@ LOCAL_TUNING = {
 }
 """Shorter waits than in AWS so that Ctrl-C and a killed worker resolve in seconds; a join rate per
 client that lets one machine's load tests through (every local client is 127.0.0.1)."""
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the launcher dies, so no process outlives a killed run."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -145,7 +156,9 @@ class LocalStack:
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         output = subprocess.DEVNULL if self.quiet else None
-        process = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=output, stderr=output)
+        process = subprocess.Popen(
+            argv, env={**self.env, **(env or {})}, stdout=output, stderr=output, preexec_fn=_die_with_parent
+        )
         self.processes[name] = process
         return process
 

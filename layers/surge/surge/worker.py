@@ -39,10 +39,10 @@ class JobFailed(Exception):
 
 @dataclass
 class _Task:
-    """One claimed job and the message that carried it."""
+    """One claimed job and the messages that carried it (more than one when SQS delivered it twice)."""
 
     job: Job
-    delivery: Delivery
+    deliveries: list[Delivery]
     outcome: Completion | None = None
 
 
@@ -231,19 +231,7 @@ class Worker:
 
     def _claim(self, deliveries: list[Delivery]) -> list[_Task]:
         """Turn messages into claimed jobs; settle every message that cannot run."""
-        ids = {d.message_id: d.job_id for d in deliveries}
-        jobs = self.store.get_jobs([job_id for job_id in ids.values() if job_id])
-        poison, finished, foreign, candidates = [], [], [], []
-        for delivery in deliveries:
-            job = jobs.get(ids[delivery.message_id] or "")
-            if job is None or job.api_name != self.function.api_name:
-                poison.append(delivery)
-            elif job.state in TERMINAL_STATES:
-                finished.append(delivery)
-            elif job.state is JobState.RUNNING and not self._owner_gone(job):
-                foreign.append(delivery)
-            else:
-                candidates.append((job, delivery))
+        poison, finished, foreign, candidates = self._classify(deliveries)
         candidates, released = self._skip_dropped_sessions(candidates)
         finished.extend(released)
         if poison:
@@ -253,28 +241,51 @@ class Worker:
             self.broker.delete(self.function.api_name, finished)
         self.hand.drop(poison + finished + foreign)
         claimed = {job.job_id: job for job in self.store.claim([job for job, _ in candidates], self.worker_id)}
-        lost = [d for job, d in candidates if job.job_id not in claimed]
-        self.hand.drop(lost)
+        self.hand.drop([d for job, carried in candidates if job.job_id not in claimed for d in carried])
         with self.hand.lock:
             self.hand.running.update(claimed)
-        return [_Task(claimed[job.job_id], d) for job, d in candidates if job.job_id in claimed]
+        return [_Task(claimed[job.job_id], carried) for job, carried in candidates if job.job_id in claimed]
+
+    def _classify(
+        self, deliveries: list[Delivery]
+    ) -> tuple[list[Delivery], list[Delivery], list[Delivery], list[tuple[Job, list[Delivery]]]]:
+        """Sort messages into poison (no job of ours), finished, held by a live worker, and claimable
+        (grouped by job: a batch may hold two copies of one message)."""
+        ids = {d.message_id: d.job_id for d in deliveries}
+        jobs = self.store.get_jobs([job_id for job_id in ids.values() if job_id])
+        poison: list[Delivery] = []
+        finished: list[Delivery] = []
+        foreign: list[Delivery] = []
+        candidates: dict[str, tuple[Job, list[Delivery]]] = {}
+        for delivery in deliveries:
+            job = jobs.get(ids[delivery.message_id] or "")
+            if job is None or job.api_name != self.function.api_name:
+                poison.append(delivery)
+            elif job.state in TERMINAL_STATES:
+                finished.append(delivery)
+            elif job.state is JobState.RUNNING and not self._owner_gone(job):
+                foreign.append(delivery)
+            else:
+                candidates.setdefault(job.job_id, (job, []))[1].append(delivery)
+        return poison, finished, foreign, list(candidates.values())
 
     def _skip_dropped_sessions(
-        self, candidates: list[tuple[Job, Delivery]]
-    ) -> tuple[list[tuple[Job, Delivery]], list[Delivery]]:
+        self, candidates: list[tuple[Job, list[Delivery]]]
+    ) -> tuple[list[tuple[Job, list[Delivery]]], list[Delivery]]:
         """Cancel waiting jobs whose client dropped its stream longer than the grace period ago
         (Gradio drops them at once); their places go to the next in line."""
         sessions = {job.session_hash for job, _ in candidates if job.state is JobState.WAITING}
         gone = self.store.gone_sessions(list(sessions), self.settings.session_grace_s) if sessions else set()
         if not gone:
             return candidates, []
-        keep, released = [], []
-        for job, delivery in candidates:
+        keep: list[tuple[Job, list[Delivery]]] = []
+        released: list[Delivery] = []
+        for job, carried in candidates:
             if job.state is JobState.WAITING and job.session_hash in gone:
                 self.store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id))
-                released.append(delivery)
+                released.extend(carried)
             else:
-                keep.append((job, delivery))
+                keep.append((job, carried))
         return keep, released
 
     def _owner_gone(self, job: Job) -> bool:
@@ -438,7 +449,7 @@ class Worker:
                 logger.warning("recording results failed; retrying in %.1f s", delay)
                 time.sleep(delay)
                 delay *= 2
-        done = [t.delivery for t in tasks if t.job.job_id in finished]
+        done = [d for t in tasks if t.job.job_id in finished for d in t.deliveries]
         if done:
             self.broker.delete(self.function.api_name, done)
 
