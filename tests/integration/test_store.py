@@ -14,31 +14,43 @@ from surge.settings import Settings
 from surge.store import Completion, Store
 
 
-def make_job(store: Store, job_id: str, group: str = "echo", state: JobState = JobState.WAITING) -> Job:
-    counters = store.admit(group, None, 1)
-    job = Job(
+def new_job(job_id: str, group: str = "echo") -> Job:
+    return Job(
         job_id=job_id,
         session_hash="session000000001",
         api_name="echo",
         group=group,
-        seq=counters.tail[group],
-        state=state,
+        seq=0,
+        state=JobState.WAITING,
         data=["x"],
         created_at=time.time(),
     )
-    store.put_job(job)
+
+
+def make_job(store: Store, job_id: str, group: str = "echo") -> Job:
+    job = new_job(job_id, group)
+    store.admit(job, None, 1)
     return job
 
 
 def test_admission_stops_at_max_size_and_reports_the_size(demo: tuple[App, Settings]) -> None:
     store = Store(demo[1])
-    for _ in range(3):
-        store.admit("echo", 3, 1)
+    for i in range(3):
+        store.admit(new_job(f"j{i}"), 3, 1)
     with pytest.raises(QueueFull) as refused:
-        store.admit("echo", 3, 7)
+        store.admit(new_job("j3"), 3, 7)
     assert refused.value.detail == "Queue is full. Max size is 3 and size is 3."
     assert refused.value.retry_after_s == 7
     assert store.counters().waiting == 3 and store.counters().queue_size("echo") == 3
+    assert store.get_job("j3") is None, "a refused join leaves no job behind"
+
+
+def test_a_retried_admission_counts_once(demo: tuple[App, Settings]) -> None:
+    store = Store(demo[1])
+    job = new_job("j1")
+    store.admit(job, 10, 1)
+    store.admit(job, 10, 1)  # what the SDK does when the first answer was lost
+    assert store.counters().waiting == 1
 
 
 def test_a_job_is_claimed_once_and_leaves_the_waiting_count(demo: tuple[App, Settings]) -> None:
