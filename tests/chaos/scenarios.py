@@ -19,7 +19,7 @@ import boto3
 import httpx
 
 from surge.launcher import LocalStack, emulator_client_kwargs, free_port
-from tests.chaos.harness import Figures, Killer, Ledger, drive, settle, tally
+from tests.chaos.harness import Figures, Killer, Ledger, drive, explain_lost, settle, tally
 from tests.chaos.proxy import OutageProxy
 from tests.crossprocess.helpers import counters, queue_depth, records
 
@@ -76,6 +76,7 @@ def kill_workers(chaos: ChaosStack, jobs: int, kills: int, every_s: float) -> Fi
         killer.join()
     figures.workers_killed = killer.killed
     settle(chaos.stack, ["model"], ["model"], figures, 30)
+    explain_lost(chaos.stack, ledger, figures)
     return tally(ledger, figures, started)
 
 
@@ -97,6 +98,7 @@ def aws_outage(chaos: ChaosStack, jobs: int, outage_s: float) -> Figures:
     breaker.join()
     figures.outage_s = outage_s
     settle(chaos.stack, ["model"], ["model"], figures, 30)
+    explain_lost(chaos.stack, ledger, figures)
     return tally(ledger, figures, started)
 
 

@@ -64,3 +64,25 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_children_stop_by_themselves_when_the_launcher_is_killed_outright() -> None:
+    port = free_port()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "surge.launcher", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert launcher.stdout is not None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and f"127.0.0.1:{port}" not in launcher.stdout.readline():
+        pass
+    children = children_of(launcher.pid)
+    assert children
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert [pid for pid in children if _alive(pid)] == []
