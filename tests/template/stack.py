@@ -81,27 +81,23 @@ def _value(node: Any, template: Template, parameters: dict[str, Any]) -> Any:
         return [_value(item, template, parameters) for item in node]
     if not isinstance(node, dict) or len(node) != 1:
         return node
-    (key, argument), = node.items()
+    ((key, argument),) = node.items()
     if key == "Ref" and argument in parameters:
         return parameters[argument]
     if key == "Condition":
         return _condition(template, argument, parameters)
-    if key == "Fn::Equals":
-        left, right = _value(argument, template, parameters)
-        return str(left) == str(right)
-    if key == "Fn::Or":
-        return any(_value(argument, template, parameters))
-    if key == "Fn::And":
-        return all(_value(argument, template, parameters))
-    if key == "Fn::Not":
-        return not _value(argument, template, parameters)[0]
-    if key == "Fn::Split":
-        separator, text = _value(argument, template, parameters)
-        return str(text).split(separator)
-    if key == "Fn::Select":
-        index, items = _value(argument, template, parameters)
-        return items[int(index)]
-    return node
+    function = _FUNCTIONS.get(key)
+    return function(_value(argument, template, parameters)) if function else node
+
+
+_FUNCTIONS: dict[str, Any] = {
+    "Fn::Equals": lambda args: str(args[0]) == str(args[1]),
+    "Fn::Or": any,
+    "Fn::And": all,
+    "Fn::Not": lambda args: not args[0],
+    "Fn::Split": lambda args: str(args[1]).split(args[0]),
+    "Fn::Select": lambda args: args[1][int(args[0])],
+}
 
 
 def resolved(template: Template, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,9 @@ import re
 from typing import Any
 
 import pytest
+
 from surge.application import App, load_app
 from surge.settings import Settings
-
 from tests.template.stack import (
     ROOT,
     SERVICE_TEMPLATE,
@@ -21,7 +21,6 @@ from tests.template.stack import (
     function_stacks,
     grants,
     load,
-    ref,
     resolved,
     stacks_disagreeing_with,
     statements,
@@ -152,7 +151,8 @@ def test_function_stack_has_queue_dead_letter_queue_service_and_scaling(service:
     assert by_type["AWS::ECS::Service"] == ["Service"]
     assert by_type["AWS::ECS::TaskDefinition"] == ["TaskDefinition"]
     assert by_type["AWS::ApplicationAutoScaling::ScalableTarget"] == ["ScalableTarget"]
-    policies = {resources[name]["Properties"]["PolicyType"] for name in by_type["AWS::ApplicationAutoScaling::ScalingPolicy"]}
+    scaling = by_type["AWS::ApplicationAutoScaling::ScalingPolicy"]
+    policies = {resources[name]["Properties"]["PolicyType"] for name in scaling}
     assert policies == {"TargetTrackingScaling", "StepScaling"}
     target = resources["ScalableTarget"]["Properties"]
     assert target["MinCapacity"] == 0
@@ -243,16 +243,26 @@ def test_stream_role_only_reads_and_writes_its_own_cursors(cfn: Template) -> Non
 
 def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service: Template) -> None:
     def table(parameter: str) -> str:
-        arn = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${%s}" % parameter
+        arn = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${" + parameter + "}"
         return json.dumps({"Fn::Sub": arn}, sort_keys=True)
 
     own_items = {
         "ForAllValues:StringLike": {
-            "dynamodb:LeadingKeys": ["counters", "lease#*", {"Fn::Sub": "workers#${ApiName}"}, {"Fn::Sub": "stats#${ApiName}"}]
+            "dynamodb:LeadingKeys": [
+                "counters",
+                "lease#*",
+                {"Fn::Sub": "workers#${ApiName}"},
+                {"Fn::Sub": "stats#${ApiName}"},
+            ]
         }
     }
     assert grants(service["Resources"]["WorkerRole"]) == {
-        arn_of("Queue"): {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"},
+        arn_of("Queue"): {
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes",
+        },
         arn_of("DeadLetterQueue"): {"sqs:SendMessage"},
         table("JobsTableName"): {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
         table("EventsTableName"): {"dynamodb:PutItem", "dynamodb:BatchWriteItem"},
@@ -344,8 +354,10 @@ def test_tables_are_on_demand_expire_items_and_switch_recovery(template: Templat
 
 def test_outputs_give_the_endpoint_tables_and_queues(template: Template) -> None:
     outputs = template["Outputs"]
-    assert {"ApiUrl", "JobsTableName", "EventsTableName", "StateTableName", "QueueUrlPrefix", "QueueNames"} <= set(outputs)
-    assert outputs["ApiUrl"]["Value"] == {"Fn::Sub": "https://${SurgeApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/live/"}
+    public = {"ApiUrl", "JobsTableName", "EventsTableName", "StateTableName", "QueueUrlPrefix", "QueueNames"}
+    assert public <= set(outputs)
+    url = "https://${SurgeApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/live/"
+    assert outputs["ApiUrl"]["Value"] == {"Fn::Sub": url}
     queue_names = outputs["QueueNames"]["Value"]["Fn::Join"][1]
     assert {item["Fn::GetAtt"][0] for item in queue_names} == set(function_stacks(template))
 
