@@ -144,9 +144,5 @@ def grants(policy_holder: dict[str, Any]) -> dict[str, set[str]]:
     return found
 
 
-def ref(name: str) -> str:
-    return json.dumps({"Ref": name}, sort_keys=True)
-
-
 def arn_of(name: str) -> str:
     return json.dumps({"Fn::GetAtt": [name, "Arn"]}, sort_keys=True)

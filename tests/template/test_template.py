@@ -67,14 +67,24 @@ def _integration(cfn: Template, path: str, method: str) -> dict[str, Any]:
 # ---- routing and streaming -------------------------------------------------------------------------
 
 
-def test_api_routes_send_config_and_gradio_api_to_the_api_function(cfn: Template) -> None:
+def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Template) -> None:
     assert set(_paths(cfn)) == {
         "/config",
         "/gradio_api/{proxy+}",
         "/gradio_api/queue/data",
         "/gradio_api/heartbeat/{session_hash}",
+        "/",
+        "/status",
+        "/static/{name}",
     }
-    for path, method in [("/config", "get"), ("/gradio_api/{proxy+}", "x-amazon-apigateway-any-method")]:
+    api_routes = [
+        ("/config", "get"),
+        ("/gradio_api/{proxy+}", "x-amazon-apigateway-any-method"),
+        ("/", "get"),
+        ("/status", "get"),
+        ("/static/{name}", "get"),
+    ]
+    for path, method in api_routes:
         integration = _integration(cfn, path, method)
         assert integration["type"] == "aws_proxy"
         assert "${ApiFunction.Arn}/invocations" in integration["uri"]["Fn::Sub"]
@@ -221,23 +231,31 @@ def test_stream_outlives_neither_its_lambda_nor_api_gateway(template: Template, 
 # ---- least privilege --------------------------------------------------------------------------------
 
 
+def _leading(operator: str, *keys: Any) -> str:
+    return " if " + json.dumps({operator: {"dynamodb:LeadingKeys": list(keys)}}, sort_keys=True)
+
+
 def test_api_role_may_admit_record_and_read_but_nothing_more(cfn: Template, service: Template) -> None:
     assert grants(cfn["Resources"]["ApiFunctionRole"]) == {
         arn_of("JobsTable"): {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
         arn_of("EventsTable"): {"dynamodb:PutItem"},
         arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
+        arn_of("StateTable") + _leading("ForAllValues:StringEquals", "depth#app"): {"dynamodb:PutItem"},
     }
     send = service["Resources"]["FrontSendPolicy"]["Properties"]
     assert send["Roles"] == [{"Ref": "ApiFunctionRoleName"}]
     assert grants(service["Resources"]["FrontSendPolicy"]) == {arn_of("Queue"): {"sqs:SendMessage"}}
 
 
-def test_stream_role_only_reads_and_writes_its_own_cursors(cfn: Template) -> None:
-    cursor_condition = json.dumps({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["cursor#*"]}}, sort_keys=True)
+def test_stream_role_reads_and_writes_only_cursors_presence_and_dropped_jobs(cfn: Template) -> None:
+    """The stream reads; its only writes are the core's: cursors, session presence, and the
+    cancellation of a dropped session's waiting jobs (no queue access at all)."""
     assert grants(cfn["Resources"]["StreamFunctionRole"]) == {
-        arn_of("EventsTable"): {"dynamodb:Query"},
-        arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:Query"},
-        arn_of("StateTable") + " if " + cursor_condition: {"dynamodb:PutItem"},
+        arn_of("EventsTable"): {"dynamodb:Query", "dynamodb:PutItem"},
+        arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
+        arn_of("StateTable") + _leading("ForAllValues:StringLike", "cursor#*"): {"dynamodb:PutItem"},
+        arn_of("StateTable") + _leading("ForAllValues:StringLike", "counters", "session#*"): {"dynamodb:UpdateItem"},
+        arn_of("JobsTable"): {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
     }
 
 
@@ -246,16 +264,14 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
         arn = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${" + parameter + "}"
         return json.dumps({"Fn::Sub": arn}, sort_keys=True)
 
-    own_items = {
-        "ForAllValues:StringLike": {
-            "dynamodb:LeadingKeys": [
-                "counters",
-                "lease#*",
-                {"Fn::Sub": "workers#${ApiName}"},
-                {"Fn::Sub": "stats#${ApiName}"},
-            ]
-        }
-    }
+    own_items = _leading(
+        "ForAllValues:StringLike",
+        "counters",
+        "lease#*",
+        {"Fn::Sub": "workers#${ApiName}"},
+        {"Fn::Sub": "stats#${ApiName}"},
+        {"Fn::Sub": "batches#${ApiName}"},
+    )
     assert grants(service["Resources"]["WorkerRole"]) == {
         arn_of("Queue"): {
             "sqs:ReceiveMessage",
@@ -266,21 +282,21 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
         arn_of("DeadLetterQueue"): {"sqs:SendMessage"},
         table("JobsTableName"): {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
         table("EventsTableName"): {"dynamodb:PutItem", "dynamodb:BatchWriteItem"},
-        table("StateTableName") + " if " + json.dumps(own_items, sort_keys=True): {
+        table("StateTableName") + own_items: {
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",
         },
+        table("StateTableName") + _leading("ForAllValues:StringLike", "session#*"): {"dynamodb:BatchGetItem"},
     }
 
 
 def test_dead_letter_role_fails_jobs_and_drains_only_dead_letter_queues(cfn: Template, service: Template) -> None:
-    counters = json.dumps({"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["counters"]}}, sort_keys=True)
     assert grants(cfn["Resources"]["DeadLetterFunctionRole"]) == {
         arn_of("JobsTable"): {"dynamodb:GetItem", "dynamodb:UpdateItem"},
         arn_of("EventsTable"): {"dynamodb:PutItem"},
-        arn_of("StateTable") + " if " + counters: {"dynamodb:UpdateItem"},
+        arn_of("StateTable") + _leading("ForAllValues:StringEquals", "counters"): {"dynamodb:UpdateItem"},
     }
     assert grants(service["Resources"]["DeadLetterDrainPolicy"]) == {
         arn_of("DeadLetterQueue"): {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
