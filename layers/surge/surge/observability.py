@@ -28,8 +28,10 @@ Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 def json_logger(service: str) -> Logger:
     """A Powertools logger for `service` that also formats the core's `surge.*` loggers as JSON."""
     logger = Logger(service=service)
-    copy_config_to_registered_loggers(source_logger=logger, include={"surge", "surge.worker"})
-    logging.getLogger("surge").setLevel(logger.log_level)
+    # Powertools configures top-level loggers only: make `surge` a real logger so that every
+    # `surge.*` record propagates to it and leaves through the JSON handler.
+    logging.getLogger("surge")
+    copy_config_to_registered_loggers(source_logger=logger, include={"surge"})
     return logger
 
 
