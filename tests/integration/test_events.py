@@ -181,3 +181,16 @@ def test_dead_letter_event_retries_only_what_aws_refused(stack: Deployed, monkey
     monkeypatch.setattr(StoreClass, "get_job", refuse)
     response = handler(event, LambdaContext(function_name="surge-DeadLetterFunction"))
     assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+
+
+def test_local_env_file_names_what_the_local_emulator_gets_provisioned(stack: Deployed) -> None:
+    """events/local-env.json (for `sam local invoke`) must name the tables and queues that
+    `provision` creates and every setting the handlers require."""
+    variables = load_event("local-env.json")["Parameters"]
+    settings = Settings.from_env(variables)
+    assert settings.jobs_table_name == stack.settings.jobs_table_name
+    assert settings.events_table_name == stack.settings.events_table_name
+    assert settings.state_table_name == stack.settings.state_table_name
+    assert settings.queue_url_prefix.startswith(variables["AWS_ENDPOINT_URL"])
+    assert settings.queue_url_prefix.endswith("/123456789012/surge-")
+    assert stack.settings.queue_url_prefix.endswith("/123456789012/surge-")

@@ -113,7 +113,8 @@ def test_stream_function_runs_uvicorn_under_the_pinned_web_adapter(cfn: Template
     assert variables["AWS_LWA_INVOKE_MODE"] == "response_stream"
     assert {"Fn::Sub": LWA_LAYER} in function["Layers"]
     assert function["Architectures"] == ["arm64"]
-    assert function["MemorySize"] <= 256
+    assert function["MemorySize"] == {"Ref": "StreamMemoryMB"}
+    assert default_parameters(load(TEMPLATE))["StreamMemoryMB"] <= 256
     run_sh = (ROOT / "functions/stream/run.sh").read_text()
     assert "stream_app:app" in run_sh
     assert '"${AWS_LWA_PORT:-8000}"' in run_sh
@@ -391,3 +392,14 @@ def test_the_app_package_reaches_the_lambdas_and_the_image(template: Template) -
     dockerfile = (ROOT / "gpu_worker/Dockerfile").read_text()
     assert f"ARG APP_PACKAGE={package}\n" in dockerfile
     assert (ROOT / package / "__init__.py").is_file()
+
+
+def test_dashboard_body_is_valid_json_once_substituted(template: Template) -> None:
+    body, variables = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([^}!]+)\}", body))
+    assert names <= {"AWS::Region", "AWS::StackName", "WorkerCluster", "StreamFunction", *variables}
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    titles = " ".join(w["properties"]["title"] for w in widgets)
+    for metric in ("admissions", "rejections", "queue_wait", "batch_size", "batch_duration"):
+        assert f'MetricName=\\"{metric}\\"' in body, metric
+    assert "Running workers" in titles and "Open streams" in titles
