@@ -72,6 +72,7 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         "/config",
         "/gradio_api/{proxy+}",
         "/gradio_api/queue/data",
+        "/gradio_api/queue/join",
         "/gradio_api/heartbeat/{session_hash}",
         "/",
         "/status",
@@ -80,6 +81,7 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
     api_routes = [
         ("/config", "get"),
         ("/gradio_api/{proxy+}", "x-amazon-apigateway-any-method"),
+        ("/gradio_api/queue/join", "post"),
         ("/", "get"),
         ("/status", "get"),
         ("/static/{name}", "get"),
