@@ -9,6 +9,7 @@ to CodeBuild and Lambda directly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import urllib.request
@@ -31,9 +32,11 @@ def _codebuild() -> Any:
     return boto3.client("codebuild")
 
 
-def image_tag(source_version_arn: str) -> str:
-    """`v<N>` from the ARN of the function version that holds the build context."""
-    return "v" + source_version_arn.rsplit(":", 1)[-1]
+def image_tag(source_version_arn: str, base_image: str) -> str:
+    """`v<N>-<base>`: N is the version of this function, whose bundle is the build context; the base
+    image's digest of its name tells a GPU build from a CPU build of the same code."""
+    base = hashlib.sha256(base_image.encode()).hexdigest()[:8]
+    return f"v{source_version_arn.rsplit(':', 1)[-1]}-{base}"
 
 
 def app_package(app_module: str) -> str:
@@ -50,7 +53,7 @@ def start_build(event: dict[str, Any], context: Any) -> str:
         "DOCKERFILE": properties["Dockerfile"],
         "BASE_IMAGE": properties["BaseImage"],
         "APP_PACKAGE": app_package(properties["AppModule"]),
-        "IMAGE_TAG": image_tag(properties["SourceVersion"]),
+        "IMAGE_TAG": image_tag(properties["SourceVersion"], properties["BaseImage"]),
         "RESPONSE_URL": event["ResponseURL"],
         "STACK_ID": event["StackId"],
         "REQUEST_ID": event["RequestId"],

@@ -112,7 +112,13 @@ def test_start_build_passes_the_source_tag_and_the_response_fields(
     monkeypatch.setattr(codebuild, "start_build", spy)
     imagebuild_handler.handler(request("Update"), CONTEXT)
     env = {item["name"]: item["value"] for item in started["environmentVariablesOverride"]}
-    assert env["IMAGE_TAG"] == "v7"
+    assert env["IMAGE_TAG"].startswith("v7-")
+    cpu_tag = env["IMAGE_TAG"]
+    gpu = request("Update")
+    gpu["ResourceProperties"]["BaseImage"] = "public.ecr.aws/deep-learning-containers/pytorch-inference:x-gpu-y"
+    imagebuild_handler.handler(gpu, CONTEXT)
+    gpu_env = {item["name"]: item["value"] for item in started["environmentVariablesOverride"]}
+    assert gpu_env["IMAGE_TAG"].startswith("v7-") and gpu_env["IMAGE_TAG"] != cpu_tag
     assert env["APP_PACKAGE"] == "examples"
     assert env["DOCKERFILE"] == "gpu_worker/Dockerfile"
     assert env["BASE_IMAGE"] == "public.ecr.aws/docker/library/python:3.12-slim"

@@ -344,6 +344,10 @@ def test_a_cpu_type_changes_the_capacity_the_image_and_the_gpu_request_only(temp
     cpu = resolved(template, {"WorkerInstanceType": "c7i.xlarge"})
     assert "/gpu/" in gpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["ImageId"]
     assert "/gpu/" not in cpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["ImageId"]
+    gpu_data = gpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    cpu_data = cpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert gpu_data["UserData"]["Fn::Base64"]["Fn::Sub"][1] == {"GpuSupport": "true"}
+    assert cpu_data["UserData"]["Fn::Base64"]["Fn::Sub"][1] == {"GpuSupport": "false"}
     assert "-gpu-" in gpu["WorkerImage"]["Properties"]["BaseImage"]
     assert cpu["WorkerImage"]["Properties"]["BaseImage"].endswith("python:3.12-slim")
     for name in stacks:
