@@ -178,23 +178,29 @@ def _worker_calls(recorder: Recorder, event_id: str) -> None:
         recorder.role = "none"
 
 
-async def _stream(service: FrontService, session_hash: str, drop: bool) -> None:
-    stream = SessionStream(service, session_hash, FAST_POLL)
-    async for message in stream.messages():
-        if drop and message["msg"] == "estimation":
+async def _stream(service: FrontService, session_hash: str, dropped_job: str | None = None) -> None:
+    """Read a session's stream to its end, or (with `dropped_job`) go away after the first message
+    and wait for the stream to release that waiting job, as it does for a client that drops."""
+    messages = SessionStream(service, session_hash, FAST_POLL).messages()
+    async for message in messages:
+        if dropped_job or message["msg"] == "close_stream":
             break
-        if message["msg"] == "close_stream":
-            break
-    if drop:
-        await stream._dropped()
+    await messages.aclose()
+    unrecorded = boto3.session.Session().client("dynamodb")
+    table = service.settings.jobs_table_name
+    for _ in range(200 if dropped_job else 0):
+        item = unrecorded.get_item(TableName=table, Key={"job_id": {"S": dropped_job or ""}})["Item"]
+        if item["state"]["S"] == JobState.CANCELLED.value:
+            return
+        await asyncio.sleep(0.05)
 
 
-def _stream_calls(recorder: Recorder) -> None:
+def _stream_calls(recorder: Recorder, dropped_job: str) -> None:
     """A session read to its end, and a session whose client drops while its job waits."""
     recorder.role = "stream"
     service = _service(recorder.settings)
-    asyncio.run(_stream(service, "session-done", drop=False))
-    asyncio.run(_stream(service, "session-gone", drop=True))
+    asyncio.run(_stream(service, "session-done"))
+    asyncio.run(_stream(service, "session-gone", dropped_job))
 
 
 def _deadletter_calls(recorder: Recorder) -> None:
@@ -268,7 +274,7 @@ def granted() -> dict[str, list[Grant]]:
 def test_every_call_of_every_role_is_granted_by_the_template(recorded: Recorder) -> None:
     done, _cancelled, dropped = _api_calls(recorded)
     _worker_calls(recorded, done)
-    _stream_calls(recorded)
+    _stream_calls(recorded, dropped)
     _deadletter_calls(recorded)
     store = Store(recorded.settings)
     assert store.get_job(dropped).state is JobState.CANCELLED  # type: ignore[union-attr]
