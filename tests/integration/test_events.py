@@ -125,19 +125,18 @@ def test_post_cancel_event_cancels_the_sessions_waiting_job(stack: Deployed) -> 
     assert stack.store.counters().waiting == 0
 
 
-def _admitted_job(stack: Deployed, job_id: str, session_hash: str = "k3v9q2x7w1") -> Job:
-    counters = stack.store.admit("trim_words", None, 1)
+def _admitted_job(stack: Deployed, job_id: str, session_hash: str = "3f7c2a9e-5b1d-4c8e-9a6f-2d4b8e1c7a90") -> Job:
     job = Job(
         job_id=job_id,
         session_hash=session_hash,
         api_name="trim_words",
         group="trim_words",
-        seq=counters.tail["trim_words"],
+        seq=0,
         state=JobState.WAITING,
         data=["hello", 3],
         created_at=1764190496.0,
     )
-    stack.store.put_job(job)
+    stack.store.admit(job, None, 1)
     return job
 
 

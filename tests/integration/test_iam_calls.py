@@ -145,13 +145,13 @@ def _api_calls(recorder: Recorder) -> list[str]:
     joins = [
         client.post("/gradio_api/queue/join", json={"data": data, "fn_index": index, "session_hash": session})
         for data, index, session in [
-            (["done"], 0, "session-done"),
-            (["cancel"], 0, "session-done"),
-            (["dropped", 3], 1, "session-gone"),
+            (["done"], 0, "session-done-000001"),
+            (["cancel"], 0, "session-done-000001"),
+            (["dropped", 3], 1, "session-gone-000001"),
         ]
     ]
     event_ids = [response.json()["event_id"] for response in joins]
-    cancel = {"event_id": event_ids[1], "session_hash": "session-done"}
+    cancel = {"event_id": event_ids[1], "session_hash": "session-done-000001"}
     assert client.post("/gradio_api/cancel", json=cancel).json() == {"success": True}
     return event_ids
 
@@ -199,13 +199,13 @@ def _stream_calls(recorder: Recorder, dropped_job: str) -> None:
     """A session read to its end, and a session whose client drops while its job waits."""
     recorder.role = "stream"
     service = _service(recorder.settings)
-    asyncio.run(_stream(service, "session-done"))
-    asyncio.run(_stream(service, "session-gone", dropped_job))
+    asyncio.run(_stream(service, "session-done-000001"))
+    asyncio.run(_stream(service, "session-gone-000001", dropped_job))
 
 
 def _deadletter_calls(recorder: Recorder) -> None:
     recorder.role = "api"
-    job_id = _service(recorder.settings).join(JoinBody(data=["x"], fn_index=0, session_hash="session-dlq"))
+    job_id = _service(recorder.settings).join(JoinBody(data=["x"], fn_index=0, session_hash="session-dlq-0000001"))
     recorder.role = "deadletter"
     record = SqsRecord(messageId="m-1", body=json.dumps({"job_id": job_id}))
     assert fail_dead_lettered([record], Store(recorder.settings), Observer()) == []
