@@ -24,6 +24,7 @@ from surge.application import App, Function
 from surge.broker import Broker, Delivery
 from surge.errors import Error, Unavailable
 from surge.models import TERMINAL_STATES, Job, JobState
+from surge.observer import Observer
 from surge.settings import Settings
 from surge.store import Completion, NewEvent, Store
 
@@ -34,7 +35,14 @@ PROGRESS_EVERY_S = 0.1
 
 
 class JobFailed(Exception):
-    """A call failed in a way the client is told about (message already made safe to show)."""
+    """A call failed in a way the client is told about (message already made safe to show).
+
+    `reason` is what the observer is told: `error` or `time_limit`.
+    """
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -82,8 +90,10 @@ class Worker:
         *,
         slots: int = 1,
         worker_id: str | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.app = app
+        self.observer = observer or Observer()
         self.function = function
         self.settings = settings
         self.store = store
@@ -304,6 +314,7 @@ class Worker:
                 task.job,
                 f"Gave up after {self.settings.max_attempts} attempt(s): "
                 "the worker running this job stopped each time.",
+                reason="attempts",
             )
         runnable = [t for t in tasks if t.outcome is None]
         if runnable:
@@ -312,12 +323,15 @@ class Worker:
                 [NewEvent(t.job.session_hash, protocol.process_starts(t.job.job_id, eta)) for t in runnable]
             )
             started = time.monotonic()
+            started_at = time.time()
             if self.function.batch:
                 self._run_batch(runnable)
             else:
                 for task in runnable:
                     self._run_one(task)
             duration_s = time.monotonic() - started
+            queue_wait_s = max(0.0, started_at - min(t.job.created_at for t in runnable))
+            self.observer.batch_ran(self.function.api_name, len(runnable), duration_s, queue_wait_s)
             self._learn(duration_s, len(runnable))
             self._log_batch(runnable, duration_s)
         self._settle(tasks)
@@ -334,7 +348,7 @@ class Worker:
                     self._run_batch([task])
                 return
             for task in tasks:
-                task.outcome = self._failure(task.job, str(failure))
+                task.outcome = self._failure(task.job, str(failure), failure.reason)
             return
         duration = time.monotonic() - started
         for task, row in zip(tasks, rows, strict=True):
@@ -361,7 +375,7 @@ class Worker:
             else:
                 data = self._row(self._call(self.function.fn, task.job.data, kwargs, [task]))
         except JobFailed as failure:
-            task.outcome = self._failure(task.job, str(failure))
+            task.outcome = self._failure(task.job, str(failure), failure.reason)
             return
         duration = time.monotonic() - started
         task.outcome = Completion(
@@ -401,7 +415,8 @@ class Worker:
             return future.result(timeout=self.function.time_limit_s)
         except FutureTimeout:
             raise JobFailed(
-                f"{self.function.api_name} took longer than its limit of {self.function.time_limit_s} s."
+                f"{self.function.api_name} took longer than its limit of {self.function.time_limit_s} s.",
+                reason="time_limit",
             ) from None
         except Error as error:
             raise JobFailed(error.message) from error
@@ -430,7 +445,8 @@ class Worker:
 
         return {self.function.progress_arg: _bound_progress(sink)}
 
-    def _failure(self, job: Job, message: str) -> Completion:
+    def _failure(self, job: Job, message: str, reason: str = "error") -> Completion:
+        self.observer.job_failed(self.function.api_name, reason)
         return Completion(job, JobState.FAILED, protocol.failed(job.job_id, message or None))
 
     # ---- record ----------------------------------------------------------------------------------
