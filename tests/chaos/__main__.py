@@ -37,7 +37,7 @@ def run(scale: float) -> list[Figures]:
         results.append(scenarios.aws_outage(chaos, jobs=int(200 * scale), outage_s=4.0))
         results.append(scenarios.duplicate_delivery(chaos, jobs=int(40 * scale)))
         for workers in (2, 4):
-            results.append(scenarios.concurrency_burst(chaos, jobs=int(300 * scale), workers=workers))
+            results.append(scenarios.concurrency_burst(chaos, jobs=int(200 * scale), workers=workers))
         results.append(scenarios.dropped_clients(chaos))
         results.append(scenarios.bad_inputs(chaos))
     results.append(scenarios.burst_admission(joins=1000, max_size=50))
@@ -48,7 +48,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the number of jobs per scenario")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=220)
     results = run(args.scale)
     table = Table(title="Surge chaos run")
     table.add_column("scenario")

@@ -143,7 +143,7 @@ def concurrency_burst(chaos: ChaosStack, jobs: int, workers: int) -> Figures:
     for i in range(workers - len(chaos.stack.workers_of("pair"))):
         chaos.stack.start_worker("pair", f"pair-extra-{workers}-{i}")
     since = time.time()
-    drive(chaos.stack, "pair", jobs, 32, 4, lambda i: [f"p{workers}-{i}"], lambda d: d[0], ledger, deadline_s=120)
+    drive(chaos.stack, "pair", jobs, 32, 4, lambda i: [f"p{workers}-{i}"], lambda d: d[0], ledger, deadline_s=360)
     settle(chaos.stack, ["pair"], ["pair"], figures, 30)
     batches = [r for r in records(chaos.record_dir, "pair") if r["start"] >= since]
     peak = _max_overlap(batches)
