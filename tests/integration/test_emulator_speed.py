@@ -1,4 +1,4 @@
-"""The emulator's transaction fix: moto's results (all or nothing) without copying whole tables."""
+"""The emulator's speed fixes: moto's results (transactions all or nothing, query order) without whole-table work."""
 
 from __future__ import annotations
 
@@ -72,3 +72,23 @@ def test_successful_transaction_applies_every_write(aws: None) -> None:
         "Items"
     ]
     assert [(i["sk"]["S"], i["n"]["N"]) for i in items] == [("1", "2"), ("2", "9")]
+
+
+def test_query_reads_only_its_partition_and_keeps_motos_results(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _table()
+    for pk in ("a", "b", "c"):
+        for sk in ("3", "1", "2", "0"):
+            client.put_item(TableName="t", Item={"pk": {"S": pk}, "sk": {"S": sk}, "n": {"N": sk}})
+    query = {
+        "TableName": "t",
+        "KeyConditionExpression": "pk = :b AND sk > :low",
+        "ExpressionAttributeValues": {":b": {"S": "b"}, ":low": {"S": "0"}},
+    }
+    monkeypatch.setattr(Table, "query", emulator.MOTO_QUERY)
+    before = [client.query(**query, ScanIndexForward=forward)["Items"] for forward in (True, False)]
+    assert [i["sk"]["S"] for i in before[0]] == ["1", "2", "3"]
+    emulator.patch_moto()
+    monkeypatch.setattr(Table, "all_items", lambda self: pytest.fail("the whole table was read"))
+    after = [client.query(**query, ScanIndexForward=forward)["Items"] for forward in (True, False)]
+    assert after == before
+    assert client.query(**{**query, "ExpressionAttributeValues": {":b": {"S": "z"}, ":low": {"S": "0"}}})["Items"] == []
