@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from surge.models import StoredEvent
-from surge.service import SessionReader
+from surge.session import SessionReader
 from surge.store import event_sort_key
 
 
