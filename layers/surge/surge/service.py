@@ -60,6 +60,9 @@ class FrontService:
         self.store = store
         self.broker = broker
         self._cache = _TimedCache(ttl_s=2.0)
+        # One read of the app's counters serves every stream of this process for a moment (rank
+        # refreshes of many sessions in one process, as in `make run`, cost one read, not one each).
+        self._counters = _TimedCache(ttl_s=0.25)
         self.config = protocol.config(app)
         self.info = protocol.info(app)
 
@@ -172,7 +175,7 @@ class FrontService:
 
     def refresh(self, waiting: dict[str, Waiting]) -> list[dict[str, Any]]:
         """New estimations for a session's waiting jobs whose rank or queue size changed (one read)."""
-        counters = self.store.counters()
+        counters = self._counters.get("counters", self.store.counters)
         messages = []
         for event_id, job in waiting.items():
             try:
