@@ -10,7 +10,7 @@ WORKERS ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test lint typecheck clean bench bench-profile
 
 $(VENV)/.installed: requirements-dev.txt layers/surge/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,18 @@ $(CHROMIUM):
 
 test: $(VENV)/.installed $(CHROMIUM) lint typecheck
 	$(PY) -m pytest -q
+
+# The viral-load benchmark (docs/bench.md): Gradio and Surge side by side, under 20 minutes.
+# BENCH_ARGS=--quick for a smoke run; results land in bench/results/.
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-profile: $(VENV)/.bench-installed
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m bench.profile $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -69,8 +69,12 @@ async def discover(client: httpx.AsyncClient, url: str, api_name: str) -> Target
 class Session:
     """One join and its stream."""
 
-    def __init__(self, client: httpx.AsyncClient, target: Target, recorder: Recorder, timeout_s: float) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, target: Target, recorder: Recorder, timeout_s: float, user: int
+    ) -> None:
         self.client = client
+        # Each simulated user is its own client address, as API Gateway would report it.
+        self.headers = {"x-forwarded-for": f"10.{user >> 16 & 255}.{user >> 8 & 255}.{user & 255}"}
         self.target = target
         self.recorder = recorder
         self.timeout_s = timeout_s
@@ -83,12 +87,16 @@ class Session:
             response = await self.client.post(
                 f"{self.target.url}/gradio_api/queue/join",
                 json={"data": [text], "fn_index": self.target.fn_index, "session_hash": self.hash},
+                headers=self.headers,
             )
         except httpx.HTTPError as error:
             self.recorder.error(f"join {type(error).__name__}")
             return False
         if response.status_code == 503:
             self.recorder.rejections.append(time.monotonic())
+            return None
+        if response.status_code == 429:
+            self.recorder.error("join rate-limited (429)")
             return None
         if response.status_code != 200:
             self.recorder.error(f"join HTTP {response.status_code}")
@@ -114,7 +122,10 @@ class Session:
         started: float | None = None
         try:
             async with self.client.stream(
-                "GET", f"{self.target.url}/gradio_api/queue/data", params={"session_hash": self.hash}
+                "GET",
+                f"{self.target.url}/gradio_api/queue/data",
+                params={"session_hash": self.hash},
+                headers=self.headers,
             ) as response:
                 if response.status_code != 200:
                     raise RuntimeError(f"stream HTTP {response.status_code}")
@@ -175,20 +186,20 @@ async def run(client: httpx.AsyncClient, target: Target, load: Load, recorder: R
         await _open_loop(client, target, load, recorder, stop_at)
         return
     users = [
-        asyncio.create_task(_user(client, target, load, recorder, stop_at, i * load.ramp_s / max(1, load.users)))
+        asyncio.create_task(_user(client, target, load, recorder, stop_at, i, i * load.ramp_s / max(1, load.users)))
         for i in range(load.users)
     ]
     await asyncio.gather(*users)
 
 
 async def _user(
-    client: httpx.AsyncClient, target: Target, load: Load, recorder: Recorder, stop_at: float, delay_s: float
+    client: httpx.AsyncClient, target: Target, load: Load, recorder: Recorder, stop_at: float, user: int, delay_s: float
 ) -> None:
     await asyncio.sleep(delay_s)
     n = 0
     while time.monotonic() < stop_at:
         n += 1
-        outcome = await Session(client, target, recorder, load.timeout_s).request(f"u{n}")
+        outcome = await Session(client, target, recorder, load.timeout_s, user).request(f"u{n}")
         if outcome is None:
             await asyncio.sleep(load.reject_backoff_s * random.uniform(0.5, 1.5))
         elif outcome is False:
@@ -200,7 +211,7 @@ async def _open_loop(client: httpx.AsyncClient, target: Target, load: Load, reco
     n = 0
     while time.monotonic() < stop_at:
         n += 1
-        task = asyncio.create_task(Session(client, target, recorder, load.timeout_s).request(f"a{n}"))
+        task = asyncio.create_task(Session(client, target, recorder, load.timeout_s, n).request(f"a{n}"))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         await asyncio.sleep(random.expovariate(load.rate_per_s))
