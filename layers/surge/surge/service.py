@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -36,16 +37,30 @@ class _TimedCache:
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self._values: dict[str, tuple[float, Any]] = {}
+        self._loading = threading.Lock()
 
     def get(self, key: str, load: Callable[[], T]) -> T:
-        now = time.monotonic()
+        """The cached value, or a fresh one. Only one thread loads at a time: the others take the
+        stale value meanwhile (or wait for the first load), so a burst of joins makes one read."""
         hit = self._values.get(key)
-        if hit and now - hit[0] < self.ttl_s:
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
             value: T = hit[1]
             return value
-        value = load()
-        self._values[key] = (now, value)
-        return value
+        if hit and not self._loading.acquire(blocking=False):
+            stale: T = hit[1]
+            return stale
+        if not hit:
+            self._loading.acquire()
+        try:
+            hit = self._values.get(key)
+            if hit and time.monotonic() - hit[0] < self.ttl_s:
+                cached: T = hit[1]
+                return cached
+            value = load()
+            self._values[key] = (time.monotonic(), value)
+            return value
+        finally:
+            self._loading.release()
 
 
 class FrontService:
