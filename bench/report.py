@@ -110,20 +110,30 @@ def cost_breakdown(cell: Any) -> list[str]:
     return lines
 
 
-def calls_by_operation(cells: Sequence[Any]) -> list[str]:
-    """Calls per request by operation, across the user counts of one workload (does it grow with depth?)."""
-    chosen = [c for c in cells if c.target == "surge" and c.workload == "sim_gpu" and c.devices == 1 and c.completed]
+def calls_by_operation(cells: Sequence[Any], workload: str) -> list[str]:
+    """Calls per request by operation across the user counts of one workload (does it grow with depth?)."""
+    chosen = sorted(
+        (c for c in cells if c.target == "surge" and c.workload == workload and c.devices == 1 and c.completed),
+        key=lambda c: c.users,
+    )
     if not chosen:
         return []
     per = [_per_request(c) for c in chosen]
     keys = sorted({k for p in per for k in p})
     header = "| role: operation | " + " | ".join(f"{c.users} users" for c in chosen) + " |"
-    lines = [header, "|---|" + "---|" * len(chosen)]
+    lines = [
+        f"### AWS calls per request by operation (`{workload}`, K = 1)",
+        "",
+        header,
+        "|---|" + "---|" * len(chosen),
+    ]
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(f"{p.get(key, [0, 0])[0]:.2f}" for p in per) + " |")
+    totals = [sum(v[0] for v in p.values()) for p in per]
+    lines.append("| **all calls** | " + " | ".join(f"**{t:.1f}**" for t in totals) + " |")
     depth = [c.throughput * (c.p50_s or 0) for c in chosen]
-    lines.append("| (queue depth ≈ req/s x p50) | " + " | ".join(f"{d:.0f}" for d in depth) + " |")
-    return lines
+    lines.append("| (jobs in the system, req/s x p50) | " + " | ".join(f"{d:.0f}" for d in depth) + " |")
+    return [*lines, ""]
 
 
 def cpu_table(cells: Sequence[Any]) -> list[str]:
@@ -272,10 +282,8 @@ def write(out: Path, meta: dict[str, Any], cells: Sequence[Any]) -> None:
         "",
         *(cost_breakdown(max(biggest, key=lambda c: c.users)) if biggest else []),
         "",
-        "### AWS calls per request by operation (`sim_gpu`, K = 1)",
-        "",
-        *calls_by_operation(cells),
-        "",
+        *calls_by_operation(cells, "slow_model"),
+        *calls_by_operation(cells, "sim_gpu"),
         "## CPU time per request",
         "",
         *cpu_table(cells),
