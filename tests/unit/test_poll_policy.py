@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from surge.models import StoredEvent
-from surge.session import PollPolicy, SessionReader
+from surge.session import PollPolicy, SessionReader, Waiting
 from surge.store import event_sort_key
 
 
@@ -44,3 +44,12 @@ def test_eta_is_known_only_when_every_pending_job_waits_with_one() -> None:
     assert left is not None and left > 3.0
     reader.take([StoredEvent(sk=event_sort_key(2, "b"), body={"msg": "process_starts", "event_id": "b"})])
     assert reader.eta_left_s(0.0) is None, "a running job of the session needs fast reads"
+
+
+def test_the_start_is_expected_from_how_fast_the_rank_falls_once_it_has_moved() -> None:
+    waiting = Waiting("g", 1, "f", starts_by=0.5)
+    waiting.first_rank = waiting.latest_rank = (0.0, 100)
+    assert waiting.starts_in_s(0.0) == 0.5, "before the line moves, the server's ETA"
+    waiting.latest_rank = (2.0, 80)
+    assert waiting.starts_in_s(2.0) == 8.0, "80 places at 10 places a second"
+    assert waiting.starts_in_s(5.0) == 5.0

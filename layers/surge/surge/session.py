@@ -71,6 +71,17 @@ class Waiting:
     last: tuple[int, int] = (-1, -1)
     starts_by: float | None = None
     """When (monotonic) the latest estimation expects it to start; None while unknown."""
+    first_rank: tuple[float, int] | None = None
+    latest_rank: tuple[float, int] | None = None
+    """(monotonic time, rank) of the first and the latest estimation seen: how fast the line moves."""
+
+    def starts_in_s(self, now: float) -> float | None:
+        """Seconds until it should start: from how fast its rank has been falling when that is known
+        (it counts every overhead), else from the server's ETA."""
+        if self.first_rank and self.latest_rank and self.latest_rank[1] < self.first_rank[1]:
+            (t0, r0), (t1, r1) = self.first_rank, self.latest_rank
+            return max(0.0, r1 * (t1 - t0) / (r0 - r1) - (now - t1))
+        return None if self.starts_by is None else max(0.0, self.starts_by - now)
 
 
 @dataclass
@@ -97,18 +108,24 @@ class SessionReader:
     def note_estimation(self, body: dict[str, Any]) -> None:
         """Remember when an estimation expects its waiting job to start."""
         waiting = self.waiting.get(str(body.get("event_id")))
-        eta = body.get("rank_eta")
-        if waiting is not None and isinstance(eta, int | float):
-            waiting.starts_by = time.monotonic() + eta
+        if waiting is None:
+            return
+        now = time.monotonic()
+        eta, rank = body.get("rank_eta"), body.get("rank")
+        if isinstance(eta, int | float):
+            waiting.starts_by = now + eta
+        if isinstance(rank, int):
+            waiting.latest_rank = (now, rank)
+            waiting.first_rank = waiting.first_rank or waiting.latest_rank
 
     def eta_left_s(self, now: float) -> float | None:
         """Seconds until the soonest waiting job should start, if every pending job waits with an ETA."""
         if not self.pending or len(self.waiting) < len(self.pending):
             return None
-        dues = [w.starts_by for w in self.waiting.values()]
-        if any(due is None for due in dues):
+        lefts = [w.starts_in_s(now) for w in self.waiting.values()]
+        if any(left is None for left in lefts):
             return None
-        return max(0.0, min(due for due in dues if due is not None) - now)
+        return min(left for left in lefts if left is not None)
 
     def take(self, events: list[StoredEvent]) -> list[StoredEvent]:
         new = [e for e in events if e.sk not in self._seen]
