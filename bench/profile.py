@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -108,7 +109,10 @@ def main() -> None:
                             )
                         )
                 await asyncio.sleep(args.seconds + 1)
-                await asyncio.wait_for(task, 30)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(task, 10)
+                for reader in list(recorder.readers):
+                    reader.cancel()
 
         asyncio.run(drive())
         for _, _, spy in spies:

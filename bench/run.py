@@ -48,7 +48,7 @@ def plan(full: bool) -> list[Group]:
     for workload in WORKLOADS:
         for target in ("gradio", "surge"):
             groups.append(Group(target, workload, 1, users))
-    scaled = ("sim_gpu", "sim_gpu_unbatched", "slow_model") if full else ("slow_model",)
+    scaled = ("sim_gpu", "slow_model") if full else ("slow_model",)
     for workload in scaled:
         for devices in (2, 4):
             for target in ("gradio", "surge"):
