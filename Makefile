@@ -10,7 +10,7 @@ WORKERS ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck clean bench bench-profile
+.PHONY: run test lint typecheck clean chaos bench bench-profile
 
 $(VENV)/.installed: requirements-dev.txt layers/surge/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ $(CHROMIUM):
 
 test: $(VENV)/.installed $(CHROMIUM) lint typecheck
 	$(PY) -m pytest -q
+
+chaos: $(VENV)/.installed
+	$(PY) -m tests.chaos
 
 # The viral-load benchmark (docs/bench.md): Gradio and Surge side by side, under 20 minutes.
 # BENCH_ARGS=--quick for a smoke run; results land in bench/results/.

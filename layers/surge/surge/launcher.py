@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from surge.application import load_app
 from surge.provision import provision
 from surge.settings import Settings
+from surge.supervision import PARENT_PID_VARIABLE, exit_with_parent
 
 LOCAL_TUNING = {
     "poll_wait_s": 1,
@@ -91,6 +92,8 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
     endpoint_url: str = ""
+    route_aws: Callable[[str], str] | None = None
+    """Given the emulator's URL, the URL the front and workers use instead (fault tests put a proxy there)."""
 
     @property
     def url(self) -> str:
@@ -99,10 +102,13 @@ class LocalStack:
     def start(self) -> LocalStack:
         moto_port = free_port()
         base = {k: v for k, v in os.environ.items() if k != "AWS_PROFILE"}
-        self.env = {**base, **aws_env(f"http://127.0.0.1:{moto_port}"), **self.extra_env}
-        self._spawn("moto", [sys.executable, "-m", "surge.emulator", "--port", str(moto_port)])
-        _wait_for_port(moto_port, 30)
         self.endpoint_url = f"http://127.0.0.1:{moto_port}"
+        children_url = self.route_aws(self.endpoint_url) if self.route_aws else self.endpoint_url
+        self.env = {**base, **aws_env(children_url), **self.extra_env}
+        self._spawn(
+            "moto", [sys.executable, "-m", "surge.emulator", "--port", str(moto_port), "--parent-pid", str(os.getpid())]
+        )
+        _wait_for_port(moto_port, 30)
         app = load_app(self.app_spec)
         tuning = {**LOCAL_TUNING, **self.tuning}
         resources = provision(
@@ -142,7 +148,8 @@ class LocalStack:
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         output = subprocess.DEVNULL if self.quiet else None
-        process = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=output, stderr=output)
+        child_env = {**self.env, **(env or {}), PARENT_PID_VARIABLE: str(os.getpid())}
+        process = subprocess.Popen(argv, env=child_env, stdout=output, stderr=output)
         self.processes[name] = process
         return process
 
@@ -169,6 +176,8 @@ def local_app() -> FastAPI:
     """uvicorn factory for the front process: one port, both apps, settings from the environment."""
     from surge.front import build_service, create_local_app
 
+    if PARENT_PID_VARIABLE in os.environ:
+        exit_with_parent(int(os.environ[PARENT_PID_VARIABLE]))
     return create_local_app(build_service(Settings.from_env(os.environ)))
 
 

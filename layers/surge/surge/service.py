@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import secrets
 import threading
@@ -21,6 +22,11 @@ from surge.settings import Settings
 from surge.store import NewEvent, Store
 
 T = TypeVar("T")
+logger = logging.getLogger("surge.service")
+
+ENQUEUE_FAILED = "Could not enqueue the job; please try again."
+COMPENSATE_FOR_S = 15.0
+"""How long a join keeps trying to undo a half-done admission before it gives up (and logs it)."""
 
 FULL_HOLD_S = 0.25
 """After a "queue full" answer, how long this process refuses joins without a DynamoDB write."""
@@ -32,6 +38,22 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "textbox": (str,),
     "dropdown": (str,),
 }
+
+
+def _compensate(fn: Callable[..., Any], *args: Any, for_s: float = COMPENSATE_FOR_S) -> None:
+    """Call `fn` until it succeeds or `for_s` passes (a short AWS outage must not leave drift)."""
+    deadline = time.monotonic() + for_s
+    delay = 0.05
+    while True:
+        try:
+            fn(*args)
+            return
+        except Unavailable:
+            if time.monotonic() + delay > deadline:
+                logger.error("giving up on %s after %.0f s: counters may drift", fn.__name__, for_s)
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 class _TimedCache:
@@ -89,22 +111,17 @@ class FrontService:
     # ---- join ------------------------------------------------------------------------------------
 
     def join(self, body: JoinBody) -> str:
-        """Admit a job: validate, take a place (one conditional write), record it, enqueue its id."""
+        """Admit a job: validate, check the expected wait, admit and record it (one conditional
+        transaction), enqueue its id, and append its first estimation."""
         if not body.session_hash:
             raise BadRequest("Session hash not found.")
         function = self._function(body)
         self._validate(function, body.data)
         group = function.concurrency_id
-        try:
-            counters = self._admit(group, self._retry_after_s(function))
-        except QueueFull:
-            self.observer.rejected(function.api_name, "queue_full")
-            raise
-        seq = counters.tail[group]
-        estimation = self._estimation(function, "", group, seq, counters)
-        eta = estimation["rank_eta"]
+        self._refuse_while_full(function)
+        ahead = self.store.counters(consistent=False).queue_size(group)
+        eta = protocol.estimate_eta(function, ahead, self._stats(function), self.slots(function))
         if self.app.max_wait_s is not None and eta is not None and eta > self.app.max_wait_s:
-            self.store.leave(group)
             self.observer.rejected(function.api_name, "wait_too_long")
             raise WaitTooLong(eta, self.app.max_wait_s)
         job = Job(
@@ -112,45 +129,57 @@ class FrontService:
             session_hash=body.session_hash,
             api_name=function.api_name,
             group=group,
-            seq=seq,
+            seq=0,
             state=JobState.WAITING,
             data=body.data,
             created_at=time.time(),
         )
-        self._record(job, {**estimation, "event_id": job.job_id})
+        self._admit(job, function)
+        self._enqueue(job, function)
         self.observer.admitted(function.api_name)
         return job.job_id
 
-    def _admit(self, group: str, retry_after_s: int) -> Counters:
-        """`Store.admit`, except that for `FULL_HOLD_S` after a refusal this process refuses at once.
+    def _refuse_while_full(self, function: Function) -> None:
+        """For `FULL_HOLD_S` after a "queue full" answer, this process refuses joins at once.
 
-        A viral crowd retries a full queue hundreds of times a second; each try would be a failed
-        conditional write on the one counters item (which takes about 1,000 writes a second). A place
-        that frees meanwhile is taken by the first join after the hold.
+        A viral crowd retries a full queue hundreds of times a second; each try would be reads and a
+        failed conditional write on the one counters item (which takes about 1,000 writes a second).
+        A place that frees meanwhile is taken by the first join after the hold.
         """
         full = self._full
         if full is not None and time.monotonic() < full[0]:
-            raise QueueFull(self.app.max_size or 0, full[1], retry_after_s)
+            self.observer.rejected(function.api_name, "queue_full")
+            raise QueueFull(self.app.max_size or 0, full[1], self._retry_after_s(function))
+
+    def _admit(self, job: Job, function: Function) -> None:
         try:
-            return self.store.admit(group, self.app.max_size, retry_after_s)
+            self.store.admit(job, self.app.max_size, self._retry_after_s(function))
         except QueueFull as refused:
             self._full = (time.monotonic() + FULL_HOLD_S, refused.size)
+            self.observer.rejected(function.api_name, "queue_full")
+            raise
+        except Unavailable:
+            # The answer was lost: the admission may have landed. Ending the job settles it either way.
+            _compensate(self.store.end_waiting, job, JobState.FAILED, protocol.failed(job.job_id, ENQUEUE_FAILED))
             raise
 
-    def _record(self, job: Job, estimation: dict[str, Any]) -> None:
+    def _enqueue(self, job: Job, function: Function) -> None:
+        """Send the job's message, then its first estimation. Until the message is sent, ending the
+        job undoes everything; after it the job will run, so the estimation is only a courtesy
+        (the stream also tracks a job from its `process_starts`)."""
         try:
-            self.store.put_job(job)
-        except Unavailable:
-            self.store.leave(job.group)
-            raise
-        try:
-            self.store.append(
-                NewEvent(job.session_hash, estimation, group=job.group, seq=job.seq, api_name=job.api_name)
-            )
             self.broker.send(job.api_name, job.job_id)
         except Unavailable:
-            self.store.end_waiting(job, JobState.FAILED, protocol.failed(job.job_id, "Could not enqueue the job."))
+            _compensate(self.store.end_waiting, job, JobState.FAILED, protocol.failed(job.job_id, ENQUEUE_FAILED))
             raise
+        try:
+            counters = self.store.counters()
+            seq = counters.tail.get(job.group, 1)  # an upper bound of the job's place: never optimistic
+            estimation = self._estimation(function, job.job_id, job.group, seq, counters)
+            event = NewEvent(job.session_hash, estimation, group=job.group, seq=seq, api_name=job.api_name)
+            _compensate(self.store.append, event)
+        except Unavailable:
+            logger.warning("job %s enqueued without its first estimation", job.job_id)
 
     def _function(self, body: JoinBody) -> Function:
         if body.fn_index is not None:

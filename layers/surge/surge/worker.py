@@ -40,10 +40,10 @@ class JobFailed(Exception):
 
 @dataclass
 class _Task:
-    """One claimed job and the message that carried it."""
+    """One claimed job and the messages that carried it (more than one when SQS delivered it twice)."""
 
     job: Job
-    delivery: Delivery
+    deliveries: list[Delivery]
     outcome: Completion | None = None
 
 
@@ -174,8 +174,12 @@ class Worker:
                 logger.warning("AWS call failed (%s); backing off %.1f s", error.detail, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception:
+                # A bug must not silently end this loop while the heartbeat keeps the worker "alive".
+                logger.exception("worker loop error; continuing")
+                self.stopping.wait(backoff)
         if ahead is not None:
-            with contextlib.suppress(Unavailable):
+            with contextlib.suppress(Exception):
                 ahead.result()  # what it gathered is in hand: `serve` gives it back
 
     def _gather(self, wait_s: int | None = None) -> list[Delivery]:
@@ -190,7 +194,10 @@ class Worker:
         deadline = time.monotonic() + self.function.batch_wait_ms / 1000
         while len(deliveries) < want and not self.stopping.is_set():
             wait_s = 1 if time.monotonic() < deadline else 0
-            more = self.broker.receive(self.function.api_name, want - len(deliveries), wait_s)
+            try:
+                more = self.broker.receive(self.function.api_name, want - len(deliveries), wait_s)
+            except Unavailable:
+                break  # run what is in hand; the messages must not sit here unprocessed
             self.hand.hold(more)
             deliveries.extend(more)
             if not more and time.monotonic() >= deadline:
@@ -200,12 +207,13 @@ class Worker:
     def _process(self, deliveries: list[Delivery]) -> None:
         """Run what was gathered under a lease. On any failure the messages are let go, so SQS
         redelivers them when their visibility lapses and another attempt reclaims the jobs."""
-        slot = self._acquire_lease()
-        if slot is None:
-            self._give_back_some(deliveries)
-            return
+        slot: int | None = None
         tasks: list[_Task] = []
         try:
+            slot = self._acquire_lease()
+            if slot is None:
+                self.broker.set_visibility(self.function.api_name, deliveries, 0)
+                return
             tasks = self._claim(deliveries)
             if tasks:
                 self._run(tasks)
@@ -213,16 +221,16 @@ class Worker:
             self.hand.drop(deliveries)
             with self.hand.lock:
                 self.hand.running.difference_update(t.job.job_id for t in tasks)
-            if slot >= 0:
-                with self.hand.lock:
-                    self.hand.leases.discard(slot)
-                self.store.release_lease(self.function.concurrency_id, slot, self.worker_id)
+            if slot is not None and slot >= 0:
+                self._release(slot)
 
-    def _give_back_some(self, deliveries: list[Delivery]) -> None:
+    def _release(self, slot: int) -> None:
+        with self.hand.lock:
+            self.hand.leases.discard(slot)
         try:
-            self.broker.set_visibility(self.function.api_name, deliveries, 0)
-        finally:
-            self.hand.drop(deliveries)
+            self.store.release_lease(self.function.concurrency_id, slot, self.worker_id)
+        except Unavailable:
+            logger.warning("could not release lease %d; it lapses by itself", slot)
 
     def _acquire_lease(self) -> int | None:
         """Wait for a slot of the group's concurrency limit (None: no limit → no lease); None on stop."""
@@ -243,19 +251,7 @@ class Worker:
 
     def _claim(self, deliveries: list[Delivery]) -> list[_Task]:
         """Turn messages into claimed jobs; settle every message that cannot run."""
-        ids = {d.message_id: d.job_id for d in deliveries}
-        jobs = self.store.get_jobs([job_id for job_id in ids.values() if job_id])
-        poison, finished, foreign, candidates = [], [], [], []
-        for delivery in deliveries:
-            job = jobs.get(ids[delivery.message_id] or "")
-            if job is None or job.api_name != self.function.api_name:
-                poison.append(delivery)
-            elif job.state in TERMINAL_STATES:
-                finished.append(delivery)
-            elif job.state is JobState.RUNNING and not self._owner_gone(job):
-                foreign.append(delivery)
-            else:
-                candidates.append((job, delivery))
+        poison, finished, foreign, candidates = self._classify(deliveries)
         candidates, released = self._skip_dropped_sessions(candidates)
         finished.extend(released)
         if poison:
@@ -265,28 +261,51 @@ class Worker:
             self.broker.delete(self.function.api_name, finished)
         self.hand.drop(poison + finished + foreign)
         claimed = {job.job_id: job for job in self.store.claim([job for job, _ in candidates], self.worker_id)}
-        lost = [d for job, d in candidates if job.job_id not in claimed]
-        self.hand.drop(lost)
+        self.hand.drop([d for job, carried in candidates if job.job_id not in claimed for d in carried])
         with self.hand.lock:
             self.hand.running.update(claimed)
-        return [_Task(claimed[job.job_id], d) for job, d in candidates if job.job_id in claimed]
+        return [_Task(claimed[job.job_id], carried) for job, carried in candidates if job.job_id in claimed]
+
+    def _classify(
+        self, deliveries: list[Delivery]
+    ) -> tuple[list[Delivery], list[Delivery], list[Delivery], list[tuple[Job, list[Delivery]]]]:
+        """Sort messages into poison (no job of ours), finished, held by a live worker, and claimable
+        (grouped by job: a batch may hold two copies of one message)."""
+        ids = {d.message_id: d.job_id for d in deliveries}
+        jobs = self.store.get_jobs([job_id for job_id in ids.values() if job_id])
+        poison: list[Delivery] = []
+        finished: list[Delivery] = []
+        foreign: list[Delivery] = []
+        candidates: dict[str, tuple[Job, list[Delivery]]] = {}
+        for delivery in deliveries:
+            job = jobs.get(ids[delivery.message_id] or "")
+            if job is None or job.api_name != self.function.api_name:
+                poison.append(delivery)
+            elif job.state in TERMINAL_STATES:
+                finished.append(delivery)
+            elif job.state is JobState.RUNNING and not self._owner_gone(job):
+                foreign.append(delivery)
+            else:
+                candidates.setdefault(job.job_id, (job, []))[1].append(delivery)
+        return poison, finished, foreign, list(candidates.values())
 
     def _skip_dropped_sessions(
-        self, candidates: list[tuple[Job, Delivery]]
-    ) -> tuple[list[tuple[Job, Delivery]], list[Delivery]]:
+        self, candidates: list[tuple[Job, list[Delivery]]]
+    ) -> tuple[list[tuple[Job, list[Delivery]]], list[Delivery]]:
         """Cancel waiting jobs whose client dropped its stream longer than the grace period ago
         (Gradio drops them at once); their places go to the next in line."""
         sessions = {job.session_hash for job, _ in candidates if job.state is JobState.WAITING}
         gone = self.store.gone_sessions(list(sessions), self.settings.session_grace_s) if sessions else set()
         if not gone:
             return candidates, []
-        keep, released = [], []
-        for job, delivery in candidates:
+        keep: list[tuple[Job, list[Delivery]]] = []
+        released: list[Delivery] = []
+        for job, carried in candidates:
             if job.state is JobState.WAITING and job.session_hash in gone:
                 self.store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id))
-                released.append(delivery)
+                released.extend(carried)
             else:
-                keep.append((job, delivery))
+                keep.append((job, carried))
         return keep, released
 
     def _owner_gone(self, job: Job) -> bool:
@@ -450,7 +469,7 @@ class Worker:
                 logger.warning("recording results failed; retrying in %.1f s", delay)
                 time.sleep(delay)
                 delay *= 2
-        done = [t.delivery for t in tasks if t.job.job_id in finished]
+        done = [d for t in tasks if t.job.job_id in finished for d in t.deliveries]
         if done:
             self.broker.delete(self.function.api_name, done)
 
