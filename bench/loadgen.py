@@ -78,7 +78,7 @@ class Session:
         self.target = target
         self.recorder = recorder
         self.timeout_s = timeout_s
-        self.hash = uuid.uuid4().hex[:11]
+        self.hash = uuid.uuid4().hex
 
     async def request(self, text: str) -> bool | None:
         """Run one request; True when it completed, False when it failed, None when refused (queue full)."""

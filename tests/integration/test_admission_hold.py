@@ -28,7 +28,7 @@ def test_refusals_within_the_hold_make_no_write_and_a_freed_place_is_taken_after
     monkeypatch.setattr(Store, "admit", lambda self, *a: admits.append("admit") or admit(self, *a))
 
     def join(tag: str) -> str:
-        return front.join(JoinBody(data=[0.1, tag], api_name="slow", session_hash=f"session{tag}"))
+        return front.join(JoinBody(data=[0.1, tag], api_name="slow", session_hash=f"session-hash-{tag}-0001"))
 
     first = join("a")
     join("b")
