@@ -55,9 +55,16 @@ def _summary(cell: Any) -> dict[str, float]:
     return s
 
 
-def _cost(cell: Any) -> cost.RequestCost:
+def _join_floor_s(cells: Sequence[Any]) -> float:
+    """The uncontended join time (Surge at 1 user): what a join Lambda bills; locally a join under
+    load also waits behind the one front process, which a Lambda fleet does not."""
+    times = [c.join_s for c in cells if c.target == "surge" and c.users == 1 and c.join_s]
+    return min(times) if times else 0.05
+
+
+def _cost(cell: Any, join_s: float) -> cost.RequestCost:
     s = _summary(cell)
-    return cost.per_million(cell.join_s or 0.0, cell.stream_s or 0.0, s["sqs"], s["wru"], s["rru"])
+    return cost.per_million(min(cell.join_s or join_s, join_s), cell.stream_s or 0.0, s["sqs"], s["wru"], s["rru"])
 
 
 def table(cells: Sequence[Any]) -> list[str]:
@@ -80,25 +87,26 @@ def table(cells: Sequence[Any]) -> list[str]:
 
 
 def cost_table(cells: Sequence[Any]) -> list[str]:
+    join_s = _join_floor_s(cells)
     lines = [
         "| workload | K | users | req/s | p50 ms | AWS calls/request: join · stream · worker | DynamoDB WRU · RRU "
         "| SQS calls | stream open s | join s | $ per million requests |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
-        if c.target != "surge" or not c.completed:
+        if c.target != "surge" or c.completed < 10:
             continue
         s = _summary(c)
         lines.append(
             f"| {c.workload} | {c.devices} | {c.users} | {c.throughput:,.1f} | {_ms(c.p50_s)} "
             f"| {s['join']:.1f} · {s['stream']:.1f} · {s['worker']:.1f} | {s['wru']:.1f} · {s['rru']:.1f} "
-            f"| {s['sqs']:.1f} | {c.stream_s or 0:.2f} | {c.join_s or 0:.3f} | {_cost(c).total:,.2f} |"
+            f"| {s['sqs']:.1f} | {c.stream_s or 0:.2f} | {c.join_s or 0:.3f} | {_cost(c, join_s).total:,.2f} |"
         )
     return lines
 
 
-def cost_breakdown(cell: Any) -> list[str]:
-    parts = _cost(cell)
+def cost_breakdown(cell: Any, join_s: float) -> list[str]:
+    parts = _cost(cell, join_s)
     lines = [
         f"Cost of a million requests like `{cell.workload}` K={cell.devices} at {cell.users} users:",
         "",
@@ -113,7 +121,7 @@ def cost_breakdown(cell: Any) -> list[str]:
 def calls_by_operation(cells: Sequence[Any], workload: str) -> list[str]:
     """Calls per request by operation across the user counts of one workload (does it grow with depth?)."""
     chosen = sorted(
-        (c for c in cells if c.target == "surge" and c.workload == workload and c.devices == 1 and c.completed),
+        (c for c in cells if c.target == "surge" and c.workload == workload and c.devices == 1 and c.completed >= 10),
         key=lambda c: c.users,
     )
     if not chosen:
@@ -276,11 +284,15 @@ def write(out: Path, meta: dict[str, Any], cells: Sequence[Any]) -> None:
         "the requests completed in it; stream open seconds and join seconds measured by the client. Priced with "
         "AWS list prices (us-east-1): API Gateway REST $3.50/M, Lambda $0.20/M + arm64 $0.0000133334/GB-s "
         "(ApiFunction 512 MB, StreamFunction 256 MB), SQS $0.40/M, DynamoDB on-demand $0.625/M WRU, "
-        "$0.125/M RRU. Not included: the GPU instances (per hour), data transfer, logs.",
+        "$0.125/M RRU. Not included: the GPU instances (per hour), data transfer, logs. "
+        f"The join Lambda is billed at the uncontended join time ({_join_floor_s(cells) * 1000:.0f} ms, Surge at "
+        "1 user): under load a local join also queues behind the one front process, which a Lambda fleet does "
+        "not. The stream Lambda is billed for the seconds the stream was open (the wait the user had), "
+        f"${cost.STREAM_LAMBDA_GB * cost.LAMBDA_ARM_PER_GB_S * 1e6:.2f} per million requests per second of wait.",
         "",
         *cost_table(cells),
         "",
-        *(cost_breakdown(max(biggest, key=lambda c: c.users)) if biggest else []),
+        *(cost_breakdown(max(biggest, key=lambda c: c.users), _join_floor_s(cells)) if biggest else []),
         "",
         *calls_by_operation(cells, "slow_model"),
         *calls_by_operation(cells, "sim_gpu"),
@@ -290,3 +302,13 @@ def write(out: Path, meta: dict[str, Any], cells: Sequence[Any]) -> None:
         "",
     ]
     (out / "results.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    from types import SimpleNamespace
+
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results"
+    saved = json.loads((folder / "results.json").read_text())
+    write(folder, saved["meta"], [SimpleNamespace(**c) for c in saved["cells"]])
