@@ -119,11 +119,8 @@ class FrontService:
         self._validate(function, body.data)
         group = function.concurrency_id
         self._refuse_while_full(function)
-        ahead = self.store.counters(consistent=False).queue_size(group)
-        eta = protocol.estimate_eta(function, ahead, self._stats(function), self.slots(function))
-        if self.app.max_wait_s is not None and eta is not None and eta > self.app.max_wait_s:
-            self.observer.rejected(function.api_name, "wait_too_long")
-            raise WaitTooLong(eta, self.app.max_wait_s)
+        if self.app.max_wait_s is not None:
+            self._refuse_long_wait(function, self.app.max_wait_s)
         job = Job(
             job_id=secrets.token_hex(16),
             session_hash=body.session_hash,
@@ -150,6 +147,14 @@ class FrontService:
         if full is not None and time.monotonic() < full[0]:
             self.observer.rejected(function.api_name, "queue_full")
             raise QueueFull(self.app.max_size or 0, full[1], self._retry_after_s(function))
+
+    def _refuse_long_wait(self, function: Function, max_wait_s: float) -> None:
+        """`max_wait_s`: refuse up front when the expected wait of a new arrival is already over it."""
+        ahead = self.store.counters(consistent=False).queue_size(function.concurrency_id)
+        eta = protocol.estimate_eta(function, ahead, self._stats(function), self.slots(function))
+        if eta is not None and eta > max_wait_s:
+            self.observer.rejected(function.api_name, "wait_too_long")
+            raise WaitTooLong(eta, max_wait_s)
 
     def _admit(self, job: Job, function: Function) -> None:
         try:
