@@ -6,6 +6,9 @@ PY     := $(VENV)/bin/python
 APP    ?= examples.demo_app:app
 PORT   ?= 7860
 WORKERS ?= 1
+# The page tests drive Debian's chromium through Playwright (no browser download); installed when missing.
+CHROMIUM ?= /usr/bin/chromium
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck clean
 
@@ -31,7 +34,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy layers/surge/surge functions gpu_worker examples
 
-test: $(VENV)/.installed $(VENV)/.model-installed lint typecheck
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+test: $(VENV)/.installed $(VENV)/.model-installed $(CHROMIUM) lint typecheck
 	$(PY) -m pytest -q
 
 clean:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from mangum import Mangum
+
 from surge.front import build_service, create_api_app
 from surge.settings import Settings
 

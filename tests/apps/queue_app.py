@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import surge
-
 from tests.apps.timing_app import record
 
 app = surge.App(title="small queue", max_size=2, default_concurrency_limit=1)

@@ -43,9 +43,7 @@ def one_at_a_time(text: str) -> str:
     return text.upper()
 
 
-@app.function(
-    inputs=["number", "textbox"], outputs=["textbox"], batch=True, max_batch_size=2, concurrency_limit=None
-)
+@app.function(inputs=["number", "textbox"], outputs=["textbox"], batch=True, max_batch_size=2, concurrency_limit=None)
 def sleepy(seconds: list[float], tags: list[str]) -> list[list[str]]:
     start = time.time()
     record("sleepy_start", start=start, tags=tags)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,9 +61,7 @@ def test_full_queue_raises_queue_error_and_answers_503_with_gradios_message(queu
     assert wait_until(lambda: counters(queue_stack).waiting == 0, 10)
 
 
-def test_cancel_of_a_waiting_job_frees_its_place_and_it_never_runs(
-    queue_stack: LocalStack, record_dir: Path
-) -> None:
+def test_cancel_of_a_waiting_job_frees_its_place_and_it_never_runs(queue_stack: LocalStack, record_dir: Path) -> None:
     client = Client(queue_stack.url, verbose=False)
     running = client.submit(2, "blocker", api_name="/slow")
     assert wait_until(lambda: running.status().code.name == "PROCESSING", 15)

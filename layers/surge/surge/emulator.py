@@ -23,6 +23,9 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.server import ThreadedMotoServer
 from moto.sqs.models import Message, SQSBackend
 
+MOTO_RETENTION_CHECK = SQSBackend.is_message_valid_based_on_retention_period
+"""moto's own check, kept for the test that compares both."""
+
 
 def _retention_check(self: SQSBackend, queue_name: str, message: Message) -> bool:
     retention_s = int(self.get_queue(queue_name).message_retention_period)  # type: ignore[attr-defined]

@@ -45,6 +45,16 @@ class WaitTooLong(SurgeError):
         self.retry_after_s = max(1, int(eta_s - max_wait_s) + 1)
 
 
+class TooManyRequests(SurgeError):
+    """This client joins faster than the front allows (per-client rate limit)."""
+
+    status_code = 429
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"Too many requests; try again in {retry_after_s} s.")
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(SurgeError):
     """AWS (or the local emulator) refused or failed a call; the request changed nothing."""
 

@@ -6,23 +6,29 @@ rest to the API app; locally `local_app` serves both on one port with the same r
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from surge import sse
 from surge.application import load_app
 from surge.broker import Broker
-from surge.errors import SurgeError
+from surge.errors import SurgeError, TooManyRequests
+from surge.guard import BodyLimit, RateLimiter
 from surge.models import SESSION_HASH_PATTERN, CancelBody, EventId, JoinBody, ResetBody, Success
-from surge.service import FrontService, PollPolicy
+from surge.pages import pages_router
+from surge.service import FrontService
+from surge.session import PollPolicy, SessionStream
 from surge.settings import Settings
 from surge.store import Store
 
 PREFIX = "/gradio_api"
+logger = logging.getLogger("surge.front")
 
 
 def build_service(settings: Settings) -> FrontService:
@@ -38,14 +44,33 @@ def _surge_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
 
 
-def _base_app(title: str) -> FastAPI:
-    app = FastAPI(title=title, docs_url=None, redoc_url=None)
+def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    """Anything unexpected: log it with its traceback, tell the client nothing internal."""
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "Internal error; please try again."}, status_code=500)
+
+
+def _base_app(service: FrontService) -> FastAPI:
+    settings = service.settings
+    app = FastAPI(title=service.app.title, docs_url=None, redoc_url=None)
     app.add_exception_handler(SurgeError, _surge_error)
+    app.add_exception_handler(Exception, _internal_error)
+    origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["*"])
+    # JSON escapes and the other fields of a join body cost a little over the inputs' own limit.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_payload_bytes + 4096)
     return app
 
 
 def api_router(service: FrontService) -> APIRouter:
     router = APIRouter()
+    limiter = RateLimiter(service.settings.join_rate_per_s, service.settings.join_burst)
+
+    def rate_limited(request: Request) -> None:
+        client = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
+        retry_after = limiter.retry_after_s(client or (request.client.host if request.client else "?"))
+        if retry_after:
+            raise TooManyRequests(retry_after)
 
     @router.get("/config")
     def config() -> dict[str, Any]:
@@ -55,7 +80,7 @@ def api_router(service: FrontService) -> APIRouter:
     def info() -> dict[str, Any]:
         return service.info
 
-    @router.post(f"{PREFIX}/queue/join")
+    @router.post(f"{PREFIX}/queue/join", dependencies=[Depends(rate_limited)])
     def join(body: JoinBody) -> EventId:
         return EventId(event_id=service.join(body))
 
@@ -76,7 +101,7 @@ def stream_router(service: FrontService, poll: PollPolicy) -> APIRouter:
 
     @router.get(f"{PREFIX}/queue/data")
     def queue_data(session_hash: str = Query(pattern=SESSION_HASH_PATTERN)) -> EventSourceResponse:
-        return sse.event_stream(service.session_messages(session_hash, poll), heartbeat_s)
+        return sse.event_stream(SessionStream(service, session_hash, poll).messages(), heartbeat_s)
 
     @router.get(PREFIX + "/heartbeat/{session_hash}")
     def heartbeat(session_hash: str) -> EventSourceResponse:
@@ -92,20 +117,22 @@ async def _forever() -> Any:
 
 
 def create_api_app(service: FrontService) -> FastAPI:
-    app = _base_app(service.app.title)
+    app = _base_app(service)
     app.include_router(api_router(service))
+    app.include_router(pages_router(service))
     return app
 
 
 def create_stream_app(service: FrontService, poll: PollPolicy | None = None) -> FastAPI:
-    app = _base_app(service.app.title)
+    app = _base_app(service)
     app.include_router(stream_router(service, poll or PollPolicy()))
     return app
 
 
 def create_local_app(service: FrontService, poll: PollPolicy | None = None) -> FastAPI:
     """Both apps on one port, routed as API Gateway routes them (for `make run` and tests)."""
-    app = _base_app(service.app.title)
+    app = _base_app(service)
     app.include_router(api_router(service))
     app.include_router(stream_router(service, poll or PollPolicy()))
+    app.include_router(pages_router(service))
     return app

@@ -29,8 +29,12 @@ LOCAL_TUNING = {
     "lease_ttl_s": 6.0,
     "visibility_timeout_s": 30,
     "heartbeat_interval_s": 15.0,
+    "session_grace_s": 5.0,
+    "join_rate_per_s": 500.0,
+    "join_burst": 2000,
 }
-"""Shorter waits than in AWS so that Ctrl-C and a killed worker resolve in seconds."""
+"""Shorter waits than in AWS so that Ctrl-C and a killed worker resolve in seconds; a join rate per
+client that lets one machine's load tests through (every local client is 127.0.0.1)."""
 
 
 def free_port() -> int:
@@ -182,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         stack.start()
         httpx.get(f"{stack.url}/config", timeout=30).raise_for_status()
         print(f"Surge is serving {args.app} at {stack.url}  (Ctrl-C stops every process)", flush=True)
+        print(f"Open {stack.url}/ in a browser to use it; the queue's status page is {stack.url}/status", flush=True)
         while not stopped.wait(1):
             for name, process in list(stack.processes.items()):
                 if process.poll() is not None:

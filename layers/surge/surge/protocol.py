@@ -85,6 +85,17 @@ def info(app: App) -> dict[str, Any]:
     return {"named_endpoints": named, "unnamed_endpoints": {}}
 
 
+def slots_for(live_workers: dict[str, int], limit: int | None) -> int:
+    """Batches of a function that can run at once: live worker slots capped by the group limit.
+
+    With no live worker (scaled to zero, or starting), ETA assumes the limit (or 1).
+    """
+    live = sum(live_workers.values())
+    if not live:
+        return limit or 1
+    return min(live, limit) if limit else live
+
+
 def estimate_eta(function: Function, rank: int, stats: FunctionStats, slots: int) -> float | None:
     """Seconds until a job at `rank` is expected to finish, including its own run (Gradio's meaning).
 

@@ -6,18 +6,16 @@ import json
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, TypeVar
-
-import anyio
 
 from surge import protocol
 from surge.application import App, Function
 from surge.broker import Broker
 from surge.errors import BadRequest, NotFound, PayloadTooLarge, QueueFull, Unavailable, WaitTooLong
-from surge.models import CancelBody, Counters, FunctionStats, Job, JobState, JoinBody, StoredEvent
+from surge.models import CancelBody, Counters, FunctionStats, Job, JobState, JoinBody
 from surge.observer import Observer
+from surge.session import Waiting
 from surge.settings import Settings
 from surge.store import NewEvent, Store
 
@@ -145,13 +143,8 @@ class FrontService:
         return self._cache.get(f"stats#{function.api_name}", lambda: self.store.stats(function.api_name))
 
     def slots(self, function: Function) -> int:
-        """Batches of the function that can run at once: live worker slots, capped by the group limit."""
         workers = self._cache.get(f"workers#{function.api_name}", lambda: self.store.live_workers(function.api_name))
-        limit = self.app.concurrency_limit(function.concurrency_id)
-        live = sum(workers.values())
-        if not live:
-            return limit or 1
-        return min(live, limit) if limit else live
+        return protocol.slots_for(workers, self.app.concurrency_limit(function.concurrency_id))
 
     def _estimation(
         self, function: Function, event_id: str, group: str, seq: int, counters: Counters
@@ -175,121 +168,27 @@ class FrontService:
             return False
         return self.store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id))
 
-    # ---- session stream --------------------------------------------------------------------------
+    # ---- session stream ------------------------------------------------------------------------
 
-    async def session_messages(self, session_hash: str, poll: PollPolicy) -> AsyncIterator[dict[str, Any]]:
-        """Every message of the session's jobs in order, with rank refreshes, then `close_stream`.
-
-        Heartbeats are the SSE layer's job (see `front`).
-        """
-        reader = SessionReader(session_hash)
-        reader.cursor = await anyio.to_thread.run_sync(self.store.read_cursor, session_hash)
-        started = time.monotonic()
-        idle_since: float | None = None
-        interval = poll.min_s
-        next_refresh = started + poll.estimation_refresh_s
-        while time.monotonic() - started < self.settings.stream_max_s:
-            new = reader.take(await anyio.to_thread.run_sync(self.store.read_events, session_hash, reader.query_after))
-            for event in new:
-                yield event.body
-            now = time.monotonic()
-            interval = poll.min_s if new else min(interval * poll.backoff, poll.max_s)
-            if reader.pending:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = now
-            elif now - idle_since >= (poll.linger_s if reader.delivered else poll.empty_session_s):
-                await anyio.to_thread.run_sync(self.store.write_cursor, session_hash, reader.cursor)
-                yield protocol.close_stream()
-                return
-            if reader.waiting and now >= next_refresh:
-                next_refresh = now + poll.estimation_refresh_s
-                for message in await anyio.to_thread.run_sync(self._refresh, reader):
-                    yield message
-            await anyio.sleep(interval)
-
-    def _refresh(self, reader: SessionReader) -> list[dict[str, Any]]:
+    def refresh(self, waiting: dict[str, Waiting]) -> list[dict[str, Any]]:
+        """New estimations for a session's waiting jobs whose rank or queue size changed (one read)."""
         counters = self.store.counters()
         messages = []
-        for event_id, waiting in reader.waiting.items():
+        for event_id, job in waiting.items():
             try:
-                function = self.app.get(waiting.api_name)
+                function = self.app.get(job.api_name)
             except KeyError:
                 continue
-            message = self._estimation(function, event_id, waiting.group, waiting.seq, counters)
-            if (message["rank"], message["queue_size"]) != waiting.last:
-                waiting.last = (message["rank"], message["queue_size"])
+            message = self._estimation(function, event_id, job.group, job.seq, counters)
+            if (message["rank"], message["queue_size"]) != job.last:
+                job.last = (message["rank"], message["queue_size"])
                 messages.append(message)
         return messages
 
-
-@dataclass(frozen=True)
-class PollPolicy:
-    """How often a session stream reads the event log: fast after activity, backing off when idle."""
-
-    min_s: float = 0.02
-    max_s: float = 0.5
-    backoff: float = 1.5
-    estimation_refresh_s: float = 1.0
-    linger_s: float = 0.3
-    empty_session_s: float = 10.0
-
-
-@dataclass
-class _Waiting:
-    group: str
-    seq: int
-    api_name: str
-    last: tuple[int, int] = (-1, -1)
-
-
-@dataclass
-class SessionReader:
-    """Turns repeated reads of a session's log into each event exactly once, tracking pending jobs.
-
-    Writers stamp events with their own clocks, so a read looks back `lookback_ns` behind the newest
-    event it has seen and drops what it already delivered.
-    """
-
-    session_hash: str
-    cursor: str = "0"
-    lookback_ns: int = 2_000_000_000
-    pending: set[str] = field(default_factory=set)
-    waiting: dict[str, _Waiting] = field(default_factory=dict)
-    delivered: bool = False
-    _seen: set[str] = field(default_factory=set)
-
-    @property
-    def query_after(self) -> str:
-        stamp = int(self.cursor.split("#", 1)[0])
-        return f"{max(0, stamp - self.lookback_ns):020d}" if self._seen else self.cursor
-
-    def take(self, events: list[StoredEvent]) -> list[StoredEvent]:
-        new = [e for e in events if e.sk not in self._seen]
-        for event in new:
-            self._seen.add(event.sk)
-            self._track(event)
-        if new:
-            self.cursor = max(self.cursor, max(e.sk for e in new))
-            floor = self.query_after
-            self._seen = {sk for sk in self._seen if sk > floor}
-            self._seen.update(e.sk for e in new)
-        return new
-
-    def _track(self, event: StoredEvent) -> None:
-        body = event.body
-        event_id = body.get("event_id")
-        if not isinstance(event_id, str):
-            return
-        message = body.get("msg")
-        if message == "estimation":
-            self.pending.add(event_id)
-            if event.group is not None and event.seq is not None and event.api_name is not None:
-                self.waiting.setdefault(event_id, _Waiting(event.group, event.seq, event.api_name))
-        elif message == "process_starts":
-            self.pending.add(event_id)
-            self.waiting.pop(event_id, None)
-        elif message == "process_completed":
-            self.pending.discard(event_id)
-            self.waiting.pop(event_id, None)
-            self.delivered = True
+    def release_session(self, session_hash: str, waiting: list[str]) -> int:
+        """Cancel a gone session's waiting jobs (as Gradio does when a client drops), freeing places."""
+        released = 0
+        for job in self.store.get_jobs(waiting).values():
+            if job.session_hash == session_hash and job.state is JobState.WAITING:
+                released += self.store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id))
+        return released

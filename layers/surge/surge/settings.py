@@ -25,6 +25,10 @@ class Settings(BaseModel):
     max_payload_bytes: int = 262_144
     job_ttl_s: int = 86_400
     max_attempts: int = 3
+    session_grace_s: float = 10.0
+    cors_allow_origins: str = "*"
+    join_rate_per_s: float = 20.0
+    join_burst: int = 40
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

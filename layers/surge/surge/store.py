@@ -30,6 +30,8 @@ BOTO_CONFIG = Config(
     read_timeout=10,
 )
 TRANSACTION_LIMIT = 100
+PASSED_THROUGH = ("ConditionalCheckFailedException", "TransactionCanceledException")
+"""Refusals the callers inspect themselves; every other AWS failure becomes `Unavailable`."""
 
 
 class _Clock:
@@ -50,11 +52,14 @@ CLOCK = _Clock()
 
 @contextmanager
 def aws_errors(what: str) -> Iterator[None]:
-    """Translate a failed AWS call into `Unavailable` (the caller's request changed nothing)."""
+    """Translate a failed AWS call into `Unavailable` (the caller's request changed nothing).
+
+    Condition failures pass through: callers decide what a refused condition means.
+    """
     try:
         yield
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("ConditionalCheckFailedException",):
+        if error.response.get("Error", {}).get("Code") in PASSED_THROUGH:
             raise
         raise Unavailable(f"{what} failed; please try again shortly.") from error
     except BotoCoreError as error:
@@ -474,6 +479,53 @@ class Store:
                 },
             )
 
+    # ---- session presence (to release the waiting jobs of clients that drop) ------------------------
+
+    def _session_key(self, session_hash: str) -> dict[str, Any]:
+        return {"pk": _s(f"session#{session_hash}"), "sk": _s("-")}
+
+    def session_connected(self, session_hash: str, opened_at: float) -> None:
+        with aws_errors("Recording the session"):
+            self.client.update_item(
+                TableName=self.settings.state_table_name,
+                Key=self._session_key(session_hash),
+                UpdateExpression="SET connected_at = :t, expires_at = :x REMOVE gone_at",
+                ExpressionAttributeValues={":t": _n(opened_at), ":x": _n(int(opened_at) + self.settings.job_ttl_s)},
+            )
+
+    def session_gone(self, session_hash: str, opened_at: float) -> None:
+        """Mark the session dropped, unless a newer stream of it opened since `opened_at`."""
+        try:
+            with aws_errors("Recording the session"):
+                self.client.update_item(
+                    TableName=self.settings.state_table_name,
+                    Key=self._session_key(session_hash),
+                    UpdateExpression="SET gone_at = :now",
+                    ConditionExpression="connected_at = :opened",
+                    ExpressionAttributeValues={":now": _n(time.time()), ":opened": _n(opened_at)},
+                )
+        except ClientError:
+            return
+
+    def session_is_gone(self, session_hash: str) -> bool:
+        return bool(self.gone_sessions([session_hash], 0.0))
+
+    def gone_sessions(self, session_hashes: Sequence[str], grace_s: float) -> set[str]:
+        """Sessions among these whose stream dropped more than `grace_s` ago and did not come back."""
+        keys = [self._session_key(h) for h in dict.fromkeys(session_hashes)]
+        gone: set[str] = set()
+        cutoff = time.time() - grace_s
+        for start in range(0, len(keys), 100):
+            request = {self.settings.state_table_name: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
+            while request:
+                with aws_errors("Reading sessions"):
+                    response = self.client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.settings.state_table_name, []):
+                    if "gone_at" in item and float(item["gone_at"]["N"]) <= cutoff:
+                        gone.add(item["pk"]["S"].removeprefix("session#"))
+                request = response.get("UnprocessedKeys") or {}
+        return gone
+
     # ---- concurrency leases ----------------------------------------------------------------------
 
     def acquire_lease(self, group: str, limit: int, owner: str) -> int | None:
@@ -606,6 +658,99 @@ class Store:
                 ExpressionAttributeValues={":d": _n(avg_batch_s), ":n": _n(avg_batch_size), ":one": _n(1)},
             )
 
+    # ---- operator view: recent batches and queue-depth samples (read by `surge.status`) ----------
+    #
+    # Items: `batches#<api_name>` / `<stamp>#<worker>` (one per batch a worker ran) and `depth#app` /
+    # `<epoch second>` (one per sampling bucket). Both are read newest-first with bounded queries, so
+    # they cost nothing to keep until their `expires_at` (TTL) removes them.
+
+    def record_batch(self, api_name: str, size: int, failed: int, duration_s: float, worker_id: str) -> None:
+        """Log one batch a worker ran (one put); the status page shows the latest few."""
+        now = time.time()
+        with aws_errors("Recording a batch"):
+            self.client.put_item(
+                TableName=self.settings.state_table_name,
+                Item={
+                    "pk": _s(f"batches#{api_name}"),
+                    "sk": _s(f"{CLOCK.next():020d}#{worker_id}"),
+                    "finished_at": _n(now),
+                    "size": _n(size),
+                    "failed": _n(failed),
+                    "duration_s": _n(float(duration_s)),
+                    "worker_id": _s(worker_id),
+                    "expires_at": _n(int(now) + OPERATOR_ITEMS_KEEP_S),
+                },
+            )
+
+    def recent_batches(self, api_name: str, limit: int) -> list[BatchRecord]:
+        """The function's last `limit` batches, oldest first."""
+        with aws_errors("Reading recent batches"):
+            items = self.client.query(
+                TableName=self.settings.state_table_name,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": _s(f"batches#{api_name}")},
+                ScanIndexForward=False,
+                Limit=limit,
+            ).get("Items", [])
+        return [
+            BatchRecord(
+                finished_at=float(item["finished_at"]["N"]),
+                size=int(item["size"]["N"]),
+                failed=int(item["failed"]["N"]),
+                duration_s=float(item["duration_s"]["N"]),
+                worker_id=item["worker_id"]["S"],
+            )
+            for item in reversed(items)
+        ]
+
+    def sample_depth(self, counters: Counters, every_s: int) -> bool:
+        """Keep `counters` as the depth sample of the current `every_s` bucket, unless one is there already.
+
+        Idempotent per bucket (a conditional put), so any number of status viewers write one sample.
+        """
+        now = time.time()
+        bucket = int(now // every_s) * every_s
+        groups = {group: counters.queue_size(group) for group in counters.tail}
+        try:
+            with aws_errors("Sampling queue depth"):
+                self.client.put_item(
+                    TableName=self.settings.state_table_name,
+                    Item={
+                        "pk": _s("depth#app"),
+                        "sk": _s(f"{bucket:012d}"),
+                        "waiting": _n(counters.waiting),
+                        "groups": _s(json.dumps(groups, separators=(",", ":"))),
+                        "expires_at": _n(int(now) + OPERATOR_ITEMS_KEEP_S),
+                    },
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+        except ClientError:
+            return False
+        return True
+
+    def depth_history(self, since: float) -> list[DepthSample]:
+        """Depth samples from epoch second `since` on, oldest first."""
+        samples: list[DepthSample] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.settings.state_table_name,
+            "KeyConditionExpression": "pk = :pk AND sk >= :since",
+            "ExpressionAttributeValues": {":pk": _s("depth#app"), ":since": _s(f"{max(0, int(since)):012d}")},
+        }
+        while True:
+            with aws_errors("Reading queue depth history"):
+                response = self.client.query(**kwargs)
+            for item in response.get("Items", []):
+                samples.append(
+                    DepthSample(
+                        t=float(item["sk"]["S"]),
+                        waiting=int(item["waiting"]["N"]),
+                        groups=json.loads(item["groups"]["S"]),
+                    )
+                )
+            if "LastEvaluatedKey" not in response:
+                return samples
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
 
 def _counters(item: dict[str, Any]) -> Counters:
     counters = Counters(waiting=int(item.get("waiting", {}).get("N", 0)))
@@ -630,3 +775,29 @@ def _job(item: dict[str, Any]) -> Job:
         attempt=int(item["attempt"]["N"]),
         worker_id=item.get("worker_id", {}).get("S"),
     )
+
+
+# ---- operator view: shapes returned by the block at the end of `Store` -------------------------------
+
+OPERATOR_ITEMS_KEEP_S = 3600
+"""How long batch records and depth samples live (their TTL); the status page reads the last minutes."""
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch a worker ran: when it ended (epoch s), how many jobs, how many failed, how long it took."""
+
+    finished_at: float
+    size: int
+    failed: int
+    duration_s: float
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class DepthSample:
+    """Jobs waiting at epoch second `t`: app-wide and per concurrency group."""
+
+    t: float
+    waiting: int
+    groups: dict[str, int]

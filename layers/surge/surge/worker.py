@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import secrets
 import threading
 import time
@@ -88,7 +89,7 @@ class Worker:
         self.store = store
         self.broker = broker
         self.slots = slots
-        self.worker_id = worker_id or f"{function.api_name}-{secrets.token_hex(6)}"
+        self.worker_id = worker_id or f"{function.api_name}-{os.getpid()}-{secrets.token_hex(4)}"
         self.limit = app.concurrency_limit(function.concurrency_id)
         self.stopping = threading.Event()
         self.hand = _Hand()
@@ -235,6 +236,8 @@ class Worker:
                 foreign.append(delivery)
             else:
                 candidates.append((job, delivery))
+        candidates, released = self._skip_dropped_sessions(candidates)
+        finished.extend(released)
         if poison:
             logger.error("dead-lettering %d messages with no job", len(poison))
             self.broker.dead_letter(self.function.api_name, poison)
@@ -247,6 +250,24 @@ class Worker:
         with self.hand.lock:
             self.hand.running.update(claimed)
         return [_Task(claimed[job.job_id], d) for job, d in candidates if job.job_id in claimed]
+
+    def _skip_dropped_sessions(
+        self, candidates: list[tuple[Job, Delivery]]
+    ) -> tuple[list[tuple[Job, Delivery]], list[Delivery]]:
+        """Cancel waiting jobs whose client dropped its stream longer than the grace period ago
+        (Gradio drops them at once); their places go to the next in line."""
+        sessions = {job.session_hash for job, _ in candidates if job.state is JobState.WAITING}
+        gone = self.store.gone_sessions(list(sessions), self.settings.session_grace_s) if sessions else set()
+        if not gone:
+            return candidates, []
+        keep, released = [], []
+        for job, delivery in candidates:
+            if job.state is JobState.WAITING and job.session_hash in gone:
+                self.store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id))
+                released.append(delivery)
+            else:
+                keep.append((job, delivery))
+        return keep, released
 
     def _owner_gone(self, job: Job) -> bool:
         """Whether a running job was abandoned: its worker died, or it is ours from a failed attempt."""
@@ -261,7 +282,9 @@ class Worker:
         retry_exhausted = [t for t in tasks if t.job.attempt > self.settings.max_attempts]
         for task in retry_exhausted:
             task.outcome = self._failure(
-                task.job, f"The job failed {self.settings.max_attempts} times (its worker stopped); giving up."
+                task.job,
+                f"Gave up after {self.settings.max_attempts} attempt(s): "
+                "the worker running this job stopped each time.",
             )
         runnable = [t for t in tasks if t.outcome is None]
         if runnable:
@@ -275,7 +298,9 @@ class Worker:
             else:
                 for task in runnable:
                     self._run_one(task)
-            self._learn(time.monotonic() - started, len(runnable))
+            duration_s = time.monotonic() - started
+            self._learn(duration_s, len(runnable))
+            self._log_batch(runnable, duration_s)
         self._settle(tasks)
 
     def _run_batch(self, tasks: list[_Task]) -> None:
@@ -420,6 +445,14 @@ class Worker:
             self.store.record_stats(self.function.api_name, self.avg_batch_s, self.avg_batch_size)
         except Unavailable:
             logger.warning("could not record statistics")
+
+    def _log_batch(self, tasks: list[_Task], duration_s: float) -> None:
+        """Log the batch for the status page (best effort: the jobs' results do not depend on it)."""
+        failed = sum(1 for t in tasks if t.outcome is not None and t.outcome.state is JobState.FAILED)
+        try:
+            self.store.record_batch(self.function.api_name, len(tasks), failed, duration_s, self.worker_id)
+        except Unavailable:
+            logger.warning("could not log the batch for the status page")
 
 
 def _invoke(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:

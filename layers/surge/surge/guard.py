@@ -1,0 +1,79 @@
+"""Front-door protections of the local and Lambda fronts: body size limit and per-client join rate.
+
+In AWS, API Gateway throttling is the first line (see template.yaml); these also hold locally and
+inside each Lambda execution environment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodyLimit:
+    """Answer 413 naming the limit before reading more than `max_bytes` of a request body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"detail": f"Request body is over the limit of {self.max_bytes} bytes."}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RateLimiter:
+    """Token buckets per client: `rate_per_s` joins a second with bursts up to `burst`."""
+
+    def __init__(self, rate_per_s: float, burst: int, max_clients: int = 100_000) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.max_clients = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after_s(self, client: str) -> int:
+        """0 if the client may go ahead now (and a token is taken), else whole seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(client, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
+            if len(self._buckets) >= self.max_clients:
+                self._buckets.clear()
+            if tokens >= 1:
+                self._buckets[client] = (tokens - 1, now)
+                return 0
+            self._buckets[client] = (tokens, now)
+            return max(1, math.ceil((1 - tokens) / self.rate_per_s))

@@ -1,0 +1,177 @@
+"""A session's event stream: read the log once per event, refresh rank/ETA, survive outages, notice drops.
+
+The stream app hands `SessionStream.messages()` to the SSE layer; everything here is protocol-agnostic
+except the message bodies, which come from the log as the writers stored them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from surge import protocol
+from surge.errors import Unavailable
+from surge.models import StoredEvent
+
+if TYPE_CHECKING:
+    from surge.service import FrontService
+
+logger = logging.getLogger("surge.session")
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often a session stream reads the event log: fast after activity, backing off when idle."""
+
+    min_s: float = 0.02
+    max_s: float = 0.5
+    backoff: float = 1.5
+    estimation_refresh_s: float = 0.5
+    linger_s: float = 0.3
+    empty_session_s: float = 10.0
+    outage_retry_s: float = 1.0
+
+
+@dataclass
+class Waiting:
+    """A job of the session that has not started: enough to recompute its rank from the counters."""
+
+    group: str
+    seq: int
+    api_name: str
+    last: tuple[int, int] = (-1, -1)
+
+
+@dataclass
+class SessionReader:
+    """Turns repeated reads of a session's log into each event exactly once, tracking pending jobs.
+
+    Writers stamp events with their own clocks, so a read looks back `lookback_ns` behind the newest
+    event it has seen and drops what it already delivered.
+    """
+
+    session_hash: str
+    cursor: str = "0"
+    lookback_ns: int = 2_000_000_000
+    pending: set[str] = field(default_factory=set)
+    waiting: dict[str, Waiting] = field(default_factory=dict)
+    delivered: bool = False
+    _seen: set[str] = field(default_factory=set)
+
+    @property
+    def query_after(self) -> str:
+        stamp = int(self.cursor.split("#", 1)[0])
+        return f"{max(0, stamp - self.lookback_ns):020d}" if self._seen else self.cursor
+
+    def take(self, events: list[StoredEvent]) -> list[StoredEvent]:
+        new = [e for e in events if e.sk not in self._seen]
+        for event in new:
+            self._seen.add(event.sk)
+            self._track(event)
+        if new:
+            self.cursor = max(self.cursor, max(e.sk for e in new))
+            floor = self.query_after
+            self._seen = {sk for sk in self._seen if sk > floor}
+            self._seen.update(e.sk for e in new)
+        return new
+
+    def _track(self, event: StoredEvent) -> None:
+        body = event.body
+        event_id = body.get("event_id")
+        if not isinstance(event_id, str):
+            return
+        message = body.get("msg")
+        if message == "estimation":
+            self.pending.add(event_id)
+            if event.group is not None and event.seq is not None and event.api_name is not None:
+                self.waiting.setdefault(event_id, Waiting(event.group, event.seq, event.api_name))
+        elif message == "process_starts":
+            self.pending.add(event_id)
+            self.waiting.pop(event_id, None)
+        elif message == "process_completed":
+            self.pending.discard(event_id)
+            self.waiting.pop(event_id, None)
+            self.delivered = True
+
+
+class SessionStream:
+    """One open `/queue/data` connection of a session."""
+
+    def __init__(self, service: FrontService, session_hash: str, poll: PollPolicy) -> None:
+        self.service = service
+        self.store = service.store
+        self.session_hash = session_hash
+        self.poll = poll
+        self.reader = SessionReader(session_hash)
+        self.closed = False
+        self.opened_at = time.time()
+
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """Every message of the session's jobs in order, with rank refreshes, then `close_stream`.
+
+        Heartbeats are the SSE layer's job. If the client drops before `close_stream`, its waiting
+        jobs are released after the grace period unless it reconnects (see `_dropped`).
+        """
+        try:
+            async for message in self._messages():
+                yield message
+        finally:
+            if not self.closed:
+                asyncio.get_running_loop().create_task(self._dropped())
+
+    async def _messages(self) -> AsyncIterator[dict[str, Any]]:
+        await self._call(self.store.session_connected, self.session_hash, self.opened_at)
+        self.reader.cursor = await self._call(self.store.read_cursor, self.session_hash)
+        started = time.monotonic()
+        idle_since: float | None = None
+        interval = self.poll.min_s
+        next_refresh = started + self.poll.estimation_refresh_s
+        while time.monotonic() - started < self.service.settings.stream_max_s:
+            new = self.reader.take(await self._call(self.store.read_events, self.session_hash, self.reader.query_after))
+            for event in new:
+                yield event.body
+            now = time.monotonic()
+            interval = self.poll.min_s if new else min(interval * self.poll.backoff, self.poll.max_s)
+            if self.reader.pending:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            elif now - idle_since >= (self.poll.linger_s if self.reader.delivered else self.poll.empty_session_s):
+                await self._call(self.store.write_cursor, self.session_hash, self.reader.cursor)
+                self.closed = True
+                yield protocol.close_stream()
+                return
+            if self.reader.waiting and now >= next_refresh:
+                next_refresh = now + self.poll.estimation_refresh_s
+                for message in await self._call(self.service.refresh, self.reader.waiting):
+                    yield message
+            await anyio.sleep(interval)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking store call in a thread; while AWS refuses, wait and retry (the stream stays open)."""
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(fn, *args)
+            except Unavailable as error:
+                logger.warning("stream read failed (%s); retrying", error.detail)
+                await anyio.sleep(self.poll.outage_retry_s)
+
+    async def _dropped(self) -> None:
+        """The client went away mid-session: after the grace period, release its waiting jobs
+        unless a newer stream of the same session has opened meanwhile."""
+        waiting = list(self.reader.waiting)
+        try:
+            await anyio.to_thread.run_sync(self.store.session_gone, self.session_hash, self.opened_at)
+            await anyio.sleep(self.service.settings.session_grace_s)
+            gone = bool(waiting) and await anyio.to_thread.run_sync(self.store.session_is_gone, self.session_hash)
+            if gone:
+                released = await anyio.to_thread.run_sync(self.service.release_session, self.session_hash, waiting)
+                logger.info("released %d waiting jobs of a dropped session", released)
+        except Unavailable:
+            logger.warning("could not release a dropped session's jobs; workers skip them at claim time")

@@ -1,0 +1,215 @@
+"""Fleet-wide concurrency limits, leases, visibility extension, redelivery and graceful stop, across processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from gradio_client import Client
+
+from surge.launcher import LocalStack, emulator_client_kwargs, free_port
+from tests.crossprocess.helpers import (
+    counters,
+    held_leases,
+    join,
+    messages,
+    new_session,
+    queue_depth,
+    records,
+    wait_until,
+)
+
+pytestmark = pytest.mark.crossprocess
+
+
+def max_overlap(intervals: list[dict[str, Any]]) -> int:
+    """Most calls running at the same moment."""
+    points = sorted(
+        [(r["start"], 1) for r in intervals] + [(r["end"], -1) for r in intervals], key=lambda p: (p[0], p[1])
+    )
+    running = peak = 0
+    for _, step in points:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.fixture(scope="module")
+def record_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("records")
+
+
+@pytest.fixture(scope="module")
+def two_worker_stack(record_dir: Path) -> Iterator[LocalStack]:
+    stack = LocalStack(
+        "tests.apps.timing_app:app",
+        port=free_port(),
+        workers={"limited_one": 2, "limited_two": 2, "one_at_a_time": 1, "sleepy": 0},
+        tuning={"visibility_timeout_s": 4, "lease_ttl_s": 3.0},
+        extra_env={"RECORD_DIR": str(record_dir)},
+    ).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_limit_one_never_overlaps_across_two_worker_processes(two_worker_stack: LocalStack, record_dir: Path) -> None:
+    client = Client(two_worker_stack.url, verbose=False)
+    jobs = [client.submit(0.2, f"a{i}", api_name="/limited_one") for i in range(8)]
+    assert sorted(job.result() for job in jobs) == sorted(f"a{i}" for i in range(8))
+    calls = records(record_dir, "limited_one")
+    assert len({c["pid"] for c in calls}) == 2, "both worker processes should have served calls"
+    assert max_overlap(calls) == 1
+
+
+def test_limit_two_runs_two_at_once_and_never_three(two_worker_stack: LocalStack, record_dir: Path) -> None:
+    client = Client(two_worker_stack.url, verbose=False)
+    jobs = [client.submit(0.3, f"b{i}", api_name="/limited_two") for i in range(8)]
+    assert sorted(job.result() for job in jobs) == sorted(f"b{i}" for i in range(8))
+    assert max_overlap(records(record_dir, "limited_two")) == 2
+
+
+def test_unbatched_function_is_called_one_input_at_a_time(two_worker_stack: LocalStack, record_dir: Path) -> None:
+    client = Client(two_worker_stack.url, verbose=False)
+    jobs = [client.submit(f"w{i}", api_name="/one_at_a_time") for i in range(10)]
+    assert [job.result() for job in jobs] == [f"W{i}" for i in range(10)]
+    assert {c["kind"] for c in records(record_dir, "one_at_a_time")} == {"str"}
+
+
+def test_rank_and_eta_shrink_as_the_queue_drains(two_worker_stack: LocalStack) -> None:
+    client = Client(two_worker_stack.url, verbose=False)
+    for i in range(3):  # settle the measured batch time, which the ETA is built on
+        client.predict(0.8, f"warm{i}", api_name="/limited_one")
+    session = new_session()
+    ids = [join(two_worker_stack, session, "limited_one", [0.8, f"r{i}"]).json()["event_id"] for i in range(5)]
+    updates = [
+        (m["rank"], m["rank_eta"])
+        for m in messages(two_worker_stack, session)
+        if m["msg"] == "estimation" and m["event_id"] == ids[-1]
+    ]
+    ranks = [rank for rank, _ in updates]
+    assert len(updates) >= 3, updates
+    assert ranks == sorted(ranks, reverse=True) and ranks[-1] < ranks[0], updates
+    assert updates[-1][1] < updates[0][1], updates
+
+
+def job_owner_pid(stack: LocalStack, data: list[Any]) -> int | None:
+    """The pid of the worker that claimed the job with these inputs (worker ids embed the pid)."""
+    assert stack.settings is not None
+    table = boto3.client("dynamodb", **emulator_client_kwargs(stack.endpoint_url))
+    items = table.scan(TableName=stack.settings.jobs_table_name)["Items"]
+    owners = [i["worker_id"]["S"] for i in items if json.loads(i["data"]["S"]) == data and "worker_id" in i]
+    return int(owners[0].split("-")[-2]) if owners else None
+
+
+def test_a_killed_workers_lease_expires_and_its_job_still_completes(
+    two_worker_stack: LocalStack, record_dir: Path
+) -> None:
+    client = Client(two_worker_stack.url, verbose=False)
+    victim = client.submit(2.5, "victim", api_name="/limited_one")
+    assert wait_until(lambda: job_owner_pid(two_worker_stack, [2.5, "victim"]) is not None, 10)
+    pid = job_owner_pid(two_worker_stack, [2.5, "victim"])
+    process = next(p for p in two_worker_stack.workers_of("limited_one").values() if p.pid == pid)
+    os.kill(pid, signal.SIGKILL)
+    process.wait()
+    killed_at = time.time()
+    two_worker_stack.start_worker("limited_one", "limited_one-replacement")
+
+    follower = client.submit(0.1, "follower", api_name="/limited_one")
+    assert follower.result() == "follower"
+    follower_start = next(r["start"] for r in records(record_dir, "limited_one") if r["tag"] == "follower")
+    # lease_ttl_s is 3 s here: the dead worker's slot is free again within that, plus polling slack.
+    assert follower_start - killed_at < 3.0 + 2.0
+    assert victim.result() == "victim"
+    assert [r["tag"] for r in records(record_dir, "limited_one")].count("victim") == 1
+    assert wait_until(lambda: held_leases(two_worker_stack, "limited_one") == 0, 5)
+    assert wait_until(lambda: counters(two_worker_stack).waiting == 0, 5)
+
+
+def test_a_redelivered_message_never_runs_a_completed_job_again(two_worker_stack: LocalStack, record_dir: Path) -> None:
+    client = Client(two_worker_stack.url, verbose=False)
+    assert client.predict(0.05, "once", api_name="/limited_two") == "once"
+    assert two_worker_stack.settings is not None
+    table = boto3.client("dynamodb", **emulator_client_kwargs(two_worker_stack.endpoint_url))
+    items = table.scan(TableName=two_worker_stack.settings.jobs_table_name)["Items"]
+    job_id = next(i["job_id"]["S"] for i in items if json.loads(i["data"]["S"]) == [0.05, "once"])
+    sqs = boto3.client("sqs", **emulator_client_kwargs(two_worker_stack.endpoint_url))
+    for _ in range(2):
+        sqs.send_message(
+            QueueUrl=two_worker_stack.settings.queue_url("limited_two"), MessageBody=json.dumps({"job_id": job_id})
+        )
+    assert wait_until(lambda: queue_depth(two_worker_stack, "limited_two") == (0, 0), 10)
+    time.sleep(0.5)
+    assert [r["tag"] for r in records(record_dir, "limited_two")].count("once") == 1
+
+
+def test_sigterm_while_waiting_for_a_lease_gives_messages_back_at_once(
+    two_worker_stack: LocalStack, record_dir: Path
+) -> None:
+    client = Client(two_worker_stack.url, verbose=False)
+    first = client.submit(2.0, "holder", api_name="/limited_one")
+    assert wait_until(lambda: job_owner_pid(two_worker_stack, [2.0, "holder"]) is not None, 10)
+    holder_pid = job_owner_pid(two_worker_stack, [2.0, "holder"])
+    second = client.submit(0.1, "handed-back", api_name="/limited_one")
+    # The other worker has received the second job and waits for the group's only lease.
+    assert wait_until(lambda: queue_depth(two_worker_stack, "limited_one") == (0, 2), 10)
+    other = next(p for p in two_worker_stack.workers_of("limited_one").values() if p.pid != holder_pid)
+    other.send_signal(signal.SIGTERM)
+    assert other.wait(timeout=5) == 0
+    assert first.result() == "holder" and second.result() == "handed-back"
+    calls = {r["tag"]: r for r in records(record_dir, "limited_one")}
+    # Visibility is 4 s here: had the message not been given back, it would start ~2 s later.
+    assert calls["handed-back"]["start"] - calls["holder"]["end"] < 1.0
+    two_worker_stack.start_worker("limited_one", "limited_one-after-sigterm")
+
+
+@pytest.fixture(scope="module")
+def sleepy_stack(record_dir: Path) -> Iterator[LocalStack]:
+    stack = LocalStack(
+        "tests.apps.timing_app:app",
+        port=free_port(),
+        workers={"limited_one": 0, "limited_two": 0, "one_at_a_time": 0, "sleepy": 1},
+        tuning={"visibility_timeout_s": 2, "lease_ttl_s": 3.0},
+        extra_env={"RECORD_DIR": str(record_dir)},
+    ).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_visibility_is_extended_while_a_batch_runs_longer_than_the_timeout(
+    sleepy_stack: LocalStack, record_dir: Path
+) -> None:
+    client = Client(sleepy_stack.url, verbose=False)
+    job = client.submit(4.0, "long", api_name="/sleepy")
+    assert wait_until(lambda: any("long" in r["tags"] for r in records(record_dir, "sleepy_start")), 10)
+    time.sleep(3.0)  # past the 2 s visibility timeout
+    assert queue_depth(sleepy_stack, "sleepy") == (0, 1)
+    assert job.result() == "long"
+    assert sum("long" in r["tags"] for r in records(record_dir, "sleepy_start")) == 1
+
+
+def test_sigterm_mid_batch_finishes_the_batch_then_exits(sleepy_stack: LocalStack, record_dir: Path) -> None:
+    client = Client(sleepy_stack.url, verbose=False)
+    jobs = [client.submit(1.5, f"t{i}", api_name="/sleepy") for i in range(2)]
+    assert wait_until(
+        lambda: any("t0" in r["tags"] or "t1" in r["tags"] for r in records(record_dir, "sleepy_start")), 10
+    )
+    (worker,) = sleepy_stack.workers_of("sleepy").values()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    finished = [r for r in records(record_dir, "sleepy") if {"t0", "t1"} & set(r["tags"])]
+    assert finished, "the batch in hand must finish before the worker exits"
+    sleepy_stack.start_worker("sleepy", "sleepy-after-sigterm")
+    assert sorted(job.result() for job in jobs) == ["t0", "t1"]
+    assert wait_until(lambda: counters(sleepy_stack).waiting == 0, 5)
+    assert held_leases(sleepy_stack, "sleepy") == 0

@@ -1,0 +1,29 @@
+"""Integration tier: AWS through moto in-process (`mock_aws`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from moto import mock_aws
+
+from surge.application import App, load_app
+from surge.provision import provision
+from surge.settings import Settings
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+def settings_for(app_spec: str, **overrides: object) -> Settings:
+    app = load_app(app_spec)
+    resources = provision(app, visibility_timeout_s=int(overrides.pop("visibility_timeout_s", 30)))  # type: ignore[call-overload]
+    return Settings(app_module=app_spec, **vars(resources), poll_wait_s=0, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def demo(aws: None) -> tuple[App, Settings]:
+    return load_app("examples.demo_app:app"), settings_for("examples.demo_app:app")

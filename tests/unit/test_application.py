@@ -1,0 +1,132 @@
+"""The user-facing App API: Gradio's names, defaults and limit resolution."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import surge
+
+
+def test_default_concurrency_limit_is_one_and_a_function_limit_takes_priority() -> None:
+    app = surge.App()
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def a(x: str) -> str:
+        return x
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], concurrency_limit=3)
+    def b(x: str) -> str:
+        return x
+
+    assert app.concurrency_limit("a") == 1
+    assert app.concurrency_limit("b") == 3
+
+
+def test_functions_sharing_a_concurrency_id_share_the_lowest_limit() -> None:
+    app = surge.App(default_concurrency_limit=None)
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], concurrency_id="gpu", concurrency_limit=4)
+    def a(x: str) -> str:
+        return x
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], concurrency_id="gpu", concurrency_limit=2)
+    def b(x: str) -> str:
+        return x
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], concurrency_id="gpu", concurrency_limit=None)
+    def c(x: str) -> str:
+        return x
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def d(x: str) -> str:
+        return x
+
+    assert app.concurrency_limit("gpu") == 2
+    assert app.concurrency_limit("d") is None
+
+
+def test_api_name_defaults_to_the_function_name_and_fn_index_follows_order() -> None:
+    app = surge.App()
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def first(x: str) -> str:
+        return x
+
+    @app.function(inputs=["number"], outputs=["number"], api_name="second_one")
+    def second(x: float) -> float:
+        return x
+
+    assert [(f.fn_index, f.api_name) for f in app.functions] == [(0, "first"), (1, "second_one")]
+    assert app.functions[0].max_batch_size == 4 and app.max_threads == 40
+
+
+def test_progress_parameter_is_not_an_input() -> None:
+    app = surge.App()
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def gen(text: str, progress: surge.Progress = surge.Progress()) -> Iterator[str]:  # noqa: B008
+        yield text
+
+    function = app.get("gen")
+    assert function.progress_arg == "progress"
+    assert [p.name for p in function.parameters] == ["text"]
+    assert function.is_generator
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"inputs": ["textbox", "textbox"], "outputs": ["textbox"]}, "takes 1 inputs but declares 2"),
+        ({"inputs": ["video"], "outputs": ["textbox"]}, "unknown component types"),
+        ({"inputs": ["textbox"], "outputs": ["textbox"], "api_name": "no spaces"}, "must be letters"),
+        ({"inputs": ["textbox"], "outputs": []}, "at least one output"),
+        ({"inputs": ["textbox"], "outputs": ["textbox"], "max_batch_size": 0}, "max_batch_size"),
+    ],
+)
+def test_bad_declarations_fail_at_import_with_a_clear_message(kwargs: dict[str, object], message: str) -> None:
+    app = surge.App()
+
+    def fn(x: str) -> str:
+        return x
+
+    with pytest.raises(ValueError, match=message):
+        app.function(**kwargs)(fn)  # type: ignore[arg-type]
+
+
+def test_generators_cannot_be_batched_and_names_cannot_repeat() -> None:
+    app = surge.App()
+
+    def gen(x: list[str]) -> Iterator[list[str]]:
+        yield x
+
+    with pytest.raises(ValueError, match="generators cannot be batch"):
+        app.function(inputs=["textbox"], outputs=["textbox"], batch=True)(gen)
+
+    def same(x: str) -> str:
+        return x
+
+    app.function(inputs=["textbox"], outputs=["textbox"])(same)
+    with pytest.raises(ValueError, match="used twice"):
+        app.function(inputs=["textbox"], outputs=["textbox"])(same)
+
+
+def test_progress_reports_fractions_steps_and_tqdm() -> None:
+    calls: list[tuple[object, ...]] = []
+    progress = surge.Progress().bind(lambda *args: calls.append(args))
+    progress(0.5, desc="half")
+    progress((2, 4), unit="tokens")
+    assert list(progress.tqdm(["a", "b"], desc="loop")) == ["a", "b"]
+    assert calls[0] == (0.5, None, None, "half", "steps")
+    assert calls[1] == (None, 2, 4, None, "tokens")
+    assert calls[-1] == (None, 2, 2, "loop", "steps")
+    surge.Progress()(0.3)  # unbound: outside a worker it does nothing
+
+
+def test_load_app_rejects_something_that_is_not_an_app() -> None:
+    from surge.application import load_app
+
+    assert load_app("examples.demo_app").title == "Surge demo"
+    with pytest.raises(TypeError, match=r"not a surge\.App"):
+        load_app("examples.demo_app:sim_gpu")
