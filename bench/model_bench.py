@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from surge.launcher import LocalStack, free_port
 
 from examples import embedding_app
+from surge.launcher import LocalStack, free_port
 
 BATCH_SIZES = (1, 4, 16, 64)
 MODES = (("embed_one", False), ("embed", True))

