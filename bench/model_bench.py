@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +117,27 @@ class RunResult:
         return self.completed / self.model_calls if self.model_calls else 0.0
 
 
-async def request(http: httpx.AsyncClient, url: str, fn_index: int, session: str, text: str) -> float:
+@dataclass
+class Outcome:
+    """What the users of one run saw."""
+
+    latencies_s: list[float] = field(default_factory=list)
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    last_done: float = 0.0
+    abandoned: int = 0
+    in_flight: dict[str, str] = field(default_factory=dict)
+    """session → event id of the request it waits for."""
+
+
+async def request(http: httpx.AsyncClient, url: str, fn_index: int, session: str, text: str, seen: Outcome) -> float:
     """One call as gradio_client makes it (join, then the session's SSE stream); returns its latency."""
     started = time.perf_counter()
     joined = await http.post(
         f"{url}/gradio_api/queue/join", json={"data": [text], "fn_index": fn_index, "session_hash": session}
     )
     joined.raise_for_status()
-    event_id = joined.json()["event_id"]
+    event_id = seen.in_flight[session] = joined.json()["event_id"]
     async with http.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
         async for line in stream.aiter_lines():
             if not line.startswith("data: "):
@@ -133,6 +146,7 @@ async def request(http: httpx.AsyncClient, url: str, fn_index: int, session: str
             if message.get("msg") == "close_stream":
                 break
             if message.get("msg") == "process_completed" and message.get("event_id") == event_id:
+                del seen.in_flight[session]
                 vector = message["output"].get("data", [None])[0] if message["success"] else None
                 if not isinstance(vector, list) or len(vector) != embedding_app.EMBEDDING_DIM:
                     raise RuntimeError(f"bad answer: {str(message)[:200]}")
@@ -141,31 +155,48 @@ async def request(http: httpx.AsyncClient, url: str, fn_index: int, session: str
 
 
 async def user(
-    http: httpx.AsyncClient, url: str, fn_index: int, texts: list[str], deadline: float, outcome: dict[str, Any]
+    http: httpx.AsyncClient, url: str, fn_index: int, texts: list[str], deadline: float, seen: Outcome
 ) -> None:
     """A closed-loop user: one request at a time, the next as soon as the last answers, until the deadline."""
     session = uuid.uuid4().hex
     i = 0
     while time.monotonic() < deadline:
         try:
-            outcome["latencies"].append(await request(http, url, fn_index, session, texts[i % len(texts)]))
-            outcome["last_done"] = time.time()
+            seen.latencies_s.append(await request(http, url, fn_index, session, texts[i % len(texts)], seen))
+            seen.last_done = time.time()
         except (httpx.HTTPError, RuntimeError, KeyError) as error:
-            outcome["failed"] += 1
-            outcome["errors"].append(repr(error)[:200])
+            seen.in_flight.pop(session, None)
+            seen.failed += 1
+            seen.errors.append(repr(error)[:200])
+            await asyncio.sleep(0.1)
         i += 1
 
 
-async def load(url: str, fn_index: int, users: int, duration_s: float) -> tuple[float, dict[str, Any]]:
+async def load(url: str, fn_index: int, users: int, duration_s: float, drain_s: float) -> tuple[float, Outcome]:
+    """Users send until `duration_s`, then get at most `drain_s` more for the answers in flight. A
+    request still unanswered then is abandoned: its user leaves the queue (Gradio's /cancel), so that
+    it does not hold up the next run."""
     texts = sentences(256)
-    outcome: dict[str, Any] = {"latencies": [], "failed": 0, "errors": [], "last_done": 0.0}
+    seen = Outcome()
     limits = httpx.Limits(max_connections=4 * users, max_keepalive_connections=2 * users)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=duration_s + drain_s, limits=limits) as http:
         started = time.time()
         deadline = time.monotonic() + duration_s
         shards = [texts[u::users] or texts for u in range(users)]
-        await asyncio.gather(*(user(http, url, fn_index, shards[u], deadline, outcome) for u in range(users)))
-    return started, outcome
+        tasks = [asyncio.create_task(user(http, url, fn_index, shards[u], deadline, seen)) for u in range(users)]
+        _, pending = await asyncio.wait(tasks, timeout=duration_s + drain_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        seen.abandoned = len(pending)
+        await asyncio.gather(
+            *(
+                http.post(f"{url}/gradio_api/cancel", json={"event_id": event_id, "session_hash": session})
+                for session, event_id in seen.in_flight.items()
+            ),
+            return_exceptions=True,
+        )
+    return started, seen
 
 
 def model_time(trace_dir: Path, fn: str, start: float, end: float) -> tuple[float, int]:
@@ -180,17 +211,19 @@ def model_time(trace_dir: Path, fn: str, start: float, end: float) -> tuple[floa
     return busy, calls
 
 
-def run_mode(stack: LocalStack, trace_dir: Path, api_name: str, users: int, duration_s: float) -> RunResult:
+def run_mode(stack: LocalStack, trace_dir: Path, api_name: str, users: int, times: tuple[float, float]) -> RunResult:
     names = [d["api_name"] for d in httpx.get(f"{stack.url}/config", timeout=30).json()["dependencies"]]
     cpu_before = cpu_seconds(stack)
-    started, outcome = asyncio.run(load(stack.url, names.index(api_name), users, duration_s))
-    ended = outcome["last_done"] or time.time()
+    started, seen = asyncio.run(load(stack.url, names.index(api_name), users, *times))
+    ended = seen.last_done or time.time()
     cpu = {name: used - cpu_before.get(name, 0.0) for name, used in cpu_seconds(stack).items()}
     busy, calls = model_time(trace_dir, api_name, started, ended)
-    if outcome["errors"]:
-        print(f"  {api_name}: {outcome['failed']} failed, e.g. {outcome['errors'][0]}", file=sys.stderr)
-    latencies = outcome["latencies"]
-    return RunResult(len(latencies), outcome["failed"], ended - started, latencies, busy, calls, cpu)
+    if seen.errors:
+        print(f"  {api_name}: {seen.failed} failed, e.g. {seen.errors[0]}", file=sys.stderr)
+    if seen.abandoned:
+        print(f"  {api_name}: {seen.abandoned} requests unanswered at the end of the drain", file=sys.stderr)
+    latencies = seen.latencies_s
+    return RunResult(len(latencies), seen.failed + seen.abandoned, ended - started, latencies, busy, calls, cpu)
 
 
 def warm_up(stack: LocalStack, timeout_s: float) -> None:
@@ -200,13 +233,16 @@ def warm_up(stack: LocalStack, timeout_s: float) -> None:
     async def both() -> None:
         async with httpx.AsyncClient(timeout=timeout_s) as http:
             await asyncio.gather(
-                *(request(http, stack.url, names.index(name), uuid.uuid4().hex, "warm up") for name, _ in MODES)
+                *(
+                    request(http, stack.url, names.index(name), uuid.uuid4().hex, "warm up", Outcome())
+                    for name, _ in MODES
+                )
             )
 
     asyncio.run(asyncio.wait_for(both(), timeout_s))
 
 
-def bench_stack(users: int, runs: int, duration_s: float) -> dict[str, list[RunResult]]:
+def bench_stack(users: int, runs: int, times: tuple[float, float]) -> dict[str, list[RunResult]]:
     """The workers inherit this process's environment (EMBEDDING_DEVICE, EMBEDDING_THREADS...)."""
     results: dict[str, list[RunResult]] = {name: [] for name, _ in MODES}
     with tempfile.TemporaryDirectory(prefix="surge-model-bench-") as trace:
@@ -225,7 +261,7 @@ def bench_stack(users: int, runs: int, duration_s: float) -> dict[str, list[RunR
             for run in range(runs):
                 order = MODES if run % 2 == 0 else tuple(reversed(MODES))
                 for name, _ in order:
-                    results[name].append(run_mode(stack, Path(trace), name, users, duration_s))
+                    results[name].append(run_mode(stack, Path(trace), name, users, times))
                     print(f"  run {run + 1} {name}: {results[name][-1].throughput:.1f} texts/s", file=sys.stderr)
         finally:
             stack.stop()
@@ -271,9 +307,10 @@ def report(machine: str, model: dict[int, float], stack: dict[str, list[RunResul
         lines += [
             "",
             f"Through Surge (local stack: moto + uvicorn + one worker per function), {args.users} closed-loop "
-            f"users, {args.duration_s:g} s per run, median of {args.runs} runs:",
+            f"users, {args.duration_s:g} s of requests per run (+ up to {args.drain_s:g} s for the last answers), "
+            f"median of {args.runs} runs:",
             "",
-            "| function | batch | texts/s | p50 latency ms | p95 latency ms | mean batch | model busy | failed |",
+            "| function | batch | texts/s | p50 latency ms | p95 latency ms | mean batch | model busy | not answered |",
             "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, batch in MODES:
@@ -308,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration-s", type=float, default=15.0, help="length of each end-to-end run")
+    parser.add_argument("--drain-s", type=float, default=20.0, help="most time for answers after a run's end")
     parser.add_argument("--model-s", type=float, default=2.0, help="time spent on each batch size, per run")
     parser.add_argument("--skip-stack", action="store_true", help="measure the model alone")
     parser.add_argument("--out", type=Path, help="also write the tables to this file")
@@ -318,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     machine = describe_machine()
     print(machine, file=sys.stderr)
     model = bench_model(args.runs, args.model_s)
-    stack = {} if args.skip_stack else bench_stack(args.users, args.runs, args.duration_s)
+    stack = {} if args.skip_stack else bench_stack(args.users, args.runs, (args.duration_s, args.drain_s))
     table = report(machine, model, stack, args)
     print(table)
     if args.out:
