@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,8 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
     endpoint_url: str = ""
+    route_aws: Callable[[str], str] | None = None
+    """Given the emulator's URL, the URL the front and workers use instead (fault tests put a proxy there)."""
 
     @property
     def url(self) -> str:
@@ -99,10 +101,11 @@ class LocalStack:
     def start(self) -> LocalStack:
         moto_port = free_port()
         base = {k: v for k, v in os.environ.items() if k != "AWS_PROFILE"}
-        self.env = {**base, **aws_env(f"http://127.0.0.1:{moto_port}"), **self.extra_env}
+        self.endpoint_url = f"http://127.0.0.1:{moto_port}"
+        children_url = self.route_aws(self.endpoint_url) if self.route_aws else self.endpoint_url
+        self.env = {**base, **aws_env(children_url), **self.extra_env}
         self._spawn("moto", [sys.executable, "-m", "surge.emulator", "--port", str(moto_port)])
         _wait_for_port(moto_port, 30)
-        self.endpoint_url = f"http://127.0.0.1:{moto_port}"
         app = load_app(self.app_spec)
         tuning = {**LOCAL_TUNING, **self.tuning}
         resources = provision(

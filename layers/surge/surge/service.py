@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import secrets
 import time
@@ -20,6 +21,10 @@ from surge.settings import Settings
 from surge.store import NewEvent, Store
 
 T = TypeVar("T")
+logger = logging.getLogger("surge.service")
+
+COMPENSATE_FOR_S = 15.0
+"""How long a join keeps trying to undo a half-done admission before it gives up (and logs it)."""
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "number": (int, float),
@@ -28,6 +33,22 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "textbox": (str,),
     "dropdown": (str,),
 }
+
+
+def _compensate(fn: Callable[..., Any], *args: Any, for_s: float = COMPENSATE_FOR_S) -> None:
+    """Call `fn` until it succeeds or `for_s` passes (a short AWS outage must not leave drift)."""
+    deadline = time.monotonic() + for_s
+    delay = 0.05
+    while True:
+        try:
+            fn(*args)
+            return
+        except Unavailable:
+            if time.monotonic() + delay > deadline:
+                logger.error("giving up on %s after %.0f s: counters may drift", fn.__name__, for_s)
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 class _TimedCache:
@@ -81,7 +102,7 @@ class FrontService:
         estimation = self._estimation(function, "", group, seq, counters)
         eta = estimation["rank_eta"]
         if self.app.max_wait_s is not None and eta is not None and eta > self.app.max_wait_s:
-            self.store.leave(group)
+            _compensate(self.store.leave, group)
             self.observer.rejected(function.api_name, "wait_too_long")
             raise WaitTooLong(eta, self.app.max_wait_s)
         job = Job(
@@ -99,19 +120,24 @@ class FrontService:
         return job.job_id
 
     def _record(self, job: Job, estimation: dict[str, Any]) -> None:
+        """Record an admitted job and enqueue it. The order keeps every failure repairable: until the
+        message is sent, undoing the admission is enough; after it, the job will run, so the
+        estimation is only a courtesy (the stream also tracks a job from its `process_starts`)."""
         try:
             self.store.put_job(job)
         except Unavailable:
-            self.store.leave(job.group)
+            _compensate(self.store.leave, job.group)
             raise
         try:
-            self.store.append(
-                NewEvent(job.session_hash, estimation, group=job.group, seq=job.seq, api_name=job.api_name)
-            )
             self.broker.send(job.api_name, job.job_id)
         except Unavailable:
-            self.store.end_waiting(job, JobState.FAILED, protocol.failed(job.job_id, "Could not enqueue the job."))
+            _compensate(self.store.end_waiting, job, JobState.FAILED, protocol.failed(job.job_id, "Could not enqueue."))
             raise
+        event = NewEvent(job.session_hash, estimation, group=job.group, seq=job.seq, api_name=job.api_name)
+        try:
+            _compensate(self.store.append, event)
+        except Unavailable:
+            logger.warning("job %s enqueued without its first estimation", job.job_id)
 
     def _function(self, body: JoinBody) -> Function:
         if body.fn_index is not None:

@@ -159,6 +159,10 @@ class Worker:
                 logger.warning("AWS call failed (%s); backing off %.1f s", error.detail, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception:
+                # A bug must not silently end this loop while the heartbeat keeps the worker "alive".
+                logger.exception("worker loop error; continuing")
+                self.stopping.wait(backoff)
 
     def _gather(self) -> list[Delivery]:
         """Long-poll for work, then top up to `max_batch_size` (waiting up to `batch_wait_ms`)."""
@@ -170,7 +174,10 @@ class Worker:
         deadline = time.monotonic() + self.function.batch_wait_ms / 1000
         while len(deliveries) < want and not self.stopping.is_set():
             wait_s = 1 if time.monotonic() < deadline else 0
-            more = self.broker.receive(self.function.api_name, want - len(deliveries), wait_s)
+            try:
+                more = self.broker.receive(self.function.api_name, want - len(deliveries), wait_s)
+            except Unavailable:
+                break  # run what is in hand; the messages must not sit here unprocessed
             self.hand.hold(more)
             deliveries.extend(more)
             if not more and time.monotonic() >= deadline:
@@ -180,12 +187,13 @@ class Worker:
     def _process(self, deliveries: list[Delivery]) -> None:
         """Run what was gathered under a lease. On any failure the messages are let go, so SQS
         redelivers them when their visibility lapses and another attempt reclaims the jobs."""
-        slot = self._acquire_lease()
-        if slot is None:
-            self._give_back_some(deliveries)
-            return
+        slot: int | None = None
         tasks: list[_Task] = []
         try:
+            slot = self._acquire_lease()
+            if slot is None:
+                self.broker.set_visibility(self.function.api_name, deliveries, 0)
+                return
             tasks = self._claim(deliveries)
             if tasks:
                 self._run(tasks)
@@ -193,16 +201,16 @@ class Worker:
             self.hand.drop(deliveries)
             with self.hand.lock:
                 self.hand.running.difference_update(t.job.job_id for t in tasks)
-            if slot >= 0:
-                with self.hand.lock:
-                    self.hand.leases.discard(slot)
-                self.store.release_lease(self.function.concurrency_id, slot, self.worker_id)
+            if slot is not None and slot >= 0:
+                self._release(slot)
 
-    def _give_back_some(self, deliveries: list[Delivery]) -> None:
+    def _release(self, slot: int) -> None:
+        with self.hand.lock:
+            self.hand.leases.discard(slot)
         try:
-            self.broker.set_visibility(self.function.api_name, deliveries, 0)
-        finally:
-            self.hand.drop(deliveries)
+            self.store.release_lease(self.function.concurrency_id, slot, self.worker_id)
+        except Unavailable:
+            logger.warning("could not release lease %d; it lapses by itself", slot)
 
     def _acquire_lease(self) -> int | None:
         """Wait for a slot of the group's concurrency limit (None: no limit → no lease); None on stop."""

@@ -1,0 +1,56 @@
+"""The short form of the chaos suite (`make chaos` runs the long one and prints the figures)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.chaos import scenarios
+from tests.chaos.scenarios import ChaosStack
+
+pytestmark = pytest.mark.crossprocess
+
+
+@pytest.fixture(scope="module")
+def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosStack]:
+    with ChaosStack(tmp_path_factory.mktemp("chaos")).running() as running:
+        yield running
+
+
+def test_killing_workers_mid_batch_loses_and_duplicates_nothing(chaos: ChaosStack) -> None:
+    figures = scenarios.kill_workers(chaos, jobs=120, kills=3, every_s=1.5)
+    assert figures.workers_killed == 3
+    assert figures.submitted == 120 and figures.completed + figures.failed_clearly == 120
+    assert figures.problems() == []
+
+
+def test_an_aws_outage_answers_503_and_loses_nothing_admitted(chaos: ChaosStack) -> None:
+    figures = scenarios.aws_outage(chaos, jobs=60, outage_s=3.0)
+    assert figures.completed + figures.failed_clearly + figures.rejected == figures.submitted == 60
+    assert figures.problems() == []
+
+
+def test_duplicate_delivery_runs_each_job_once(chaos: ChaosStack) -> None:
+    figures = scenarios.duplicate_delivery(chaos, jobs=12)
+    assert figures.completed == 12
+    assert figures.problems() == []
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_concurrency_limit_holds_fleet_wide_under_a_burst(chaos: ChaosStack, workers: int) -> None:
+    figures = scenarios.concurrency_burst(chaos, jobs=80, workers=workers)
+    assert figures.completed == 80
+    assert figures.problems() == []
+    assert "peak 2 " in figures.scenario
+
+
+def test_dropped_clients_free_their_places_and_returning_clients_miss_nothing(chaos: ChaosStack) -> None:
+    figures = scenarios.dropped_clients(chaos)
+    assert figures.problems() == []
+    assert figures.lost == 0 and figures.completed == 5
+
+
+def test_bad_input_is_refused_and_leaves_no_trace(tmp_path: Path) -> None:
+    del tmp_path
