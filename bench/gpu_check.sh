@@ -111,7 +111,7 @@ EOF
     EMBEDDING_DTYPE=float32 timeout 120 "$python" bench/model_bench.py --skip-stack --runs 1 \
         --out "$out/gpu_model_float32.md" || echo "the float32 run failed; going on"
     # shellcheck disable=SC2086
-    EMBEDDING_DTYPE=float16 timeout 330 "$python" bench/model_bench.py ${GPU_CHECK_BENCH_ARGS:---runs 3 --duration-s 15} \
+    EMBEDDING_DTYPE=float16 timeout 330 "$python" bench/model_bench.py ${GPU_CHECK_BENCH_ARGS:---runs 3 --duration-s 10 --drain-s 20} \
         --out "$out/gpu_model_bench.md"
 }
 
