@@ -10,7 +10,7 @@ WORKERS ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test lint typecheck sam-check clean chaos
 
 $(VENV)/.installed: requirements-dev.txt layers/surge/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,28 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -q
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
-test: $(VENV)/.installed $(VENV)/.model-installed $(CHROMIUM) lint typecheck
+# SAM CLI lives in its own venv: it pins boto3, click and others that the test venv needs newer.
+SAM_VENV := .venv-sam
+SAM      := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+
+$(SAM_VENV)/.installed: requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
+	touch $@
+
+# The deployable stack, offline: lint both templates, then build every Lambda and layer for the
+# Lambda runtime (Python 3.12, arm64) without Docker.
+sam-check: $(SAM_VENV)/.installed
+	$(SAM) validate --lint --region us-east-1
+	$(SAM_VENV)/bin/cfn-lint gpu_worker/service.yaml
+	$(SAM) build --build-dir .aws-sam/build
+
+test: $(VENV)/.installed $(VENV)/.model-installed $(CHROMIUM) lint typecheck sam-check
 	$(PY) -m pytest -q
 
+chaos: $(VENV)/.installed
+	$(PY) -m tests.chaos
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -8,23 +8,45 @@ import signal
 
 from surge.application import load_app
 from surge.broker import Broker
+from surge.observability import MetricsObserver, json_logger
+from surge.observer import Observer
 from surge.settings import Settings
 from surge.store import Store
+from surge.supervision import PARENT_PID_VARIABLE, exit_with_parent
 from surge.worker import Worker
 
 
+def observer_from_env() -> Observer:
+    """Deployed (the task sets POWERTOOLS_METRICS_NAMESPACE): JSON logs and EMF metrics on stdout for
+    awslogs; locally: plain logs and no metrics."""
+    namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE")
+    if not namespace:
+        logging.basicConfig(
+            level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
+        return Observer()
+    json_logger("worker")
+    return MetricsObserver("worker", namespace)
+
+
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    observer = observer_from_env()
     settings = Settings.from_env(os.environ)
     app = load_app(settings.app_module)
     function = app.get(os.environ["WORKER_API_NAME"])
     worker = Worker(
-        app, function, settings, Store(settings), Broker(settings), slots=int(os.environ.get("WORKER_SLOTS", "1"))
+        app,
+        function,
+        settings,
+        Store(settings),
+        Broker(settings),
+        slots=int(os.environ.get("WORKER_SLOTS", "1")),
+        observer=observer,
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    if PARENT_PID_VARIABLE in os.environ:  # started by the local launcher: end with it
+        exit_with_parent(int(os.environ[PARENT_PID_VARIABLE]))
     app.run_setup()
     worker.serve()
 

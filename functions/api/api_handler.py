@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import os
 
+from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
-from surge.front import build_service, create_api_app
+from surge.application import load_app
+from surge.broker import Broker
+from surge.front import create_api_app
+from surge.observability import DEFAULT_NAMESPACE, MetricsObserver, json_logger
+from surge.service import FrontService
 from surge.settings import Settings
+from surge.store import Store
 
-handler = Mangum(create_api_app(build_service(Settings.from_env(os.environ))), lifespan="off")
+settings = Settings.from_env(os.environ)
+logger = json_logger("api")
+observer = MetricsObserver("api", os.environ.get("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_NAMESPACE))
+service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings), observer=observer)
+handler = logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)(
+    Mangum(create_api_app(service), lifespan="off")
+)

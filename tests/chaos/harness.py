@@ -164,9 +164,12 @@ def drive(
                     inputs = [make_input(i) for i in range(start, min(start + per_session, jobs))]
                     await run_session(http, fn_index, inputs, ledger, expect)
 
-            await asyncio.wait_for(
-                asyncio.gather(*(one(start) for start in range(0, jobs, per_session))), timeout=deadline_s
-            )
+            tasks = [asyncio.create_task(one(start)) for start in range(0, jobs, per_session)]
+            _, stuck = await asyncio.wait(tasks, timeout=deadline_s)
+            for task in stuck:  # their jobs show up as lost in the figures, with their states
+                task.cancel()
+            if stuck:
+                ledger.unexpected.append(f"{len(stuck)} sessions still waiting after {deadline_s} s")
 
     asyncio.run(main())
 
@@ -208,6 +211,28 @@ def settle(stack: LocalStack, groups: list[str], api_names: list[str], figures: 
     figures.counters_waiting = final.waiting
     figures.counters_queued = sum(final.queue_size(g) for g in final.tail)
     figures.leases_held = sum(held_leases(stack, g) for g in groups)
+
+
+def explain_lost(stack: LocalStack, ledger: Ledger, figures: Figures) -> None:
+    """For jobs whose session never got a completion, note the states the jobs table holds."""
+    lost = [e for e in ledger.admitted if ledger.completions[e] == 0]
+    if not lost or stack.settings is None:
+        return
+    from surge.store import Store
+
+    with _emulator_env(stack):
+        jobs = Store(stack.settings).get_jobs(lost)
+    states = Counter(jobs[e].state.value if e in jobs else "missing" for e in lost)
+    figures.notes.append(f"lost jobs by state: {dict(states)}")
+
+
+def _emulator_env(stack: LocalStack) -> Any:
+    import contextlib
+    from unittest import mock
+
+    from surge.launcher import aws_env
+
+    return mock.patch.dict(os.environ, aws_env(stack.endpoint_url)) if stack.endpoint_url else contextlib.nullcontext()
 
 
 def tally(ledger: Ledger, figures: Figures, started: float) -> Figures:

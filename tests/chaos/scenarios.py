@@ -19,9 +19,9 @@ import boto3
 import httpx
 
 from surge.launcher import LocalStack, emulator_client_kwargs, free_port
-from tests.chaos.harness import Figures, Killer, Ledger, drive, settle, tally
+from tests.chaos.harness import Figures, Killer, Ledger, drive, explain_lost, settle, tally
 from tests.chaos.proxy import OutageProxy
-from tests.crossprocess.helpers import records
+from tests.crossprocess.helpers import counters, queue_depth, records
 
 CHAOS_TUNING = {"visibility_timeout_s": 3, "lease_ttl_s": 2.0, "max_attempts": 6, "session_grace_s": 3.0}
 
@@ -76,6 +76,7 @@ def kill_workers(chaos: ChaosStack, jobs: int, kills: int, every_s: float) -> Fi
         killer.join()
     figures.workers_killed = killer.killed
     settle(chaos.stack, ["model"], ["model"], figures, 30)
+    explain_lost(chaos.stack, ledger, figures)
     return tally(ledger, figures, started)
 
 
@@ -97,6 +98,7 @@ def aws_outage(chaos: ChaosStack, jobs: int, outage_s: float) -> Figures:
     breaker.join()
     figures.outage_s = outage_s
     settle(chaos.stack, ["model"], ["model"], figures, 30)
+    explain_lost(chaos.stack, ledger, figures)
     return tally(ledger, figures, started)
 
 
@@ -141,12 +143,13 @@ def concurrency_burst(chaos: ChaosStack, jobs: int, workers: int) -> Figures:
     for i in range(workers - len(chaos.stack.workers_of("pair"))):
         chaos.stack.start_worker("pair", f"pair-extra-{workers}-{i}")
     since = time.time()
-    drive(chaos.stack, "pair", jobs, 32, 4, lambda i: [f"p{workers}-{i}"], lambda d: d[0], ledger, deadline_s=120)
+    drive(chaos.stack, "pair", jobs, 32, 4, lambda i: [f"p{workers}-{i}"], lambda d: d[0], ledger, deadline_s=360)
     settle(chaos.stack, ["pair"], ["pair"], figures, 30)
     batches = [r for r in records(chaos.record_dir, "pair") if r["start"] >= since]
     peak = _max_overlap(batches)
     pids = len({r["pid"] for r in batches})
-    figures.notes.append(f"peak concurrent batches {peak} (limit 2) across {pids} processes") if peak > 2 else None
+    if peak > 2:
+        figures.notes.append(f"peak concurrent batches {peak} (limit 2) across {pids} processes")
     figures.scenario += f": peak {peak} across {pids} processes"
     return tally(ledger, figures, started)
 
@@ -211,3 +214,94 @@ def _read_stream(url: str, session: str, timeout_s: float = 60) -> list[dict[str
                 frame, buffer = buffer.split("\n\n", 1)
                 messages.append(json.loads(frame.removeprefix("data: ")))
         return messages
+
+
+def burst_admission(joins: int, max_size: int = 50) -> Figures:
+    """`joins` concurrent joins against `max_size` with no worker running: exactly `max_size` get in,
+    every other one a clean 503 with Gradio's message and a Retry-After; then a worker drains them."""
+    figures, ledger, started = Figures(f"{joins} concurrent joins, max_size {max_size}"), Ledger(), time.monotonic()
+    stack = LocalStack("tests.apps.burst_app:app", port=free_port(), workers=0).start()
+    try:
+        sessions: dict[str, str] = {}
+
+        async def burst() -> list[httpx.Response]:
+            limits = httpx.Limits(max_connections=joins)
+            async with httpx.AsyncClient(base_url=stack.url, timeout=120, limits=limits) as http:
+                bodies = [
+                    {"data": [f"b{i}"], "fn_index": 0, "session_hash": secrets.token_hex(16)} for i in range(joins)
+                ]
+                responses = await asyncio.gather(*(http.post("/gradio_api/queue/join", json=b) for b in bodies))
+                for body, response in zip(bodies, responses, strict=True):
+                    if response.status_code == 200:
+                        sessions[response.json()["event_id"]] = str(body["session_hash"])
+                return list(responses)
+
+        for response in asyncio.run(burst()):
+            _classify(response, ledger, f"Queue is full. Max size is {max_size} and size is {max_size}.")
+        for event_id in sessions:
+            ledger.admitted[event_id] = ""
+        if len(sessions) != max_size:
+            figures.notes.append(f"admitted {len(sessions)}, expected exactly {max_size}")
+        stack.start_worker("quick", "quick-drain")
+        for event_id, session in sessions.items():
+            for message in _read_stream(stack.url, session):
+                ledger.record(message)
+                if message.get("event_id") == event_id and message.get("msg") == "process_completed":
+                    break
+        settle(stack, [], ["quick"], figures, 30)
+    finally:
+        stack.stop()
+    return tally(ledger, figures, started)
+
+
+def _classify(response: httpx.Response, ledger: Ledger, full_message: str) -> None:
+    if response.status_code == 200:
+        return
+    clean = response.json() == {"detail": full_message} and "retry-after" in response.headers
+    if response.status_code == 503 and clean:
+        ledger.rejected += 1
+    else:
+        ledger.unexpected.append(f"{response.status_code} {response.text[:120]}")
+
+
+BAD_BODIES: list[tuple[str, bytes | str, int]] = [
+    ("malformed JSON", b'{"data": [', 422),
+    ("not an object", b"[1, 2, 3]", 422),
+    ("data not a list", b'{"data": "x", "fn_index": 0, "session_hash": "SESSION"}', 422),
+    ("wrong input type", b'{"data": [1], "fn_index": 0, "session_hash": "SESSION"}', 400),
+    ("bool for a number", b'{"data": [true, "x"], "fn_index": 2, "session_hash": "SESSION"}', 400),
+    ("missing session_hash", b'{"data": ["x"], "fn_index": 0}', 400),
+    ("short session_hash", b'{"data": ["x"], "fn_index": 0, "session_hash": "abc"}', 422),
+    ("oversized session_hash", '{"data": ["x"], "fn_index": 0, "session_hash": "' + "a" * 500 + '"}', 422),
+    ("session_hash with spaces", b'{"data": ["x"], "fn_index": 0, "session_hash": "a b c d e f g h i j"}', 422),
+    ("unknown fn_index", b'{"data": ["x"], "fn_index": 99, "session_hash": "SESSION"}', 404),
+    ("negative fn_index", b'{"data": ["x"], "fn_index": -1, "session_hash": "SESSION"}', 404),
+    ("unknown api_name", b'{"data": ["x"], "api_name": "/nope", "session_hash": "SESSION"}', 404),
+    ("too many inputs", b'{"data": ["x", "y"], "fn_index": 0, "session_hash": "SESSION"}', 400),
+    ("too few inputs", b'{"data": [], "fn_index": 0, "session_hash": "SESSION"}', 400),
+    ("payload over the limit", '{"data": ["' + "x" * 300_000 + '"], "fn_index": 0, "session_hash": "SESSION"}', 413),
+    ("control characters in session", b'{"data": ["x"], "fn_index": 0, "session_hash": "abc\\u0000defghijk"}', 422),
+]
+
+
+def bad_inputs(chaos: ChaosStack) -> Figures:
+    """Every bad join gets its 4xx and changes nothing; odd but valid inputs round-trip unchanged."""
+    figures, started = Figures("bad input"), time.monotonic()
+    ledger = Ledger()
+    before = counters(chaos.stack), [queue_depth(chaos.stack, a) for a in ("model", "pair", "slow")]
+    for name, body, status in BAD_BODIES:
+        raw = body if isinstance(body, bytes) else body.encode()
+        raw = raw.replace(b"SESSION", secrets.token_hex(16).encode())
+        response = httpx.post(
+            f"{chaos.stack.url}/gradio_api/queue/join", content=raw, headers={"content-type": "application/json"}
+        )
+        detail = response.json().get("detail") if response.headers.get("content-type") == "application/json" else None
+        if response.status_code != status or not detail or "Traceback" in response.text:
+            ledger.unexpected.append(f"{name}: {response.status_code} {response.text[:120]}")
+    figures.bad_inputs = len(BAD_BODIES)
+    after = counters(chaos.stack), [queue_depth(chaos.stack, a) for a in ("model", "pair", "slow")]
+    if after != before:
+        figures.notes.append(f"bad input changed state: {before} -> {after}")
+    odd = ["unicode ✓ 日本語 🚀", "ctl\x00\x01\x1f", "#w :max, waiting = :one", "attribute_not_exists(pk)", "{}[]\"'\\"]
+    drive(chaos.stack, "pair", len(odd), 1, len(odd), lambda i: [odd[i]], lambda d: d[0], ledger, deadline_s=60)
+    return tally(ledger, figures, started)

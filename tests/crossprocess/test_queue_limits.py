@@ -102,10 +102,10 @@ def test_join_whose_eta_exceeds_max_wait_is_refused_up_front_with_the_expected_w
     ("body", "status", "detail"),
     [
         (b"{not json", 422, None),
-        (b'{"data": [1], "fn_index": 7, "session_hash": "abcdefgh12"}', 404, "No function with fn_index 7"),
-        (b'{"data": [1, 2], "fn_index": 0, "session_hash": "abcdefgh12"}', 400, "wait takes 1 input(s), got 2."),
+        (b'{"data": [1], "fn_index": 7, "session_hash": "abcdefgh12345678"}', 404, "No function with fn_index 7"),
+        (b'{"data": [1, 2], "fn_index": 0, "session_hash": "abcdefgh12345678"}', 400, "wait takes 1 input(s), got 2."),
         (b'{"data": [1], "fn_index": 0}', 400, "Session hash not found."),
-        (b'{"data": ["x"], "fn_index": 0, "session_hash": "abcdefgh12"}', 400, "Input 'seconds' of wait must be"),
+        (b'{"data": ["x"], "fn_index": 0, "session_hash": "abcdefgh12345678"}', 400, "Input 'seconds' of wait must be"),
         (b'{"data": [1], "fn_index": 0, "session_hash": "a b"}', 422, None),
     ],
 )

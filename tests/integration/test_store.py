@@ -14,31 +14,43 @@ from surge.settings import Settings
 from surge.store import Completion, Store
 
 
-def make_job(store: Store, job_id: str, group: str = "echo", state: JobState = JobState.WAITING) -> Job:
-    counters = store.admit(group, None, 1)
-    job = Job(
+def new_job(job_id: str, group: str = "echo") -> Job:
+    return Job(
         job_id=job_id,
-        session_hash="session0001",
+        session_hash="session000000001",
         api_name="echo",
         group=group,
-        seq=counters.tail[group],
-        state=state,
+        seq=0,
+        state=JobState.WAITING,
         data=["x"],
         created_at=time.time(),
     )
-    store.put_job(job)
+
+
+def make_job(store: Store, job_id: str, group: str = "echo") -> Job:
+    job = new_job(job_id, group)
+    store.admit(job, None, 1)
     return job
 
 
 def test_admission_stops_at_max_size_and_reports_the_size(demo: tuple[App, Settings]) -> None:
     store = Store(demo[1])
-    for _ in range(3):
-        store.admit("echo", 3, 1)
+    for i in range(3):
+        store.admit(new_job(f"j{i}"), 3, 1)
     with pytest.raises(QueueFull) as refused:
-        store.admit("echo", 3, 7)
+        store.admit(new_job("j3"), 3, 7)
     assert refused.value.detail == "Queue is full. Max size is 3 and size is 3."
     assert refused.value.retry_after_s == 7
     assert store.counters().waiting == 3 and store.counters().queue_size("echo") == 3
+    assert store.get_job("j3") is None, "a refused join leaves no job behind"
+
+
+def test_a_retried_admission_counts_once(demo: tuple[App, Settings]) -> None:
+    store = Store(demo[1])
+    job = new_job("j1")
+    store.admit(job, 10, 1)
+    store.admit(job, 10, 1)  # what the SDK does when the first answer was lost
+    assert store.counters().waiting == 1
 
 
 def test_a_job_is_claimed_once_and_leaves_the_waiting_count(demo: tuple[App, Settings]) -> None:
@@ -66,7 +78,7 @@ def test_each_job_finishes_exactly_once(demo: tuple[App, Settings]) -> None:
     done = Completion(running, JobState.COMPLETED, protocol.completed("j1", ["x"], 0.1, None))
     assert store.finish([done]) == ["j1"]
     assert store.finish([done]) == []
-    events = store.read_events("session0001", "0")
+    events = store.read_events("session000000001", "0")
     assert [e.body["msg"] for e in events].count("process_completed") == 1
     assert store.get_job("j1").state is JobState.COMPLETED  # type: ignore[union-attr]
 
@@ -101,7 +113,7 @@ def test_dead_lettered_jobs_fail_with_a_message_from_waiting_or_running(demo: tu
     assert store.fail_abandoned(running, protocol.failed("j2", "gave up"))
     assert not store.fail_abandoned(running, protocol.failed("j2", "gave up"))
     assert store.counters().waiting == 0
-    bodies = [e.body for e in store.read_events("session0001", "0") if e.body["msg"] == "process_completed"]
+    bodies = [e.body for e in store.read_events("session000000001", "0") if e.body["msg"] == "process_completed"]
     assert [b["output"]["error"] for b in bodies] == ["gave up", "gave up"]
 
 

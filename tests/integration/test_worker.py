@@ -34,13 +34,15 @@ def serving(settings: Settings, api_name: str) -> Iterator[Worker]:
         thread.join(timeout=10)
 
 
-def submit(settings: Settings, api_name: str, *data: Any, session: str = "session0001") -> str:
+def submit(settings: Settings, api_name: str, *data: Any, session: str = "session000000001") -> str:
     app = load_app(settings.app_module)
     service = FrontService(app, settings, Store(settings), Broker(settings))
     return service.join(JoinBody(data=list(data), api_name=api_name, session_hash=session))
 
 
-def outcome(settings: Settings, event_id: str, session: str = "session0001", timeout_s: float = 10) -> dict[str, Any]:
+def outcome(
+    settings: Settings, event_id: str, session: str = "session000000001", timeout_s: float = 10
+) -> dict[str, Any]:
     store = Store(settings)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -26,3 +26,15 @@ def test_completion_ends_a_pending_job() -> None:
     reader = SessionReader("s")
     reader.take([event(1, "a", "estimation", group="g", seq=1, api_name="f"), event(2, "a", "process_completed")])
     assert reader.pending == set() and reader.waiting == {} and reader.delivered
+
+
+def test_an_event_landing_behind_the_look_back_is_found_by_a_rescan_and_sent_once() -> None:
+    reader = SessionReader("s")
+    first = event(1_000, "a", "estimation", group="g", seq=1, api_name="f")
+    later = event(9_000_000_000, "b", "estimation", group="g", seq=2, api_name="f")
+    reader.take([first, later])
+    late = event(2_000, "a", "process_completed")  # stamped early, written late (an SDK retry)
+    assert reader.query_after > late.sk, "the fast path no longer sees it"
+    assert reader.take([first, late, later]) == [late], "a rescan from the start does"
+    assert reader.take([first, late, later]) == []
+    assert reader.pending == {"b"}

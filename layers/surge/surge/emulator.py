@@ -28,6 +28,8 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.server import ThreadedMotoServer
 from moto.sqs.models import Message, SQSBackend
 
+from surge.supervision import exit_with_parent
+
 MOTO_RETENTION_CHECK = SQSBackend.is_message_valid_based_on_retention_period
 """moto's own check, kept for the test that compares both."""
 
@@ -116,4 +118,8 @@ def serve(port: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
-    serve(parser.parse_args().port)
+    parser.add_argument("--parent-pid", type=int, help="stop when this process is no longer the parent")
+    arguments = parser.parse_args()
+    if arguments.parent_pid:
+        exit_with_parent(arguments.parent_pid)
+    serve(arguments.port)

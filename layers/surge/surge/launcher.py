@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from surge.application import load_app
 from surge.provision import provision
 from surge.settings import Settings
+from surge.supervision import PARENT_PID_VARIABLE, exit_with_parent
 
 LOCAL_TUNING = {
     "poll_wait_s": 1,
@@ -104,7 +105,9 @@ class LocalStack:
         self.endpoint_url = f"http://127.0.0.1:{moto_port}"
         children_url = self.route_aws(self.endpoint_url) if self.route_aws else self.endpoint_url
         self.env = {**base, **aws_env(children_url), **self.extra_env}
-        self._spawn("moto", [sys.executable, "-m", "surge.emulator", "--port", str(moto_port)])
+        self._spawn(
+            "moto", [sys.executable, "-m", "surge.emulator", "--port", str(moto_port), "--parent-pid", str(os.getpid())]
+        )
         _wait_for_port(moto_port, 30)
         app = load_app(self.app_spec)
         tuning = {**LOCAL_TUNING, **self.tuning}
@@ -145,7 +148,8 @@ class LocalStack:
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         output = subprocess.DEVNULL if self.quiet else None
-        process = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=output, stderr=output)
+        child_env = {**self.env, **(env or {}), PARENT_PID_VARIABLE: str(os.getpid())}
+        process = subprocess.Popen(argv, env=child_env, stdout=output, stderr=output)
         self.processes[name] = process
         return process
 
@@ -172,6 +176,8 @@ def local_app() -> FastAPI:
     """uvicorn factory for the front process: one port, both apps, settings from the environment."""
     from surge.front import build_service, create_local_app
 
+    if PARENT_PID_VARIABLE in os.environ:
+        exit_with_parent(int(os.environ[PARENT_PID_VARIABLE]))
     return create_local_app(build_service(Settings.from_env(os.environ)))
 
 

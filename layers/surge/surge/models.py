@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SESSION_HASH_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
+SESSION_HASH_PATTERN = r"^[A-Za-z0-9_-]{16,128}$"
+"""Session hashes are chosen by clients (gradio_client: a uuid4); short, guessable ones are refused."""
 
 
 class JoinBody(BaseModel):
@@ -21,18 +22,21 @@ class JoinBody(BaseModel):
     api_name: str | None = Field(default=None, max_length=64)
 
 
+EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
 class CancelBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     session_hash: str = Field(pattern=SESSION_HASH_PATTERN)
-    event_id: str = Field(max_length=64)
+    event_id: str = Field(pattern=EVENT_ID_PATTERN)
     fn_index: int | None = None
 
 
 class ResetBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    event_id: str | None = Field(default=None, max_length=64)
+    event_id: str | None = Field(default=None, pattern=EVENT_ID_PATTERN)
 
 
 class EventId(BaseModel):

@@ -23,6 +23,7 @@ from surge.store import NewEvent, Store
 T = TypeVar("T")
 logger = logging.getLogger("surge.service")
 
+ENQUEUE_FAILED = "Could not enqueue the job; please try again."
 COMPENSATE_FOR_S = 15.0
 """How long a join keeps trying to undo a half-done admission before it gives up (and logs it)."""
 
@@ -87,22 +88,16 @@ class FrontService:
     # ---- join ------------------------------------------------------------------------------------
 
     def join(self, body: JoinBody) -> str:
-        """Admit a job: validate, take a place (one conditional write), record it, enqueue its id."""
+        """Admit a job: validate, check the expected wait, admit and record it (one conditional
+        transaction), enqueue its id, and append its first estimation."""
         if not body.session_hash:
             raise BadRequest("Session hash not found.")
         function = self._function(body)
         self._validate(function, body.data)
         group = function.concurrency_id
-        try:
-            counters = self.store.admit(group, self.app.max_size, self._retry_after_s(function))
-        except QueueFull:
-            self.observer.rejected(function.api_name, "queue_full")
-            raise
-        seq = counters.tail[group]
-        estimation = self._estimation(function, "", group, seq, counters)
-        eta = estimation["rank_eta"]
+        ahead = self.store.counters(consistent=False).queue_size(group)
+        eta = protocol.estimate_eta(function, ahead, self._stats(function), self.slots(function))
         if self.app.max_wait_s is not None and eta is not None and eta > self.app.max_wait_s:
-            _compensate(self.store.leave, group)
             self.observer.rejected(function.api_name, "wait_too_long")
             raise WaitTooLong(eta, self.app.max_wait_s)
         job = Job(
@@ -110,31 +105,41 @@ class FrontService:
             session_hash=body.session_hash,
             api_name=function.api_name,
             group=group,
-            seq=seq,
+            seq=0,
             state=JobState.WAITING,
             data=body.data,
             created_at=time.time(),
         )
-        self._record(job, {**estimation, "event_id": job.job_id})
+        self._admit(job, function)
+        self._enqueue(job, function)
         self.observer.admitted(function.api_name)
         return job.job_id
 
-    def _record(self, job: Job, estimation: dict[str, Any]) -> None:
-        """Record an admitted job and enqueue it. The order keeps every failure repairable: until the
-        message is sent, undoing the admission is enough; after it, the job will run, so the
-        estimation is only a courtesy (the stream also tracks a job from its `process_starts`)."""
+    def _admit(self, job: Job, function: Function) -> None:
         try:
-            self.store.put_job(job)
-        except Unavailable:
-            _compensate(self.store.leave, job.group)
+            self.store.admit(job, self.app.max_size, self._retry_after_s(function))
+        except QueueFull:
+            self.observer.rejected(function.api_name, "queue_full")
             raise
+        except Unavailable:
+            # The answer was lost: the admission may have landed. Ending the job settles it either way.
+            _compensate(self.store.end_waiting, job, JobState.FAILED, protocol.failed(job.job_id, ENQUEUE_FAILED))
+            raise
+
+    def _enqueue(self, job: Job, function: Function) -> None:
+        """Send the job's message, then its first estimation. Until the message is sent, ending the
+        job undoes everything; after it the job will run, so the estimation is only a courtesy
+        (the stream also tracks a job from its `process_starts`)."""
         try:
             self.broker.send(job.api_name, job.job_id)
         except Unavailable:
-            _compensate(self.store.end_waiting, job, JobState.FAILED, protocol.failed(job.job_id, "Could not enqueue."))
+            _compensate(self.store.end_waiting, job, JobState.FAILED, protocol.failed(job.job_id, ENQUEUE_FAILED))
             raise
-        event = NewEvent(job.session_hash, estimation, group=job.group, seq=job.seq, api_name=job.api_name)
         try:
+            counters = self.store.counters()
+            seq = counters.tail.get(job.group, 1)  # an upper bound of the job's place: never optimistic
+            estimation = self._estimation(function, job.job_id, job.group, seq, counters)
+            event = NewEvent(job.session_hash, estimation, group=job.group, seq=seq, api_name=job.api_name)
             _compensate(self.store.append, event)
         except Unavailable:
             logger.warning("job %s enqueued without its first estimation", job.job_id)

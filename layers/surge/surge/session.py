@@ -33,6 +33,7 @@ class PollPolicy:
     max_s: float = 0.5
     backoff: float = 1.5
     estimation_refresh_s: float = 0.5
+    rescan_s: float = 5.0
     linger_s: float = 0.3
     empty_session_s: float = 10.0
     outage_retry_s: float = 1.0
@@ -52,12 +53,15 @@ class Waiting:
 class SessionReader:
     """Turns repeated reads of a session's log into each event exactly once, tracking pending jobs.
 
-    Writers stamp events with their own clocks, so a read looks back `lookback_ns` behind the newest
-    event it has seen and drops what it already delivered.
+    Writers stamp events with their own clocks before the write lands, so a read looks back
+    `lookback_ns` behind the newest event it has seen, and while jobs are pending a periodic rescan
+    from `start` catches writes that landed later than that (an SDK retry after a lost answer).
+    Delivered sort keys are remembered for the stream's life, so nothing is sent twice.
     """
 
     session_hash: str
     cursor: str = "0"
+    start: str = "0"
     lookback_ns: int = 2_000_000_000
     pending: set[str] = field(default_factory=set)
     waiting: dict[str, Waiting] = field(default_factory=dict)
@@ -76,10 +80,7 @@ class SessionReader:
             self._track(event)
         if new:
             self.cursor = max(self.cursor, max(e.sk for e in new))
-            floor = self.query_after
-            self._seen = {sk for sk in self._seen if sk > floor}
-            self._seen.update(e.sk for e in new)
-        return new
+        return sorted(new, key=lambda e: e.sk)
 
     def _track(self, event: StoredEvent) -> None:
         body = event.body
@@ -127,16 +128,20 @@ class SessionStream:
 
     async def _messages(self) -> AsyncIterator[dict[str, Any]]:
         await self._call(self.store.session_connected, self.session_hash, self.opened_at)
-        self.reader.cursor = await self._call(self.store.read_cursor, self.session_hash)
+        self.reader.cursor = self.reader.start = await self._call(self.store.read_cursor, self.session_hash)
         started = time.monotonic()
+        next_rescan = started + self.poll.rescan_s
         idle_since: float | None = None
         interval = self.poll.min_s
         next_refresh = started + self.poll.estimation_refresh_s
         while time.monotonic() - started < self.service.settings.stream_max_s:
-            new = self.reader.take(await self._call(self.store.read_events, self.session_hash, self.reader.query_after))
+            now = time.monotonic()
+            after = self.reader.query_after
+            if self.reader.pending and now >= next_rescan:
+                after, next_rescan = self.reader.start, now + self.poll.rescan_s
+            new = self.reader.take(await self._call(self.store.read_events, self.session_hash, after))
             for event in new:
                 yield event.body
-            now = time.monotonic()
             interval = self.poll.min_s if new else min(interval * self.poll.backoff, self.poll.max_s)
             if self.reader.pending:
                 idle_since = None

@@ -110,50 +110,50 @@ class Store:
 
     # ---- admission -------------------------------------------------------------------------------
 
-    def admit(self, group: str, max_size: int | None, retry_after_s: int) -> Counters:
-        """Count one more waiting job, if the app has fewer than `max_size` waiting: one conditional write.
+    def admit(self, job: Job, max_size: int | None, retry_after_s: int) -> None:
+        """Record a job and count it waiting, if the app has fewer than `max_size` waiting.
 
-        Returns the counters after the write; the caller's `seq` is `tail[group]`.
+        One conditional transaction decides it: the counter (`waiting < max_size`, and one more joined
+        in the job's group) and the job item (which must not exist yet). That makes the write safe to
+        retry: when a response is lost and the SDK sends it again, the job item's condition stops the
+        second increment. After `Unavailable` the outcome is unknown: `end_waiting` settles it either way.
         """
-        names = {"#w": "waiting", "#t": f"tail_{group}"}
+        names = {"#w": "waiting", "#t": f"tail_{job.group}"}
         values: dict[str, Any] = {":one": _n(1)}
-        kwargs: dict[str, Any] = {}
+        counter: dict[str, Any] = {
+            "TableName": self.settings.state_table_name,
+            "Key": COUNTERS_KEY,
+            "UpdateExpression": "ADD #w :one, #t :one",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
         if max_size is not None:
-            kwargs["ConditionExpression"] = "attribute_not_exists(#w) OR #w < :max"
+            counter["ConditionExpression"] = "attribute_not_exists(#w) OR #w < :max"
             values[":max"] = _n(max_size)
+        record = {
+            "TableName": self.settings.jobs_table_name,
+            "Item": self._job_item(job),
+            "ConditionExpression": "attribute_not_exists(job_id)",
+        }
         try:
             with aws_errors("Admission"):
-                response = self.client.update_item(
-                    TableName=self.settings.state_table_name,
-                    Key=COUNTERS_KEY,
-                    UpdateExpression="ADD #w :one, #t :one",
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                    **kwargs,
-                )
+                self.client.transact_write_items(TransactItems=[{"Put": record}, {"Update": counter}])
         except ClientError as error:
-            old: Any = error.response.get("Item") or {}
-            size = int(old.get("waiting", {}).get("N", max_size or 0))
-            raise QueueFull(max_size or 0, size, retry_after_s) from error
-        return _counters(response["Attributes"])
+            reasons = error.response.get("CancellationReasons", [])
+            codes = [reason.get("Code") for reason in reasons]
+            if len(codes) == 2 and codes[1] == "ConditionalCheckFailed":
+                old: Any = reasons[1].get("Item") or {}
+                size = int(old.get("waiting", {}).get("N", max_size or 0))
+                raise QueueFull(max_size or 0, size, retry_after_s) from error
+            if codes[:1] == ["ConditionalCheckFailed"]:
+                return  # our own earlier attempt landed (the SDK retried a request whose answer was lost)
+            raise Unavailable("Admission failed; please try again shortly.") from error
 
-    def leave(self, group: str, count: int = 1) -> None:
-        """Undo an admission whose job was never recorded (it leaves the queue without running)."""
-        with aws_errors("Release"):
-            self.client.update_item(
-                TableName=self.settings.state_table_name,
-                Key=COUNTERS_KEY,
-                UpdateExpression="ADD #w :minus, #h :plus",
-                ExpressionAttributeNames={"#w": "waiting", "#h": f"head_{group}"},
-                ExpressionAttributeValues={":minus": _n(-count), ":plus": _n(count)},
-            )
-
-    def counters(self) -> Counters:
+    def counters(self, consistent: bool = True) -> Counters:
         with aws_errors("Reading counters"):
             item = self.client.get_item(
-                TableName=self.settings.state_table_name, Key=COUNTERS_KEY, ConsistentRead=True
+                TableName=self.settings.state_table_name, Key=COUNTERS_KEY, ConsistentRead=consistent
             ).get("Item", {})
         return _counters(item)
 

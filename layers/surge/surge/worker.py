@@ -24,6 +24,7 @@ from surge.application import App, Function
 from surge.broker import Broker, Delivery
 from surge.errors import Error, Unavailable
 from surge.models import TERMINAL_STATES, Job, JobState
+from surge.observer import Observer
 from surge.settings import Settings
 from surge.store import Completion, NewEvent, Store
 
@@ -34,15 +35,22 @@ PROGRESS_EVERY_S = 0.1
 
 
 class JobFailed(Exception):
-    """A call failed in a way the client is told about (message already made safe to show)."""
+    """A call failed in a way the client is told about (message already made safe to show).
+
+    `reason` is what the observer is told: `error` or `time_limit`.
+    """
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
 class _Task:
-    """One claimed job and the message that carried it."""
+    """One claimed job and the messages that carried it (more than one when SQS delivered it twice)."""
 
     job: Job
-    delivery: Delivery
+    deliveries: list[Delivery]
     outcome: Completion | None = None
 
 
@@ -82,8 +90,10 @@ class Worker:
         *,
         slots: int = 1,
         worker_id: str | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.app = app
+        self.observer = observer or Observer()
         self.function = function
         self.settings = settings
         self.store = store
@@ -231,19 +241,7 @@ class Worker:
 
     def _claim(self, deliveries: list[Delivery]) -> list[_Task]:
         """Turn messages into claimed jobs; settle every message that cannot run."""
-        ids = {d.message_id: d.job_id for d in deliveries}
-        jobs = self.store.get_jobs([job_id for job_id in ids.values() if job_id])
-        poison, finished, foreign, candidates = [], [], [], []
-        for delivery in deliveries:
-            job = jobs.get(ids[delivery.message_id] or "")
-            if job is None or job.api_name != self.function.api_name:
-                poison.append(delivery)
-            elif job.state in TERMINAL_STATES:
-                finished.append(delivery)
-            elif job.state is JobState.RUNNING and not self._owner_gone(job):
-                foreign.append(delivery)
-            else:
-                candidates.append((job, delivery))
+        poison, finished, foreign, candidates = self._classify(deliveries)
         candidates, released = self._skip_dropped_sessions(candidates)
         finished.extend(released)
         if poison:
@@ -253,28 +251,51 @@ class Worker:
             self.broker.delete(self.function.api_name, finished)
         self.hand.drop(poison + finished + foreign)
         claimed = {job.job_id: job for job in self.store.claim([job for job, _ in candidates], self.worker_id)}
-        lost = [d for job, d in candidates if job.job_id not in claimed]
-        self.hand.drop(lost)
+        self.hand.drop([d for job, carried in candidates if job.job_id not in claimed for d in carried])
         with self.hand.lock:
             self.hand.running.update(claimed)
-        return [_Task(claimed[job.job_id], d) for job, d in candidates if job.job_id in claimed]
+        return [_Task(claimed[job.job_id], carried) for job, carried in candidates if job.job_id in claimed]
+
+    def _classify(
+        self, deliveries: list[Delivery]
+    ) -> tuple[list[Delivery], list[Delivery], list[Delivery], list[tuple[Job, list[Delivery]]]]:
+        """Sort messages into poison (no job of ours), finished, held by a live worker, and claimable
+        (grouped by job: a batch may hold two copies of one message)."""
+        ids = {d.message_id: d.job_id for d in deliveries}
+        jobs = self.store.get_jobs([job_id for job_id in ids.values() if job_id])
+        poison: list[Delivery] = []
+        finished: list[Delivery] = []
+        foreign: list[Delivery] = []
+        candidates: dict[str, tuple[Job, list[Delivery]]] = {}
+        for delivery in deliveries:
+            job = jobs.get(ids[delivery.message_id] or "")
+            if job is None or job.api_name != self.function.api_name:
+                poison.append(delivery)
+            elif job.state in TERMINAL_STATES:
+                finished.append(delivery)
+            elif job.state is JobState.RUNNING and not self._owner_gone(job):
+                foreign.append(delivery)
+            else:
+                candidates.setdefault(job.job_id, (job, []))[1].append(delivery)
+        return poison, finished, foreign, list(candidates.values())
 
     def _skip_dropped_sessions(
-        self, candidates: list[tuple[Job, Delivery]]
-    ) -> tuple[list[tuple[Job, Delivery]], list[Delivery]]:
+        self, candidates: list[tuple[Job, list[Delivery]]]
+    ) -> tuple[list[tuple[Job, list[Delivery]]], list[Delivery]]:
         """Cancel waiting jobs whose client dropped its stream longer than the grace period ago
         (Gradio drops them at once); their places go to the next in line."""
         sessions = {job.session_hash for job, _ in candidates if job.state is JobState.WAITING}
         gone = self.store.gone_sessions(list(sessions), self.settings.session_grace_s) if sessions else set()
         if not gone:
             return candidates, []
-        keep, released = [], []
-        for job, delivery in candidates:
+        keep: list[tuple[Job, list[Delivery]]] = []
+        released: list[Delivery] = []
+        for job, carried in candidates:
             if job.state is JobState.WAITING and job.session_hash in gone:
                 self.store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id))
-                released.append(delivery)
+                released.extend(carried)
             else:
-                keep.append((job, delivery))
+                keep.append((job, carried))
         return keep, released
 
     def _owner_gone(self, job: Job) -> bool:
@@ -293,6 +314,7 @@ class Worker:
                 task.job,
                 f"Gave up after {self.settings.max_attempts} attempt(s): "
                 "the worker running this job stopped each time.",
+                reason="attempts",
             )
         runnable = [t for t in tasks if t.outcome is None]
         if runnable:
@@ -301,12 +323,15 @@ class Worker:
                 [NewEvent(t.job.session_hash, protocol.process_starts(t.job.job_id, eta)) for t in runnable]
             )
             started = time.monotonic()
+            started_at = time.time()
             if self.function.batch:
                 self._run_batch(runnable)
             else:
                 for task in runnable:
                     self._run_one(task)
             duration_s = time.monotonic() - started
+            queue_wait_s = max(0.0, started_at - min(t.job.created_at for t in runnable))
+            self.observer.batch_ran(self.function.api_name, len(runnable), duration_s, queue_wait_s)
             self._learn(duration_s, len(runnable))
             self._log_batch(runnable, duration_s)
         self._settle(tasks)
@@ -323,7 +348,7 @@ class Worker:
                     self._run_batch([task])
                 return
             for task in tasks:
-                task.outcome = self._failure(task.job, str(failure))
+                task.outcome = self._failure(task.job, str(failure), failure.reason)
             return
         duration = time.monotonic() - started
         for task, row in zip(tasks, rows, strict=True):
@@ -350,7 +375,7 @@ class Worker:
             else:
                 data = self._row(self._call(self.function.fn, task.job.data, kwargs, [task]))
         except JobFailed as failure:
-            task.outcome = self._failure(task.job, str(failure))
+            task.outcome = self._failure(task.job, str(failure), failure.reason)
             return
         duration = time.monotonic() - started
         task.outcome = Completion(
@@ -390,7 +415,8 @@ class Worker:
             return future.result(timeout=self.function.time_limit_s)
         except FutureTimeout:
             raise JobFailed(
-                f"{self.function.api_name} took longer than its limit of {self.function.time_limit_s} s."
+                f"{self.function.api_name} took longer than its limit of {self.function.time_limit_s} s.",
+                reason="time_limit",
             ) from None
         except Error as error:
             raise JobFailed(error.message) from error
@@ -419,7 +445,8 @@ class Worker:
 
         return {self.function.progress_arg: _bound_progress(sink)}
 
-    def _failure(self, job: Job, message: str) -> Completion:
+    def _failure(self, job: Job, message: str, reason: str = "error") -> Completion:
+        self.observer.job_failed(self.function.api_name, reason)
         return Completion(job, JobState.FAILED, protocol.failed(job.job_id, message or None))
 
     # ---- record ----------------------------------------------------------------------------------
@@ -438,7 +465,7 @@ class Worker:
                 logger.warning("recording results failed; retrying in %.1f s", delay)
                 time.sleep(delay)
                 delay *= 2
-        done = [t.delivery for t in tasks if t.job.job_id in finished]
+        done = [d for t in tasks if t.job.job_id in finished for d in t.deliveries]
         if done:
             self.broker.delete(self.function.api_name, done)
 

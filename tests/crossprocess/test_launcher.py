@@ -1,0 +1,88 @@
+"""`make run`'s launcher: serves the demo on the port it prints, and Ctrl-C stops every child process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from gradio_client import Client
+
+from surge.launcher import free_port
+
+pytestmark = pytest.mark.crossprocess
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                found.add(int(entry))
+    return found
+
+
+def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -> None:
+    port = free_port()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "surge.launcher", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert launcher.stdout is not None
+        deadline = time.monotonic() + 90
+        line = ""
+        while time.monotonic() < deadline and f"127.0.0.1:{port}" not in line:
+            line = launcher.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in line
+        children = children_of(launcher.pid)
+        assert len(children) >= 6, "moto, the front and one worker per demo function"
+        assert Client(f"http://127.0.0.1:{port}", verbose=False).predict("hi", api_name="/echo") == "hi"
+
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(timeout=30) == 0
+        time.sleep(0.5)
+        assert [pid for pid in children if os.path.exists(f"/proc/{pid}") and _alive(pid)] == []
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_children_stop_by_themselves_when_the_launcher_is_killed_outright() -> None:
+    port = free_port()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "surge.launcher", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert launcher.stdout is not None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and f"127.0.0.1:{port}" not in launcher.stdout.readline():
+        pass
+    children = children_of(launcher.pid)
+    assert children
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert [pid for pid in children if _alive(pid)] == []

@@ -1,0 +1,195 @@
+"""Every file in events/ drives the real Lambda handler it belongs to, against moto (in-process)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from surge import protocol
+from surge.application import load_app
+from surge.deadletter import DEAD_LETTER_MESSAGE
+from surge.models import Job, JobState
+from surge.provision import provision
+from surge.settings import Settings
+from surge.store import Store
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+APP = "examples.demo_app:app"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return event
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    """The attributes of Lambda's context object that Powertools and Mangum read."""
+
+    function_name: str = "surge-ApiFunction"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:surge-ApiFunction"
+    aws_request_id: str = "4a1f9c8e-0000-4000-8000-000000000001"
+
+
+@dataclass
+class Deployed:
+    settings: Settings
+    store: Store
+
+    def handler(self, module: str) -> Any:
+        """Import (again) an edge module, so it reads this stack's environment as it would at cold start."""
+        loaded: ModuleType = importlib.import_module(module)
+        return importlib.reload(loaded).handler
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
+    with mock_aws():
+        resources = provision(load_app(APP), prefix="surge-", max_receive_count=5)
+        settings = Settings(app_module=APP, **vars(resources))
+        for name, value in settings.to_env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Surge/test")
+        yield Deployed(settings, Store(settings))
+
+
+def emf_metrics(output: str) -> list[dict[str, Any]]:
+    """The CloudWatch embedded-metric-format lines a handler printed."""
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [line for line in lines if "_aws" in line]
+
+
+def test_get_config_event_returns_gradios_config(stack: Deployed) -> None:
+    response = stack.handler("api_handler")(load_event("apigateway/get_config.json"), LambdaContext())
+    assert response["statusCode"] == 200
+    config = json.loads(response["body"])
+    assert config["protocol"] == "sse_v3"
+    assert [d["api_name"] for d in config["dependencies"]] == ["echo", "trim_words", "stream_tokens", "sim_gpu"]
+
+
+def test_get_info_event_lists_named_endpoints(stack: Deployed) -> None:
+    response = stack.handler("api_handler")(load_event("apigateway/get_info.json"), LambdaContext())
+    assert response["statusCode"] == 200
+    info = json.loads(response["body"])
+    assert "/trim_words" in info["named_endpoints"]
+    assert info["unnamed_endpoints"] == {}
+
+
+def test_post_join_event_admits_and_enqueues_the_job(stack: Deployed, capsys: pytest.CaptureFixture[str]) -> None:
+    event = load_event("apigateway/post_join.json")
+    response = stack.handler("api_handler")(event, LambdaContext())
+    assert response["statusCode"] == 200
+    event_id = json.loads(response["body"])["event_id"]
+    job = stack.store.get_job(event_id)
+    assert job is not None
+    assert (job.api_name, job.state, job.data) == ("trim_words", JobState.WAITING, ["hello", 3])
+    messages = boto3.client("sqs").receive_message(QueueUrl=stack.settings.queue_url("trim_words"))["Messages"]
+    assert [json.loads(m["Body"]) for m in messages] == [{"job_id": event_id}]
+    admissions = [m for m in emf_metrics(capsys.readouterr().out) if "admissions" in m]
+    assert [(m["function"], m["service"], m["admissions"]) for m in admissions] == [("trim_words", "api", [1.0])]
+    assert admissions[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Surge/test"
+
+
+def test_api_handler_logs_with_the_request_id_as_correlation_id(stack: Deployed) -> None:
+    event = load_event("apigateway/post_join.json")
+    event["body"] = event["body"].replace('"fn_index":1', '"fn_index":99')
+    response = stack.handler("api_handler")(event, LambdaContext())
+    assert response["statusCode"] == 404
+    logger = importlib.import_module("api_handler").logger
+    assert logger.get_correlation_id() == event["requestContext"]["requestId"]
+
+
+def test_post_cancel_event_cancels_the_sessions_waiting_job(stack: Deployed) -> None:
+    handler = stack.handler("api_handler")
+    joined = handler(load_event("apigateway/post_join.json"), LambdaContext())
+    event_id = json.loads(joined["body"])["event_id"]
+    cancel = load_event("apigateway/post_cancel.json")
+    unknown = handler(cancel, LambdaContext())
+    assert unknown["statusCode"] == 404
+    body = json.loads(cancel["body"])
+    cancel["body"] = json.dumps({**body, "event_id": event_id})
+    response = handler(cancel, LambdaContext())
+    assert (response["statusCode"], json.loads(response["body"])) == (200, {"success": True})
+    job = stack.store.get_job(event_id)
+    assert job is not None and job.state is JobState.CANCELLED
+    assert stack.store.counters().waiting == 0
+
+
+def _admitted_job(stack: Deployed, job_id: str, session_hash: str = "3f7c2a9e-5b1d-4c8e-9a6f-2d4b8e1c7a90") -> Job:
+    job = Job(
+        job_id=job_id,
+        session_hash=session_hash,
+        api_name="trim_words",
+        group="trim_words",
+        seq=0,
+        state=JobState.WAITING,
+        data=["hello", 3],
+        created_at=1764190496.0,
+    )
+    stack.store.admit(job, None, 1)
+    return job
+
+
+def test_dead_letter_event_fails_the_job_and_tells_its_session(stack: Deployed) -> None:
+    event = load_event("sqs/dead_letter.json")
+    job_id = json.loads(event["Records"][0]["body"])["job_id"]
+    job = _admitted_job(stack, job_id)
+    handler = stack.handler("deadletter_handler")
+    assert handler(event, LambdaContext(function_name="surge-DeadLetterFunction")) == {"batchItemFailures": []}
+    failed = stack.store.get_job(job_id)
+    assert failed is not None and failed.state is JobState.FAILED
+    completed = [e.body for e in stack.store.read_events(job.session_hash, "0") if e.body["msg"] == "process_completed"]
+    assert completed == [protocol.failed(job_id, DEAD_LETTER_MESSAGE)]
+    assert stack.store.counters().waiting == 0
+    handler(event, LambdaContext(function_name="surge-DeadLetterFunction"))
+    again = [e.body for e in stack.store.read_events(job.session_hash, "0") if e.body["msg"] == "process_completed"]
+    assert len(again) == 1
+
+
+def test_dead_letter_event_for_a_running_job_fails_it_once(stack: Deployed) -> None:
+    event = load_event("sqs/dead_letter.json")
+    job_id = json.loads(event["Records"][0]["body"])["job_id"]
+    (running,) = stack.store.claim([_admitted_job(stack, job_id)], "worker-gone")
+    stack.handler("deadletter_handler")(event, LambdaContext(function_name="surge-DeadLetterFunction"))
+    failed = stack.store.get_job(job_id)
+    assert failed is not None and failed.state is JobState.FAILED
+    assert stack.store.fail_abandoned(running, protocol.failed(job_id, "again")) is False
+
+
+def test_dead_letter_event_retries_only_what_aws_refused(stack: Deployed, monkeypatch: pytest.MonkeyPatch) -> None:
+    from surge.errors import Unavailable
+    from surge.store import Store as StoreClass
+
+    event = load_event("sqs/dead_letter.json")
+    _admitted_job(stack, json.loads(event["Records"][0]["body"])["job_id"])
+    handler = stack.handler("deadletter_handler")
+
+    def refuse(self: StoreClass, job_id: str) -> Job | None:
+        raise Unavailable("DynamoDB is throttling")
+
+    monkeypatch.setattr(StoreClass, "get_job", refuse)
+    response = handler(event, LambdaContext(function_name="surge-DeadLetterFunction"))
+    assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+
+
+def test_local_env_file_names_what_the_local_emulator_gets_provisioned(stack: Deployed) -> None:
+    """events/local-env.json (for `sam local invoke`) must name the tables and queues that
+    `provision` creates and every setting the handlers require."""
+    variables = load_event("local-env.json")["Parameters"]
+    settings = Settings.from_env(variables)
+    assert settings.jobs_table_name == stack.settings.jobs_table_name
+    assert settings.events_table_name == stack.settings.events_table_name
+    assert settings.state_table_name == stack.settings.state_table_name
+    assert settings.queue_url_prefix.startswith(variables["AWS_ENDPOINT_URL"])
+    assert settings.queue_url_prefix.endswith("/123456789012/surge-")
+    assert stack.settings.queue_url_prefix.endswith("/123456789012/surge-")

@@ -1,0 +1,76 @@
+"""The front's protections, in-process against moto: body limit, rate limit, CORS, session isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from fastapi.testclient import TestClient
+
+from surge.application import load_app
+from surge.broker import Broker
+from surge.front import create_local_app
+from surge.models import JoinBody
+from surge.service import FrontService
+from surge.session import PollPolicy, SessionStream
+from surge.settings import Settings
+from surge.store import Store
+from tests.integration.conftest import settings_for
+
+
+def front(settings: Settings) -> tuple[FrontService, TestClient]:
+    service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
+    return service, TestClient(create_local_app(service))
+
+
+def join_body(text: str) -> dict[str, object]:
+    return {"data": [text], "fn_index": 0, "session_hash": secrets.token_hex(16)}
+
+
+def test_a_body_over_the_limit_gets_413_naming_the_limit_and_changes_nothing(aws: None) -> None:
+    service, client = front(settings_for("examples.demo_app:app", max_payload_bytes=1000))
+    response = client.post("/gradio_api/queue/join", json=join_body("x" * 20_000))
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body is over the limit of 5096 bytes."}
+    inputs_over = client.post("/gradio_api/queue/join", json=join_body("x" * 2_000))
+    assert inputs_over.status_code == 413 and "the limit is 1000 bytes" in inputs_over.json()["detail"]
+    assert service.store.counters().waiting == 0
+
+
+def test_a_client_joining_too_fast_gets_429_with_retry_after(aws: None) -> None:
+    _, client = front(settings_for("examples.demo_app:app", join_rate_per_s=1.0, join_burst=3))
+    codes = [client.post("/gradio_api/queue/join", json=join_body("hi")).status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    refused = client.post("/gradio_api/queue/join", json=join_body("hi"), headers={"x-forwarded-for": "10.0.0.9"})
+    assert refused.status_code == 200, "another client has its own budget"
+    response = client.post("/gradio_api/queue/join", json=join_body("hi"))
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+
+
+def test_cors_allows_the_configured_origins_only(aws: None) -> None:
+    _, client = front(settings_for("examples.demo_app:app", cors_allow_origins="https://demo.example"))
+    allowed = client.options(
+        "/gradio_api/queue/join",
+        headers={"Origin": "https://demo.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert allowed.headers.get("access-control-allow-origin") == "https://demo.example"
+    other = client.get("/config", headers={"Origin": "https://elsewhere.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_session_never_reads_another_sessions_events(aws: None) -> None:
+    settings = settings_for("examples.demo_app:app")
+    service, _ = front(settings)
+    owner = secrets.token_hex(16)
+    service.join(JoinBody(data=["secret"], fn_index=0, session_hash=owner))
+
+    async def read(session: str) -> list[dict[str, object]]:
+        stream = SessionStream(service, session, PollPolicy(empty_session_s=0.3, max_s=0.05))
+        return [message async for message in stream.messages()]
+
+    stranger = asyncio.run(read(secrets.token_hex(16)))
+    assert stranger == [{"msg": "close_stream", "event_id": None}]
+    cancel = TestClient(create_local_app(service)).post(
+        "/gradio_api/cancel", json={"session_hash": secrets.token_hex(16), "event_id": "0" * 32}
+    )
+    assert cancel.status_code == 404

@@ -1,0 +1,411 @@
+"""The deployable stack, checked offline on the transformed template: routing, streaming, one queue and
+service per app function, least-privilege IAM, what WorkerInstanceType may change, coupled timeouts."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from surge.application import App, load_app
+from surge.settings import Settings
+from tests.template.stack import (
+    ROOT,
+    SERVICE_TEMPLATE,
+    TEMPLATE,
+    Template,
+    arn_of,
+    default_parameters,
+    function_stacks,
+    grants,
+    load,
+    resolved,
+    stacks_disagreeing_with,
+    statements,
+    transformed,
+)
+
+LWA_LAYER = "arn:${AWS::Partition}:lambda:${AWS::Region}:753240598075:layer:LambdaAdapterLayerArm64:27"
+STREAMING_URI = "/2021-11-15/functions/${StreamFunction.Arn}/response-streaming-invocations"
+ECS_STOP_TIMEOUT_MAX_S = 120
+API_GATEWAY_BUFFERED_LIMIT_S = 29
+REGIONAL_IDLE_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return load(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def cfn(template: Template) -> Template:
+    return transformed(template)
+
+
+@pytest.fixture(scope="module")
+def service() -> Template:
+    return load(SERVICE_TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def app(template: Template) -> App:
+    return load_app(default_parameters(template)["AppModule"])
+
+
+def _paths(cfn: Template) -> dict[str, Any]:
+    paths: dict[str, Any] = cfn["Resources"]["SurgeApi"]["Properties"]["Body"]["paths"]
+    return paths
+
+
+def _integration(cfn: Template, path: str, method: str) -> dict[str, Any]:
+    integration: dict[str, Any] = _paths(cfn)[path][method]["x-amazon-apigateway-integration"]
+    return integration
+
+
+# ---- routing and streaming -------------------------------------------------------------------------
+
+
+def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Template) -> None:
+    assert set(_paths(cfn)) == {
+        "/config",
+        "/gradio_api/{proxy+}",
+        "/gradio_api/queue/data",
+        "/gradio_api/queue/join",
+        "/gradio_api/heartbeat/{session_hash}",
+        "/",
+        "/status",
+        "/static/{name}",
+    }
+    api_routes = [
+        ("/config", "get"),
+        ("/gradio_api/{proxy+}", "x-amazon-apigateway-any-method"),
+        ("/gradio_api/queue/join", "post"),
+        ("/", "get"),
+        ("/status", "get"),
+        ("/static/{name}", "get"),
+    ]
+    for path, method in api_routes:
+        integration = _integration(cfn, path, method)
+        assert integration["type"] == "aws_proxy"
+        assert "${ApiFunction.Arn}/invocations" in integration["uri"]["Fn::Sub"]
+        assert "responseTransferMode" not in integration
+
+
+@pytest.mark.parametrize("path", ["/gradio_api/queue/data", "/gradio_api/heartbeat/{session_hash}"])
+def test_session_routes_stream_from_the_stream_function(cfn: Template, path: str) -> None:
+    integration = _integration(cfn, path, "get")
+    assert integration["responseTransferMode"] == "STREAM"
+    assert integration["uri"]["Fn::Sub"].endswith(STREAMING_URI)
+    assert integration["timeoutInMillis"] == 900_000
+
+
+def test_api_is_a_regional_rest_api(cfn: Template) -> None:
+    api = cfn["Resources"]["SurgeApi"]
+    assert api["Type"] == "AWS::ApiGateway::RestApi"
+    assert api["Properties"]["EndpointConfiguration"] == {"Types": ["REGIONAL"]}
+
+
+def test_stream_function_runs_uvicorn_under_the_pinned_web_adapter(cfn: Template) -> None:
+    function = cfn["Resources"]["StreamFunction"]["Properties"]
+    variables = function["Environment"]["Variables"]
+    assert function["Handler"] == "run.sh"
+    assert variables["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
+    assert variables["AWS_LWA_INVOKE_MODE"] == "response_stream"
+    assert {"Fn::Sub": LWA_LAYER} in function["Layers"]
+    assert function["Architectures"] == ["arm64"]
+    assert function["MemorySize"] == {"Ref": "StreamMemoryMB"}
+    assert default_parameters(load(TEMPLATE))["StreamMemoryMB"] <= 256
+    run_sh = (ROOT / "functions/stream/run.sh").read_text()
+    assert "stream_app:app" in run_sh
+    assert '"${AWS_LWA_PORT:-8000}"' in run_sh
+    assert variables["AWS_LWA_PORT"] == "8000"
+
+
+def test_both_front_functions_share_one_core_layer_built_by_sam(template: Template, cfn: Template) -> None:
+    core = template["Resources"]["CoreLayer"]
+    assert core["Metadata"]["BuildMethod"] == "makefile"
+    assert core["Properties"]["ContentUri"] == "layers/surge"
+    (core_id,) = [name for name in cfn["Resources"] if name.startswith("CoreLayer")]
+    for function in ("ApiFunction", "StreamFunction", "DeadLetterFunction"):
+        assert {"Ref": core_id} in cfn["Resources"][function]["Properties"]["Layers"]
+
+
+# ---- one queue, dead-letter queue, service and scaling policy per app function --------------------
+
+
+def test_every_app_function_has_its_own_stack(template: Template, app: App) -> None:
+    assert stacks_disagreeing_with(template, app) == (set(), set())
+    names = [parameters["ApiName"] for parameters in function_stacks(template).values()]
+    assert len(names) == len(set(names))
+
+
+def test_stack_check_fails_when_the_app_and_the_template_disagree(template: Template, app: App) -> None:
+    other = App(title="other")
+    for function in app.functions[1:]:
+        other.functions.append(function)
+
+    @other.function(inputs=["textbox"], outputs=["textbox"])
+    def summarize(text: str) -> str:
+        return text
+
+    missing, extra = stacks_disagreeing_with(template, other)
+    assert missing == {"summarize"}
+    assert extra == {app.functions[0].api_name}
+
+
+def test_function_stack_has_queue_dead_letter_queue_service_and_scaling(service: Template) -> None:
+    resources = service["Resources"]
+    by_type: dict[str, list[str]] = {}
+    for name, resource in resources.items():
+        by_type.setdefault(resource["Type"], []).append(name)
+    assert sorted(by_type["AWS::SQS::Queue"]) == ["DeadLetterQueue", "Queue"]
+    assert by_type["AWS::ECS::Service"] == ["Service"]
+    assert by_type["AWS::ECS::TaskDefinition"] == ["TaskDefinition"]
+    assert by_type["AWS::ApplicationAutoScaling::ScalableTarget"] == ["ScalableTarget"]
+    scaling = by_type["AWS::ApplicationAutoScaling::ScalingPolicy"]
+    policies = {resources[name]["Properties"]["PolicyType"] for name in scaling}
+    assert policies == {"TargetTrackingScaling", "StepScaling"}
+    target = resources["ScalableTarget"]["Properties"]
+    assert target["MinCapacity"] == 0
+    assert target["MaxCapacity"] == {"Ref": "MaxWorkers"}
+    mapping = resources["DeadLetterEvents"]["Properties"]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_scaling_wakes_from_zero_tracks_backlog_per_worker_and_sleeps_when_idle(service: Template) -> None:
+    resources = service["Resources"]
+    tracking = resources["BacklogPerWorkerPolicy"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    (returned,) = [m for m in tracking["CustomizedMetricSpecification"]["Metrics"] if m["ReturnData"]]
+    assert returned["Expression"] == "(waiting + running) / workers"
+    wake = resources["WakePolicy"]["Properties"]["StepScalingPolicyConfiguration"]
+    assert wake["AdjustmentType"] == "ChangeInCapacity"
+    assert resources["WakeAlarm"]["Properties"]["AlarmActions"] == [{"Ref": "WakePolicy"}]
+    (wake_metric,) = [m for m in resources["WakeAlarm"]["Properties"]["Metrics"] if m["ReturnData"]]
+    assert "FILL(workers, 0) < 1" in wake_metric["Expression"]
+    sleep = resources["SleepPolicy"]["Properties"]["StepScalingPolicyConfiguration"]
+    assert sleep == {**sleep, "AdjustmentType": "ExactCapacity"}
+    assert sleep["StepAdjustments"][0]["ScalingAdjustment"] == 0
+    assert resources["SleepAlarm"]["Properties"]["AlarmActions"] == [{"Ref": "SleepPolicy"}]
+
+
+def test_dead_letter_redrive_comes_after_the_workers_give_up(service: Template) -> None:
+    settings = service["Mappings"]["Worker"]["Settings"]
+    redrive = service["Resources"]["Queue"]["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert redrive["maxReceiveCount"] == {"Fn::FindInMap": ["Worker", "Settings", "MaxReceiveCount"]}
+    assert settings["MaxAttempts"] == Settings.model_fields["max_attempts"].default
+    assert settings["MaxReceiveCount"] > settings["MaxAttempts"]
+
+
+# ---- timeouts ---------------------------------------------------------------------------------------
+
+
+def test_worker_timeouts_follow_each_functions_batch_time(template: Template, service: Template) -> None:
+    poll_wait_s = service["Mappings"]["Worker"]["Settings"]["PollWaitS"]
+    assert poll_wait_s == Settings.model_fields["poll_wait_s"].default
+    for name, parameters in function_stacks(template).items():
+        batch_s = parameters["ExpectedBatchS"]
+        assert parameters["VisibilityTimeoutS"] >= batch_s, name
+        assert poll_wait_s + batch_s <= parameters["StopTimeoutS"] <= ECS_STOP_TIMEOUT_MAX_S, name
+    resources = service["Resources"]
+    assert resources["Queue"]["Properties"]["VisibilityTimeout"] == {"Ref": "VisibilityTimeoutS"}
+    (container,) = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert container["StopTimeout"] == {"Ref": "StopTimeoutS"}
+    env = {item["Name"]: item["Value"] for item in container["Environment"]}
+    assert env["VISIBILITY_TIMEOUT_S"] == {"Ref": "VisibilityTimeoutS"}
+    assert env["POLL_WAIT_S"] == resources["Queue"]["Properties"]["ReceiveMessageWaitTimeSeconds"]
+
+
+def test_stream_outlives_neither_its_lambda_nor_api_gateway(template: Template, cfn: Template) -> None:
+    tuning = template["Mappings"]["Tuning"]["Stream"]
+    stream = cfn["Resources"]["StreamFunction"]["Properties"]
+    assert stream["Timeout"] * 1000 == _integration(cfn, "/gradio_api/queue/data", "get")["timeoutInMillis"]
+    assert tuning["StreamMaxS"] < stream["Timeout"]
+    assert tuning["HeartbeatIntervalS"] < REGIONAL_IDLE_TIMEOUT_S
+    variables = stream["Environment"]["Variables"]
+    assert variables["STREAM_MAX_S"] == {"Fn::FindInMap": ["Tuning", "Stream", "StreamMaxS"]}
+    assert variables["HEARTBEAT_INTERVAL_S"] == {"Fn::FindInMap": ["Tuning", "Stream", "HeartbeatIntervalS"]}
+    assert cfn["Resources"]["ApiFunction"]["Properties"]["Timeout"] < API_GATEWAY_BUFFERED_LIMIT_S
+
+
+# ---- least privilege --------------------------------------------------------------------------------
+
+
+def _leading(operator: str, *keys: Any) -> str:
+    return " if " + json.dumps({operator: {"dynamodb:LeadingKeys": list(keys)}}, sort_keys=True)
+
+
+def test_api_role_may_admit_record_and_read_but_nothing_more(cfn: Template, service: Template) -> None:
+    assert grants(cfn["Resources"]["ApiFunctionRole"]) == {
+        arn_of("JobsTable"): {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        arn_of("EventsTable"): {"dynamodb:PutItem"},
+        arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
+        arn_of("StateTable") + _leading("ForAllValues:StringEquals", "depth#app"): {"dynamodb:PutItem"},
+    }
+    send = service["Resources"]["FrontSendPolicy"]["Properties"]
+    assert send["Roles"] == [{"Ref": "ApiFunctionRoleName"}]
+    assert grants(service["Resources"]["FrontSendPolicy"]) == {arn_of("Queue"): {"sqs:SendMessage"}}
+
+
+def test_stream_role_reads_and_writes_only_cursors_presence_and_dropped_jobs(cfn: Template) -> None:
+    """The stream reads; its only writes are the core's: cursors, session presence, and the
+    cancellation of a dropped session's waiting jobs (no queue access at all)."""
+    assert grants(cfn["Resources"]["StreamFunctionRole"]) == {
+        arn_of("EventsTable"): {"dynamodb:Query", "dynamodb:PutItem"},
+        arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
+        arn_of("StateTable") + _leading("ForAllValues:StringLike", "cursor#*"): {"dynamodb:PutItem"},
+        arn_of("StateTable") + _leading("ForAllValues:StringLike", "counters", "session#*"): {"dynamodb:UpdateItem"},
+        arn_of("JobsTable"): {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
+    }
+
+
+def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service: Template) -> None:
+    def table(parameter: str) -> str:
+        arn = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${" + parameter + "}"
+        return json.dumps({"Fn::Sub": arn}, sort_keys=True)
+
+    own_items = _leading(
+        "ForAllValues:StringLike",
+        "counters",
+        "lease#*",
+        {"Fn::Sub": "workers#${ApiName}"},
+        {"Fn::Sub": "stats#${ApiName}"},
+        {"Fn::Sub": "batches#${ApiName}"},
+    )
+    assert grants(service["Resources"]["WorkerRole"]) == {
+        arn_of("Queue"): {
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes",
+        },
+        arn_of("DeadLetterQueue"): {"sqs:SendMessage"},
+        table("JobsTableName"): {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
+        table("EventsTableName"): {"dynamodb:PutItem", "dynamodb:BatchWriteItem"},
+        table("StateTableName") + own_items: {
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+        },
+        table("StateTableName") + _leading("ForAllValues:StringLike", "session#*"): {"dynamodb:BatchGetItem"},
+    }
+
+
+def test_dead_letter_role_fails_jobs_and_drains_only_dead_letter_queues(cfn: Template, service: Template) -> None:
+    assert grants(cfn["Resources"]["DeadLetterFunctionRole"]) == {
+        arn_of("JobsTable"): {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        arn_of("EventsTable"): {"dynamodb:PutItem"},
+        arn_of("StateTable") + _leading("ForAllValues:StringEquals", "counters"): {"dynamodb:UpdateItem"},
+    }
+    assert grants(service["Resources"]["DeadLetterDrainPolicy"]) == {
+        arn_of("DeadLetterQueue"): {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+    }
+
+
+def _inline_statements(template: Template) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, resource in template["Resources"].items():
+        if resource["Type"] in ("AWS::IAM::Role", "AWS::IAM::Policy"):
+            found.extend((name, statement) for statement in statements(resource))
+    return found
+
+
+def test_no_policy_grants_every_action_or_a_wildcard_resource_it_could_narrow(cfn: Template, service: Template) -> None:
+    only_star = {"ecr:GetAuthorizationToken"}  # has no resource-level permissions
+    for name, statement in _inline_statements(cfn) + _inline_statements(service):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert all("*" not in action for action in actions), (name, actions)
+        if statement["Resource"] == "*":
+            assert set(actions) <= only_star, (name, actions)
+
+
+# ---- hardware is one parameter ----------------------------------------------------------------------
+
+
+def _changed(template: Template, before: str, after: str) -> set[str]:
+    old = resolved(template, {"WorkerInstanceType": before})
+    new = resolved(template, {"WorkerInstanceType": after})
+    return {name for name in old if old[name] != new[name]}
+
+
+def test_another_gpu_type_changes_only_the_launch_template(template: Template) -> None:
+    assert _changed(template, "g5.xlarge", "g6e.xlarge") == {"WorkerLaunchTemplate"}
+    assert _changed(template, "g5.xlarge", "g5.12xlarge") == {"WorkerLaunchTemplate"}
+
+
+def test_a_cpu_type_changes_the_capacity_the_image_and_the_gpu_request_only(template: Template) -> None:
+    stacks = set(function_stacks(template))
+    assert _changed(template, "g5.xlarge", "c7i.xlarge") == {"WorkerLaunchTemplate", "WorkerImage"} | stacks
+    gpu = resolved(template, {"WorkerInstanceType": "g6.xlarge"})
+    cpu = resolved(template, {"WorkerInstanceType": "c7i.xlarge"})
+    assert "/gpu/" in gpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["ImageId"]
+    assert "/gpu/" not in cpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["ImageId"]
+    gpu_data = gpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    cpu_data = cpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert gpu_data["UserData"]["Fn::Base64"]["Fn::Sub"][1] == {"GpuSupport": "true"}
+    assert cpu_data["UserData"]["Fn::Base64"]["Fn::Sub"][1] == {"GpuSupport": "false"}
+    assert "-gpu-" in gpu["WorkerImage"]["Properties"]["BaseImage"]
+    assert cpu["WorkerImage"]["Properties"]["BaseImage"].endswith("python:3.12-slim")
+    for name in stacks:
+        assert gpu[name]["Properties"]["Parameters"]["HasGpu"] == "true"
+        assert cpu[name]["Properties"]["Parameters"]["HasGpu"] == "false"
+
+
+def test_task_asks_for_one_gpu_only_on_gpu_instances(service: Template) -> None:
+    (container,) = service["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert container["ResourceRequirements"] == {
+        "Fn::If": ["WithGpu", [{"Type": "GPU", "Value": "1"}], {"Ref": "AWS::NoValue"}]
+    }
+    assert service["Conditions"]["WithGpu"] == {"Fn::Equals": [{"Ref": "HasGpu"}, "true"]}
+
+
+# ---- state, outputs, packaging ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table", ["JobsTable", "EventsTable", "StateTable"])
+def test_tables_are_on_demand_expire_items_and_switch_recovery(template: Template, table: str) -> None:
+    properties = template["Resources"][table]["Properties"]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    recovery = properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
+    assert recovery == {"Fn::If": ["WithPointInTimeRecovery", True, False]}
+
+
+def test_outputs_give_the_endpoint_tables_and_queues(template: Template) -> None:
+    outputs = template["Outputs"]
+    public = {"ApiUrl", "JobsTableName", "EventsTableName", "StateTableName", "QueueUrlPrefix", "QueueNames"}
+    assert public <= set(outputs)
+    url = "https://${SurgeApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/live/"
+    assert outputs["ApiUrl"]["Value"] == {"Fn::Sub": url}
+    queue_names = outputs["QueueNames"]["Value"]["Fn::Join"][1]
+    assert {item["Fn::GetAtt"][0] for item in queue_names} == set(function_stacks(template))
+
+
+def _make_default(path: str, variable: str) -> str:
+    match = re.search(rf"^{variable} \?= (\S+)$", (ROOT / path).read_text(), re.MULTILINE)
+    assert match, f"{variable} has no default in {path}"
+    return match.group(1)
+
+
+def test_the_app_package_reaches_the_lambdas_and_the_image(template: Template) -> None:
+    package = default_parameters(template)["AppModule"].split(":")[0].split(".")[0]
+    assert _make_default("layers/app/Makefile", "APP_PACKAGE") == package
+    assert _make_default("functions/imagebuild/Makefile", "APP_PACKAGE") == package
+    dockerfile = (ROOT / "gpu_worker/Dockerfile").read_text()
+    assert f"ARG APP_PACKAGE={package}\n" in dockerfile
+    assert (ROOT / package / "__init__.py").is_file()
+
+
+def test_dashboard_body_is_valid_json_once_substituted(template: Template) -> None:
+    body, variables = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([^}!]+)\}", body))
+    assert names <= {"AWS::Region", "AWS::StackName", "WorkerCluster", "StreamFunction", *variables}
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    titles = " ".join(w["properties"]["title"] for w in widgets)
+    for metric in ("admissions", "rejections", "queue_wait", "batch_size", "batch_duration"):
+        assert f'MetricName=\\"{metric}\\"' in body, metric
+    assert "Running workers" in titles and "Open streams" in titles

@@ -1,0 +1,93 @@
+"""The worker image, checked without Docker: what gpu_worker/Dockerfile copies exists in the repository
+and in the build context that `sam build` bundles for CodeBuild, and it starts the local worker's entry."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.template.stack import ROOT, TEMPLATE, load
+
+DOCKERFILE = ROOT / "gpu_worker" / "Dockerfile"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def build_args() -> dict[str, str]:
+    return dict(arg.split("=", 1) for kind, arg in instructions() if kind == "ARG" and "=" in arg)
+
+
+def copy_sources() -> list[str]:
+    """Every source path of a COPY, with the ARG defaults substituted."""
+    args = build_args()
+    sources = []
+    for kind, arguments in instructions():
+        if kind == "COPY":
+            *paths, _destination = shlex.split(arguments)
+            sources.extend(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], path) for path in paths)
+    return sources
+
+
+def test_every_copied_path_exists_in_the_repository() -> None:
+    sources = copy_sources()
+    assert {"layers/surge/surge", "gpu_worker/worker_main.py", "layers/surge/requirements.txt"} <= set(sources)
+    for source in sources:
+        assert (ROOT / source).exists(), source
+
+
+def test_image_starts_the_same_entry_point_as_the_local_workers() -> None:
+    entrypoints = [arguments for kind, arguments in instructions() if kind == "ENTRYPOINT"]
+    assert entrypoints == ['["python", "-m", "worker_main"]']
+    launcher = (ROOT / "layers/surge/surge/launcher.py").read_text()
+    assert '[sys.executable, "-m", "worker_main"]' in launcher
+    worker_main = (ROOT / "gpu_worker/worker_main.py").read_text()
+    assert "signal.signal(signal.SIGTERM" in worker_main
+    env = " ".join(arguments for kind, arguments in instructions() if kind == "ENV")
+    assert "PYTHONPATH=/srv/surge" in env
+    workdirs = [arguments for kind, arguments in instructions() if kind == "WORKDIR"]
+    assert workdirs == ["/srv/surge"]
+
+
+def test_base_images_are_the_ones_the_template_chooses_from() -> None:
+    template = load(TEMPLATE)
+    _, gpu, cpu = template["Resources"]["WorkerImage"]["Properties"]["BaseImage"]["Fn::If"]
+    assert build_args()["BASE_IMAGE"] == gpu
+    assert re.search(r"-gpu-py312-cu\d+-", gpu)
+    assert cpu == "public.ecr.aws/docker/library/python:3.12-slim"
+    assert f"BASE_IMAGE={cpu}" in DOCKERFILE.read_text()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `sam build` puts in ImageBuildFunction: the handler and the Docker build context."""
+    artifacts = tmp_path_factory.mktemp("ImageBuildFunction")
+    subprocess.run(
+        ["make", "--no-print-directory", "-f", str(ROOT / "functions/imagebuild/Makefile"), "build-ImageBuildFunction"],
+        cwd=artifacts,
+        env={**os.environ, "ARTIFACTS_DIR": str(artifacts)},
+        check=True,
+        capture_output=True,
+    )
+    return artifacts
+
+
+def test_build_context_bundle_holds_everything_the_dockerfile_copies(bundle: Path) -> None:
+    context = bundle / "context"
+    assert (bundle / "imagebuild_handler.py").is_file()
+    template = load(TEMPLATE)
+    assert (context / template["Resources"]["WorkerImage"]["Properties"]["Dockerfile"]).is_file()
+    for source in copy_sources():
+        assert (context / source).exists(), source
+    buildspec = template["Resources"]["ImageBuildProject"]["Properties"]["Source"]["BuildSpec"]
+    assert 'docker build -f "src/context/$DOCKERFILE"' in buildspec
+    assert "src/context\n" in buildspec
