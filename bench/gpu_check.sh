@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The embedding benchmark (bench/model_bench.py) on a lent GPU machine, in one bounded run (~4 min).
+# The embedding benchmark (bench/model_bench.py) on a lent GPU machine, in one bounded run (~4 min, 8 at most).
 #
 #   here, once:          bash bench/gpu_check.sh prepare
 #       needs the venv of `make test` (requirements-model.txt); writes .gpu/ (ignored by git, ~60 MB):
@@ -25,7 +25,7 @@ annotated-types==0.8.0 typing-inspection==0.4.5 fastapi==0.165.0 starlette==1.10
 uvicorn==0.54.0 moto==5.2.5 xmltodict==1.0.4 responses==0.26.3 flask==3.1.3 flask-cors==6.0.5 blinker==1.9.0
 itsdangerous==2.2.0 py-partiql-parser==0.6.3 opentelemetry-api==1.45.2
 cryptography==50.0.2 cffi==2.1.1 pycparser==3.12
-typing-extensions==4.16.0 anyio==4.16.0 werkzeug==3.1.9 annotated-doc==0.0.7"
+typing-extensions==4.16.0 anyio==4.16.0 werkzeug==3.1.9 annotated-doc==0.0.7 click==8.5.1"
 # The last line's packages are in the GPU image already, maybe older than these need; newer ones are
 # compatible with what else uses them there.
 
@@ -97,7 +97,7 @@ for name in names.split():
     except PackageNotFoundError:
         print(f"  {name} MISSING")
 EOF
-    EMBEDDING_DTYPE=float16 timeout 120 "$python" - "$CARRY/reference.json" <<'EOF' | tee "$out/gpu_correctness.md" || echo "the correctness check failed; going on"
+    EMBEDDING_DTYPE=float16 timeout 90 "$python" - "$CARRY/reference.json" <<'EOF' | tee "$out/gpu_correctness.md" || echo "the correctness check failed; going on"
 import json, sys
 from examples import embedding_app
 
@@ -108,10 +108,10 @@ worst = max(max(abs(a - b) for a, b in zip(g, r)) for g, r in zip(got, reference
 cosine = min(sum(a * b for a, b in zip(g, r)) for g, r in zip(got, reference["vectors"]))
 print(f"{len(got)} texts on {embedder.device} in float16 vs fp32 on the CPU: max |diff| {worst:.2e}, min cosine {cosine:.5f}")
 EOF
-    EMBEDDING_DTYPE=float32 timeout 120 "$python" bench/model_bench.py --skip-stack --runs 1 \
+    EMBEDDING_DTYPE=float32 timeout 60 "$python" bench/model_bench.py --skip-stack --runs 1 \
         --out "$out/gpu_model_float32.md" || echo "the float32 run failed; going on"
     # shellcheck disable=SC2086
-    EMBEDDING_DTYPE=float16 timeout 330 "$python" bench/model_bench.py ${GPU_CHECK_BENCH_ARGS:---runs 3 --duration-s 10 --drain-s 20} \
+    EMBEDDING_DTYPE=float16 timeout 300 "$python" bench/model_bench.py ${GPU_CHECK_BENCH_ARGS:---runs 3 --duration-s 10 --drain-s 20} \
         --out "$out/gpu_model_bench.md"
 }
 
