@@ -71,7 +71,7 @@ bench: $(VENV)/.bench-installed
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 bench-profile: $(VENV)/.bench-installed
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m bench.profile $(BENCH_ARGS)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m bench.hotspots $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
