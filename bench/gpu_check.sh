@@ -22,7 +22,7 @@ CARRY=.gpu
 BOTOCORE_KEEP="dynamodb dynamodbstreams sqs sts"
 PACKAGES="boto3==1.44.8 botocore==1.44.8 s3transfer==0.19.3 jmespath==1.1.0 pydantic==2.14.4 pydantic_core==2.50.5
 annotated-types==0.8.0 typing-inspection==0.4.5 fastapi==0.165.0 starlette==1.10.0 sse-starlette==3.7.0
-uvicorn==0.54.0 moto==5.2.5 xmltodict==1.0.4 responses==0.26.3 flask==3.1.3 flask-cors==6.0.5 blinker==1.9.0
+uvicorn==0.54.0 aws-lambda-powertools==3.37.0 moto==5.2.5 xmltodict==1.0.4 responses==0.26.3 flask==3.1.3 flask-cors==6.0.5 blinker==1.9.0
 itsdangerous==2.2.0 py-partiql-parser==0.6.3 opentelemetry-api==1.45.2
 cryptography==50.0.2 cffi==2.1.1 pycparser==3.12
 typing-extensions==4.16.0 anyio==4.16.0 werkzeug==3.1.9 annotated-doc==0.0.7 click==8.5.1"
