@@ -61,7 +61,7 @@ test: $(VENV)/.installed $(VENV)/.model-installed $(CHROMIUM) lint typecheck sam
 chaos: $(VENV)/.installed
 	$(PY) -m tests.chaos
 
-# The viral-load benchmark (docs/bench.md): Gradio and Surge side by side, under 20 minutes.
+# The viral-load benchmark (README, "The viral-load benchmark"): Gradio and Surge side by side, under 20 minutes.
 # BENCH_ARGS=--quick for a smoke run; results land in bench/results/.
 $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
