@@ -10,7 +10,7 @@ WORKERS ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck sam-check clean chaos
+.PHONY: run test lint typecheck sam-check clean chaos bench bench-profile
 
 $(VENV)/.installed: requirements-dev.txt layers/surge/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,18 @@ test: $(VENV)/.installed $(VENV)/.model-installed $(CHROMIUM) lint typecheck sam
 
 chaos: $(VENV)/.installed
 	$(PY) -m tests.chaos
+
+# The viral-load benchmark (docs/bench.md): Gradio and Surge side by side, under 20 minutes.
+# BENCH_ARGS=--quick for a smoke run; results land in bench/results/.
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-profile: $(VENV)/.bench-installed
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m bench.profile $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The local AWS stand-in: a moto server on 127.0.0.1 for SQS and DynamoDB, with three fidelity fixes.
+"""The local AWS stand-in: a moto server on 127.0.0.1 for SQS and DynamoDB, with fidelity and speed fixes.
 
 1. moto 5.x re-reads every queue attribute, a full scan of the queue, for each message it receives,
    only to look up the retention period: a receive of 10 at depth 1,000 then costs about a second.
@@ -6,23 +6,30 @@
 2. moto's threaded server runs DynamoDB requests concurrently without locks, so two conditional
    writes to one item can both pass their condition. DynamoDB applies each request atomically;
    `patch_moto` serialises DynamoDB requests so the emulator keeps that promise.
-3. moto's DynamoDB Query on a table's key lists and sorts every item of the table, then keeps the
-   partition asked for: a session's event-log read costs ~50 ms at 2,000 events and ~1 s at 40,000,
-   so a local stack slows down as its tables fill. `patch_moto` hands that query the partition alone
-   (same results; a test checks both).
+3. moto's `TransactWriteItems` deep-copies every table it touches, once per item, to roll back on
+   failure: a transaction of n items costs n copies of whole tables that grow all day (a worker's
+   result write for a batch of 16 took seconds after some thousand jobs). `patch_moto` keeps moto's
+   transaction code but saves and restores only the items the transaction names (same results).
+4. moto's `Query` on a table sorts every item of the table, then keeps the partition asked for: a
+   session's stream poll cost grew with every event ever written. `patch_moto` hands moto's query
+   only the items of that partition (same results, in the same order).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
+import inspect
 import logging
 import signal
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import moto.dynamodb.models as dynamodb_models
 from moto.core.utils import unix_time
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import ThreadedMotoServer
@@ -52,54 +59,78 @@ def _atomic(call_action: Callable[[DynamoHandler], Any]) -> Callable[[DynamoHand
     return locked
 
 
-MOTO_TABLE_QUERY = Table.query
-MOTO_ALL_ITEMS = Table.all_items
-"""moto's own, kept for the test that compares both."""
-
-_PARTITION = threading.local()
-"""`scope`: the (table, hash key) of the base-table query running on this thread, else None."""
-_QUERY_INDEX_NAME_ARG = 6
-"""Position of `index_name` among `Table.query`'s arguments after `hash_key` (moto 5.x)."""
+MOTO_TRANSACT_WRITE = DynamoDBBackend.transact_write_items
+"""moto's own transaction, which the patched one still runs (kept for the test that checks the copy)."""
 
 
-def _partition_query(query: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(query)
-    def by_partition(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
-        index_name = args[_QUERY_INDEX_NAME_ARG] if len(args) > _QUERY_INDEX_NAME_ARG else kwargs.get("index_name")
-        if index_name is not None or hash_key is None:
-            return query(self, hash_key, *args, **kwargs)
-        _PARTITION.scope = (self, hash_key)
+class _TablesNotCopied:
+    """Stands in for the `copy` module inside moto's DynamoDB backend: tables are not deep-copied.
+
+    Only `transact_write_items` deep-copies tables there (for its rollback); `_transact_write_items`
+    does that rollback item by item instead, and moto's own "restore" then puts back the same table.
+    """
+
+    @staticmethod
+    def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+
+def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    saved: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
+    for entry in transact_items:
+        op: dict[str, Any] = next(iter(entry.values()), {})
         try:
-            return query(self, hash_key, *args, **kwargs)
-        finally:
-            _PARTITION.scope = None
+            table = self.get_table(op["TableName"])
+            key = op.get("Key") or {
+                name: op["Item"][name] for name in (table.hash_key_attr, table.range_key_attr) if name
+            }
+            current = self.get_item(op["TableName"], key)
+        except Exception:
+            continue
+        saved.append((op["TableName"], key, current.to_json()["Attributes"] if current else None))
+    try:
+        MOTO_TRANSACT_WRITE(self, transact_items)
+    except Exception:
+        for table_name, key, attributes in reversed(saved):
+            if attributes is None:
+                self.delete_item(table_name, key)
+            else:
+                self.put_item(table_name, copy.deepcopy(attributes))
+        raise
 
-    by_partition.__surge_partition__ = True  # type: ignore[attr-defined]
-    return by_partition
+
+MOTO_QUERY = Table.query
+"""moto's own query, which the patched one still runs on the partition's items."""
+_QUERY_SIGNATURE = inspect.signature(MOTO_QUERY)
 
 
-def _partition_items(all_items: Callable[[Table], list[Any]]) -> Callable[[Table], list[Any]]:
-    @functools.wraps(all_items)
-    def items(self: Table) -> list[Any]:
-        scope = getattr(_PARTITION, "scope", None)
-        if scope is None or scope[0] is not self:
-            return all_items(self)
-        partition = self.items.get(scope[1])
-        if partition is None:
-            return []
-        return list(partition.values()) if self.range_key_attr else [partition]
-
-    return items
+def _partition_query(self: Table, *args: Any, **kwargs: Any) -> Any:
+    arguments = _QUERY_SIGNATURE.bind(self, *args, **kwargs).arguments
+    hash_key = arguments.get("hash_key")
+    if arguments.get("index_name") or hash_key is None:
+        return MOTO_QUERY(self, *args, **kwargs)
+    partition = self.items.get(hash_key)
+    if partition is None:
+        items = []
+    elif self.range_key_attr:
+        items = sorted(partition.values(), key=lambda item: item.range_key)
+    else:
+        items = [partition]
+    self.all_items = lambda: items  # type: ignore[method-assign]
+    try:
+        return MOTO_QUERY(self, *args, **kwargs)
+    finally:
+        del self.all_items
 
 
 def patch_moto() -> None:
-    """Apply the three fixes (idempotent)."""
+    """Apply the fixes (idempotent)."""
     SQSBackend.is_message_valid_based_on_retention_period = _retention_check  # type: ignore[method-assign]
     if not getattr(DynamoHandler.call_action, "__surge_atomic__", False):
         DynamoHandler.call_action = _atomic(DynamoHandler.call_action)  # type: ignore[method-assign]
-    if not getattr(Table.query, "__surge_partition__", False):
-        Table.query = _partition_query(Table.query)  # type: ignore[method-assign]
-        Table.all_items = _partition_items(Table.all_items)  # type: ignore[method-assign,assignment]
+    dynamodb_models.copy = _TablesNotCopied  # type: ignore[attr-defined,assignment]
+    DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    Table.query = _partition_query  # type: ignore[method-assign]
 
 
 def serve(port: int) -> None:

@@ -32,6 +32,7 @@ class QueueFull(SurgeError):
 
     def __init__(self, max_size: int, size: int, retry_after_s: int) -> None:
         super().__init__(f"Queue is full. Max size is {max_size} and size is {size}.")
+        self.size = size
         self.retry_after_s = retry_after_s
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -26,6 +27,9 @@ logger = logging.getLogger("surge.service")
 ENQUEUE_FAILED = "Could not enqueue the job; please try again."
 COMPENSATE_FOR_S = 15.0
 """How long a join keeps trying to undo a half-done admission before it gives up (and logs it)."""
+
+FULL_HOLD_S = 0.25
+"""After a "queue full" answer, how long this process refuses joins without a DynamoDB write."""
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "number": (int, float),
@@ -58,16 +62,30 @@ class _TimedCache:
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self._values: dict[str, tuple[float, Any]] = {}
+        self._loading = threading.Lock()
 
     def get(self, key: str, load: Callable[[], T]) -> T:
-        now = time.monotonic()
+        """The cached value, or a fresh one. Only one thread loads at a time: the others take the
+        stale value meanwhile (or wait for the first load), so a burst of joins makes one read."""
         hit = self._values.get(key)
-        if hit and now - hit[0] < self.ttl_s:
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
             value: T = hit[1]
             return value
-        value = load()
-        self._values[key] = (now, value)
-        return value
+        if hit and not self._loading.acquire(blocking=False):
+            stale: T = hit[1]
+            return stale
+        if not hit:
+            self._loading.acquire()
+        try:
+            hit = self._values.get(key)
+            if hit and time.monotonic() - hit[0] < self.ttl_s:
+                cached: T = hit[1]
+                return cached
+            value = load()
+            self._values[key] = (time.monotonic(), value)
+            return value
+        finally:
+            self._loading.release()
 
 
 class FrontService:
@@ -82,6 +100,11 @@ class FrontService:
         self.store = store
         self.broker = broker
         self._cache = _TimedCache(ttl_s=2.0)
+        # One read of the app's counters serves every stream of this process for a moment (rank
+        # refreshes of many sessions in one process, as in `make run`, cost one read, not one each).
+        self._counters = _TimedCache(ttl_s=0.25)
+        self._full: tuple[float, int] | None = None
+        """Until when (monotonic) joins are refused without asking DynamoDB, and the size it reported."""
         self.config = protocol.config(app)
         self.info = protocol.info(app)
 
@@ -95,11 +118,9 @@ class FrontService:
         function = self._function(body)
         self._validate(function, body.data)
         group = function.concurrency_id
-        ahead = self.store.counters(consistent=False).queue_size(group)
-        eta = protocol.estimate_eta(function, ahead, self._stats(function), self.slots(function))
-        if self.app.max_wait_s is not None and eta is not None and eta > self.app.max_wait_s:
-            self.observer.rejected(function.api_name, "wait_too_long")
-            raise WaitTooLong(eta, self.app.max_wait_s)
+        self._refuse_while_full(function)
+        if self.app.max_wait_s is not None:
+            self._refuse_long_wait(function, self.app.max_wait_s)
         job = Job(
             job_id=secrets.token_hex(16),
             session_hash=body.session_hash,
@@ -115,10 +136,31 @@ class FrontService:
         self.observer.admitted(function.api_name)
         return job.job_id
 
+    def _refuse_while_full(self, function: Function) -> None:
+        """For `FULL_HOLD_S` after a "queue full" answer, this process refuses joins at once.
+
+        A viral crowd retries a full queue hundreds of times a second; each try would be reads and a
+        failed conditional write on the one counters item (which takes about 1,000 writes a second).
+        A place that frees meanwhile is taken by the first join after the hold.
+        """
+        full = self._full
+        if full is not None and time.monotonic() < full[0]:
+            self.observer.rejected(function.api_name, "queue_full")
+            raise QueueFull(self.app.max_size or 0, full[1], self._retry_after_s(function))
+
+    def _refuse_long_wait(self, function: Function, max_wait_s: float) -> None:
+        """`max_wait_s`: refuse up front when the expected wait of a new arrival is already over it."""
+        ahead = self.store.counters(consistent=False).queue_size(function.concurrency_id)
+        eta = protocol.estimate_eta(function, ahead, self._stats(function), self.slots(function))
+        if eta is not None and eta > max_wait_s:
+            self.observer.rejected(function.api_name, "wait_too_long")
+            raise WaitTooLong(eta, max_wait_s)
+
     def _admit(self, job: Job, function: Function) -> None:
         try:
             self.store.admit(job, self.app.max_size, self._retry_after_s(function))
-        except QueueFull:
+        except QueueFull as refused:
+            self._full = (time.monotonic() + FULL_HOLD_S, refused.size)
             self.observer.rejected(function.api_name, "queue_full")
             raise
         except Unavailable:
@@ -203,7 +245,7 @@ class FrontService:
 
     def refresh(self, waiting: dict[str, Waiting]) -> list[dict[str, Any]]:
         """New estimations for a session's waiting jobs whose rank or queue size changed (one read)."""
-        counters = self.store.counters()
+        counters = self._counters.get("counters", self.store.counters)
         messages = []
         for event_id, job in waiting.items():
             try:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("surge.session")
 
+RUNNING_MESSAGES = frozenset({"process_starts", "progress", "process_generating"})
+"""News of a running job: its next output is near, so the stream reads fast again."""
+
 
 @dataclass(frozen=True)
 class PollPolicy:
@@ -37,6 +40,26 @@ class PollPolicy:
     linger_s: float = 0.3
     empty_session_s: float = 10.0
     outage_retry_s: float = 1.0
+    wait_fraction: float = 0.25
+    wait_max_s: float = 5.0
+
+    def next_s(self, interval: float, *, running: bool, eta_left_s: float | None, linger_left_s: float | None) -> float:
+        """Seconds until the next read of the log, so that reads per job do not grow with the wait.
+
+        `running`: a read just brought news of a running job (its output comes soon: read fast).
+        `eta_left_s`: every pending job is waiting and the soonest is expected to start in this many
+        seconds (read at a fraction of it, at most `wait_max_s` apart: a deep queue costs a few
+        reads, not one per `max_s`). `linger_left_s`: nothing is pending and the stream closes in
+        this many seconds unless a new job arrives (one read at the end).
+        """
+        if running:
+            return self.min_s
+        backoff = min(interval * self.backoff, self.max_s)
+        if linger_left_s is not None:
+            return max(self.min_s, linger_left_s)
+        if eta_left_s is not None:
+            return max(backoff, min(self.wait_max_s, eta_left_s * self.wait_fraction))
+        return backoff
 
 
 @dataclass
@@ -47,6 +70,19 @@ class Waiting:
     seq: int
     api_name: str
     last: tuple[int, int] = (-1, -1)
+    starts_by: float | None = None
+    """When (monotonic) the latest estimation expects it to start; None while unknown."""
+    first_rank: tuple[float, int] | None = None
+    latest_rank: tuple[float, int] | None = None
+    """(monotonic time, rank) of the first and the latest estimation seen: how fast the line moves."""
+
+    def starts_in_s(self, now: float) -> float | None:
+        """Seconds until it should start: from how fast its rank has been falling when that is known
+        (it counts every overhead), else from the server's ETA."""
+        if self.first_rank and self.latest_rank and self.latest_rank[1] < self.first_rank[1]:
+            (t0, r0), (t1, r1) = self.first_rank, self.latest_rank
+            return max(0.0, r1 * (t1 - t0) / (r0 - r1) - (now - t1))
+        return None if self.starts_by is None else max(0.0, self.starts_by - now)
 
 
 @dataclass
@@ -73,6 +109,28 @@ class SessionReader:
         stamp = int(self.cursor.split("#", 1)[0])
         return f"{max(0, stamp - self.lookback_ns):020d}" if self._seen else self.cursor
 
+    def note_estimation(self, body: dict[str, Any]) -> None:
+        """Remember when an estimation expects its waiting job to start."""
+        waiting = self.waiting.get(str(body.get("event_id")))
+        if waiting is None:
+            return
+        now = time.monotonic()
+        eta, rank = body.get("rank_eta"), body.get("rank")
+        if isinstance(eta, int | float):
+            waiting.starts_by = now + eta
+        if isinstance(rank, int):
+            waiting.latest_rank = (now, rank)
+            waiting.first_rank = waiting.first_rank or waiting.latest_rank
+
+    def eta_left_s(self, now: float) -> float | None:
+        """Seconds until the soonest waiting job should start, if every pending job waits with an ETA."""
+        if not self.pending or len(self.waiting) < len(self.pending):
+            return None
+        lefts = [w.starts_in_s(now) for w in self.waiting.values()]
+        if any(left is None for left in lefts):
+            return None
+        return min(left for left in lefts if left is not None)
+
     def take(self, events: list[StoredEvent]) -> list[StoredEvent]:
         new = [e for e in events if e.sk not in self._seen]
         for event in new:
@@ -92,6 +150,7 @@ class SessionReader:
             self.pending.add(event_id)
             if event.group is not None and event.seq is not None and event.api_name is not None:
                 self.waiting.setdefault(event_id, Waiting(event.group, event.seq, event.api_name))
+            self.note_estimation(body)
         elif message == "process_starts":
             self.pending.add(event_id)
             self.waiting.pop(event_id, None)
@@ -142,7 +201,7 @@ class SessionStream:
             new = self.reader.take(await self._call(self.store.read_events, self.session_hash, after))
             for event in new:
                 yield event.body
-            interval = self.poll.min_s if new else min(interval * self.poll.backoff, self.poll.max_s)
+            now = time.monotonic()
             if self.reader.pending:
                 idle_since = None
             elif idle_since is None:
@@ -152,10 +211,20 @@ class SessionStream:
                 self.closed = True
                 yield protocol.close_stream()
                 return
-            if self.reader.waiting and now >= next_refresh:
-                next_refresh = now + self.poll.estimation_refresh_s
+            refresh = bool(self.reader.waiting) and now >= next_refresh
+            if refresh:
                 for message in await self._call(self.service.refresh, self.reader.waiting):
+                    self.reader.note_estimation(message)
                     yield message
+            lingering = idle_since is not None and self.reader.delivered
+            interval = self.poll.next_s(
+                interval,
+                running=any(e.body.get("msg") in RUNNING_MESSAGES for e in new),
+                eta_left_s=self.reader.eta_left_s(now),
+                linger_left_s=(idle_since or now) + self.poll.linger_s - now if lingering else None,
+            )
+            if refresh:
+                next_refresh = now + max(self.poll.estimation_refresh_s, interval)
             await anyio.sleep(interval)
 
     async def _call(self, fn: Any, *args: Any) -> Any:

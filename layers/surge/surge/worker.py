@@ -7,6 +7,7 @@ that it runs the same on a laptop CPU and in an ECS task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -104,6 +105,10 @@ class Worker:
         self.stopping = threading.Event()
         self.hand = _Hand()
         self.pool = ThreadPoolExecutor(max_workers=max(1, app.max_threads), thread_name_prefix="surge-fn")
+        self.ahead = ThreadPoolExecutor(max_workers=max(1, slots), thread_name_prefix="surge-ahead")
+        """Gathers each loop's next batch while its current one runs."""
+        self.aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surge-aside")
+        """Best-effort writes (statistics, batch log) that the next batch need not wait for."""
         self.avg_batch_s: float | None = None
         self.avg_batch_size: float | None = None
         self.heartbeat_s = max(0.2, min(settings.lease_ttl_s, settings.visibility_timeout_s) / 3)
@@ -120,6 +125,8 @@ class Worker:
             loop.start()
         for loop in loops:
             loop.join()
+        self.ahead.shutdown(wait=True)
+        self.aside.shutdown(wait=True)
         self._give_back()
         try:
             self.store.worker_gone(self.function.api_name, self.worker_id)
@@ -159,9 +166,17 @@ class Worker:
 
     def _loop(self) -> None:
         backoff = 0.1
+        ahead: Future[list[Delivery]] | None = None
         while not self.stopping.is_set():
             try:
-                deliveries = self._gather()
+                current, ahead = ahead, None
+                deliveries = current.result() if current is not None else self._gather()
+                if self.limit is None and len(deliveries) >= self.function.receive_batch_size:
+                    # A full batch means more may wait: take what is already queued (no long poll, so a
+                    # killed worker leaves no receive behind) while this batch runs, so the device goes
+                    # from batch to batch without waiting for the queue round trips. Not under a
+                    # concurrency limit: there the next batch waits for a lease that others may get first.
+                    ahead = self.ahead.submit(self._gather, 0)
                 if deliveries:
                     self._process(deliveries)
                 backoff = 0.1
@@ -173,11 +188,16 @@ class Worker:
                 # A bug must not silently end this loop while the heartbeat keeps the worker "alive".
                 logger.exception("worker loop error; continuing")
                 self.stopping.wait(backoff)
+        if ahead is not None:
+            with contextlib.suppress(Exception):
+                ahead.result()  # what it gathered is in hand: `serve` gives it back
 
-    def _gather(self) -> list[Delivery]:
-        """Long-poll for work, then top up to `max_batch_size` (waiting up to `batch_wait_ms`)."""
+    def _gather(self, wait_s: int | None = None) -> list[Delivery]:
+        """Long-poll for work (`wait_s`, default `poll_wait_s`), then top up to `max_batch_size`
+        (waiting up to `batch_wait_ms`)."""
         want = self.function.receive_batch_size
-        deliveries = self.broker.receive(self.function.api_name, want, self.settings.poll_wait_s)
+        wait_s = self.settings.poll_wait_s if wait_s is None else wait_s
+        deliveries = self.broker.receive(self.function.api_name, want, wait_s)
         self.hand.hold(deliveries)
         if not deliveries or not self.function.batch:
             return deliveries
@@ -333,7 +353,7 @@ class Worker:
             queue_wait_s = max(0.0, started_at - min(t.job.created_at for t in runnable))
             self.observer.batch_ran(self.function.api_name, len(runnable), duration_s, queue_wait_s)
             self._learn(duration_s, len(runnable))
-            self._log_batch(runnable, duration_s)
+            self.aside.submit(self._log_batch, runnable, duration_s)
         self._settle(tasks)
 
     def _run_batch(self, tasks: list[_Task]) -> None:
@@ -476,8 +496,11 @@ class Worker:
             duration_s if self.avg_batch_s is None else alpha * duration_s + (1 - alpha) * self.avg_batch_s
         )
         self.avg_batch_size = size if self.avg_batch_size is None else alpha * size + (1 - alpha) * self.avg_batch_size
+        self.aside.submit(self._record_stats, self.avg_batch_s, self.avg_batch_size)
+
+    def _record_stats(self, avg_batch_s: float, avg_batch_size: float) -> None:
         try:
-            self.store.record_stats(self.function.api_name, self.avg_batch_s, self.avg_batch_size)
+            self.store.record_stats(self.function.api_name, avg_batch_s, avg_batch_size)
         except Unavailable:
             logger.warning("could not record statistics")
 

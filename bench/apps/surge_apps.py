@@ -1,0 +1,46 @@
+"""The workloads as Surge apps, one app per workload (each has its own `max_size`).
+
+Served as `bench.apps.surge_apps:<workload>`. No fleet concurrency limit: each worker process is one
+simulated device running one batch at a time, so K workers are K devices (Gradio gets
+`concurrency_limit=K`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import surge
+from bench.workloads import WORKLOADS, Workload, run_batch
+
+
+def _app(workload: Workload) -> surge.App:
+    app = surge.App(title=f"bench {workload.name}", max_size=workload.max_size, default_concurrency_limit=None)
+    fn: Callable[..., Any]
+    if workload.batch:
+
+        def batched(texts: list[str]) -> list[list[str]]:
+            return [run_batch(workload, texts)]
+
+        fn = batched
+    else:
+
+        def single(text: str) -> str:
+            return run_batch(workload, [text])[0]
+
+        fn = single
+    app.function(
+        inputs=["textbox"],
+        outputs=["textbox"],
+        api_name=workload.name,
+        batch=workload.batch,
+        max_batch_size=workload.max_batch_size,
+        eta_hint_s=workload.cost_s(workload.max_batch_size),
+    )(fn)
+    return app
+
+
+echo = _app(WORKLOADS["echo"])
+sim_gpu = _app(WORKLOADS["sim_gpu"])
+sim_gpu_unbatched = _app(WORKLOADS["sim_gpu_unbatched"])
+slow_model = _app(WORKLOADS["slow_model"])

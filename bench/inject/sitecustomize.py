@@ -1,0 +1,92 @@
+"""Counts the AWS API calls of a benchmarked process, by operation, through botocore's event hooks.
+
+Python imports `sitecustomize` at start-up from the path; the benchmark puts this folder on the
+`PYTHONPATH` of the Surge processes it starts, with `BENCH_CALLCOUNT_DIR` set. Nothing in Surge knows.
+Each process keeps `{"service.Operation": [calls, capacity units]}` and writes it to
+`<dir>/<role>-<pid>.json` on SIGUSR1 and at exit. Capacity units follow DynamoDB's billing for
+items under 1 KB (writes) and reads under 4 KB: 1 WRU per written item (2 in a transaction),
+1 RRU per strongly consistent read, 0.5 per eventually consistent one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+_COUNTS: dict[str, list[float]] = {}
+_LOCK = threading.Lock()
+
+
+def _units(operation: str, params: dict[str, Any]) -> float:
+    consistent = 1.0 if params.get("ConsistentRead") else 0.5
+    if operation in ("PutItem", "UpdateItem", "DeleteItem"):
+        return 1.0
+    if operation == "TransactWriteItems":
+        return 2.0 * len(params.get("TransactItems", []))
+    if operation == "BatchWriteItem":
+        return float(sum(len(v) for v in params.get("RequestItems", {}).values()))
+    if operation in ("GetItem", "Query"):
+        return consistent
+    if operation == "BatchGetItem":
+        tables = params.get("RequestItems", {}).values()
+        return float(sum(len(t.get("Keys", [])) * (1.0 if t.get("ConsistentRead") else 0.5) for t in tables))
+    return 0.0
+
+
+def _what(params: dict[str, Any]) -> str:
+    """Which table (the last word of its name) and, for keyed items, which kind of key (`cursor#...` → cursor)."""
+    table = str(params.get("TableName", ""))
+    if not table:
+        return ""
+    key = params.get("Key") or params.get("Item") or {}
+    pk = key.get("pk", {}).get("S") or params.get("ExpressionAttributeValues", {}).get(":pk", {}).get("S")
+    label = table.rsplit("-", 1)[-1].rsplit("_", 1)[-1]
+    return f" {label}/{pk.split('#', 1)[0]}" if pk else f" {label}"
+
+
+def _count(params: dict[str, Any], model: Any, **_: Any) -> None:
+    service = model.service_model.service_name
+    key = f"{service}.{model.name}" + (_what(params) if service == "dynamodb" else "")
+    units = _units(model.name, params) if service == "dynamodb" else 0.0
+    with _LOCK:
+        entry = _COUNTS.setdefault(key, [0, 0.0])
+        entry[0] += 1
+        entry[1] += units
+
+
+def _role() -> str:
+    if os.environ.get("WORKER_API_NAME"):
+        return f"worker.{os.environ['WORKER_API_NAME']}"
+    if any("uvicorn" in arg for arg in sys.argv):
+        return "front"
+    return "other"
+
+
+def _dump(*_: Any) -> None:
+    folder = os.environ["BENCH_CALLCOUNT_DIR"]
+    path = os.path.join(folder, f"{_role()}-{os.getpid()}.json")
+    with _LOCK:
+        text = json.dumps(_COUNTS)
+    with open(path + ".tmp", "w") as out:
+        out.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def _install() -> None:
+    import boto3
+
+    boto3.setup_default_session()
+    session = boto3.DEFAULT_SESSION
+    assert session is not None
+    session.events.register("before-parameter-build", _count)
+    signal.signal(signal.SIGUSR1, _dump)
+    atexit.register(_dump)
+
+
+if os.environ.get("BENCH_CALLCOUNT_DIR"):
+    _install()
