@@ -169,14 +169,9 @@ class FrontService:
             raise
 
     def _enqueue(self, job: Job, function: Function) -> None:
-        """Send the job's message, then its first estimation. Until the message is sent, ending the
-        job undoes everything; after it the job will run, so the estimation is only a courtesy
-        (the stream also tracks a job from its `process_starts`)."""
-        try:
-            self.broker.send(job.api_name, job.job_id)
-        except Unavailable:
-            _compensate(self.store.end_waiting, job, JobState.FAILED, protocol.failed(job.job_id, ENQUEUE_FAILED))
-            raise
+        """Append the job's first estimation, then send its message. The estimation goes first so that
+        the session's stream knows of the job as early as possible (a client's stream closes when none
+        of its jobs is pending); if the send fails, ending the job tells that stream so."""
         try:
             counters = self.store.counters()
             seq = counters.tail.get(job.group, 1)  # an upper bound of the job's place: never optimistic
@@ -185,6 +180,11 @@ class FrontService:
             _compensate(self.store.append, event)
         except Unavailable:
             logger.warning("job %s enqueued without its first estimation", job.job_id)
+        try:
+            self.broker.send(job.api_name, job.job_id)
+        except Unavailable:
+            _compensate(self.store.end_waiting, job, JobState.FAILED, protocol.failed(job.job_id, ENQUEUE_FAILED))
+            raise
 
     def _function(self, body: JoinBody) -> Function:
         if body.fn_index is not None:

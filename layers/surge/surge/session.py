@@ -37,7 +37,10 @@ class PollPolicy:
     backoff: float = 1.5
     estimation_refresh_s: float = 0.5
     rescan_s: float = 5.0
-    linger_s: float = 0.3
+    linger_s: float = 1.0
+    """How long a stream stays open once nothing of its session is pending: a client's next join may
+    be in flight (gradio_client closes its reader on `close_stream`; a job joined just before it would
+    then hang). Each second costs about $3.33 per million requests in stream Lambda time."""
     empty_session_s: float = 10.0
     outage_retry_s: float = 1.0
     wait_fraction: float = 0.25
