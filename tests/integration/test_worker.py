@@ -53,6 +53,23 @@ def outcome(
     raise AssertionError(f"{event_id} never completed")
 
 
+def outcomes(
+    settings: Settings, event_ids: list[str], session: str = "session000000001", timeout_s: float = 30
+) -> list[dict[str, Any]]:
+    """The `process_completed` of several jobs of one session, reading the session's log once per poll."""
+    store = Store(settings)
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(found) < len(set(event_ids)) and time.monotonic() < deadline:
+        for event in store.read_events(session, "0"):
+            if event.body["msg"] == "process_completed":
+                found[event.body["event_id"]] = event.body
+        time.sleep(0.1)
+    missing = [e for e in event_ids if e not in found]
+    assert not missing, f"{len(missing)} jobs never completed"
+    return [found[e] for e in event_ids]
+
+
 def test_an_exception_fails_only_its_job_without_leaking_internals(aws: None) -> None:
     settings = settings_for("tests.apps.faulty_app:app")
     with serving(settings, "crash"):

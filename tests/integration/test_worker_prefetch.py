@@ -9,7 +9,7 @@ import pytest
 from surge.broker import Broker
 from surge.store import Store
 from tests.integration.conftest import settings_for
-from tests.integration.test_worker import outcome, serving, submit
+from tests.integration.test_worker import outcomes, serving, submit
 
 
 def test_the_next_batch_is_received_before_the_current_one_is_recorded(
@@ -32,7 +32,7 @@ def test_the_next_batch_is_received_before_the_current_one_is_recorded(
     monkeypatch.setattr(Store, "finish", finishing)
     ids = [submit(settings, "sim_gpu", f"t{i}") for i in range(48)]
     with serving(settings, "sim_gpu"):
-        results = [outcome(settings, event_id) for event_id in ids]
+        results = outcomes(settings, ids)
     assert all(r["success"] for r in results)
     before_first_result = sum(log[: log.index(-1)])
     assert before_first_result > 16, f"only one batch (16) was in hand while the first ran: {log}"
