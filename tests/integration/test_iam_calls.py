@@ -252,9 +252,7 @@ def _grants(holder: dict[str, Any], api_name: str = "") -> list[Grant]:
         keys = None
         for operator in condition.values():
             values = operator["dynamodb:LeadingKeys"]
-            keys = tuple(
-                v["Fn::Sub"].replace("${ApiName}", api_name) if isinstance(v, dict) else v for v in values
-            )
+            keys = tuple(v["Fn::Sub"].replace("${ApiName}", api_name) if isinstance(v, dict) else v for v in values)
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         found.append(Grant(frozenset(actions), _resource(statement["Resource"]), keys))
     return found

@@ -311,20 +311,23 @@ class Store:
 
     def _finish_action(self, completion: Completion) -> dict[str, Any]:
         job = completion.job
+        return self._end_action(
+            job.job_id,
+            completion.state,
+            "#state = :running AND worker_id = :me AND attempt = :attempt",
+            {":running": _s(JobState.RUNNING.value), ":me": _s(job.worker_id or ""), ":attempt": _n(job.attempt)},
+        )
+
+    def _end_action(self, job_id: str, final: JobState, condition: str, values: dict[str, Any]) -> dict[str, Any]:
+        """The transaction item that moves a job to its final state, if `condition` still holds."""
         return {
             "Update": {
                 "TableName": self.settings.jobs_table_name,
-                "Key": {"job_id": _s(job.job_id)},
+                "Key": {"job_id": _s(job_id)},
                 "UpdateExpression": "SET #state = :final, finished_at = :now",
-                "ConditionExpression": "#state = :running AND worker_id = :me AND attempt = :attempt",
+                "ConditionExpression": condition,
                 "ExpressionAttributeNames": {"#state": "state"},
-                "ExpressionAttributeValues": {
-                    ":final": _s(completion.state.value),
-                    ":now": _n(time.time()),
-                    ":running": _s(JobState.RUNNING.value),
-                    ":me": _s(job.worker_id or ""),
-                    ":attempt": _n(job.attempt),
-                },
+                "ExpressionAttributeValues": {":final": _s(final.value), ":now": _n(time.time()), **values},
             }
         }
 
@@ -335,21 +338,12 @@ class Store:
         Returns False if the job was no longer waiting.
         """
         actions = [
-            {
-                "Update": {
-                    "TableName": self.settings.jobs_table_name,
-                    "Key": {"job_id": _s(job.job_id)},
-                    "UpdateExpression": "SET #state = :final, finished_at = :now",
-                    "ConditionExpression": "#state = :waiting AND session_hash = :session",
-                    "ExpressionAttributeNames": {"#state": "state"},
-                    "ExpressionAttributeValues": {
-                        ":final": _s(state.value),
-                        ":now": _n(time.time()),
-                        ":waiting": _s(JobState.WAITING.value),
-                        ":session": _s(job.session_hash),
-                    },
-                }
-            },
+            self._end_action(
+                job.job_id,
+                state,
+                "#state = :waiting AND session_hash = :session",
+                {":waiting": _s(JobState.WAITING.value), ":session": _s(job.session_hash)},
+            ),
             self._leave_action({job.group: 1}),
             {"Put": self._event_put(job.session_hash, body)},
         ]
@@ -357,7 +351,7 @@ class Store:
             with aws_errors("Ending the job"):
                 self.client.transact_write_items(TransactItems=actions)
         except ClientError as error:
-            if any(r.get("Code") == "ConditionalCheckFailed" for r in error.response.get("CancellationReasons", [])):
+            if _condition_failed(error):
                 return False
             raise Unavailable("Ending the job failed; please try again.") from error
         return True
@@ -372,28 +366,19 @@ class Store:
         if job.state is not JobState.RUNNING:
             return False
         actions = [
-            {
-                "Update": {
-                    "TableName": self.settings.jobs_table_name,
-                    "Key": {"job_id": _s(job.job_id)},
-                    "UpdateExpression": "SET #state = :failed, finished_at = :now",
-                    "ConditionExpression": "#state = :running AND attempt = :attempt",
-                    "ExpressionAttributeNames": {"#state": "state"},
-                    "ExpressionAttributeValues": {
-                        ":failed": _s(JobState.FAILED.value),
-                        ":now": _n(time.time()),
-                        ":running": _s(JobState.RUNNING.value),
-                        ":attempt": _n(job.attempt),
-                    },
-                }
-            },
+            self._end_action(
+                job.job_id,
+                JobState.FAILED,
+                "#state = :running AND attempt = :attempt",
+                {":running": _s(JobState.RUNNING.value), ":attempt": _n(job.attempt)},
+            ),
             {"Put": self._event_put(job.session_hash, body)},
         ]
         try:
             with aws_errors("Failing the job"):
                 self.client.transact_write_items(TransactItems=actions)
         except ClientError as error:
-            if any(r.get("Code") == "ConditionalCheckFailed" for r in error.response.get("CancellationReasons", [])):
+            if _condition_failed(error):
                 return False
             raise Unavailable("Failing the job failed; will retry.") from error
         return True
@@ -750,6 +735,11 @@ class Store:
             if "LastEvaluatedKey" not in response:
                 return samples
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def _condition_failed(error: ClientError) -> bool:
+    """Whether a cancelled transaction failed on a condition (the state moved on), not on AWS."""
+    return any(r.get("Code") == "ConditionalCheckFailed" for r in error.response.get("CancellationReasons", []))
 
 
 def _counters(item: dict[str, Any]) -> Counters:
