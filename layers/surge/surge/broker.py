@@ -9,9 +9,9 @@ from typing import Any
 
 import boto3
 
-from surge.models import JobMessage
+from surge.models import Job, JobMessage
 from surge.settings import Settings
-from surge.store import BOTO_CONFIG, aws_errors
+from surge.store.aws import BOTO_CONFIG, aws_errors
 
 RECEIVE_LIMIT = 10
 """SQS returns at most 10 messages per receive."""
@@ -27,9 +27,10 @@ class Delivery:
     receive_count: int
 
     @property
-    def job_id(self) -> str | None:
+    def message(self) -> JobMessage | None:
+        """The job this message carries, or None if the body is not one of ours."""
         try:
-            return JobMessage.model_validate_json(self.body).job_id
+            return JobMessage.model_validate_json(self.body)
         except ValueError:
             return None
 
@@ -42,11 +43,12 @@ class Broker:
     def client(self) -> Any:
         return boto3.client("sqs", config=BOTO_CONFIG)
 
-    def send(self, api_name: str, job_id: str) -> None:
+    def send(self, job: Job) -> None:
+        """Enqueue a job with its inputs (SQS takes up to 1 MiB; inputs are capped below that)."""
         with aws_errors("Enqueueing"):
             self.client.send_message(
-                QueueUrl=self.settings.queue_url(api_name),
-                MessageBody=JobMessage(job_id=job_id).model_dump_json(),
+                QueueUrl=self.settings.queue_url(job.api_name),
+                MessageBody=JobMessage.of(job).model_dump_json(),
             )
 
     def receive(self, api_name: str, max_messages: int, wait_s: int) -> list[Delivery]:
@@ -98,10 +100,3 @@ class Broker:
                     QueueUrl=self.settings.dead_letter_queue_url(api_name), MessageBody=delivery.body or "(empty)"
                 )
         self.delete(api_name, deliveries)
-
-    def depth(self, api_name: str) -> int:
-        with aws_errors("Reading queue depth"):
-            attributes = self.client.get_queue_attributes(
-                QueueUrl=self.settings.queue_url(api_name), AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"])

@@ -48,12 +48,13 @@ def fail_dead_lettered(records: Sequence[SqsRecord], store: Store, observer: Obs
     retry: list[str] = []
     for record in records:
         try:
-            job_id = JobMessage.model_validate_json(record.body).job_id
+            message = JobMessage.model_validate_json(record.body)
         except ValueError:
             logger.error("dropping a dead-lettered message that names no job: %r", record.body[:200])
             continue
+        job_id = message.job_id
         try:
-            job = store.get_job(job_id)
+            job = store.get_job(message.session_hash, job_id)
             if job is None:
                 logger.warning("dead-lettered job %s no longer exists", job_id)
                 continue

@@ -7,6 +7,7 @@ rest to the API app; locally `local_app` serves both on one port with the same r
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -23,7 +24,7 @@ from surge.guard import BodyLimit, RateLimiter
 from surge.models import SESSION_HASH_PATTERN, CancelBody, EventId, JoinBody, ResetBody, Success
 from surge.pages import pages_router
 from surge.service import FrontService
-from surge.session import PollPolicy, SessionStream
+from surge.session import PollPolicy, SessionHub, SessionStream
 from surge.settings import Settings
 from surge.store import Store
 
@@ -62,8 +63,10 @@ def _base_app(service: FrontService) -> FastAPI:
     return app
 
 
-def api_router(service: FrontService) -> APIRouter:
+def api_router(service: FrontService, touched: Callable[[str], None] | None = None) -> APIRouter:
+    """`touched(session_hash)`: told after a join or cancel, so a stream in this process reads at once."""
     router = APIRouter()
+    tell = touched or (lambda session_hash: None)
     limiter = RateLimiter(service.settings.join_rate_per_s, service.settings.join_burst)
 
     def rate_limited(request: Request) -> None:
@@ -82,11 +85,15 @@ def api_router(service: FrontService) -> APIRouter:
 
     @router.post(f"{PREFIX}/queue/join", dependencies=[Depends(rate_limited)])
     def join(body: JoinBody) -> EventId:
-        return EventId(event_id=service.join(body))
+        job = service.join(body)
+        tell(job.session_hash)
+        return EventId(event_id=job.job_id)
 
     @router.post(f"{PREFIX}/cancel")
     def cancel(body: CancelBody) -> Success:
-        return Success(success=service.cancel(body))
+        success = service.cancel(body)
+        tell(body.session_hash)
+        return Success(success=success)
 
     @router.post(f"{PREFIX}/reset")
     def reset(body: ResetBody) -> Success:
@@ -95,13 +102,17 @@ def api_router(service: FrontService) -> APIRouter:
     return router
 
 
-def stream_router(service: FrontService, poll: PollPolicy) -> APIRouter:
+def session_hub(service: FrontService) -> SessionHub:
+    return SessionHub(service.app, service.settings, service.store, service.estimator)
+
+
+def stream_router(hub: SessionHub, poll: PollPolicy) -> APIRouter:
     router = APIRouter()
-    heartbeat_s = service.settings.heartbeat_interval_s
+    heartbeat_s = hub.settings.heartbeat_interval_s
 
     @router.get(f"{PREFIX}/queue/data")
-    def queue_data(session_hash: str = Query(pattern=SESSION_HASH_PATTERN)) -> EventSourceResponse:
-        return sse.event_stream(SessionStream(service, session_hash, poll).messages(), heartbeat_s)
+    async def queue_data(session_hash: str = Query(pattern=SESSION_HASH_PATTERN)) -> EventSourceResponse:
+        return sse.event_stream(SessionStream(hub, session_hash, poll).messages(), heartbeat_s)
 
     @router.get(PREFIX + "/heartbeat/{session_hash}")
     def heartbeat(session_hash: str) -> EventSourceResponse:
@@ -125,14 +136,15 @@ def create_api_app(service: FrontService) -> FastAPI:
 
 def create_stream_app(service: FrontService, poll: PollPolicy | None = None) -> FastAPI:
     app = _base_app(service)
-    app.include_router(stream_router(service, poll or PollPolicy()))
+    app.include_router(stream_router(session_hub(service), poll or PollPolicy()))
     return app
 
 
 def create_local_app(service: FrontService, poll: PollPolicy | None = None) -> FastAPI:
     """Both apps on one port, routed as API Gateway routes them (for `make run` and tests)."""
     app = _base_app(service)
-    app.include_router(api_router(service))
-    app.include_router(stream_router(service, poll or PollPolicy()))
+    hub = session_hub(service)
+    app.include_router(api_router(service, hub.poke))
+    app.include_router(stream_router(hub, poll or PollPolicy()))
     app.include_router(pages_router(service))
     return app

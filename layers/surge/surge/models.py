@@ -59,51 +59,99 @@ TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCE
 
 
 class Job(BaseModel):
-    """One admitted request (the jobs table item). `seq` is its place in its concurrency group."""
+    """One admitted request: an item of its session's log (the events table, key session + job id).
+
+    `shard` is the admission counter it was counted in. What the worker writes back (`started_at`,
+    `progress`, `chunks`, `result`) is what the session's stream turns into Gradio messages.
+    """
 
     job_id: str
     session_hash: str
     api_name: str
     group: str
-    seq: int
+    shard: int = 0
     state: JobState
-    data: list[Any]
+    data: list[Any] = Field(default_factory=list)
     created_at: float
     attempt: int = 0
     worker_id: str | None = None
+    started_at: float | None = None
+    progress: dict[str, Any] | None = None
+    chunks: list[dict[str, Any]] = Field(default_factory=list)
+    result: dict[str, Any] | None = None
 
 
 class JobMessage(BaseModel):
-    """The SQS message body: only the job id (payloads live in the jobs table)."""
+    """The SQS message body: the job's key, place and inputs, so a worker claims it without a read."""
 
     model_config = ConfigDict(extra="forbid")
 
     job_id: str = Field(min_length=1, max_length=64)
+    session_hash: str = Field(pattern=SESSION_HASH_PATTERN)
+    api_name: str = Field(min_length=1, max_length=64)
+    group: str = Field(min_length=1, max_length=128)
+    shard: int = Field(ge=0)
+    data: list[Any]
+    created_at: float
+
+    @classmethod
+    def of(cls, job: Job) -> JobMessage:
+        return cls(
+            job_id=job.job_id,
+            session_hash=job.session_hash,
+            api_name=job.api_name,
+            group=job.group,
+            shard=job.shard,
+            data=job.data,
+            created_at=job.created_at,
+        )
+
+    def job(self) -> Job:
+        """The job as it was admitted (waiting, first attempt)."""
+        return Job(state=JobState.WAITING, **self.model_dump())
 
 
-class StoredEvent(BaseModel):
-    """One entry of a session's event log (the events table). `body` is the Gradio message."""
-
-    sk: str
-    body: dict[str, Any]
-    group: str | None = None
-    seq: int | None = None
-    api_name: str | None = None
-
-
-class Counters(BaseModel):
-    """The app's admission item: jobs waiting app-wide, and per group how many joined and left."""
+class Shard(BaseModel):
+    """One admission counter item: jobs waiting in it, and per group how many joined and left it."""
 
     waiting: int = 0
     tail: dict[str, int] = Field(default_factory=dict)
     head: dict[str, int] = Field(default_factory=dict)
 
-    def queue_size(self, group: str) -> int:
-        return max(0, self.tail.get(group, 0) - self.head.get(group, 0))
 
-    def rank(self, group: str, seq: int) -> int:
-        """Jobs of the group still ahead of `seq` (from counters, no scan): 0 means next."""
-        return max(0, seq - self.head.get(group, 0) - 1)
+class Counters(BaseModel):
+    """The app's admission counters, sharded so that no single item takes every join and claim.
+
+    A job is counted in one shard. Its rank is bounded from the tails of every shard read just after
+    it was seen admitted (`tails`): every job ahead of it joined before, so it is below one of those
+    tails. Heads only grow, so the rank only falls, and it is never optimistic.
+    """
+
+    shards: list[Shard] = Field(default_factory=list)
+
+    @property
+    def waiting(self) -> int:
+        return sum(shard.waiting for shard in self.shards)
+
+    @property
+    def tail(self) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for shard in self.shards:
+            for group, value in shard.tail.items():
+                merged[group] = merged.get(group, 0) + value
+        return merged
+
+    def queue_size(self, group: str) -> int:
+        return sum(max(0, shard.tail.get(group, 0) - shard.head.get(group, 0)) for shard in self.shards)
+
+    def tails(self, group: str) -> list[int]:
+        return [shard.tail.get(group, 0) for shard in self.shards]
+
+    def rank(self, group: str, tails: list[int]) -> int:
+        """Jobs of the group still ahead of a job admitted before `tails` were read: 0 means next."""
+        heads = [shard.head.get(group, 0) for shard in self.shards]
+        ahead = sum(max(0, tail - head) for tail, head in zip(tails, heads, strict=False))
+        return max(0, ahead - 1)
 
 
 class FunctionStats(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from surge.application import COMPONENT_TYPES, App, Function
-from surge.models import Counters, FunctionStats
 
 GRADIO_VERSION = "6.31.0"
 """Reported in /config; gradio_client needs a 6.x version to stay offline and use /cancel."""
@@ -85,30 +84,6 @@ def info(app: App) -> dict[str, Any]:
     return {"named_endpoints": named, "unnamed_endpoints": {}}
 
 
-def slots_for(live_workers: dict[str, int], limit: int | None) -> int:
-    """Batches of a function that can run at once: live worker slots capped by the group limit.
-
-    With no live worker (scaled to zero, or starting), ETA assumes the limit (or 1).
-    """
-    live = sum(live_workers.values())
-    if not live:
-        return limit or 1
-    return min(live, limit) if limit else live
-
-
-def estimate_eta(function: Function, rank: int, stats: FunctionStats, slots: int) -> float | None:
-    """Seconds until a job at `rank` is expected to finish, including its own run (Gradio's meaning).
-
-    Jobs ahead run `receive_batch_size` at a time on `slots` parallel batches. None before the first
-    run when no `eta_hint_s` was given (as in Gradio).
-    """
-    batch_s = stats.avg_batch_s if stats.avg_batch_s is not None else function.eta_hint_s
-    if batch_s is None:
-        return None
-    batches_ahead = rank // function.receive_batch_size
-    return batch_s * (1 + batches_ahead // max(1, slots))
-
-
 def estimation(event_id: str, rank: int, queue_size: int, rank_eta: float | None) -> dict[str, Any]:
     return {
         "msg": "estimation",
@@ -117,13 +92,6 @@ def estimation(event_id: str, rank: int, queue_size: int, rank_eta: float | None
         "queue_size": queue_size,
         "rank_eta": None if rank_eta is None else round(rank_eta, 3),
     }
-
-
-def estimation_for(
-    function: Function, event_id: str, group: str, seq: int, counters: Counters, stats: FunctionStats, slots: int
-) -> dict[str, Any]:
-    rank = counters.rank(group, seq)
-    return estimation(event_id, rank, counters.queue_size(group), estimate_eta(function, rank, stats, slots))
 
 
 def process_starts(event_id: str, eta: float | None) -> dict[str, Any]:

@@ -1,7 +1,11 @@
-"""A session's event stream: read the log once per event, refresh rank/ETA, survive outages, notice drops.
+"""Session streams: one hub per stream process reads the counters once per tick for every session it
+holds; each session's log is read only when something can have happened to it.
 
-The stream app hands `SessionStream.messages()` to the SSE layer; everything here is protocol-agnostic
-except the message bodies, which come from the log as the writers stored them.
+A session's log is read when its stream opens, while one of its jobs runs or stands at the front of
+its line (rank 0), when this process admitted a job for it (`SessionHub.poke`), and otherwise only
+every `rescan_s` (a safety net). A session whose jobs all wait behind others costs no reads: its
+rank and ETA come from the shared counters. `close_stream` follows the last pending completion at
+once, as Gradio sends it.
 """
 
 from __future__ import annotations
@@ -9,226 +13,376 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from surge import protocol
+from surge.application import App
 from surge.errors import Unavailable
-from surge.models import StoredEvent
-
-if TYPE_CHECKING:
-    from surge.service import FrontService
+from surge.eta import Estimator
+from surge.models import TERMINAL_STATES, Counters, Job, JobState
+from surge.settings import Settings
+from surge.store import Store
 
 logger = logging.getLogger("surge.session")
 
-RUNNING_MESSAGES = frozenset({"process_starts", "progress", "process_generating"})
-"""News of a running job: its next output is near, so the stream reads fast again."""
+FRESH_GAP_S = 0.05
+"""The least time between two counters reads of a process, however many streams ask for a fresh one."""
 
 
 @dataclass(frozen=True)
 class PollPolicy:
-    """How often a session stream reads the event log: fast after activity, backing off when idle."""
+    """How often a stream reads its session's log while something can happen there."""
 
     min_s: float = 0.02
     max_s: float = 0.5
+    streaming_max_s: float = 0.1
+    """While a generator or a progress-reporting function runs: its output is shown as it comes."""
     backoff: float = 1.5
-    estimation_refresh_s: float = 0.5
-    rescan_s: float = 5.0
-    linger_s: float = 1.0
-    """How long a stream stays open once nothing of its session is pending: a client's next join may
-    be in flight (gradio_client closes its reader on `close_stream`; a job joined just before it would
-    then hang). Each second costs about $3.33 per million requests in stream Lambda time."""
     empty_session_s: float = 10.0
+    """How long a stream with no job of its session stays open, reading, before it closes."""
     outage_retry_s: float = 1.0
-    wait_fraction: float = 0.25
-    wait_max_s: float = 5.0
 
-    def next_s(self, interval: float, *, running: bool, eta_left_s: float | None, linger_left_s: float | None) -> float:
-        """Seconds until the next read of the log, so that reads per job do not grow with the wait.
-
-        `running`: a read just brought news of a running job (its output comes soon: read fast).
-        `eta_left_s`: every pending job is waiting and the soonest is expected to start in this many
-        seconds (read at a fraction of it, at most `wait_max_s` apart: a deep queue costs a few
-        reads, not one per `max_s`). `linger_left_s`: nothing is pending and the stream closes in
-        this many seconds unless a new job arrives (one read at the end).
-        """
-        if running:
-            return self.min_s
-        backoff = min(interval * self.backoff, self.max_s)
-        if linger_left_s is not None:
-            return max(self.min_s, linger_left_s)
-        if eta_left_s is not None:
-            return max(backoff, min(self.wait_max_s, eta_left_s * self.wait_fraction))
-        return backoff
+    def next_s(self, interval: float, ceiling: float) -> float:
+        return min(max(self.min_s, interval * self.backoff), ceiling)
 
 
 @dataclass
-class Waiting:
-    """A job of the session that has not started: enough to recompute its rank from the counters."""
+class Tracked:
+    """What the stream has told the client of one job."""
 
-    group: str
-    seq: int
-    api_name: str
-    last: tuple[int, int] = (-1, -1)
-    starts_by: float | None = None
-    """When (monotonic) the latest estimation expects it to start; None while unknown."""
-    first_rank: tuple[float, int] | None = None
-    latest_rank: tuple[float, int] | None = None
-    """(monotonic time, rank) of the first and the latest estimation seen: how fast the line moves."""
-
-    def starts_in_s(self, now: float) -> float | None:
-        """Seconds until it should start: from how fast its rank has been falling when that is known
-        (it counts every overhead), else from the server's ETA."""
-        if self.first_rank and self.latest_rank and self.latest_rank[1] < self.first_rank[1]:
-            (t0, r0), (t1, r1) = self.first_rank, self.latest_rank
-            return max(0.0, r1 * (t1 - t0) / (r0 - r1) - (now - t1))
-        return None if self.starts_by is None else max(0.0, self.starts_by - now)
+    job: Job
+    tails: list[int] | None = None
+    """The shards' tails read after the job was seen waiting: the bound of its rank."""
+    seen_at: float = 0.0
+    started: bool = False
+    progress: dict[str, Any] | None = None
+    chunks: int = 0
+    completed: bool = False
+    last_estimation: tuple[int, int] | None = None
 
 
 @dataclass
-class SessionReader:
-    """Turns repeated reads of a session's log into each event exactly once, tracking pending jobs.
-
-    Writers stamp events with their own clocks before the write lands, so a read looks back
-    `lookback_ns` behind the newest event it has seen, and while jobs are pending a periodic rescan
-    from `start` catches writes that landed later than that (an SDK retry after a lost answer).
-    Delivered sort keys are remembered for the stream's life, so nothing is sent twice.
-    """
+class SessionView:
+    """Pure: turns successive reads of a session's log into each Gradio message exactly once."""
 
     session_hash: str
-    cursor: str = "0"
-    start: str = "0"
-    lookback_ns: int = 2_000_000_000
-    pending: set[str] = field(default_factory=set)
-    waiting: dict[str, Waiting] = field(default_factory=dict)
-    delivered: bool = False
-    _seen: set[str] = field(default_factory=set)
+    jobs: dict[str, Tracked] = field(default_factory=dict)
+
+    def take(self, jobs: list[Job], read_at: float, batch_s: Callable[[str], float | None]) -> list[dict[str, Any]]:
+        """Messages for what changed since the last read; `read_at`: when this read ended (monotonic)."""
+        messages: list[dict[str, Any]] = []
+        for job in jobs:
+            tracked = self.jobs.get(job.job_id)
+            if tracked is None:
+                tracked = self.jobs[job.job_id] = Tracked(job, seen_at=read_at)
+            elif tracked.completed:
+                continue
+            tracked.job = job
+            messages.extend(_news(tracked, batch_s(job.api_name)))
+        return messages
 
     @property
-    def query_after(self) -> str:
-        stamp = int(self.cursor.split("#", 1)[0])
-        return f"{max(0, stamp - self.lookback_ns):020d}" if self._seen else self.cursor
+    def pending(self) -> list[Tracked]:
+        return [t for t in self.jobs.values() if not t.completed]
 
-    def note_estimation(self, body: dict[str, Any]) -> None:
-        """Remember when an estimation expects its waiting job to start."""
-        waiting = self.waiting.get(str(body.get("event_id")))
-        if waiting is None:
+    @property
+    def delivered(self) -> list[str]:
+        return [job_id for job_id, t in self.jobs.items() if t.completed]
+
+    def waiting(self) -> list[Tracked]:
+        return [t for t in self.pending if t.job.state is JobState.WAITING]
+
+    def estimations(
+        self, counters: Counters, read_started: float, eta: Callable[[Job, int], float | None]
+    ) -> list[dict[str, Any]]:
+        """New rank/ETA for waiting jobs, from one counters read that began at `read_started`."""
+        messages = []
+        for tracked in self.waiting():
+            if tracked.tails is None:
+                if read_started < tracked.seen_at:
+                    continue  # this read may predate the job's admission: its tails would be optimistic
+                tracked.tails = counters.tails(tracked.job.group)
+            rank = counters.rank(tracked.job.group, tracked.tails)
+            if tracked.last_estimation is not None:
+                rank = min(rank, tracked.last_estimation[0])
+            size = counters.queue_size(tracked.job.group)
+            if (rank, size) != tracked.last_estimation:
+                tracked.last_estimation = (rank, size)
+                messages.append(protocol.estimation(tracked.job.job_id, rank, size, eta(tracked.job, rank)))
+        return messages
+
+    def at_front(self, counters: Counters | None, short_line: Callable[[Job], int]) -> bool:
+        """Whether a waiting job may start any moment: rank 0, or, until its first rank is known (the
+        next counters tick), a line no longer than `short_line(job)` when last read."""
+        for tracked in self.waiting():
+            if tracked.last_estimation is not None:
+                if tracked.last_estimation[0] == 0:
+                    return True
+            elif counters is None or counters.queue_size(tracked.job.group) <= short_line(tracked.job):
+                return True
+        return False
+
+    def running(self) -> list[Job]:
+        return [t.job for t in self.pending if t.job.state is JobState.RUNNING]
+
+
+def _news(tracked: Tracked, batch_s: float | None) -> list[dict[str, Any]]:
+    job = tracked.job
+    out: list[dict[str, Any]] = []
+    if job.state is JobState.WAITING:
+        return out
+    if not tracked.started and job.state is not JobState.CANCELLED:
+        tracked.started = True
+        out.append(protocol.process_starts(job.job_id, batch_s))
+    if job.progress is not None and job.progress != tracked.progress and job.state is JobState.RUNNING:
+        tracked.progress = job.progress
+        out.append(job.progress)
+    out.extend(job.chunks[tracked.chunks :])
+    tracked.chunks = len(job.chunks)
+    if job.state in TERMINAL_STATES:
+        tracked.completed = True
+        out.append(job.result or protocol.failed(job.job_id, None))
+    return out
+
+
+class SessionHub:
+    """One per stream process: the shared counters reader, and the registry of open streams."""
+
+    def __init__(self, app: App, settings: Settings, store: Store, estimator: Estimator) -> None:
+        self.app = app
+        self.settings = settings
+        self.store = store
+        self.estimator = estimator
+        self.counters: tuple[float, Counters] | None = None
+        """(monotonic time the read began, the counters) of the latest tick."""
+        self._tick: asyncio.Event | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.open: dict[str, list[SessionStream]] = {}
+        self.reads = 0
+        """Counters reads so far (one per tick, whatever the number of sessions)."""
+        self._soon: asyncio.Event | None = None
+
+    def attach(self, stream: SessionStream) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.open.setdefault(stream.session_hash, []).append(stream)
+
+    def detach(self, stream: SessionStream) -> None:
+        streams = self.open.get(stream.session_hash, [])
+        if stream in streams:
+            streams.remove(stream)
+        if not streams:
+            self.open.pop(stream.session_hash, None)
+
+    def poke(self, session_hash: str) -> None:
+        """Something happened to this session here (a join, a cancel): its streams read its log now.
+        Safe to call from any thread."""
+        loop = self._loop
+        if loop is None or session_hash not in self.open:
             return
-        now = time.monotonic()
-        eta, rank = body.get("rank_eta"), body.get("rank")
-        if isinstance(eta, int | float):
-            waiting.starts_by = now + eta
-        if isinstance(rank, int):
-            waiting.latest_rank = (now, rank)
-            waiting.first_rank = waiting.first_rank or waiting.latest_rank
+        for stream in list(self.open.get(session_hash, [])):
+            loop.call_soon_threadsafe(stream.wake.set)
 
-    def eta_left_s(self, now: float) -> float | None:
-        """Seconds until the soonest waiting job should start, if every pending job waits with an ETA."""
-        if not self.pending or len(self.waiting) < len(self.pending):
+    async def next_tick(self, soon: bool = False) -> asyncio.Event:
+        """The event set at the next counters read; starts the reader when it is not running.
+
+        `soon`: a stream has just seen a new job and needs its first rank: the next read comes after
+        `FRESH_GAP_S` rather than a whole tick (all streams asking meanwhile share it)."""
+        if self._tick is None:
+            self._tick = asyncio.Event()
+        if self._soon is None:
+            self._soon = asyncio.Event()
+        if soon:
+            self._soon.set()
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_counters())
+        return self._tick
+
+    def _wanted(self) -> bool:
+        return any(stream.view.waiting() for streams in self.open.values() for stream in streams)
+
+    async def _read_counters(self) -> None:
+        """Read the counters every `counters_tick_s` while any stream here has a waiting job."""
+        while self._wanted():
+            started = time.monotonic()
+            try:
+                counters = await anyio.to_thread.run_sync(self.store.counters)
+                self.reads += 1
+                self.counters = (started, counters)
+            except Unavailable as error:
+                logger.warning("counters read failed (%s); retrying", error.detail)
+            tick, self._tick = self._tick, asyncio.Event()
+            if tick is not None:
+                tick.set()
+            await anyio.sleep(FRESH_GAP_S)
+            soon = self._soon or asyncio.Event()
+            soon.clear()
+            with anyio.move_on_after(max(0.0, self.settings.counters_tick_s - FRESH_GAP_S)):
+                await soon.wait()
+
+    def eta(self, job: Job, rank: int) -> float | None:
+        try:
+            return self.estimator.eta(self.app.get(job.api_name), rank)
+        except (KeyError, Unavailable):
             return None
-        lefts = [w.starts_in_s(now) for w in self.waiting.values()]
-        if any(left is None for left in lefts):
+
+    def batch_s(self, api_name: str) -> float | None:
+        try:
+            return self.estimator.batch_s(self.app.get(api_name))
+        except (KeyError, Unavailable):
             return None
-        return min(left for left in lefts if left is not None)
 
-    def take(self, events: list[StoredEvent]) -> list[StoredEvent]:
-        new = [e for e in events if e.sk not in self._seen]
-        for event in new:
-            self._seen.add(event.sk)
-            self._track(event)
-        if new:
-            self.cursor = max(self.cursor, max(e.sk for e in new))
-        return sorted(new, key=lambda e: e.sk)
+    def short_line(self, job: Job) -> int:
+        """A line this short starts within the first batch: its job is read for before its rank is known."""
+        try:
+            return self.app.get(job.api_name).receive_batch_size
+        except KeyError:
+            return 1
 
-    def _track(self, event: StoredEvent) -> None:
-        body = event.body
-        event_id = body.get("event_id")
-        if not isinstance(event_id, str):
+    def streaming(self, api_name: str) -> bool:
+        try:
+            function = self.app.get(api_name)
+        except KeyError:
+            return False
+        return function.is_generator or function.progress_arg is not None
+
+    async def release_if_gone(self, session_hash: str, waiting: list[Job]) -> None:
+        """The client went away mid-session: after the grace period, cancel its waiting jobs (as Gradio
+        does) unless a newer stream of the session has opened here meanwhile.
+
+        On Lambda a dropped client is not seen (a streamed response runs on) and work after the
+        response is frozen, so there the jobs stay queued and workers run them.
+        """
+        await anyio.sleep(self.settings.session_grace_s)
+        if session_hash in self.open:
             return
-        message = body.get("msg")
-        if message == "estimation":
-            self.pending.add(event_id)
-            if event.group is not None and event.seq is not None and event.api_name is not None:
-                self.waiting.setdefault(event_id, Waiting(event.group, event.seq, event.api_name))
-            self.note_estimation(body)
-        elif message == "process_starts":
-            self.pending.add(event_id)
-            self.waiting.pop(event_id, None)
-        elif message == "process_completed":
-            self.pending.discard(event_id)
-            self.waiting.pop(event_id, None)
-            self.delivered = True
+        released = 0
+        for job in waiting:
+            try:
+                done = await anyio.to_thread.run_sync(
+                    self.store.end_waiting, job, JobState.CANCELLED, protocol.cancelled(job.job_id)
+                )
+                released += int(done)
+            except Unavailable:
+                logger.warning("could not release a dropped session's job %s", job.job_id)
+        logger.info("released %d waiting jobs of a dropped session", released)
 
 
 class SessionStream:
     """One open `/queue/data` connection of a session."""
 
-    def __init__(self, service: FrontService, session_hash: str, poll: PollPolicy) -> None:
-        self.service = service
-        self.store = service.store
+    def __init__(self, hub: SessionHub, session_hash: str, poll: PollPolicy) -> None:
+        self.hub = hub
+        self.store = hub.store
         self.session_hash = session_hash
         self.poll = poll
-        self.reader = SessionReader(session_hash)
+        self.view = SessionView(session_hash)
+        self.wake = asyncio.Event()
         self.closed = False
-        self.opened_at = time.time()
+        self.reads = 0
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
         """Every message of the session's jobs in order, with rank refreshes, then `close_stream`.
 
         Heartbeats are the SSE layer's job. If the client drops before `close_stream`, its waiting
-        jobs are released after the grace period unless it reconnects (see `_dropped`).
+        jobs are released after the grace period unless it reconnects.
         """
+        self.hub.attach(self)
         try:
             async for message in self._messages():
                 yield message
         finally:
-            if not self.closed:
-                asyncio.get_running_loop().create_task(self._dropped())
+            self.hub.detach(self)
+            waiting = [t.job for t in self.view.waiting()]
+            if not self.closed and waiting:
+                asyncio.get_running_loop().create_task(self.hub.release_if_gone(self.session_hash, waiting))
 
     async def _messages(self) -> AsyncIterator[dict[str, Any]]:
-        await self._call(self.store.session_connected, self.session_hash, self.opened_at)
-        self.reader.cursor = self.reader.start = await self._call(self.store.read_cursor, self.session_hash)
-        started = time.monotonic()
-        next_rescan = started + self.poll.rescan_s
-        idle_since: float | None = None
+        opened = time.monotonic()
         interval = self.poll.min_s
-        next_refresh = started + self.poll.estimation_refresh_s
-        while time.monotonic() - started < self.service.settings.stream_max_s:
-            now = time.monotonic()
-            after = self.reader.query_after
-            if self.reader.pending and now >= next_rescan:
-                after, next_rescan = self.reader.start, now + self.poll.rescan_s
-            new = self.reader.take(await self._call(self.store.read_events, self.session_hash, after))
-            for event in new:
-                yield event.body
-            now = time.monotonic()
-            if self.reader.pending:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = now
-            elif now - idle_since >= (self.poll.linger_s if self.reader.delivered else self.poll.empty_session_s):
-                await self._call(self.store.write_cursor, self.session_hash, self.reader.cursor)
-                self.closed = True
-                yield protocol.close_stream()
-                return
-            refresh = bool(self.reader.waiting) and now >= next_refresh
-            if refresh:
-                for message in await self._call(self.service.refresh, self.reader.waiting):
-                    self.reader.note_estimation(message)
+        next_read = last_read = opened
+        while time.monotonic() - opened < self.hub.settings.stream_max_s:
+            if time.monotonic() >= next_read or self.wake.is_set():
+                self.wake.clear()
+                news = await self._read()
+                for message in news:
                     yield message
-            lingering = idle_since is not None and self.reader.delivered
-            interval = self.poll.next_s(
-                interval,
-                running=any(e.body.get("msg") in RUNNING_MESSAGES for e in new),
-                eta_left_s=self.reader.eta_left_s(now),
-                linger_left_s=(idle_since or now) + self.poll.linger_s - now if lingering else None,
-            )
-            if refresh:
-                next_refresh = now + max(self.poll.estimation_refresh_s, interval)
-            await anyio.sleep(interval)
+                last_read = time.monotonic()
+                if self._finished(last_read - opened):
+                    # Forget delivered jobs before the last frame: on Lambda nothing runs after it.
+                    await self._forget()
+                    self.closed = True
+                    yield protocol.close_stream()
+                    return
+                interval = self.poll.min_s if news else self.poll.next_s(interval, self._ceiling())
+            for message in self._estimations():
+                yield message
+            next_read = self._next_read(interval, last_read)
+            await self._sleep_until(next_read)
+
+    def _finished(self, open_s: float) -> bool:
+        if self.view.pending:
+            return False
+        return bool(self.view.delivered) or open_s >= self.poll.empty_session_s
+
+    def _estimations(self) -> list[dict[str, Any]]:
+        if self.hub.counters is None or not self.view.waiting():
+            return []
+        started, counters = self.hub.counters
+        return self.view.estimations(counters, started, self.hub.eta)
+
+    def _ceiling(self) -> float:
+        streaming = any(self.hub.streaming(job.api_name) for job in self.view.running())
+        return self.poll.streaming_max_s if streaming else self.poll.max_s
+
+    def _next_read(self, interval: float, last_read: float) -> float:
+        """When to read the log next: soon while something can happen to the session, else a rescan."""
+        running = self.view.running()
+        counters = self.hub.counters[1] if self.hub.counters else None
+        if running or self.view.at_front(counters, self.hub.short_line) or not self.view.pending:
+            return last_read + max(interval, self._expected_in_s(running))
+        return last_read + self.hub.settings.rescan_s
+
+    def _expected_in_s(self, running: list[Job]) -> float:
+        """How long until the soonest running job is expected to finish (0 when unknown or late)."""
+        lefts = []
+        for job in running:
+            batch_s = None if self.hub.streaming(job.api_name) else self.hub.batch_s(job.api_name)
+            if batch_s is None or job.started_at is None:
+                return 0.0
+            lefts.append(job.started_at + batch_s - time.time())
+        return max(0.0, min(lefts, default=0.0))
+
+    async def _sleep_until(self, deadline: float) -> None:
+        """Sleep until `deadline`, the next counters tick (when a job waits), or a poke."""
+        timeout = max(0.0, deadline - time.monotonic())
+        waits = [asyncio.ensure_future(self.wake.wait())]
+        waiting = self.view.waiting()
+        if waiting:
+            fresh = any(t.tails is None for t in waiting)
+            waits.append(asyncio.ensure_future((await self.hub.next_tick(soon=fresh)).wait()))
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    async def _read(self) -> list[dict[str, Any]]:
+        jobs = await self._call(self.store.read_session, self.session_hash)
+        self.reads += 1
+        return self.view.take(jobs, time.monotonic(), self.hub.batch_s)
+
+    async def _forget(self) -> None:
+        delivered = self.view.delivered
+        if delivered:
+            try:
+                await anyio.to_thread.run_sync(self.store.forget, self.session_hash, delivered)
+            except Unavailable:
+                logger.warning("could not forget %d delivered jobs; their items expire by TTL", len(delivered))
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         """Run a blocking store call in a thread; while AWS refuses, wait and retry (the stream stays open)."""
@@ -238,17 +392,3 @@ class SessionStream:
             except Unavailable as error:
                 logger.warning("stream read failed (%s); retrying", error.detail)
                 await anyio.sleep(self.poll.outage_retry_s)
-
-    async def _dropped(self) -> None:
-        """The client went away mid-session: after the grace period, release its waiting jobs
-        unless a newer stream of the same session has opened meanwhile."""
-        waiting = list(self.reader.waiting)
-        try:
-            await anyio.to_thread.run_sync(self.store.session_gone, self.session_hash, self.opened_at)
-            await anyio.sleep(self.service.settings.session_grace_s)
-            gone = bool(waiting) and await anyio.to_thread.run_sync(self.store.session_is_gone, self.session_hash)
-            if gone:
-                released = await anyio.to_thread.run_sync(self.service.release_session, self.session_hash, waiting)
-                logger.info("released %d waiting jobs of a dropped session", released)
-        except Unavailable:
-            logger.warning("could not release a dropped session's jobs; workers skip them at claim time")

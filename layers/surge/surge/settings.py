@@ -29,6 +29,13 @@ class Settings(BaseModel):
     cors_allow_origins: str = "*"
     join_rate_per_s: float = 20.0
     join_burst: int = 40
+    admission_shards: int = 4
+    """Admission counter items per app: each join and claim writes one of them, so a shard takes
+    about 1/n of the joins (one DynamoDB item takes about 1,000 write units a second)."""
+    counters_tick_s: float = 0.5
+    """How often a stream process reads the counters, once for every session it holds."""
+    rescan_s: float = 15.0
+    """How often a stream reads the log of a session whose jobs all wait behind others (safety net)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -11,8 +11,8 @@ import time
 
 from pydantic import BaseModel
 
-from surge import protocol
 from surge.application import App, Function
+from surge.eta import estimate_eta, slots_for
 from surge.models import Counters
 from surge.store import Store
 
@@ -134,7 +134,7 @@ class StatusBoard:
         limit = self.app.concurrency_limit(group)
         workers = self.store.live_workers(function.api_name)
         stats = self.store.stats(function.api_name)
-        slots = protocol.slots_for(workers, limit)
+        slots = slots_for(workers, limit)
         waiting = counters.queue_size(group)
         recent = self.store.recent_batches(function.api_name, self.recent)
         return FunctionStatus(
@@ -152,7 +152,7 @@ class StatusBoard:
             avg_batch_s=stats.avg_batch_s,
             avg_batch_size=stats.avg_batch_size,
             batches=stats.batches,
-            eta_new_s=protocol.estimate_eta(function, waiting, stats, slots),
+            eta_new_s=estimate_eta(function, waiting, stats, slots),
             recent_batches=[
                 BatchView(finished_at=b.finished_at, size=b.size, failed=b.failed, duration_s=b.duration_s)
                 for b in recent

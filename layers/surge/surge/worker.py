@@ -24,10 +24,11 @@ from surge import protocol
 from surge.application import App, Function
 from surge.broker import Broker, Delivery
 from surge.errors import Error, Unavailable
-from surge.models import TERMINAL_STATES, Job, JobState
+from surge.eta import smooth
+from surge.models import TERMINAL_STATES, FunctionStats, Job, JobState
 from surge.observer import Observer
 from surge.settings import Settings
-from surge.store import Completion, NewEvent, Store
+from surge.store import BatchRecord, Completion, Store
 
 logger = logging.getLogger("surge.worker")
 
@@ -111,7 +112,11 @@ class Worker:
         """Best-effort writes (statistics, batch log) that the next batch need not wait for."""
         self.avg_batch_s: float | None = None
         self.avg_batch_size: float | None = None
+        self.batches = 0
         self.heartbeat_s = max(0.2, min(settings.lease_ttl_s, settings.visibility_timeout_s) / 3)
+        self.beat_ok_at = 0.0
+        """When (monotonic) the heartbeat last landed: until `lease_ttl_s` after it, no other worker
+        can take this worker's jobs over (a takeover needs the heartbeat to have lapsed)."""
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -145,7 +150,9 @@ class Worker:
         """Say this worker is alive, renew its leases, and keep the messages in hand invisible."""
         deliveries, slots = self.hand.snapshot()
         try:
+            sent = time.monotonic()
             self.store.worker_alive(self.function.api_name, self.worker_id, self.settings.lease_ttl_s, self.slots)
+            self.beat_ok_at = sent
             for slot in slots:
                 self.store.renew_lease(self.function.concurrency_id, slot, self.worker_id)
             if deliveries:
@@ -260,63 +267,57 @@ class Worker:
     # ---- claim -----------------------------------------------------------------------------------
 
     def _claim(self, deliveries: list[Delivery]) -> list[_Task]:
-        """Turn messages into claimed jobs; settle every message that cannot run."""
-        poison, finished, foreign, candidates = self._classify(deliveries)
-        candidates, released = self._skip_dropped_sessions(candidates)
-        finished.extend(released)
+        """Turn messages into claimed jobs (one transaction for the batch, no read before it); settle
+        every message that cannot run."""
+        poison, candidates = self._classify(deliveries)
         if poison:
-            logger.error("dead-lettering %d messages with no job", len(poison))
+            logger.error("dead-lettering %d messages that carry no job of %s", len(poison), self.function.api_name)
             self.broker.dead_letter(self.function.api_name, poison)
-        if finished:
-            self.broker.delete(self.function.api_name, finished)
-        self.hand.drop(poison + finished + foreign)
-        claimed = {job.job_id: job for job in self.store.claim([job for job, _ in candidates], self.worker_id)}
-        self.hand.drop([d for job, carried in candidates if job.job_id not in claimed for d in carried])
+            self.hand.drop(poison)
+        jobs = {job_id: job for job_id, (job, _) in candidates.items()}
+        claimed: list[Job] = []
+        while jobs:
+            outcome = self.store.claim(list(jobs.values()), self.worker_id)
+            claimed.extend(outcome.claimed)
+            jobs = self._takeovers(outcome.refused, candidates)
         with self.hand.lock:
-            self.hand.running.update(claimed)
-        return [_Task(claimed[job.job_id], carried) for job, carried in candidates if job.job_id in claimed]
+            self.hand.running.update(job.job_id for job in claimed)
+        mine = {job.job_id for job in claimed}
+        settled = [d for job_id, (_, carried) in candidates.items() if job_id not in mine for d in carried]
+        self.hand.drop(settled)
+        return [_Task(job, candidates[job.job_id][1]) for job in claimed]
 
-    def _classify(
-        self, deliveries: list[Delivery]
-    ) -> tuple[list[Delivery], list[Delivery], list[Delivery], list[tuple[Job, list[Delivery]]]]:
-        """Sort messages into poison (no job of ours), finished, held by a live worker, and claimable
-        (grouped by job: a batch may hold two copies of one message)."""
-        ids = {d.message_id: d.job_id for d in deliveries}
-        jobs = self.store.get_jobs([job_id for job_id in ids.values() if job_id])
+    def _takeovers(
+        self, refused: dict[str, Job | None], candidates: dict[str, tuple[Job, list[Delivery]]]
+    ) -> dict[str, Job]:
+        """Of the jobs a claim refused: ack those that ended, leave those a live worker runs, and return
+        those whose worker is gone (to claim at their current attempt)."""
+        again: dict[str, Job] = {}
+        ended: list[Delivery] = []
+        for job_id, current in refused.items():
+            carried = candidates[job_id][1]
+            if current is None or current.state in TERMINAL_STATES:
+                ended.extend(carried)
+            elif current.state is JobState.RUNNING and self._owner_gone(current):
+                again[job_id] = candidates[job_id][0].model_copy(
+                    update={"state": JobState.RUNNING, "attempt": current.attempt, "worker_id": current.worker_id}
+                )
+        if ended:
+            self.broker.delete(self.function.api_name, ended)
+        return again
+
+    def _classify(self, deliveries: list[Delivery]) -> tuple[list[Delivery], dict[str, tuple[Job, list[Delivery]]]]:
+        """Poison (not a job of this function) and claimable jobs, grouped by job (a batch may hold two
+        copies of one message)."""
         poison: list[Delivery] = []
-        finished: list[Delivery] = []
-        foreign: list[Delivery] = []
         candidates: dict[str, tuple[Job, list[Delivery]]] = {}
         for delivery in deliveries:
-            job = jobs.get(ids[delivery.message_id] or "")
-            if job is None or job.api_name != self.function.api_name:
+            message = delivery.message
+            if message is None or message.api_name != self.function.api_name:
                 poison.append(delivery)
-            elif job.state in TERMINAL_STATES:
-                finished.append(delivery)
-            elif job.state is JobState.RUNNING and not self._owner_gone(job):
-                foreign.append(delivery)
             else:
-                candidates.setdefault(job.job_id, (job, []))[1].append(delivery)
-        return poison, finished, foreign, list(candidates.values())
-
-    def _skip_dropped_sessions(
-        self, candidates: list[tuple[Job, list[Delivery]]]
-    ) -> tuple[list[tuple[Job, list[Delivery]]], list[Delivery]]:
-        """Cancel waiting jobs whose client dropped its stream longer than the grace period ago
-        (Gradio drops them at once); their places go to the next in line."""
-        sessions = {job.session_hash for job, _ in candidates if job.state is JobState.WAITING}
-        gone = self.store.gone_sessions(list(sessions), self.settings.session_grace_s) if sessions else set()
-        if not gone:
-            return candidates, []
-        keep: list[tuple[Job, list[Delivery]]] = []
-        released: list[Delivery] = []
-        for job, carried in candidates:
-            if job.state is JobState.WAITING and job.session_hash in gone:
-                self.store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id))
-                released.extend(carried)
-            else:
-                keep.append((job, carried))
-        return keep, released
+                candidates.setdefault(message.job_id, (message.job(), []))[1].append(delivery)
+        return poison, candidates
 
     def _owner_gone(self, job: Job) -> bool:
         """Whether a running job was abandoned: its worker died, or it is ours from a failed attempt."""
@@ -338,10 +339,7 @@ class Worker:
             )
         runnable = [t for t in tasks if t.outcome is None]
         if runnable:
-            eta = self.avg_batch_s
-            self.store.append_many(
-                [NewEvent(t.job.session_hash, protocol.process_starts(t.job.job_id, eta)) for t in runnable]
-            )
+            # No write for the starts: the claim set each job running, which its stream tells the client.
             started = time.monotonic()
             started_at = time.time()
             if self.function.batch:
@@ -353,7 +351,7 @@ class Worker:
             queue_wait_s = max(0.0, started_at - min(t.job.created_at for t in runnable))
             self.observer.batch_ran(self.function.api_name, len(runnable), duration_s, queue_wait_s)
             self._learn(duration_s, len(runnable))
-            self.aside.submit(self._log_batch, runnable, duration_s)
+            self.aside.submit(self._log_batch, runnable, duration_s, self._stats())
         self._settle(tasks)
 
     def _run_batch(self, tasks: list[_Task]) -> None:
@@ -419,7 +417,9 @@ class Worker:
             for value in self.function.fn(*job.data, **kwargs):
                 row = self._row(value)
                 chunk = row if previous is None else protocol.diff(previous, row)
-                self.store.append(NewEvent(job.session_hash, protocol.generating(job.job_id, chunk)))
+                message = protocol.generating(job.job_id, chunk)
+                job.chunks.append(message)
+                self.store.append_chunk(job, message)
                 previous = row
             return previous
 
@@ -459,9 +459,7 @@ class Worker:
             if now - last[0] < PROGRESS_EVERY_S and not done:
                 return
             last[0] = now
-            self.store.append(
-                NewEvent(job.session_hash, protocol.progress(job.job_id, value, index, length, desc, unit))
-            )
+            self.store.record_progress(job, protocol.progress(job.job_id, value, index, length, desc, unit))
 
         return {self.function.progress_arg: _bound_progress(sink)}
 
@@ -477,7 +475,8 @@ class Worker:
         delay = 0.1
         while True:
             try:
-                finished = set(self.store.finish(completions))
+                held = time.monotonic() < self.beat_ok_at + self.settings.lease_ttl_s - self.heartbeat_s
+                finished = set(self.store.finish(completions, held=held))
                 break
             except Unavailable:
                 if delay > 30:
@@ -490,27 +489,22 @@ class Worker:
             self.broker.delete(self.function.api_name, done)
 
     def _learn(self, duration_s: float, size: int) -> None:
-        """Smooth the batch duration for ETA (EWMA, alpha 0.3) and publish it for the front."""
-        alpha = 0.3
-        self.avg_batch_s = (
-            duration_s if self.avg_batch_s is None else alpha * duration_s + (1 - alpha) * self.avg_batch_s
-        )
-        self.avg_batch_size = size if self.avg_batch_size is None else alpha * size + (1 - alpha) * self.avg_batch_size
-        self.aside.submit(self._record_stats, self.avg_batch_s, self.avg_batch_size)
+        """Smooth the batch duration and size for ETA; the batch record carries them to the front."""
+        self.avg_batch_s = smooth(self.avg_batch_s, duration_s)
+        self.avg_batch_size = smooth(self.avg_batch_size, size)
+        self.batches += 1
 
-    def _record_stats(self, avg_batch_s: float, avg_batch_size: float) -> None:
-        try:
-            self.store.record_stats(self.function.api_name, avg_batch_s, avg_batch_size)
-        except Unavailable:
-            logger.warning("could not record statistics")
+    def _stats(self) -> FunctionStats:
+        return FunctionStats(avg_batch_s=self.avg_batch_s, avg_batch_size=self.avg_batch_size, batches=self.batches)
 
-    def _log_batch(self, tasks: list[_Task], duration_s: float) -> None:
-        """Log the batch for the status page (best effort: the jobs' results do not depend on it)."""
+    def _log_batch(self, tasks: list[_Task], duration_s: float, stats: FunctionStats) -> None:
+        """One put per batch: the status page's batch log and the front's statistics (best effort)."""
         failed = sum(1 for t in tasks if t.outcome is not None and t.outcome.state is JobState.FAILED)
+        record = BatchRecord(time.time(), len(tasks), failed, duration_s, self.worker_id)
         try:
-            self.store.record_batch(self.function.api_name, len(tasks), failed, duration_s, self.worker_id)
+            self.store.record_batch(self.function.api_name, record, stats)
         except Unavailable:
-            logger.warning("could not log the batch for the status page")
+            logger.warning("could not record the batch for the status page and ETA")
 
 
 def _invoke(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:

@@ -1,0 +1,114 @@
+"""The one ETA model: smoothed batch duration (written by workers), live slots, and rank → seconds.
+
+`Estimator` caches the two reads it needs (statistics, live workers) per process, so a burst of
+joins or a crowd of streams costs one read every few seconds, not one per request.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from surge.application import App, Function
+from surge.models import FunctionStats
+
+T = TypeVar("T")
+
+EWMA_ALPHA = 0.3
+"""Weight of the newest batch in the workers' smoothed duration and size."""
+
+
+def smooth(previous: float | None, value: float) -> float:
+    return value if previous is None else EWMA_ALPHA * value + (1 - EWMA_ALPHA) * previous
+
+
+def slots_for(live_workers: dict[str, int], limit: int | None) -> int:
+    """Batches of a function that can run at once: live worker slots capped by the group limit.
+
+    With no live worker (scaled to zero, or starting), ETA assumes the limit (or 1).
+    """
+    live = sum(live_workers.values())
+    if not live:
+        return limit or 1
+    return min(live, limit) if limit else live
+
+
+def estimate_eta(function: Function, rank: int, stats: FunctionStats, slots: int) -> float | None:
+    """Seconds until a job at `rank` is expected to finish, including its own run (Gradio's meaning).
+
+    Jobs ahead run `receive_batch_size` at a time on `slots` parallel batches. None before the first
+    run when no `eta_hint_s` was given (as in Gradio).
+    """
+    batch_s = stats.avg_batch_s if stats.avg_batch_s is not None else function.eta_hint_s
+    if batch_s is None:
+        return None
+    batches_ahead = rank // function.receive_batch_size
+    return batch_s * (1 + batches_ahead // max(1, slots))
+
+
+class TimedCache:
+    """Values read from DynamoDB that may be a little stale (stats, live workers, counters)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._values: dict[str, tuple[float, Any]] = {}
+        self._loading = threading.Lock()
+
+    def get(self, key: str, load: Callable[[], T]) -> T:
+        """The cached value, or a fresh one. Only one thread loads at a time: the others take the
+        stale value meanwhile (or wait for the first load), so a burst of requests makes one read."""
+        hit = self._values.get(key)
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
+            value: T = hit[1]
+            return value
+        if hit and not self._loading.acquire(blocking=False):
+            stale: T = hit[1]
+            return stale
+        if not hit:
+            self._loading.acquire()
+        try:
+            hit = self._values.get(key)
+            if hit and time.monotonic() - hit[0] < self.ttl_s:
+                cached: T = hit[1]
+                return cached
+            value = load()
+            self._values[key] = (time.monotonic(), value)
+            return value
+        finally:
+            self._loading.release()
+
+
+class Estimator:
+    """ETA for any rank of any function of the app, from cached statistics and live workers."""
+
+    def __init__(
+        self,
+        app: App,
+        stats: Callable[[str], FunctionStats],
+        live_workers: Callable[[str], dict[str, int]],
+        ttl_s: float = 2.0,
+    ) -> None:
+        self.app = app
+        self._stats = stats
+        self._live_workers = live_workers
+        self._cache = TimedCache(ttl_s)
+
+    def stats(self, function: Function) -> FunctionStats:
+        return self._cache.get(f"stats#{function.api_name}", lambda: self._stats(function.api_name))
+
+    def slots(self, function: Function) -> int:
+        workers = self._cache.get(f"workers#{function.api_name}", lambda: self._live_workers(function.api_name))
+        return slots_for(workers, self.app.concurrency_limit(function.concurrency_id))
+
+    def eta(self, function: Function, rank: int) -> float | None:
+        return estimate_eta(function, rank, self.stats(function), self.slots(function))
+
+    def batch_s(self, function: Function) -> float | None:
+        """The function's smoothed batch duration (its hint before the first run)."""
+        return self.stats(function).avg_batch_s or function.eta_hint_s
+
+    def retry_after_s(self, function: Function) -> int:
+        return max(1, math.ceil(self.batch_s(function) or 5.0))

@@ -1,0 +1,273 @@
+"""The fleet: concurrency leases, worker liveness, statistics, and the operator's batch log and depth samples.
+
+Items in the state table: `lease#<group>` / `<slot>`, `workers#<api_name>` / `<worker id>`,
+`batches#<api_name>` / `<stamp>#<worker>` (one per batch, with the worker's smoothed statistics, which
+the front's ETA reads), `depth#app` / `<epoch second>`. Each is read newest-first with bounded queries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from surge.models import Counters, FunctionStats
+from surge.store.aws import CLOCK, Table, aws_errors, n, s
+
+
+class FleetStore(Table):
+    # ---- concurrency leases ----------------------------------------------------------------------
+
+    def acquire_lease(self, group: str, limit: int, owner: str) -> int | None:
+        """Take a free slot of the group's `limit` (or an expired one); returns the slot or None."""
+        now = time.time()
+        for slot in range(limit):
+            try:
+                with aws_errors("Taking a lease"):
+                    self.client.put_item(
+                        TableName=self.settings.state_table_name,
+                        Item={
+                            "pk": s(f"lease#{group}"),
+                            "sk": s(f"{slot:05d}"),
+                            "owner": s(owner),
+                            "lease_until": n(now + self.settings.lease_ttl_s),
+                            "expires_at": n(int(now + self.settings.lease_ttl_s) + 3600),
+                        },
+                        ConditionExpression="attribute_not_exists(pk) OR lease_until < :now OR #o = :me",
+                        ExpressionAttributeNames={"#o": "owner"},
+                        ExpressionAttributeValues={":now": n(now), ":me": s(owner)},
+                    )
+            except ClientError:
+                continue
+            return slot
+        return None
+
+    def renew_lease(self, group: str, slot: int, owner: str) -> bool:
+        now = time.time()
+        try:
+            with aws_errors("Renewing a lease"):
+                self.client.update_item(
+                    TableName=self.settings.state_table_name,
+                    Key={"pk": s(f"lease#{group}"), "sk": s(f"{slot:05d}")},
+                    UpdateExpression="SET lease_until = :until",
+                    ConditionExpression="#o = :me",
+                    ExpressionAttributeNames={"#o": "owner"},
+                    ExpressionAttributeValues={":until": n(now + self.settings.lease_ttl_s), ":me": s(owner)},
+                )
+        except ClientError:
+            return False
+        return True
+
+    def release_lease(self, group: str, slot: int, owner: str) -> None:
+        try:
+            with aws_errors("Releasing a lease"):
+                self.client.delete_item(
+                    TableName=self.settings.state_table_name,
+                    Key={"pk": s(f"lease#{group}"), "sk": s(f"{slot:05d}")},
+                    ConditionExpression="#o = :me",
+                    ExpressionAttributeNames={"#o": "owner"},
+                    ExpressionAttributeValues={":me": s(owner)},
+                )
+        except ClientError:
+            return
+
+    def held_leases(self, group: str) -> int:
+        """Leases of the group that have not expired (running batches, fleet-wide)."""
+        now = time.time()
+        with aws_errors("Reading leases"):
+            items = self.client.query(
+                TableName=self.settings.state_table_name,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": s(f"lease#{group}")},
+                ConsistentRead=True,
+            ).get("Items", [])
+        return sum(1 for item in items if float(item["lease_until"]["N"]) >= now)
+
+    # ---- workers and statistics -----------------------------------------------------------------
+
+    def worker_alive(self, api_name: str, worker_id: str, alive_for_s: float, slots: int) -> None:
+        now = time.time()
+        with aws_errors("Worker heartbeat"):
+            self.client.put_item(
+                TableName=self.settings.state_table_name,
+                Item={
+                    "pk": s(f"workers#{api_name}"),
+                    "sk": s(worker_id),
+                    "alive_until": n(now + alive_for_s),
+                    "slots": n(slots),
+                    "expires_at": n(int(now + alive_for_s) + 3600),
+                },
+            )
+
+    def worker_gone(self, api_name: str, worker_id: str) -> None:
+        with aws_errors("Worker sign-off"):
+            self.client.delete_item(
+                TableName=self.settings.state_table_name,
+                Key={"pk": s(f"workers#{api_name}"), "sk": s(worker_id)},
+            )
+
+    def live_workers(self, api_name: str) -> dict[str, int]:
+        """Worker id → slots, for workers of the function whose heartbeat has not lapsed."""
+        now = time.time()
+        with aws_errors("Reading workers"):
+            items = self.client.query(
+                TableName=self.settings.state_table_name,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": s(f"workers#{api_name}")},
+            ).get("Items", [])
+        return {item["sk"]["S"]: int(item["slots"]["N"]) for item in items if float(item["alive_until"]["N"]) >= now}
+
+    def is_worker_alive(self, api_name: str, worker_id: str) -> bool:
+        with aws_errors("Reading a worker"):
+            item = self.client.get_item(
+                TableName=self.settings.state_table_name,
+                Key={"pk": s(f"workers#{api_name}"), "sk": s(worker_id)},
+                ConsistentRead=True,
+            ).get("Item")
+        return item is not None and float(item["alive_until"]["N"]) >= time.time()
+
+    def stats(self, api_name: str) -> FunctionStats:
+        """The function's smoothed batch duration and size, from its latest batch record (one read)."""
+        with aws_errors("Reading statistics"):
+            items = self.client.query(
+                TableName=self.settings.state_table_name,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": s(f"batches#{api_name}")},
+                ScanIndexForward=False,
+                Limit=1,
+            ).get("Items", [])
+        if not items or "avg_batch_s" not in items[0]:
+            return FunctionStats()
+        item = items[0]
+        return FunctionStats(
+            avg_batch_s=float(item["avg_batch_s"]["N"]),
+            avg_batch_size=float(item["avg_batch_size"]["N"]),
+            batches=int(item.get("batches", {}).get("N", 0)),
+        )
+
+    # ---- operator view: recent batches and queue-depth samples (read by `surge.status`) ----------
+    #
+    # Items: `batches#<api_name>` / `<stamp>#<worker>` (one per batch a worker ran) and `depth#app` /
+    # `<epoch second>` (one per sampling bucket). Both are read newest-first with bounded queries, so
+    # they cost nothing to keep until their `expires_at` (TTL) removes them.
+
+    def record_batch(self, api_name: str, batch: BatchRecord, stats: FunctionStats) -> None:
+        """Log one batch a worker ran with the worker's smoothed statistics (one put): the status page
+        shows the latest few, and the front's ETA reads the newest."""
+        size, failed, duration_s, worker_id = batch.size, batch.failed, batch.duration_s, batch.worker_id
+        now = time.time()
+        with aws_errors("Recording a batch"):
+            self.client.put_item(
+                TableName=self.settings.state_table_name,
+                Item={
+                    "pk": s(f"batches#{api_name}"),
+                    "sk": s(f"{CLOCK.next():020d}#{worker_id}"),
+                    "finished_at": n(now),
+                    "size": n(size),
+                    "failed": n(failed),
+                    "duration_s": n(float(duration_s)),
+                    "worker_id": s(worker_id),
+                    "avg_batch_s": n(float(stats.avg_batch_s or duration_s)),
+                    "avg_batch_size": n(float(stats.avg_batch_size or size)),
+                    "batches": n(stats.batches),
+                    "expires_at": n(int(now) + OPERATOR_ITEMS_KEEP_S),
+                },
+            )
+
+    def recent_batches(self, api_name: str, limit: int) -> list[BatchRecord]:
+        """The function's last `limit` batches, oldest first."""
+        with aws_errors("Reading recent batches"):
+            items = self.client.query(
+                TableName=self.settings.state_table_name,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": s(f"batches#{api_name}")},
+                ScanIndexForward=False,
+                Limit=limit,
+            ).get("Items", [])
+        return [
+            BatchRecord(
+                finished_at=float(item["finished_at"]["N"]),
+                size=int(item["size"]["N"]),
+                failed=int(item["failed"]["N"]),
+                duration_s=float(item["duration_s"]["N"]),
+                worker_id=item["worker_id"]["S"],
+            )
+            for item in reversed(items)
+        ]
+
+    def sample_depth(self, counters: Counters, every_s: int) -> bool:
+        """Keep `counters` as the depth sample of the current `every_s` bucket, unless one is there already.
+
+        Idempotent per bucket (a conditional put), so any number of status viewers write one sample.
+        """
+        now = time.time()
+        bucket = int(now // every_s) * every_s
+        groups = {group: counters.queue_size(group) for group in counters.tail}
+        try:
+            with aws_errors("Sampling queue depth"):
+                self.client.put_item(
+                    TableName=self.settings.state_table_name,
+                    Item={
+                        "pk": s("depth#app"),
+                        "sk": s(f"{bucket:012d}"),
+                        "waiting": n(counters.waiting),
+                        "groups": s(json.dumps(groups, separators=(",", ":"))),
+                        "expires_at": n(int(now) + OPERATOR_ITEMS_KEEP_S),
+                    },
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+        except ClientError:
+            return False
+        return True
+
+    def depth_history(self, since: float) -> list[DepthSample]:
+        """Depth samples from epoch second `since` on, oldest first."""
+        samples: list[DepthSample] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.settings.state_table_name,
+            "KeyConditionExpression": "pk = :pk AND sk >= :since",
+            "ExpressionAttributeValues": {":pk": s("depth#app"), ":since": s(f"{max(0, int(since)):012d}")},
+        }
+        while True:
+            with aws_errors("Reading queue depth history"):
+                response = self.client.query(**kwargs)
+            for item in response.get("Items", []):
+                samples.append(
+                    DepthSample(
+                        t=float(item["sk"]["S"]),
+                        waiting=int(item["waiting"]["N"]),
+                        groups=json.loads(item["groups"]["S"]),
+                    )
+                )
+            if "LastEvaluatedKey" not in response:
+                return samples
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+# ---- operator view: shapes returned by the block at the end of `Store` -------------------------------
+
+OPERATOR_ITEMS_KEEP_S = 3600
+"""How long batch records and depth samples live (their TTL); the status page reads the last minutes."""
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch a worker ran: when it ended (epoch s), how many jobs, how many failed, how long it took."""
+
+    finished_at: float
+    size: int
+    failed: int
+    duration_s: float
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class DepthSample:
+    """Jobs waiting at epoch second `t`: app-wide and per concurrency group."""
+
+    t: float
+    waiting: int
+    groups: dict[str, int]

@@ -1,0 +1,277 @@
+"""The job lifecycle on the session log: claim, progress, finish, end a waiting job, forget delivered ones.
+
+Every transition that moves a job out of `waiting` also counts it out of its admission shard, in the
+same transaction, so the counters cannot drift. See `schema` for the item layout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from surge.models import Job, JobState
+from surge.store.admission import leave_items
+from surge.store.aws import TRANSACTION_LIMIT, Table, Transaction, aws_errors, n, s
+from surge.store.schema import compact, job_item, job_key, job_of
+
+BATCH_WRITE_LIMIT = 25
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The terminal state of one job claimed at its `attempt`, and the message that tells its client."""
+
+    job: Job
+    state: JobState
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim did: the jobs now running here, and the ones a condition refused (as they are now;
+    None where the job no longer exists)."""
+
+    claimed: list[Job]
+    refused: dict[str, Job | None]
+
+
+class JobStore(Table):
+    def read_session(self, session_hash: str) -> list[Job]:
+        """Every job of a session (strongly consistent), oldest first."""
+        jobs: list[Job] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.settings.events_table_name,
+            "KeyConditionExpression": "session_hash = :s",
+            "ExpressionAttributeValues": {":s": s(session_hash)},
+            "ConsistentRead": True,
+        }
+        while True:
+            with aws_errors("Reading the session"):
+                response = self.client.query(**kwargs)
+            jobs.extend(job_of(item) for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return sorted(jobs, key=lambda job: job.created_at)
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def get_job(self, session_hash: str, job_id: str) -> Job | None:
+        with aws_errors("Reading the job"):
+            item = self.client.get_item(
+                TableName=self.settings.events_table_name, Key=job_key(session_hash, job_id), ConsistentRead=True
+            ).get("Item")
+        return job_of(item) if item else None
+
+    # ---- claim -----------------------------------------------------------------------------------
+
+    def claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
+        """Move jobs to `running` for this worker in one transaction with the counters the waiting ones
+        leave. A job is claimable while `waiting`, or while `running` at the attempt given (its worker
+        is gone). Refused jobs are left out and the rest claimed again, so a duplicated message never
+        runs a job twice. Jobs come from their messages: no read is needed first."""
+        pending = list(jobs)
+        refused: dict[str, Job | None] = {}
+        while pending:
+            now = time.time()
+            transaction = Transaction("Claiming jobs")
+            for job in pending:
+                transaction.add(job.job_id, "Update", self._claim_update(job, worker_id, now))
+            leave_items(
+                transaction, self.settings.state_table_name, [j for j in pending if j.state is JobState.WAITING]
+            )
+            outcome = transaction.commit(self.client)
+            if outcome is None:
+                claimed = [
+                    job.model_copy(
+                        update={
+                            "state": JobState.RUNNING,
+                            "worker_id": worker_id,
+                            "attempt": job.attempt + 1,
+                            "started_at": now,
+                        }
+                    )
+                    for job in pending
+                ]
+                return Claim(claimed, refused)
+            for tag, old in outcome.tags.items():
+                refused[tag] = job_of(old) if old else None
+            pending = [job for job in pending if job.job_id not in outcome.tags]
+        return Claim([], refused)
+
+    def _claim_update(self, job: Job, worker_id: str, now: float) -> dict[str, Any]:
+        values = {":running": s(JobState.RUNNING.value), ":me": s(worker_id), ":one": n(1), ":now": n(now)}
+        if job.state is JobState.WAITING:
+            condition = "#state = :waiting"
+            values[":waiting"] = s(JobState.WAITING.value)
+        else:
+            condition = "#state = :running AND attempt = :attempt"
+            values[":attempt"] = n(job.attempt)
+        return {
+            "TableName": self.settings.events_table_name,
+            "Key": job_key(job.session_hash, job.job_id),
+            "UpdateExpression": "SET #state = :running, worker_id = :me, attempt = attempt + :one, started_at = :now",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": values,
+        }
+
+    # ---- while running ---------------------------------------------------------------------------
+
+    def record_progress(self, job: Job, body: dict[str, Any]) -> None:
+        """The latest progress message of a running job (replaces the one before)."""
+        self._running_update(job, "SET progress = :v", {":v": s(compact(body))})
+
+    def append_chunk(self, job: Job, body: dict[str, Any]) -> None:
+        """One generator message of a running job, after the ones before it."""
+        self._running_update(
+            job,
+            "SET chunks = list_append(if_not_exists(chunks, :none), :v)",
+            {":v": {"L": [s(compact(body))]}, ":none": {"L": []}},
+        )
+
+    def _running_update(self, job: Job, expression: str, values: dict[str, Any]) -> None:
+        """A write by the worker and attempt that hold the job; a stale one (the job moved on) is dropped."""
+        try:
+            with aws_errors("Recording an update"):
+                self.client.update_item(
+                    TableName=self.settings.events_table_name,
+                    Key=job_key(job.session_hash, job.job_id),
+                    UpdateExpression=expression,
+                    ConditionExpression="#state = :running AND attempt = :attempt AND worker_id = :me",
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues={
+                        **values,
+                        ":running": s(JobState.RUNNING.value),
+                        ":attempt": n(job.attempt),
+                        ":me": s(job.worker_id or ""),
+                    },
+                )
+        except ClientError:
+            return
+
+    # ---- finish ----------------------------------------------------------------------------------
+
+    def finish(self, completions: Sequence[Completion], *, held: bool) -> list[str]:
+        """Record terminal states with their final messages; returns the ids finished here.
+
+        `held`: the worker's heartbeat is fresh, so no other worker can have taken these jobs over (a
+        takeover needs the heartbeat to have lapsed). Then one unconditional batch write per 25 jobs
+        records them (1 write unit each). Otherwise each job is finished only if this worker and
+        attempt still hold it, in transactions (2 units each).
+        """
+        if held:
+            self._put_all([self._final(c) for c in completions])
+            return [c.job.job_id for c in completions]
+        done: list[str] = []
+        pending = list(completions)
+        while pending:
+            chunk, rest = pending[:TRANSACTION_LIMIT], pending[TRANSACTION_LIMIT:]
+            transaction = Transaction("Recording results")
+            for completion in chunk:
+                transaction.add(
+                    completion.job.job_id,
+                    "Put",
+                    {
+                        "TableName": self.settings.events_table_name,
+                        "Item": job_item(self._final(completion), self.settings.job_ttl_s),
+                        "ConditionExpression": "#state = :running AND worker_id = :me AND attempt = :attempt",
+                        "ExpressionAttributeNames": {"#state": "state"},
+                        "ExpressionAttributeValues": {
+                            ":running": s(JobState.RUNNING.value),
+                            ":me": s(completion.job.worker_id or ""),
+                            ":attempt": n(completion.job.attempt),
+                        },
+                    },
+                )
+            outcome = transaction.commit(self.client)
+            if outcome is None:
+                done.extend(c.job.job_id for c in chunk)
+                pending = rest
+            else:
+                pending = [c for c in chunk if c.job.job_id not in outcome.tags] + rest
+        return done
+
+    def _final(self, completion: Completion) -> Job:
+        return completion.job.model_copy(update={"state": completion.state, "result": completion.body, "data": []})
+
+    def _put_all(self, jobs: Sequence[Job]) -> None:
+        requests = [{"PutRequest": {"Item": job_item(job, self.settings.job_ttl_s)}} for job in jobs]
+        self._batch_write(requests, "Recording results")
+
+    def _batch_write(self, requests: list[dict[str, Any]], what: str) -> None:
+        while requests:
+            chunk, requests = requests[:BATCH_WRITE_LIMIT], requests[BATCH_WRITE_LIMIT:]
+            unprocessed: Any = {self.settings.events_table_name: chunk}
+            for delay in (0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6):
+                time.sleep(delay)
+                with aws_errors(what):
+                    response = self.client.batch_write_item(RequestItems=unprocessed)
+                unprocessed = response.get("UnprocessedItems") or {}
+                if not unprocessed:
+                    break
+            else:
+                from surge.errors import Unavailable
+
+                raise Unavailable(f"{what} failed; please try again shortly.")
+
+    # ---- ending jobs that never ran, and forgetting delivered ones --------------------------------
+
+    def end_waiting(self, job: Job, state: JobState, body: dict[str, Any]) -> bool:
+        """End a job that never started (cancelled, or failed before running), freeing its place: the
+        job gets its final message and leaves its shard in one transaction. False if it was no longer
+        waiting."""
+        transaction = Transaction("Ending the job")
+        transaction.add(
+            "job",
+            "Update",
+            {
+                "TableName": self.settings.events_table_name,
+                "Key": job_key(job.session_hash, job.job_id),
+                "UpdateExpression": "SET #state = :final, finished_at = :now, #result = :result",
+                "ConditionExpression": "#state = :waiting",
+                "ExpressionAttributeNames": {"#state": "state", "#result": "result"},
+                "ExpressionAttributeValues": {
+                    ":final": s(state.value),
+                    ":now": n(time.time()),
+                    ":result": s(compact(body)),
+                    ":waiting": s(JobState.WAITING.value),
+                },
+            },
+        )
+        leave_items(transaction, self.settings.state_table_name, [job])
+        return transaction.commit(self.client) is None
+
+    def fail_abandoned(self, job: Job, body: dict[str, Any]) -> bool:
+        """Fail a job that no worker will finish (its message was dead-lettered). Works from `waiting`
+        (the counters drop too) or `running`; False if the job already ended."""
+        if job.state is JobState.WAITING:
+            return self.end_waiting(job, JobState.FAILED, body)
+        if job.state is not JobState.RUNNING:
+            return False
+        try:
+            with aws_errors("Failing the job"):
+                self.client.update_item(
+                    TableName=self.settings.events_table_name,
+                    Key=job_key(job.session_hash, job.job_id),
+                    UpdateExpression="SET #state = :failed, finished_at = :now, #result = :result",
+                    ConditionExpression="#state = :running AND attempt = :attempt",
+                    ExpressionAttributeNames={"#state": "state", "#result": "result"},
+                    ExpressionAttributeValues={
+                        ":failed": s(JobState.FAILED.value),
+                        ":now": n(time.time()),
+                        ":result": s(compact(body)),
+                        ":running": s(JobState.RUNNING.value),
+                        ":attempt": n(job.attempt),
+                    },
+                )
+        except ClientError:
+            return False
+        return True
+
+    def forget(self, session_hash: str, job_ids: Sequence[str]) -> None:
+        """Delete jobs whose completion a stream has delivered (a later stream of the session must not
+        deliver them again)."""
+        requests = [{"DeleteRequest": {"Key": job_key(session_hash, job_id)}} for job_id in dict.fromkeys(job_ids)]
+        self._batch_write(requests, "Forgetting delivered jobs")
