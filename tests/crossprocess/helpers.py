@@ -14,7 +14,7 @@ import httpx
 
 from surge.launcher import LocalStack, emulator_client_kwargs
 from surge.models import Counters
-from surge.store import _counters
+from surge.store import Store
 
 
 def new_session() -> str:
@@ -49,14 +49,10 @@ def messages(stack: LocalStack, session: str, timeout_s: float = 60) -> Iterator
 
 
 def counters(stack: LocalStack) -> Counters:
+    """Every admission shard, read as the front reads them (strongly consistent)."""
     assert stack.settings is not None
     client = boto3.client("dynamodb", **emulator_client_kwargs(stack.endpoint_url))
-    item = client.get_item(
-        TableName=stack.settings.state_table_name,
-        Key={"pk": {"S": "counters"}, "sk": {"S": "app"}},
-        ConsistentRead=True,
-    ).get("Item", {})
-    return _counters(item)
+    return Store(stack.settings, client=client).counters()
 
 
 def queue_depth(stack: LocalStack, api_name: str) -> tuple[int, int]:

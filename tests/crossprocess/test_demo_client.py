@@ -83,3 +83,30 @@ def test_counters_return_to_zero_when_the_queue_drains(demo_stack: LocalStack, c
     after = counters(demo_stack)
     assert all(after.queue_size(group) == 0 for group in after.tail)
     assert queue_depth(demo_stack, "sim_gpu") == (0, 0)
+
+
+def test_close_stream_comes_right_behind_the_last_pending_completion(demo_stack: LocalStack) -> None:
+    """As Gradio: no linger after the last completion, and never while a job of the session is pending."""
+    session = new_session()
+    slow = join(demo_stack, session, "stream_tokens", ["one two three four"]).json()["event_id"]
+    fast = join(demo_stack, session, "echo", ["hi"]).json()["event_id"]
+    seen = list(messages(demo_stack, session))
+    kinds = [(m["msg"], m.get("event_id")) for m in seen]
+    completions = [event_id for kind, event_id in kinds if kind == "process_completed"]
+    assert sorted(completions) == sorted([slow, fast])
+    assert kinds[-1] == ("close_stream", None)
+    assert kinds[-2][0] == "process_completed"  # nothing in between: the close follows the last completion
+
+
+def test_a_predict_loop_of_concurrent_clients_loses_no_call(demo_stack: LocalStack) -> None:
+    """gradio_client 2.x cancels every job tagged to a reader that closes: a stream that lingers and
+    closes while the client's next join is in flight loses that call. Each client's next predict here
+    joins right after the previous completion."""
+
+    def loop(i: int) -> list[str]:
+        own = Client(demo_stack.url, verbose=False)
+        return [own.predict(f"c{i} r{r}", api_name="/echo") for r in range(12)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(loop, range(8)))
+    assert results == [[f"c{i} r{r}" for r in range(12)] for i in range(8)]

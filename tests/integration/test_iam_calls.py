@@ -26,10 +26,11 @@ from surge.application import load_app
 from surge.broker import Broker
 from surge.deadletter import SqsRecord, fail_dead_lettered
 from surge.front import create_api_app
-from surge.models import JobState, JoinBody
+from surge.models import JobMessage, JobState, JoinBody
 from surge.observer import Observer
 from surge.provision import provision
 from surge.service import FrontService
+from surge.front import session_hub
 from surge.session import PollPolicy, SessionStream
 from surge.settings import Settings
 from surge.store import Store
@@ -37,7 +38,7 @@ from surge.worker import Worker
 from tests.template.stack import SERVICE_TEMPLATE, TEMPLATE, load, statements, transformed
 
 APP = "examples.demo_app:app"
-FAST_POLL = PollPolicy(min_s=0.01, max_s=0.05, linger_s=0.05, empty_session_s=0.2)
+FAST_POLL = PollPolicy(min_s=0.01, max_s=0.05, empty_session_s=0.2)
 
 TRANSACT_ACTIONS = {
     "Put": "PutItem",
@@ -95,7 +96,8 @@ class Recorder:
         elif operation == "BatchWriteItem":
             for table, requests in params["RequestItems"].items():
                 for request in requests:
-                    self.add("dynamodb:BatchWriteItem", self.table(table), _partition(request["PutRequest"]["Item"]))
+                    ((_, write),) = request.items()
+                    self.add("dynamodb:BatchWriteItem", self.table(table), _partition(write.get("Item") or write["Key"]))
         elif operation == "Query":
             self.add("dynamodb:Query", self.table(params["TableName"]), _queried(params))
         else:
@@ -151,12 +153,20 @@ def _api_calls(recorder: Recorder) -> list[str]:
         ]
     ]
     event_ids = [response.json()["event_id"] for response in joins]
+    sessions = ["session-done-000001", "session-done-000001", "session-gone-000001"]
     cancel = {"event_id": event_ids[1], "session_hash": "session-done-000001"}
     assert client.post("/gradio_api/cancel", json=cancel).json() == {"success": True}
-    return event_ids
+    return list(zip(sessions, event_ids, strict=True))
 
 
-def _worker_calls(recorder: Recorder, event_id: str) -> None:
+def _job_state(settings: Settings, session_hash: str, job_id: str) -> str | None:
+    unrecorded = boto3.session.Session().client("dynamodb")  # the test's own reads are nobody's role
+    key = {"session_hash": {"S": session_hash}, "sk": {"S": job_id}}
+    item = unrecorded.get_item(TableName=settings.events_table_name, Key=key, ConsistentRead=True).get("Item")
+    return item["state"]["S"] if item else None
+
+
+def _worker_calls(recorder: Recorder, job: tuple[str, str]) -> None:
     """One echo worker serves until the first job is done."""
     recorder.role = "worker:echo"
     app = load_app(APP)
@@ -165,12 +175,8 @@ def _worker_calls(recorder: Recorder, event_id: str) -> None:
     thread = threading.Thread(target=worker.serve)
     thread.start()
     try:
-        unrecorded = boto3.session.Session().client("dynamodb")  # the test's own reads are nobody's role
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            item = unrecorded.get_item(TableName=settings.jobs_table_name, Key={"job_id": {"S": event_id}})
-            if item["Item"]["state"]["S"] == JobState.COMPLETED.value:
-                break
+        while time.monotonic() < deadline and _job_state(settings, *job) != JobState.COMPLETED.value:
             time.sleep(0.05)
     finally:
         worker.stop()
@@ -181,16 +187,13 @@ def _worker_calls(recorder: Recorder, event_id: str) -> None:
 async def _stream(service: FrontService, session_hash: str, dropped_job: str | None = None) -> None:
     """Read a session's stream to its end, or (with `dropped_job`) go away after the first message
     and wait for the stream to release that waiting job, as it does for a client that drops."""
-    messages = SessionStream(service, session_hash, FAST_POLL).messages()
+    messages = SessionStream(session_hub(service), session_hash, FAST_POLL).messages()
     async for message in messages:
         if dropped_job or message["msg"] == "close_stream":
             break
     await messages.aclose()
-    unrecorded = boto3.session.Session().client("dynamodb")
-    table = service.settings.jobs_table_name
     for _ in range(200 if dropped_job else 0):
-        item = unrecorded.get_item(TableName=table, Key={"job_id": {"S": dropped_job or ""}})["Item"]
-        if item["state"]["S"] == JobState.CANCELLED.value:
+        if _job_state(service.settings, session_hash, dropped_job or "") == JobState.CANCELLED.value:
             return
         await asyncio.sleep(0.05)
 
@@ -205,9 +208,9 @@ def _stream_calls(recorder: Recorder, dropped_job: str) -> None:
 
 def _deadletter_calls(recorder: Recorder) -> None:
     recorder.role = "api"
-    job_id = _service(recorder.settings).join(JoinBody(data=["x"], fn_index=0, session_hash="session-dlq-0000001"))
+    job = _service(recorder.settings).join(JoinBody(data=["x"], fn_index=0, session_hash="session-dlq-0000001"))
     recorder.role = "deadletter"
-    record = SqsRecord(messageId="m-1", body=json.dumps({"job_id": job_id}))
+    record = SqsRecord(messageId="m-1", body=JobMessage.of(job).model_dump_json())
     assert fail_dead_lettered([record], Store(recorder.settings), Observer()) == []
 
 
@@ -272,10 +275,9 @@ def granted() -> dict[str, list[Grant]]:
 def test_every_call_of_every_role_is_granted_by_the_template(recorded: Recorder) -> None:
     done, _cancelled, dropped = _api_calls(recorded)
     _worker_calls(recorded, done)
-    _stream_calls(recorded, dropped)
+    _stream_calls(recorded, dropped[1])
     _deadletter_calls(recorded)
-    store = Store(recorded.settings)
-    assert store.get_job(dropped).state is JobState.CANCELLED  # type: ignore[union-attr]
+    assert _job_state(recorded.settings, *dropped) == JobState.CANCELLED.value
 
     grants = granted()
     assert set(recorded.calls) - {"none"} == set(grants)

@@ -15,7 +15,7 @@ from surge.application import App
 from surge.broker import Broker
 from surge.front import build_service, create_api_app
 from surge.models import JoinBody
-from surge.protocol import slots_for
+from surge.eta import slots_for
 from surge.provision import provision
 from surge.service import FrontService
 from surge.settings import Settings

@@ -240,9 +240,9 @@ def _leading(operator: str, *keys: Any) -> str:
 
 def test_api_role_may_admit_record_and_read_but_nothing_more(cfn: Template, service: Template) -> None:
     assert grants(cfn["Resources"]["ApiFunctionRole"]) == {
-        arn_of("JobsTable"): {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
-        arn_of("EventsTable"): {"dynamodb:PutItem"},
-        arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
+        arn_of("EventsTable"): {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        arn_of("StateTable") + _leading("ForAllValues:StringLike", "counters#*"): {"dynamodb:UpdateItem"},
+        arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
         arn_of("StateTable") + _leading("ForAllValues:StringEquals", "depth#app"): {"dynamodb:PutItem"},
     }
     send = service["Resources"]["FrontSendPolicy"]["Properties"]
@@ -250,15 +250,13 @@ def test_api_role_may_admit_record_and_read_but_nothing_more(cfn: Template, serv
     assert grants(service["Resources"]["FrontSendPolicy"]) == {arn_of("Queue"): {"sqs:SendMessage"}}
 
 
-def test_stream_role_reads_and_writes_only_cursors_presence_and_dropped_jobs(cfn: Template) -> None:
-    """The stream reads; its only writes are the core's: cursors, session presence, and the
-    cancellation of a dropped session's waiting jobs (no queue access at all)."""
+def test_stream_role_reads_sessions_and_writes_only_delivered_and_dropped_jobs(cfn: Template) -> None:
+    """The stream reads; its only writes are the core's: forgetting delivered jobs, and the
+    cancellation of a dropped session's waiting jobs with the shard they leave (no queue access)."""
     assert grants(cfn["Resources"]["StreamFunctionRole"]) == {
-        arn_of("EventsTable"): {"dynamodb:Query", "dynamodb:PutItem"},
-        arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
-        arn_of("StateTable") + _leading("ForAllValues:StringLike", "cursor#*"): {"dynamodb:PutItem"},
-        arn_of("StateTable") + _leading("ForAllValues:StringLike", "counters", "session#*"): {"dynamodb:UpdateItem"},
-        arn_of("JobsTable"): {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
+        arn_of("EventsTable"): {"dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"},
+        arn_of("StateTable"): {"dynamodb:BatchGetItem", "dynamodb:Query"},
+        arn_of("StateTable") + _leading("ForAllValues:StringLike", "counters#*"): {"dynamodb:UpdateItem"},
     }
 
 
@@ -269,10 +267,9 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
 
     own_items = _leading(
         "ForAllValues:StringLike",
-        "counters",
+        "counters#*",
         "lease#*",
         {"Fn::Sub": "workers#${ApiName}"},
-        {"Fn::Sub": "stats#${ApiName}"},
         {"Fn::Sub": "batches#${ApiName}"},
     )
     assert grants(service["Resources"]["WorkerRole"]) == {
@@ -283,23 +280,20 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
             "sqs:GetQueueAttributes",
         },
         arn_of("DeadLetterQueue"): {"sqs:SendMessage"},
-        table("JobsTableName"): {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
-        table("EventsTableName"): {"dynamodb:PutItem", "dynamodb:BatchWriteItem"},
+        table("EventsTableName"): {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:BatchWriteItem"},
         table("StateTableName") + own_items: {
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",
         },
-        table("StateTableName") + _leading("ForAllValues:StringLike", "session#*"): {"dynamodb:BatchGetItem"},
     }
 
 
 def test_dead_letter_role_fails_jobs_and_drains_only_dead_letter_queues(cfn: Template, service: Template) -> None:
     assert grants(cfn["Resources"]["DeadLetterFunctionRole"]) == {
-        arn_of("JobsTable"): {"dynamodb:GetItem", "dynamodb:UpdateItem"},
-        arn_of("EventsTable"): {"dynamodb:PutItem"},
-        arn_of("StateTable") + _leading("ForAllValues:StringEquals", "counters"): {"dynamodb:UpdateItem"},
+        arn_of("EventsTable"): {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        arn_of("StateTable") + _leading("ForAllValues:StringLike", "counters#*"): {"dynamodb:UpdateItem"},
     }
     assert grants(service["Resources"]["DeadLetterDrainPolicy"]) == {
         arn_of("DeadLetterQueue"): {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}

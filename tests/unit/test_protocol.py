@@ -6,7 +6,8 @@ import pytest
 
 from examples.demo_app import app as demo
 from surge import protocol
-from surge.models import Counters, FunctionStats
+from surge.eta import estimate_eta
+from surge.models import Counters, Shard, FunctionStats
 
 
 def test_config_has_what_gradio_client_needs_to_stay_offline_and_use_sse_v3() -> None:
@@ -47,20 +48,26 @@ def test_error_output_has_exactly_the_keys_gradio_client_accepts() -> None:
 )
 def test_eta_counts_the_batches_ahead_spread_over_slots(rank: int, slots: int, expected: float) -> None:
     sim_gpu = demo.get("sim_gpu")
-    eta = protocol.estimate_eta(sim_gpu, rank, FunctionStats(avg_batch_s=0.1), slots)
+    eta = estimate_eta(sim_gpu, rank, FunctionStats(avg_batch_s=0.1), slots)
     assert eta == pytest.approx(expected)
 
 
 def test_eta_is_unknown_before_a_first_run_without_a_hint_and_uses_the_hint_otherwise() -> None:
     trim = demo.get("trim_words")
-    assert protocol.estimate_eta(trim, 3, FunctionStats(), 1) is None
-    assert protocol.estimate_eta(demo.get("echo"), 2, FunctionStats(), 1) == pytest.approx(0.03)
+    assert estimate_eta(trim, 3, FunctionStats(), 1) is None
+    assert estimate_eta(demo.get("echo"), 2, FunctionStats(), 1) == pytest.approx(0.03)
 
 
-def test_rank_comes_from_counters() -> None:
-    counters = Counters(waiting=5, tail={"g": 10}, head={"g": 6})
-    assert counters.queue_size("g") == 4
-    assert counters.rank("g", 7) == 0
-    assert counters.rank("g", 10) == 3
-    message = protocol.estimation_for(demo.get("echo"), "e", "g", 10, counters, FunctionStats(avg_batch_s=0.5), 1)
-    assert (message["rank"], message["queue_size"], message["rank_eta"]) == (3, 4, 2.0)
+def test_rank_is_bounded_by_every_shards_tail_and_only_falls() -> None:
+    # Two shards; a job seen after 3 + 2 had joined (tails [3, 2]) is fifth at most.
+    counters = Counters(shards=[Shard(waiting=3, tail={"g": 3}), Shard(waiting=2, tail={"g": 2})])
+    tails = counters.tails("g")
+    assert counters.queue_size("g") == 5
+    assert counters.rank("g", tails) == 4
+    # Later joins raise the tails but not this job's rank; claims from either shard lower it.
+    later = Counters(
+        shards=[Shard(waiting=4, tail={"g": 6}, head={"g": 2}), Shard(waiting=0, tail={"g": 2}, head={"g": 2})]
+    )
+    assert later.queue_size("g") == 4
+    assert later.rank("g", tails) == 0
+    assert later.waiting == 4 and later.tail == {"g": 8}

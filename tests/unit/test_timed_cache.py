@@ -6,11 +6,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from surge.service import _TimedCache
+from surge.eta import TimedCache
 
 
 def test_a_burst_of_misses_loads_once() -> None:
-    cache = _TimedCache(ttl_s=0.05)
+    cache = TimedCache(ttl_s=0.05)
     loads: list[int] = []
     gate = threading.Event()
 

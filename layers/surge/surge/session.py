@@ -137,6 +137,10 @@ def _news(tracked: Tracked, batch_s: float | None) -> list[dict[str, Any]]:
         return out
     if not tracked.started and job.state is not JobState.CANCELLED:
         tracked.started = True
+        if tracked.last_estimation is None:
+            # As Gradio: a job's first message is its estimation, even when it started at once.
+            tracked.last_estimation = (0, 1)
+            out.append(protocol.estimation(job.job_id, 0, 1, batch_s))
         out.append(protocol.process_starts(job.job_id, batch_s))
     if job.progress is not None and job.progress != tracked.progress and job.state is JobState.RUNNING:
         tracked.progress = job.progress

@@ -1,0 +1,77 @@
+"""The stream's pure part: each Gradio message of a session's jobs exactly once, in order, and ranks
+that come from the shared counters only (no store, no sockets)."""
+
+from __future__ import annotations
+
+from surge import protocol
+from surge.models import Counters, Job, JobState, Shard
+from surge.session import SessionView
+
+
+def _job(state: JobState, **fields: object) -> Job:
+    return Job(job_id="j1", session_hash="s" * 16, api_name="echo", group="g", state=state, created_at=1.0, **fields)  # type: ignore[arg-type]
+
+
+def _no_eta(job: Job, rank: int) -> float | None:
+    return None
+
+
+def test_each_message_is_sent_once_in_gradio_order() -> None:
+    view = SessionView("s" * 16)
+    assert view.take([_job(JobState.WAITING)], 1.0, lambda _: None) == []
+    progress = protocol.progress("j1", 0.5, None, None, None, "steps")
+    chunk = protocol.generating("j1", ["a"])
+    running = _job(JobState.RUNNING, started_at=2.0, progress=progress, chunks=[chunk])
+    assert [m["msg"] for m in view.take([running], 2.0, lambda _: 0.1)] == [
+        "estimation",
+        "process_starts",
+        "progress",
+        "process_generating",
+    ]
+    assert view.take([running], 3.0, lambda _: 0.1) == []
+    done = protocol.completed("j1", ["ab"], 0.2, 0.1)
+    second = protocol.generating("j1", [[["append", [], "b"]]])
+    finished = _job(JobState.COMPLETED, started_at=2.0, chunks=[chunk, second], result=done)
+    assert view.take([finished], 4.0, lambda _: 0.1) == [second, done]
+    assert view.take([finished], 5.0, lambda _: 0.1) == []
+    assert not view.pending and view.delivered == ["j1"]
+
+
+def test_a_job_seen_already_finished_gets_starts_then_its_completion() -> None:
+    view = SessionView("s" * 16)
+    done = protocol.completed("j1", ["x"], 0.01, None)
+    kinds = [m["msg"] for m in view.take([_job(JobState.COMPLETED, result=done)], 1.0, lambda _: None)]
+    assert kinds == ["estimation", "process_starts", "process_completed"]
+
+
+def test_a_cancelled_job_gets_only_its_completion() -> None:
+    view = SessionView("s" * 16)
+    cancelled = protocol.cancelled("j1")
+    assert view.take([_job(JobState.CANCELLED, result=cancelled)], 1.0, lambda _: None) == [cancelled]
+
+
+def test_rank_waits_for_a_counters_read_that_began_after_the_job_was_seen_and_only_falls() -> None:
+    view = SessionView("s" * 16)
+    view.take([_job(JobState.WAITING)], 10.0, lambda _: None)
+    early = Counters(shards=[Shard(waiting=1, tail={"g": 1})])
+    assert view.estimations(early, 9.0, _no_eta) == []  # may predate the admission: optimistic
+    counters = Counters(shards=[Shard(waiting=5, tail={"g": 5}), Shard(waiting=3, tail={"g": 3})])
+    (first,) = view.estimations(counters, 10.5, _no_eta)
+    assert (first["rank"], first["queue_size"]) == (7, 8)
+    assert view.estimations(counters, 11.0, _no_eta) == []  # unchanged: nothing sent
+    later = Counters(shards=[Shard(waiting=9, tail={"g": 12}, head={"g": 3}), Shard(waiting=3, tail={"g": 3})])
+    (second,) = view.estimations(later, 12.0, _no_eta)
+    assert second["rank"] == 4 and second["queue_size"] == 12
+
+
+def test_only_a_job_at_the_front_is_read_for() -> None:
+    view = SessionView("s" * 16)
+    view.take([_job(JobState.WAITING)], 1.0, lambda _: None)
+    deep = Counters(shards=[Shard(waiting=40, tail={"g": 40})])
+    assert not view.at_front(deep, lambda job: 16)  # rank unknown and the line is long: no read
+    assert view.at_front(Counters(shards=[Shard(waiting=3, tail={"g": 3})]), lambda job: 16)
+    view.estimations(deep, 2.0, _no_eta)
+    assert not view.at_front(deep, lambda job: 16)
+    front = Counters(shards=[Shard(waiting=1, tail={"g": 40}, head={"g": 39})])
+    view.estimations(front, 3.0, _no_eta)
+    assert view.at_front(front, lambda job: 16)
