@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -14,7 +13,9 @@ import boto3
 import pytest
 from gradio_client import Client
 
+from surge.application import load_app
 from surge.launcher import LocalStack, emulator_client_kwargs, free_port
+from surge.models import JobMessage
 from tests.crossprocess.helpers import (
     counters,
     held_leases,
@@ -101,12 +102,16 @@ def test_rank_and_eta_shrink_as_the_queue_drains(two_worker_stack: LocalStack) -
     assert updates[-1][1] < updates[0][1], updates
 
 
-def job_owner_pid(stack: LocalStack, data: list[Any]) -> int | None:
-    """The pid of the worker that claimed the job with these inputs (worker ids embed the pid)."""
+def job_owner_pid(stack: LocalStack, api_name: str) -> int | None:
+    """The pid of the worker running a job of `api_name` (worker ids embed the pid)."""
     assert stack.settings is not None
     table = boto3.client("dynamodb", **emulator_client_kwargs(stack.endpoint_url))
-    items = table.scan(TableName=stack.settings.jobs_table_name)["Items"]
-    owners = [i["worker_id"]["S"] for i in items if json.loads(i["data"]["S"]) == data and "worker_id" in i]
+    items = table.scan(TableName=stack.settings.events_table_name)["Items"]
+    owners = [
+        i["worker_id"]["S"]
+        for i in items
+        if i["api_name"]["S"] == api_name and i["state"]["S"] == "running" and "worker_id" in i
+    ]
     return int(owners[0].split("-")[-2]) if owners else None
 
 
@@ -115,8 +120,8 @@ def test_a_killed_workers_lease_expires_and_its_job_still_completes(
 ) -> None:
     client = Client(two_worker_stack.url, verbose=False)
     victim = client.submit(2.5, "victim", api_name="/limited_one")
-    assert wait_until(lambda: job_owner_pid(two_worker_stack, [2.5, "victim"]) is not None, 10)
-    pid = job_owner_pid(two_worker_stack, [2.5, "victim"])
+    assert wait_until(lambda: job_owner_pid(two_worker_stack, "limited_one") is not None, 10)
+    pid = job_owner_pid(two_worker_stack, "limited_one")
     process = next(p for p in two_worker_stack.workers_of("limited_one").values() if p.pid == pid)
     os.kill(pid, signal.SIGKILL)
     process.wait()
@@ -135,16 +140,24 @@ def test_a_killed_workers_lease_expires_and_its_job_still_completes(
 
 
 def test_a_redelivered_message_never_runs_a_completed_job_again(two_worker_stack: LocalStack, record_dir: Path) -> None:
-    client = Client(two_worker_stack.url, verbose=False)
-    assert client.predict(0.05, "once", api_name="/limited_two") == "once"
+    session = new_session()
+    event_id = join(two_worker_stack, session, "limited_two", [0.05, "once"]).json()["event_id"]
+    assert [m["msg"] for m in messages(two_worker_stack, session)][-2:] == ["process_completed", "close_stream"]
     assert two_worker_stack.settings is not None
-    table = boto3.client("dynamodb", **emulator_client_kwargs(two_worker_stack.endpoint_url))
-    items = table.scan(TableName=two_worker_stack.settings.jobs_table_name)["Items"]
-    job_id = next(i["job_id"]["S"] for i in items if json.loads(i["data"]["S"]) == [0.05, "once"])
+    function = load_app(two_worker_stack.app_spec).get("limited_two")
+    again = JobMessage(
+        job_id=event_id,
+        session_hash=session,
+        api_name="limited_two",
+        group=function.concurrency_id,
+        shard=0,
+        data=[0.05, "once"],
+        created_at=time.time(),
+    )
     sqs = boto3.client("sqs", **emulator_client_kwargs(two_worker_stack.endpoint_url))
     for _ in range(2):
         sqs.send_message(
-            QueueUrl=two_worker_stack.settings.queue_url("limited_two"), MessageBody=json.dumps({"job_id": job_id})
+            QueueUrl=two_worker_stack.settings.queue_url("limited_two"), MessageBody=again.model_dump_json()
         )
     assert wait_until(lambda: queue_depth(two_worker_stack, "limited_two") == (0, 0), 10)
     time.sleep(0.5)
@@ -156,8 +169,8 @@ def test_sigterm_while_waiting_for_a_lease_gives_messages_back_at_once(
 ) -> None:
     client = Client(two_worker_stack.url, verbose=False)
     first = client.submit(2.0, "holder", api_name="/limited_one")
-    assert wait_until(lambda: job_owner_pid(two_worker_stack, [2.0, "holder"]) is not None, 10)
-    holder_pid = job_owner_pid(two_worker_stack, [2.0, "holder"])
+    assert wait_until(lambda: job_owner_pid(two_worker_stack, "limited_one") is not None, 10)
+    holder_pid = job_owner_pid(two_worker_stack, "limited_one")
     second = client.submit(0.1, "handed-back", api_name="/limited_one")
     # The other worker has received the second job and waits for the group's only lease.
     assert wait_until(lambda: queue_depth(two_worker_stack, "limited_one") == (0, 2), 10)

@@ -17,13 +17,15 @@ from moto import mock_aws
 from surge import protocol
 from surge.application import load_app
 from surge.deadletter import DEAD_LETTER_MESSAGE
-from surge.models import Job, JobState
+from surge.models import Job, JobMessage, JobState
 from surge.provision import provision
 from surge.settings import Settings
 from surge.store import Store
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 APP = "examples.demo_app:app"
+SESSION = "3f7c2a9e-5b1d-4c8e-9a6f-2d4b8e1c7a90"
+"""The session of events/apigateway/post_join.json and post_cancel.json."""
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -90,11 +92,15 @@ def test_post_join_event_admits_and_enqueues_the_job(stack: Deployed, capsys: py
     response = stack.handler("api_handler")(event, LambdaContext())
     assert response["statusCode"] == 200
     event_id = json.loads(response["body"])["event_id"]
-    job = stack.store.get_job(event_id)
+    job = stack.store.get_job(SESSION, event_id)
     assert job is not None
-    assert (job.api_name, job.state, job.data) == ("trim_words", JobState.WAITING, ["hello", 3])
+    assert (job.api_name, job.state) == ("trim_words", JobState.WAITING)
     messages = boto3.client("sqs").receive_message(QueueUrl=stack.settings.queue_url("trim_words"))["Messages"]
-    assert [json.loads(m["Body"]) for m in messages] == [{"job_id": event_id}]
+    sent = [JobMessage.model_validate_json(m["Body"]) for m in messages]
+    assert [(m.job_id, m.session_hash, m.api_name, m.shard, m.data) for m in sent] == [
+        (event_id, SESSION, "trim_words", job.shard, ["hello", 3])
+    ], "the message carries the job's key, shard and inputs (the inputs are not stored in the table)"
+    assert stack.store.counters().shards[job.shard].waiting == 1
     admissions = [m for m in emf_metrics(capsys.readouterr().out) if "admissions" in m]
     assert [(m["function"], m["service"], m["admissions"]) for m in admissions] == [("trim_words", "api", [1.0])]
     assert admissions[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Surge/test"
@@ -120,61 +126,89 @@ def test_post_cancel_event_cancels_the_sessions_waiting_job(stack: Deployed) -> 
     cancel["body"] = json.dumps({**body, "event_id": event_id})
     response = handler(cancel, LambdaContext())
     assert (response["statusCode"], json.loads(response["body"])) == (200, {"success": True})
-    job = stack.store.get_job(event_id)
+    job = stack.store.get_job(SESSION, event_id)
     assert job is not None and job.state is JobState.CANCELLED
+    assert job.result == protocol.cancelled(event_id)
     assert stack.store.counters().waiting == 0
+    again = handler(cancel, LambdaContext())
+    assert (again["statusCode"], json.loads(again["body"])) == (200, {"success": False}), "an ended job stays ended"
+    cancel["body"] = json.dumps({**body, "event_id": event_id, "session_hash": "0" * 32})
+    assert handler(cancel, LambdaContext())["statusCode"] == 404, "another session cannot cancel this job"
 
 
-def _admitted_job(stack: Deployed, job_id: str, session_hash: str = "3f7c2a9e-5b1d-4c8e-9a6f-2d4b8e1c7a90") -> Job:
+def _admitted_job(stack: Deployed, job_id: str, session_hash: str = SESSION) -> Job:
     job = Job(
         job_id=job_id,
         session_hash=session_hash,
         api_name="trim_words",
         group="trim_words",
-        seq=0,
         state=JobState.WAITING,
         data=["hello", 3],
         created_at=1764190496.0,
     )
-    stack.store.admit(job, None, 1)
-    return job
+    return stack.store.admit(job, None, 1)
+
+
+def dead_letter_event(job: Job | None = None) -> dict[str, Any]:
+    """events/sqs/dead_letter.json with its body the message of `job` (as SQS moved it to the DLQ).
+
+    The stored body names a job of its own; the tests admit theirs and put its message there."""
+    event = load_event("sqs/dead_letter.json")
+    if job is not None:
+        event["Records"][0]["body"] = JobMessage.of(job).model_dump_json()
+    return event
+
+
+def _job_id_of_event() -> str:
+    job_id: str = json.loads(load_event("sqs/dead_letter.json")["Records"][0]["body"])["job_id"]
+    return job_id
 
 
 def test_dead_letter_event_fails_the_job_and_tells_its_session(stack: Deployed) -> None:
-    event = load_event("sqs/dead_letter.json")
-    job_id = json.loads(event["Records"][0]["body"])["job_id"]
+    job_id = _job_id_of_event()
     job = _admitted_job(stack, job_id)
+    event = dead_letter_event(job)
     handler = stack.handler("deadletter_handler")
     assert handler(event, LambdaContext(function_name="surge-DeadLetterFunction")) == {"batchItemFailures": []}
-    failed = stack.store.get_job(job_id)
-    assert failed is not None and failed.state is JobState.FAILED
-    completed = [e.body for e in stack.store.read_events(job.session_hash, "0") if e.body["msg"] == "process_completed"]
-    assert completed == [protocol.failed(job_id, DEAD_LETTER_MESSAGE)]
+    (failed,) = stack.store.read_session(job.session_hash)
+    assert failed.job_id == job_id and failed.state is JobState.FAILED
+    assert failed.result == protocol.failed(job_id, DEAD_LETTER_MESSAGE)
     assert stack.store.counters().waiting == 0
     handler(event, LambdaContext(function_name="surge-DeadLetterFunction"))
-    again = [e.body for e in stack.store.read_events(job.session_hash, "0") if e.body["msg"] == "process_completed"]
-    assert len(again) == 1
+    (again,) = stack.store.read_session(job.session_hash)
+    assert again == failed, "a second delivery of the dead letter changes nothing"
+    assert stack.store.counters().waiting == 0, "the job left its shard once"
 
 
 def test_dead_letter_event_for_a_running_job_fails_it_once(stack: Deployed) -> None:
-    event = load_event("sqs/dead_letter.json")
-    job_id = json.loads(event["Records"][0]["body"])["job_id"]
-    (running,) = stack.store.claim([_admitted_job(stack, job_id)], "worker-gone")
-    stack.handler("deadletter_handler")(event, LambdaContext(function_name="surge-DeadLetterFunction"))
-    failed = stack.store.get_job(job_id)
+    job_id = _job_id_of_event()
+    (running,) = stack.store.claim([_admitted_job(stack, job_id)], "worker-gone").claimed
+    stack.handler("deadletter_handler")(
+        dead_letter_event(running), LambdaContext(function_name="surge-DeadLetterFunction")
+    )
+    failed = stack.store.get_job(SESSION, job_id)
     assert failed is not None and failed.state is JobState.FAILED
+    assert failed.result == protocol.failed(job_id, DEAD_LETTER_MESSAGE)
     assert stack.store.fail_abandoned(running, protocol.failed(job_id, "again")) is False
+    assert stack.store.counters().waiting == 0
+
+
+def test_dead_letter_event_whose_body_names_no_job_is_dropped(stack: Deployed) -> None:
+    job = _admitted_job(stack, _job_id_of_event())
+    event = dead_letter_event()  # the stored body, `{"job_id": ...}`: not a job message
+    handler = stack.handler("deadletter_handler")
+    assert handler(event, LambdaContext(function_name="surge-DeadLetterFunction")) == {"batchItemFailures": []}
+    assert stack.store.get_job(SESSION, job.job_id).state is JobState.WAITING  # type: ignore[union-attr]
 
 
 def test_dead_letter_event_retries_only_what_aws_refused(stack: Deployed, monkeypatch: pytest.MonkeyPatch) -> None:
     from surge.errors import Unavailable
     from surge.store import Store as StoreClass
 
-    event = load_event("sqs/dead_letter.json")
-    _admitted_job(stack, json.loads(event["Records"][0]["body"])["job_id"])
+    event = dead_letter_event(_admitted_job(stack, _job_id_of_event()))
     handler = stack.handler("deadletter_handler")
 
-    def refuse(self: StoreClass, job_id: str) -> Job | None:
+    def refuse(self: StoreClass, session_hash: str, job_id: str) -> Job | None:
         raise Unavailable("DynamoDB is throttling")
 
     monkeypatch.setattr(StoreClass, "get_job", refuse)

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from surge.application import load_app
 from surge.broker import Broker
-from surge.front import create_local_app
-from surge.models import JoinBody
+from surge.front import create_local_app, session_hub
+from surge.models import JobState, JoinBody
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionStream
 from surge.settings import Settings
@@ -62,15 +62,23 @@ def test_a_session_never_reads_another_sessions_events(aws: None) -> None:
     settings = settings_for("examples.demo_app:app")
     service, _ = front(settings)
     owner = secrets.token_hex(16)
-    service.join(JoinBody(data=["secret"], fn_index=0, session_hash=owner))
+    job = service.join(JoinBody(data=["secret"], fn_index=0, session_hash=owner))
+    hub = session_hub(service)
 
     async def read(session: str) -> list[dict[str, object]]:
-        stream = SessionStream(service, session, PollPolicy(empty_session_s=0.3, max_s=0.05))
+        stream = SessionStream(hub, session, PollPolicy(empty_session_s=0.3, max_s=0.05))
         return [message async for message in stream.messages()]
 
     stranger = asyncio.run(read(secrets.token_hex(16)))
     assert stranger == [{"msg": "close_stream", "event_id": None}]
-    cancel = TestClient(create_local_app(service)).post(
-        "/gradio_api/cancel", json={"session_hash": secrets.token_hex(16), "event_id": "0" * 32}
-    )
-    assert cancel.status_code == 404
+    client = TestClient(create_local_app(service))
+    unknown = client.post("/gradio_api/cancel", json={"session_hash": secrets.token_hex(16), "event_id": "0" * 32})
+    assert unknown.status_code == 404
+    theirs = client.post("/gradio_api/cancel", json={"session_hash": secrets.token_hex(16), "event_id": job.job_id})
+    assert theirs.status_code == 404, "a session cannot cancel another session's job"
+    still = service.store.get_job(owner, job.job_id)
+    assert still is not None and still.state is JobState.WAITING
+    assert service.store.counters().waiting == 1
+    own = client.post("/gradio_api/cancel", json={"session_hash": owner, "event_id": job.job_id})
+    assert (own.status_code, own.json()) == (200, {"success": True})
+    assert service.store.counters().waiting == 0

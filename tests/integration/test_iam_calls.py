@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import json
 import re
 import threading
 import time
@@ -25,12 +24,11 @@ from moto import mock_aws
 from surge.application import load_app
 from surge.broker import Broker
 from surge.deadletter import SqsRecord, fail_dead_lettered
-from surge.front import create_api_app
+from surge.front import create_api_app, session_hub
 from surge.models import JobMessage, JobState, JoinBody
 from surge.observer import Observer
 from surge.provision import provision
 from surge.service import FrontService
-from surge.front import session_hub
 from surge.session import PollPolicy, SessionStream
 from surge.settings import Settings
 from surge.store import Store
@@ -97,7 +95,9 @@ class Recorder:
             for table, requests in params["RequestItems"].items():
                 for request in requests:
                     ((_, write),) = request.items()
-                    self.add("dynamodb:BatchWriteItem", self.table(table), _partition(write.get("Item") or write["Key"]))
+                    self.add(
+                        "dynamodb:BatchWriteItem", self.table(table), _partition(write.get("Item") or write["Key"])
+                    )
         elif operation == "Query":
             self.add("dynamodb:Query", self.table(params["TableName"]), _queried(params))
         else:

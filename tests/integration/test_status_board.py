@@ -13,14 +13,14 @@ from moto import mock_aws
 
 from surge.application import App
 from surge.broker import Broker
-from surge.front import build_service, create_api_app
-from surge.models import JoinBody
 from surge.eta import slots_for
+from surge.front import build_service, create_api_app
+from surge.models import FunctionStats, JoinBody
 from surge.provision import provision
 from surge.service import FrontService
 from surge.settings import Settings
 from surge.status import StatusBoard
-from surge.store import Store
+from surge.store import BatchRecord, Store
 from surge.worker import Worker
 from tests.apps import pages_app
 
@@ -40,14 +40,21 @@ def service(settings: Settings) -> FrontService:
 def _join(service: FrontService, api_name: str, text: str = "x") -> str:
     function = service.app.get(api_name)
     data: list[object] = [text] * len(function.inputs)
-    return service.join(JoinBody(data=data, api_name=api_name, session_hash="session-" + "a" * 16))
+    return service.join(JoinBody(data=data, api_name=api_name, session_hash="session-" + "a" * 16)).job_id
+
+
+def _batch(size: int, failed: int, duration_s: float, worker_id: str) -> BatchRecord:
+    return BatchRecord(time.time(), size, failed, duration_s, worker_id)
 
 
 def test_store_batch_log_returns_latest_batches_oldest_first(settings: Settings) -> None:
     store = Store(settings)
     for size in range(1, 6):
-        store.record_batch("batched", size, failed=size % 2, duration_s=0.1 * size, worker_id="w1")
-    store.record_batch("slow_echo", 9, failed=0, duration_s=1.0, worker_id="w2")
+        stats = FunctionStats(avg_batch_s=0.1 * size, avg_batch_size=float(size), batches=size)
+        store.record_batch("batched", _batch(size, size % 2, 0.1 * size, "w1"), stats)
+    store.record_batch(
+        "slow_echo", _batch(9, 0, 1.0, "w2"), FunctionStats(avg_batch_s=1.0, avg_batch_size=9, batches=1)
+    )
 
     recent = store.recent_batches("batched", limit=3)
 
@@ -55,6 +62,10 @@ def test_store_batch_log_returns_latest_batches_oldest_first(settings: Settings)
     assert [b.failed for b in recent] == [1, 0, 1]
     assert recent[-1].duration_s == pytest.approx(0.5)
     assert recent[0].finished_at <= recent[-1].finished_at <= time.time()
+    # The newest batch record carries the worker's smoothed statistics, which the ETA reads.
+    assert store.stats("batched") == FunctionStats(avg_batch_s=0.5, avg_batch_size=5.0, batches=5)
+    assert store.stats("slow_echo").avg_batch_s == pytest.approx(1.0)
+    assert store.stats("held") == FunctionStats()
 
 
 def test_store_depth_sample_is_written_once_per_bucket(settings: Settings, service: FrontService) -> None:
@@ -83,8 +94,7 @@ def test_status_snapshot_counts_waiting_running_workers_and_eta(settings: Settin
     store.worker_alive("batched", "batched-w1", 30, 2)
     store.worker_alive("batched", "batched-w2", 30, 1)
     assert store.acquire_lease("slow_echo", 1, "slow-w1") == 0
-    store.record_stats("slow_echo", 2.0, 1.0)
-    store.record_batch("slow_echo", 1, 0, 2.0, "slow-w1")
+    store.record_batch("slow_echo", _batch(1, 0, 2.0, "slow-w1"), FunctionStats(avg_batch_s=2.0, avg_batch_size=1.0))
 
     snapshot = StatusBoard(service.app, store).snapshot()
 

@@ -13,7 +13,7 @@ import boto3
 
 from surge.application import load_app
 from surge.broker import Broker
-from surge.models import JoinBody
+from surge.models import Job, JobMessage, JobState, JoinBody
 from surge.service import FrontService
 from surge.settings import Settings
 from surge.store import Store
@@ -35,6 +35,11 @@ def serving(settings: Settings, api_name: str) -> Iterator[Worker]:
 
 
 def submit(settings: Settings, api_name: str, *data: Any, session: str = "session000000001") -> str:
+    """Join as a client does; returns the job's id (its `event_id`)."""
+    return submit_job(settings, api_name, *data, session=session).job_id
+
+
+def submit_job(settings: Settings, api_name: str, *data: Any, session: str = "session000000001") -> Job:
     app = load_app(settings.app_module)
     service = FrontService(app, settings, Store(settings), Broker(settings))
     return service.join(JoinBody(data=list(data), api_name=api_name, session_hash=session))
@@ -43,12 +48,18 @@ def submit(settings: Settings, api_name: str, *data: Any, session: str = "sessio
 def outcome(
     settings: Settings, event_id: str, session: str = "session000000001", timeout_s: float = 10
 ) -> dict[str, Any]:
+    """The job's `process_completed` message, as its stream will deliver it (the job item's result)."""
+    return finished_job(settings, event_id, session, timeout_s).result or {}
+
+
+def finished_job(settings: Settings, event_id: str, session: str = "session000000001", timeout_s: float = 10) -> Job:
     store = Store(settings)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for event in store.read_events(session, "0"):
-            if event.body["event_id"] == event_id and event.body["msg"] == "process_completed":
-                return event.body
+        job = store.get_job(session, event_id)
+        if job is not None and job.result is not None:
+            assert job.result["msg"] == "process_completed" and job.result["event_id"] == event_id
+            return job
         time.sleep(0.05)
     raise AssertionError(f"{event_id} never completed")
 
@@ -61,13 +72,20 @@ def outcomes(
     found: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout_s
     while len(found) < len(set(event_ids)) and time.monotonic() < deadline:
-        for event in store.read_events(session, "0"):
-            if event.body["msg"] == "process_completed":
-                found[event.body["event_id"]] = event.body
+        for job in store.read_session(session):
+            if job.result is not None:
+                found[job.job_id] = job.result
         time.sleep(0.1)
     missing = [e for e in event_ids if e not in found]
     assert not missing, f"{len(missing)} jobs never completed"
     return [found[e] for e in event_ids]
+
+
+def queue_depth(settings: Settings, url: str) -> int:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
 def test_an_exception_fails_only_its_job_without_leaking_internals(aws: None) -> None:
@@ -116,23 +134,108 @@ def test_an_error_in_a_batch_fails_only_the_input_that_caused_it(aws: None) -> N
 def test_a_poison_message_goes_to_the_dead_letter_queue_without_blocking(aws: None) -> None:
     settings = settings_for("tests.apps.faulty_app:app")
     sqs = boto3.client("sqs")
-    sqs.send_message(QueueUrl=settings.queue_url("fine"), MessageBody="not json at all")
-    sqs.send_message(QueueUrl=settings.queue_url("fine"), MessageBody=json.dumps({"job_id": "no-such-job"}))
+    foreign = JobMessage(
+        job_id="j-of-crash",
+        session_hash="session000000001",
+        api_name="crash",
+        group="crash",
+        shard=0,
+        data=["x"],
+        created_at=time.time(),
+    ).model_dump_json()
+    poison = ["not json at all", json.dumps({"job_id": "no-such-job"}), foreign]
+    for body in poison:
+        sqs.send_message(QueueUrl=settings.queue_url("fine"), MessageBody=body)
     with serving(settings, "fine"):
         result = outcome(settings, submit(settings, "fine", "still served"))
     assert result["output"]["data"] == ["still served"]
     dead = sqs.receive_message(QueueUrl=settings.dead_letter_queue_url("fine"), MaxNumberOfMessages=10)["Messages"]
-    assert sorted(m["Body"] for m in dead) == sorted(["not json at all", json.dumps({"job_id": "no-such-job"})])
+    assert sorted(m["Body"] for m in dead) == sorted(poison)
+
+
+def test_a_message_whose_job_is_gone_is_acknowledged_not_run(aws: None) -> None:
+    """A job cancelled (or delivered and forgotten) before a worker took its message: the message is
+    dropped, nothing runs, and nothing goes to the dead-letter queue."""
+    settings = settings_for("tests.apps.faulty_app:app")
+    store = Store(settings)
+    cancelled = submit_job(settings, "fine", "cancelled")
+    assert store.end_waiting(cancelled, JobState.CANCELLED, {"msg": "process_completed", "event_id": "x"})
+    gone = JobMessage(
+        job_id="never-admitted",
+        session_hash="session000000001",
+        api_name="fine",
+        group="fine",
+        shard=0,
+        data=["x"],
+        created_at=time.time(),
+    )
+    boto3.client("sqs").send_message(QueueUrl=settings.queue_url("fine"), MessageBody=gone.model_dump_json())
+    with serving(settings, "fine"):
+        assert outcome(settings, submit(settings, "fine", "after"))["output"]["data"] == ["after"]
+        deadline = time.monotonic() + 10
+        while queue_depth(settings, settings.queue_url("fine")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert queue_depth(settings, settings.queue_url("fine")) == 0
+    assert queue_depth(settings, settings.dead_letter_queue_url("fine")) == 0
+    job = store.get_job("session000000001", cancelled.job_id)
+    assert job is not None and job.state is JobState.CANCELLED and job.started_at is None
+    assert store.get_job("session000000001", "never-admitted") is None
+    assert store.counters().waiting == 0
+
+
+def test_a_message_delivered_twice_runs_its_job_once(aws: None) -> None:
+    settings = settings_for("examples.demo_app:app")
+    job = submit_job(settings, "trim_words", "hello", 2)
+    Broker(settings).send(job)  # SQS delivers a standard queue's message at least once
+    with serving(settings, "trim_words"):
+        result = outcome(settings, job.job_id)
+        deadline = time.monotonic() + 10
+        while queue_depth(settings, settings.queue_url("trim_words")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert result["output"]["data"] == ["he"]
+    done = Store(settings).get_job("session000000001", job.job_id)
+    assert done is not None and (done.state, done.attempt) == (JobState.COMPLETED, 1)
+    assert queue_depth(settings, settings.queue_url("trim_words")) == 0
+    assert Store(settings).counters().waiting == 0
+
+
+def test_a_claimed_job_is_running_with_its_start_time_then_completed(aws: None) -> None:
+    """No `process_starts` is written by the worker: the claim sets the job running with `started_at`,
+    from which the stream makes `process_starts`; the generator's messages and the final one follow."""
+    settings = settings_for("examples.demo_app:app")
+    store = Store(settings)
+    job = submit_job(settings, "stream_tokens", "one two three")
+    seen_running: list[Job] = []
+    with serving(settings, "stream_tokens"):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            current = store.get_job("session000000001", job.job_id)
+            assert current is not None
+            if current.state is JobState.RUNNING:
+                seen_running.append(current)
+            if current.result is not None:
+                break
+            time.sleep(0.01)
+        done = finished_job(settings, job.job_id)
+    assert seen_running, "the job was seen running before it completed"
+    assert all(j.started_at is not None and j.worker_id for j in seen_running)
+    assert done.state is JobState.COMPLETED and done.started_at is not None
+    assert done.started_at >= job.created_at
+    assert [c["msg"] for c in done.chunks] == ["process_generating"] * 4
+    assert done.result is not None and done.result["success"] is True
+    assert done.result["output"]["data"] == ["one two three"]
+    assert any(j.progress is not None and j.progress["msg"] == "progress" for j in seen_running)
 
 
 def test_a_job_abandoned_more_than_max_attempts_times_fails_with_a_clear_message(aws: None) -> None:
     settings = settings_for("tests.apps.faulty_app:app", max_attempts=1)
     store = Store(settings)
     event_id = submit(settings, "fine", "cursed")
-    job = store.get_job(event_id)
+    job = store.get_job("session000000001", event_id)
     assert job is not None
-    store.claim([job], "a-dead-worker")
+    assert [j.job_id for j in store.claim([job], "a-dead-worker").claimed] == [event_id]
     with serving(settings, "fine"):
         result = outcome(settings, event_id)
     assert result["output"]["error"] == ("Gave up after 1 attempt(s): the worker running this job stopped each time.")
+    assert store.get_job("session000000001", event_id).state is JobState.FAILED  # type: ignore[union-attr]
     assert store.counters().waiting == 0

@@ -24,9 +24,9 @@ def test_the_next_batch_is_received_before_the_current_one_is_recorded(
         log.append(len(got))
         return got
 
-    def finishing(self: Store, *args: Any) -> Any:
+    def finishing(self: Store, *args: Any, **kwargs: Any) -> Any:
         log.append(-1)
-        return finish(self, *args)
+        return finish(self, *args, **kwargs)
 
     monkeypatch.setattr(Broker, "receive", receiving)
     monkeypatch.setattr(Store, "finish", finishing)

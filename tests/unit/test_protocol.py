@@ -7,7 +7,7 @@ import pytest
 from examples.demo_app import app as demo
 from surge import protocol
 from surge.eta import estimate_eta
-from surge.models import Counters, Shard, FunctionStats
+from surge.models import Counters, FunctionStats, Shard
 
 
 def test_config_has_what_gradio_client_needs_to_stay_offline_and_use_sse_v3() -> None:

@@ -13,8 +13,8 @@ from surge import protocol
 from surge.application import App, Function
 from surge.broker import Broker
 from surge.errors import BadRequest, NotFound, PayloadTooLarge, QueueFull, Unavailable, WaitTooLong
-from surge.eta import Estimator, TimedCache
-from surge.models import CancelBody, Counters, Job, JobState, JoinBody
+from surge.eta import Estimator
+from surge.models import CancelBody, Job, JobState, JoinBody
 from surge.observer import Observer
 from surge.settings import Settings
 from surge.store import Store
@@ -64,7 +64,6 @@ class FrontService:
         self.store = store
         self.broker = broker
         self.estimator = Estimator(app, store.stats, store.live_workers)
-        self._counters = TimedCache(ttl_s=0.25)
         self._full: tuple[float, int] | None = None
         """Until when (monotonic) joins are refused without asking DynamoDB, and the size it reported."""
         self.config = protocol.config(app)
@@ -97,10 +96,6 @@ class FrontService:
         self.observer.admitted(function.api_name)
         return job
 
-    def counters(self) -> Counters:
-        """The counters, read at most once per 0.25 s by this process."""
-        return self._counters.get("counters", lambda: self.store.counters(consistent=False))
-
     def _refuse_while_full(self, function: Function) -> None:
         """For `FULL_HOLD_S` after a "queue full" answer, this process refuses joins at once.
 
@@ -114,7 +109,8 @@ class FrontService:
 
     def _refuse_long_wait(self, function: Function, max_wait_s: float) -> None:
         """`max_wait_s`: refuse up front when the expected wait of a new arrival is already over it."""
-        eta = self.estimator.eta(function, self.counters().queue_size(function.concurrency_id))
+        ahead = self.store.counters(consistent=False).queue_size(function.concurrency_id)
+        eta = self.estimator.eta(function, ahead)
         if eta is not None and eta > max_wait_s:
             self.observer.rejected(function.api_name, "wait_too_long")
             raise WaitTooLong(eta, max_wait_s)

@@ -101,12 +101,19 @@ class SessionView:
     ) -> list[dict[str, Any]]:
         """New rank/ETA for waiting jobs, from one counters read that began at `read_started`."""
         messages = []
-        for tracked in self.waiting():
+        waiting = self.waiting()
+        for tracked in waiting:
             if tracked.tails is None:
                 if read_started < tracked.seen_at:
                     continue  # this read may predate the job's admission: its tails would be optimistic
                 tracked.tails = counters.tails(tracked.job.group)
-            rank = counters.rank(tracked.job.group, tracked.tails)
+            # The session's own later jobs of the group are counted in the bound but are behind this one.
+            behind = sum(
+                1
+                for other in waiting
+                if other.job.group == tracked.job.group and other.job.created_at > tracked.job.created_at
+            )
+            rank = max(0, counters.rank(tracked.job.group, tracked.tails) - behind)
             if tracked.last_estimation is not None:
                 rank = min(rank, tracked.last_estimation[0])
             size = counters.queue_size(tracked.job.group)

@@ -90,8 +90,12 @@ class AdmissionStore(Table):
                 counter["ExpressionAttributeValues"][":max"] = n(caps[shard])
             transaction.add("counter", "Update", counter)
             refused = transaction.commit(self.client, token=f"{job.job_id}-{shard}")
-            if refused is None or "job" in refused.tags:
-                return placed  # admitted now, or by our own earlier attempt whose answer was lost
+            if refused is None:
+                return placed
+            if "job" in refused.tags:
+                # Our own earlier attempt landed (its answer was lost): the job counts where it was put.
+                stored = refused.tags["job"] or {}
+                return job.model_copy(update={"shard": int(stored.get("shard", {}).get("N", shard))})
         raise QueueFull(max_size or 0, max_size or 0, retry_after_s)
 
     def counters(self, consistent: bool = True) -> Counters:

@@ -67,6 +67,17 @@ class JobStore(Table):
     # ---- claim -----------------------------------------------------------------------------------
 
     def claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
+        """Claim in transactions of at most `TRANSACTION_LIMIT` items (jobs plus the shards they leave)."""
+        per_transaction = TRANSACTION_LIMIT - self.settings.admission_shards
+        claimed: list[Job] = []
+        refused: dict[str, Job | None] = {}
+        for start in range(0, len(jobs), per_transaction):
+            outcome = self._claim(jobs[start : start + per_transaction], worker_id)
+            claimed.extend(outcome.claimed)
+            refused.update(outcome.refused)
+        return Claim(claimed, refused)
+
+    def _claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
         """Move jobs to `running` for this worker in one transaction with the counters the waiting ones
         leave. A job is claimable while `waiting`, or while `running` at the attempt given (its worker
         is gone). Refused jobs are left out and the rest claimed again, so a duplicated message never
