@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from tests.template.stack import (
     transformed,
 )
 
-LWA_LAYER = "arn:${AWS::Partition}:lambda:${AWS::Region}:753240598075:layer:LambdaAdapterLayerArm64:27"
+LWA_LAYER = "arn:${AWS::Partition}:lambda:${AWS::Region}:753240598075:layer:LambdaAdapterLayerArm64:30"
 STREAMING_URI = "/2021-11-15/functions/${StreamFunction.Arn}/response-streaming-invocations"
 ECS_STOP_TIMEOUT_MAX_S = 120
 API_GATEWAY_BUFFERED_LIMIT_S = 29
@@ -91,6 +92,14 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         assert integration["type"] == "aws_proxy"
         assert "${ApiFunction.Arn}/invocations" in integration["uri"]["Fn::Sub"]
         assert "responseTransferMode" not in integration
+
+
+def test_join_answers_its_own_cross_origin_preflight_in_the_app(cfn: Template) -> None:
+    """/gradio_api/queue/join is a resource of its own: without OPTIONS on it API Gateway would answer a
+    browser's preflight with 403 before the app's CORS middleware could."""
+    methods = _paths(cfn)["/gradio_api/queue/join"]
+    assert set(methods) == {"post", "options"}
+    assert "${ApiFunction.Arn}/invocations" in _integration(cfn, "/gradio_api/queue/join", "options")["uri"]["Fn::Sub"]
 
 
 @pytest.mark.parametrize("path", ["/gradio_api/queue/data", "/gradio_api/heartbeat/{session_hash}"])
@@ -189,6 +198,18 @@ def test_scaling_wakes_from_zero_tracks_backlog_per_worker_and_sleeps_when_idle(
     assert sleep == {**sleep, "AdjustmentType": "ExactCapacity"}
     assert sleep["StepAdjustments"][0]["ScalingAdjustment"] == 0
     assert resources["SleepAlarm"]["Properties"]["AlarmActions"] == [{"Ref": "SleepPolicy"}]
+
+
+def test_deploys_never_reset_the_worker_count_nor_put_a_woken_service_back_to_sleep(service: Template) -> None:
+    resources = service["Resources"]
+    assert "DesiredCount" not in resources["Service"]["Properties"]
+    assert resources["SleepAlarm"]["Properties"]["TreatMissingData"] == "notBreaching"
+
+
+def test_every_build_packs_the_app_anew_for_the_lambdas_and_the_image() -> None:
+    """A cached makefile layer is reused unless layers/app itself changes, and the app lives elsewhere."""
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert not config["default"]["build"]["parameters"].get("cached", False)
 
 
 def test_dead_letter_redrive_comes_after_the_workers_give_up(service: Template) -> None:
@@ -327,21 +348,101 @@ def test_no_policy_grants_every_action_or_a_wildcard_resource_it_could_narrow(cf
 
 
 def _changed(template: Template, before: str, after: str) -> set[str]:
-    old = resolved(template, {"WorkerInstanceType": before})
-    new = resolved(template, {"WorkerInstanceType": after})
+    old = resolved(template, {"WorkerInstanceTypes": before})
+    new = resolved(template, {"WorkerInstanceTypes": after})
     return {name for name in old if old[name] != new[name]}
 
 
-def test_another_gpu_type_changes_only_the_launch_template(template: Template) -> None:
-    assert _changed(template, "g5.xlarge", "g6e.xlarge") == {"WorkerLaunchTemplate"}
-    assert _changed(template, "g5.xlarge", "g5.12xlarge") == {"WorkerLaunchTemplate"}
+def _overrides(resources: dict[str, Any]) -> list[str]:
+    policy = resources["WorkerAutoScalingGroup"]["Properties"]["MixedInstancesPolicy"]
+    return [override["InstanceType"] for override in policy["LaunchTemplate"]["Overrides"] if override != NO_VALUE]
+
+
+def _hardware_tag(resources: dict[str, Any]) -> Any:
+    tags = resources["WorkerAutoScalingGroup"]["Properties"]["Tags"]
+    (tag,) = [t for t in tags if t["Key"] == "surge:worker-hardware"]
+    return tag["Value"]
+
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def test_another_gpu_type_changes_only_the_auto_scaling_group(template: Template) -> None:
+    assert _changed(template, "g5.xlarge", "g6e.xlarge") == {"WorkerAutoScalingGroup"}
+    assert _changed(template, "g5.xlarge", "g5.12xlarge,p4d.24xlarge") == {"WorkerAutoScalingGroup"}
+
+
+def test_instance_types_become_an_ordered_list_of_launch_overrides(template: Template) -> None:
+    types = "g6e.xlarge,g6.xlarge,g5.xlarge,g4dn.xlarge,p5.48xlarge"
+    resources = resolved(template, {"WorkerInstanceTypes": types})
+    assert _overrides(resources) == types.split(",")
+    assert _overrides(resolved(template, {"WorkerInstanceTypes": "g5.xlarge"})) == ["g5.xlarge"]
+    policy = resources["WorkerAutoScalingGroup"]["Properties"]["MixedInstancesPolicy"]
+    assert policy["InstancesDistribution"]["OnDemandAllocationStrategy"] == "prioritized"
+    assert "InstanceType" not in resources["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert _hardware_tag(resources) == "gpu"
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        "g4dn",
+        "g5",
+        "g6",
+        "g6e",
+        "g6f",
+        "gr6",
+        "gr6f",
+        "g7e",
+        "p3",
+        "p3dn",
+        "p4d",
+        "p4de",
+        "p5",
+        "p5e",
+        "p5en",
+        "p6-b200",
+        "p6-b300",
+    ],
+)
+def test_every_family_of_the_nvidia_ami_gets_the_gpu_image(template: Template, family: str) -> None:
+    resources = resolved(template, {"WorkerInstanceTypes": f"{family}.xlarge"})
+    assert "-gpu-" in resources["WorkerImage"]["Properties"]["BaseImage"]
+    assert _hardware_tag(resources) == "gpu"
+
+
+@pytest.mark.parametrize(
+    "types",
+    [
+        "g5g.xlarge",
+        "g4ad.xlarge",
+        "inf2.xlarge",
+        "p2.xlarge",
+        "g5.xlarge,c7i.xlarge",
+        "c7i.xlarge,g5.xlarge",
+        "g5.xlarge,g5.2xlarge,g5.4xlarge,g5.8xlarge,g5.12xlarge,g5.16xlarge",
+    ],
+)
+def test_an_unknown_family_a_mix_or_six_types_fail_the_deploy_not_run_on_cpu(template: Template, types: str) -> None:
+    with pytest.raises(KeyError):
+        _hardware_tag(resolved(template, {"WorkerInstanceTypes": types}))
+
+
+def test_worker_subnets_cover_as_many_zones_as_asked(template: Template) -> None:
+    for zones in (2, 3, 6):
+        resources = resolved(template, {"WorkerAvailabilityZones": zones})
+        subnets = [s for s in resources["WorkerAutoScalingGroup"]["Properties"]["VPCZoneIdentifier"] if s != NO_VALUE]
+        assert len(subnets) == zones
+        assert {s["Ref"] for s in subnets} <= set(resources)
+    assert default_parameters(template)["WorkerAvailabilityZones"] >= 3
 
 
 def test_a_cpu_type_changes_the_capacity_the_image_and_the_gpu_request_only(template: Template) -> None:
     stacks = set(function_stacks(template))
-    assert _changed(template, "g5.xlarge", "c7i.xlarge") == {"WorkerLaunchTemplate", "WorkerImage"} | stacks
-    gpu = resolved(template, {"WorkerInstanceType": "g6.xlarge"})
-    cpu = resolved(template, {"WorkerInstanceType": "c7i.xlarge"})
+    changed = {"WorkerLaunchTemplate", "WorkerImage", "WorkerAutoScalingGroup"} | stacks
+    assert _changed(template, "g5.xlarge", "c7i.xlarge") == changed
+    gpu = resolved(template, {"WorkerInstanceTypes": "g6.xlarge"})
+    cpu = resolved(template, {"WorkerInstanceTypes": "c7i.xlarge"})
     assert "/gpu/" in gpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["ImageId"]
     assert "/gpu/" not in cpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["ImageId"]
     gpu_data = gpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
