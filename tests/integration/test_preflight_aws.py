@@ -20,7 +20,7 @@ def account() -> Iterator[tuple[AwsAccount, dict[str, Stubber]]]:
         adapter = AwsAccount(session)
         stubbers = {}
         for name in ("lambda", "service-quotas", "apigateway"):
-            client = session.client(name)  # type: ignore[call-overload]
+            client = session.client(name)
             adapter._clients[name] = client
             stubbers[name] = Stubber(client)
             stubbers[name].activate()

@@ -265,6 +265,10 @@ def test_api_role_may_admit_record_and_read_but_nothing_more(cfn: Template, serv
         arn_of("EventsTable"): {"dynamodb:PutItem"},
         arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
         arn_of("StateTable") + _leading("ForAllValues:StringEquals", "depth#app"): {"dynamodb:PutItem"},
+        '"*" if {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": ["WorkerCluster", "Arn"]}}}': {"ecs:ListTasks"},
+        json.dumps({"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task/${WorkerCluster}/*"}): {
+            "ecs:DescribeTasks"
+        },
     }
     send = service["Resources"]["FrontSendPolicy"]["Properties"]
     assert send["Roles"] == [{"Ref": "ApiFunctionRoleName"}]
@@ -337,11 +341,37 @@ def _inline_statements(template: Template) -> list[tuple[str, dict[str, Any]]]:
 
 def test_no_policy_grants_every_action_or_a_wildcard_resource_it_could_narrow(cfn: Template, service: Template) -> None:
     only_star = {"ecr:GetAuthorizationToken"}  # has no resource-level permissions
+    narrowed_by_condition = {"ecs:ListTasks"}  # "*" with an ecs:cluster condition
     for name, statement in _inline_statements(cfn) + _inline_statements(service):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert all("*" not in action for action in actions), (name, actions)
-        if statement["Resource"] == "*":
+        if statement["Resource"] == "*" and "Condition" in statement:
+            assert set(actions) <= narrowed_by_condition, (name, actions)
+        elif statement["Resource"] == "*":
             assert set(actions) <= only_star, (name, actions)
+
+
+def test_the_front_may_wake_each_functions_own_service_and_nothing_else(cfn: Template, service: Template) -> None:
+    wake = service["Resources"]["FrontWakePolicy"]["Properties"]
+    assert wake["Roles"] == [{"Ref": "ApiFunctionRoleName"}]
+    assert grants(service["Resources"]["FrontWakePolicy"]) == {
+        json.dumps({"Ref": "Service"}): {"ecs:DescribeServices", "ecs:UpdateService"}
+    }
+    variables = cfn["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["WORKER_CLUSTER_NAME"] == {"Ref": "WorkerCluster"}
+    assert service["Resources"]["Service"]["Properties"]["ServiceName"] == {"Fn::Sub": "${ApiName}"}
+
+
+def test_the_operator_is_alarmed_when_jobs_wait_and_no_worker_starts(service: Template) -> None:
+    settings = service["Mappings"]["Worker"]["Settings"]
+    assert settings["NoWorkerAlarmSeconds"] == settings["NoWorkerAlarmMinutes"] * 60
+    alarm = service["Resources"]["NoWorkerStartedAlarm"]["Properties"]
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopicArn"}]
+    (returned,) = [m for m in alarm["Metrics"] if m["ReturnData"]]
+    expression = returned["Expression"]["Fn::Sub"][0]
+    assert "FILL(workers, 0) < 1" in expression and "FILL(oldest, 0) >= ${Seconds}" in expression
+    metrics = {m["Id"]: m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert metrics == {"oldest": "ApproximateAgeOfOldestMessage", "workers": "RunningTaskCount"}
 
 
 # ---- hardware is one parameter ----------------------------------------------------------------------
