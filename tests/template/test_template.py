@@ -81,7 +81,9 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
     }
     api_routes = [
         ("/config", "get"),
-        ("/gradio_api/{proxy+}", "x-amazon-apigateway-any-method"),
+        ("/gradio_api/{proxy+}", "get"),
+        ("/gradio_api/{proxy+}", "post"),
+        ("/gradio_api/{proxy+}", "options"),
         ("/gradio_api/queue/join", "post"),
         ("/", "get"),
         ("/status", "get"),
@@ -102,12 +104,39 @@ def test_join_answers_its_own_cross_origin_preflight_in_the_app(cfn: Template) -
     assert "${ApiFunction.Arn}/invocations" in _integration(cfn, "/gradio_api/queue/join", "options")["uri"]["Fn::Sub"]
 
 
-@pytest.mark.parametrize("path", ["/gradio_api/queue/data", "/gradio_api/heartbeat/{session_hash}"])
-def test_session_routes_stream_from_the_stream_function(cfn: Template, path: str) -> None:
+STREAMED = ["/gradio_api/queue/data", "/gradio_api/heartbeat/{session_hash}"]
+
+
+@pytest.mark.parametrize("path", STREAMED)
+def test_session_routes_stream_from_the_stream_function_stream_mode_picks(cfn: Template, path: str) -> None:
     integration = _integration(cfn, path, "get")
     assert integration["responseTransferMode"] == "STREAM"
-    assert integration["uri"]["Fn::Sub"].endswith(STREAMING_URI)
     assert integration["timeoutInMillis"] == 900_000
+    condition, managed, on_demand = integration["uri"]["Fn::If"]
+    assert condition == "StreamOnManagedInstances"
+    assert on_demand["Fn::Sub"].endswith(STREAMING_URI)
+    assert managed["Fn::Sub"].endswith(
+        STREAMING_URI.replace("${StreamFunction.Arn}", "${ManagedStreamFunctionAliaslive}")
+    )
+
+
+def test_api_gateway_may_invoke_only_the_chosen_stream_function_on_its_two_routes(cfn: Template) -> None:
+    permissions = {
+        name: r for name, r in cfn["Resources"].items() if r["Type"] == "AWS::Lambda::Permission" and "Stream" in name
+    }
+    by_condition: dict[str, set[str]] = {}
+    for resource in permissions.values():
+        function = resource["Properties"]["FunctionName"]["Ref"]
+        route = resource["Properties"]["SourceArn"]["Fn::Sub"].split("/*/", 1)[1]
+        by_condition.setdefault(resource["Condition"], set()).add(f"{function} {route}")
+    assert by_condition == {
+        "StreamOnDemand": {"StreamFunction GET/gradio_api/queue/data", "StreamFunction GET/gradio_api/heartbeat/*"},
+        "StreamOnManagedInstances": {
+            "ManagedStreamFunctionAliaslive GET/gradio_api/queue/data",
+            "ManagedStreamFunctionAliaslive GET/gradio_api/heartbeat/*",
+        },
+    }
+    assert cfn["Resources"]["ManagedStreamFunctionAliaslive"]["Type"] == "AWS::Lambda::Alias"
 
 
 def test_api_is_a_regional_rest_api(cfn: Template) -> None:
@@ -136,9 +165,72 @@ def test_both_front_functions_share_one_core_layer_built_by_sam(template: Templa
     core = template["Resources"]["CoreLayer"]
     assert core["Metadata"]["BuildMethod"] == "makefile"
     assert core["Properties"]["ContentUri"] == "layers/surge"
-    (core_id,) = [name for name in cfn["Resources"] if name.startswith("CoreLayer")]
+    (core_id,) = [name for name in cfn["Resources"] if name.startswith("CoreLayer") and "313" not in name]
     for function in ("ApiFunction", "StreamFunction", "DeadLetterFunction"):
         assert {"Ref": core_id} in cfn["Resources"][function]["Properties"]["Layers"]
+
+
+# ---- the stream on Lambda Managed Instances (StreamMode=ManagedInstances) ----------------------------
+
+
+def test_stream_mode_defaults_to_on_demand_and_creates_one_stream_function(template: Template) -> None:
+    assert default_parameters(template)["StreamMode"] == "OnDemand"
+    resources = template["Resources"]
+    managed = {name for name, r in resources.items() if r.get("Condition") == "StreamOnManagedInstances"}
+    assert {"ManagedStreamFunction", "StreamCapacityProvider", "CoreLayer313", "StreamDynamoDbEndpoint"} <= managed
+    assert resources["StreamFunction"]["Condition"] == "StreamOnDemand"
+    assert resources["StreamFunctionLogGroup"]["Condition"] == "StreamOnDemand"
+
+
+def test_managed_stream_meets_lambda_managed_instances_requirements(template: Template, cfn: Template) -> None:
+    """Python 3.13+, at least 2 GB, a capacity provider in VPC subnets with security groups, published
+    versions behind an alias, and a pre-warm floor of execution environments."""
+    function = cfn["Resources"]["ManagedStreamFunction"]["Properties"]
+    assert function["Runtime"] == "python3.13"
+    assert function["MemorySize"] == {"Ref": "StreamManagedMemoryMB"}
+    assert min(template["Parameters"]["StreamManagedMemoryMB"]["AllowedValues"]) >= 2048
+    config = function["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"]
+    assert config["CapacityProviderArn"] == {"Fn::GetAtt": ["StreamCapacityProvider", "Arn"]}
+    assert config["PerExecutionEnvironmentMaxConcurrency"] == {"Ref": "StreamConcurrencyPerEnvironment"}
+    assert function["FunctionScalingConfig"] == {
+        "MinExecutionEnvironments": {"Ref": "StreamMinEnvironments"},
+        "MaxExecutionEnvironments": {"Ref": "StreamMaxEnvironments"},
+    }
+    assert "VpcConfig" not in function, "the capacity provider carries the VPC"
+    provider = cfn["Resources"]["StreamCapacityProvider"]["Properties"]
+    assert provider["VpcConfig"]["SubnetIds"] == [{"Ref": f"StreamSubnet{x}"} for x in "ABC"]
+    assert provider["VpcConfig"]["SecurityGroupIds"] == [{"Ref": "StreamSecurityGroup"}]
+    assert provider["InstanceRequirements"]["Architectures"] == ["arm64"]
+    (layer_313,) = [name for name in cfn["Resources"] if name.startswith("CoreLayer313")]
+    assert {"Ref": layer_313} in function["Layers"]
+    assert {"Fn::Sub": LWA_LAYER} in function["Layers"]
+    assert cfn["Resources"][layer_313]["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert "build-CoreLayer313:" in (ROOT / "layers/surge/Makefile").read_text()
+    assert "LAMBDA_PYTHON=3.13" in (ROOT / "functions/stream/Makefile").read_text()
+
+
+def test_managed_stream_reaches_dynamodb_and_logs_without_an_internet_route(template: Template) -> None:
+    resources = template["Resources"]
+    dynamodb = resources["StreamDynamoDbEndpoint"]["Properties"]
+    assert dynamodb["VpcEndpointType"] == "Gateway"
+    assert dynamodb["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.dynamodb"}
+    assert dynamodb["RouteTableIds"] == [{"Ref": "StreamRouteTable"}]
+    logs = resources["StreamLogsEndpoint"]["Properties"]
+    assert logs["VpcEndpointType"] == "Interface" and logs["PrivateDnsEnabled"] is True
+    assert logs["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.logs"}
+    routes = [r for r in resources.values() if r["Type"] == "AWS::EC2::Route"]
+    assert all(r["Properties"]["RouteTableId"] != {"Ref": "StreamRouteTable"} for r in routes)
+
+
+def test_both_stream_functions_have_the_same_grants_and_tuning(cfn: Template) -> None:
+    resources = cfn["Resources"]
+    assert grants(resources["ManagedStreamFunctionRole"]) == grants(resources["StreamFunctionRole"])
+    on_demand = resources["StreamFunction"]["Properties"]["Environment"]["Variables"]
+    managed = resources["ManagedStreamFunction"]["Properties"]["Environment"]["Variables"]
+    assert {k: v for k, v in managed.items() if k in on_demand} == on_demand
+    assert managed["UVICORN_WORKERS"] == {"Ref": "StreamUvicornWorkers"}
+    assert managed["THREAD_POOL_SIZE"] == managed["BOTO_MAX_POOL_CONNECTIONS"] == {"Ref": "StreamThreadsPerWorker"}
+    assert '--workers "${UVICORN_WORKERS:-1}"' in (ROOT / "functions/stream/run.sh").read_text()
 
 
 # ---- one queue, dead-letter queue, service and scaling policy per app function --------------------
@@ -332,7 +424,7 @@ def test_dead_letter_role_fails_jobs_and_drains_only_dead_letter_queues(cfn: Tem
 
 
 def _inline_statements(template: Template) -> list[tuple[str, dict[str, Any]]]:
-    found = []
+    found: list[tuple[str, dict[str, Any]]] = []
     for name, resource in template["Resources"].items():
         if resource["Type"] in ("AWS::IAM::Role", "AWS::IAM::Policy"):
             found.extend((name, statement) for statement in statements(resource))
