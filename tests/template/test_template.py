@@ -1,5 +1,5 @@
 """The deployable stack, checked offline on the transformed template: routing, streaming, one queue and
-service per app function, least-privilege IAM, what WorkerInstanceType may change, coupled timeouts."""
+service per app function, least-privilege IAM, what WorkerInstanceTypes may change, coupled timeouts."""
 
 from __future__ import annotations
 
@@ -632,3 +632,14 @@ def test_dashboard_body_is_valid_json_once_substituted(template: Template) -> No
     for metric in ("admissions", "rejections", "queue_wait", "batch_size", "batch_duration"):
         assert f'MetricName=\\"{metric}\\"' in body, metric
     assert "Running workers" in titles and "Open streams" in titles
+
+
+@pytest.mark.parametrize(
+    ("mode", "target"),
+    [("OnDemand", "${StreamFunction.Arn}"), ("ManagedInstances", "${ManagedStreamFunctionAliaslive}")],
+)
+def test_stream_mode_renders_the_streamed_routes_onto_its_function(template: Template, mode: str, target: str) -> None:
+    api = resolved(template, {"StreamMode": mode})["SurgeApi"]["Properties"]
+    for path in STREAMED:
+        integration = api["DefinitionBody"]["paths"][path]["get"]["x-amazon-apigateway-integration"]
+        assert integration["uri"]["Fn::Sub"].endswith(STREAMING_URI.replace("${StreamFunction.Arn}", target))
