@@ -10,7 +10,7 @@ WORKERS ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck sam-check clean chaos bench bench-profile
+.PHONY: run test lint typecheck sam-check clean chaos bench bench-profile preflight smoke
 
 $(VENV)/.installed: requirements-dev.txt layers/surge/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy layers/surge/surge functions gpu_worker examples
+	$(VENV)/bin/mypy layers/surge/surge functions gpu_worker examples tools
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -q
@@ -54,6 +54,16 @@ sam-check: $(SAM_VENV)/.installed
 	$(SAM) validate --lint --region us-east-1
 	$(SAM_VENV)/bin/cfn-lint gpu_worker/service.yaml
 	$(SAM) build --build-dir .aws-sam/build
+
+# Before the first deploy, with the deployer's credentials: quotas and prerequisites, read-only.
+# PREFLIGHT_ARGS="--region eu-west-1 --instance-types g6e.xlarge --max-workers 8 --concurrent-waiters 5000"
+preflight: $(VENV)/.installed
+	$(PY) -m tools.preflight $(PREFLIGHT_ARGS)
+
+# After a deploy: the endpoint as a visitor sees it. URL is the stack's ApiUrl output.
+smoke: $(VENV)/.installed
+	@test -n "$(URL)" || { echo "usage: make smoke URL=https://....execute-api.REGION.amazonaws.com/live/"; exit 2; }
+	$(PY) -m tools.smoke "$(URL)" $(SMOKE_ARGS)
 
 test: $(VENV)/.installed $(VENV)/.model-installed $(CHROMIUM) lint typecheck sam-check
 	$(PY) -m pytest -q

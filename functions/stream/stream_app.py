@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import anyio.to_thread
+
 from surge.application import load_app
 from surge.broker import Broker
 from surge.front import create_stream_app
@@ -16,4 +18,16 @@ settings = Settings.from_env(os.environ)
 logger = json_logger("stream")
 observer = MetricsObserver("stream", os.environ.get("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_NAMESPACE))
 service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings), observer=observer)
-app = CorrelationMiddleware(create_stream_app(service), logger)
+
+
+def size_thread_pool() -> None:
+    """THREAD_POOL_SIZE threads for the blocking DynamoDB calls (anyio's default is 40): on managed
+    instances one process holds many streams (template.yaml, StreamThreadsPerWorker)."""
+    size = os.environ.get("THREAD_POOL_SIZE")
+    if size:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = int(size)
+
+
+stream = create_stream_app(service)
+stream.router.on_startup.append(size_thread_pool)
+app = CorrelationMiddleware(stream, logger)

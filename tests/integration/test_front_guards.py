@@ -41,8 +41,8 @@ def test_a_client_joining_too_fast_gets_429_with_retry_after(aws: None) -> None:
     _, client = front(settings_for("examples.demo_app:app", join_rate_per_s=1.0, join_burst=3))
     codes = [client.post("/gradio_api/queue/join", json=join_body("hi")).status_code for _ in range(5)]
     assert codes == [200, 200, 200, 429, 429]
-    refused = client.post("/gradio_api/queue/join", json=join_body("hi"), headers={"x-forwarded-for": "10.0.0.9"})
-    assert refused.status_code == 200, "another client has its own budget"
+    spoofed = client.post("/gradio_api/queue/join", json=join_body("hi"), headers={"x-forwarded-for": "10.0.0.9"})
+    assert spoofed.status_code == 429, "a forwarded-for header the client wrote buys no new budget"
     response = client.post("/gradio_api/queue/join", json=join_body("hi"))
     assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
 
@@ -82,3 +82,11 @@ def test_a_session_never_reads_another_sessions_events(aws: None) -> None:
     own = client.post("/gradio_api/cancel", json={"session_hash": owner, "event_id": job.job_id})
     assert (own.status_code, own.json()) == (200, {"success": True})
     assert service.store.counters().waiting == 0
+
+
+def test_the_heartbeat_stream_ends_at_the_stream_bound(aws: None) -> None:
+    _, client = front(settings_for("examples.demo_app:app", stream_max_s=0.3, heartbeat_interval_s=0.1))
+    with client.stream("GET", f"/gradio_api/heartbeat/{secrets.token_hex(16)}") as response:
+        body = "".join(response.iter_text())
+    assert response.status_code == 200
+    assert "ALIVE" in body

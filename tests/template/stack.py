@@ -68,7 +68,14 @@ def stacks_disagreeing_with(template: Template, app: App) -> tuple[set[str], set
 
 
 def default_parameters(template: Template) -> dict[str, Any]:
-    return {name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()}
+    return {name: _typed(spec, spec.get("Default")) for name, spec in template.get("Parameters", {}).items()}
+
+
+def _typed(spec: dict[str, Any], value: Any) -> Any:
+    """A parameter value as intrinsics see it: a CommaDelimitedList is a list."""
+    if spec.get("Type") == "CommaDelimitedList" and isinstance(value, str):
+        return value.split(",")
+    return value
 
 
 def _condition(template: Template, name: str, parameters: dict[str, Any]) -> bool:
@@ -86,6 +93,9 @@ def _value(node: Any, template: Template, parameters: dict[str, Any]) -> Any:
         return parameters[argument]
     if key == "Condition":
         return _condition(template, argument, parameters)
+    if key == "Fn::FindInMap":
+        name, top, second = _value(argument, template, parameters)
+        return template["Mappings"][name][top][second]
     function = _FUNCTIONS.get(key)
     return function(_value(argument, template, parameters)) if function else node
 
@@ -97,12 +107,14 @@ _FUNCTIONS: dict[str, Any] = {
     "Fn::Not": lambda args: not args[0],
     "Fn::Split": lambda args: str(args[1]).split(args[0]),
     "Fn::Select": lambda args: args[1][int(args[0])],
+    "Fn::Join": lambda args: str(args[0]).join(str(item) for item in args[1]),
 }
 
 
 def resolved(template: Template, overrides: dict[str, Any]) -> dict[str, Any]:
     """The template's resources with parameters substituted and every Fn::If decided."""
-    parameters = {**default_parameters(template), **overrides}
+    specs = template.get("Parameters", {})
+    parameters = {**default_parameters(template), **{k: _typed(specs.get(k, {}), v) for k, v in overrides.items()}}
 
     def walk(node: Any) -> Any:
         if isinstance(node, list):
@@ -114,10 +126,21 @@ def resolved(template: Template, overrides: dict[str, Any]) -> dict[str, Any]:
             return walk(when_true if _condition(template, condition, parameters) else when_false)
         if set(node) == {"Ref"} and node["Ref"] in parameters:
             return parameters[node["Ref"]]
-        return {key: walk(value) for key, value in node.items()}
+        walked = {key: walk(value) for key, value in node.items()}
+        ((key, argument),) = walked.items() if len(walked) == 1 else ((None, None),)
+        if key in ("Fn::FindInMap", "Fn::Select", "Fn::Split", "Fn::Join") and _concrete(argument):
+            return _value(walked, template, parameters)
+        return walked
 
     resources: dict[str, Any] = walk(template["Resources"])
     return resources
+
+
+def _concrete(node: Any) -> bool:
+    """No intrinsic left to evaluate inside (only strings, numbers and lists of them)."""
+    if isinstance(node, list):
+        return all(_concrete(item) for item in node)
+    return not isinstance(node, dict)
 
 
 def statements(policy_holder: dict[str, Any]) -> list[dict[str, Any]]:

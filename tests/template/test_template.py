@@ -1,10 +1,11 @@
 """The deployable stack, checked offline on the transformed template: routing, streaming, one queue and
-service per app function, least-privilege IAM, what WorkerInstanceType may change, coupled timeouts."""
+service per app function, least-privilege IAM, what WorkerInstanceTypes may change, coupled timeouts."""
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from tests.template.stack import (
     transformed,
 )
 
-LWA_LAYER = "arn:${AWS::Partition}:lambda:${AWS::Region}:753240598075:layer:LambdaAdapterLayerArm64:27"
+LWA_LAYER = "arn:${AWS::Partition}:lambda:${AWS::Region}:753240598075:layer:LambdaAdapterLayerArm64:30"
 STREAMING_URI = "/2021-11-15/functions/${StreamFunction.Arn}/response-streaming-invocations"
 ECS_STOP_TIMEOUT_MAX_S = 120
 API_GATEWAY_BUFFERED_LIMIT_S = 29
@@ -80,7 +81,9 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
     }
     api_routes = [
         ("/config", "get"),
-        ("/gradio_api/{proxy+}", "x-amazon-apigateway-any-method"),
+        ("/gradio_api/{proxy+}", "get"),
+        ("/gradio_api/{proxy+}", "post"),
+        ("/gradio_api/{proxy+}", "options"),
         ("/gradio_api/queue/join", "post"),
         ("/", "get"),
         ("/status", "get"),
@@ -93,12 +96,47 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         assert "responseTransferMode" not in integration
 
 
-@pytest.mark.parametrize("path", ["/gradio_api/queue/data", "/gradio_api/heartbeat/{session_hash}"])
-def test_session_routes_stream_from_the_stream_function(cfn: Template, path: str) -> None:
+def test_join_answers_its_own_cross_origin_preflight_in_the_app(cfn: Template) -> None:
+    """/gradio_api/queue/join is a resource of its own: without OPTIONS on it API Gateway would answer a
+    browser's preflight with 403 before the app's CORS middleware could."""
+    methods = _paths(cfn)["/gradio_api/queue/join"]
+    assert set(methods) == {"post", "options"}
+    assert "${ApiFunction.Arn}/invocations" in _integration(cfn, "/gradio_api/queue/join", "options")["uri"]["Fn::Sub"]
+
+
+STREAMED = ["/gradio_api/queue/data", "/gradio_api/heartbeat/{session_hash}"]
+
+
+@pytest.mark.parametrize("path", STREAMED)
+def test_session_routes_stream_from_the_stream_function_stream_mode_picks(cfn: Template, path: str) -> None:
     integration = _integration(cfn, path, "get")
     assert integration["responseTransferMode"] == "STREAM"
-    assert integration["uri"]["Fn::Sub"].endswith(STREAMING_URI)
     assert integration["timeoutInMillis"] == 900_000
+    condition, managed, on_demand = integration["uri"]["Fn::If"]
+    assert condition == "StreamOnManagedInstances"
+    assert on_demand["Fn::Sub"].endswith(STREAMING_URI)
+    assert managed["Fn::Sub"].endswith(
+        STREAMING_URI.replace("${StreamFunction.Arn}", "${ManagedStreamFunctionAliaslive}")
+    )
+
+
+def test_api_gateway_may_invoke_only_the_chosen_stream_function_on_its_two_routes(cfn: Template) -> None:
+    permissions = {
+        name: r for name, r in cfn["Resources"].items() if r["Type"] == "AWS::Lambda::Permission" and "Stream" in name
+    }
+    by_condition: dict[str, set[str]] = {}
+    for resource in permissions.values():
+        function = resource["Properties"]["FunctionName"]["Ref"]
+        route = resource["Properties"]["SourceArn"]["Fn::Sub"].split("/*/", 1)[1]
+        by_condition.setdefault(resource["Condition"], set()).add(f"{function} {route}")
+    assert by_condition == {
+        "StreamOnDemand": {"StreamFunction GET/gradio_api/queue/data", "StreamFunction GET/gradio_api/heartbeat/*"},
+        "StreamOnManagedInstances": {
+            "ManagedStreamFunctionAliaslive GET/gradio_api/queue/data",
+            "ManagedStreamFunctionAliaslive GET/gradio_api/heartbeat/*",
+        },
+    }
+    assert cfn["Resources"]["ManagedStreamFunctionAliaslive"]["Type"] == "AWS::Lambda::Alias"
 
 
 def test_api_is_a_regional_rest_api(cfn: Template) -> None:
@@ -127,9 +165,72 @@ def test_both_front_functions_share_one_core_layer_built_by_sam(template: Templa
     core = template["Resources"]["CoreLayer"]
     assert core["Metadata"]["BuildMethod"] == "makefile"
     assert core["Properties"]["ContentUri"] == "layers/surge"
-    (core_id,) = [name for name in cfn["Resources"] if name.startswith("CoreLayer")]
+    (core_id,) = [name for name in cfn["Resources"] if name.startswith("CoreLayer") and "313" not in name]
     for function in ("ApiFunction", "StreamFunction", "DeadLetterFunction"):
         assert {"Ref": core_id} in cfn["Resources"][function]["Properties"]["Layers"]
+
+
+# ---- the stream on Lambda Managed Instances (StreamMode=ManagedInstances) ----------------------------
+
+
+def test_stream_mode_defaults_to_on_demand_and_creates_one_stream_function(template: Template) -> None:
+    assert default_parameters(template)["StreamMode"] == "OnDemand"
+    resources = template["Resources"]
+    managed = {name for name, r in resources.items() if r.get("Condition") == "StreamOnManagedInstances"}
+    assert {"ManagedStreamFunction", "StreamCapacityProvider", "CoreLayer313", "StreamDynamoDbEndpoint"} <= managed
+    assert resources["StreamFunction"]["Condition"] == "StreamOnDemand"
+    assert resources["StreamFunctionLogGroup"]["Condition"] == "StreamOnDemand"
+
+
+def test_managed_stream_meets_lambda_managed_instances_requirements(template: Template, cfn: Template) -> None:
+    """Python 3.13+, at least 2 GB, a capacity provider in VPC subnets with security groups, published
+    versions behind an alias, and a pre-warm floor of execution environments."""
+    function = cfn["Resources"]["ManagedStreamFunction"]["Properties"]
+    assert function["Runtime"] == "python3.13"
+    assert function["MemorySize"] == {"Ref": "StreamManagedMemoryMB"}
+    assert min(template["Parameters"]["StreamManagedMemoryMB"]["AllowedValues"]) >= 2048
+    config = function["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"]
+    assert config["CapacityProviderArn"] == {"Fn::GetAtt": ["StreamCapacityProvider", "Arn"]}
+    assert config["PerExecutionEnvironmentMaxConcurrency"] == {"Ref": "StreamConcurrencyPerEnvironment"}
+    assert function["FunctionScalingConfig"] == {
+        "MinExecutionEnvironments": {"Ref": "StreamMinEnvironments"},
+        "MaxExecutionEnvironments": {"Ref": "StreamMaxEnvironments"},
+    }
+    assert "VpcConfig" not in function, "the capacity provider carries the VPC"
+    provider = cfn["Resources"]["StreamCapacityProvider"]["Properties"]
+    assert provider["VpcConfig"]["SubnetIds"] == [{"Ref": f"StreamSubnet{x}"} for x in "ABC"]
+    assert provider["VpcConfig"]["SecurityGroupIds"] == [{"Ref": "StreamSecurityGroup"}]
+    assert provider["InstanceRequirements"]["Architectures"] == ["arm64"]
+    (layer_313,) = [name for name in cfn["Resources"] if name.startswith("CoreLayer313")]
+    assert {"Ref": layer_313} in function["Layers"]
+    assert {"Fn::Sub": LWA_LAYER} in function["Layers"]
+    assert cfn["Resources"][layer_313]["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert "build-CoreLayer313:" in (ROOT / "layers/surge/Makefile").read_text()
+    assert "LAMBDA_PYTHON=3.13" in (ROOT / "functions/stream/Makefile").read_text()
+
+
+def test_managed_stream_reaches_dynamodb_and_logs_without_an_internet_route(template: Template) -> None:
+    resources = template["Resources"]
+    dynamodb = resources["StreamDynamoDbEndpoint"]["Properties"]
+    assert dynamodb["VpcEndpointType"] == "Gateway"
+    assert dynamodb["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.dynamodb"}
+    assert dynamodb["RouteTableIds"] == [{"Ref": "StreamRouteTable"}]
+    logs = resources["StreamLogsEndpoint"]["Properties"]
+    assert logs["VpcEndpointType"] == "Interface" and logs["PrivateDnsEnabled"] is True
+    assert logs["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.logs"}
+    routes = [r for r in resources.values() if r["Type"] == "AWS::EC2::Route"]
+    assert all(r["Properties"]["RouteTableId"] != {"Ref": "StreamRouteTable"} for r in routes)
+
+
+def test_both_stream_functions_have_the_same_grants_and_tuning(cfn: Template) -> None:
+    resources = cfn["Resources"]
+    assert grants(resources["ManagedStreamFunctionRole"]) == grants(resources["StreamFunctionRole"])
+    on_demand = resources["StreamFunction"]["Properties"]["Environment"]["Variables"]
+    managed = resources["ManagedStreamFunction"]["Properties"]["Environment"]["Variables"]
+    assert {k: v for k, v in managed.items() if k in on_demand} == on_demand
+    assert managed["UVICORN_WORKERS"] == {"Ref": "StreamUvicornWorkers"}
+    assert managed["THREAD_POOL_SIZE"] == managed["BOTO_MAX_POOL_CONNECTIONS"] == {"Ref": "StreamThreadsPerWorker"}
+    assert '--workers "${UVICORN_WORKERS:-1}"' in (ROOT / "functions/stream/run.sh").read_text()
 
 
 # ---- one queue, dead-letter queue, service and scaling policy per app function --------------------
@@ -191,6 +292,18 @@ def test_scaling_wakes_from_zero_tracks_backlog_per_worker_and_sleeps_when_idle(
     assert resources["SleepAlarm"]["Properties"]["AlarmActions"] == [{"Ref": "SleepPolicy"}]
 
 
+def test_deploys_never_reset_the_worker_count_nor_put_a_woken_service_back_to_sleep(service: Template) -> None:
+    resources = service["Resources"]
+    assert "DesiredCount" not in resources["Service"]["Properties"]
+    assert resources["SleepAlarm"]["Properties"]["TreatMissingData"] == "notBreaching"
+
+
+def test_every_build_packs_the_app_anew_for_the_lambdas_and_the_image() -> None:
+    """A cached makefile layer is reused unless layers/app itself changes, and the app lives elsewhere."""
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert not config["default"]["build"]["parameters"].get("cached", False)
+
+
 def test_dead_letter_redrive_comes_after_the_workers_give_up(service: Template) -> None:
     settings = service["Mappings"]["Worker"]["Settings"]
     redrive = service["Resources"]["Queue"]["Properties"]["RedrivePolicy"]
@@ -244,6 +357,10 @@ def test_api_role_may_admit_record_and_read_but_nothing_more(cfn: Template, serv
         arn_of("StateTable") + _leading("ForAllValues:StringLike", "counters#*"): {"dynamodb:UpdateItem"},
         arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
         arn_of("StateTable") + _leading("ForAllValues:StringEquals", "depth#app"): {"dynamodb:PutItem"},
+        '"*" if {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": ["WorkerCluster", "Arn"]}}}': {"ecs:ListTasks"},
+        json.dumps({"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task/${WorkerCluster}/*"}): {
+            "ecs:DescribeTasks"
+        },
     }
     send = service["Resources"]["FrontSendPolicy"]["Properties"]
     assert send["Roles"] == [{"Ref": "ApiFunctionRoleName"}]
@@ -301,7 +418,7 @@ def test_dead_letter_role_fails_jobs_and_drains_only_dead_letter_queues(cfn: Tem
 
 
 def _inline_statements(template: Template) -> list[tuple[str, dict[str, Any]]]:
-    found = []
+    found: list[tuple[str, dict[str, Any]]] = []
     for name, resource in template["Resources"].items():
         if resource["Type"] in ("AWS::IAM::Role", "AWS::IAM::Policy"):
             found.extend((name, statement) for statement in statements(resource))
@@ -310,32 +427,138 @@ def _inline_statements(template: Template) -> list[tuple[str, dict[str, Any]]]:
 
 def test_no_policy_grants_every_action_or_a_wildcard_resource_it_could_narrow(cfn: Template, service: Template) -> None:
     only_star = {"ecr:GetAuthorizationToken"}  # has no resource-level permissions
+    narrowed_by_condition = {"ecs:ListTasks"}  # "*" with an ecs:cluster condition
     for name, statement in _inline_statements(cfn) + _inline_statements(service):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert all("*" not in action for action in actions), (name, actions)
-        if statement["Resource"] == "*":
+        if statement["Resource"] == "*" and "Condition" in statement:
+            assert set(actions) <= narrowed_by_condition, (name, actions)
+        elif statement["Resource"] == "*":
             assert set(actions) <= only_star, (name, actions)
+
+
+def test_the_front_may_wake_each_functions_own_service_and_nothing_else(cfn: Template, service: Template) -> None:
+    wake = service["Resources"]["FrontWakePolicy"]["Properties"]
+    assert wake["Roles"] == [{"Ref": "ApiFunctionRoleName"}]
+    assert grants(service["Resources"]["FrontWakePolicy"]) == {
+        json.dumps({"Ref": "Service"}): {"ecs:DescribeServices", "ecs:UpdateService"}
+    }
+    variables = cfn["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["WORKER_CLUSTER_NAME"] == {"Ref": "WorkerCluster"}
+    assert service["Resources"]["Service"]["Properties"]["ServiceName"] == {"Fn::Sub": "${ApiName}"}
+
+
+def test_the_operator_is_alarmed_when_jobs_wait_and_no_worker_starts(service: Template) -> None:
+    settings = service["Mappings"]["Worker"]["Settings"]
+    assert settings["NoWorkerAlarmSeconds"] == settings["NoWorkerAlarmMinutes"] * 60
+    alarm = service["Resources"]["NoWorkerStartedAlarm"]["Properties"]
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopicArn"}]
+    (returned,) = [m for m in alarm["Metrics"] if m["ReturnData"]]
+    expression = returned["Expression"]["Fn::Sub"][0]
+    assert "FILL(workers, 0) < 1" in expression and "FILL(oldest, 0) >= ${Seconds}" in expression
+    metrics = {m["Id"]: m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert metrics == {"oldest": "ApproximateAgeOfOldestMessage", "workers": "RunningTaskCount"}
 
 
 # ---- hardware is one parameter ----------------------------------------------------------------------
 
 
 def _changed(template: Template, before: str, after: str) -> set[str]:
-    old = resolved(template, {"WorkerInstanceType": before})
-    new = resolved(template, {"WorkerInstanceType": after})
+    old = resolved(template, {"WorkerInstanceTypes": before})
+    new = resolved(template, {"WorkerInstanceTypes": after})
     return {name for name in old if old[name] != new[name]}
 
 
-def test_another_gpu_type_changes_only_the_launch_template(template: Template) -> None:
-    assert _changed(template, "g5.xlarge", "g6e.xlarge") == {"WorkerLaunchTemplate"}
-    assert _changed(template, "g5.xlarge", "g5.12xlarge") == {"WorkerLaunchTemplate"}
+def _overrides(resources: dict[str, Any]) -> list[str]:
+    policy = resources["WorkerAutoScalingGroup"]["Properties"]["MixedInstancesPolicy"]
+    return [override["InstanceType"] for override in policy["LaunchTemplate"]["Overrides"] if override != NO_VALUE]
+
+
+def _hardware_tag(resources: dict[str, Any]) -> Any:
+    tags = resources["WorkerAutoScalingGroup"]["Properties"]["Tags"]
+    (tag,) = [t for t in tags if t["Key"] == "surge:worker-hardware"]
+    return tag["Value"]
+
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def test_another_gpu_type_changes_only_the_auto_scaling_group(template: Template) -> None:
+    assert _changed(template, "g5.xlarge", "g6e.xlarge") == {"WorkerAutoScalingGroup"}
+    assert _changed(template, "g5.xlarge", "g5.12xlarge,p4d.24xlarge") == {"WorkerAutoScalingGroup"}
+
+
+def test_instance_types_become_an_ordered_list_of_launch_overrides(template: Template) -> None:
+    types = "g6e.xlarge,g6.xlarge,g5.xlarge,g4dn.xlarge,p5.48xlarge"
+    resources = resolved(template, {"WorkerInstanceTypes": types})
+    assert _overrides(resources) == types.split(",")
+    assert _overrides(resolved(template, {"WorkerInstanceTypes": "g5.xlarge"})) == ["g5.xlarge"]
+    policy = resources["WorkerAutoScalingGroup"]["Properties"]["MixedInstancesPolicy"]
+    assert policy["InstancesDistribution"]["OnDemandAllocationStrategy"] == "prioritized"
+    assert "InstanceType" not in resources["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert _hardware_tag(resources) == "gpu"
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        "g4dn",
+        "g5",
+        "g6",
+        "g6e",
+        "g6f",
+        "gr6",
+        "gr6f",
+        "g7e",
+        "p3",
+        "p3dn",
+        "p4d",
+        "p4de",
+        "p5",
+        "p5e",
+        "p5en",
+        "p6-b200",
+        "p6-b300",
+    ],
+)
+def test_every_family_of_the_nvidia_ami_gets_the_gpu_image(template: Template, family: str) -> None:
+    resources = resolved(template, {"WorkerInstanceTypes": f"{family}.xlarge"})
+    assert "-gpu-" in resources["WorkerImage"]["Properties"]["BaseImage"]
+    assert _hardware_tag(resources) == "gpu"
+
+
+@pytest.mark.parametrize(
+    "types",
+    [
+        "g5g.xlarge",
+        "g4ad.xlarge",
+        "inf2.xlarge",
+        "p2.xlarge",
+        "g5.xlarge,c7i.xlarge",
+        "c7i.xlarge,g5.xlarge",
+        "g5.xlarge,g5.2xlarge,g5.4xlarge,g5.8xlarge,g5.12xlarge,g5.16xlarge",
+    ],
+)
+def test_an_unknown_family_a_mix_or_six_types_fail_the_deploy_not_run_on_cpu(template: Template, types: str) -> None:
+    with pytest.raises(KeyError):
+        _hardware_tag(resolved(template, {"WorkerInstanceTypes": types}))
+
+
+def test_worker_subnets_cover_as_many_zones_as_asked(template: Template) -> None:
+    for zones in (2, 3, 6):
+        resources = resolved(template, {"WorkerAvailabilityZones": zones})
+        subnets = [s for s in resources["WorkerAutoScalingGroup"]["Properties"]["VPCZoneIdentifier"] if s != NO_VALUE]
+        assert len(subnets) == zones
+        assert {s["Ref"] for s in subnets} <= set(resources)
+    assert default_parameters(template)["WorkerAvailabilityZones"] >= 3
 
 
 def test_a_cpu_type_changes_the_capacity_the_image_and_the_gpu_request_only(template: Template) -> None:
     stacks = set(function_stacks(template))
-    assert _changed(template, "g5.xlarge", "c7i.xlarge") == {"WorkerLaunchTemplate", "WorkerImage"} | stacks
-    gpu = resolved(template, {"WorkerInstanceType": "g6.xlarge"})
-    cpu = resolved(template, {"WorkerInstanceType": "c7i.xlarge"})
+    changed = {"WorkerLaunchTemplate", "WorkerImage", "WorkerAutoScalingGroup"} | stacks
+    assert _changed(template, "g5.xlarge", "c7i.xlarge") == changed
+    gpu = resolved(template, {"WorkerInstanceTypes": "g6.xlarge"})
+    cpu = resolved(template, {"WorkerInstanceTypes": "c7i.xlarge"})
     assert "/gpu/" in gpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["ImageId"]
     assert "/gpu/" not in cpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["ImageId"]
     gpu_data = gpu["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
@@ -403,3 +626,14 @@ def test_dashboard_body_is_valid_json_once_substituted(template: Template) -> No
     for metric in ("admissions", "rejections", "queue_wait", "batch_size", "batch_duration"):
         assert f'MetricName=\\"{metric}\\"' in body, metric
     assert "Running workers" in titles and "Open streams" in titles
+
+
+@pytest.mark.parametrize(
+    ("mode", "target"),
+    [("OnDemand", "${StreamFunction.Arn}"), ("ManagedInstances", "${ManagedStreamFunctionAliaslive}")],
+)
+def test_stream_mode_renders_the_streamed_routes_onto_its_function(template: Template, mode: str, target: str) -> None:
+    api = resolved(template, {"StreamMode": mode})["SurgeApi"]["Properties"]
+    for path in STREAMED:
+        integration = api["DefinitionBody"]["paths"][path]["get"]["x-amazon-apigateway-integration"]
+        assert integration["uri"]["Fn::Sub"].endswith(STREAMING_URI.replace("${StreamFunction.Arn}", target))

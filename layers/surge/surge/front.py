@@ -20,7 +20,7 @@ from surge import sse
 from surge.application import load_app
 from surge.broker import Broker
 from surge.errors import SurgeError, TooManyRequests
-from surge.guard import BodyLimit, RateLimiter
+from surge.guard import BodyLimit, RateLimiter, client_address
 from surge.models import SESSION_HASH_PATTERN, CancelBody, EventId, JoinBody, ResetBody, Success
 from surge.pages import pages_router
 from surge.service import FrontService
@@ -70,8 +70,7 @@ def api_router(service: FrontService, touched: Callable[[str], None] | None = No
     limiter = RateLimiter(service.settings.join_rate_per_s, service.settings.join_burst)
 
     def rate_limited(request: Request) -> None:
-        client = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
-        retry_after = limiter.retry_after_s(client or (request.client.host if request.client else "?"))
+        retry_after = limiter.retry_after_s(client_address(request.scope))
         if retry_after:
             raise TooManyRequests(retry_after)
 
@@ -116,15 +115,16 @@ def stream_router(hub: SessionHub, poll: PollPolicy) -> APIRouter:
 
     @router.get(PREFIX + "/heartbeat/{session_hash}")
     def heartbeat(session_hash: str) -> EventSourceResponse:
-        return sse.event_stream(_forever(), heartbeat_s, heartbeat="ALIVE")
+        return sse.event_stream(_alive_for(hub.settings.stream_max_s), heartbeat_s, heartbeat="ALIVE")
 
     return router
 
 
-async def _forever() -> Any:
-    while True:
-        await anyio.sleep(3600)
-        yield "ALIVE"
+async def _alive_for(max_s: float) -> Any:
+    """Gradio's heartbeat stream, ended at `max_s` (the client reconnects) so that on Lambda it never
+    runs into the function timeout, billed to the end and counted as an error."""
+    await anyio.sleep(max_s)
+    yield "ALIVE"
 
 
 def create_api_app(service: FrontService) -> FastAPI:

@@ -77,3 +77,20 @@ class RateLimiter:
                 return 0
             self._buckets[client] = (tokens, now)
             return max(1, math.ceil((1 - tokens) / self.rate_per_s))
+
+
+def client_address(scope: Scope) -> str:
+    """The caller's address as API Gateway saw it, else the socket peer (local runs).
+
+    Not `X-Forwarded-For`: API Gateway appends the real address on the right of whatever the client
+    sent, so its leftmost entry is the client's to choose. Mangum keeps the REST API event in
+    `scope["aws.event"]`, whose `requestContext.identity.sourceIp` API Gateway sets itself.
+    """
+    event = scope.get("aws.event")
+    if isinstance(event, dict):
+        identity = (event.get("requestContext") or {}).get("identity") or {}
+        source_ip = identity.get("sourceIp")
+        if isinstance(source_ip, str) and source_ip:
+            return source_ip
+    client = scope.get("client")
+    return str(client[0]) if client else "?"

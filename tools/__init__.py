@@ -1,0 +1,1 @@
+"""Operator tools run from a workstation with the deployer's credentials (never shipped to AWS)."""
