@@ -6,18 +6,15 @@ import os
 
 import anyio.to_thread
 
-from surge.application import load_app
-from surge.broker import Broker
 from surge.front import create_stream_app
 from surge.observability import DEFAULT_NAMESPACE, CorrelationMiddleware, MetricsObserver, json_logger
-from surge.service import FrontService
 from surge.settings import Settings
-from surge.store import Store
+from surge.wiring import build_front
 
 settings = Settings.from_env(os.environ)
 logger = json_logger("stream")
 observer = MetricsObserver("stream", os.environ.get("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_NAMESPACE))
-service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings), observer=observer)
+service = build_front(settings, observer)
 
 
 def size_thread_pool() -> None:

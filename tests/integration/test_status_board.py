@@ -14,13 +14,14 @@ from moto import mock_aws
 from surge.application import App
 from surge.broker import Broker
 from surge.eta import slots_for
-from surge.front import build_service, create_api_app
+from surge.front import create_api_app
 from surge.models import FunctionStats, JoinBody
 from surge.provision import provision
 from surge.service import FrontService
 from surge.settings import Settings
 from surge.status import StatusBoard
 from surge.store import BatchRecord, Store
+from surge.wiring import build_front
 from surge.worker import Worker
 from tests.apps import pages_app
 
@@ -34,7 +35,7 @@ def settings() -> Iterator[Settings]:
 
 @pytest.fixture
 def service(settings: Settings) -> FrontService:
-    return build_service(settings)
+    return build_front(settings)
 
 
 def _join(service: FrontService, api_name: str, text: str = "x") -> str:

@@ -356,7 +356,7 @@ def test_api_role_may_admit_record_and_read_but_nothing_more(cfn: Template, serv
         arn_of("EventsTable"): {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
         arn_of("StateTable") + _leading("ForAllValues:StringLike", "counters#*"): {"dynamodb:UpdateItem"},
         arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
-        arn_of("StateTable") + _leading("ForAllValues:StringEquals", "depth#app"): {"dynamodb:PutItem"},
+        arn_of("StateTable") + _leading("ForAllValues:StringLike", "depth#app", "workers#*"): {"dynamodb:PutItem"},
         '"*" if {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": ["WorkerCluster", "Arn"]}}}': {"ecs:ListTasks"},
         json.dumps({"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task/${WorkerCluster}/*"}): {
             "ecs:DescribeTasks"

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from surge.application import App, Function
 from surge.models import FunctionStats
+from surge.store.fleet import Fleet
 
 T = TypeVar("T")
 
@@ -57,6 +58,9 @@ class TimedCache:
         self._values: dict[str, tuple[float, Any]] = {}
         self._loading = threading.Lock()
 
+    def forget(self, key: str) -> None:
+        self._values.pop(key, None)
+
     def get(self, key: str, load: Callable[[], T]) -> T:
         """The cached value, or a fresh one. Only one thread loads at a time: the others take the
         stale value meanwhile (or wait for the first load), so a burst of requests makes one read."""
@@ -82,29 +86,43 @@ class TimedCache:
 
 
 class Estimator:
-    """ETA for any rank of any function of the app, from cached statistics and live workers."""
+    """ETA for any rank of any function of the app, from cached statistics and the function's fleet.
+
+    With no live worker, the ETA adds the time until a woken worker is expected (the front records it
+    when it wakes a sleeping service, from the measured start of the last worker).
+    """
 
     def __init__(
         self,
         app: App,
         stats: Callable[[str], FunctionStats],
-        live_workers: Callable[[str], dict[str, int]],
+        fleet: Callable[[str], Fleet],
         ttl_s: float = 2.0,
     ) -> None:
         self.app = app
         self._stats = stats
-        self._live_workers = live_workers
+        self._fleet = fleet
         self._cache = TimedCache(ttl_s)
 
     def stats(self, function: Function) -> FunctionStats:
         return self._cache.get(f"stats#{function.api_name}", lambda: self._stats(function.api_name))
 
+    def fleet(self, function: Function) -> Fleet:
+        return self._cache.get(f"fleet#{function.api_name}", lambda: self._fleet(function.api_name))
+
+    def fleet_changed(self, function: Function) -> None:
+        """This process changed the function's fleet (it woke a worker): read it afresh next time."""
+        self._cache.forget(f"fleet#{function.api_name}")
+
     def slots(self, function: Function) -> int:
-        workers = self._cache.get(f"workers#{function.api_name}", lambda: self._live_workers(function.api_name))
-        return slots_for(workers, self.app.concurrency_limit(function.concurrency_id))
+        return slots_for(self.fleet(function).workers, self.app.concurrency_limit(function.concurrency_id))
 
     def eta(self, function: Function, rank: int) -> float | None:
-        return estimate_eta(function, rank, self.stats(function), self.slots(function))
+        eta = estimate_eta(function, rank, self.stats(function), self.slots(function))
+        fleet = self.fleet(function)
+        if eta is None or fleet.workers or fleet.starting_until is None:
+            return eta
+        return eta + max(0.0, fleet.starting_until - time.time())
 
     def batch_s(self, function: Function) -> float | None:
         """The function's smoothed batch duration (its hint before the first run)."""

@@ -17,23 +17,15 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from surge import sse
-from surge.application import load_app
-from surge.broker import Broker
 from surge.errors import SurgeError, TooManyRequests
 from surge.guard import BodyLimit, RateLimiter, client_address
 from surge.models import SESSION_HASH_PATTERN, CancelBody, EventId, JoinBody, ResetBody, Success
 from surge.pages import pages_router
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionHub, SessionStream
-from surge.settings import Settings
-from surge.store import Store
 
 PREFIX = "/gradio_api"
 logger = logging.getLogger("surge.front")
-
-
-def build_service(settings: Settings) -> FrontService:
-    return FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
 
 
 def _surge_error(request: Request, error: Exception) -> JSONResponse:

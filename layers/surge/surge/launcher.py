@@ -174,11 +174,12 @@ class LocalStack:
 
 def local_app() -> FastAPI:
     """uvicorn factory for the front process: one port, both apps, settings from the environment."""
-    from surge.front import build_service, create_local_app
+    from surge.front import create_local_app
+    from surge.wiring import build_front
 
     if PARENT_PID_VARIABLE in os.environ:
         exit_with_parent(int(os.environ[PARENT_PID_VARIABLE]))
-    return create_local_app(build_service(Settings.from_env(os.environ)))
+    return create_local_app(build_front(Settings.from_env(os.environ)))
 
 
 def main(argv: list[str] | None = None) -> None:

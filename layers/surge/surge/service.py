@@ -18,6 +18,7 @@ from surge.models import CancelBody, Job, JobState, JoinBody
 from surge.observer import Observer
 from surge.settings import Settings
 from surge.store import Store
+from surge.wake import Waker
 
 logger = logging.getLogger("surge.service")
 
@@ -56,14 +57,21 @@ class FrontService:
     """What the HTTP edges call; every method is one request's worth of work."""
 
     def __init__(
-        self, app: App, settings: Settings, store: Store, broker: Broker, observer: Observer | None = None
+        self,
+        app: App,
+        settings: Settings,
+        store: Store,
+        broker: Broker,
+        observer: Observer | None = None,
+        waker: Waker | None = None,
     ) -> None:
         self.app = app
         self.observer = observer or Observer()
         self.settings = settings
         self.store = store
         self.broker = broker
-        self.estimator = Estimator(app, store.stats, store.live_workers)
+        self.estimator = Estimator(app, store.stats, store.fleet)
+        self.waker = waker
         self._full: tuple[float, int] | None = None
         """Until when (monotonic) joins are refused without asking DynamoDB, and the size it reported."""
         self.config = protocol.config(app)
@@ -94,7 +102,22 @@ class FrontService:
         job = self._admit(job, function)
         self._enqueue(job)
         self.observer.admitted(function.api_name)
+        self._wake(function)
         return job
+
+    def _wake(self, function: Function) -> None:
+        """With no live worker of the function, wake its service (rate-limited, idempotent) and tell
+        every front when a worker is expected. Autoscaling alone can take a quarter of an hour to notice
+        a queue that was idle for hours."""
+        if self.waker is None or self.estimator.fleet(function).workers:
+            return
+        state = self.waker.wake(function.api_name)
+        if state.starting and state.asked:
+            try:
+                self.store.record_wake(function.api_name, state.eta_s)
+                self.estimator.fleet_changed(function)
+            except Unavailable:
+                logger.warning("could not record that a worker of %s is starting", function.api_name)
 
     def _refuse_while_full(self, function: Function) -> None:
         """For `FULL_HOLD_S` after a "queue full" answer, this process refuses joins at once.

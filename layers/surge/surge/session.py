@@ -247,6 +247,13 @@ class SessionHub:
         except (KeyError, Unavailable):
             return None
 
+    def served(self, job: Job) -> bool:
+        """Whether a worker of the job's function is live (cached; an unknown function counts as served)."""
+        try:
+            return bool(self.estimator.fleet(self.app.get(job.api_name)).workers)
+        except (KeyError, Unavailable):
+            return True
+
     def short_line(self, job: Job) -> int:
         """A line this short starts within the first batch: its job is read for before its rank is known."""
         try:
@@ -332,6 +339,8 @@ class SessionStream:
                 interval = self.poll.min_s if news else self.poll.next_s(interval, self._ceiling())
             for message in self._estimations():
                 yield message
+            if await self._give_up_unserved():
+                self.wake.set()
             next_read = self._next_read(interval, last_read)
             await self._sleep_until(next_read)
 
@@ -345,6 +354,23 @@ class SessionStream:
             return []
         started, counters = self.hub.counters
         return self.view.estimations(counters, started, self.hub.eta)
+
+    async def _give_up_unserved(self) -> bool:
+        """Fail waiting jobs that have waited `worker_start_limit_s` while no worker of their function was
+        live (no GPU capacity or quota): the visitor is told, and the place freed. True if any ended."""
+        limit = self.hub.settings.worker_start_limit_s
+        overdue = [
+            t.job for t in self.view.waiting() if time.time() - t.job.created_at > limit and not self.hub.served(t.job)
+        ]
+        ended = False
+        for job in overdue:
+            message = protocol.failed(
+                job.job_id,
+                f"No worker of {job.api_name} could be started within {limit:.0f} s (the GPU capacity or quota "
+                "may be exhausted); please try again later.",
+            )
+            ended |= bool(await self._call(self.store.end_waiting, job, JobState.FAILED, message))
+        return ended
 
     def _ceiling(self) -> float:
         streaming = any(self.hub.streaming(job.api_name) for job in self.view.running())

@@ -34,6 +34,11 @@ class Settings(BaseModel):
     about 1/n of the joins (one DynamoDB item takes about 1,000 write units a second)."""
     counters_tick_s: float = 0.5
     """How often a stream process reads the counters, once for every session it holds."""
+    worker_cluster_name: str = ""
+    """The ECS cluster of the worker services, which a join wakes from zero (empty: no waking, as locally)."""
+    worker_start_limit_s: float = 1200.0
+    """A job still waiting this long with no live worker of its function fails with a clear error
+    (no GPU capacity or quota: nobody should wait forever)."""
     rescan_s: float = 15.0
     """How often a stream reads the log of a session whose jobs all wait behind others (safety net)."""
 

@@ -50,6 +50,8 @@ class WakeState:
     starting: bool
     expected_start_s: float
     starting_for_s: float = 0.0
+    asked: bool = True
+    """This call asked ECS (False: the answer of a recent call, held for `min_interval_s`)."""
 
     @property
     def eta_s(self) -> float:
@@ -93,7 +95,9 @@ class Waker:
             last = self._last_call.get(api_name)
             if last is not None and now - last < self.min_interval_s:
                 held = self._last_state[api_name]
-                return WakeState(False, held.starting, held.expected_start_s, held.starting_for_s + now - last)
+                return WakeState(
+                    False, held.starting, held.expected_start_s, held.starting_for_s + now - last, asked=False
+                )
             self._last_call[api_name] = now
         state = self._wake_now(api_name)
         with self._lock:

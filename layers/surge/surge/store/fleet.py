@@ -17,6 +17,17 @@ from botocore.exceptions import ClientError
 from surge.models import Counters, FunctionStats
 from surge.store.aws import CLOCK, Table, aws_errors, n, s
 
+WAKE_SK = "~wake"
+"""The item of a function's `workers#` partition that says a worker is starting (written by the front)."""
+
+
+@dataclass(frozen=True)
+class Fleet:
+    workers: dict[str, int]
+    """Live worker id → slots."""
+    starting_until: float | None = None
+    """When (epoch s) a woken worker is expected, if the front woke the function's service."""
+
 
 class FleetStore(Table):
     # ---- concurrency leases ----------------------------------------------------------------------
@@ -111,6 +122,10 @@ class FleetStore(Table):
 
     def live_workers(self, api_name: str) -> dict[str, int]:
         """Worker id → slots, for workers of the function whose heartbeat has not lapsed."""
+        return self.fleet(api_name).workers
+
+    def fleet(self, api_name: str) -> Fleet:
+        """The function's live workers and, when none is live, until when one is expected (one query)."""
         now = time.time()
         with aws_errors("Reading workers"):
             items = self.client.query(
@@ -118,7 +133,27 @@ class FleetStore(Table):
                 KeyConditionExpression="pk = :pk",
                 ExpressionAttributeValues={":pk": s(f"workers#{api_name}")},
             ).get("Items", [])
-        return {item["sk"]["S"]: int(item["slots"]["N"]) for item in items if float(item["alive_until"]["N"]) >= now}
+        workers = {
+            item["sk"]["S"]: int(item["slots"]["N"])
+            for item in items
+            if item["sk"]["S"] != WAKE_SK and float(item["alive_until"]["N"]) >= now
+        }
+        wake = [float(item["starting_until"]["N"]) for item in items if item["sk"]["S"] == WAKE_SK]
+        return Fleet(workers, wake[0] if wake else None)
+
+    def record_wake(self, api_name: str, expected_in_s: float) -> None:
+        """A worker of the function is starting and expected in `expected_in_s` (for every front's ETA)."""
+        now = time.time()
+        with aws_errors("Recording a wake-up"):
+            self.client.put_item(
+                TableName=self.settings.state_table_name,
+                Item={
+                    "pk": s(f"workers#{api_name}"),
+                    "sk": s(WAKE_SK),
+                    "starting_until": n(now + expected_in_s),
+                    "expires_at": n(int(now + expected_in_s) + 3600),
+                },
+            )
 
     def is_worker_alive(self, api_name: str, worker_id: str) -> bool:
         with aws_errors("Reading a worker"):
