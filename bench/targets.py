@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 
 INJECT = Path(__file__).resolve().parent / "inject"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

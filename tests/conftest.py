@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from surge.launcher import LocalStack
+from surge_local.launcher import LocalStack
 from tests.crossprocess.helpers import counters, held_leases, queue_depth, wait_until
 
 
@@ -230,7 +230,7 @@ def _emulator_env(stack: LocalStack) -> Any:
     import contextlib
     from unittest import mock
 
-    from surge.launcher import aws_env
+    from surge_local.launcher import aws_env
 
     return mock.patch.dict(os.environ, aws_env(stack.endpoint_url)) if stack.endpoint_url else contextlib.nullcontext()
 

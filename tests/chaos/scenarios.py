@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import httpx
 
-from surge.launcher import LocalStack, emulator_client_kwargs, free_port
+from surge_local.launcher import LocalStack, emulator_client_kwargs, free_port
 from tests.chaos.harness import Figures, Killer, Ledger, drive, explain_lost, settle, tally
 from tests.chaos.proxy import OutageProxy
 from tests.crossprocess.helpers import counters, queue_depth, records

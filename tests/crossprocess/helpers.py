@@ -12,9 +12,9 @@ from typing import Any
 import boto3
 import httpx
 
-from surge.launcher import LocalStack, emulator_client_kwargs
 from surge.models import Counters
 from surge.store import _counters
+from surge_local.launcher import LocalStack, emulator_client_kwargs
 
 
 def new_session() -> str:

@@ -11,7 +11,7 @@ import time
 import pytest
 from gradio_client import Client
 
-from surge.launcher import free_port
+from surge_local.launcher import free_port
 
 pytestmark = pytest.mark.crossprocess
 
@@ -33,7 +33,7 @@ def children_of(pid: int) -> set[int]:
 def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -> None:
     port = free_port()
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "surge.launcher", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "surge_local.launcher", "--port", str(port), "--workers", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -69,7 +69,7 @@ def _alive(pid: int) -> bool:
 def test_children_stop_by_themselves_when_the_launcher_is_killed_outright() -> None:
     port = free_port()
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "surge.launcher", "--port", str(port)],
+        [sys.executable, "-m", "surge_local.launcher", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

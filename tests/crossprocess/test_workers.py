@@ -14,7 +14,7 @@ import boto3
 import pytest
 from gradio_client import Client
 
-from surge.launcher import LocalStack, emulator_client_kwargs, free_port
+from surge_local.launcher import LocalStack, emulator_client_kwargs, free_port
 from tests.crossprocess.helpers import (
     counters,
     held_leases,

@@ -9,7 +9,7 @@ import boto3
 from moto.dynamodb.responses import DynamoHandler
 from moto.sqs.models import SQSBackend, sqs_backends
 
-from surge import emulator
+from surge_local import emulator
 
 
 def test_retention_check_matches_motos_own(aws: None) -> None:

@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto.dynamodb.models.table import Table
 
-from surge import emulator
+from surge_local import emulator
 
 
 def _table() -> Any:

@@ -28,12 +28,12 @@ from surge.deadletter import SqsRecord, fail_dead_lettered
 from surge.front import create_api_app
 from surge.models import JobState, JoinBody
 from surge.observer import Observer
-from surge.provision import provision
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionStream
 from surge.settings import Settings
 from surge.store import Store
 from surge.worker import Worker
+from surge_local.provision import provision
 from tests.template.stack import SERVICE_TEMPLATE, TEMPLATE, load, statements, transformed
 
 APP = "examples.demo_app:app"

@@ -16,12 +16,12 @@ from surge.broker import Broker
 from surge.front import build_service, create_api_app
 from surge.models import JoinBody
 from surge.protocol import slots_for
-from surge.provision import provision
 from surge.service import FrontService
 from surge.settings import Settings
 from surge.status import StatusBoard
 from surge.store import Store
 from surge.worker import Worker
+from surge_local.provision import provision
 from tests.apps import pages_app
 
 

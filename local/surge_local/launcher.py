@@ -21,9 +21,9 @@ import httpx
 from fastapi import FastAPI
 
 from surge.application import load_app
-from surge.provision import provision
 from surge.settings import Settings
-from surge.supervision import PARENT_PID_VARIABLE, exit_with_parent
+from surge_local.provision import provision
+from surge_local.supervision import PARENT_PID_VARIABLE, exit_with_parent
 
 LOCAL_TUNING = {
     "poll_wait_s": 1,
@@ -106,7 +106,8 @@ class LocalStack:
         children_url = self.route_aws(self.endpoint_url) if self.route_aws else self.endpoint_url
         self.env = {**base, **aws_env(children_url), **self.extra_env}
         self._spawn(
-            "moto", [sys.executable, "-m", "surge.emulator", "--port", str(moto_port), "--parent-pid", str(os.getpid())]
+            "moto",
+            [sys.executable, "-m", "surge_local.emulator", "--port", str(moto_port), "--parent-pid", str(os.getpid())],
         )
         _wait_for_port(moto_port, 30)
         app = load_app(self.app_spec)
@@ -125,7 +126,7 @@ class LocalStack:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "surge.launcher:local_app",
+                "surge_local.launcher:local_app",
                 "--factory",
                 "--host",
                 "127.0.0.1",
@@ -144,7 +145,7 @@ class LocalStack:
         return self
 
     def start_worker(self, api_name: str, name: str) -> subprocess.Popen[bytes]:
-        return self._spawn(f"worker:{name}", [sys.executable, "-m", "worker_main"], {"WORKER_API_NAME": api_name})
+        return self._spawn(f"worker:{name}", [sys.executable, "-m", "surge_local.child"], {"WORKER_API_NAME": api_name})
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         output = subprocess.DEVNULL if self.quiet else None

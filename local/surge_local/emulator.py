@@ -35,7 +35,7 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.server import ThreadedMotoServer
 from moto.sqs.models import Message, SQSBackend
 
-from surge.supervision import exit_with_parent
+from surge_local.supervision import exit_with_parent
 
 MOTO_RETENTION_CHECK = SQSBackend.is_message_valid_based_on_retention_period
 """moto's own check, kept for the test that compares both."""
