@@ -232,7 +232,7 @@ def _emulator_env(stack: LocalStack) -> Any:
 
     from surge_local.launcher import aws_env
 
-    return mock.patch.dict(os.environ, aws_env(stack.endpoint_url)) if stack.endpoint_url else contextlib.nullcontext()
+    return mock.patch.dict(os.environ, aws_env(stack.endpoints)) if stack.endpoints else contextlib.nullcontext()
 
 
 def tally(ledger: Ledger, figures: Figures, started: float) -> Figures:

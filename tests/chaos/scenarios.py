@@ -15,10 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 
-from surge_local.launcher import LocalStack, emulator_client_kwargs, free_port
+from surge_local.launcher import LocalStack, free_port
 from tests.chaos.harness import Figures, Killer, Ledger, drive, explain_lost, settle, tally
 from tests.chaos.proxy import OutageProxy
 from tests.crossprocess.helpers import counters, queue_depth, records
@@ -27,11 +26,12 @@ CHAOS_TUNING = {"visibility_timeout_s": 3, "lease_ttl_s": 2.0, "max_attempts": 6
 
 
 class ChaosStack:
-    """The chaos app behind an outage proxy: model (batched, limit 2), pair (limit 2), slow (limit 1)."""
+    """The chaos app behind outage proxies (one per emulator: SQS and DynamoDB), the emulator in fidelity
+    mode: model (batched, limit 2), pair (limit 2), slow (limit 1)."""
 
     def __init__(self, record_dir: Path) -> None:
         self.record_dir = record_dir
-        self.proxy: OutageProxy | None = None
+        self.proxies: list[OutageProxy] = []
         self.stack = LocalStack(
             "tests.apps.chaos_app:app",
             port=free_port(),
@@ -39,11 +39,21 @@ class ChaosStack:
             tuning=CHAOS_TUNING,
             extra_env={"RECORD_DIR": str(record_dir)},
             route_aws=self._route,
+            fidelity=True,
         )
 
     def _route(self, endpoint_url: str) -> str:
-        self.proxy = OutageProxy(int(endpoint_url.rsplit(":", 1)[1]))
-        return f"http://127.0.0.1:{self.proxy.port}"
+        proxy = OutageProxy(int(endpoint_url.rsplit(":", 1)[1]))
+        self.proxies.append(proxy)
+        return f"http://127.0.0.1:{proxy.port}"
+
+    def refuse_aws(self) -> None:
+        for proxy in self.proxies:
+            proxy.refuse()
+
+    def restore_aws(self) -> None:
+        for proxy in self.proxies:
+            proxy.restore()
 
     @contextmanager
     def running(self) -> Iterator[ChaosStack]:
@@ -52,8 +62,8 @@ class ChaosStack:
             yield self
         finally:
             self.stack.stop()
-            if self.proxy:
-                self.proxy.close()
+            for proxy in self.proxies:
+                proxy.close()
 
 
 def _model_input(i: int) -> list[Any]:
@@ -82,15 +92,14 @@ def kill_workers(chaos: ChaosStack, jobs: int, kills: int, every_s: float) -> Fi
 
 def aws_outage(chaos: ChaosStack, jobs: int, outage_s: float) -> Figures:
     """Every AWS call refused for `outage_s` while jobs flow: 503s at the front, nothing admitted lost."""
-    assert chaos.proxy is not None
+    assert len(chaos.proxies) == 2, "SQS and DynamoDB both behind a proxy"
     figures, ledger, started = Figures("AWS refuses calls"), Ledger(), time.monotonic()
-    proxy = chaos.proxy
 
     def outage() -> None:
         time.sleep(1.0)
-        proxy.refuse()
+        chaos.refuse_aws()
         time.sleep(outage_s)
-        proxy.restore()
+        chaos.restore_aws()
 
     breaker = threading.Thread(target=outage)
     breaker.start()
@@ -107,7 +116,7 @@ def duplicate_delivery(chaos: ChaosStack, jobs: int) -> Figures:
     figures, ledger, started = Figures("duplicate delivery"), Ledger(), time.monotonic()
     settings = chaos.stack.settings
     assert settings is not None
-    sqs = boto3.client("sqs", **emulator_client_kwargs(chaos.stack.endpoint_url))
+    sqs = chaos.stack.client("sqs")
     tags = [f"dup{secrets.token_hex(3)}-{i}" for i in range(jobs)]
 
     async def main() -> None:
@@ -220,7 +229,7 @@ def burst_admission(joins: int, max_size: int = 50) -> Figures:
     """`joins` concurrent joins against `max_size` with no worker running: exactly `max_size` get in,
     every other one a clean 503 with Gradio's message and a Retry-After; then a worker drains them."""
     figures, ledger, started = Figures(f"{joins} concurrent joins, max_size {max_size}"), Ledger(), time.monotonic()
-    stack = LocalStack("tests.apps.burst_app:app", port=free_port(), workers=0).start()
+    stack = LocalStack("tests.apps.burst_app:app", port=free_port(), workers=0, fidelity=True).start()
     try:
         sessions: dict[str, str] = {}
 

@@ -9,12 +9,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 
 from surge.models import Counters
 from surge.store import _counters
-from surge_local.launcher import LocalStack, emulator_client_kwargs
+from surge_local.launcher import LocalStack
 
 
 def new_session() -> str:
@@ -50,7 +49,7 @@ def messages(stack: LocalStack, session: str, timeout_s: float = 60) -> Iterator
 
 def counters(stack: LocalStack) -> Counters:
     assert stack.settings is not None
-    client = boto3.client("dynamodb", **emulator_client_kwargs(stack.endpoint_url))
+    client = stack.client("dynamodb")
     item = client.get_item(
         TableName=stack.settings.state_table_name,
         Key={"pk": {"S": "counters"}, "sk": {"S": "app"}},
@@ -62,7 +61,7 @@ def counters(stack: LocalStack) -> Counters:
 def queue_depth(stack: LocalStack, api_name: str) -> tuple[int, int]:
     """(visible, in flight) messages of a function's queue."""
     assert stack.settings is not None
-    sqs = boto3.client("sqs", **emulator_client_kwargs(stack.endpoint_url))
+    sqs = stack.client("sqs")
     attributes = sqs.get_queue_attributes(
         QueueUrl=stack.settings.queue_url(api_name),
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -72,7 +71,7 @@ def queue_depth(stack: LocalStack, api_name: str) -> tuple[int, int]:
 
 def held_leases(stack: LocalStack, group: str) -> int:
     assert stack.settings is not None
-    client = boto3.client("dynamodb", **emulator_client_kwargs(stack.endpoint_url))
+    client = stack.client("dynamodb")
     items = client.query(
         TableName=stack.settings.state_table_name,
         KeyConditionExpression="pk = :pk",

@@ -46,7 +46,7 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
             line = launcher.stdout.readline()
         assert f"http://127.0.0.1:{port}" in line
         children = children_of(launcher.pid)
-        assert len(children) >= 6, "moto, the front and one worker per demo function"
+        assert len(children) >= 7, "two emulators (SQS, DynamoDB), the front and one worker per demo function"
         assert Client(f"http://127.0.0.1:{port}", verbose=False).predict("hi", api_name="/echo") == "hi"
 
         launcher.send_signal(signal.SIGINT)

@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from gradio_client import Client
 
-from surge_local.launcher import LocalStack, emulator_client_kwargs, free_port
+from surge_local.launcher import LocalStack, free_port
 from tests.crossprocess.helpers import (
     counters,
     held_leases,
@@ -104,7 +103,7 @@ def test_rank_and_eta_shrink_as_the_queue_drains(two_worker_stack: LocalStack) -
 def job_owner_pid(stack: LocalStack, data: list[Any]) -> int | None:
     """The pid of the worker that claimed the job with these inputs (worker ids embed the pid)."""
     assert stack.settings is not None
-    table = boto3.client("dynamodb", **emulator_client_kwargs(stack.endpoint_url))
+    table = stack.client("dynamodb")
     items = table.scan(TableName=stack.settings.jobs_table_name)["Items"]
     owners = [i["worker_id"]["S"] for i in items if json.loads(i["data"]["S"]) == data and "worker_id" in i]
     return int(owners[0].split("-")[-2]) if owners else None
@@ -138,10 +137,10 @@ def test_a_redelivered_message_never_runs_a_completed_job_again(two_worker_stack
     client = Client(two_worker_stack.url, verbose=False)
     assert client.predict(0.05, "once", api_name="/limited_two") == "once"
     assert two_worker_stack.settings is not None
-    table = boto3.client("dynamodb", **emulator_client_kwargs(two_worker_stack.endpoint_url))
+    table = two_worker_stack.client("dynamodb")
     items = table.scan(TableName=two_worker_stack.settings.jobs_table_name)["Items"]
     job_id = next(i["job_id"]["S"] for i in items if json.loads(i["data"]["S"]) == [0.05, "once"])
-    sqs = boto3.client("sqs", **emulator_client_kwargs(two_worker_stack.endpoint_url))
+    sqs = two_worker_stack.client("sqs")
     for _ in range(2):
         sqs.send_message(
             QueueUrl=two_worker_stack.settings.queue_url("limited_two"), MessageBody=json.dumps({"job_id": job_id})
