@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 
 INJECT = Path(__file__).resolve().parent / "inject"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -116,6 +116,7 @@ def start_surge(workload: str, workers: int, device_log: Path, callcount_dir: Pa
         f"bench.apps.surge_apps:{workload}",
         port=free_port(),
         workers={workload: workers},
+        fidelity=True,
         extra_env={
             "PYTHONPATH": pythonpath,
             "BENCH_CALLCOUNT_DIR": str(callcount_dir),
@@ -130,7 +131,7 @@ def start_surge(workload: str, workers: int, device_log: Path, callcount_dir: Pa
         raise
     processes: dict[str, list[int]] = {"emulator": [], "front": [], "worker": []}
     for name, process in stack.processes.items():
-        role = "emulator" if name == "moto" else "front" if name == "front" else "worker"
+        role = "emulator" if name.startswith("emulator:") else "front" if name == "front" else "worker"
         processes[role].append(process.pid)
     return Running("surge", stack.url, processes, callcount_dir=callcount_dir, stopper=stack)
 
