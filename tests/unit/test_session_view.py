@@ -9,7 +9,8 @@ from surge.session import SessionView
 
 
 def _job(state: JobState, **fields: object) -> Job:
-    return Job(job_id="j1", session_hash="s" * 16, api_name="echo", group="g", state=state, created_at=1.0, **fields)  # type: ignore[arg-type]
+    values: dict[str, object] = {"created_at": 1.0, **fields}
+    return Job(job_id="j1", session_hash="s" * 16, api_name="echo", group="g", state=state, **values)  # type: ignore[arg-type]
 
 
 def _no_eta(job: Job, rank: int) -> float | None:
@@ -75,3 +76,21 @@ def test_only_a_job_at_the_front_is_read_for() -> None:
     front = Counters(shards=[Shard(waiting=1, tail={"g": 40}, head={"g": 39})])
     view.estimations(front, 3.0, _no_eta)
     assert view.at_front(front, lambda job: 16)
+
+
+def test_a_job_whose_earlier_jobs_have_all_started_is_read_for_though_its_rank_bound_is_not_zero() -> None:
+    """SQS keeps no order: once every job that joined before this one has left the line, it may be
+    running, whatever its (pessimistic, shown) rank says."""
+    view = SessionView("s" * 16)
+    view.take([_job(JobState.WAITING, created_at=5.0)], 6.0, lambda _: None)
+    before = Counters(shards=[Shard(waiting=10, tail={"g": 10})])  # read before the job was created
+    crowd = Counters(shards=[Shard(waiting=40, tail={"g": 40})])  # read after: 29 more joined meanwhile
+
+    def earlier(created_at: float) -> Counters | None:
+        return before if created_at > 4.0 else None
+
+    (shown,) = view.estimations(crowd, 7.0, _no_eta, earlier)
+    assert shown["rank"] == 39 and not view.at_front(crowd, lambda job: 16)
+    moved = Counters(shards=[Shard(waiting=30, tail={"g": 40}, head={"g": 10})])  # the 10 earlier ones left
+    (shown,) = view.estimations(moved, 8.0, _no_eta, earlier)
+    assert shown["rank"] == 29 and view.at_front(moved, lambda job: 16)
