@@ -32,7 +32,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy layers/surge/surge functions gpu_worker examples tools
+	$(VENV)/bin/mypy layers/surge/surge functions gpu_worker examples tools bench
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -q
