@@ -32,7 +32,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy layers/surge/surge local/surge_local functions gpu_worker examples tools
+	$(VENV)/bin/mypy layers/surge/surge local/surge_local functions gpu_worker examples tools bench
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -q

@@ -48,7 +48,7 @@ def main() -> None:
     try:
         wait_for_port(port, 30)
         config = Config(retries={"mode": "standard", "max_attempts": 1})
-        kwargs = emulator_client_kwargs(f"http://127.0.0.1:{port}")
+        kwargs: Any = emulator_client_kwargs(f"http://127.0.0.1:{port}")
         dynamodb = boto3.client("dynamodb", config=config, **kwargs)
         sqs = boto3.client("sqs", config=config, **kwargs)
         dynamodb.create_table(
@@ -78,7 +78,7 @@ def main() -> None:
             time.sleep(0.002 if args.fidelity else 0)  # below the one item's write cap
 
         for start in range(0, args.depth, 10):
-            entries = [{"Id": str(n), "MessageBody": "{}"} for n in range(start, min(start + 10, args.depth))]
+            entries: Any = [{"Id": str(n), "MessageBody": "{}"} for n in range(start, min(start + 10, args.depth))]
             sqs.send_message_batch(QueueUrl=url, Entries=entries)
         pids = [server.pid]
         figures = {

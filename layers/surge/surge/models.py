@@ -147,11 +147,14 @@ class Counters(BaseModel):
     def tails(self, group: str) -> list[int]:
         return [shard.tail.get(group, 0) for shard in self.shards]
 
+    def waiting_of(self, group: str, tails: list[int]) -> int:
+        """Jobs of the group counted in `tails` (an earlier read of them) that still wait."""
+        heads = [shard.head.get(group, 0) for shard in self.shards]
+        return sum(max(0, tail - head) for tail, head in zip(tails, heads, strict=False))
+
     def rank(self, group: str, tails: list[int]) -> int:
         """Jobs of the group still ahead of a job admitted before `tails` were read: 0 means next."""
-        heads = [shard.head.get(group, 0) for shard in self.shards]
-        ahead = sum(max(0, tail - head) for tail, head in zip(tails, heads, strict=False))
-        return max(0, ahead - 1)
+        return max(0, self.waiting_of(group, tails) - 1)
 
 
 class FunctionStats(BaseModel):

@@ -124,8 +124,7 @@ class SessionView:
                 earlier = before(tracked.job.created_at)
                 tracked.earlier = earlier.tails(tracked.job.group) if earlier is not None else None
             if tracked.earlier is not None:
-                tracked.ahead_min = counters.rank(tracked.job.group, tracked.earlier) + 1
-                tracked.ahead_min = min(tracked.ahead_min, counters.queue_size(tracked.job.group))
+                tracked.ahead_min = counters.waiting_of(tracked.job.group, tracked.earlier)
             if tracked.tails is None:
                 if read_started < tracked.seen_at:
                     continue  # this read may predate the job's admission: its tails would be optimistic
