@@ -112,11 +112,16 @@ class JobMessage(BaseModel):
 
 
 class Shard(BaseModel):
-    """One admission counter item: jobs waiting in it, and per group how many joined and left it."""
+    """One admission shard: how many jobs joined and left it, app-wide and per group."""
 
-    waiting: int = 0
+    joined: int = 0
+    left: int = 0
     tail: dict[str, int] = Field(default_factory=dict)
     head: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.joined - self.left)
 
 
 class Counters(BaseModel):
