@@ -436,7 +436,12 @@ class SessionStream:
         waits = [asyncio.ensure_future(self.wake.wait())]
         waiting = self.view.waiting()
         if waiting:
-            fresh = any(t.tails is None for t in waiting)
+            # A new job's first rank is worth an early read only when its line is long (a job at the
+            # front is read for anyway, and its estimation comes with its start).
+            counters = self.hub.counters[1] if self.hub.counters else None
+            fresh = counters is not None and any(
+                t.tails is None and counters.queue_size(t.job.group) > self.hub.short_line(t.job) for t in waiting
+            )
             waits.append(asyncio.ensure_future((await self.hub.next_tick(soon=fresh)).wait()))
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

@@ -7,14 +7,14 @@ never cancel each other's transactions (DynamoDB cancels concurrent transactions
 hot shard takes joins and claims at its full write rate.
 
 `max_size` is split exactly between the shards. A join's condition is `joined < share + left`, with
-`left` from a recent read: `left` only grows, so a stale value is stricter, never looser; a refused
-join reads it afresh once before it tries another shard.
+`left` from a recent read: `left` only grows, so a stale value is stricter, never looser. A join tries
+the shards with room by that read, most room first; when none is left it reads afresh once more, and
+only then is the queue full, so a full queue costs reads, not refused transactions.
 """
 
 from __future__ import annotations
 
 import random
-import threading
 import time
 from typing import Any
 
@@ -23,8 +23,8 @@ from surge.models import Counters, Job, Shard
 from surge.store.aws import Table, Transaction, aws_errors, n, s
 from surge.store.schema import job_item
 
-LEFT_FRESH_S = 0.25
-"""How long a process reuses its read of the shards' `left` counts for joins' conditions."""
+COUNTS_FRESH_S = 0.25
+"""How long a process reuses its read of the shards' counts to choose a shard for a join."""
 
 
 def shard_key(shard: int, side: str) -> dict[str, Any]:
@@ -64,8 +64,7 @@ def leave_items(transaction: Transaction, settings_table: str, jobs: list[Job]) 
 
 
 class AdmissionStore(Table):
-    _left: tuple[float, list[int]] | None = None
-    _left_lock = threading.Lock()
+    _counted: tuple[float, list[tuple[int, int]]] | None = None
 
     def admit(self, job: Job, max_size: int | None, retry_after_s: int) -> Job:
         """Create the job and count it in one shard with room, in one transaction.
@@ -75,22 +74,21 @@ class AdmissionStore(Table):
         when every shard is at its share of `max_size`.
         """
         shards = self.settings.admission_shards
-        caps = shard_caps(max_size, shards) if max_size is not None else None
-        first = random.randrange(shards)
-        fresh = False
-        for k in range(shards):
-            shard = (first + k) % shards
-            if caps is not None and caps[shard] == 0:
-                continue
-            for _ in range(2):
-                limit = None if caps is None else caps[shard] + self._left_counts(fresh)[shard]
-                placed, refused = self._try(job, shard, limit)
+        if max_size is None:
+            placed, _ = self._try(job, random.randrange(shards), None)
+            if placed is None:
+                raise QueueFull(0, 0, retry_after_s)  # an unconditional count is never refused
+            return placed
+        caps = shard_caps(max_size, shards)
+        for fresh in (False, True):
+            # Shards with the most room first, by a recent read; the condition itself stays exact.
+            shard_counts = self._counts(fresh)
+            room = {i: caps[i] + left - joined for i, (joined, left) in enumerate(shard_counts)}
+            for shard in sorted((i for i in room if room[i] > 0), key=lambda i: (-room[i], random.random())):
+                placed, _ = self._try(job, shard, caps[shard] + shard_counts[shard][1])
                 if placed is not None:
                     return placed
-                if fresh or not refused:
-                    break
-                fresh = True  # the refusal may come from a stale `left`: read it once more, then move on
-        raise QueueFull(max_size or 0, max_size or 0, retry_after_s)
+        raise QueueFull(max_size, max_size, retry_after_s)
 
     def _try(self, job: Job, shard: int, limit: int | None) -> tuple[Job | None, bool]:
         """(the admitted job, or None; whether the shard's condition refused it)."""
@@ -125,14 +123,14 @@ class AdmissionStore(Table):
             return job.model_copy(update={"shard": int(stored.get("shard", {}).get("N", shard))}), False
         return None, True
 
-    def _left_counts(self, fresh: bool) -> list[int]:
-        cached = self._left
-        if not fresh and cached is not None and time.monotonic() - cached[0] < LEFT_FRESH_S:
+    def _counts(self, fresh: bool) -> list[tuple[int, int]]:
+        """(joined, left) of every shard: from a read of at most `COUNTS_FRESH_S` ago, or read now."""
+        cached = self._counted
+        if not fresh and cached is not None and time.monotonic() - cached[0] < COUNTS_FRESH_S:
             return cached[1]
-        with self._left_lock:
-            left = [shard.left for shard in self.counters(consistent=fresh).shards]
-            self._left = (time.monotonic(), left)
-        return left
+        counts = [(shard.joined, shard.left) for shard in self.counters(consistent=fresh).shards]
+        self._counted = (time.monotonic(), counts)
+        return counts
 
     def counters(self, consistent: bool = True) -> Counters:
         """Every shard in one read (a stream process reads this once per tick for all its sessions)."""
