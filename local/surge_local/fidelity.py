@@ -4,13 +4,13 @@
    (the item's reason `TransactionConflict`) when another transaction is under way on one of its items,
    and refuses a plain `PutItem`/`UpdateItem`/`DeleteItem` on such an item with
    `TransactionConflictException`. moto applies requests one at a time (`emulator.patch_moto` serialises
-   them), so transactions never overlap there. The model: a transaction A is under way on its items
-   from its arrival until moto has applied it, and for at least `conflict_window_s` (10 ms by default:
-   about a small transaction's latency inside one region, twice a plain write's; the emulator applies
-   it in ~2 ms, so without the window it would overlap far less often than DynamoDB's). A request B
-   overlaps A if it arrived before A was applied, or arrived inside the window over another connection:
-   B on A's own connection after A's answer is the same client's next call, which DynamoDB never
-   refuses for A.
+   them), so transactions never overlap there. The model: a transaction A is under way on its items for
+   `conflict_window_s` (10 ms by default: about a small transaction's latency inside one region, twice a
+   plain write's) from the moment the emulator runs it. A request B from another connection that the
+   emulator runs inside that window overlaps A; B on A's own connection after A's answer is the same
+   client's next call, which DynamoDB never refuses for A. The window is counted from when each
+   request runs, not from when it arrived: time a request spends queued behind the emulator's lock is
+   the emulator's, not DynamoDB's (counting it made every join of a busy minute conflict).
 2. Per-item throughput. One item (one partition key value) serves about 1,000 write units and 3,000
    read units per second; beyond that DynamoDB throttles, on-demand tables too. A write costs 1 unit
    per KB (the larger of the item before and after, rounded up), doubled inside a transaction; a
@@ -82,9 +82,9 @@ class Fidelity:
         now = self.clock()
         self._running = []
         if action == "TransactWriteItems":
-            return self._transaction(params, backend, now, _Hold(arrived, connection))
+            return self._transaction(params, backend, now, _Hold(now, connection))
         if action in PLAIN_WRITES:
-            return self._plain_write(params, backend, now, _Hold(arrived, connection))
+            return self._plain_write(params, backend, now, _Hold(now, connection))
         if action == "GetItem":
             key = _key(backend, params["TableName"], params.get("Key") or {})
             size = _stored_size(backend, params["TableName"], params.get("Key") or {})
@@ -105,7 +105,7 @@ class Fidelity:
         if hold is None:
             return False
         other_client = request.connection is None or request.connection != hold.connection
-        return request.arrived < hold.done or (other_client and request.arrived < hold.arrived + self.conflict_window_s)
+        return other_client and request.arrived < hold.arrived + self.conflict_window_s
 
     def _plain_write(
         self, params: dict[str, Any], backend: DynamoDBBackend, now: float, request: _Hold

@@ -100,16 +100,17 @@ def test_a_retried_admission_returns_the_shard_the_job_is_counted_in(
     demo: tuple[App, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class Starts:
-        """Ties between shards with as much room go to the next shard each time (the first had room)."""
+        """Each admission tries the shards with room starting one further on (the first one had room)."""
 
         tries = 0
 
-        def randrange(self, n: int) -> int:
-            return 0
+        def shuffle(self, shards: list[int]) -> None:
+            shift = self.tries % len(shards)
+            shards[:] = shards[shift:] + shards[:shift]
+            self.tries += 1
 
         def random(self) -> float:
-            self.tries += 1
-            return 1.0 / self.tries
+            return 0.5
 
     monkeypatch.setattr("surge.store.admission.random", Starts())
     monkeypatch.setattr("surge.store.admission.COUNTS_FRESH_S", 0.0)

@@ -14,14 +14,18 @@ only then is the queue full, so a full queue costs reads, not refused transactio
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from typing import Any
 
-from surge.errors import QueueFull
+from surge.errors import QueueFull, Unavailable
 from surge.models import Counters, Job, Shard
-from surge.store.aws import Table, Transaction, aws_errors, n, s
+from surge.store.aws import Conflicted, Table, Transaction, aws_errors, n, s
 from surge.store.schema import job_item
+
+ADMISSION_ROUNDS = 6
+"""Rounds over the busy shards before a join gives up with a 503 (each round backs off a little more)."""
 
 COUNTS_FRESH_S = 0.25
 """How long a process reuses its read of the shards' counts to choose a shard for a join."""
@@ -75,20 +79,42 @@ class AdmissionStore(Table):
         """
         shards = self.settings.admission_shards
         if max_size is None:
-            placed, _ = self._try(job, random.randrange(shards), None)
+            order = list(range(shards))
+            random.shuffle(order)
+            placed = self._place(job, order, [None] * shards)
             if placed is None:
                 raise QueueFull(0, 0, retry_after_s)  # an unconditional count is never refused
             return placed
         caps = shard_caps(max_size, shards)
         for fresh in (False, True):
-            # Shards with the most room first, by a recent read; the condition itself stays exact.
+            # Shards with room by a recent read, in random order (joins spread, so they seldom meet on one
+            # item); the transaction's condition itself stays exact.
             shard_counts = self._counts(fresh)
-            room = {i: caps[i] + left - joined for i, (joined, left) in enumerate(shard_counts)}
-            for shard in sorted((i for i in room if room[i] > 0), key=lambda i: (-room[i], random.random())):
-                placed, _ = self._try(job, shard, caps[shard] + shard_counts[shard][1])
+            with_room = [i for i, (joined, left) in enumerate(shard_counts) if caps[i] + left - joined > 0]
+            random.shuffle(with_room)
+            placed = self._place(job, with_room, [caps[i] + shard_counts[i][1] for i in range(shards)])
+            if placed is not None:
+                return placed
+        raise QueueFull(max_size, max_size, retry_after_s)
+
+    def _place(self, job: Job, order: list[int], limits: list[int | None]) -> Job | None:
+        """Try the shards in `order`; a shard busy with another transaction is passed over at once (the
+        next shard takes the join), and only when every one was busy is the round tried again."""
+        for round_ in range(ADMISSION_ROUNDS):
+            busy = []
+            for shard in order:
+                try:
+                    placed, _ = self._try(job, shard, limits[shard])
+                except Conflicted:
+                    busy.append(shard)
+                    continue
                 if placed is not None:
                     return placed
-        raise QueueFull(max_size, max_size, retry_after_s)
+            if not busy:
+                return None
+            order = busy
+            time.sleep(0.005 * (round_ + 1) * (0.5 + random.random()))
+        raise Unavailable("Admission failed; please try again shortly.")
 
     def _try(self, job: Job, shard: int, limit: int | None) -> tuple[Job | None, bool]:
         """(the admitted job, or None; whether the shard's condition refused it)."""
@@ -114,7 +140,9 @@ class AdmissionStore(Table):
             counter["ConditionExpression"] = "attribute_not_exists(#j) OR #j < :limit"
             counter["ExpressionAttributeValues"][":limit"] = n(limit)
         transaction.add("counter", "Update", counter)
-        outcome = transaction.commit(self.client, token=f"{job.job_id}-{shard}-{limit}"[:36])
+        # One token per (job, shard, limit): a retry of the same request is idempotent, another try is not.
+        token = hashlib.sha256(f"{job.job_id}/{shard}/{limit}".encode()).hexdigest()[:36]
+        outcome = transaction.commit(self.client, token=token, conflict_retries=0)
         if outcome is None:
             return placed, False
         if "job" in outcome.tags:

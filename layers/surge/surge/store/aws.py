@@ -92,6 +92,10 @@ class Table:
         return boto3.client("dynamodb", config=BOTO_CONFIG)
 
 
+class Conflicted(Unavailable):
+    """A transaction kept meeting concurrent ones on its items: nothing of it was applied."""
+
+
 @dataclass(frozen=True)
 class Refused:
     """The outcome of a cancelled transaction: which tags a condition refused, with their old items."""
@@ -114,15 +118,17 @@ class Transaction:
             operation = {**operation, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
         self.items.append((tag, {kind: operation}))
 
-    def commit(self, client: DynamoDBClient, token: str | None = None) -> Refused | None:
+    def commit(
+        self, client: DynamoDBClient, token: str | None = None, conflict_retries: int = CONFLICT_RETRIES
+    ) -> Refused | None:
         """Apply every item or none. Returns None when applied, else the refused tags (their old items,
-        None where the item did not exist). Conflicts with other transactions are retried here; any
-        other failure raises `Unavailable`."""
+        None where the item did not exist). Conflicts with other transactions are retried here up to
+        `conflict_retries` times, then raise `Conflicted`; any other failure raises `Unavailable`."""
         kwargs: dict[str, Any] = {"TransactItems": [item for _, item in self.items]}
         if token:
             kwargs["ClientRequestToken"] = token
         delay = 0.01
-        for attempt in range(CONFLICT_RETRIES + 1):
+        for attempt in range(conflict_retries + 1):
             try:
                 with aws_errors(self.what):
                     client.transact_write_items(**kwargs)
@@ -139,8 +145,10 @@ class Transaction:
                 }
                 if refused:
                     return Refused(refused)
-                if "TransactionConflict" not in codes or attempt == CONFLICT_RETRIES:
+                if "TransactionConflict" not in codes:
                     raise Unavailable(f"{self.what} failed; please try again shortly.") from error
+                if attempt == conflict_retries:
+                    raise Conflicted(f"{self.what} failed; please try again shortly.") from error
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.5)
         raise Unavailable(f"{self.what} failed; please try again shortly.")
