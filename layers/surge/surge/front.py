@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -46,6 +47,11 @@ def _internal_error(request: Request, error: Exception) -> JSONResponse:
 def _base_app(service: FrontService) -> FastAPI:
     settings = service.settings
     app = FastAPI(title=service.app.title, docs_url=None, redoc_url=None)
+
+    def size_thread_pool() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.thread_pool_size
+
+    app.router.on_startup.append(size_thread_pool)
     app.add_exception_handler(SurgeError, _surge_error)
     app.add_exception_handler(Exception, _internal_error)
     origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]

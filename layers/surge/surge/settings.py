@@ -34,6 +34,9 @@ class Settings(BaseModel):
     about 1/n of the joins (one DynamoDB item takes about 1,000 write units a second)."""
     counters_tick_s: float = 0.5
     """How often a stream process reads the counters, once for every session it holds."""
+    thread_pool_size: int = 256
+    """Threads a front process runs its blocking AWS calls on (anyio's default is 40): one process holds
+    many streams and joins at once, and each call mostly waits on the network."""
     worker_cluster_name: str = ""
     """The ECS cluster of the worker services, which a join wakes from zero (empty: no waking, as locally)."""
     worker_start_limit_s: float = 1200.0
