@@ -6,8 +6,8 @@ rest to the API app; locally `local_app` serves both on one port with the same r
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -61,10 +61,9 @@ def _base_app(service: FrontService) -> FastAPI:
     return app
 
 
-def api_router(service: FrontService, touched: Callable[[str], None] | None = None) -> APIRouter:
-    """`touched(session_hash)`: told after a join or cancel, so a stream in this process reads at once."""
+def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRouter:
+    """`hub`: the streams of this process (the local front), told of each join and cancel at once."""
     router = APIRouter()
-    tell = touched or (lambda session_hash: None)
     limiter = RateLimiter(service.settings.join_rate_per_s, service.settings.join_burst)
 
     def rate_limited(request: Request) -> None:
@@ -82,14 +81,15 @@ def api_router(service: FrontService, touched: Callable[[str], None] | None = No
 
     @router.post(f"{PREFIX}/queue/join", dependencies=[Depends(rate_limited)])
     def join(body: JoinBody) -> EventId:
-        job = service.join(body)
-        tell(job.session_hash)
+        with hub.joining(body.session_hash or "") if hub else contextlib.nullcontext():
+            job = service.join(body)
         return EventId(event_id=job.job_id)
 
     @router.post(f"{PREFIX}/cancel")
     def cancel(body: CancelBody) -> Success:
         success = service.cancel(body)
-        tell(body.session_hash)
+        if hub:
+            hub.poke(body.session_hash)
         return Success(success=success)
 
     @router.post(f"{PREFIX}/reset")
@@ -142,7 +142,7 @@ def create_local_app(service: FrontService, poll: PollPolicy | None = None) -> F
     """Both apps on one port, routed as API Gateway routes them (for `make run` and tests)."""
     app = _base_app(service)
     hub = session_hub(service)
-    app.include_router(api_router(service, hub.poke))
+    app.include_router(api_router(service, hub))
     app.include_router(stream_router(hub, poll or PollPolicy()))
     app.include_router(pages_router(service))
     return app

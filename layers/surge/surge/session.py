@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,6 +205,8 @@ class SessionHub:
         self.reads = 0
         """Counters reads so far (one per tick, whatever the number of sessions)."""
         self._soon: asyncio.Event | None = None
+        self._joins: dict[str, int] = {}
+        self._joins_lock = threading.Lock()
 
     def attach(self, stream: SessionStream) -> None:
         self._loop = asyncio.get_running_loop()
@@ -214,6 +218,31 @@ class SessionHub:
             streams.remove(stream)
         if not streams:
             self.open.pop(stream.session_hash, None)
+
+    @contextmanager
+    def joining(self, session_hash: str) -> Iterator[None]:
+        """Around a join served by this process: its session's streams here do not close meanwhile.
+
+        gradio_client tags each job with the reader open when its join returned, and a reader that gets
+        `close_stream` cancels its jobs; Gradio never closes a stream while a join of its session is
+        being handled. A stream whose last read missed a job committed during that read would close
+        on it. Joins served by another process (the API Lambda) are not seen here: that window is a
+        read's length (documented in the README)."""
+        with self._joins_lock:
+            self._joins[session_hash] = self._joins.get(session_hash, 0) + 1
+        try:
+            yield
+        finally:
+            with self._joins_lock:
+                left = self._joins[session_hash] - 1
+                if left:
+                    self._joins[session_hash] = left
+                else:
+                    del self._joins[session_hash]
+            self.poke(session_hash)
+
+    def is_joining(self, session_hash: str) -> bool:
+        return session_hash in self._joins
 
     def poke(self, session_hash: str) -> None:
         """Something happened to this session here (a join, a cancel): its streams read its log now.
@@ -381,7 +410,7 @@ class SessionStream:
             await self._sleep_until(next_read)
 
     def _finished(self, open_s: float) -> bool:
-        if self.view.pending:
+        if self.view.pending or self.hub.is_joining(self.session_hash):
             return False
         return bool(self.view.delivered) or open_s >= self.poll.empty_session_s
 

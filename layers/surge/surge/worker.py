@@ -33,12 +33,6 @@ from surge.store import BatchRecord, Completion, Store
 T = TypeVar("T")
 logger = logging.getLogger("surge.worker")
 
-FAST_BATCH_S = 1.0
-"""Batches shorter than this (smoothed) run without a claim: one transaction records their results
-if the jobs are still waiting (an AWS call and two write units per job fewer). Longer ones, streaming
-ones and redelivered messages are claimed first, so their clients see them start and a takeover after
-a worker dies counts attempts."""
-
 BATCH_RECORD_EVERY_S = 1.0
 """A worker records at most one batch per this interval (the status page's batch log and the front's
 statistics need no write per short batch)."""
@@ -243,11 +237,6 @@ class Worker:
             if slot is None:
                 self.broker.set_visibility(self.function.api_name, deliveries, 0)
                 return
-            if self._fast(deliveries):
-                tasks = self._unclaimed(deliveries)
-                if tasks:
-                    self._run(tasks, claimed=False)
-                return
             tasks = self._claim(deliveries)
             if tasks:
                 self._run(tasks)
@@ -304,30 +293,6 @@ class Worker:
         self.hand.drop(settled)
         return [_Task(job, candidates[job.job_id][1]) for job in claimed]
 
-    def _fast(self, deliveries: list[Delivery]) -> bool:
-        """Whether this batch runs without a claim (see `FAST_BATCH_S`)."""
-        function = self.function
-        return (
-            self.avg_batch_s is not None
-            and self.avg_batch_s <= FAST_BATCH_S
-            and not function.is_generator
-            and function.progress_arg is None
-            and all(d.receive_count == 1 for d in deliveries)
-        )
-
-    def _unclaimed(self, deliveries: list[Delivery]) -> list[_Task]:
-        """The jobs of first-delivered messages, as they were admitted (no AWS call)."""
-        poison, candidates = self._classify(deliveries)
-        if poison:
-            logger.error("dead-lettering %d messages that carry no job of %s", len(poison), self.function.api_name)
-            self.broker.dead_letter(self.function.api_name, poison)
-            self.hand.drop(poison)
-        now = time.time()
-        return [
-            _Task(job.model_copy(update={"worker_id": self.worker_id, "attempt": 1, "started_at": now}), carried)
-            for job, carried in candidates.values()
-        ]
-
     def _takeovers(
         self, refused: dict[str, Job | None], candidates: dict[str, tuple[Job, list[Delivery]]]
     ) -> dict[str, Job]:
@@ -369,7 +334,7 @@ class Worker:
 
     # ---- run -------------------------------------------------------------------------------------
 
-    def _run(self, tasks: list[_Task], claimed: bool = True) -> None:
+    def _run(self, tasks: list[_Task]) -> None:
         retry_exhausted = [t for t in tasks if t.job.attempt > self.settings.max_attempts]
         for task in retry_exhausted:
             task.outcome = self._failure(
@@ -393,10 +358,7 @@ class Worker:
             self.observer.batch_ran(self.function.api_name, len(runnable), duration_s, queue_wait_s)
             self._learn(duration_s, len(runnable))
             self._log(runnable, duration_s)
-        if claimed:
-            self._settle(tasks)
-        else:
-            self._settle_unclaimed(tasks)
+        self._settle(tasks)
 
     def _run_batch(self, tasks: list[_Task]) -> None:
         started = time.monotonic()
@@ -523,17 +485,6 @@ class Worker:
 
         finished = set(self._retrying(finish))
         done = [d for t in tasks if t.job.job_id in finished for d in t.deliveries]
-        if done:
-            self.broker.delete(self.function.api_name, done)
-
-    def _settle_unclaimed(self, tasks: list[_Task]) -> None:
-        """Record results of jobs run without a claim, if still waiting; ack those that are settled."""
-        completions = [t.outcome for t in tasks if t.outcome is not None]
-        outcome = self._retrying(lambda: self.store.finish_waiting(completions))
-        settled = {job.job_id for job in outcome.claimed} | {
-            job_id for job_id, now in outcome.refused.items() if now is None or now.state in TERMINAL_STATES
-        }
-        done = [d for t in tasks if t.job.job_id in settled for d in t.deliveries]
         if done:
             self.broker.delete(self.function.api_name, done)
 
