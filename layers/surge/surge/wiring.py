@@ -17,11 +17,11 @@ def build_front(settings: Settings, observer: Observer | None = None, app: App |
     """The front's service: the app, its store and queues, and (deployed) the waker of its workers."""
     waker = Waker(EcsWorkerServices(settings.worker_cluster_name)) if settings.worker_cluster_name else None
     return FrontService(
-        app or load_app(settings.app_module), settings, Store(settings), Broker(settings), observer, waker=waker
+        app or load_app(settings.app_module, settings), settings, Store(settings), Broker(settings), observer, waker=waker
     )
 
 
 def build_worker(settings: Settings, api_name: str, slots: int = 1, observer: Observer | None = None) -> Worker:
     """A worker of one function of the app (`api_name`), with `slots` loops."""
-    app = load_app(settings.app_module)
+    app = load_app(settings.app_module, settings)
     return Worker(app, app.get(api_name), settings, Store(settings), Broker(settings), slots=slots, observer=observer)
