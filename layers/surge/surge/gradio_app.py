@@ -10,6 +10,7 @@ Only this module imports gradio, and only when the app is a Gradio app.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import secrets
@@ -25,6 +26,7 @@ import gradio as gr
 from gradio import utils as gradio_utils
 from gradio.block_function import BlockFunction
 from gradio.exceptions import Error as GradioError
+from gradio.routes import ORJSONResponse
 from gradio.state_holder import SessionState
 
 from surge.application import App, Function, Parameter, Progress
@@ -92,13 +94,12 @@ class GradioApp(App):
     # ---- what the front advertises -----------------------------------------------------------------
 
     def wire_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = self.blocks.get_config_file()
+        config = _as_json(self.blocks.get_config_file())
         config["max_file_size"] = self.max_file_size
         return config
 
     def wire_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = self.blocks.get_api_info()
-        return info
+        return _as_json(self.blocks.get_api_info())
 
     # ---- what a worker runs ------------------------------------------------------------------------
 
@@ -209,6 +210,12 @@ class GradioApp(App):
             raise Error("This app returns files, but no file bucket is configured (FILES_BUCKET_NAME).")
         name = self.files.put_path(Path(path))
         return {**file, "path": name, "url": f"gradio_api/file={name}"}
+
+
+def _as_json(value: Any) -> dict[str, Any]:
+    """As Gradio's own routes encode it (callables and other objects become strings)."""
+    decoded: dict[str, Any] = json.loads(ORJSONResponse._render(value))
+    return decoded
 
 
 def inspect_generator(fn: Any) -> bool:
