@@ -77,6 +77,6 @@ with gr.Blocks() as unqueued:
 
 
 def photo(size: int = 1000) -> np.ndarray:
-    """A noisy photo-like RGB image (noise does not compress: a 1000×1000 PNG is about 3 MB)."""
+    """A noisy photo-like RGB image (noise does not compress: a 1000 x 1000 PNG is about 3 MB)."""
     rng = np.random.default_rng(7)
     return rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def test_shared_concurrency_id_with_limit_one_never_overlaps_across_workers(
     calls = sorted(records(record_dir, "shared"), key=lambda r: r["start"])
     assert {c["event"] for c in calls} == {"first", "second"}
     assert len({c["pid"] for c in calls}) > 1, "calls should have run in several worker processes"
-    assert all(a["end"] <= b["start"] for a, b in zip(calls, calls[1:], strict=False))
+    assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(calls))
 
 
 def test_chat_interface_streams_its_reply(record_dir: Path) -> None:

@@ -274,12 +274,16 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
-            raise AppNotFound(f"APP={spec}: no module {module_name!r}; expected module:attribute, e.g. examples.demo_app:app") from None
+            raise AppNotFound(
+                f"APP={spec}: no module {module_name!r}; expected module:attribute, e.g. examples.demo_app:app"
+            ) from None
         raise
     names = [attribute] if attribute else ["app", "demo"]
     found = next((getattr(module, name) for name in names if hasattr(module, name)), None)
     if found is None:
-        raise AppNotFound(f"APP={spec}: {module_name} has no {' or '.join(names)}; expected a surge.App or gr.Blocks there")
+        raise AppNotFound(
+            f"APP={spec}: {module_name} has no {' or '.join(names)}; expected a surge.App or gr.Blocks there"
+        )
     if isinstance(found, App):
         if settings is not None and settings.max_threads:
             found.max_threads = settings.max_threads
@@ -288,7 +292,9 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
         from surge.gradio_app import GradioApp
 
         return GradioApp(found, settings)
-    raise AppNotFound(f"APP={spec} is a {type(found).__name__}; expected a surge.App or a gr.Blocks (Interface, ChatInterface)")
+    raise AppNotFound(
+        f"APP={spec} is a {type(found).__name__}; expected a surge.App or a gr.Blocks (Interface, ChatInterface)"
+    )
 
 
 class AppNotFound(LookupError):

@@ -4,8 +4,8 @@ their names; `GET /gradio_api/file=<name>` redirects to a presigned URL. Nothing
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from surge.errors import BadRequest, NotFound, PayloadTooLarge

@@ -74,7 +74,7 @@ class GradioApp(App):
     def __init__(self, blocks: gr.Blocks, settings: Settings | None = None) -> None:
         queue = blocks._queue
         super().__init__(
-            title=blocks.title or "Gradio",
+            title=str(blocks.title or "Gradio"),
             max_size=queue.max_size,
             default_concurrency_limit=queue.default_concurrency_limit,
             max_threads=blocks.max_threads,
@@ -165,7 +165,7 @@ class GradioApp(App):
     def _call(self, progress: Progress | None) -> Iterator[Callable[[BlockFunction, list[Any], Any], dict[str, Any]]]:
         """One call of an event: its own event loop, Gradio session state (initial values) and input folder."""
         if not isinstance(self.blocks._queue, _ProgressBridge):
-            self.blocks._queue = self.progress
+            self.blocks._queue = self.progress  # type: ignore[assignment]
         event_id = secrets.token_hex(16)
         folder = Path(tempfile.mkdtemp(prefix="surge-in-", dir=_upload_folder()))
         loop = asyncio.new_event_loop()
@@ -225,7 +225,7 @@ def inspect_generator(fn: Any) -> bool:
 
 
 def _gradio_diff(previous: list[Any], current: list[Any]) -> list[Any]:
-    return [gradio_utils.diff(old, new) for old, new in zip(previous, current, strict=True)]
+    return [gradio_utils.diff(old, new) for old, new in zip(previous, current, strict=True)]  # type: ignore[no-untyped-call]
 
 
 def _upload_folder() -> str:
@@ -235,7 +235,11 @@ def _upload_folder() -> str:
 
 
 def _is_file(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("meta"), dict) and value["meta"].get("_type") == "gradio.FileData"
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("meta"), dict)
+        and value["meta"].get("_type") == "gradio.FileData"
+    )
 
 
 def _walk_files(value: Any, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
@@ -268,7 +272,9 @@ def _check(blocks: gr.Blocks, block_fn: BlockFunction, public: list[tuple[int, B
     if block_fn.queue is False:
         raise Unsupported(f"{name} sets queue=False: Surge runs every event through its queue; remove queue=False.")
     if any(_is_timer(blocks, target) for target in block_fn.targets):
-        raise Unsupported(f"{name} runs on a timer (every= or gr.Timer): Surge runs events only when a client calls them.")
+        raise Unsupported(
+            f"{name} runs on a timer (every= or gr.Timer): Surge runs events only when a client calls them."
+        )
     if block_fn.connection == "stream":
         raise Unsupported(f"{name} is a .stream() event: streamed inputs need one process per session.")
     if block_fn.renderable is not None:

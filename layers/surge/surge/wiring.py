@@ -16,9 +16,8 @@ from surge.worker import Worker
 def build_front(settings: Settings, observer: Observer | None = None, app: App | None = None) -> FrontService:
     """The front's service: the app, its store and queues, and (deployed) the waker of its workers."""
     waker = Waker(EcsWorkerServices(settings.worker_cluster_name)) if settings.worker_cluster_name else None
-    return FrontService(
-        app or load_app(settings.app_module, settings), settings, Store(settings), Broker(settings), observer, waker=waker
-    )
+    app = app or load_app(settings.app_module, settings)
+    return FrontService(app, settings, Store(settings), Broker(settings), observer, waker=waker)
 
 
 def build_worker(settings: Settings, api_name: str, slots: int = 1, observer: Observer | None = None) -> Worker:
