@@ -13,8 +13,6 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from surge.application import load_app
-from surge.gradio_app import Unsupported
 from surge.launcher import LocalStack, free_port
 from tests.apps.gradio_apps import photo
 from tests.crossprocess.helpers import records
@@ -119,13 +117,3 @@ def test_chat_interface_streams_its_reply(record_dir: Path) -> None:
         assert len(outputs) > 5 and outputs[0] != outputs[-1]
     finally:
         stack.stop()
-
-
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [("tests.apps.gradio_apps:timer", "runs on a timer"), ("tests.apps.gradio_apps:unqueued", "queue=False")],
-)
-def test_unsupported_features_are_refused_at_start_naming_the_event(spec: str, message: str) -> None:
-    with pytest.raises(Unsupported, match=message) as refused:
-        load_app(spec)
-    assert "event '" in str(refused.value)
