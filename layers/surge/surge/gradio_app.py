@@ -10,6 +10,7 @@ Only this module imports gradio, and only when the app is a Gradio app.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -81,6 +82,10 @@ class GradioApp(App):
             show_error=bool(getattr(blocks, "show_error", False)),
         )
         self.blocks = blocks
+        # Gradio draws `app_id` at random per process; the page reloads when it changes, and every front
+        # process must give the same one.
+        shape = repr([(i, fn.api_name) for i, fn in blocks.fns.items()]) + str(blocks.title)
+        blocks.app_id = int.from_bytes(hashlib.sha256(shape.encode()).digest()[:7])
         app_limit = getattr(blocks, "max_file_size", None)
         self.max_file_size = app_limit or (settings.max_file_size_bytes if settings else None)
         self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None

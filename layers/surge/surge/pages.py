@@ -1,4 +1,5 @@
-"""Browser pages of the front: the visitor page at `/`, the operator page at `/status`, and its JSON.
+"""Browser pages of the front: the visitor page at `/` (Gradio's own for a Gradio app), the operator page at
+`/status`, and its JSON.
 
 The pages are plain HTML/CSS/JS from `static/` (no build step) that speak the same public protocol as
 every client (`/config`, `queue/join`, the session's `queue/data` stream). Their URLs are relative, so
@@ -64,6 +65,12 @@ class Page:
 def pages_router(service: FrontService) -> APIRouter:
     """`/`, `/status`, their assets under `/static/`, and the status JSON, for `service`'s app."""
     router = APIRouter(include_in_schema=False)
+    if service.app.wire_config() is not None:  # a Gradio app: Gradio's own page at `/`, before Surge's
+        from surge.gradio_app import GradioApp
+        from surge.gradio_page import gradio_page_router
+
+        assert isinstance(service.app, GradioApp)
+        router.include_router(gradio_page_router(service.app))
     board = StatusBoard(service.app, service.store)
     visitor = Page.load("visitor.html", {"max_payload_bytes": str(service.settings.max_payload_bytes)})
     operator = Page.load("status.html", {})
