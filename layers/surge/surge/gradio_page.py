@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gradio as gr
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
-import gradio as gr
 from gradio import route_utils
 from gradio import utils as gradio_utils
 from gradio.routes import templates
