@@ -50,7 +50,9 @@ class Unsupported(ValueError):
 class _ProgressBridge:
     """Stands in for Gradio's queue inside a worker: `gr.Progress` reports reach the job's Surge progress."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+        """Gradio's own queue object, which holds the app's `queue()` settings."""
         self.lock = threading.Lock()
         self.sinks: dict[str, Progress] = {}
 
@@ -73,7 +75,10 @@ class GradioApp(App):
     """An `App` whose functions run a `gr.Blocks`'s events; `/config` and `/info` are Gradio's own."""
 
     def __init__(self, blocks: gr.Blocks, settings: Settings | None = None) -> None:
-        queue = blocks._queue
+        installed = blocks._queue
+        self.progress = installed if isinstance(installed, _ProgressBridge) else _ProgressBridge(installed)
+        blocks._queue = self.progress  # type: ignore[assignment]
+        queue = self.progress.queue
         super().__init__(
             title=str(blocks.title or "Gradio"),
             max_size=queue.max_size,
@@ -91,7 +96,6 @@ class GradioApp(App):
         self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None
         if settings is not None and settings.max_threads:
             self.max_threads = settings.max_threads
-        self.progress = _ProgressBridge()
         self.functions = [self._function(fn_id, block_fn) for fn_id, block_fn in _served(blocks)]
         if not self.functions:
             raise Unsupported("This Gradio app has no public event with a Python function to serve.")
@@ -169,8 +173,6 @@ class GradioApp(App):
     @contextmanager
     def _call(self, progress: Progress | None) -> Iterator[Callable[[BlockFunction, list[Any], Any], dict[str, Any]]]:
         """One call of an event: its own event loop, Gradio session state (initial values) and input folder."""
-        if not isinstance(self.blocks._queue, _ProgressBridge):
-            self.blocks._queue = self.progress  # type: ignore[assignment]
         event_id = secrets.token_hex(16)
         folder = Path(tempfile.mkdtemp(prefix="surge-in-", dir=_upload_folder()))
         loop = asyncio.new_event_loop()

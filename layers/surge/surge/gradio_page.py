@@ -102,13 +102,13 @@ def _prepare_page(blocks: gr.Blocks) -> None:
     """What `launch()` does for the page (theme, css, js, head; gradio 6 takes them there or in the
     constructor): Surge never calls `launch()`."""
     if blocks.theme is None:
-        blocks.theme = gradio_utils.get_theme(blocks._deprecated_theme)
+        blocks.theme = gradio_utils.get_theme(blocks._deprecated_theme)  # type: ignore[assignment]
         blocks.css = blocks.css if blocks.css is not None else blocks._deprecated_css
         blocks.css_paths = blocks._deprecated_css_paths or []
         blocks.js = blocks.js if blocks.js is not None else blocks._deprecated_js
         blocks.head = blocks.head if blocks.head is not None else blocks._deprecated_head
         blocks.head_paths = blocks._deprecated_head_paths
-        blocks._set_html_css_theme_variables()
+        blocks._set_html_css_theme_variables()  # type: ignore[no-untyped-call]
 
 
 def _inside(folder: Path, path: str) -> Path:

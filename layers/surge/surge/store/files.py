@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import boto3
+from botocore.config import Config
 
 from surge.errors import NotFound
 from surge.store.aws import BOTO_CONFIG, aws_errors
@@ -51,7 +52,8 @@ class FileStore:
 
     @cached_property
     def client(self) -> Any:
-        return boto3.client("s3", config=BOTO_CONFIG)
+        # SigV4 presigned URLs: boto3 may still sign S3 URLs with the deprecated V2 otherwise.
+        return boto3.client("s3", config=BOTO_CONFIG.merge(Config(signature_version="s3v4")))
 
     def put(self, body: BinaryIO, file_name: str) -> str:
         """Store a file; returns its public name."""
