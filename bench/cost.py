@@ -36,7 +36,7 @@ class RequestCost:
 
     @property
     def total(self) -> float:
-        return sum(vars(self).values())
+        return float(sum(vars(self).values()))
 
 
 def per_million(join_s: float, stream_s: float, sqs_calls: float, write_units: float, read_units: float) -> RequestCost:

@@ -1,7 +1,7 @@
 """Benchmark of a real model behind the queue: all-MiniLM-L6-v2 alone, then through the local Surge stack.
 
 1. The model alone (in this process, loaded as a worker loads it): texts/s at batch sizes 1, 4, 16, 64.
-2. End to end: `examples.embedding_app` on `surge.launcher.LocalStack` (moto, uvicorn, one worker
+2. End to end: `examples.embedding_app` on `surge_local.launcher.LocalStack` (moto, uvicorn, one worker
    process per function), N closed-loop users (64 by default) speaking Gradio's protocol over
    127.0.0.1, against `embed` (batch=True, up to 64 a batch) and `embed_one` (batch=False).
    Each worker traces its model calls, so the table shows how busy the worker keeps the model:
@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from examples import embedding_app
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 
 BATCH_SIZES = (1, 4, 16, 64)
 MODES = (("embed_one", False), ("embed", True))

@@ -11,11 +11,21 @@ from bench.workloads import WORKLOADS
 
 STREAM_READS = (
     "dynamodb.Query events",
-    "dynamodb.GetItem state/counters",
-    "dynamodb.GetItem state/cursor",
-    "dynamodb.PutItem state/cursor",
+    "dynamodb.BatchGetItem state/counters",
+    "dynamodb.BatchWriteItem events (delete)",
 )
-"""Calls a session stream makes: event-log polls, rank refreshes, its cursor."""
+"""Calls of the front that a session stream makes: reads of its session's log, the counters read once
+per tick per process (every shard in one BatchGetItem), and the deletion of delivered jobs."""
+
+WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
+
+OPERATION_CELLS = (("sim_gpu", 16), ("sim_gpu", 64), ("sim_gpu", 256), ("echo", 1))
+"""The Surge cells (K = 1) the per-operation table and its costs show."""
+
+
+def _is_write(op: str) -> bool:
+    """`dynamodb.BatchWriteItem events (put)` → True."""
+    return op.startswith("dynamodb.") and op.split(".", 1)[1].split()[0] in WRITES
 
 
 def _ms(value: float | None) -> str:
@@ -48,7 +58,7 @@ def _summary(cell: Any) -> dict[str, float]:
             s["join"] += count
         if op.startswith("sqs."):
             s["sqs"] += count
-        elif any(w in op for w in ("Put", "Update", "Delete", "Write")):
+        elif _is_write(op):
             s["wru"] += units
         else:
             s["rru"] += units
@@ -105,17 +115,131 @@ def cost_table(cells: Sequence[Any]) -> list[str]:
     return lines
 
 
-def cost_breakdown(cell: Any, join_s: float) -> list[str]:
-    parts = _cost(cell, join_s)
+def prices() -> str:
+    """The list prices `cost.py` applies, as a sentence (from its constants)."""
+    m = cost.PER_MILLION
+    return (
+        f"AWS list prices, us-east-1, on demand (`bench/cost.py`): API Gateway REST "
+        f"${cost.API_GATEWAY_REST_PER_REQUEST * m:.2f}/M requests, Lambda ${cost.LAMBDA_PER_REQUEST * m:.2f}/M "
+        f"invocations + arm64 ${cost.LAMBDA_ARM_PER_GB_S:.10f}/GB-s (ApiFunction {cost.API_LAMBDA_GB * 1024:.0f} MB, "
+        f"StreamFunction {cost.STREAM_LAMBDA_GB * 1024:.0f} MB), {cost.HTTP_REQUESTS_PER_JOB} API Gateway requests "
+        f"and invocations per request (a join and a stream), SQS ${cost.SQS_PER_REQUEST * m:.2f}/M calls, DynamoDB "
+        f"on-demand ${cost.DYNAMODB_PER_WRU * m:.3f}/M WRU and ${cost.DYNAMODB_PER_RRU * m:.3f}/M RRU"
+    )
+
+
+def _find(cells: Sequence[Any], target: str, workload: str, devices: int, users: int) -> Any:
+    return next(
+        (c for c in cells if (c.target, c.workload, c.devices, c.users) == (target, workload, devices, users)), None
+    )
+
+
+def operations_table(cells: Sequence[Any]) -> list[str]:
+    """Calls and capacity units per completed request by role and operation, for the chosen Surge
+    cells side by side, then the cost of a million such requests from those figures."""
+    chosen = [c for w, u in OPERATION_CELLS if (c := _find(cells, "surge", w, 1, u)) is not None and c.completed >= 10]
+    if not chosen:
+        return ["No Surge cell of the chosen ones completed 10 requests.", ""]
+    join_s = _join_floor_s(cells)
+    per = [_per_request(c) for c in chosen]
+    keys = sorted({k for p in per for k in p}, key=lambda k: (k.split(": ", 1)[0] != "front", k))
+    columns = [f"`{c.workload}` {c.users} user{'s' if c.users != 1 else ''}" for c in chosen]
     lines = [
-        f"Cost of a million requests like `{cell.workload}` K={cell.devices} at {cell.users} users:",
-        "",
-        "| item | $ per million requests |",
-        "|---|---|",
+        "| role: operation (calls · capacity units per request) | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(chosen),
     ]
-    lines += [f"| {name.replace('_', ' ')} | {value:,.2f} |" for name, value in vars(parts).items()]
-    lines.append(f"| **total** | **{parts.total:,.2f}** |")
+    for key in keys:
+        values = []
+        for p in per:
+            count, units = p.get(key, [0.0, 0.0])
+            values.append(f"{count:.2f} · {units:.2f}" if count else "-")
+        lines.append(f"| {key} | " + " | ".join(values) + " |")
+    sums = [_summary(c) for c in chosen]
+    lines += [
+        "| **all AWS calls** | " + " | ".join(f"**{s['total']:.2f}**" for s in sums) + " |",
+        "| of which front: join · stream | " + " | ".join(f"{s['join']:.2f} · {s['stream']:.2f}" for s in sums) + " |",
+        "| of which worker | " + " | ".join(f"{s['worker']:.2f}" for s in sums) + " |",
+        "| **DynamoDB WRU · RRU** | " + " | ".join(f"**{s['wru']:.2f} · {s['rru']:.2f}**" for s in sums) + " |",
+        "| SQS calls | " + " | ".join(f"{s['sqs']:.2f}" for s in sums) + " |",
+        "| requests completed in the window | " + " | ".join(f"{c.completed}" for c in chosen) + " |",
+        "",
+        "Cost of a million such requests, $ (from the figures above, the stream's open seconds and the "
+        "join time; see the prices above):",
+        "",
+        "| item | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(chosen),
+    ]
+    costs = [_cost(c, join_s) for c in chosen]
+    lines.append(
+        "| (stream open s · join s billed) | "
+        + " | ".join(f"{c.stream_s or 0:.2f} · {min(c.join_s or join_s, join_s):.3f}" for c in chosen)
+        + " |"
+    )
+    for name in vars(costs[0]):
+        lines.append(f"| {name.replace('_', ' ')} | " + " | ".join(f"{vars(k)[name]:,.2f}" for k in costs) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{k.total:,.2f}**" for k in costs) + " |")
+    return [*lines, ""]
+
+
+def client_table(client_cells: Sequence[Any]) -> list[str]:
+    """The gradio_client predict loop, Gradio and Surge side by side."""
+    lines = [
+        "| workload | clients | target | calls/s | p50 ms | p95 ms | failed calls | left in flight "
+        "| AWS calls per call | clients built in s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = list(WORKLOADS)
+    for c in sorted(client_cells, key=lambda c: (order.index(c.workload), c.users, c.target)):
+        failed = f"{c.failed} ({', '.join(f'{k}: {v}' for k, v in c.failure_kinds.items())})" if c.failed else "0"
+        aws = sum(n for ops in c.calls.values() for n, _ in ops.values()) / max(1, c.completed) if c.calls else None
+        lines.append(
+            f"| {c.workload} | {c.users} | {c.target} | {c.throughput:,.1f} | {_ms(c.p50_s)} | {_ms(c.p95_s)} "
+            f"| {failed} | {c.left_in_flight} | {'-' if aws is None else f'{aws:.1f}'} | {c.setup_s:.1f} |"
+        )
     return lines
+
+
+def client_reading(client_cells: Sequence[Any]) -> str:
+    def find(target: str, workload: str, users: int) -> Any:
+        return next((c for c in client_cells if (c.target, c.workload, c.users) == (target, workload, users)), None)
+
+    parts = []
+    for workload in WORKLOADS:
+        g1, s1 = find("gradio", workload, 1), find("surge", workload, 1)
+        if g1 and s1:
+            parts.append(
+                f"`{workload}`, 1 client: p50 Gradio {_ms(g1.p50_s)} ms, Surge {_ms(s1.p50_s)} ms; "
+                f"p95 {_ms(g1.p95_s)} against {_ms(s1.p95_s)} ms"
+            )
+        gn, sn = find("gradio", workload, 32), find("surge", workload, 32)
+        if gn and sn:
+            parts.append(
+                f"`{workload}`, 32 clients: Gradio {gn.throughput:.1f} calls/s, Surge {sn.throughput:.1f} calls/s "
+                f"({gn.failed} and {sn.failed} failed calls)"
+            )
+    return "; ".join(parts) + "." if parts else ""
+
+
+def load_table(meta: dict[str, Any]) -> list[str]:
+    """The machine's load average around each group (the machine is shared)."""
+    groups = meta.get("groups") or []
+    if not groups:
+        return []
+    lines = [
+        f"CPUs: {meta.get('cpu_count')} ({meta.get('cpus_usable', meta.get('cpu_count'))} usable by the run). "
+        "Load average (1, 5, 15 min) when each group's target started and after it stopped:",
+        "",
+        "| driver | target | workload | K | load before | load after | group s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in groups:
+        before = " / ".join(f"{x:.2f}" for x in g["load_before"])
+        after = " / ".join(f"{x:.2f}" for x in g.get("load_after", []))
+        lines.append(
+            f"| {g['kind']} | {g['target']} | {g['workload']} | {g['devices']} | {before} | {after} "
+            f"| {g.get('seconds', 0):.0f} |"
+        )
+    return [*lines, ""]
 
 
 def calls_by_operation(cells: Sequence[Any], workload: str) -> list[str]:
@@ -161,6 +285,8 @@ def plot(path: Path, cells: Sequence[Any]) -> None:
     import matplotlib.pyplot as plt
 
     workloads = [w for w in WORKLOADS if any(c.workload == w for c in cells)]
+    if not workloads:
+        return
     fig, axes = plt.subplots(2, len(workloads), figsize=(4.2 * len(workloads), 7.5), squeeze=False)
     styles = {"gradio": "tab:orange", "surge": "tab:blue"}
     for col, workload in enumerate(workloads):
@@ -248,16 +374,16 @@ def reading(cells: Sequence[Any]) -> str:
     return "; ".join(parts) + "."
 
 
-def write(out: Path, meta: dict[str, Any], cells: Sequence[Any]) -> None:
+def write(out: Path, meta: dict[str, Any], cells: Sequence[Any], client_cells: Sequence[Any] = ()) -> None:
     plot(out / "results.png", cells)
     load = " / ".join(f"{x:.2f}" for x in meta["load_before"])
     load_after = " / ".join(f"{x:.2f}" for x in meta["load_after"])
-    biggest = [c for c in cells if c.target == "surge" and c.workload == "sim_gpu" and c.completed]
     lines = [
         "# Viral-load benchmark: Surge and Gradio side by side",
         "",
-        f"Measured {meta['when']} on {meta['machine']}; load average before {load}, after {load_after} "
-        f"(the machine is shared). Whole run {meta['run_s']:.0f} s. Each cell: {meta['warmup_s']:g} s warm-up, "
+        f"Measured {meta['when']} on {meta['machine']}; load average (1 / 5 / 15 min) before {load}, after "
+        f"{load_after} (the machine is shared; per group in [Machine load](#machine-load)). Whole run "
+        f"{meta['run_s']:.0f} s. Each cell: {meta['warmup_s']:g} s warm-up, "
         f"{meta['duration_s']:g} s measured, then requests in flight get up to {meta['drain_s']:g} s to finish. "
         f'A user refused with "queue full" waits {meta["reject_backoff_s"]:g} s (±50 %) and retries. Client, '
         "servers and emulator all share the same cores: absolute figures are this machine's, the comparison is "
@@ -278,28 +404,58 @@ def write(out: Path, meta: dict[str, Any], cells: Sequence[Any]) -> None:
         "",
         reading(cells),
         "",
+    ]
+    if client_cells:
+        lines += [
+            "## gradio_client predict loop",
+            "",
+            "One `gradio_client.Client` per thread, each calling `client.predict(text, api_name=...)` in a loop "
+            "(the next call as soon as one returns), against a fresh target per workload (K = 1), Gradio then "
+            f"Surge. Each cell: {meta.get('client_warmup_s', 0):g} s warm-up, {meta.get('client_duration_s', 0):g} "
+            "s measured; a call counts when it ends inside the window. Latency = the whole `predict` call "
+            "(join, stream, result). Failed calls = any exception `predict` raised (type in brackets); the "
+            "thread then waits 0.2 s and goes on. Left in flight = calls still running "
+            f"{meta['drain_s']:g} s after the window. AWS calls per call: Surge's calls in the window over the "
+            "calls completed in it. Building the clients (each reads `/config` and the API info) is outside "
+            "the window.",
+            "",
+            *client_table(client_cells),
+            "",
+            client_reading(client_cells),
+            "",
+        ]
+    lines += [
         "## Cost per request (Surge)",
         "",
         "AWS calls counted by botocore hooks in the front and worker processes during each window, divided by "
         "the requests completed in it; stream open seconds and join seconds measured by the client. Priced with "
-        "AWS list prices (us-east-1): API Gateway REST $3.50/M, Lambda $0.20/M + arm64 $0.0000133334/GB-s "
-        "(ApiFunction 512 MB, StreamFunction 256 MB), SQS $0.40/M, DynamoDB on-demand $0.625/M WRU, "
-        "$0.125/M RRU. Not included: the GPU instances (per hour), data transfer, logs. "
+        f"{prices()}. Not included: the GPU instances (per hour), data transfer, logs. "
         f"The join Lambda is billed at the uncontended join time ({_join_floor_s(cells) * 1000:.0f} ms, Surge at "
         "1 user): under load a local join also queues behind the one front process, which a Lambda fleet does "
         "not. The stream Lambda is billed for the seconds the stream was open (the wait the user had), "
-        f"${cost.STREAM_LAMBDA_GB * cost.LAMBDA_ARM_PER_GB_S * 1e6:.2f} per million requests per second of wait.",
+        f"${cost.STREAM_LAMBDA_GB * cost.LAMBDA_ARM_PER_GB_S * 1e6:.2f} per million requests per second of wait. "
+        "Stream calls are the front's " + ", ".join(f"`{op}`" for op in STREAM_READS) + "; the join's are the "
+        "front's other calls.",
         "",
         *cost_table(cells),
         "",
-        *(cost_breakdown(max(biggest, key=lambda c: c.users), _join_floor_s(cells)) if biggest else []),
+        "### Calls and capacity units per request by operation",
         "",
+        "Surge, K = 1. Operation labels: table (`events`: the session log, where jobs live; `state`: the "
+        "other items) and, in `state`, the kind of key (`counters`: the admission shards `counters#<n>`); a "
+        "transaction or batch lists every label it touches, a batch write its request kinds. "
+        "Capacity units: 1 WRU per written item (2 in a transaction), 1 RRU per strongly consistent read, "
+        "0.5 otherwise (items under 1 KB / 4 KB).",
+        "",
+        *operations_table(cells),
         *calls_by_operation(cells, "slow_model"),
-        *calls_by_operation(cells, "sim_gpu"),
         "## CPU time per request",
         "",
         *cpu_table(cells),
         "",
+        "## Machine load",
+        "",
+        *load_table(meta),
     ]
     (out / "results.md").write_text("\n".join(lines))
 
@@ -311,4 +467,9 @@ if __name__ == "__main__":
 
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results"
     saved = json.loads((folder / "results.json").read_text())
-    write(folder, saved["meta"], [SimpleNamespace(**c) for c in saved["cells"]])
+    write(
+        folder,
+        saved["meta"],
+        [SimpleNamespace(**c) for c in saved["cells"]],
+        [SimpleNamespace(**c) for c in saved.get("client_cells", [])],
+    )

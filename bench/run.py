@@ -24,7 +24,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from bench import loadgen, targets
+from bench import client_bench, loadgen, targets
+from bench.targets import delta as _delta
 from bench.workloads import WORKLOADS, read_device_logs
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -84,17 +85,6 @@ def _quantile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(after, dict):
-        return {
-            k: _delta(v, before.get(k, {} if isinstance(v, dict) else [0] * len(v) if isinstance(v, list) else 0))
-            for k, v in after.items()
-        }
-    if isinstance(after, list):
-        return [a - (before[i] if i < len(before) else 0) for i, a in enumerate(after)]
-    return after - before
 
 
 async def measure(
@@ -169,6 +159,19 @@ def start(group: Group, work: Path) -> tuple[targets.Running, Path]:
     return targets.start_surge(group.workload, group.devices, device_log, callcounts), device_log
 
 
+def client_plan() -> list[Group]:
+    """The gradio_client predict loop: each workload on Gradio then Surge (K = 1), one after the other."""
+    return [
+        Group(target, workload, 1, client_bench.CLIENT_USERS)
+        for workload in client_bench.CLIENT_WORKLOADS
+        for target in ("gradio", "surge")
+    ]
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer cells, short windows")
@@ -176,19 +179,33 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds each window measures")
     parser.add_argument("--drain", type=float, default=4.0, help="most seconds to let requests in flight finish")
     parser.add_argument("--reject-backoff", type=float, default=2.0, help="seconds a refused user waits (±50 %%)")
-    parser.add_argument("--only", nargs="*", default=[], help="keep groups whose 'target/workload/K' contains these")
+    parser.add_argument("--client-warmup", type=float, default=None, help="seconds before each gradio_client window")
+    parser.add_argument("--client-duration", type=float, default=None, help="seconds each gradio_client window")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        help="keep groups whose 'target/workload/K' (or 'client/target/workload') contains these",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     warmup = args.warmup if args.warmup is not None else (1.5 if args.quick else 4.0)
     duration = args.duration if args.duration is not None else (3.0 if args.quick else 8.0)
+    client_warmup = args.client_warmup if args.client_warmup is not None else (1.0 if args.quick else 2.0)
+    client_duration = args.client_duration if args.client_duration is not None else (3.0 if args.quick else 6.0)
     groups = [
         g
         for g in plan(not args.quick)
         if not args.only or any(o in f"{g.target}/{g.workload}/{g.devices}" for o in args.only)
     ]
+    client_groups = [
+        g for g in client_plan() if not args.only or any(o in f"client/{g.target}/{g.workload}" for o in args.only)
+    ]
     console = Console()
     load_before = os.getloadavg()
     cells: list[Cell] = []
+    client_cells: list[client_bench.ClientCell] = []
+    loads: list[dict[str, Any]] = []
     work = Path(tempfile.mkdtemp(prefix="surge-bench-"))
     started = time.monotonic()
     columns = (
@@ -200,25 +217,44 @@ def main() -> None:
     )
     try:
         with Progress(*columns, console=console) as progress:
-            task = progress.add_task("starting", total=sum(len(g.users) for g in groups))
-            for group in groups:
+            total = sum(len(g.users) for g in groups) + sum(len(g.users) for g in client_groups)
+            task = progress.add_task("starting", total=total)
+            for kind, group in [("loadgen", g) for g in groups] + [("gradio_client", g) for g in client_groups]:
                 progress.update(task, description=f"start {group.target} {group.workload} K={group.devices}")
+                entry: dict[str, Any] = {
+                    "kind": kind,
+                    "target": group.target,
+                    "workload": group.workload,
+                    "devices": group.devices,
+                    "load_before": _load(),
+                }
+                group_started = time.monotonic()
                 running, device_log = start(group, work)
                 try:
                     for users in group.users:
                         progress.update(
                             task, description=f"{group.target:6} {group.workload:17} K={group.devices} N={users:<4}"
                         )
-                        cell = asyncio.run(
-                            measure(
-                                running, group, users, warmup, duration, args.drain, device_log, args.reject_backoff
+                        if kind == "gradio_client":
+                            client_cell = client_bench.measure(
+                                running, group.workload, users, client_warmup, client_duration, args.drain
                             )
-                        )
-                        cells.append(cell)
+                            client_cells.append(client_cell)
+                            console.print(client_bench.line(client_cell))
+                        else:
+                            cell = asyncio.run(
+                                measure(
+                                    running, group, users, warmup, duration, args.drain, device_log, args.reject_backoff
+                                )
+                            )
+                            cells.append(cell)
+                            console.print(_line(cell))
                         progress.advance(task)
-                        console.print(_line(cell))
                 finally:
                     targets.stop(running)
+                    entry["load_after"] = _load()
+                    entry["seconds"] = round(time.monotonic() - group_started, 1)
+                    loads.append(entry)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     from bench import report
@@ -226,18 +262,28 @@ def main() -> None:
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
         "load_before": load_before,
         "load_after": os.getloadavg(),
+        "groups": loads,
         "run_s": time.monotonic() - started,
         "warmup_s": warmup,
         "duration_s": duration,
         "drain_s": args.drain,
         "reject_backoff_s": args.reject_backoff,
+        "client_warmup_s": client_warmup,
+        "client_duration_s": client_duration,
         "quick": args.quick,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]}, indent=1))
-    report.write(args.out, meta, cells)
+    saved = {
+        "meta": meta,
+        "cells": [asdict(c) for c in cells],
+        "client_cells": [asdict(c) for c in client_cells],
+    }
+    (args.out / "results.json").write_text(json.dumps(saved, indent=1))
+    report.write(args.out, meta, cells, client_cells)
     console.print(f"results in {args.out} ({meta['run_s']:.0f} s)")
 
 

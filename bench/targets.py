@@ -14,10 +14,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 
 INJECT = Path(__file__).resolve().parent / "inject"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -71,8 +72,8 @@ class Running:
         time.sleep(0.3)
         totals: dict[str, dict[str, list[float]]] = {}
         for path in self.callcount_dir.glob("*.json"):
-            role, pid = path.stem.rsplit("-", 1)
-            if int(pid) not in pids:
+            role, pid_text = path.stem.rsplit("-", 1)
+            if int(pid_text) not in pids:
                 continue
             role = "worker" if role.startswith("worker.") else role
             for op, (count, units) in json.loads(path.read_text()).items():
@@ -80,6 +81,18 @@ class Running:
                 entry[0] += count
                 entry[1] += units
         return totals
+
+
+def delta(after: Any, before: Any) -> Any:
+    """`after - before`, leaf by leaf, for nested call counts (missing in `before` counts as zero)."""
+    if isinstance(after, dict):
+        return {
+            k: delta(v, before.get(k, {} if isinstance(v, dict) else [0] * len(v) if isinstance(v, list) else 0))
+            for k, v in after.items()
+        }
+    if isinstance(after, list):
+        return [a - (before[i] if i < len(before) else 0) for i, a in enumerate(after)]
+    return after - before
 
 
 def start_gradio(workload: str, devices: int, device_log: Path) -> Running:
@@ -116,6 +129,7 @@ def start_surge(workload: str, workers: int, device_log: Path, callcount_dir: Pa
         f"bench.apps.surge_apps:{workload}",
         port=free_port(),
         workers={workload: workers},
+        fidelity=True,
         extra_env={
             "PYTHONPATH": pythonpath,
             "BENCH_CALLCOUNT_DIR": str(callcount_dir),
@@ -130,7 +144,7 @@ def start_surge(workload: str, workers: int, device_log: Path, callcount_dir: Pa
         raise
     processes: dict[str, list[int]] = {"emulator": [], "front": [], "worker": []}
     for name, process in stack.processes.items():
-        role = "emulator" if name == "moto" else "front" if name == "front" else "worker"
+        role = "emulator" if name.startswith("emulator:") else "front" if name == "front" else "worker"
         processes[role].append(process.pid)
     return Running("surge", stack.url, processes, callcount_dir=callcount_dir, stopper=stack)
 

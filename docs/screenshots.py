@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import sync_playwright
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 from tests.crossprocess.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE
 
 DOCS = Path(__file__).parent

@@ -12,7 +12,6 @@ from surge.observability import MetricsObserver, json_logger
 from surge.observer import Observer
 from surge.settings import Settings
 from surge.store import Store
-from surge.supervision import PARENT_PID_VARIABLE, exit_with_parent
 from surge.worker import Worker
 
 
@@ -45,8 +44,6 @@ def main() -> None:
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
-    if PARENT_PID_VARIABLE in os.environ:  # started by the local launcher: end with it
-        exit_with_parent(int(os.environ[PARENT_PID_VARIABLE]))
     app.run_setup()
     worker.serve()
 

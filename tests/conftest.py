@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +20,8 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
         "AWS_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,8 @@ def build(workload: Workload, devices: int) -> gr.Blocks:
             max_batch_size=workload.max_batch_size,
             concurrency_limit=devices,
         )
-    demo.queue(max_size=workload.max_size, default_concurrency_limit=devices)
-    return demo
+    queued: gr.Blocks = demo.queue(max_size=workload.max_size, default_concurrency_limit=devices)
+    return queued
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 Python imports `sitecustomize` at start-up from the path; the benchmark puts this folder on the
 `PYTHONPATH` of the Surge processes it starts, with `BENCH_CALLCOUNT_DIR` set. Nothing in Surge knows.
-Each process keeps `{"service.Operation": [calls, capacity units]}` and writes it to
+Each process keeps `{"service.Operation label": [calls, capacity units]}` (label: table and kind of
+key, e.g. `dynamodb.BatchGetItem state/counters`, `dynamodb.Query events`,
+`dynamodb.TransactWriteItems events+state/counters`, `dynamodb.BatchWriteItem events (delete)`) and writes it to
 `<dir>/<role>-<pid>.json` on SIGUSR1 and at exit. Capacity units follow DynamoDB's billing for
 items under 1 KB (writes) and reads under 4 KB: 1 WRU per written item (2 in a transaction),
 1 RRU per strongly consistent read, 0.5 per eventually consistent one.
@@ -38,20 +40,60 @@ def _units(operation: str, params: dict[str, Any]) -> float:
     return 0.0
 
 
-def _what(params: dict[str, Any]) -> str:
-    """Which table (the last word of its name) and, for keyed items, which kind of key (`cursor#...` → cursor)."""
+def _label(table: str, key: dict[str, Any]) -> str:
+    """The last word of the table's name and, for state items, the kind of key: `counters#3` → `state/counters`.
+    Events-table items (session_hash, sk) are `events`."""
+    name = table.rsplit("-", 1)[-1].rsplit("_", 1)[-1]
+    pk = key.get("pk", {}).get("S")
+    return f"{name}/{pk.split('#', 1)[0]}" if pk else name
+
+
+def _items(operation: str, params: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(table, key, request kind) of every item a multi-item call names."""
+    if operation == "TransactWriteItems":
+        return [
+            (str(body.get("TableName", "")), body.get("Key") or body.get("Item") or {}, "")
+            for item in params.get("TransactItems", [])
+            for body in item.values()
+        ]
+    if operation == "BatchWriteItem":
+        return [
+            (str(name), body.get("Key") or body.get("Item") or {}, kind.removesuffix("Request").lower())
+            for name, requests in params.get("RequestItems", {}).items()
+            for request in requests
+            for kind, body in request.items()
+        ]
+    if operation == "BatchGetItem":
+        return [
+            (str(name), key, "")
+            for name, spec in params.get("RequestItems", {}).items()
+            for key in spec.get("Keys", [])
+        ]
+    return []
+
+
+def _what(operation: str, params: dict[str, Any]) -> str:
+    """Which tables and kinds of key a call touches: ` state/counters`, ` events`; for multi-item
+    calls every label it touches (` events+state/counters`), batch writes with their request kinds
+    (` events (delete)`)."""
     table = str(params.get("TableName", ""))
-    if not table:
+    if table:
+        key = params.get("Key") or params.get("Item") or {}
+        pk = params.get("ExpressionAttributeValues", {}).get(":pk", {}).get("S")
+        if "pk" not in key and pk:
+            key = {"pk": {"S": pk}}
+        return " " + _label(table, key)
+    items = _items(operation, params)
+    if not items:
         return ""
-    key = params.get("Key") or params.get("Item") or {}
-    pk = key.get("pk", {}).get("S") or params.get("ExpressionAttributeValues", {}).get(":pk", {}).get("S")
-    label = table.rsplit("-", 1)[-1].rsplit("_", 1)[-1]
-    return f" {label}/{pk.split('#', 1)[0]}" if pk else f" {label}"
+    labels = "+".join(sorted({_label(name, key) for name, key, _ in items}))
+    kinds = "+".join(sorted({kind for _, _, kind in items if kind}))
+    return f" {labels} ({kinds})" if kinds else f" {labels}"
 
 
 def _count(params: dict[str, Any], model: Any, **_: Any) -> None:
     service = model.service_model.service_name
-    key = f"{service}.{model.name}" + (_what(params) if service == "dynamodb" else "")
+    key = f"{service}.{model.name}" + (_what(model.name, params) if service == "dynamodb" else "")
     units = _units(model.name, params) if service == "dynamodb" else 0.0
     with _LOCK:
         entry = _COUNTS.setdefault(key, [0, 0.0])

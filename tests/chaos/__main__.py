@@ -1,4 +1,5 @@
-"""`make chaos`: the long fault, burst and bad-input runs, printing the figures (see README)."""
+"""`make chaos`: the long fault, burst, flood and bad-input runs, the emulator in fidelity mode, printing the
+figures (see README)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def run(scale: float) -> list[Figures]:
         results.append(scenarios.dropped_clients(chaos))
         results.append(scenarios.bad_inputs(chaos))
     results.append(scenarios.burst_admission(joins=1000, max_size=50))
+    results.append(scenarios.join_flood(rate_per_s=500 * scale, duration_s=10))
     return results
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from surge.launcher import LocalStack
+from surge_local.launcher import LocalStack
 from tests.crossprocess.helpers import counters, held_leases, queue_depth, wait_until
 
 
@@ -92,7 +92,7 @@ async def run_session(
     session = secrets.token_hex(16)
     mine = await _join_all(http, session, fn_index, inputs, ledger)
     if mine:
-        await _read_until_done(http, session, mine, ledger, expect)
+        await read_until_done(http, session, mine, ledger, expect)
 
 
 async def _join_all(
@@ -117,7 +117,34 @@ async def _join_all(
     return mine
 
 
-async def _read_until_done(
+async def join_at_once(
+    http: httpx.AsyncClient, session: str, fn_index: int, inputs: list[list[Any]], ledger: Ledger
+) -> dict[str, list[Any]]:
+    """Join every input of one session concurrently; a refusal must be a clean 503 or 429 with a detail."""
+
+    async def one(data: list[Any]) -> tuple[list[Any], httpx.Response | None]:
+        try:
+            body = {"data": data, "fn_index": fn_index, "session_hash": session}
+            return data, await http.post("/gradio_api/queue/join", json=body)
+        except httpx.HTTPError as error:
+            ledger.unexpected.append(f"join: {type(error).__name__}")
+            return data, None
+
+    mine: dict[str, list[Any]] = {}
+    for data, response in await asyncio.gather(*(one(d) for d in inputs)):
+        if response is None:
+            continue
+        if response.status_code == 200:
+            mine[response.json()["event_id"]] = data
+            ledger.admitted[response.json()["event_id"]] = json.dumps(data)
+        elif response.status_code in (429, 503) and "detail" in response.json():
+            ledger.rejected += 1
+        else:
+            ledger.unexpected.append(f"join: {response.status_code} {response.text[:200]}")
+    return mine
+
+
+async def read_until_done(
     http: httpx.AsyncClient,
     session: str,
     mine: dict[str, list[Any]],
@@ -230,9 +257,9 @@ def _emulator_env(stack: LocalStack) -> Any:
     import contextlib
     from unittest import mock
 
-    from surge.launcher import aws_env
+    from surge_local.launcher import aws_env
 
-    return mock.patch.dict(os.environ, aws_env(stack.endpoint_url)) if stack.endpoint_url else contextlib.nullcontext()
+    return mock.patch.dict(os.environ, aws_env(stack.endpoints)) if stack.endpoints else contextlib.nullcontext()
 
 
 def tally(ledger: Ledger, figures: Figures, started: float) -> Figures:

@@ -15,23 +15,36 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 
-from surge.launcher import LocalStack, emulator_client_kwargs, free_port
-from tests.chaos.harness import Figures, Killer, Ledger, drive, explain_lost, settle, tally
+from surge_local.launcher import LocalStack, free_port
+from tests.chaos.harness import (
+    Figures,
+    Killer,
+    Ledger,
+    drive,
+    explain_lost,
+    join_at_once,
+    read_until_done,
+    settle,
+    tally,
+)
 from tests.chaos.proxy import OutageProxy
 from tests.crossprocess.helpers import counters, queue_depth, records
 
 CHAOS_TUNING = {"visibility_timeout_s": 3, "lease_ttl_s": 2.0, "max_attempts": 6, "session_grace_s": 3.0}
+JOIN_RETRIES, RETRY_PAUSE_S = 20, 0.2
+"""Scenarios that need particular jobs admitted join again after a 503: in fidelity mode, concurrent
+admissions on the one counters item meet DynamoDB's transaction conflicts and are refused, cleanly."""
 
 
 class ChaosStack:
-    """The chaos app behind an outage proxy: model (batched, limit 2), pair (limit 2), slow (limit 1)."""
+    """The chaos app behind outage proxies (one per emulator: SQS and DynamoDB), the emulator in fidelity
+    mode: model (batched, limit 2), pair (limit 2), slow (limit 1)."""
 
     def __init__(self, record_dir: Path) -> None:
         self.record_dir = record_dir
-        self.proxy: OutageProxy | None = None
+        self.proxies: list[OutageProxy] = []
         self.stack = LocalStack(
             "tests.apps.chaos_app:app",
             port=free_port(),
@@ -39,11 +52,21 @@ class ChaosStack:
             tuning=CHAOS_TUNING,
             extra_env={"RECORD_DIR": str(record_dir)},
             route_aws=self._route,
+            fidelity=True,
         )
 
     def _route(self, endpoint_url: str) -> str:
-        self.proxy = OutageProxy(int(endpoint_url.rsplit(":", 1)[1]))
-        return f"http://127.0.0.1:{self.proxy.port}"
+        proxy = OutageProxy(int(endpoint_url.rsplit(":", 1)[1]))
+        self.proxies.append(proxy)
+        return f"http://127.0.0.1:{proxy.port}"
+
+    def refuse_aws(self) -> None:
+        for proxy in self.proxies:
+            proxy.refuse()
+
+    def restore_aws(self) -> None:
+        for proxy in self.proxies:
+            proxy.restore()
 
     @contextmanager
     def running(self) -> Iterator[ChaosStack]:
@@ -52,8 +75,8 @@ class ChaosStack:
             yield self
         finally:
             self.stack.stop()
-            if self.proxy:
-                self.proxy.close()
+            for proxy in self.proxies:
+                proxy.close()
 
 
 def _model_input(i: int) -> list[Any]:
@@ -82,15 +105,14 @@ def kill_workers(chaos: ChaosStack, jobs: int, kills: int, every_s: float) -> Fi
 
 def aws_outage(chaos: ChaosStack, jobs: int, outage_s: float) -> Figures:
     """Every AWS call refused for `outage_s` while jobs flow: 503s at the front, nothing admitted lost."""
-    assert chaos.proxy is not None
+    assert len(chaos.proxies) == 2, "SQS and DynamoDB both behind a proxy"
     figures, ledger, started = Figures("AWS refuses calls"), Ledger(), time.monotonic()
-    proxy = chaos.proxy
 
     def outage() -> None:
         time.sleep(1.0)
-        proxy.refuse()
+        chaos.refuse_aws()
         time.sleep(outage_s)
-        proxy.restore()
+        chaos.restore_aws()
 
     breaker = threading.Thread(target=outage)
     breaker.start()
@@ -107,16 +129,20 @@ def duplicate_delivery(chaos: ChaosStack, jobs: int) -> Figures:
     figures, ledger, started = Figures("duplicate delivery"), Ledger(), time.monotonic()
     settings = chaos.stack.settings
     assert settings is not None
-    sqs = boto3.client("sqs", **emulator_client_kwargs(chaos.stack.endpoint_url))
+    sqs = chaos.stack.client("sqs")
     tags = [f"dup{secrets.token_hex(3)}-{i}" for i in range(jobs)]
 
     async def main() -> None:
         async with httpx.AsyncClient(base_url=chaos.stack.url, timeout=60) as http:
             session = secrets.token_hex(16)
             for tag in tags:
-                response = await http.post(
-                    "/gradio_api/queue/join", json={"data": [tag], "fn_index": 1, "session_hash": session}
-                )
+                body = {"data": [tag], "fn_index": 1, "session_hash": session}
+                response = await http.post("/gradio_api/queue/join", json=body)
+                for _ in range(JOIN_RETRIES):
+                    if response.status_code != 503:
+                        break
+                    await asyncio.sleep(RETRY_PAUSE_S)
+                    response = await http.post("/gradio_api/queue/join", json=body)
                 event_id = response.json()["event_id"]
                 ledger.admitted[event_id] = tag
                 for _ in range(2):
@@ -194,9 +220,13 @@ def dropped_clients(chaos: ChaosStack) -> Figures:
 
 
 def _join(url: str, session: str, fn_index: int, data: list[Any]) -> str:
-    response = httpx.post(
-        f"{url}/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session}
-    )
+    body = {"data": data, "fn_index": fn_index, "session_hash": session}
+    response = httpx.post(f"{url}/gradio_api/queue/join", json=body)
+    for _ in range(JOIN_RETRIES):
+        if response.status_code != 503:
+            break
+        time.sleep(RETRY_PAUSE_S)
+        response = httpx.post(f"{url}/gradio_api/queue/join", json=body)
     response.raise_for_status()
     event_id: str = response.json()["event_id"]
     return event_id
@@ -220,7 +250,7 @@ def burst_admission(joins: int, max_size: int = 50) -> Figures:
     """`joins` concurrent joins against `max_size` with no worker running: exactly `max_size` get in,
     every other one a clean 503 with Gradio's message and a Retry-After; then a worker drains them."""
     figures, ledger, started = Figures(f"{joins} concurrent joins, max_size {max_size}"), Ledger(), time.monotonic()
-    stack = LocalStack("tests.apps.burst_app:app", port=free_port(), workers=0).start()
+    stack = LocalStack("tests.apps.burst_app:app", port=free_port(), workers=0, fidelity=True).start()
     try:
         sessions: dict[str, str] = {}
 
@@ -254,12 +284,66 @@ def burst_admission(joins: int, max_size: int = 50) -> Figures:
     return tally(ledger, figures, started)
 
 
+FLOOD_TUNING = {"visibility_timeout_s": 5, "lease_ttl_s": 2.0, "session_grace_s": 5.0}
+
+
+def join_flood(rate_per_s: float, duration_s: float, per_session: int = 10, max_sessions: int = 256) -> Figures:
+    """`rate_per_s` joins per second for `duration_s` (sessions of `per_session` joins at once, at most
+    `max_sessions` of them open) against a quick function, the emulator in fidelity mode: every admitted
+    job completes exactly once, every refusal is a clean 503 or 429, and the counters end at zero."""
+    figures, ledger, started = Figures(f"{rate_per_s:.0f} joins/s for {duration_s:.0f} s"), Ledger(), time.monotonic()
+    stack = LocalStack(
+        "tests.apps.flood_app:app", port=free_port(), workers={"quick": 2}, tuning=FLOOD_TUNING, fidelity=True
+    ).start()
+    sessions = int(rate_per_s * duration_s) // per_session
+    try:
+
+        async def flood() -> float:
+            limits = httpx.Limits(max_connections=max_sessions * 2)
+            async with httpx.AsyncClient(base_url=stack.url, timeout=60, limits=limits) as http:
+                await http.get("/config")
+                open_sessions = asyncio.Semaphore(max_sessions)
+
+                async def one(s: int) -> None:
+                    async with open_sessions:
+                        inputs = [[f"f{s}-{i}"] for i in range(per_session)]
+                        session = secrets.token_hex(16)
+                        mine = await join_at_once(http, session, 0, inputs, ledger)
+                        if mine:
+                            await read_until_done(http, session, mine, ledger, lambda d: f"ok:{d[0]}")
+
+                loop = asyncio.get_running_loop()
+                begin = loop.time()
+                tasks = []
+                for s in range(sessions):  # open loop: the schedule does not wait for answers
+                    await asyncio.sleep(max(0.0, begin + s * per_session / rate_per_s - loop.time()))
+                    tasks.append(asyncio.create_task(one(s)))
+                offered_s = loop.time() - begin
+                drain_s = 60 + 12 * duration_s
+                _, stuck = await asyncio.wait(tasks, timeout=drain_s)
+                for task in stuck:  # their jobs show up as lost in the figures, with their states
+                    task.cancel()
+                if stuck:
+                    ledger.unexpected.append(f"{len(stuck)} sessions still open {drain_s:.0f} s after the last join")
+                return offered_s
+
+        offered_s = asyncio.run(flood())
+        figures.scenario += f" (offered in {offered_s:.1f} s)"
+        settle(stack, [], ["quick"], figures, 30)
+        explain_lost(stack, ledger, figures)
+    finally:
+        stack.stop()
+    return tally(ledger, figures, started)
+
+
 def _classify(response: httpx.Response, ledger: Ledger, full_message: str) -> None:
     if response.status_code == 200:
         return
-    clean = response.json() == {"detail": full_message} and "retry-after" in response.headers
-    if response.status_code == 503 and clean:
-        ledger.rejected += 1
+    detail = response.json().get("detail") if response.headers.get("content-type") == "application/json" else None
+    if response.status_code == 503 and isinstance(detail, str) and "retry-after" in response.headers:
+        ledger.rejected += 1  # queue full, or (fidelity mode) a DynamoDB conflict or throttle
+        if detail.startswith("Queue is full") and detail != full_message:
+            ledger.unexpected.append(f"queue full with the wrong message: {detail}")
     else:
         ledger.unexpected.append(f"{response.status_code} {response.text[:120]}")
 

@@ -9,12 +9,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 
-from surge.launcher import LocalStack, emulator_client_kwargs
 from surge.models import Counters
 from surge.store import Store
+from surge_local.launcher import LocalStack
 
 
 def new_session() -> str:
@@ -51,14 +50,14 @@ def messages(stack: LocalStack, session: str, timeout_s: float = 60) -> Iterator
 def counters(stack: LocalStack) -> Counters:
     """Every admission shard, read as the front reads them (strongly consistent)."""
     assert stack.settings is not None
-    client = boto3.client("dynamodb", **emulator_client_kwargs(stack.endpoint_url))
+    client = stack.client("dynamodb")
     return Store(stack.settings, client=client).counters()
 
 
 def queue_depth(stack: LocalStack, api_name: str) -> tuple[int, int]:
     """(visible, in flight) messages of a function's queue."""
     assert stack.settings is not None
-    sqs = boto3.client("sqs", **emulator_client_kwargs(stack.endpoint_url))
+    sqs = stack.client("sqs")
     attributes = sqs.get_queue_attributes(
         QueueUrl=stack.settings.queue_url(api_name),
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -68,7 +67,7 @@ def queue_depth(stack: LocalStack, api_name: str) -> tuple[int, int]:
 
 def held_leases(stack: LocalStack, group: str) -> int:
     assert stack.settings is not None
-    client = boto3.client("dynamodb", **emulator_client_kwargs(stack.endpoint_url))
+    client = stack.client("dynamodb")
     items = client.query(
         TableName=stack.settings.state_table_name,
         KeyConditionExpression="pk = :pk",

@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from surge.launcher import LocalStack
+from surge_local.launcher import LocalStack
 from tests.crossprocess.helpers import counters, join, messages, new_session, queue_depth, wait_until
 
 pytestmark = pytest.mark.crossprocess

@@ -11,7 +11,7 @@ import time
 import pytest
 from gradio_client import Client
 
-from surge.launcher import free_port
+from surge_local.launcher import free_port
 
 pytestmark = pytest.mark.crossprocess
 
@@ -33,7 +33,7 @@ def children_of(pid: int) -> set[int]:
 def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -> None:
     port = free_port()
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "surge.launcher", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "surge_local.launcher", "--port", str(port), "--workers", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -46,7 +46,7 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
             line = launcher.stdout.readline()
         assert f"http://127.0.0.1:{port}" in line
         children = children_of(launcher.pid)
-        assert len(children) >= 6, "moto, the front and one worker per demo function"
+        assert len(children) >= 7, "two emulators (SQS, DynamoDB), the front and one worker per demo function"
         assert Client(f"http://127.0.0.1:{port}", verbose=False).predict("hi", api_name="/echo") == "hi"
 
         launcher.send_signal(signal.SIGINT)
@@ -69,7 +69,7 @@ def _alive(pid: int) -> bool:
 def test_children_stop_by_themselves_when_the_launcher_is_killed_outright() -> None:
     port = free_port()
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "surge.launcher", "--port", str(port)],
+        [sys.executable, "-m", "surge_local.launcher", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

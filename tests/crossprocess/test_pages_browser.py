@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 from tests.apps.pages_app import MAX_SIZE
 from tests.crossprocess.browser import DESKTOP, PHONE, cancel, join, launch_chromium, session_hash
 

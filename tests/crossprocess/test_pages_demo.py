@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from surge.launcher import LocalStack
+from surge_local.launcher import LocalStack
 from tests.crossprocess.browser import PHONE, launch_chromium
 
 pytestmark = [pytest.mark.crossprocess, pytest.mark.timeout(180)]

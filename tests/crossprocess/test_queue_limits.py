@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.utils import QueueError
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 from tests.crossprocess.helpers import counters, join, new_session, queue_depth, records, wait_until
 
 pytestmark = pytest.mark.crossprocess

@@ -9,13 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from gradio_client import Client
 
 from surge.application import load_app
-from surge.launcher import LocalStack, emulator_client_kwargs, free_port
 from surge.models import JobMessage
+from surge_local.launcher import LocalStack, free_port
 from tests.crossprocess.helpers import (
     counters,
     held_leases,
@@ -105,7 +104,7 @@ def test_rank_and_eta_shrink_as_the_queue_drains(two_worker_stack: LocalStack) -
 def job_owner_pid(stack: LocalStack, api_name: str) -> int | None:
     """The pid of the worker running a job of `api_name` (worker ids embed the pid)."""
     assert stack.settings is not None
-    table = boto3.client("dynamodb", **emulator_client_kwargs(stack.endpoint_url))
+    table = stack.client("dynamodb")
     items = table.scan(TableName=stack.settings.events_table_name)["Items"]
     owners = [
         i["worker_id"]["S"]
@@ -154,7 +153,7 @@ def test_a_redelivered_message_never_runs_a_completed_job_again(two_worker_stack
         data=[0.05, "once"],
         created_at=time.time(),
     )
-    sqs = boto3.client("sqs", **emulator_client_kwargs(two_worker_stack.endpoint_url))
+    sqs = two_worker_stack.client("sqs")
     for _ in range(2):
         sqs.send_message(
             QueueUrl=two_worker_stack.settings.queue_url("limited_two"), MessageBody=again.model_dump_json()

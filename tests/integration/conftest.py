@@ -8,8 +8,8 @@ import pytest
 from moto import mock_aws
 
 from surge.application import App, load_app
-from surge.provision import provision
 from surge.settings import Settings
+from surge_local.provision import provision
 
 
 @pytest.fixture

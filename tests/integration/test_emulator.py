@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import boto3
+import pytest
+from botocore.exceptions import ClientError
 from moto.dynamodb.responses import DynamoHandler
 from moto.sqs.models import SQSBackend, sqs_backends
 
-from surge import emulator
+from surge_local import emulator
+from surge_local.launcher import emulator_client_kwargs, free_port, wait_for_port
 
 
 def test_retention_check_matches_motos_own(aws: None) -> None:
@@ -30,3 +38,83 @@ def test_patch_is_idempotent_and_locks_dynamodb_requests() -> None:
     emulator.patch_moto()
     assert getattr(DynamoHandler.call_action, "__surge_atomic__", False)
     assert SQSBackend.is_message_valid_based_on_retention_period is emulator._retention_check
+
+
+@contextmanager
+def emulator_process(*arguments: str) -> Iterator[str]:
+    """`python -m surge_local.emulator` on a free port, as the launcher starts it; yields its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "surge_local.emulator", "--port", str(port), *arguments],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, 30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0, "SIGTERM stops the emulator cleanly"
+
+
+@pytest.fixture
+def sqs_emulator() -> Iterator[str]:
+    with emulator_process("--services", "sqs") as url:
+        yield url
+
+
+@pytest.mark.crossprocess
+def test_emulator_keeps_connections_alive_and_refuses_other_services(sqs_emulator: str) -> None:
+    sqs = boto3.client("sqs", **emulator_client_kwargs(sqs_emulator))
+    url = sqs.create_queue(QueueName="q")["QueueUrl"]
+    response = sqs.send_message(QueueUrl=url, MessageBody="hello")
+    assert response["ResponseMetadata"]["HTTPHeaders"].get("connection") != "close"
+    assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "hello"
+    dynamodb = boto3.client("dynamodb", **emulator_client_kwargs(sqs_emulator))
+    with pytest.raises(ClientError) as refused:
+        dynamodb.list_tables()
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+@pytest.mark.crossprocess
+def test_fidelity_server_cancels_truly_concurrent_transactions_but_never_one_clients_sequence() -> None:
+    with emulator_process("--services", "dynamodb", "--fidelity") as url:
+        setup = boto3.client("dynamodb", **emulator_client_kwargs(url))
+        setup.create_table(
+            TableName="t",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
+        def add(client: object, pk: str) -> str:
+            update = {
+                "TableName": "t",
+                "Key": {"pk": {"S": pk}},
+                "UpdateExpression": "ADD n :one",
+                "ExpressionAttributeValues": {":one": {"N": "1"}},
+            }
+            try:
+                client.transact_write_items(TransactItems=[{"Update": update}])  # type: ignore[attr-defined]
+                return "ok"
+            except ClientError as error:
+                return str(error.response["CancellationReasons"][0]["Code"])
+
+        assert {add(setup, "alone") for _ in range(20)} == {"ok"}, "one client's calls, one after another"
+
+        clients = [boto3.client("dynamodb", **emulator_client_kwargs(url)) for _ in range(8)]
+        start = threading.Barrier(len(clients))
+        outcomes: list[str] = []
+
+        def contend(client: object) -> None:
+            start.wait()
+            outcomes.extend(add(client, "hot") for _ in range(5))
+
+        threads = [threading.Thread(target=contend, args=(c,)) for c in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert set(outcomes) == {"ok", "TransactionConflict"}
+        hot = setup.get_item(TableName="t", Key={"pk": {"S": "hot"}}, ConsistentRead=True)["Item"]
+        assert int(hot["n"]["N"]) == outcomes.count("ok"), "a cancelled transaction changed nothing"

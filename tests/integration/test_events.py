@@ -18,9 +18,9 @@ from surge import protocol
 from surge.application import load_app
 from surge.deadletter import DEAD_LETTER_MESSAGE
 from surge.models import Job, JobMessage, JobState
-from surge.provision import provision
 from surge.settings import Settings
 from surge.store import Store
+from surge_local.provision import provision
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 APP = "examples.demo_app:app"

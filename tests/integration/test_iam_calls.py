@@ -27,12 +27,12 @@ from surge.deadletter import SqsRecord, fail_dead_lettered
 from surge.front import create_api_app, session_hub
 from surge.models import JobMessage, JobState, JoinBody
 from surge.observer import Observer
-from surge.provision import provision
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionStream
 from surge.settings import Settings
 from surge.store import Store
 from surge.worker import Worker
+from surge_local.provision import provision
 from tests.template.stack import SERVICE_TEMPLATE, TEMPLATE, load, statements, transformed
 
 APP = "examples.demo_app:app"

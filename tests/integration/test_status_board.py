@@ -16,13 +16,13 @@ from surge.broker import Broker
 from surge.eta import slots_for
 from surge.front import create_api_app
 from surge.models import FunctionStats, JoinBody
-from surge.provision import provision
 from surge.service import FrontService
 from surge.settings import Settings
 from surge.status import StatusBoard
 from surge.store import BatchRecord, Store
 from surge.wiring import build_front
 from surge.worker import Worker
+from surge_local.provision import provision
 from tests.apps import pages_app
 
 

@@ -100,15 +100,19 @@ def test_a_retried_admission_returns_the_shard_the_job_is_counted_in(
     demo: tuple[App, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class Starts:
-        """Each admission starts looking for room one shard further on (the first one had room)."""
+        """Ties between shards with as much room go to the next shard each time (the first had room)."""
 
         tries = 0
 
         def randrange(self, n: int) -> int:
+            return 0
+
+        def random(self) -> float:
             self.tries += 1
-            return (self.tries - 1) % n
+            return 1.0 / self.tries
 
     monkeypatch.setattr("surge.store.admission.random", Starts())
+    monkeypatch.setattr("surge.store.admission.COUNTS_FRESH_S", 0.0)
     store = Store(demo[1].model_copy(update={"admission_shards": 4}))
     job = new_job("j1")
     first = store.admit(job, 10, 1)

@@ -73,7 +73,7 @@ def outcomes(
     deadline = time.monotonic() + timeout_s
     while len(found) < len(set(event_ids)) and time.monotonic() < deadline:
         for job in store.read_session(session):
-            if job.result is not None:
+            if job.result is not None and job.job_id in event_ids:
                 found[job.job_id] = job.result
         time.sleep(0.1)
     missing = [e for e in event_ids if e not in found]
@@ -239,3 +239,56 @@ def test_a_job_abandoned_more_than_max_attempts_times_fails_with_a_clear_message
     assert result["output"]["error"] == ("Gave up after 1 attempt(s): the worker running this job stopped each time.")
     assert store.get_job("session000000001", event_id).state is JobState.FAILED  # type: ignore[union-attr]
     assert store.counters().waiting == 0
+
+
+def _transactions(calls: list[str]) -> Any:
+    """Records each transaction's job updates by kind: `claim` or `finish` (waiting → final)."""
+
+    def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
+        for item in params["TransactItems"]:
+            expression = item.get("Update", {}).get("UpdateExpression", "")
+            if "attempt + :one" in expression:
+                calls.append("claim")
+            elif "#result = :result" in expression and "worker_id" in expression:
+                calls.append("finish")
+
+    return hook
+
+
+def test_short_batches_run_without_a_claim_and_record_each_result_once(aws: None) -> None:
+    """Once its batches are known to be short, a worker records results with one transaction per batch
+    and no claim before it; each job ends once, and the counters drain."""
+    settings = settings_for("examples.demo_app:app")
+    calls: list[str] = []
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register(  # type: ignore[union-attr]
+        "before-parameter-build.dynamodb.TransactWriteItems", _transactions(calls)
+    )
+    with serving(settings, "echo"):
+        assert outcome(settings, submit(settings, "echo", "warm-up"))["success"] is True  # learns it is short
+        assert calls == ["claim"]  # the first batch, of unknown length, is claimed first
+        calls.clear()
+        ids = [submit(settings, "echo", f"m{i}") for i in range(3)]
+        results = outcomes(settings, ids)
+    assert [r["output"]["data"] for r in results] == [[f"m{i}"] for i in range(3)]
+    assert Store(settings).counters().waiting == 0
+    assert calls.count("claim") == 0 and calls.count("finish") == 3
+    jobs = {job.job_id: job for job in Store(settings).read_session("session000000001")}
+    assert all(jobs[i].state is JobState.COMPLETED and jobs[i].attempt == 1 for i in ids)
+
+
+def test_a_short_job_cancelled_while_it_runs_stays_cancelled_and_its_result_is_dropped(aws: None) -> None:
+    settings = settings_for("tests.apps.timing_app:app")
+    store = Store(settings)
+    job = submit_job(settings, "one_at_a_time", "late")
+    app = load_app(settings.app_module)
+    worker = Worker(app, app.get("one_at_a_time"), settings, store, Broker(settings))
+    worker.avg_batch_s = 0.01  # known to be short: this batch runs without a claim
+    deliveries = Broker(settings).receive("one_at_a_time", 1, 1)
+    cancelled = {"msg": "process_completed", "event_id": job.job_id, "output": {}, "success": True}
+    assert store.end_waiting(job, JobState.CANCELLED, cancelled)  # cancelled after the worker received it
+    worker._process(deliveries)
+    final = store.get_job(job.session_hash, job.job_id)
+    assert final is not None and final.state is JobState.CANCELLED and final.result == cancelled
+    assert store.counters().waiting == 0
+    assert Broker(settings).receive("one_at_a_time", 1, 0) == []  # its message was acknowledged

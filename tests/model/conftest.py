@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 
 Encode = Callable[[list[str]], list[list[float]]]
 

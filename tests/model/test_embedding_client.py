@@ -14,7 +14,7 @@ pytest.importorskip("sentence_transformers")
 
 from gradio_client import Client
 
-from surge.launcher import LocalStack
+from surge_local.launcher import LocalStack
 from tests.model.conftest import Encode
 
 pytestmark = [pytest.mark.model, pytest.mark.crossprocess]

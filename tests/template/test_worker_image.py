@@ -48,8 +48,10 @@ def test_every_copied_path_exists_in_the_repository() -> None:
 def test_image_starts_the_same_entry_point_as_the_local_workers() -> None:
     entrypoints = [arguments for kind, arguments in instructions() if kind == "ENTRYPOINT"]
     assert entrypoints == ['["python", "-m", "worker_main"]']
-    launcher = (ROOT / "layers/surge/surge/launcher.py").read_text()
-    assert '[sys.executable, "-m", "worker_main"]' in launcher
+    launcher = (ROOT / "local/surge_local/launcher.py").read_text()
+    assert '[sys.executable, "-m", "surge_local.child"]' in launcher
+    child = (ROOT / "local/surge_local/child.py").read_text()
+    assert 'runpy.run_module("worker_main", run_name="__main__"' in child
     worker_main = (ROOT / "gpu_worker/worker_main.py").read_text()
     assert "signal.signal(signal.SIGTERM" in worker_main
     env = " ".join(arguments for kind, arguments in instructions() if kind == "ENV")
@@ -91,3 +93,18 @@ def test_build_context_bundle_holds_everything_the_dockerfile_copies(bundle: Pat
     buildspec = template["Resources"]["ImageBuildProject"]["Properties"]["Source"]["BuildSpec"]
     assert 'docker build -f "src/context/$DOCKERFILE"' in buildspec
     assert "src/context\n" in buildspec
+
+
+LOCAL_ONLY = {"launcher.py", "emulator.py", "provision.py", "supervision.py", "child.py"}
+
+
+def test_local_only_modules_ship_in_neither_the_layer_nor_the_image(bundle: Path) -> None:
+    """The core layer copies `layers/surge/surge` (layers/surge/Makefile) and the image copies the build
+    context: neither holds `surge_local`, and nothing shipped imports it."""
+    layer_makefile = (ROOT / "layers/surge/Makefile").read_text()
+    assert 'cp -R "$(HERE)/surge" "$(ARTIFACTS_DIR)/python/surge"' in layer_makefile
+    for shipped in (ROOT / "layers/surge/surge", bundle / "context"):
+        sources = list(shipped.rglob("*.py"))
+        assert sources
+        assert {path.name for path in sources} & LOCAL_ONLY == set(), shipped
+        assert [path for path in sources if "surge_local" in path.read_text()] == [], shipped

@@ -60,13 +60,16 @@ def test_eta_is_unknown_before_a_first_run_without_a_hint_and_uses_the_hint_othe
 
 def test_rank_is_bounded_by_every_shards_tail_and_only_falls() -> None:
     # Two shards; a job seen after 3 + 2 had joined (tails [3, 2]) is fifth at most.
-    counters = Counters(shards=[Shard(waiting=3, tail={"g": 3}), Shard(waiting=2, tail={"g": 2})])
+    counters = Counters(shards=[Shard(joined=3, tail={"g": 3}), Shard(joined=2, tail={"g": 2})])
     tails = counters.tails("g")
     assert counters.queue_size("g") == 5
     assert counters.rank("g", tails) == 4
     # Later joins raise the tails but not this job's rank; claims from either shard lower it.
     later = Counters(
-        shards=[Shard(waiting=4, tail={"g": 6}, head={"g": 2}), Shard(waiting=0, tail={"g": 2}, head={"g": 2})]
+        shards=[
+            Shard(joined=6, left=2, tail={"g": 6}, head={"g": 2}),
+            Shard(joined=2, left=2, tail={"g": 2}, head={"g": 2}),
+        ]
     )
     assert later.queue_size("g") == 4
     assert later.rank("g", tails) == 0

@@ -9,7 +9,8 @@ from surge.session import SessionView
 
 
 def _job(state: JobState, **fields: object) -> Job:
-    return Job(job_id="j1", session_hash="s" * 16, api_name="echo", group="g", state=state, created_at=1.0, **fields)  # type: ignore[arg-type]
+    values: dict[str, object] = {"created_at": 1.0, **fields}
+    return Job(job_id="j1", session_hash="s" * 16, api_name="echo", group="g", state=state, **values)  # type: ignore[arg-type]
 
 
 def _no_eta(job: Job, rank: int) -> float | None:
@@ -53,13 +54,13 @@ def test_a_cancelled_job_gets_only_its_completion() -> None:
 def test_rank_waits_for_a_counters_read_that_began_after_the_job_was_seen_and_only_falls() -> None:
     view = SessionView("s" * 16)
     view.take([_job(JobState.WAITING)], 10.0, lambda _: None)
-    early = Counters(shards=[Shard(waiting=1, tail={"g": 1})])
+    early = Counters(shards=[Shard(joined=1, tail={"g": 1})])
     assert view.estimations(early, 9.0, _no_eta) == []  # may predate the admission: optimistic
-    counters = Counters(shards=[Shard(waiting=5, tail={"g": 5}), Shard(waiting=3, tail={"g": 3})])
+    counters = Counters(shards=[Shard(joined=5, tail={"g": 5}), Shard(joined=3, tail={"g": 3})])
     (first,) = view.estimations(counters, 10.5, _no_eta)
     assert (first["rank"], first["queue_size"]) == (7, 8)
     assert view.estimations(counters, 11.0, _no_eta) == []  # unchanged: nothing sent
-    later = Counters(shards=[Shard(waiting=9, tail={"g": 12}, head={"g": 3}), Shard(waiting=3, tail={"g": 3})])
+    later = Counters(shards=[Shard(joined=12, left=3, tail={"g": 12}, head={"g": 3}), Shard(joined=3, tail={"g": 3})])
     (second,) = view.estimations(later, 12.0, _no_eta)
     assert second["rank"] == 4 and second["queue_size"] == 12
 
@@ -67,11 +68,29 @@ def test_rank_waits_for_a_counters_read_that_began_after_the_job_was_seen_and_on
 def test_only_a_job_at_the_front_is_read_for() -> None:
     view = SessionView("s" * 16)
     view.take([_job(JobState.WAITING)], 1.0, lambda _: None)
-    deep = Counters(shards=[Shard(waiting=40, tail={"g": 40})])
+    deep = Counters(shards=[Shard(joined=40, tail={"g": 40})])
     assert not view.at_front(deep, lambda job: 16)  # rank unknown and the line is long: no read
-    assert view.at_front(Counters(shards=[Shard(waiting=3, tail={"g": 3})]), lambda job: 16)
+    assert view.at_front(Counters(shards=[Shard(joined=3, tail={"g": 3})]), lambda job: 16)
     view.estimations(deep, 2.0, _no_eta)
     assert not view.at_front(deep, lambda job: 16)
-    front = Counters(shards=[Shard(waiting=1, tail={"g": 40}, head={"g": 39})])
+    front = Counters(shards=[Shard(joined=40, left=39, tail={"g": 40}, head={"g": 39})])
     view.estimations(front, 3.0, _no_eta)
     assert view.at_front(front, lambda job: 16)
+
+
+def test_a_job_whose_earlier_jobs_have_all_started_is_read_for_though_its_rank_bound_is_not_zero() -> None:
+    """SQS keeps no order: once every job that joined before this one has left the line, it may be
+    running, whatever its (pessimistic, shown) rank says."""
+    view = SessionView("s" * 16)
+    view.take([_job(JobState.WAITING, created_at=5.0)], 6.0, lambda _: None)
+    before = Counters(shards=[Shard(joined=10, tail={"g": 10})])  # read before the job was created
+    crowd = Counters(shards=[Shard(joined=40, tail={"g": 40})])  # read after: 29 more joined meanwhile
+
+    def earlier(created_at: float) -> Counters | None:
+        return before if created_at > 4.0 else None
+
+    (shown,) = view.estimations(crowd, 7.0, _no_eta, earlier)
+    assert shown["rank"] == 39 and not view.at_front(crowd, lambda job: 16)
+    moved = Counters(shards=[Shard(joined=40, left=10, tail={"g": 40}, head={"g": 10})])  # the 10 earlier ones left
+    (shown,) = view.estimations(moved, 8.0, _no_eta, earlier)
+    assert shown["rank"] == 29 and view.at_front(moved, lambda job: 16)

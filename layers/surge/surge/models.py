@@ -112,11 +112,16 @@ class JobMessage(BaseModel):
 
 
 class Shard(BaseModel):
-    """One admission counter item: jobs waiting in it, and per group how many joined and left it."""
+    """One admission shard: how many jobs joined and left it, app-wide and per group."""
 
-    waiting: int = 0
+    joined: int = 0
+    left: int = 0
     tail: dict[str, int] = Field(default_factory=dict)
     head: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.joined - self.left)
 
 
 class Counters(BaseModel):
@@ -147,11 +152,14 @@ class Counters(BaseModel):
     def tails(self, group: str) -> list[int]:
         return [shard.tail.get(group, 0) for shard in self.shards]
 
+    def waiting_of(self, group: str, tails: list[int]) -> int:
+        """Jobs of the group counted in `tails` (an earlier read of them) that still wait."""
+        heads = [shard.head.get(group, 0) for shard in self.shards]
+        return sum(max(0, tail - head) for tail, head in zip(tails, heads, strict=False))
+
     def rank(self, group: str, tails: list[int]) -> int:
         """Jobs of the group still ahead of a job admitted before `tails` were read: 0 means next."""
-        heads = [shard.head.get(group, 0) for shard in self.shards]
-        ahead = sum(max(0, tail - head) for tail, head in zip(tails, heads, strict=False))
-        return max(0, ahead - 1)
+        return max(0, self.waiting_of(group, tails) - 1)
 
 
 class FunctionStats(BaseModel):

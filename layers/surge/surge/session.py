@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ from surge.settings import Settings
 from surge.store import Store
 
 logger = logging.getLogger("surge.session")
+
+HISTORY = 64
+"""Counters reads a hub remembers (at one per tick, half a minute), to bound each new job's place from below."""
 
 FRESH_GAP_S = 0.05
 """The least time between two counters reads of a process, however many streams ask for a fresh one."""
@@ -57,6 +61,10 @@ class Tracked:
     job: Job
     tails: list[int] | None = None
     """The shards' tails read after the job was seen waiting: the bound of its rank."""
+    earlier: list[int] | None = None
+    """The shards' tails of a read that ended before the job was created: jobs surely ahead of it."""
+    ahead_min: int | None = None
+    """Of those, how many still wait: 0 means every earlier job has started, so this one may have."""
     seen_at: float = 0.0
     started: bool = False
     progress: dict[str, Any] | None = None
@@ -97,12 +105,26 @@ class SessionView:
         return [t for t in self.pending if t.job.state is JobState.WAITING]
 
     def estimations(
-        self, counters: Counters, read_started: float, eta: Callable[[Job, int], float | None]
+        self,
+        counters: Counters,
+        read_started: float,
+        eta: Callable[[Job, int], float | None],
+        before: Callable[[float], Counters | None] = lambda created_at: None,
     ) -> list[dict[str, Any]]:
-        """New rank/ETA for waiting jobs, from one counters read that began at `read_started`."""
+        """New rank/ETA for waiting jobs, from one counters read that began at `read_started`.
+
+        `before(created_at)`: an earlier read that ended before that (epoch) time, if one is known.
+        Ranks shown are upper bounds (honest); `ahead_min` is the lower bound that decides when the
+        job's log is worth reading (SQS does not keep order, so a job may start before its rank is 0).
+        """
         messages = []
         waiting = self.waiting()
         for tracked in waiting:
+            if tracked.earlier is None:
+                earlier = before(tracked.job.created_at)
+                tracked.earlier = earlier.tails(tracked.job.group) if earlier is not None else None
+            if tracked.earlier is not None:
+                tracked.ahead_min = counters.waiting_of(tracked.job.group, tracked.earlier)
             if tracked.tails is None:
                 if read_started < tracked.seen_at:
                     continue  # this read may predate the job's admission: its tails would be optimistic
@@ -126,6 +148,8 @@ class SessionView:
         """Whether a waiting job may start any moment: rank 0, or, until its first rank is known (the
         next counters tick), a line no longer than `short_line(job)` when last read."""
         for tracked in self.waiting():
+            if tracked.ahead_min == 0:
+                return True
             if tracked.last_estimation is not None:
                 if tracked.last_estimation[0] == 0:
                     return True
@@ -170,6 +194,8 @@ class SessionHub:
         self.estimator = estimator
         self.counters: tuple[float, Counters] | None = None
         """(monotonic time the read began, the counters) of the latest tick."""
+        self.history: deque[tuple[float, Counters]] = deque(maxlen=HISTORY)
+        """(epoch time the read ended, the counters) of the latest ticks, oldest first."""
         self._tick: asyncio.Event | None = None
         self._reader: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -224,6 +250,7 @@ class SessionHub:
                 counters = await anyio.to_thread.run_sync(self.store.counters)
                 self.reads += 1
                 self.counters = (started, counters)
+                self.history.append((time.time(), counters))
             except Unavailable as error:
                 logger.warning("counters read failed (%s); retrying", error.detail)
             tick, self._tick = self._tick, asyncio.Event()
@@ -234,6 +261,15 @@ class SessionHub:
             soon.clear()
             with anyio.move_on_after(max(0.0, self.settings.counters_tick_s - FRESH_GAP_S)):
                 await soon.wait()
+
+    def before(self, created_at: float) -> Counters | None:
+        """The newest counters read that ended before `created_at` (epoch), if still remembered."""
+        found = None
+        for ended, counters in self.history:
+            if ended >= created_at:
+                break
+            found = counters
+        return found
 
     def eta(self, job: Job, rank: int) -> float | None:
         try:
@@ -353,7 +389,7 @@ class SessionStream:
         if self.hub.counters is None or not self.view.waiting():
             return []
         started, counters = self.hub.counters
-        return self.view.estimations(counters, started, self.hub.eta)
+        return self.view.estimations(counters, started, self.hub.eta, self.hub.before)
 
     async def _give_up_unserved(self) -> bool:
         """Fail waiting jobs that have waited `worker_start_limit_s` while no worker of their function was
@@ -400,7 +436,12 @@ class SessionStream:
         waits = [asyncio.ensure_future(self.wake.wait())]
         waiting = self.view.waiting()
         if waiting:
-            fresh = any(t.tails is None for t in waiting)
+            # A new job's first rank is worth an early read only when its line is long (a job at the
+            # front is read for anyway, and its estimation comes with its start).
+            counters = self.hub.counters[1] if self.hub.counters else None
+            fresh = counters is not None and any(
+                t.tails is None and counters.queue_size(t.job.group) > self.hub.short_line(t.job) for t in waiting
+            )
             waits.append(asyncio.ensure_future((await self.hub.next_tick(soon=fresh)).wait()))
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

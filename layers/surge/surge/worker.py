@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from surge import protocol
 from surge.application import App, Function
@@ -30,7 +30,18 @@ from surge.observer import Observer
 from surge.settings import Settings
 from surge.store import BatchRecord, Completion, Store
 
+T = TypeVar("T")
 logger = logging.getLogger("surge.worker")
+
+FAST_BATCH_S = 1.0
+"""Batches shorter than this (smoothed) run without a claim: one transaction records their results
+if the jobs are still waiting (an AWS call and two write units per job fewer). Longer ones, streaming
+ones and redelivered messages are claimed first, so their clients see them start and a takeover after
+a worker dies counts attempts."""
+
+BATCH_RECORD_EVERY_S = 1.0
+"""A worker records at most one batch per this interval (the status page's batch log and the front's
+statistics need no write per short batch)."""
 
 PROGRESS_EVERY_S = 0.1
 """Progress updates are coalesced to at most one write per job per this interval (Gradio: 10 ms, in memory)."""
@@ -113,6 +124,7 @@ class Worker:
         self.avg_batch_s: float | None = None
         self.avg_batch_size: float | None = None
         self.batches = 0
+        self._logged_at = -BATCH_RECORD_EVERY_S
         self.heartbeat_s = max(0.2, min(settings.lease_ttl_s, settings.visibility_timeout_s) / 3)
         self.beat_ok_at = 0.0
         """When (monotonic) the heartbeat last landed: until `lease_ttl_s` after it, no other worker
@@ -231,6 +243,11 @@ class Worker:
             if slot is None:
                 self.broker.set_visibility(self.function.api_name, deliveries, 0)
                 return
+            if self._fast(deliveries):
+                tasks = self._unclaimed(deliveries)
+                if tasks:
+                    self._run(tasks, claimed=False)
+                return
             tasks = self._claim(deliveries)
             if tasks:
                 self._run(tasks)
@@ -287,6 +304,30 @@ class Worker:
         self.hand.drop(settled)
         return [_Task(job, candidates[job.job_id][1]) for job in claimed]
 
+    def _fast(self, deliveries: list[Delivery]) -> bool:
+        """Whether this batch runs without a claim (see `FAST_BATCH_S`)."""
+        function = self.function
+        return (
+            self.avg_batch_s is not None
+            and self.avg_batch_s <= FAST_BATCH_S
+            and not function.is_generator
+            and function.progress_arg is None
+            and all(d.receive_count == 1 for d in deliveries)
+        )
+
+    def _unclaimed(self, deliveries: list[Delivery]) -> list[_Task]:
+        """The jobs of first-delivered messages, as they were admitted (no AWS call)."""
+        poison, candidates = self._classify(deliveries)
+        if poison:
+            logger.error("dead-lettering %d messages that carry no job of %s", len(poison), self.function.api_name)
+            self.broker.dead_letter(self.function.api_name, poison)
+            self.hand.drop(poison)
+        now = time.time()
+        return [
+            _Task(job.model_copy(update={"worker_id": self.worker_id, "attempt": 1, "started_at": now}), carried)
+            for job, carried in candidates.values()
+        ]
+
     def _takeovers(
         self, refused: dict[str, Job | None], candidates: dict[str, tuple[Job, list[Delivery]]]
     ) -> dict[str, Job]:
@@ -328,7 +369,7 @@ class Worker:
 
     # ---- run -------------------------------------------------------------------------------------
 
-    def _run(self, tasks: list[_Task]) -> None:
+    def _run(self, tasks: list[_Task], claimed: bool = True) -> None:
         retry_exhausted = [t for t in tasks if t.job.attempt > self.settings.max_attempts]
         for task in retry_exhausted:
             task.outcome = self._failure(
@@ -351,8 +392,11 @@ class Worker:
             queue_wait_s = max(0.0, started_at - min(t.job.created_at for t in runnable))
             self.observer.batch_ran(self.function.api_name, len(runnable), duration_s, queue_wait_s)
             self._learn(duration_s, len(runnable))
-            self.aside.submit(self._log_batch, runnable, duration_s, self._stats())
-        self._settle(tasks)
+            self._log(runnable, duration_s)
+        if claimed:
+            self._settle(tasks)
+        else:
+            self._settle_unclaimed(tasks)
 
     def _run_batch(self, tasks: list[_Task]) -> None:
         started = time.monotonic()
@@ -472,21 +516,50 @@ class Worker:
     def _settle(self, tasks: list[_Task]) -> None:
         """Record the outcomes (retrying while AWS refuses: results are not thrown away), then ack."""
         completions = [t.outcome for t in tasks if t.outcome is not None]
+
+        def finish() -> list[str]:
+            held = time.monotonic() < self.beat_ok_at + self.settings.lease_ttl_s - self.heartbeat_s
+            return self.store.finish(completions, held=held)
+
+        finished = set(self._retrying(finish))
+        done = [d for t in tasks if t.job.job_id in finished for d in t.deliveries]
+        if done:
+            self.broker.delete(self.function.api_name, done)
+
+    def _settle_unclaimed(self, tasks: list[_Task]) -> None:
+        """Record results of jobs run without a claim, if still waiting; ack those that are settled."""
+        completions = [t.outcome for t in tasks if t.outcome is not None]
+        outcome = self._retrying(lambda: self.store.finish_waiting(completions))
+        settled = {job.job_id for job in outcome.claimed} | {
+            job_id for job_id, now in outcome.refused.items() if now is None or now.state in TERMINAL_STATES
+        }
+        done = [d for t in tasks if t.job.job_id in settled for d in t.deliveries]
+        if done:
+            self.broker.delete(self.function.api_name, done)
+
+    def _retrying(self, write: Callable[[], T]) -> T:
+        """Results are not thrown away: retry a write while AWS refuses (up to about a minute)."""
         delay = 0.1
         while True:
             try:
-                held = time.monotonic() < self.beat_ok_at + self.settings.lease_ttl_s - self.heartbeat_s
-                finished = set(self.store.finish(completions, held=held))
-                break
+                return write()
             except Unavailable:
                 if delay > 30:
                     raise
                 logger.warning("recording results failed; retrying in %.1f s", delay)
                 time.sleep(delay)
                 delay *= 2
-        done = [d for t in tasks if t.job.job_id in finished for d in t.deliveries]
-        if done:
-            self.broker.delete(self.function.api_name, done)
+
+    def _log(self, tasks: list[_Task], duration_s: float) -> None:
+        """Record the batch for the status page and the front's ETA, unless one was recorded within
+        `BATCH_RECORD_EVERY_S` (the log then samples batches; the statistics are the running ones)."""
+        now = time.monotonic()
+        if now - self._logged_at < BATCH_RECORD_EVERY_S:
+            return
+        self._logged_at = now
+        failed = sum(1 for t in tasks if t.outcome is not None and t.outcome.state is JobState.FAILED)
+        record = BatchRecord(time.time(), len(tasks), failed, duration_s, self.worker_id)
+        self.aside.submit(self._log_batch, record, self._stats())
 
     def _learn(self, duration_s: float, size: int) -> None:
         """Smooth the batch duration and size for ETA; the batch record carries them to the front."""
@@ -497,10 +570,8 @@ class Worker:
     def _stats(self) -> FunctionStats:
         return FunctionStats(avg_batch_s=self.avg_batch_s, avg_batch_size=self.avg_batch_size, batches=self.batches)
 
-    def _log_batch(self, tasks: list[_Task], duration_s: float, stats: FunctionStats) -> None:
-        """One put per batch: the status page's batch log and the front's statistics (best effort)."""
-        failed = sum(1 for t in tasks if t.outcome is not None and t.outcome.state is JobState.FAILED)
-        record = BatchRecord(time.time(), len(tasks), failed, duration_s, self.worker_id)
+    def _log_batch(self, record: BatchRecord, stats: FunctionStats) -> None:
+        """One put: the status page's batch log and the front's statistics (best effort)."""
         try:
             self.store.record_batch(self.function.api_name, record, stats)
         except Unavailable:

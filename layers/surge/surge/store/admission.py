@@ -1,13 +1,21 @@
-"""Admission: the sharded counters items (jobs waiting, and per group how many joined and left).
+"""Admission: the sharded counters (how many jobs joined and left, app-wide and per group).
 
-Items `counters#<shard>` / `app` in the state table, attributes `waiting`, `tail_<group>` and
-`head_<group>`. A join counts its job in one shard, in the same transaction that creates the job; a
-claim or a cancel counts it out of that shard. `max_size` is split exactly between the shards.
+Each shard is two items of the state table: `counters#<n>` / `in`, written only by joins (`joined`,
+`tail_<group>`), and `counters#<n>` / `out`, written only by the claims and cancels that take jobs out
+of the line (`left`, `head_<group>`). Joins and claims therefore never touch the same item, so they
+never cancel each other's transactions (DynamoDB cancels concurrent transactions on one item), and a
+hot shard takes joins and claims at its full write rate.
+
+`max_size` is split exactly between the shards. A join's condition is `joined < share + left`, with
+`left` from a recent read: `left` only grows, so a stale value is stricter, never looser. A join tries
+the shards with room by that read, most room first; when none is left it reads afresh once more, and
+only then is the queue full, so a full queue costs reads, not refused transactions.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 from surge.errors import QueueFull
@@ -15,9 +23,12 @@ from surge.models import Counters, Job, Shard
 from surge.store.aws import Table, Transaction, aws_errors, n, s
 from surge.store.schema import job_item
 
+COUNTS_FRESH_S = 0.25
+"""How long a process reuses its read of the shards' counts to choose a shard for a join."""
 
-def shard_key(shard: int) -> dict[str, Any]:
-    return {"pk": s(f"counters#{shard}"), "sk": s("app")}
+
+def shard_key(shard: int, side: str) -> dict[str, Any]:
+    return {"pk": s(f"counters#{shard}"), "sk": s(side)}
 
 
 def shard_caps(max_size: int, shards: int) -> list[int]:
@@ -32,9 +43,9 @@ def leave_items(transaction: Transaction, settings_table: str, jobs: list[Job]) 
         groups = by_shard.setdefault(job.shard, {})
         groups[job.group] = groups.get(job.group, 0) + 1
     for shard, groups in sorted(by_shard.items()):
-        names = {"#w": "waiting"}
-        values: dict[str, Any] = {":minus": n(-sum(groups.values()))}
-        parts = ["#w :minus"]
+        names = {"#l": "left"}
+        values: dict[str, Any] = {":all": n(sum(groups.values()))}
+        parts = ["#l :all"]
         for i, (group, count) in enumerate(sorted(groups.items())):
             names[f"#h{i}"] = f"head_{group}"
             values[f":c{i}"] = n(count)
@@ -44,7 +55,7 @@ def leave_items(transaction: Transaction, settings_table: str, jobs: list[Job]) 
             "Update",
             {
                 "TableName": settings_table,
-                "Key": shard_key(shard),
+                "Key": shard_key(shard, "out"),
                 "UpdateExpression": "ADD " + ", ".join(parts),
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
@@ -53,71 +64,95 @@ def leave_items(transaction: Transaction, settings_table: str, jobs: list[Job]) 
 
 
 class AdmissionStore(Table):
+    _counted: tuple[float, list[tuple[int, int]]] | None = None
+
     def admit(self, job: Job, max_size: int | None, retry_after_s: int) -> Job:
-        """Create the job and count it waiting in one shard with room, in one transaction.
+        """Create the job and count it in one shard with room, in one transaction.
 
         Safe to retry: the transaction's token makes the SDK's retry of a lost answer a no-op, and the
         job item's condition stops a second count. Returns the job with its shard; raises `QueueFull`
         when every shard is at its share of `max_size`.
         """
         shards = self.settings.admission_shards
-        caps = shard_caps(max_size, shards) if max_size is not None else None
-        first = random.randrange(shards)
-        for k in range(shards):
-            shard = (first + k) % shards
-            if caps is not None and caps[shard] == 0:
-                continue
-            placed = job.model_copy(update={"shard": shard})
-            transaction = Transaction("Admission")
-            transaction.add(
-                "job",
-                "Put",
-                {
-                    "TableName": self.settings.events_table_name,
-                    "Item": job_item(placed, self.settings.job_ttl_s),
-                    "ConditionExpression": "attribute_not_exists(sk)",
-                },
-            )
-            counter: dict[str, Any] = {
-                "TableName": self.settings.state_table_name,
-                "Key": shard_key(shard),
-                "UpdateExpression": "ADD #w :one, #t :one",
-                "ExpressionAttributeNames": {"#w": "waiting", "#t": f"tail_{job.group}"},
-                "ExpressionAttributeValues": {":one": n(1)},
-            }
-            if caps is not None:
-                counter["ConditionExpression"] = "attribute_not_exists(#w) OR #w < :max"
-                counter["ExpressionAttributeValues"][":max"] = n(caps[shard])
-            transaction.add("counter", "Update", counter)
-            refused = transaction.commit(self.client, token=f"{job.job_id}-{shard}")
-            if refused is None:
-                return placed
-            if "job" in refused.tags:
-                # Our own earlier attempt landed (its answer was lost): the job counts where it was put.
-                stored = refused.tags["job"] or {}
-                return job.model_copy(update={"shard": int(stored.get("shard", {}).get("N", shard))})
-        raise QueueFull(max_size or 0, max_size or 0, retry_after_s)
+        if max_size is None:
+            placed, _ = self._try(job, random.randrange(shards), None)
+            if placed is None:
+                raise QueueFull(0, 0, retry_after_s)  # an unconditional count is never refused
+            return placed
+        caps = shard_caps(max_size, shards)
+        for fresh in (False, True):
+            # Shards with the most room first, by a recent read; the condition itself stays exact.
+            shard_counts = self._counts(fresh)
+            room = {i: caps[i] + left - joined for i, (joined, left) in enumerate(shard_counts)}
+            for shard in sorted((i for i in room if room[i] > 0), key=lambda i: (-room[i], random.random())):
+                placed, _ = self._try(job, shard, caps[shard] + shard_counts[shard][1])
+                if placed is not None:
+                    return placed
+        raise QueueFull(max_size, max_size, retry_after_s)
+
+    def _try(self, job: Job, shard: int, limit: int | None) -> tuple[Job | None, bool]:
+        """(the admitted job, or None; whether the shard's condition refused it)."""
+        placed = job.model_copy(update={"shard": shard})
+        transaction = Transaction("Admission")
+        transaction.add(
+            "job",
+            "Put",
+            {
+                "TableName": self.settings.events_table_name,
+                "Item": job_item(placed, self.settings.job_ttl_s),
+                "ConditionExpression": "attribute_not_exists(sk)",
+            },
+        )
+        counter: dict[str, Any] = {
+            "TableName": self.settings.state_table_name,
+            "Key": shard_key(shard, "in"),
+            "UpdateExpression": "ADD #j :one, #t :one",
+            "ExpressionAttributeNames": {"#j": "joined", "#t": f"tail_{job.group}"},
+            "ExpressionAttributeValues": {":one": n(1)},
+        }
+        if limit is not None:
+            counter["ConditionExpression"] = "attribute_not_exists(#j) OR #j < :limit"
+            counter["ExpressionAttributeValues"][":limit"] = n(limit)
+        transaction.add("counter", "Update", counter)
+        outcome = transaction.commit(self.client, token=f"{job.job_id}-{shard}-{limit}"[:36])
+        if outcome is None:
+            return placed, False
+        if "job" in outcome.tags:
+            # Our own earlier attempt landed (its answer was lost): the job counts where it was put.
+            stored = outcome.tags["job"] or {}
+            return job.model_copy(update={"shard": int(stored.get("shard", {}).get("N", shard))}), False
+        return None, True
+
+    def _counts(self, fresh: bool) -> list[tuple[int, int]]:
+        """(joined, left) of every shard: from a read of at most `COUNTS_FRESH_S` ago, or read now."""
+        cached = self._counted
+        if not fresh and cached is not None and time.monotonic() - cached[0] < COUNTS_FRESH_S:
+            return cached[1]
+        counts = [(shard.joined, shard.left) for shard in self.counters(consistent=fresh).shards]
+        self._counted = (time.monotonic(), counts)
+        return counts
 
     def counters(self, consistent: bool = True) -> Counters:
         """Every shard in one read (a stream process reads this once per tick for all its sessions)."""
         shards = self.settings.admission_shards
-        keys = [shard_key(i) for i in range(shards)]
-        found: dict[int, dict[str, Any]] = {}
+        keys = [shard_key(i, side) for i in range(shards) for side in ("in", "out")]
+        found: dict[tuple[int, str], dict[str, Any]] = {}
         request: Any = {self.settings.state_table_name: {"Keys": keys, "ConsistentRead": consistent}}
         while request:
             with aws_errors("Reading counters"):
                 response = self.client.batch_get_item(RequestItems=request)
             for item in response["Responses"].get(self.settings.state_table_name, []):
-                found[int(item["pk"]["S"].split("#", 1)[1])] = item
+                found[(int(item["pk"]["S"].split("#", 1)[1]), item["sk"]["S"])] = item
             request = response.get("UnprocessedKeys") or {}
-        return Counters(shards=[shard_of(found.get(i, {})) for i in range(shards)])
+        return Counters(shards=[shard_of(found.get((i, "in"), {}), found.get((i, "out"), {})) for i in range(shards)])
 
 
-def shard_of(item: dict[str, Any]) -> Shard:
-    shard = Shard(waiting=int(item.get("waiting", {}).get("N", 0)))
-    for key, value in item.items():
+def shard_of(joined: dict[str, Any], left: dict[str, Any]) -> Shard:
+    shard = Shard(joined=int(joined.get("joined", {}).get("N", 0)), left=int(left.get("left", {}).get("N", 0)))
+    for key, value in joined.items():
         if key.startswith("tail_"):
             shard.tail[key[5:]] = int(value["N"])
-        elif key.startswith("head_"):
+    for key, value in left.items():
+        if key.startswith("head_"):
             shard.head[key[5:]] = int(value["N"])
     return shard

@@ -204,6 +204,56 @@ class JobStore(Table):
                 pending = [c for c in chunk if c.job.job_id not in outcome.tags] + rest
         return done
 
+    def finish_waiting(self, completions: Sequence[Completion]) -> Claim:
+        """Record the results of jobs that ran without a claim (short functions: see `Worker`), each only
+        if it is still waiting, with the shards they leave, in one transaction per hundred items.
+
+        Returns the jobs finished here as `claimed`, and the refused ones as they are now (another
+        worker holds or ended them, or they were cancelled): their results are dropped.
+        """
+        per_transaction = TRANSACTION_LIMIT - self.settings.admission_shards
+        done: list[Job] = []
+        refused: dict[str, Job | None] = {}
+        pending = list(completions)
+        while pending:
+            chunk, rest = pending[:per_transaction], pending[per_transaction:]
+            transaction = Transaction("Recording results")
+            now = time.time()
+            for completion in chunk:
+                transaction.add(completion.job.job_id, "Update", self._finish_waiting_update(completion, now))
+            leave_items(transaction, self.settings.state_table_name, [c.job for c in chunk])
+            outcome = transaction.commit(self.client)
+            if outcome is None:
+                done.extend(c.job for c in chunk)
+                pending = rest
+                continue
+            for tag, old in outcome.tags.items():
+                refused[tag] = job_of(old) if old else None
+            pending = [c for c in chunk if c.job.job_id not in outcome.tags] + rest
+        return Claim(done, refused)
+
+    def _finish_waiting_update(self, completion: Completion, now: float) -> dict[str, Any]:
+        job = completion.job
+        return {
+            "TableName": self.settings.events_table_name,
+            "Key": job_key(job.session_hash, job.job_id),
+            "UpdateExpression": (
+                "SET #state = :final, #result = :result, worker_id = :me, attempt = :one, "
+                "started_at = :started, finished_at = :now"
+            ),
+            "ConditionExpression": "#state = :waiting",
+            "ExpressionAttributeNames": {"#state": "state", "#result": "result"},
+            "ExpressionAttributeValues": {
+                ":final": s(completion.state.value),
+                ":result": s(compact(completion.body)),
+                ":me": s(job.worker_id or ""),
+                ":one": n(1),
+                ":started": n(job.started_at or now),
+                ":now": n(now),
+                ":waiting": s(JobState.WAITING.value),
+            },
+        }
+
     def _final(self, completion: Completion) -> Job:
         return completion.job.model_copy(update={"state": completion.state, "result": completion.body, "data": []})
 

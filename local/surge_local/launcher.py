@@ -1,6 +1,7 @@
-"""The local stack: moto on 127.0.0.1, the app's tables and queues, the front on one port, CPU workers.
+"""The local stack: moto on 127.0.0.1 (one process for SQS, one for DynamoDB), the app's tables and
+queues, the front on one port, CPU workers.
 
-`make run` calls `main`; cross-process tests use `LocalStack` directly.
+`make run` calls `main`; cross-process tests and the benchmark use `LocalStack` directly.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
 import httpx
 from fastapi import FastAPI
 
 from surge.application import load_app
-from surge.provision import provision
 from surge.settings import Settings
-from surge.supervision import PARENT_PID_VARIABLE, exit_with_parent
+from surge_local import FIDELITY_VARIABLE, SERVICES
+from surge_local.provision import provision
+from surge_local.supervision import PARENT_PID_VARIABLE, exit_with_parent
 
 LOCAL_TUNING = {
     "poll_wait_s": 1,
@@ -45,7 +48,7 @@ def free_port() -> int:
         return port
 
 
-def _wait_for_port(port: int, timeout_s: float) -> None:
+def wait_for_port(port: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with socket.socket() as probe:
@@ -55,10 +58,14 @@ def _wait_for_port(port: int, timeout_s: float) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
-def aws_env(endpoint_url: str) -> dict[str, str]:
-    """Point every AWS SDK call at the emulator with fake credentials; no real account is reachable."""
+def aws_env(endpoints: Mapping[str, str]) -> dict[str, str]:
+    """Point every AWS SDK call at the emulators with fake credentials; no real account is reachable.
+
+    boto3 (botocore >= 1.31) takes `AWS_ENDPOINT_URL_<SERVICE>` over `AWS_ENDPOINT_URL`, which catches
+    any other service (on the DynamoDB emulator, which refuses it)."""
     return {
-        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ENDPOINT_URL": endpoints["dynamodb"],
+        **{f"AWS_ENDPOINT_URL_{service.upper()}": url for service, url in endpoints.items()},
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
@@ -91,31 +98,50 @@ class LocalStack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
-    endpoint_url: str = ""
+    fidelity: bool = field(default_factory=lambda: os.environ.get(FIDELITY_VARIABLE, "") not in ("", "0"))
+    """Run the emulator in fidelity mode (DynamoDB's per-item conflicts and throughput caps)."""
+    endpoints: dict[str, str] = field(default_factory=dict)
+    """Service ("sqs", "dynamodb") -> the URL of its emulator process, as this process reaches it."""
     route_aws: Callable[[str], str] | None = None
-    """Given the emulator's URL, the URL the front and workers use instead (fault tests put a proxy there)."""
+    """Given an emulator's URL, the URL the front and workers use instead (fault tests put a proxy there)."""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def sqs_endpoint_url(self) -> str:
+        return self.endpoints["sqs"]
+
+    @property
+    def dynamodb_endpoint_url(self) -> str:
+        return self.endpoints["dynamodb"]
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A boto3 client of `service` ("sqs", "dynamodb") that reaches its emulator directly."""
+        return boto3.client(service, **emulator_client_kwargs(self.endpoints[service]), **kwargs)  # type: ignore[call-overload]
+
     def start(self) -> LocalStack:
-        moto_port = free_port()
         base = {k: v for k, v in os.environ.items() if k != "AWS_PROFILE"}
-        self.endpoint_url = f"http://127.0.0.1:{moto_port}"
-        children_url = self.route_aws(self.endpoint_url) if self.route_aws else self.endpoint_url
-        self.env = {**base, **aws_env(children_url), **self.extra_env}
-        self._spawn(
-            "moto", [sys.executable, "-m", "surge.emulator", "--port", str(moto_port), "--parent-pid", str(os.getpid())]
-        )
-        _wait_for_port(moto_port, 30)
+        ports = {service: free_port() for service in SERVICES}
+        self.endpoints = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
+        routed = {s: self.route_aws(url) if self.route_aws else url for s, url in self.endpoints.items()}
+        self.env = {**base, **aws_env(routed), **self.extra_env}
+        for service, port in ports.items():
+            argv = [sys.executable, "-m", "surge_local.emulator", "--port", str(port), "--services", service]
+            self._spawn(
+                f"emulator:{service}", [*argv, "--parent-pid", str(os.getpid())] + ["--fidelity"] * self.fidelity
+            )
+        for port in ports.values():
+            wait_for_port(port, 30)
         app = load_app(self.app_spec)
         tuning = {**LOCAL_TUNING, **self.tuning}
         resources = provision(
             app,
             visibility_timeout_s=int(tuning["visibility_timeout_s"]),
             max_receive_count=int(tuning.get("max_attempts", 3)) + 2,
-            client_kwargs=emulator_client_kwargs(self.endpoint_url),
+            client_kwargs=emulator_client_kwargs(self.dynamodb_endpoint_url),
+            endpoints=self.endpoints,
         )
         self.settings = Settings(app_module=self.app_spec, **vars(resources), **tuning)
         self.env.update(self.settings.to_env())
@@ -125,7 +151,7 @@ class LocalStack:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "surge.launcher:local_app",
+                "surge_local.launcher:local_app",
                 "--factory",
                 "--host",
                 "127.0.0.1",
@@ -140,11 +166,11 @@ class LocalStack:
             count = self.workers if isinstance(self.workers, int) else self.workers.get(function.api_name, 1)
             for i in range(count):
                 self.start_worker(function.api_name, f"{function.api_name}-{i}")
-        _wait_for_port(self.port, 30)
+        wait_for_port(self.port, 30)
         return self
 
     def start_worker(self, api_name: str, name: str) -> subprocess.Popen[bytes]:
-        return self._spawn(f"worker:{name}", [sys.executable, "-m", "worker_main"], {"WORKER_API_NAME": api_name})
+        return self._spawn(f"worker:{name}", [sys.executable, "-m", "surge_local.child"], {"WORKER_API_NAME": api_name})
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         output = subprocess.DEVNULL if self.quiet else None
@@ -158,7 +184,7 @@ class LocalStack:
 
     def stop(self, timeout_s: float = 15) -> None:
         """SIGTERM every child (workers first: they finish their batch and give back the rest)."""
-        order = sorted(self.processes.items(), key=lambda item: (item[0] == "moto", item[0] == "front"))
+        order = sorted(self.processes.items(), key=lambda item: (item[0].startswith("emulator:"), item[0] == "front"))
         for _, process in order:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -187,8 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--app", default=os.environ.get("APP_MODULE", "examples.demo_app:app"))
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--workers", type=int, default=1, help="worker processes per function")
+    parser.add_argument(
+        "--fidelity", action="store_true", help=f"emulate DynamoDB's per-item limits ({FIDELITY_VARIABLE}=1)"
+    )
     args = parser.parse_args(argv)
     stack = LocalStack(args.app, port=args.port, workers=args.workers, quiet=False)
+    stack.fidelity = stack.fidelity or args.fidelity
     stopped = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,17 +26,23 @@ def provision(
     prefix: str = "surge-",
     visibility_timeout_s: int = 60,
     max_receive_count: int = 5,
-    client_kwargs: dict[str, str] | None = None,
+    client_kwargs: Mapping[str, str] | None = None,
+    endpoints: Mapping[str, str] | None = None,
 ) -> Resources:
     """Create (idempotently) the three tables and, per function, a queue with its dead-letter queue.
 
-    `client_kwargs` go to `boto3.client` (the emulator's endpoint and fake credentials, locally).
+    `client_kwargs` go to `boto3.client` (the emulator's endpoint and fake credentials, locally);
+    `endpoints` ("sqs", "dynamodb" -> URL) override its `endpoint_url` per service.
     `max_receive_count` must exceed the workers' `max_attempts` so that workers fail a job with a
     clear message before SQS moves its message to the dead-letter queue.
     """
-    session_kwargs: dict[str, Any] = dict(client_kwargs or {})
-    dynamodb = boto3.client("dynamodb", **session_kwargs)
-    sqs = boto3.client("sqs", **session_kwargs)
+    per_service: dict[str, dict[str, Any]] = {}
+    for service in ("dynamodb", "sqs"):
+        per_service[service] = dict(client_kwargs or {})
+        if endpoints and service in endpoints:
+            per_service[service]["endpoint_url"] = endpoints[service]
+    dynamodb = boto3.client("dynamodb", **per_service["dynamodb"])
+    sqs = boto3.client("sqs", **per_service["sqs"])
     tables: dict[str, list[tuple[str, Any]]] = {
         "jobs": [("job_id", "HASH")],
         "events": [("session_hash", "HASH"), ("sk", "RANGE")],

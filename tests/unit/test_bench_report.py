@@ -1,0 +1,112 @@
+"""The benchmark's AWS call labels (bench/inject/sitecustomize.py) and its per-operation tables."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+from bench import report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _counter() -> ModuleType:
+    """The call counter loaded by path (importing it as `sitecustomize` would shadow the real one);
+    without BENCH_CALLCOUNT_DIR it installs nothing."""
+    spec = importlib.util.spec_from_file_location("bench_callcount", ROOT / "bench/inject/sitecustomize.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_labels_follow_the_data_path() -> None:
+    what = _counter()._what
+    job = {"session_hash": {"S": "abc"}, "sk": {"S": "job1"}}
+    shard = {"pk": {"S": "counters#3"}, "sk": {"S": "app"}}
+    assert what("GetItem", {"TableName": "surge-state", "Key": shard}) == " state/counters"
+    assert what("GetItem", {"TableName": "surge-events", "Key": job}) == " events"
+    query = {"TableName": "surge-events", "ExpressionAttributeValues": {":s": {"S": "abc"}}}
+    assert what("Query", query) == " events"
+    leases = {"TableName": "surge-state", "ExpressionAttributeValues": {":pk": {"S": "lease#g"}}}
+    assert what("Query", leases) == " state/lease"
+    shards = {"RequestItems": {"surge-state": {"Keys": [shard, {**shard, "pk": {"S": "counters#0"}}]}}}
+    assert what("BatchGetItem", shards) == " state/counters"
+    admit = {
+        "TransactItems": [
+            {"Put": {"TableName": "surge-events", "Item": job}},
+            {"Update": {"TableName": "surge-state", "Key": shard}},
+        ]
+    }
+    assert what("TransactWriteItems", admit) == " events+state/counters"
+    forget = {"RequestItems": {"surge-events": [{"DeleteRequest": {"Key": job}}]}}
+    assert what("BatchWriteItem", forget) == " events (delete)"
+    finish = {"RequestItems": {"surge-events": [{"PutRequest": {"Item": job}}]}}
+    assert what("BatchWriteItem", finish) == " events (put)"
+
+
+def _cell(workload: str, users: int, calls: dict[str, Any], completed: int = 10) -> SimpleNamespace:
+    return SimpleNamespace(
+        target="surge",
+        workload=workload,
+        devices=1,
+        users=users,
+        completed=completed,
+        calls=calls,
+        join_s=0.02,
+        stream_s=0.5,
+    )
+
+
+def test_summary_splits_stream_join_and_worker_and_units() -> None:
+    calls = {
+        "front": {
+            "dynamodb.TransactWriteItems events+state/counters": [10, 40.0],
+            "sqs.SendMessage": [10, 0.0],
+            "dynamodb.Query events": [20, 20.0],
+            "dynamodb.BatchGetItem state/counters": [5, 20.0],
+            "dynamodb.BatchWriteItem events (delete)": [10, 10.0],
+        },
+        "worker": {"dynamodb.BatchWriteItem events (put)": [1, 10.0]},
+    }
+    s = report._summary(_cell("sim_gpu", 16, calls))
+    assert (s["join"], s["stream"], s["worker"]) == (2.0, 3.5, 0.1)
+    assert s["wru"] == 6.0  # 4 (admission) + 1 (forget) + 1 (finish)
+    assert s["rru"] == 4.0
+    assert s["sqs"] == 1.0
+
+
+def test_operations_table_shows_the_chosen_cells_and_their_cost() -> None:
+    calls = {"front": {"dynamodb.Query events": [20, 20.0]}}
+    cells = [_cell("sim_gpu", 64, calls), _cell("echo", 1, calls), _cell("sim_gpu", 1000, calls)]
+    text = "\n".join(report.operations_table(cells))
+    assert "`sim_gpu` 64 users | `echo` 1 user |" in text
+    assert "1000 users" not in text
+    assert "| front: dynamodb.Query events | 2.00 · 2.00 | 2.00 · 2.00 |" in text
+    assert "| **total** |" in text
+
+
+def test_client_table_puts_both_targets_side_by_side() -> None:
+    cells = [
+        SimpleNamespace(
+            target=target,
+            workload="echo",
+            users=32,
+            throughput=10.0,
+            p50_s=0.1,
+            p95_s=0.2,
+            failed=1 if target == "surge" else 0,
+            failure_kinds={"CancelledError": 1} if target == "surge" else {},
+            left_in_flight=0,
+            setup_s=1.0,
+            completed=50,
+            calls={"front": {"sqs.SendMessage": [50, 0.0]}} if target == "surge" else {},
+        )
+        for target in ("surge", "gradio")
+    ]
+    rows = report.client_table(cells)[2:]
+    assert rows[0].startswith("| echo | 32 | gradio |")
+    assert "| 1 (CancelledError: 1) |" in rows[1]
+    assert "| 1.0 | 1.0 |" in rows[1]
