@@ -19,7 +19,7 @@ import httpx
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 from tests.apps.gradio_apps import photo
 
 IMPORT_PROBE = """

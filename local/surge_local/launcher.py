@@ -24,7 +24,7 @@ from fastapi import FastAPI
 
 from surge.application import load_app
 from surge.settings import Settings
-from surge_local import FIDELITY_VARIABLE, SERVICES
+from surge_local import ALSO_SERVED, FIDELITY_VARIABLE, SERVICES
 from surge_local.provision import provision
 from surge_local.supervision import PARENT_PID_VARIABLE, exit_with_parent
 
@@ -128,7 +128,8 @@ class LocalStack:
         routed = {s: self.route_aws(url) if self.route_aws else url for s, url in self.endpoints.items()}
         self.env = {**base, **aws_env(routed), **self.extra_env}
         for service, port in ports.items():
-            argv = [sys.executable, "-m", "surge_local.emulator", "--port", str(port), "--services", service]
+            served = ",".join((service, *ALSO_SERVED.get(service, ())))
+            argv = [sys.executable, "-m", "surge_local.emulator", "--port", str(port), "--services", served]
             self._spawn(
                 f"emulator:{service}", [*argv, "--parent-pid", str(os.getpid())] + ["--fidelity"] * self.fidelity
             )

@@ -13,7 +13,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 from tests.apps.gradio_apps import photo
 from tests.crossprocess.helpers import records
 

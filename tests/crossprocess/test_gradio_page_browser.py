@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from surge.launcher import LocalStack, free_port
+from surge_local.launcher import LocalStack, free_port
 from tests.apps.gradio_apps import photo
 from tests.crossprocess.browser import DESKTOP, launch_chromium
 
