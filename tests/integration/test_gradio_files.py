@@ -56,11 +56,23 @@ def test_upload_route_stores_names_redirects_and_refuses_oversize(aws: None) -> 
     redirect = client.get(f"/gradio_api/file={names[0]}", follow_redirects=False)
     assert redirect.status_code == 302
     assert httpx.URL(redirect.headers["location"]).params.get("X-Amz-Expires") == "900"
-    body = FileStore(settings.files_bucket_name).client.get_object(
-        Bucket=settings.files_bucket_name, Key="files/" + names[0][6:]
-    )["Body"].read()
+    body = (
+        FileStore(settings.files_bucket_name)
+        .client.get_object(Bucket=settings.files_bucket_name, Key="files/" + names[0][6:])["Body"]
+        .read()
+    )
     assert body == b"hello"
     too_big = client.post("/gradio_api/upload", files=[("files", ("big.bin", b"x" * 1001))])
     assert too_big.status_code == 413
     assert client.get("/gradio_api/file=surge/../../secret", follow_redirects=False).status_code == 404
     assert client.get("/config").json()["max_file_size"] == 1000
+
+
+def test_gradio_page_at_root_and_the_status_page_keeps_its_assets(aws: None) -> None:
+    client = TestClient(create_api_app(build_front(settings_for(SPEC))))
+    page = client.get("/")
+    assert page.status_code == 200 and "window.gradio_config" in page.text and "crypto.getRandomValues" in page.text
+    assert client.get("/status").status_code == 200
+    assert "function" in client.get("/static/status.js").text
+    assert client.get("/static/fonts/../../index.html").status_code == 404
+    assert client.get("/theme.css").headers["content-type"].startswith("text/css")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from gradio import route_utils
 from gradio import utils as gradio_utils
 from gradio.routes import templates
@@ -63,8 +63,11 @@ ASSETS = Path(route_utils.BUILD_PATH_LIB)
 STATIC = Path(route_utils.STATIC_PATH_LIB)
 
 
-def gradio_page_router(app: GradioApp) -> APIRouter:
-    """`/` (Gradio's index.html with the app's config inline), `/theme.css`, and the frontend's files."""
+def gradio_page_router(app: GradioApp, own_assets: dict[str, bytes] | None = None) -> APIRouter:
+    """`/` (Gradio's index.html with the app's config inline), `/theme.css`, and the frontend's files.
+
+    `own_assets`: Surge's own files under `/static/` (the status page's), which come first there."""
+    surge_assets = own_assets or {}
     router = APIRouter(include_in_schema=False)
     _prepare_page(app.blocks)
     config = app.wire_config()
@@ -92,7 +95,10 @@ def gradio_page_router(app: GradioApp) -> APIRouter:
         return FileResponse(_inside(ASSETS, path))
 
     @router.get("/static/{path:path}")
-    def static(path: str) -> FileResponse:
+    def static(path: str) -> Response:
+        if path in surge_assets:
+            media_type = "text/css" if path.endswith(".css") else "text/javascript"
+            return Response(surge_assets[path], media_type=media_type, headers={"Cache-Control": "no-cache"})
         return FileResponse(_inside(STATIC, path))
 
     return router

@@ -62,6 +62,10 @@ class Page:
         )
 
 
+def _own_assets() -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in STATIC_DIR.iterdir() if path.suffix in ASSET_TYPES}
+
+
 def pages_router(service: FrontService) -> APIRouter:
     """`/`, `/status`, their assets under `/static/`, and the status JSON, for `service`'s app."""
     router = APIRouter(include_in_schema=False)
@@ -70,11 +74,11 @@ def pages_router(service: FrontService) -> APIRouter:
         from surge.gradio_page import gradio_page_router
 
         assert isinstance(service.app, GradioApp)
-        router.include_router(gradio_page_router(service.app))
+        router.include_router(gradio_page_router(service.app, own_assets=_own_assets()))
     board = StatusBoard(service.app, service.store)
     visitor = Page.load("visitor.html", {"max_payload_bytes": str(service.settings.max_payload_bytes)})
     operator = Page.load("status.html", {})
-    assets = {path.name: path.read_bytes() for path in STATIC_DIR.iterdir() if path.suffix in ASSET_TYPES}
+    assets = _own_assets()
 
     @router.get("/")
     def visitor_page() -> HTMLResponse:
