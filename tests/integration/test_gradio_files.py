@@ -4,11 +4,14 @@ outputs under new names; the front's routes upload, refuse oversize bodies and r
 from __future__ import annotations
 
 import io
+from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from gradio import processing_utils
 from PIL import Image
 
 from surge.application import load_app
@@ -28,10 +31,24 @@ def _png(pixels: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def test_the_worker_fetches_the_named_input_and_stores_the_output(aws: None) -> None:
+def test_the_worker_fetches_the_named_input_and_stores_the_output(
+    aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    written: list[Path] = []
+    save = processing_utils.save_img_array_to_cache
+
+    def save_and_note(*args: Any, **kwargs: Any) -> str:
+        path: str = save(*args, **kwargs)
+        written.append(Path(path))
+        return path
+
+    monkeypatch.setattr(processing_utils, "save_img_array_to_cache", save_and_note)
     settings = settings_for(SPEC)
     app = load_app(SPEC, settings)
     assert isinstance(app, GradioApp) and app.files is not None
+    for block in app.blocks.blocks.values():
+        monkeypatch.setattr(block, "GRADIO_CACHE", str(tmp_path), raising=False)
     pixels = np.full((8, 8, 3), 200, dtype=np.uint8)
     name = app.files.put(io.BytesIO(_png(pixels)), "grey.png")
     output = app.get("sepia").fn({"path": name, "meta": {"_type": "gradio.FileData"}}, 1.0)
@@ -39,6 +56,8 @@ def test_the_worker_fetches_the_named_input_and_stores_the_output(aws: None) -> 
     stored = app.files.client.get_object(Bucket=settings.files_bucket_name, Key="files/" + output["path"][6:])
     toned = np.asarray(Image.open(io.BytesIO(stored["Body"].read())))
     assert toned.shape == (8, 8, 3) and toned[0, 0, 0] > toned[0, 0, 2], "sepia makes red exceed blue"
+    assert written and all(path.is_relative_to(tmp_path) for path in written), "Gradio cached the output here"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()], "inputs and Gradio's cached outputs are removed"
 
 
 def test_a_path_or_url_that_names_no_upload_is_refused(aws: None) -> None:

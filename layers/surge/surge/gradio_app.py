@@ -215,8 +215,20 @@ class GradioApp(App):
             return file
         if self.files is None:
             raise Error("This app returns files, but no file bucket is configured (FILES_BUCKET_NAME).")
-        name = self.files.put_path(Path(path))
+        local = Path(path)
+        name = self.files.put_path(local)
+        if self._in_cache(local):
+            # Gradio's cache copy of an output: in S3 now, and a worker's disk must not fill up with them.
+            local.unlink(missing_ok=True)
         return {**file, "path": name, "url": f"gradio_api/file={name}"}
+
+
+    def _in_cache(self, path: Path) -> bool:
+        """Whether `path` is in Gradio's cache (each component's `GRADIO_CACHE`, the upload folder)."""
+        folders = {str(getattr(block, "GRADIO_CACHE", "")) for block in self.blocks.blocks.values()}
+        folders.add(_upload_folder())
+        resolved = path.resolve()
+        return any(folder and resolved.is_relative_to(Path(folder).resolve()) for folder in folders)
 
 
 def _as_json(value: Any) -> dict[str, Any]:
