@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from surge.declared import main
 from surge_local.launcher import LocalStack, free_port
 from tests.apps.gradio_apps import photo
 from tests.crossprocess.helpers import records
@@ -115,5 +117,24 @@ def test_chat_interface_streams_its_reply(record_dir: Path) -> None:
         outputs = [out for out in job]
         assert job.result() == "You said: hi there"
         assert len(outputs) > 5 and outputs[0] != outputs[-1]
+    finally:
+        stack.stop()
+
+
+def test_a_front_serving_from_the_declaration_runs_the_image_interface(tmp_path: Path) -> None:
+    declared = tmp_path / "app.json"
+    main(["tests.apps.gradio_apps:image", str(declared)])
+    marked = json.loads(declared.read_text())
+    marked["config"]["title"] = "from the declaration"
+    declared.write_text(json.dumps(marked))
+    stack = LocalStack(
+        "tests.apps.gradio_apps:image", port=free_port(), tuning={"app_declaration_path": str(declared)}
+    ).start()
+    try:
+        assert httpx.get(f"{stack.url}/config").json()["title"] == "from the declaration"
+        path = tmp_path / "photo.png"
+        Image.fromarray(photo(300)).save(path)
+        result = Client(stack.url, verbose=False).predict(handle_file(str(path)), api_name="/echo_image")
+        assert np.array_equal(np.asarray(Image.open(result)), photo(300))
     finally:
         stack.stop()

@@ -222,7 +222,6 @@ class GradioApp(App):
             local.unlink(missing_ok=True)
         return {**file, "path": name, "url": f"gradio_api/file={name}"}
 
-
     def _in_cache(self, path: Path) -> bool:
         """Whether `path` is in Gradio's cache (each component's `GRADIO_CACHE`, the upload folder)."""
         folders = {str(getattr(block, "GRADIO_CACHE", "")) for block in self.blocks.blocks.values()}

@@ -69,7 +69,8 @@ def _own_assets() -> dict[str, bytes]:
 def pages_router(service: FrontService) -> APIRouter:
     """`/`, `/status`, their assets under `/static/`, and the status JSON, for `service`'s app."""
     router = APIRouter(include_in_schema=False)
-    if service.app.wire_config() is not None:  # a Gradio app: Gradio's own page at `/`, before Surge's
+    gradio = service.app.wire_config() is not None
+    if gradio and getattr(service.app, "blocks", None) is not None:  # Gradio's own page at `/`, before Surge's
         from surge.gradio_app import GradioApp
         from surge.gradio_page import gradio_page_router
 
@@ -80,9 +81,11 @@ def pages_router(service: FrontService) -> APIRouter:
     operator = Page.load("status.html", {})
     assets = _own_assets()
 
-    @router.get("/")
-    def visitor_page() -> HTMLResponse:
-        return visitor.response()
+    if not gradio:  # Surge's page speaks Surge's config; a Gradio app declared to a front without gradio has none
+
+        @router.get("/")
+        def visitor_page() -> HTMLResponse:
+            return visitor.response()
 
     @router.get("/status")
     def status_page() -> HTMLResponse:

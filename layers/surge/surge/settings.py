@@ -39,6 +39,8 @@ class Settings(BaseModel):
     worker_start_limit_s: float = 1200.0
     """A job still waiting this long with no live worker of its function fails with a clear error
     (no GPU capacity or quota: nobody should wait forever)."""
+    app_declaration_path: str = ""
+    """A front reads the app from this declaration (`surge.declared`) instead of importing `app_module`."""
     files_bucket_name: str = ""
     """The S3 bucket of uploads and file outputs (empty: the app takes no files)."""
     max_file_size_bytes: int = 50 * 1024 * 1024

@@ -16,6 +16,10 @@ from surge.worker import Worker
 def build_front(settings: Settings, observer: Observer | None = None, app: App | None = None) -> FrontService:
     """The front's service: the app, its store and queues, and (deployed) the waker of its workers."""
     waker = Waker(EcsWorkerServices(settings.worker_cluster_name)) if settings.worker_cluster_name else None
+    if app is None and settings.app_declaration_path:
+        from surge.declared import load_declared
+
+        app = load_declared(settings.app_declaration_path, settings)
     app = app or load_app(settings.app_module, settings)
     return FrontService(app, settings, Store(settings), Broker(settings), observer, waker=waker)
 
