@@ -82,7 +82,7 @@ def import_times(runs: int) -> None:
     }
     declared = Path(tempfile.mkdtemp()) / "app.json"
     write_declaration(["examples.gradio_image_app:demo", str(declared)])
-    cases = (
+    cases: tuple[tuple[str, str, dict[str, str]], ...] = (
         ("surge.App", "examples.demo_app:app", {}),
         ("gr.Interface", "examples.gradio_image_app:demo", {}),
         (
