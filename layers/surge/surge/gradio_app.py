@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import logging
 import re
@@ -153,7 +154,7 @@ class GradioApp(App):
 
             return run_batch
 
-        if inspect_generator(block_fn.fn):
+        if _is_generator(block_fn.fn):
 
             def run_stream(*inputs: Any, surge_progress: Progress | None = None) -> Iterator[Any]:
                 with self._call(surge_progress) as run:
@@ -236,9 +237,7 @@ def _as_json(value: Any) -> dict[str, Any]:
     return decoded
 
 
-def inspect_generator(fn: Any) -> bool:
-    import inspect
-
+def _is_generator(fn: Any) -> bool:
     return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
 
