@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +140,18 @@ def test_a_front_serving_from_the_declaration_runs_the_image_interface(tmp_path:
         assert np.array_equal(np.asarray(Image.open(result)), photo(300))
     finally:
         stack.stop()
+
+
+def test_make_run_refuses_an_unsupported_feature_in_one_line_naming_the_event() -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "surge_local.launcher", "--app", "tests.apps.gradio_apps:timer", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "surge: event 'clock' (<lambda>) runs on a timer (every= or gr.Timer): "
+        "Surge runs events only when a client calls them."
+    ]
+    assert refused.stdout == ""
