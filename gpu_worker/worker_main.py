@@ -31,7 +31,7 @@ def observer_from_env() -> Observer:
 def main() -> None:
     observer = observer_from_env()
     settings = Settings.from_env(os.environ)
-    app = load_app(settings.app_module)
+    app = load_app(settings.app_module, settings)
     function = app.get(os.environ["WORKER_API_NAME"])
     worker = Worker(
         app,

@@ -277,7 +277,7 @@ def serve(port: int, services: Iterable[str] = SERVICES, fidelity: bool = False,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--services", default=",".join(SERVICES), help="comma-separated: sqs, dynamodb")
+    parser.add_argument("--services", default=",".join(SERVICES), help="comma-separated: sqs, dynamodb, s3")
     parser.add_argument("--fidelity", action="store_true", help=f"model per-item limits (or {FIDELITY_VARIABLE}=1)")
     parser.add_argument("--parent-pid", type=int, help="stop when this process is no longer the parent")
     arguments = parser.parse_args(argv)

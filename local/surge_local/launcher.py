@@ -24,7 +24,7 @@ from fastapi import FastAPI
 
 from surge.application import load_app
 from surge.settings import Settings
-from surge_local import FIDELITY_VARIABLE, SERVICES
+from surge_local import ALSO_SERVED, FIDELITY_VARIABLE, SERVICES
 from surge_local.provision import provision
 from surge_local.supervision import PARENT_PID_VARIABLE, exit_with_parent
 
@@ -128,7 +128,8 @@ class LocalStack:
         routed = {s: self.route_aws(url) if self.route_aws else url for s, url in self.endpoints.items()}
         self.env = {**base, **aws_env(routed), **self.extra_env}
         for service, port in ports.items():
-            argv = [sys.executable, "-m", "surge_local.emulator", "--port", str(port), "--services", service]
+            served = ",".join((service, *ALSO_SERVED.get(service, ())))
+            argv = [sys.executable, "-m", "surge_local.emulator", "--port", str(port), "--services", served]
             self._spawn(
                 f"emulator:{service}", [*argv, "--parent-pid", str(os.getpid())] + ["--fidelity"] * self.fidelity
             )
@@ -208,6 +209,22 @@ def local_app() -> FastAPI:
     return create_local_app(build_front(Settings.from_env(os.environ)))
 
 
+def cannot_start(app_spec: str, port: int) -> str | None:
+    """One line saying why `make run` cannot start (a bad APP=, an app Surge refuses, a port in use), or None."""
+    from surge.application import AppNotFound
+
+    try:
+        load_app(app_spec)
+    except (AppNotFound, ValueError) as error:  # the Gradio adapter's refusals are ValueErrors naming the event
+        return f"surge: {error}"
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return f"surge: port {port} is in use on 127.0.0.1; choose another, e.g. make run PORT={port + 1}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the Surge stack locally on 127.0.0.1.")
     parser.add_argument("--app", default=os.environ.get("APP_MODULE", "examples.demo_app:app"))
@@ -217,7 +234,13 @@ def main(argv: list[str] | None = None) -> None:
         "--fidelity", action="store_true", help=f"emulate DynamoDB's per-item limits ({FIDELITY_VARIABLE}=1)"
     )
     args = parser.parse_args(argv)
-    stack = LocalStack(args.app, port=args.port, workers=args.workers, quiet=False)
+    refusal = cannot_start(args.app, args.port)
+    if refusal:
+        print(refusal, file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    # Children log warnings and errors only unless LOG_LEVEL says otherwise: the first screen is the URL.
+    quiet_logs = {"LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING")}
+    stack = LocalStack(args.app, port=args.port, workers=args.workers, quiet=False, extra_env=quiet_logs)
     stack.fidelity = stack.fidelity or args.fidelity
     stopped = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
@@ -225,8 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         stack.start()
         httpx.get(f"{stack.url}/config", timeout=30).raise_for_status()
-        print(f"Surge is serving {args.app} at {stack.url}  (Ctrl-C stops every process)", flush=True)
-        print(f"Open {stack.url}/ in a browser to use it; the queue's status page is {stack.url}/status", flush=True)
+        print(f"{stack.url}/  serving {args.app}  (queue status: {stack.url}/status; Ctrl-C stops)", flush=True)
         while not stopped.wait(1):
             for name, process in list(stack.processes.items()):
                 if process.poll() is not None:

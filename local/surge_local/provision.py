@@ -18,6 +18,7 @@ class Resources:
     events_table_name: str
     state_table_name: str
     queue_url_prefix: str
+    files_bucket_name: str
 
 
 def provision(
@@ -70,4 +71,15 @@ def provision(
             },
         )["QueueUrl"]
     url_prefix = queue_url[: len(queue_url) - len(app.functions[-1].api_name)] if app.functions else ""
-    return Resources(f"{prefix}jobs", f"{prefix}events", f"{prefix}state", url_prefix)
+    return Resources(
+        f"{prefix}jobs", f"{prefix}events", f"{prefix}state", url_prefix, files_bucket(prefix, per_service["dynamodb"])
+    )
+
+
+def files_bucket(prefix: str, client_kwargs: dict[str, Any]) -> str:
+    """Create (idempotently) the bucket of uploads and file outputs; the template does this in AWS."""
+    name = f"{prefix}files"
+    s3 = boto3.client("s3", **client_kwargs)
+    if name not in {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=name)
+    return name

@@ -42,9 +42,12 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
         assert launcher.stdout is not None
         deadline = time.monotonic() + 90
         line = ""
+        before: list[str] = []
         while time.monotonic() < deadline and f"127.0.0.1:{port}" not in line:
             line = launcher.stdout.readline()
-        assert f"http://127.0.0.1:{port}" in line
+            before.append(line)
+        assert line.startswith(f"http://127.0.0.1:{port}/ ")
+        assert before == [line], "the first screen is the URL and nothing else"
         children = children_of(launcher.pid)
         assert len(children) >= 7, "two emulators (SQS, DynamoDB), the front and one worker per demo function"
         assert Client(f"http://127.0.0.1:{port}", verbose=False).predict("hi", api_name="/echo") == "hi"

@@ -361,6 +361,7 @@ def test_api_role_may_admit_record_and_read_but_nothing_more(cfn: Template, serv
         json.dumps({"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task/${WorkerCluster}/*"}): {
             "ecs:DescribeTasks"
         },
+        json.dumps({"Fn::Sub": "${FilesBucket.Arn}/files/*"}): {"s3:PutObject", "s3:GetObject"},
     }
     send = service["Resources"]["FrontSendPolicy"]["Properties"]
     assert send["Roles"] == [{"Ref": "ApiFunctionRoleName"}]
@@ -404,7 +405,25 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",
         },
+        json.dumps({"Fn::Sub": "arn:${AWS::Partition}:s3:::${FilesBucketName}/files/*"}): {
+            "s3:GetObject",
+            "s3:PutObject",
+        },
     }
+
+
+def test_files_bucket_is_private_expires_files_and_lets_no_role_list_it(cfn: Template, service: Template) -> None:
+    bucket = cfn["Resources"]["FilesBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    rules = {rule["Id"]: rule for rule in bucket["LifecycleConfiguration"]["Rules"]}
+    assert rules["ExpireFiles"]["Prefix"] == "files/" and rules["ExpireFiles"]["ExpirationInDays"] >= 1
+    every_action = json.dumps([cfn["Resources"], service["Resources"]])
+    assert "s3:ListBucket" not in every_action and '"s3:*"' not in every_action.replace(
+        json.dumps(cfn["Resources"]["FilesBucketPolicy"]), ""
+    )
+    variables = cfn["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["FILES_BUCKET_NAME"] == {"Ref": "FilesBucket"}
+    assert cfn["Resources"]["SurgeApi"]["Properties"]["BinaryMediaTypes"] == ["multipart~1form-data"]
 
 
 def test_dead_letter_role_fails_jobs_and_drains_only_dead_letter_queues(cfn: Template, service: Template) -> None:

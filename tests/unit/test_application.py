@@ -124,9 +124,13 @@ def test_progress_reports_fractions_steps_and_tqdm() -> None:
     surge.Progress()(0.3)  # unbound: outside a worker it does nothing
 
 
-def test_load_app_rejects_something_that_is_not_an_app() -> None:
-    from surge.application import load_app
+def test_load_app_rejects_something_that_is_not_an_app_in_one_line() -> None:
+    from surge.application import AppNotFound, load_app
 
     assert load_app("examples.demo_app").title == "Surge demo"
-    with pytest.raises(TypeError, match=r"not a surge\.App"):
+    with pytest.raises(AppNotFound, match=r"is a \w+; expected a surge\.App or a gr\.Blocks"):
         load_app("examples.demo_app:sim_gpu")
+    with pytest.raises(AppNotFound, match=r"no module 'examples.nothing_here'; expected module:attribute"):
+        load_app("examples.nothing_here:app")
+    with pytest.raises(AppNotFound, match=r"has no missing"):
+        load_app("examples.demo_app:missing")

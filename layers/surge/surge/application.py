@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from surge.settings import Settings
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 COMPONENT_TYPES: dict[str, str] = {
@@ -87,6 +89,8 @@ class Function:
     eta_hint_s: float | None
     parameters: list[Parameter] = field(default_factory=list)
     progress_arg: str | None = None
+    chunk_diff: Callable[[list[Any], list[Any]], list[Any]] | None = None
+    """How a generator's chunk after the first is encoded against the one before (None: `protocol.diff`)."""
 
     @property
     def is_generator(self) -> bool:
@@ -125,6 +129,8 @@ class App:
         self.max_wait_s = max_wait_s
         self.show_error = show_error
         self.functions: list[Function] = []
+        self.max_file_size: int | None = None
+        """Largest upload in bytes (None: the app takes no files)."""
         self._setup_hooks: list[Callable[[], None]] = []
 
     def function(
@@ -205,6 +211,17 @@ class App:
         if max_batch_size < 1:
             raise ValueError(f"{name}: max_batch_size must be >= 1")
 
+    def wire_config(self) -> dict[str, Any] | None:
+        """The app's own `/config`, when it has one (a Gradio app); None: Surge writes it."""
+        return None
+
+    def wire_info(self) -> dict[str, Any] | None:
+        """The app's own `/gradio_api/info`, when it has one; None: Surge writes it."""
+        return None
+
+    def by_index(self, fn_index: int) -> Function | None:
+        return next((f for f in self.functions if f.fn_index == fn_index), None)
+
     def get(self, api_name: str) -> Function:
         for function in self.functions:
             if function.api_name == api_name:
@@ -246,11 +263,39 @@ def _parameters(fn: Callable[..., Any], inputs: list[str]) -> tuple[list[Paramet
     return result, progress_arg
 
 
-def load_app(spec: str) -> App:
-    """Import `module:attribute` (attribute defaults to `app`) and return the `App` found there."""
+def load_app(spec: str, settings: Settings | None = None) -> App:
+    """Import `module:attribute` and return the app found there: a `surge.App`, or a Gradio `Blocks`
+    (`gr.Interface`, `gr.ChatInterface`) turned into one. Without `:attribute`, `app` then `demo`.
+
+    Raises `AppNotFound` (one line saying what was found and what was expected) when there is none.
+    """
     module_name, _, attribute = spec.partition(":")
-    module = importlib.import_module(module_name)
-    app = getattr(module, attribute or "app")
-    if not isinstance(app, App):
-        raise TypeError(f"{spec} is a {type(app).__name__}, not a surge.App")
-    return app
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name):
+            raise AppNotFound(
+                f"APP={spec}: no module {module_name!r}; expected module:attribute, e.g. examples.demo_app:app"
+            ) from None
+        raise
+    names = [attribute] if attribute else ["app", "demo"]
+    found = next((getattr(module, name) for name in names if hasattr(module, name)), None)
+    if found is None:
+        raise AppNotFound(
+            f"APP={spec}: {module_name} has no {' or '.join(names)}; expected a surge.App or gr.Blocks there"
+        )
+    if isinstance(found, App):
+        if settings is not None and settings.max_threads:
+            found.max_threads = settings.max_threads
+        return found
+    if type(found).__module__.startswith("gradio"):
+        from surge.gradio_app import GradioApp
+
+        return GradioApp(found, settings)
+    raise AppNotFound(
+        f"APP={spec} is a {type(found).__name__}; expected a surge.App or a gr.Blocks (Interface, ChatInterface)"
+    )
+
+
+class AppNotFound(LookupError):
+    """`APP=` names no app; the message is one line for the person who typed it."""

@@ -19,6 +19,7 @@ from sse_starlette import EventSourceResponse
 
 from surge import sse
 from surge.errors import SurgeError, TooManyRequests
+from surge.file_routes import UPLOAD_PATH, files_router, upload_body_limit
 from surge.guard import BodyLimit, RateLimiter, client_address
 from surge.models import SESSION_HASH_PATTERN, CancelBody, EventId, JoinBody, ResetBody, Success
 from surge.pages import pages_router
@@ -57,7 +58,9 @@ def _base_app(service: FrontService) -> FastAPI:
     origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]
     app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["*"])
     # JSON escapes and the other fields of a join body cost a little over the inputs' own limit.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_payload_bytes + 4096)
+    upload_limit = upload_body_limit(service)
+    paths = {UPLOAD_PATH: upload_limit} if upload_limit is not None else {}
+    app.add_middleware(BodyLimit, max_bytes=settings.max_payload_bytes + 4096, paths=paths)
     return app
 
 
@@ -128,6 +131,7 @@ async def _alive_for(max_s: float) -> Any:
 def create_api_app(service: FrontService) -> FastAPI:
     app = _base_app(service)
     app.include_router(api_router(service))
+    app.include_router(files_router(service))
     app.include_router(pages_router(service))
     return app
 
@@ -144,5 +148,6 @@ def create_local_app(service: FrontService, poll: PollPolicy | None = None) -> F
     hub = session_hub(service)
     app.include_router(api_router(service, hub))
     app.include_router(stream_router(hub, poll or PollPolicy()))
+    app.include_router(files_router(service))
     app.include_router(pages_router(service))
     return app

@@ -1,4 +1,5 @@
-"""Browser pages of the front: the visitor page at `/`, the operator page at `/status`, and its JSON.
+"""Browser pages of the front: the visitor page at `/` (Gradio's own for a Gradio app), the operator page at
+`/status`, and its JSON.
 
 The pages are plain HTML/CSS/JS from `static/` (no build step) that speak the same public protocol as
 every client (`/config`, `queue/join`, the session's `queue/data` stream). Their URLs are relative, so
@@ -61,17 +62,30 @@ class Page:
         )
 
 
+def _own_assets() -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in STATIC_DIR.iterdir() if path.suffix in ASSET_TYPES}
+
+
 def pages_router(service: FrontService) -> APIRouter:
     """`/`, `/status`, their assets under `/static/`, and the status JSON, for `service`'s app."""
     router = APIRouter(include_in_schema=False)
+    gradio = service.app.wire_config() is not None
+    if gradio and getattr(service.app, "blocks", None) is not None:  # Gradio's own page at `/`, before Surge's
+        from surge.gradio_app import GradioApp
+        from surge.gradio_page import gradio_page_router
+
+        assert isinstance(service.app, GradioApp)
+        router.include_router(gradio_page_router(service.app, own_assets=_own_assets()))
     board = StatusBoard(service.app, service.store)
     visitor = Page.load("visitor.html", {"max_payload_bytes": str(service.settings.max_payload_bytes)})
     operator = Page.load("status.html", {})
-    assets = {path.name: path.read_bytes() for path in STATIC_DIR.iterdir() if path.suffix in ASSET_TYPES}
+    assets = _own_assets()
 
-    @router.get("/")
-    def visitor_page() -> HTMLResponse:
-        return visitor.response()
+    if not gradio:  # Surge's page speaks Surge's config; a Gradio app declared to a front without gradio has none
+
+        @router.get("/")
+        def visitor_page() -> HTMLResponse:
+            return visitor.response()
 
     @router.get("/status")
     def status_page() -> HTMLResponse:

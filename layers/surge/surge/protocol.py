@@ -11,6 +11,9 @@ GRADIO_VERSION = "6.31.0"
 
 
 def config(app: App) -> dict[str, Any]:
+    own = app.wire_config()
+    if own is not None:
+        return own
     components: list[dict[str, Any]] = []
     dependencies: list[dict[str, Any]] = []
     for function in app.functions:
@@ -55,6 +58,9 @@ def _add_components(components: list[dict[str, Any]], types: list[str], function
 
 
 def info(app: App) -> dict[str, Any]:
+    own = app.wire_info()
+    if own is not None:
+        return own
     named = {}
     for function in app.functions:
         named[f"/{function.api_name}"] = {

@@ -164,9 +164,10 @@ class FrontService:
 
     def _function(self, body: JoinBody) -> Function:
         if body.fn_index is not None:
-            if 0 <= body.fn_index < len(self.app.functions):
-                return self.app.functions[body.fn_index]
-            raise NotFound(f"No function with fn_index {body.fn_index}; this app has {len(self.app.functions)}.")
+            function = self.app.by_index(body.fn_index)
+            if function is not None:
+                return function
+            raise NotFound(f"No function with fn_index {body.fn_index} is served by this app.")
         if body.api_name:
             try:
                 return self.app.get(body.api_name.lstrip("/"))

@@ -42,6 +42,14 @@ class Settings(BaseModel):
     worker_start_limit_s: float = 1200.0
     """A job still waiting this long with no live worker of its function fails with a clear error
     (no GPU capacity or quota: nobody should wait forever)."""
+    app_declaration_path: str = ""
+    """A front reads the app from this declaration (`surge.declared`) instead of importing `app_module`."""
+    files_bucket_name: str = ""
+    """The S3 bucket of uploads and file outputs (empty: the app takes no files)."""
+    max_file_size_bytes: int = 50 * 1024 * 1024
+    """Largest upload when the app sets no `max_file_size` of its own (above: HTTP 413)."""
+    max_threads: int = 0
+    """Each worker's thread pool for sync functions (Gradio's `launch(max_threads=)`); 0: the app's own."""
     rescan_s: float = 15.0
     """How often a stream reads the log of a session whose jobs all wait behind others (safety net)."""
 

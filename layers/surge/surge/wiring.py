@@ -16,12 +16,15 @@ from surge.worker import Worker
 def build_front(settings: Settings, observer: Observer | None = None, app: App | None = None) -> FrontService:
     """The front's service: the app, its store and queues, and (deployed) the waker of its workers."""
     waker = Waker(EcsWorkerServices(settings.worker_cluster_name)) if settings.worker_cluster_name else None
-    return FrontService(
-        app or load_app(settings.app_module), settings, Store(settings), Broker(settings), observer, waker=waker
-    )
+    if app is None and settings.app_declaration_path:
+        from surge.declared import load_declared
+
+        app = load_declared(settings.app_declaration_path, settings)
+    app = app or load_app(settings.app_module, settings)
+    return FrontService(app, settings, Store(settings), Broker(settings), observer, waker=waker)
 
 
 def build_worker(settings: Settings, api_name: str, slots: int = 1, observer: Observer | None = None) -> Worker:
     """A worker of one function of the app (`api_name`), with `slots` loops."""
-    app = load_app(settings.app_module)
+    app = load_app(settings.app_module, settings)
     return Worker(app, app.get(api_name), settings, Store(settings), Broker(settings), slots=slots, observer=observer)

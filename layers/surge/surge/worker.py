@@ -422,7 +422,7 @@ class Worker:
             nonlocal previous
             for value in self.function.fn(*job.data, **kwargs):
                 row = self._row(value)
-                chunk = row if previous is None else protocol.diff(previous, row)
+                chunk = row if previous is None else (self.function.chunk_diff or protocol.diff)(previous, row)
                 message = protocol.generating(job.job_id, chunk)
                 job.chunks.append(message)
                 self.store.append_chunk(job, message)

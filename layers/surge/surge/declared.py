@@ -1,0 +1,132 @@
+"""An app known by its declaration: a JSON snapshot of what the front needs (functions, queue settings,
+`/config`, `/info`), written where the app's own imports are at hand. The front of a Gradio app serves
+from it without importing gradio (seconds of every Lambda cold start, and a layer too large).
+
+`python -m surge.declared module:attribute out.json` writes one; `APP_DECLARATION_PATH` makes the front
+read it instead of importing `APP_MODULE`. Workers always import the app itself: they run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from surge import protocol
+from surge.application import App, Function, Parameter, load_app
+from surge.settings import Settings
+
+VERSION = 1
+RUNS_ON_WORKERS = "A declared app's functions run on workers, which import the app itself."
+
+
+def declaration(app: App) -> dict[str, Any]:
+    """What the front needs of `app`, as JSON-ready values."""
+    return {
+        "version": VERSION,
+        "gradio": app.wire_config() is not None,
+        "title": app.title,
+        "max_size": app.max_size,
+        "default_concurrency_limit": app.default_concurrency_limit,
+        "max_threads": app.max_threads,
+        "max_wait_s": app.max_wait_s,
+        "show_error": app.show_error,
+        "max_file_size": app.max_file_size,
+        "config": protocol.config(app),
+        "info": protocol.info(app),
+        "functions": [
+            {
+                "fn_index": f.fn_index,
+                "api_name": f.api_name,
+                "inputs": f.inputs,
+                "outputs": f.outputs,
+                "batch": f.batch,
+                "max_batch_size": f.max_batch_size,
+                "concurrency_limit": f.concurrency_limit,
+                "concurrency_id": f.concurrency_id,
+                "batch_wait_ms": f.batch_wait_ms,
+                "time_limit_s": f.time_limit_s,
+                "eta_hint_s": f.eta_hint_s,
+                "parameters": [vars(p) for p in f.parameters],
+                "generator": f.is_generator,
+                "progress": f.progress_arg is not None,
+            }
+            for f in app.functions
+        ],
+    }
+
+
+def _runs_elsewhere(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError(RUNS_ON_WORKERS)
+
+
+def _streams_elsewhere(*args: Any, **kwargs: Any) -> Iterator[Any]:
+    raise RuntimeError(RUNS_ON_WORKERS)
+    yield
+
+
+class DeclaredApp(App):
+    """The front's view of an app from its declaration: same functions, settings, config and info."""
+
+    def __init__(self, declared: dict[str, Any], settings: Settings | None = None) -> None:
+        if declared.get("version") != VERSION:
+            raise ValueError(f"app declaration version {declared.get('version')!r}; this Surge reads {VERSION}")
+        super().__init__(
+            title=declared["title"],
+            max_size=declared["max_size"],
+            default_concurrency_limit=declared["default_concurrency_limit"],
+            max_threads=declared["max_threads"],
+            max_wait_s=declared["max_wait_s"],
+            show_error=declared["show_error"],
+        )
+        self.gradio: bool = declared["gradio"]
+        """A Gradio app: `/config` and `/info` are the declared ones (Surge writes a surge.App's itself)."""
+        self.max_file_size = declared["max_file_size"]
+        if self.gradio and self.max_file_size is None and settings is not None:
+            self.max_file_size = settings.max_file_size_bytes  # no limit of its own: the deployment's
+        self._config = {**declared["config"], "max_file_size": self.max_file_size}
+        self._info = declared["info"]
+        self.functions = [_function(f) for f in declared["functions"]]
+
+    def wire_config(self) -> dict[str, Any] | None:
+        return self._config if self.gradio else None
+
+    def wire_info(self) -> dict[str, Any] | None:
+        return self._info if self.gradio else None
+
+
+def _function(declared: dict[str, Any]) -> Function:
+    return Function(
+        fn=_streams_elsewhere if declared["generator"] else _runs_elsewhere,
+        fn_index=declared["fn_index"],
+        api_name=declared["api_name"],
+        inputs=declared["inputs"],
+        outputs=declared["outputs"],
+        batch=declared["batch"],
+        max_batch_size=declared["max_batch_size"],
+        concurrency_limit=declared["concurrency_limit"],
+        concurrency_id=declared["concurrency_id"],
+        batch_wait_ms=declared["batch_wait_ms"],
+        time_limit_s=declared["time_limit_s"],
+        eta_hint_s=declared["eta_hint_s"],
+        parameters=[Parameter(**p) for p in declared["parameters"]],
+        progress_arg="progress" if declared["progress"] else None,
+    )
+
+
+def load_declared(path: str, settings: Settings | None = None) -> DeclaredApp:
+    return DeclaredApp(json.loads(Path(path).read_text(encoding="utf-8")), settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the declaration of an app for its front.")
+    parser.add_argument("app", help="module:attribute, as APP_MODULE")
+    parser.add_argument("out", help="the JSON file to write")
+    args = parser.parse_args(argv)
+    Path(args.out).write_text(json.dumps(declaration(load_app(args.app)), separators=(",", ":")), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Gradio apps on Surge, unchanged: a `gr.Blocks` (`gr.Interface`, `gr.ChatInterface`) becomes an `App`.
+
+Each public event becomes a queued `Function` with the event's own settings; a worker runs it through
+Gradio's `Blocks.process_api` (preprocess → function → postprocess), so components behave as in Gradio.
+Files go through S3 (`surge.store.files`): inputs name uploaded files, outputs are stored and named.
+What cannot work when calls of one session land on any worker is refused at start, naming the event.
+Only this module imports gradio, and only when the app is a Gradio app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import logging
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio import utils as gradio_utils
+from gradio.block_function import BlockFunction
+from gradio.exceptions import Error as GradioError
+from gradio.routes import ORJSONResponse
+from gradio.state_holder import SessionState
+
+from surge.application import App, Function, Parameter, Progress
+from surge.errors import Error
+from surge.settings import Settings
+from surge.store.files import FileStore, is_name
+
+logger = logging.getLogger("surge.gradio")
+
+PROGRESS_ARG = "surge_progress"
+API_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
+"""Each served event has an SQS queue named after it: letters, digits, `-`, `_`, at most 60 here."""
+NOT_UPLOADED = "Input files must first be uploaded to this app (POST /gradio_api/upload)."
+
+
+class Unsupported(ValueError):
+    """The Gradio app uses something Surge cannot honour; the message names the event and the feature."""
+
+
+class _ProgressBridge:
+    """Stands in for Gradio's queue inside a worker: `gr.Progress` reports reach the job's Surge progress."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+        """Gradio's own queue object, which holds the app's `queue()` settings."""
+        self.lock = threading.Lock()
+        self.sinks: dict[str, Progress] = {}
+
+    def set_progress(self, event_id: str, iterables: list[Any] | None) -> None:
+        with self.lock:
+            sink = self.sinks.get(event_id)
+        if sink is None or not iterables:
+            return
+        last = iterables[-1]
+        if last.index is not None and last.length is not None:
+            sink((last.index, last.length), desc=last.desc, unit=last.unit or "steps")
+        else:
+            sink(last.progress, desc=last.desc, unit=last.unit or "steps")
+
+    def log_message(self, event_id: str, log: str, title: str, level: str, *args: Any, **kwargs: Any) -> None:
+        logger.info("gr.%s from the app: %s", level.capitalize(), log)
+
+
+class GradioApp(App):
+    """An `App` whose functions run a `gr.Blocks`'s events; `/config` and `/info` are Gradio's own."""
+
+    def __init__(self, blocks: gr.Blocks, settings: Settings | None = None) -> None:
+        installed = blocks._queue
+        self.progress = installed if isinstance(installed, _ProgressBridge) else _ProgressBridge(installed)
+        blocks._queue = self.progress  # type: ignore[assignment]
+        queue = self.progress.queue
+        super().__init__(
+            title=str(blocks.title or "Gradio"),
+            max_size=queue.max_size,
+            default_concurrency_limit=queue.default_concurrency_limit,
+            max_threads=blocks.max_threads,
+            show_error=bool(getattr(blocks, "show_error", False)),
+        )
+        self.blocks = blocks
+        # Gradio draws `app_id` at random per process; the page reloads when it changes, and every front
+        # process must give the same one.
+        shape = repr([(i, fn.api_name) for i, fn in blocks.fns.items()]) + str(blocks.title)
+        blocks.app_id = int.from_bytes(hashlib.sha256(shape.encode()).digest()[:7])
+        app_limit = getattr(blocks, "max_file_size", None)
+        self.max_file_size = app_limit or (settings.max_file_size_bytes if settings else None)
+        self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None
+        if settings is not None and settings.max_threads:
+            self.max_threads = settings.max_threads
+        self.functions = [self._function(fn_id, block_fn) for fn_id, block_fn in _served(blocks)]
+        if not self.functions:
+            raise Unsupported("This Gradio app has no public event with a Python function to serve.")
+
+    # ---- what the front advertises -----------------------------------------------------------------
+
+    def wire_config(self) -> dict[str, Any]:
+        config = _as_json(self.blocks.get_config_file())
+        config["max_file_size"] = self.max_file_size
+        return config
+
+    def wire_info(self) -> dict[str, Any]:
+        return _as_json(self.blocks.get_api_info())
+
+    # ---- what a worker runs ------------------------------------------------------------------------
+
+    def _function(self, fn_id: int, block_fn: BlockFunction) -> Function:
+        api_name = str(block_fn.api_name)
+        concurrency_id = block_fn.concurrency_id
+        if concurrency_id.isdigit():
+            # Gradio's default id is `str(id(fn))`, which differs in every process: each event is its own group.
+            concurrency_id = api_name
+        return Function(
+            fn=self._runner(block_fn),
+            fn_index=fn_id,
+            api_name=api_name,
+            inputs=[block.get_block_name() for block in block_fn.inputs],
+            outputs=[block.get_block_name() for block in block_fn.outputs],
+            batch=block_fn.batch,
+            max_batch_size=block_fn.max_batch_size,
+            concurrency_limit=block_fn.concurrency_limit,
+            concurrency_id=concurrency_id,
+            batch_wait_ms=0,
+            time_limit_s=block_fn.time_limit,
+            eta_hint_s=None,
+            parameters=[
+                Parameter(name=f"input {i}", component=f"gradio.{block.get_block_name()}", has_default=False)
+                for i, block in enumerate(block_fn.inputs)
+            ],
+            progress_arg=None if block_fn.batch else PROGRESS_ARG,
+            chunk_diff=_gradio_diff,
+        )
+
+    def _runner(self, block_fn: BlockFunction) -> Callable[..., Any]:
+        one = len(block_fn.outputs) == 1
+
+        def shape(data: list[Any]) -> Any:
+            return data[0] if one else list(data)
+
+        if block_fn.batch:
+
+            def run_batch(*columns: list[Any]) -> list[list[Any]]:
+                with self._call(None) as run:
+                    return [list(column) for column in run(block_fn, [list(c) for c in columns], None)["data"]]
+
+            return run_batch
+
+        if _is_generator(block_fn.fn):
+
+            def run_stream(*inputs: Any, surge_progress: Progress | None = None) -> Iterator[Any]:
+                with self._call(surge_progress) as run:
+                    result = run(block_fn, list(inputs), None)
+                    while result["is_generating"]:
+                        yield shape(result["data"])
+                        result = run(block_fn, [], result["iterator"])
+
+            return run_stream
+
+        def run_one(*inputs: Any, surge_progress: Progress | None = None) -> Any:
+            with self._call(surge_progress) as run:
+                return shape(run(block_fn, list(inputs), None)["data"])
+
+        return run_one
+
+    @contextmanager
+    def _call(self, progress: Progress | None) -> Iterator[Callable[[BlockFunction, list[Any], Any], dict[str, Any]]]:
+        """One call of an event: its own event loop, Gradio session state (initial values) and input folder."""
+        event_id = secrets.token_hex(16)
+        folder = Path(tempfile.mkdtemp(prefix="surge-in-", dir=_upload_folder()))
+        loop = asyncio.new_event_loop()
+        state = SessionState(self.blocks)
+        if progress is not None:
+            with self.progress.lock:
+                self.progress.sinks[event_id] = progress
+
+        def run(block_fn: BlockFunction, inputs: list[Any], iterator: Any) -> dict[str, Any]:
+            inputs = _walk_files(inputs, lambda f: self._fetch(f, folder))
+            try:
+                result: dict[str, Any] = loop.run_until_complete(
+                    self.blocks.process_api(block_fn, inputs, state=state, iterator=iterator, event_id=event_id)
+                )
+            except GradioError as error:
+                raise Error(str(error.message), title=error.title or "Error", duration=error.duration) from error
+            result["data"] = _walk_files(result["data"], self._store)
+            return result
+
+        try:
+            yield run
+        finally:
+            with self.progress.lock:
+                self.progress.sinks.pop(event_id, None)
+            loop.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _fetch(self, file: dict[str, Any], folder: Path) -> dict[str, Any]:
+        """An input file: it must name an uploaded file (a local path or URL here would read the worker's disk
+        or the network on a client's word)."""
+        name = file.get("path")
+        if not is_name(name) or self.files is None:
+            raise Error(NOT_UPLOADED)
+        local = self.files.fetch(str(name), folder)
+        return {**file, "path": str(local), "url": None}
+
+    def _store(self, file: dict[str, Any]) -> dict[str, Any]:
+        path = file.get("path")
+        if is_name(path) or not isinstance(path, str) or not Path(path).is_file():
+            return file
+        if self.files is None:
+            raise Error("This app returns files, but no file bucket is configured (FILES_BUCKET_NAME).")
+        local = Path(path)
+        name = self.files.put_path(local)
+        if self._in_cache(local):
+            # Gradio's cache copy of an output: in S3 now, and a worker's disk must not fill up with them.
+            local.unlink(missing_ok=True)
+        return {**file, "path": name, "url": f"gradio_api/file={name}"}
+
+    def _in_cache(self, path: Path) -> bool:
+        """Whether `path` is in Gradio's cache (each component's `GRADIO_CACHE`, the upload folder)."""
+        folders = {str(getattr(block, "GRADIO_CACHE", "")) for block in self.blocks.blocks.values()}
+        folders.add(_upload_folder())
+        resolved = path.resolve()
+        return any(folder and resolved.is_relative_to(Path(folder).resolve()) for folder in folders)
+
+
+def _as_json(value: Any) -> dict[str, Any]:
+    """As Gradio's own routes encode it (callables and other objects become strings)."""
+    decoded: dict[str, Any] = json.loads(ORJSONResponse._render(value))
+    return decoded
+
+
+def _is_generator(fn: Any) -> bool:
+    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def _gradio_diff(previous: list[Any], current: list[Any]) -> list[Any]:
+    return [gradio_utils.diff(old, new) for old, new in zip(previous, current, strict=True)]  # type: ignore[no-untyped-call]
+
+
+def _upload_folder() -> str:
+    folder = Path(gradio_utils.get_upload_folder())
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
+
+
+def _is_file(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("meta"), dict)
+        and value["meta"].get("_type") == "gradio.FileData"
+    )
+
+
+def _walk_files(value: Any, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """`value` with every Gradio `FileData` in it replaced by `change(file)`."""
+    if _is_file(value):
+        return change(value)
+    if isinstance(value, dict):
+        return {key: _walk_files(item, change) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_walk_files(item, change) for item in value]
+    return value
+
+
+# ---- what can be served --------------------------------------------------------------------------
+
+
+def _served(blocks: gr.Blocks) -> list[tuple[int, BlockFunction]]:
+    """The public events with a Python function, each checked; UI-only events (undocumented, private, or
+    JavaScript only) are left to Gradio's page and not served."""
+    public = [(i, fn) for i, fn in blocks.fns.items() if fn.fn is not None and fn.api_visibility == "public"]
+    for _, block_fn in public:
+        _check(blocks, block_fn, public)
+    return public
+
+
+def _check(blocks: gr.Blocks, block_fn: BlockFunction, public: list[tuple[int, BlockFunction]]) -> None:
+    name = f"event {block_fn.api_name!r} ({block_fn.name})"
+    if not API_NAME_PATTERN.match(str(block_fn.api_name)):
+        raise Unsupported(f"{name}: api_name must be letters, digits, '-' or '_', at most 60 (it names a queue).")
+    if block_fn.queue is False:
+        raise Unsupported(f"{name} sets queue=False: Surge runs every event through its queue; remove queue=False.")
+    if any(_is_timer(blocks, target) for target in block_fn.targets):
+        raise Unsupported(
+            f"{name} runs on a timer (every= or gr.Timer): Surge runs events only when a client calls them."
+        )
+    if block_fn.connection == "stream":
+        raise Unsupported(f"{name} is a .stream() event: streamed inputs need one process per session.")
+    if block_fn.renderable is not None:
+        raise Unsupported(f"{name} is inside @gr.render: rendering needs the session's state in one process.")
+    written = {block._id for block in block_fn.outputs if block.stateful}
+    for _, other in public:
+        if other is not block_fn and written & {block._id for block in other.inputs if block.stateful}:
+            raise Unsupported(
+                f"{name} writes a gr.State that event {other.api_name!r} reads: gr.State lives in one Gradio "
+                "process, and Surge runs each call on any worker. Pass the value through the client instead."
+            )
+
+
+def _is_timer(blocks: gr.Blocks, target: tuple[int | None, str]) -> bool:
+    block_id, event = target
+    return event == "tick" or (block_id is not None and isinstance(blocks.blocks.get(block_id), gr.Timer))
+
+
+def from_blocks(blocks: gr.Blocks, settings: Settings | None = None) -> GradioApp:
+    return GradioApp(blocks, settings)

@@ -1,0 +1,82 @@
+"""Unchanged Gradio apps for the cross-process tests: an image echo, a batched event, a streaming chat,
+two events sharing a concurrency_id, and one with a feature Surge refuses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from tests.apps.timing_app import record
+
+image = gr.Interface(
+    lambda photo: photo, gr.Image(type="numpy"), gr.Image(type="numpy", format="png"), api_name="echo_image"
+)
+image.queue(max_size=50)
+
+
+def trim_words(words: list[str], lengths: list[float]) -> tuple[list[str]]:
+    record("trim_words", size=len(words))
+    time.sleep(0.3)
+    return ([word[: int(length)] for word, length in zip(words, lengths, strict=True)],)
+
+
+def shout(text: str, progress: Any = gr.Progress()) -> str:
+    for _ in progress.tqdm(range(3), desc="shouting"):
+        time.sleep(0.05)
+    if text == "fail":
+        raise gr.Error("no shouting allowed", title="Refused")
+    return text.upper()
+
+
+def _timed(name: str, tag: str) -> str:
+    start = time.time()
+    time.sleep(0.2)
+    record("shared", start=start, end=time.time(), tag=tag, event=name)
+    return tag
+
+
+def first(tag: str) -> str:
+    return _timed("first", tag)
+
+
+def second(tag: str) -> str:
+    return _timed("second", tag)
+
+
+with gr.Blocks(title="gradio events") as blocks:
+    word = gr.Textbox()
+    length = gr.Number()
+    out = gr.Textbox()
+    go = gr.Button()
+    go.click(trim_words, [word, length], out, api_name="trim_words", batch=True, max_batch_size=8)
+    go.click(shout, word, out, api_name="shout")
+    go.click(first, word, out, api_name="first", concurrency_id="gpu", concurrency_limit=1)
+    go.click(second, word, out, api_name="second", concurrency_id="gpu", concurrency_limit=1)
+blocks.queue(max_size=100, default_concurrency_limit=4)
+
+
+def reply(message: str, history: list[Any]) -> Iterator[str]:
+    text = f"You said: {message}"
+    for end in range(1, len(text) + 1):
+        yield text[:end]
+
+
+chat = gr.ChatInterface(reply)
+
+with gr.Blocks() as timer:
+    clock = gr.Textbox()
+    gr.Timer(1.0).tick(lambda: time.ctime(), None, clock, api_name="clock")
+
+with gr.Blocks() as unqueued:
+    box = gr.Textbox()
+    box.submit(lambda text: text, box, box, api_name="instant", queue=False)
+
+
+def photo(size: int = 1000) -> np.ndarray:
+    """A noisy photo-like RGB image (noise does not compress: a 1000 x 1000 PNG is about 3 MB)."""
+    rng = np.random.default_rng(7)
+    return rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)

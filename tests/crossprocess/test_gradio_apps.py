@@ -1,0 +1,157 @@
+"""Unchanged Gradio apps served by Surge, checked with the real gradio_client across worker processes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from surge.declared import main
+from surge_local.launcher import LocalStack, free_port
+from tests.apps.gradio_apps import photo
+from tests.crossprocess.helpers import records
+
+pytestmark = pytest.mark.crossprocess
+
+
+@pytest.fixture(scope="module")
+def record_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("records")
+
+
+def _stack(spec: str, workers: int, record_dir: Path) -> LocalStack:
+    return LocalStack(spec, port=free_port(), workers=workers, extra_env={"RECORD_DIR": str(record_dir)}).start()
+
+
+@pytest.fixture(scope="module")
+def image_stack(record_dir: Path) -> Iterator[LocalStack]:
+    stack = _stack("tests.apps.gradio_apps:image", 2, record_dir)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def blocks_stack(record_dir: Path) -> Iterator[LocalStack]:
+    stack = _stack("tests.apps.gradio_apps:blocks", 2, record_dir)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_image_interface_round_trips_a_photo_of_megabytes_across_two_workers(
+    image_stack: LocalStack, tmp_path: Path
+) -> None:
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo()).save(path)
+    assert path.stat().st_size > 2_500_000
+    client = Client(image_stack.url, verbose=False)
+    jobs = [client.submit(handle_file(str(path)), api_name="/echo_image") for _ in range(4)]
+    for job in jobs:
+        result = np.asarray(Image.open(job.result()))
+        assert result.shape == (1000, 1000, 3)
+        assert np.array_equal(result, photo())
+
+
+def test_an_input_file_that_was_not_uploaded_is_never_fetched(image_stack: LocalStack) -> None:
+    client = Client(image_stack.url, verbose=False)
+    elsewhere = {"path": "http://169.254.169.254/latest/meta-data", "meta": {"_type": "gradio.FileData"}}
+    with pytest.raises(AppError, match="must first be uploaded"):
+        client.predict(elsewhere, api_name="/echo_image")
+
+
+def test_upload_over_max_file_size_is_413_and_files_are_not_listed(image_stack: LocalStack) -> None:
+    too_big = b"x" * (50 * 1024 * 1024 + 1)
+    response = httpx.post(f"{image_stack.url}/gradio_api/upload", files=[("files", ("big.bin", too_big))], timeout=60)
+    assert response.status_code == 413
+    names = httpx.post(f"{image_stack.url}/gradio_api/upload", files=[("files", ("a.txt", b"hello"))]).json()
+    assert len(names) == 1 and len(names[0].split("/")[1]) == 32
+    served = httpx.get(f"{image_stack.url}/gradio_api/file={names[0]}", follow_redirects=True)
+    assert served.content == b"hello"
+    for guess in ("surge/", "surge/" + "A" * 32 + "/a.txt", "../../etc/passwd"):
+        assert httpx.get(f"{image_stack.url}/gradio_api/file={guess}", follow_redirects=True).status_code == 404
+
+
+def test_batched_event_gets_lists_and_answers_each_caller(blocks_stack: LocalStack, record_dir: Path) -> None:
+    client = Client(blocks_stack.url, verbose=False)
+    jobs = [client.submit(f"word{i}", i + 1, api_name="/trim_words") for i in range(12)]
+    assert [job.result() for job in jobs] == [f"word{i}"[: i + 1] for i in range(12)]
+    assert max(r["size"] for r in records(record_dir, "trim_words")) > 1
+
+
+def test_progress_and_gr_error_behave_as_in_gradio(blocks_stack: LocalStack) -> None:
+    client = Client(blocks_stack.url, verbose=False)
+    job = client.submit("hello", api_name="/shout")
+    assert job.result() == "HELLO"
+    with pytest.raises(AppError, match="no shouting allowed"):
+        client.predict("fail", api_name="/shout")
+
+
+def test_shared_concurrency_id_with_limit_one_never_overlaps_across_workers(
+    blocks_stack: LocalStack, record_dir: Path
+) -> None:
+    client = Client(blocks_stack.url, verbose=False)
+    jobs = [client.submit(f"t{i}", api_name="/first" if i % 2 else "/second") for i in range(10)]
+    assert sorted(job.result() for job in jobs) == sorted(f"t{i}" for i in range(10))
+    calls = sorted(records(record_dir, "shared"), key=lambda r: r["start"])
+    assert {c["event"] for c in calls} == {"first", "second"}
+    assert len({c["pid"] for c in calls}) > 1, "calls should have run in several worker processes"
+    assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(calls))
+
+
+def test_chat_interface_streams_its_reply(record_dir: Path) -> None:
+    stack = _stack("tests.apps.gradio_apps:chat", 1, record_dir)
+    try:
+        client = Client(stack.url, verbose=False)
+        job = client.submit("hi there", api_name="/reply")
+        outputs = [out for out in job]
+        assert job.result() == "You said: hi there"
+        assert len(outputs) > 5 and outputs[0] != outputs[-1]
+    finally:
+        stack.stop()
+
+
+def test_a_front_serving_from_the_declaration_runs_the_image_interface(tmp_path: Path) -> None:
+    declared = tmp_path / "app.json"
+    main(["tests.apps.gradio_apps:image", str(declared)])
+    marked = json.loads(declared.read_text())
+    marked["config"]["title"] = "from the declaration"
+    declared.write_text(json.dumps(marked))
+    stack = LocalStack(
+        "tests.apps.gradio_apps:image", port=free_port(), tuning={"app_declaration_path": str(declared)}
+    ).start()
+    try:
+        assert httpx.get(f"{stack.url}/config").json()["title"] == "from the declaration"
+        path = tmp_path / "photo.png"
+        Image.fromarray(photo(300)).save(path)
+        result = Client(stack.url, verbose=False).predict(handle_file(str(path)), api_name="/echo_image")
+        assert np.array_equal(np.asarray(Image.open(result)), photo(300))
+    finally:
+        stack.stop()
+
+
+def test_make_run_refuses_an_unsupported_feature_in_one_line_naming_the_event() -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "surge_local.launcher", "--app", "tests.apps.gradio_apps:timer", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "surge: event 'clock' (<lambda>) runs on a timer (every= or gr.Timer): "
+        "Surge runs events only when a client calls them."
+    ]
+    assert refused.stdout == ""

@@ -1,0 +1,97 @@
+"""Files of a Gradio app through S3 (moto in-process): the worker side fetches inputs by name and stores
+outputs under new names; the front's routes upload, refuse oversize bodies and redirect to presigned URLs."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from gradio import processing_utils
+from PIL import Image
+
+from surge.application import load_app
+from surge.errors import Error
+from surge.front import create_api_app
+from surge.gradio_app import GradioApp
+from surge.store.files import FileStore, is_name
+from surge.wiring import build_front
+from tests.integration.conftest import settings_for
+
+SPEC = "examples.gradio_image_app:demo"
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_the_worker_fetches_the_named_input_and_stores_the_output(
+    aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    written: list[Path] = []
+    save = processing_utils.save_img_array_to_cache
+
+    def save_and_note(*args: Any, **kwargs: Any) -> str:
+        path: str = save(*args, **kwargs)
+        written.append(Path(path))
+        return path
+
+    monkeypatch.setattr(processing_utils, "save_img_array_to_cache", save_and_note)
+    settings = settings_for(SPEC)
+    app = load_app(SPEC, settings)
+    assert isinstance(app, GradioApp) and app.files is not None
+    for block in app.blocks.blocks.values():
+        monkeypatch.setattr(block, "GRADIO_CACHE", str(tmp_path), raising=False)
+    pixels = np.full((8, 8, 3), 200, dtype=np.uint8)
+    name = app.files.put(io.BytesIO(_png(pixels)), "grey.png")
+    output = app.get("sepia").fn({"path": name, "meta": {"_type": "gradio.FileData"}}, 1.0)
+    assert is_name(output["path"]) and output["url"] == f"gradio_api/file={output['path']}"
+    stored = app.files.client.get_object(Bucket=settings.files_bucket_name, Key="files/" + output["path"][6:])
+    toned = np.asarray(Image.open(io.BytesIO(stored["Body"].read())))
+    assert toned.shape == (8, 8, 3) and toned[0, 0, 0] > toned[0, 0, 2], "sepia makes red exceed blue"
+    assert written and all(path.is_relative_to(tmp_path) for path in written), "Gradio cached the output here"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()], "inputs and Gradio's cached outputs are removed"
+
+
+def test_a_path_or_url_that_names_no_upload_is_refused(aws: None) -> None:
+    app = load_app(SPEC, settings_for(SPEC))
+    for path in ("/etc/passwd", "https://example.com/a.png", "surge/short/a.png"):
+        with pytest.raises(Error, match="must first be uploaded"):
+            app.get("sepia").fn({"path": path, "meta": {"_type": "gradio.FileData"}}, 1.0)
+
+
+def test_upload_route_stores_names_redirects_and_refuses_oversize(aws: None) -> None:
+    settings = settings_for(SPEC, max_file_size_bytes=1000)
+    client = TestClient(create_api_app(build_front(settings)))
+    names = client.post("/gradio_api/upload", files=[("files", ("a.txt", b"hello"))]).json()
+    assert len(names) == 1 and is_name(names[0])
+    redirect = client.get(f"/gradio_api/file={names[0]}", follow_redirects=False)
+    assert redirect.status_code == 302
+    assert httpx.URL(redirect.headers["location"]).params.get("X-Amz-Expires") == "900"
+    body = (
+        FileStore(settings.files_bucket_name)
+        .client.get_object(Bucket=settings.files_bucket_name, Key="files/" + names[0][6:])["Body"]
+        .read()
+    )
+    assert body == b"hello"
+    too_big = client.post("/gradio_api/upload", files=[("files", ("big.bin", b"x" * 1001))])
+    assert too_big.status_code == 413
+    assert client.get("/gradio_api/file=surge/../../secret", follow_redirects=False).status_code == 404
+    assert client.get("/config").json()["max_file_size"] == 1000
+
+
+def test_gradio_page_at_root_and_the_status_page_keeps_its_assets(aws: None) -> None:
+    client = TestClient(create_api_app(build_front(settings_for(SPEC))))
+    page = client.get("/")
+    assert page.status_code == 200 and "window.gradio_config" in page.text and "crypto.getRandomValues" in page.text
+    assert client.get("/status").status_code == 200
+    assert "function" in client.get("/static/status.js").text
+    assert client.get("/static/fonts/../../index.html").status_code == 404
+    assert client.get("/theme.css").headers["content-type"].startswith("text/css")

@@ -1,0 +1,52 @@
+"""An app's declaration: the front serves from it what it serves from the app (functions, settings,
+/config, /info), and a Gradio app's front then never imports gradio."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from surge import protocol
+from surge.application import load_app
+from surge.declared import DeclaredApp, declaration, main
+
+FIELDS = ("fn_index", "api_name", "inputs", "outputs", "batch", "max_batch_size", "concurrency_limit", "concurrency_id")
+
+
+def _round_trip(spec: str) -> tuple[object, DeclaredApp]:
+    app = load_app(spec)
+    return app, DeclaredApp(json.loads(json.dumps(declaration(app))))
+
+
+def test_a_gradio_app_declared_serves_the_same_config_info_and_functions() -> None:
+    app, declared = _round_trip("tests.apps.gradio_apps:blocks")
+    assert protocol.config(declared) == protocol.config(app)  # type: ignore[arg-type]
+    assert protocol.info(declared) == protocol.info(app)  # type: ignore[arg-type]
+    for mine, theirs in zip(declared.functions, app.functions, strict=True):  # type: ignore[attr-defined]
+        assert [getattr(mine, f) for f in FIELDS] == [getattr(theirs, f) for f in FIELDS]
+        assert (mine.is_generator, mine.progress_arg is None) == (theirs.is_generator, theirs.progress_arg is None)
+    assert (declared.max_size, declared.concurrency_limit("gpu")) == (100, 1)
+
+
+def test_a_surge_app_declared_gets_surges_own_config() -> None:
+    app, declared = _round_trip("examples.demo_app:app")
+    assert declared.wire_config() is None
+    assert protocol.config(declared) == protocol.config(app)  # type: ignore[arg-type]
+
+
+def test_the_front_of_a_declared_gradio_app_never_imports_gradio(tmp_path: Path) -> None:
+    path = tmp_path / "app.json"
+    main(["examples.gradio_image_app:demo", str(path)])
+    probe = (
+        "import sys; from surge.settings import Settings; from surge.wiring import build_front; "
+        "from surge.front import create_api_app; "
+        f"s = Settings(app_module='examples.gradio_image_app:demo', app_declaration_path={str(path)!r}, "
+        "jobs_table_name='j', events_table_name='e', state_table_name='s', queue_url_prefix='q-', "
+        "files_bucket_name='f'); "
+        "service = build_front(s); create_api_app(service); "
+        "print(service.config['dependencies'][0]['api_name'], 'gradio' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["sepia", "False"]

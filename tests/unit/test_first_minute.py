@@ -1,0 +1,33 @@
+"""`make run`'s first minute: a bad APP=, an app Surge refuses, or a port in use is one line, not a traceback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from surge_local.launcher import cannot_start, free_port
+
+
+@pytest.mark.parametrize(
+    ("spec", "line"),
+    [
+        ("nothere:app", "surge: APP=nothere:app: no module 'nothere'; expected module:attribute"),
+        ("examples.demo_app:nope", "surge: APP=examples.demo_app:nope: examples.demo_app has no nope; expected"),
+        ("examples.demo_app:sim_gpu", "surge: APP=examples.demo_app:sim_gpu is a function; expected a surge.App"),
+        ("tests.apps.gradio_apps:unqueued", "surge: event 'instant' (<lambda>) sets queue=False"),
+    ],
+)
+def test_what_cannot_start_is_said_in_one_line(spec: str, line: str) -> None:
+    said = cannot_start(spec, free_port())
+    assert said is not None and said.startswith(line) and "\n" not in said
+
+
+def test_a_port_in_use_suggests_another() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        assert cannot_start("examples.demo_app:app", port) == (
+            f"surge: port {port} is in use on 127.0.0.1; choose another, e.g. make run PORT={port + 1}"
+        )
+    assert cannot_start("examples.gradio_image_app:demo", free_port()) is None

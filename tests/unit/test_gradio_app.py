@@ -1,0 +1,86 @@
+"""A Gradio app turned into Surge's App, in one process: its settings, Gradio's own config and info,
+Gradio's processing on the worker side, and what is refused at start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import pytest
+
+from surge import protocol
+from surge.application import Progress, load_app
+from surge.errors import Error
+from surge.gradio_app import GradioApp, Unsupported
+from tests.apps.gradio_apps import blocks
+
+
+def test_each_event_keeps_its_gradio_settings_and_the_queue_its_own() -> None:
+    app = load_app("tests.apps.gradio_apps:blocks")
+    assert isinstance(app, GradioApp)
+    assert (app.max_size, app.default_concurrency_limit, app.max_threads) == (100, 4, 40)
+    trim, shout, first, second = (app.get(name) for name in ("trim_words", "shout", "first", "second"))
+    assert (trim.batch, trim.max_batch_size, trim.inputs, trim.outputs) == (True, 8, ["textbox", "number"], ["textbox"])
+    assert [f.fn_index for f in (trim, shout, first, second)] == [0, 1, 2, 3]
+    assert first.concurrency_id == second.concurrency_id == "gpu"
+    assert app.concurrency_limit("gpu") == 1
+    assert app.concurrency_limit(shout.concurrency_id) == 4, "an event without its own limit takes the queue's default"
+
+
+def test_config_and_info_are_gradios_own() -> None:
+    app = load_app("tests.apps.gradio_apps:blocks")
+    config = protocol.config(app)
+    gradio_config = blocks.get_config_file()
+    assert config["dependencies"] == [
+        dict(d, targets=[list(t) for t in d["targets"]]) for d in gradio_config["dependencies"]
+    ]
+    assert [c["id"] for c in config["components"]] == [c["id"] for c in gradio_config["components"]]
+    assert (config["protocol"], config["api_prefix"], config["version"]) == ("sse_v3", "/gradio_api", gr.__version__)
+    assert protocol.info(app) == blocks.get_api_info()
+
+
+def test_the_worker_runs_gradios_preprocess_function_and_postprocess(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECORD_DIR", str(tmp_path))
+    app = load_app("tests.apps.gradio_apps:blocks")
+    reports: list[tuple[Any, ...]] = []
+    progress = Progress().bind(lambda *report: reports.append(report))
+    assert app.get("shout").fn("hi", surge_progress=progress) == "HI"
+    assert reports and reports[-1][1:3] == (3, 3) and reports[-1][3] == "shouting"
+    assert app.get("trim_words").fn(["hello", "world"], [2, 3]) == [["he", "wor"]]
+    with pytest.raises(Error, match="no shouting allowed") as refused:
+        app.get("shout").fn("fail")
+    assert refused.value.title == "Refused"
+
+
+def test_a_generator_streams_with_gradios_diffs() -> None:
+    app = load_app("tests.apps.gradio_apps:chat")
+    function = app.functions[0]
+    assert function.api_name == "reply" and function.inputs == ["textbox", "state"]
+    chunks = list(function.fn("hey", None))
+    assert chunks[-1][0] == "You said: hey" and len(chunks) == len("You said: hey")
+    assert function.chunk_diff is not None
+    assert function.chunk_diff(chunks[0], chunks[1])[0] == [["append", [], "o"]]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("tests.apps.gradio_apps:timer", r"event 'clock' \(<lambda>\) runs on a timer"),
+        ("tests.apps.gradio_apps:unqueued", r"event 'instant' \(<lambda>\) sets queue=False"),
+    ],
+)
+def test_what_surge_cannot_honour_is_refused_at_start_naming_the_event(spec: str, message: str) -> None:
+    with pytest.raises(Unsupported, match=message):
+        load_app(spec)
+
+
+def test_state_shared_between_events_is_refused() -> None:
+    with gr.Blocks() as shared:
+        count = gr.State(0)
+        box = gr.Textbox()
+        box.submit(lambda n: n + 1, count, count, api_name="bump")
+        box.change(lambda n: str(n), count, box, api_name="show")
+    with pytest.raises(Unsupported, match=r"event 'bump' .* writes a gr.State that event 'show' reads"):
+        GradioApp(shared)
