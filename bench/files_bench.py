@@ -74,7 +74,6 @@ def import_times(runs: int) -> None:
     env = {
         **base,
         "PYTHONPATH": os.pathsep.join(str(root / p) for p in ("layers/surge", "functions/api", ".")),
-        "JOBS_TABLE_NAME": "j",
         "EVENTS_TABLE_NAME": "e",
         "STATE_TABLE_NAME": "s",
         "QUEUE_URL_PREFIX": "https://sqs.us-east-1.amazonaws.com/1/x-",

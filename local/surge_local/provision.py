@@ -14,7 +14,6 @@ from surge.application import App
 
 @dataclass(frozen=True)
 class Resources:
-    jobs_table_name: str
     events_table_name: str
     state_table_name: str
     queue_url_prefix: str
@@ -29,7 +28,7 @@ def provision(
     client_kwargs: Mapping[str, str] | None = None,
     endpoints: Mapping[str, str] | None = None,
 ) -> Resources:
-    """Create (idempotently) the three tables and, per function, a queue with its dead-letter queue.
+    """Create (idempotently) the two tables and, per function, a queue with its dead-letter queue.
 
     `client_kwargs` go to `boto3.client` (the emulator's endpoint and fake credentials, locally);
     `endpoints` ("sqs", "dynamodb" -> URL) override its `endpoint_url` per service.
@@ -44,7 +43,6 @@ def provision(
     dynamodb = boto3.client("dynamodb", **per_service["dynamodb"])
     sqs = boto3.client("sqs", **per_service["sqs"])
     tables: dict[str, list[tuple[str, Any]]] = {
-        "jobs": [("job_id", "HASH")],
         "events": [("session_hash", "HASH"), ("sk", "RANGE")],
         "state": [("pk", "HASH"), ("sk", "RANGE")],
     }
@@ -72,7 +70,7 @@ def provision(
         )["QueueUrl"]
     url_prefix = queue_url[: len(queue_url) - len(app.functions[-1].api_name)] if app.functions else ""
     return Resources(
-        f"{prefix}jobs", f"{prefix}events", f"{prefix}state", url_prefix, files_bucket(prefix, per_service["dynamodb"])
+        f"{prefix}events", f"{prefix}state", url_prefix, files_bucket(prefix, per_service["dynamodb"])
     )
 
 

@@ -221,7 +221,6 @@ def test_local_env_file_names_what_the_local_emulator_gets_provisioned(stack: De
     `provision` creates and every setting the handlers require."""
     variables = load_event("local-env.json")["Parameters"]
     settings = Settings.from_env(variables)
-    assert settings.jobs_table_name == stack.settings.jobs_table_name
     assert settings.events_table_name == stack.settings.events_table_name
     assert settings.state_table_name == stack.settings.state_table_name
     assert settings.queue_url_prefix.startswith(variables["AWS_ENDPOINT_URL"])

@@ -65,7 +65,6 @@ class Recorder:
 
     def table(self, name: str) -> str:
         tables = {
-            self.settings.jobs_table_name: "jobs",
             self.settings.events_table_name: "events",
             self.settings.state_table_name: "state",
         }
@@ -216,9 +215,8 @@ def _deadletter_calls(recorder: Recorder) -> None:
 
 # ---- what the template grants -------------------------------------------------------------------------
 
-ROOT_RESOURCES = {"JobsTable": "jobs", "EventsTable": "events", "StateTable": "state"}
+ROOT_RESOURCES = {"EventsTable": "events", "StateTable": "state"}
 NESTED_RESOURCES = {
-    "${JobsTableName}": "jobs",
     "${EventsTableName}": "events",
     "${StateTableName}": "state",
     "Queue": "queue",

@@ -602,7 +602,7 @@ def test_task_asks_for_one_gpu_only_on_gpu_instances(service: Template) -> None:
 # ---- state, outputs, packaging ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("table", ["JobsTable", "EventsTable", "StateTable"])
+@pytest.mark.parametrize("table", ["EventsTable", "StateTable"])
 def test_tables_are_on_demand_expire_items_and_switch_recovery(template: Template, table: str) -> None:
     properties = template["Resources"][table]["Properties"]
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
@@ -613,7 +613,7 @@ def test_tables_are_on_demand_expire_items_and_switch_recovery(template: Templat
 
 def test_outputs_give_the_endpoint_tables_and_queues(template: Template) -> None:
     outputs = template["Outputs"]
-    public = {"ApiUrl", "JobsTableName", "EventsTableName", "StateTableName", "QueueUrlPrefix", "QueueNames"}
+    public = {"ApiUrl", "EventsTableName", "StateTableName", "QueueUrlPrefix", "QueueNames"}
     assert public <= set(outputs)
     url = "https://${SurgeApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/live/"
     assert outputs["ApiUrl"]["Value"] == {"Fn::Sub": url}

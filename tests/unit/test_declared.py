@@ -43,7 +43,7 @@ def test_the_front_of_a_declared_gradio_app_never_imports_gradio(tmp_path: Path)
         "import sys; from surge.settings import Settings; from surge.wiring import build_front; "
         "from surge.front import create_api_app; "
         f"s = Settings(app_module='examples.gradio_image_app:demo', app_declaration_path={str(path)!r}, "
-        "jobs_table_name='j', events_table_name='e', state_table_name='s', queue_url_prefix='q-', "
+        "events_table_name='e', state_table_name='s', queue_url_prefix='q-', "
         "files_bucket_name='f'); "
         "service = build_front(s); create_api_app(service); "
         "print(service.config['dependencies'][0]['api_name'], 'gradio' in sys.modules)"

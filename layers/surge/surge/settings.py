@@ -13,7 +13,6 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     app_module: str
-    jobs_table_name: str
     events_table_name: str
     state_table_name: str
     queue_url_prefix: str
