@@ -51,3 +51,52 @@ def per_million(join_s: float, stream_s: float, sqs_calls: float, write_units: f
         dynamodb_writes=m * write_units * DYNAMODB_PER_WRU,
         dynamodb_reads=m * read_units * DYNAMODB_PER_RRU,
     )
+
+
+# ---- by stream mode and wait (README "Cost") ------------------------------------------------------
+
+MANAGED_INSTANCE_PER_H = 0.0816
+"""m7g.large (2 vCPU, 8 GiB, arm64) on demand, us-east-1: the managed-instances stream's EC2 unit."""
+MANAGED_FEE = 0.15
+"""Lambda Managed Instances' management fee on the EC2 price."""
+ENVIRONMENTS_PER_INSTANCE = 2
+"""Execution environments of `StreamManagedMemoryMB` = 2 GB on one m7g.large (8 GiB, 2 vCPU)."""
+STREAMS_PER_ENVIRONMENT = 64
+"""`StreamConcurrencyPerEnvironment`'s default: concurrent streams one environment serves."""
+ALWAYS_ON_ENVIRONMENTS = 3
+"""Managed instances keep at least three environments running (no scale to zero)."""
+HOURS_PER_MONTH = 730
+STREAM_TAIL_S = 1.3
+"""Seconds a stream stays open beyond the wait: the run and the closing frames."""
+
+
+@dataclass(frozen=True)
+class ModeCost:
+    mode: str
+    wait_s: float
+    front_and_queue: float
+    """Dollars per million predictions: API Gateway, Lambda, the stream's compute, DynamoDB, SQS."""
+
+
+def by_mode(wait_s: float, join_s: float, sqs_calls: float, write_units: float, read_units: float) -> list[ModeCost]:
+    """Front and queue cost per million predictions for each stream mode at this wait."""
+    stream_s = wait_s + STREAM_TAIL_S
+    on_demand = per_million(join_s, stream_s, sqs_calls, write_units, read_units)
+    stream_instance_h = PER_MILLION * stream_s / 3600 / (STREAMS_PER_ENVIRONMENT * ENVIRONMENTS_PER_INSTANCE)
+    managed = (
+        on_demand.total - on_demand.lambda_stream_gb_s + stream_instance_h * MANAGED_INSTANCE_PER_H * (1 + MANAGED_FEE)
+    )
+    return [ModeCost("on demand", wait_s, on_demand.total), ModeCost("managed instances", wait_s, managed)]
+
+
+def managed_floor_per_month() -> float:
+    """What the managed-instances stream costs with no traffic: its always-on environments."""
+    instances = ALWAYS_ON_ENVIRONMENTS / ENVIRONMENTS_PER_INSTANCE
+    return instances * MANAGED_INSTANCE_PER_H * (1 + MANAGED_FEE) * HOURS_PER_MONTH
+
+
+def crossover_per_month(wait_s: float, join_s: float, sqs_calls: float, write_units: float, read_units: float) -> float:
+    """Predictions per month above which managed instances cost less than on-demand streams (floor included)."""
+    on_demand, managed = by_mode(wait_s, join_s, sqs_calls, write_units, read_units)
+    saving_per_prediction = (on_demand.front_and_queue - managed.front_and_queue) / PER_MILLION
+    return managed_floor_per_month() / saving_per_prediction if saving_per_prediction > 0 else float("inf")

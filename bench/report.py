@@ -115,6 +115,37 @@ def cost_table(cells: Sequence[Any]) -> list[str]:
     return lines
 
 
+def mode_table(cells: Sequence[Any]) -> list[str]:
+    """Front and queue per million predictions by stream mode and wait, from sim_gpu at 64 users' counts."""
+    cell = _find(cells, "surge", "sim_gpu", 1, 64)
+    if cell is None or not cell.completed:
+        return []
+    s = _summary(cell)
+    join_s = _join_floor_s(cells)
+    rows = [
+        "### Cost by stream mode and wait",
+        "",
+        "Per million predictions, front and queue (API Gateway, Lambda, the stream's compute, DynamoDB, SQS), "
+        f"from the calls and units counted at sim_gpu, 64 users ({s['wru']:.2f} WRU, {s['rru']:.2f} RRU, "
+        f"{s['sqs']:.2f} SQS calls per request), for a stream that waits W and then about "
+        f"{cost.STREAM_TAIL_S:g} s more. Managed instances: m7g.large at ${cost.MANAGED_INSTANCE_PER_H}/h + "
+        f"{cost.MANAGED_FEE:.0%}, {cost.ENVIRONMENTS_PER_INSTANCE} environments of 2 GB per instance, "
+        f"{cost.STREAMS_PER_ENVIRONMENT} streams per environment, no duration charge; its floor is "
+        f"{cost.ALWAYS_ON_ENVIRONMENTS} environments always on, ${cost.managed_floor_per_month():,.0f} a month.",
+        "",
+        "| W | on demand | managed instances | managed cheaper above (predictions a month) |",
+        "|---|---|---|---|",
+    ]
+    for wait_s in (5, 30, 60):
+        on_demand, managed = cost.by_mode(wait_s, join_s, s["sqs"], s["wru"], s["rru"])
+        crossover = cost.crossover_per_month(wait_s, join_s, s["sqs"], s["wru"], s["rru"])
+        rows.append(
+            f"| {wait_s} s | ${on_demand.front_and_queue:,.2f} | ${managed.front_and_queue:,.2f} | "
+            f"{crossover / 1e6:,.1f} M |"
+        )
+    return rows
+
+
 def prices() -> str:
     """The list prices `cost.py` applies, as a sentence (from its constants)."""
     m = cost.PER_MILLION
@@ -438,6 +469,8 @@ def write(out: Path, meta: dict[str, Any], cells: Sequence[Any], client_cells: S
         "front's other calls.",
         "",
         *cost_table(cells),
+        "",
+        *mode_table(cells),
         "",
         "### Calls and capacity units per request by operation",
         "",
