@@ -11,7 +11,7 @@ import boto3
 
 from surge.models import Job, JobMessage
 from surge.settings import Settings
-from surge.store.aws import BOTO_CONFIG, aws_errors
+from surge.store.aws import aws_errors, client_config
 
 RECEIVE_LIMIT = 10
 """SQS returns at most 10 messages per receive."""
@@ -41,7 +41,7 @@ class Broker:
 
     @cached_property
     def client(self) -> Any:
-        return boto3.client("sqs", config=BOTO_CONFIG)
+        return boto3.client("sqs", config=client_config(self.settings))
 
     def send(self, job: Job) -> None:
         """Enqueue a job with its inputs (SQS takes up to 1 MiB; inputs are capped below that)."""

@@ -206,6 +206,7 @@ class SessionHub:
         """Counters reads so far (one per tick, whatever the number of sessions)."""
         self._soon: asyncio.Event | None = None
         self._joins: dict[str, int] = {}
+        self._forgetting: dict[str, set[str]] = {}
         self._joins_lock = threading.Lock()
 
     def attach(self, stream: SessionStream) -> None:
@@ -240,6 +241,19 @@ class SessionHub:
                 else:
                     del self._joins[session_hash]
             self.poke(session_hash)
+
+    def forgetting(self, session_hash: str, job_ids: list[str], started: bool) -> None:
+        """Jobs whose completion a closed stream delivered and is deleting now (`started`) or has deleted."""
+        held = self._forgetting.setdefault(session_hash, set())
+        if started:
+            held.update(job_ids)
+        else:
+            held.difference_update(job_ids)
+            if not held:
+                del self._forgetting[session_hash]
+
+    def forgotten(self, session_hash: str) -> set[str]:
+        return self._forgetting.get(session_hash, set())
 
     def is_joining(self, session_hash: str) -> bool:
         return session_hash in self._joins
@@ -381,7 +395,11 @@ class SessionStream:
         finally:
             self.hub.detach(self)
             waiting = [t.job for t in self.view.waiting()]
-            if not self.closed and waiting:
+            if self.closed:
+                with anyio.CancelScope(shield=True):
+                    await self._forget(self.view.delivered)
+                self.hub.forgetting(self.session_hash, self.view.delivered, False)
+            elif waiting:
                 asyncio.get_running_loop().create_task(self.hub.release_if_gone(self.session_hash, waiting))
 
     async def _messages(self) -> AsyncIterator[dict[str, Any]]:
@@ -396,8 +414,12 @@ class SessionStream:
                     yield message
                 last_read = time.monotonic()
                 if self._finished(last_read - opened):
-                    # Forget delivered jobs before the last frame: on Lambda nothing runs after it.
-                    await self._forget()
+                    # `close_stream` right behind the last completion, as Gradio sends it: the client's
+                    # next join must not reach a reader that is about to close. The delivered jobs are
+                    # forgotten after that frame but before the response ends (on Lambda nothing runs
+                    # after it), shielded from the client's disconnect; a stream of the session opened
+                    # here meanwhile treats them as delivered.
+                    self.hub.forgetting(self.session_hash, self.view.delivered, True)
                     self.closed = True
                     yield protocol.close_stream()
                     return
@@ -445,9 +467,20 @@ class SessionStream:
         """When to read the log next: soon while something can happen to the session, else a rescan."""
         running = self.view.running()
         counters = self.hub.counters[1] if self.hub.counters else None
-        if running or self.view.at_front(counters, self.hub.short_line) or not self.view.pending:
+        if running:
             return last_read + max(interval, self._expected_in_s(running))
+        if self.view.at_front(counters, self.hub.short_line):
+            # Next in line: it starts within about a batch (the one running ahead of it).
+            return last_read + max(interval, min(self.poll.max_s, self._front_wait_s()))
+        if not self.view.pending:
+            return last_read + interval
         return last_read + self.hub.settings.rescan_s
+
+    def _front_wait_s(self) -> float:
+        """The shortest smoothed batch time among the functions of the session's waiting jobs."""
+        times = [self.hub.batch_s(t.job.api_name) for t in self.view.waiting()]
+        known = [s for s in times if s is not None]
+        return min(known) / 2 if known else 0.0
 
     def _expected_in_s(self, running: list[Job]) -> float:
         """How long until the soonest running job is expected to finish (0 when unknown or late)."""
@@ -480,11 +513,12 @@ class SessionStream:
 
     async def _read(self) -> list[dict[str, Any]]:
         jobs = await self._call(self.store.read_session, self.session_hash)
+        forgotten = self.hub.forgotten(self.session_hash)
+        jobs = [job for job in jobs if job.job_id not in forgotten]
         self.reads += 1
         return self.view.take(jobs, time.monotonic(), self.hub.batch_s)
 
-    async def _forget(self) -> None:
-        delivered = self.view.delivered
+    async def _forget(self, delivered: list[str]) -> None:
         if delivered:
             try:
                 await anyio.to_thread.run_sync(self.store.forget, self.session_hash, delivered)

@@ -33,6 +33,8 @@ class Settings(BaseModel):
     about 1/n of the joins (one DynamoDB item takes about 1,000 write units a second)."""
     counters_tick_s: float = 0.5
     """How often a stream process reads the counters, once for every session it holds."""
+    boto_max_pool_connections: int = 128
+    """HTTP connections each AWS client of a process keeps (its threads share them)."""
     thread_pool_size: int = 256
     """Threads a front process runs its blocking AWS calls on (anyio's default is 40): one process holds
     many streams and joins at once, and each call mostly waits on the network."""

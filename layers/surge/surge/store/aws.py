@@ -27,6 +27,13 @@ BOTO_CONFIG = Config(
     connect_timeout=3,
     read_timeout=10,
 )
+
+
+def client_config(settings: Settings) -> Config:
+    """The SDK's settings for every AWS client of a process: connections sized for its threads."""
+    return BOTO_CONFIG.merge(Config(max_pool_connections=settings.boto_max_pool_connections))
+
+
 TRANSACTION_LIMIT = 100
 CONFLICT_RETRIES = 8
 """How often a transaction cancelled only by `TransactionConflict` (another transaction touched one of
@@ -89,7 +96,7 @@ class Table:
 
     @cached_property
     def client(self) -> DynamoDBClient:
-        return boto3.client("dynamodb", config=BOTO_CONFIG)
+        return boto3.client("dynamodb", config=client_config(self.settings))
 
 
 class Conflicted(Unavailable):
