@@ -33,9 +33,6 @@ from surge.store import BatchRecord, Completion, Store
 T = TypeVar("T")
 logger = logging.getLogger("surge.worker")
 
-PREFETCH_PAUSE_S = 1.0
-"""After a look ahead that found the queue empty, how long a worker does not look ahead again."""
-
 BATCH_RECORD_EVERY_S = 1.0
 """A worker records at most one batch per this interval (the status page's batch log and the front's
 statistics need no write per short batch)."""
@@ -122,7 +119,6 @@ class Worker:
         self.avg_batch_size: float | None = None
         self.batches = 0
         self._logged_at = -BATCH_RECORD_EVERY_S
-        self._prefetch_paused_until = 0.0
         self.heartbeat_s = max(0.2, min(settings.lease_ttl_s, settings.visibility_timeout_s) / 3)
         self.beat_ok_at = 0.0
         """When (monotonic) the heartbeat last landed: until `lease_ttl_s` after it, no other worker
@@ -210,12 +206,9 @@ class Worker:
                 ahead.result()  # what it gathered is in hand: `serve` gives it back
 
     def _prefetch(self, deliveries: list[Delivery]) -> bool:
-        """Whether to take what is already queued while this batch runs: the batch is full, no concurrency
-        limit stands in the way, and the last such look found something (an empty look is a paid call:
-        after one, the next waits `PREFETCH_PAUSE_S`)."""
-        if self.limit is not None or len(deliveries) < self.function.receive_batch_size:
-            return False
-        return time.monotonic() >= self._prefetch_paused_until
+        """Whether to take what is already queued while this batch runs: the batch is full and no
+        concurrency limit stands in the way (there the next batch waits for a lease others may get first)."""
+        return self.limit is None and len(deliveries) >= self.function.receive_batch_size
 
     def _gather(self, wait_s: int | None = None) -> list[Delivery]:
         """Long-poll for work (`wait_s`, default `poll_wait_s`), then top up to `max_batch_size`
@@ -224,8 +217,6 @@ class Worker:
         wait_s = self.settings.poll_wait_s if wait_s is None else wait_s
         deliveries = self.broker.receive(self.function.api_name, want, wait_s)
         self.hand.hold(deliveries)
-        if wait_s == 0 and not deliveries:
-            self._prefetch_paused_until = time.monotonic() + PREFETCH_PAUSE_S
         if not deliveries or not self.function.batch:
             return deliveries
         deadline = time.monotonic() + self.function.batch_wait_ms / 1000
