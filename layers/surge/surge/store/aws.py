@@ -98,6 +98,28 @@ class Table:
     def client(self) -> DynamoDBClient:
         return boto3.client("dynamodb", config=client_config(self.settings))
 
+    def query(self, what: str, *, paginate: bool = True, **kwargs: Any) -> list[dict[str, Any]]:
+        """The items of one query: every page, or only the first when `paginate` is False (a `Limit`)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            with aws_errors(what):
+                response: Any = self.client.query(**kwargs)
+            items.extend(response.get("Items", []))
+            if not paginate or "LastEvaluatedKey" not in response:
+                return items
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def state_partition(self, what: str, pk: str, **extra: Any) -> list[dict[str, Any]]:
+        """The items of one partition of the state table (the first page only when `Limit` is given)."""
+        return self.query(
+            what,
+            paginate="Limit" not in extra,
+            TableName=self.settings.state_table_name,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": s(pk)},
+            **extra,
+        )
+
 
 class Conflicted(Unavailable):
     """A transaction kept meeting concurrent ones on its items: nothing of it was applied."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -88,13 +87,7 @@ class FleetStore(Table):
     def held_leases(self, group: str) -> int:
         """Leases of the group that have not expired (running batches, fleet-wide)."""
         now = time.time()
-        with aws_errors("Reading leases"):
-            items = self.client.query(
-                TableName=self.settings.state_table_name,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": s(f"lease#{group}")},
-                ConsistentRead=True,
-            ).get("Items", [])
+        items = self.state_partition("Reading leases", f"lease#{group}", ConsistentRead=True)
         return sum(1 for item in items if float(item["lease_until"]["N"]) >= now)
 
     # ---- workers and statistics -----------------------------------------------------------------
@@ -127,12 +120,7 @@ class FleetStore(Table):
     def fleet(self, api_name: str) -> Fleet:
         """The function's live workers and, when none is live, until when one is expected (one query)."""
         now = time.time()
-        with aws_errors("Reading workers"):
-            items = self.client.query(
-                TableName=self.settings.state_table_name,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": s(f"workers#{api_name}")},
-            ).get("Items", [])
+        items = self.state_partition("Reading workers", f"workers#{api_name}")
         workers = {
             item["sk"]["S"]: int(item["slots"]["N"])
             for item in items
@@ -166,14 +154,7 @@ class FleetStore(Table):
 
     def stats(self, api_name: str) -> FunctionStats:
         """The function's smoothed batch duration and size, from its latest batch record (one read)."""
-        with aws_errors("Reading statistics"):
-            items = self.client.query(
-                TableName=self.settings.state_table_name,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": s(f"batches#{api_name}")},
-                ScanIndexForward=False,
-                Limit=1,
-            ).get("Items", [])
+        items = self.state_partition("Reading statistics", f"batches#{api_name}", ScanIndexForward=False, Limit=1)
         if not items or "avg_batch_s" not in items[0]:
             return FunctionStats()
         item = items[0]
@@ -214,14 +195,9 @@ class FleetStore(Table):
 
     def recent_batches(self, api_name: str, limit: int) -> list[BatchRecord]:
         """The function's last `limit` batches, oldest first."""
-        with aws_errors("Reading recent batches"):
-            items = self.client.query(
-                TableName=self.settings.state_table_name,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": s(f"batches#{api_name}")},
-                ScanIndexForward=False,
-                Limit=limit,
-            ).get("Items", [])
+        items = self.state_partition(
+            "Reading recent batches", f"batches#{api_name}", ScanIndexForward=False, Limit=limit
+        )
         return [
             BatchRecord(
                 finished_at=float(item["finished_at"]["N"]),
@@ -260,26 +236,18 @@ class FleetStore(Table):
 
     def depth_history(self, since: float) -> list[DepthSample]:
         """Depth samples from epoch second `since` on, oldest first."""
-        samples: list[DepthSample] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.settings.state_table_name,
-            "KeyConditionExpression": "pk = :pk AND sk >= :since",
-            "ExpressionAttributeValues": {":pk": s("depth#app"), ":since": s(f"{max(0, int(since)):012d}")},
-        }
-        while True:
-            with aws_errors("Reading queue depth history"):
-                response = self.client.query(**kwargs)
-            for item in response.get("Items", []):
-                samples.append(
-                    DepthSample(
-                        t=float(item["sk"]["S"]),
-                        waiting=int(item["waiting"]["N"]),
-                        groups=json.loads(item["groups"]["S"]),
-                    )
-                )
-            if "LastEvaluatedKey" not in response:
-                return samples
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        items = self.query(
+            "Reading queue depth history",
+            TableName=self.settings.state_table_name,
+            KeyConditionExpression="pk = :pk AND sk >= :since",
+            ExpressionAttributeValues={":pk": s("depth#app"), ":since": s(f"{max(0, int(since)):012d}")},
+        )
+        return [
+            DepthSample(
+                t=float(item["sk"]["S"]), waiting=int(item["waiting"]["N"]), groups=json.loads(item["groups"]["S"])
+            )
+            for item in items
+        ]
 
 
 # ---- operator view: shapes returned by the block at the end of `Store` -------------------------------

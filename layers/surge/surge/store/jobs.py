@@ -13,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from surge.errors import Unavailable
 from surge.models import Job, JobState
 from surge.store.admission import leave_items
 from surge.store.aws import TRANSACTION_LIMIT, Table, Transaction, aws_errors, n, s
@@ -42,20 +43,14 @@ class Claim:
 class JobStore(Table):
     def read_session(self, session_hash: str) -> list[Job]:
         """Every job of a session (strongly consistent), oldest first."""
-        jobs: list[Job] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.settings.events_table_name,
-            "KeyConditionExpression": "session_hash = :s",
-            "ExpressionAttributeValues": {":s": s(session_hash)},
-            "ConsistentRead": True,
-        }
-        while True:
-            with aws_errors("Reading the session"):
-                response = self.client.query(**kwargs)
-            jobs.extend(job_of(item) for item in response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                return sorted(jobs, key=lambda job: job.created_at)
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        items = self.query(
+            "Reading the session",
+            TableName=self.settings.events_table_name,
+            KeyConditionExpression="session_hash = :s",
+            ExpressionAttributeValues={":s": s(session_hash)},
+            ConsistentRead=True,
+        )
+        return sorted((job_of(item) for item in items), key=lambda job: job.created_at)
 
     def get_job(self, session_hash: str, job_id: str) -> Job | None:
         with aws_errors("Reading the job"):
@@ -223,8 +218,6 @@ class JobStore(Table):
                 if not unprocessed:
                     break
             else:
-                from surge.errors import Unavailable
-
                 raise Unavailable(f"{what} failed; please try again shortly.")
 
     # ---- ending jobs that never ran, and forgetting delivered ones --------------------------------
