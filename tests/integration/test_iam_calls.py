@@ -222,6 +222,8 @@ NESTED_RESOURCES = {
     "Queue": "queue",
     "DeadLetterQueue": "dlq",
 }
+ROOT_PATTERNS = {"${AWS::StackName}-*-dlq": "dlq"}
+"""ARNs the root stack grants by name pattern (the dead-letter role drains every function's queue)."""
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,7 @@ def _resource(node: Any) -> str:
         name = node["Fn::GetAtt"][0]
         return ROOT_RESOURCES.get(name) or NESTED_RESOURCES[name]
     text = node["Fn::Sub"]
-    return next(value for key, value in NESTED_RESOURCES.items() if text.endswith(key))
+    return next(value for key, value in {**NESTED_RESOURCES, **ROOT_PATTERNS}.items() if text.endswith(key))
 
 
 def _grants(holder: dict[str, Any], api_name: str = "") -> list[Grant]:

@@ -34,3 +34,43 @@ def test_a_burst_of_misses_loads_once() -> None:
         values = {f.result() for f in again}
     assert len(loads) == 2, "an expired value is reloaded once"
     assert values <= {1, 2}, "the others get the stale value meanwhile"
+
+
+def test_an_event_loop_never_reads_it_takes_cached_values_and_a_thread_reads_what_was_stale() -> None:
+    from surge.application import App
+    from surge.eta import Estimator
+    from surge.models import FunctionStats
+    from surge.store.fleet import Fleet
+
+    app = App()
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], api_name="f", eta_hint_s=3.0)
+    def f(text: str) -> str:
+        return text
+
+    reads: list[str] = []
+
+    def stats(api_name: str) -> FunctionStats:
+        reads.append("stats")
+        return FunctionStats(avg_batch_s=0.5, batches=4)
+
+    def fleet(api_name: str) -> Fleet:
+        reads.append("fleet")
+        return Fleet(workers={"w1": 1})
+
+    estimator = Estimator(app, stats, fleet, ttl_s=0.05)
+    function = app.get("f")
+    # Nothing read yet: the loop gets the hint and no read, and the miss is noted for a thread.
+    assert estimator.eta(function, 0, wait=False) == 3.0
+    assert estimator.fleet(function, wait=False) is None
+    assert reads == [] and estimator.due
+    estimator.load_due()
+    assert sorted(reads) == ["fleet", "stats"] and not estimator.due
+    assert estimator.batch_s(function, wait=False) == 0.5
+    assert estimator.fleet(function, wait=False) == Fleet(workers={"w1": 1})
+    time.sleep(0.06)
+    # Expired: still no read on the loop, the stale value serves until the thread reloads it.
+    assert estimator.batch_s(function, wait=False) == 0.5
+    assert len(reads) == 2 and estimator.due
+    estimator.load_due()
+    assert len(reads) == 3, "only the stale statistics were read again"

@@ -57,9 +57,28 @@ class TimedCache:
         self.ttl_s = ttl_s
         self._values: dict[str, tuple[float, Any]] = {}
         self._loading = threading.Lock()
+        self._due: dict[str, Callable[[], Any]] = {}
 
     def forget(self, key: str) -> None:
         self._values.pop(key, None)
+
+    def peek(self, key: str, load: Callable[[], T]) -> T | None:
+        """The cached value however old (None before the first read), never blocking: for an event
+        loop. A stale or missing value is noted, and read by the next `load_due` (in a thread)."""
+        hit = self._values.get(key)
+        if hit is None or time.monotonic() - hit[0] >= self.ttl_s:
+            self._due[key] = load
+        return None if hit is None else hit[1]
+
+    @property
+    def due(self) -> bool:
+        return bool(self._due)
+
+    def load_due(self) -> None:
+        """Read what `peek` found stale or missing (blocking: call it from a thread)."""
+        due, self._due = self._due, {}
+        for key, load in due.items():
+            self.get(key, load)
 
     def get(self, key: str, load: Callable[[], T]) -> T:
         """The cached value, or a fresh one. Only one thread loads at a time: the others take the
@@ -104,29 +123,49 @@ class Estimator:
         self._fleet = fleet
         self._cache = TimedCache(ttl_s)
 
-    def stats(self, function: Function) -> FunctionStats:
-        return self._cache.get(f"stats#{function.api_name}", lambda: self._stats(function.api_name))
+    def stats(self, function: Function, wait: bool = True) -> FunctionStats:
+        """`wait=False` (an event loop): the cached value, however old, or none yet; never a read."""
+        key, load = f"stats#{function.api_name}", lambda: self._stats(function.api_name)
+        if wait:
+            return self._cache.get(key, load)
+        return self._cache.peek(key, load) or FunctionStats()
 
-    def fleet(self, function: Function) -> Fleet:
-        return self._cache.get(f"fleet#{function.api_name}", lambda: self._fleet(function.api_name))
+    def fleet(self, function: Function, wait: bool = True) -> Fleet | None:
+        """The function's live workers; with `wait=False`, None before the first read."""
+        key, load = f"fleet#{function.api_name}", lambda: self._fleet(function.api_name)
+        return self._cache.get(key, load) if wait else self._cache.peek(key, load)
+
+    def note(self, function: Function) -> None:
+        """Have the next `load_due` read the function's statistics and fleet unless they are fresh."""
+        self.stats(function, wait=False)
+        self.fleet(function, wait=False)
+
+    @property
+    def due(self) -> bool:
+        """Whether a `wait=False` call found a value stale or missing: `load_due` reads it."""
+        return self._cache.due
+
+    def load_due(self) -> None:
+        self._cache.load_due()
 
     def fleet_changed(self, function: Function) -> None:
         """This process changed the function's fleet (it woke a worker): read it afresh next time."""
         self._cache.forget(f"fleet#{function.api_name}")
 
-    def slots(self, function: Function) -> int:
-        return slots_for(self.fleet(function).workers, self.app.concurrency_limit(function.concurrency_id))
+    def slots(self, function: Function, wait: bool = True) -> int:
+        fleet = self.fleet(function, wait)
+        return slots_for(fleet.workers if fleet else {}, self.app.concurrency_limit(function.concurrency_id))
 
-    def eta(self, function: Function, rank: int) -> float | None:
-        eta = estimate_eta(function, rank, self.stats(function), self.slots(function))
-        fleet = self.fleet(function)
-        if eta is None or fleet.workers or fleet.starting_until is None:
+    def eta(self, function: Function, rank: int, wait: bool = True) -> float | None:
+        eta = estimate_eta(function, rank, self.stats(function, wait), self.slots(function, wait))
+        fleet = self.fleet(function, wait)
+        if eta is None or fleet is None or fleet.workers or fleet.starting_until is None:
             return eta
         return eta + max(0.0, fleet.starting_until - time.time())
 
-    def batch_s(self, function: Function) -> float | None:
+    def batch_s(self, function: Function, wait: bool = True) -> float | None:
         """The function's smoothed batch duration (its hint before the first run)."""
-        return self.stats(function).avg_batch_s or function.eta_hint_s
+        return self.stats(function, wait).avg_batch_s or function.eta_hint_s
 
     def retry_after_s(self, function: Function) -> int:
         return max(1, math.ceil(self.batch_s(function) or 5.0))

@@ -109,7 +109,10 @@ class FrontService:
         """With no live worker of the function, wake its service (rate-limited, idempotent) and tell
         every front when a worker is expected. Autoscaling alone can take a quarter of an hour to notice
         a queue that was idle for hours."""
-        if self.waker is None or self.estimator.fleet(function).workers:
+        if self.waker is None:
+            return
+        fleet = self.estimator.fleet(function)
+        if fleet is None or fleet.workers:
             return
         state = self.waker.wake(function.api_name)
         if state.starting and state.asked:

@@ -35,7 +35,7 @@ logger = logging.getLogger("surge.session")
 HISTORY = 64
 """Counters reads a hub remembers (at one per tick, half a minute), to bound each new job's place from below."""
 
-FRESH_GAP_S = 0.05
+FRESH_GAP_S = 0.2
 """The least time between two counters reads of a process, however many streams ask for a fresh one."""
 
 
@@ -296,6 +296,7 @@ class SessionHub:
                 self.history.append((time.time(), counters))
             except Unavailable as error:
                 logger.warning("counters read failed (%s); retrying", error.detail)
+            await self.refresh_estimates()
             tick, self._tick = self._tick, asyncio.Event()
             if tick is not None:
                 tick.set()
@@ -304,6 +305,21 @@ class SessionHub:
             soon.clear()
             with anyio.move_on_after(max(0.0, self.settings.counters_tick_s - FRESH_GAP_S)):
                 await soon.wait()
+
+    async def refresh_estimates(self, jobs: list[Job] | None = None) -> None:
+        """Read, in a thread, the statistics and fleets the loop found stale (and those of `jobs`' functions,
+        before their first estimation): `eta`, `batch_s` and `served` run on the event loop and only
+        ever take cached values."""
+        names = {job.api_name for job in jobs or []}
+        for function in self.app.functions:
+            if function.api_name in names:
+                self.estimator.note(function)
+        if not self.estimator.due:
+            return
+        try:
+            await anyio.to_thread.run_sync(self.estimator.load_due)
+        except Unavailable as error:
+            logger.warning("statistics read failed (%s); estimates stay as they were", error.detail)
 
     def before(self, created_at: float) -> Counters | None:
         """The newest counters read that ended before `created_at` (epoch), if still remembered."""
@@ -316,20 +332,21 @@ class SessionHub:
 
     def eta(self, job: Job, rank: int) -> float | None:
         try:
-            return self.estimator.eta(self.app.get(job.api_name), rank)
+            return self.estimator.eta(self.app.get(job.api_name), rank, wait=False)
         except (KeyError, Unavailable):
             return None
 
     def batch_s(self, api_name: str) -> float | None:
         try:
-            return self.estimator.batch_s(self.app.get(api_name))
+            return self.estimator.batch_s(self.app.get(api_name), wait=False)
         except (KeyError, Unavailable):
             return None
 
     def served(self, job: Job) -> bool:
-        """Whether a worker of the job's function is live (cached; an unknown function counts as served)."""
+        """Whether a worker of the job's function is live (cached; unknown counts as served)."""
         try:
-            return bool(self.estimator.fleet(self.app.get(job.api_name)).workers)
+            fleet = self.estimator.fleet(self.app.get(job.api_name), wait=False)
+            return fleet is None or bool(fleet.workers)
         except (KeyError, Unavailable):
             return True
 
@@ -468,7 +485,7 @@ class SessionStream:
         running = self.view.running()
         counters = self.hub.counters[1] if self.hub.counters else None
         if running:
-            return last_read + max(interval, self._expected_in_s(running))
+            return last_read + max(interval, self._expected_in_s(running), self._late_poll_s(running))
         if self.view.at_front(counters, self.hub.short_line):
             # Next in line: it starts within about a batch (the one running ahead of it).
             return last_read + max(interval, min(self.poll.max_s, self._front_wait_s()))
@@ -481,6 +498,14 @@ class SessionStream:
         times = [self.hub.batch_s(t.job.api_name) for t in self.view.waiting()]
         known = [s for s in times if s is not None]
         return min(known) / 2 if known else 0.0
+
+    def _late_poll_s(self, running: list[Job]) -> float:
+        """How often to look at a batch that runs past its expected end: a quarter of its function's
+        smoothed batch time (0 while output streams, or before a batch time is known)."""
+        times = [None if self.hub.streaming(job.api_name) else self.hub.batch_s(job.api_name) for job in running]
+        if not times or any(s is None for s in times):
+            return 0.0
+        return min(self.poll.max_s, min(s for s in times if s is not None) / 4)
 
     def _expected_in_s(self, running: list[Job]) -> float:
         """How long until the soonest running job is expected to finish (0 when unknown or late)."""
@@ -516,6 +541,7 @@ class SessionStream:
         forgotten = self.hub.forgotten(self.session_hash)
         jobs = [job for job in jobs if job.job_id not in forgotten]
         self.reads += 1
+        await self.hub.refresh_estimates(jobs)
         return self.view.take(jobs, time.monotonic(), self.hub.batch_s)
 
     async def _forget(self, delivered: list[str]) -> None:
