@@ -185,11 +185,13 @@ class Worker:
                 current, ahead = ahead, None
                 deliveries = current.result() if current is not None else self._gather()
                 if self._prefetch(deliveries):
-                    # A full batch means more may wait: take what is already queued (no long poll, so a
-                    # killed worker leaves no receive behind) while this batch runs, so the device goes
-                    # from batch to batch without waiting for the queue round trips. Not under a
-                    # concurrency limit: there the next batch waits for a lease that others may get first.
-                    ahead = self.ahead.submit(self._gather, 0)
+                    # A full batch means more may wait: the next receive (the same long poll the loop
+                    # would make next) runs while this batch does, so the device goes from batch to
+                    # batch without waiting for the queue round trips, and a queue that is empty now
+                    # costs no extra call (an immediate look came back empty and was followed by the
+                    # long poll: two receives per job for a lone user). Not under a concurrency limit:
+                    # there the next batch waits for a lease that others may get first.
+                    ahead = self.ahead.submit(self._gather)
                 if deliveries:
                     self._process(deliveries)
                 backoff = 0.1
