@@ -494,10 +494,12 @@ class SessionStream:
         return last_read + self.hub.settings.rescan_s
 
     def _front_wait_s(self) -> float:
-        """The shortest smoothed batch time among the functions of the session's waiting jobs."""
+        """The shortest smoothed batch time among the functions of the session's waiting jobs: a job at
+        the front starts when the batch ahead of it ends, within about that (reads are at most
+        `max_s` apart, so a long batch's start still shows within half a second)."""
         times = [self.hub.batch_s(t.job.api_name) for t in self.view.waiting()]
         known = [s for s in times if s is not None]
-        return min(known) / 2 if known else 0.0
+        return min(known) if known else 0.0
 
     def _late_poll_s(self, running: list[Job]) -> float:
         """How often to look at a batch that runs past its expected end: a quarter of its function's
