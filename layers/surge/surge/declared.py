@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     declared = declaration(app, args.app)  # before the page: rendering it sets the theme, as in a live front
     page = app.gradio_page() if args.page else None
     if page is not None:
-        page.write(Path(args.page))
+        for path in page.write(Path(args.page)):
+            print(f"{path}: left out of the page, larger than a Lambda response can carry")
         declared["page"] = os.path.relpath(args.page, out.parent)
     out.write_text(json.dumps(declared, separators=(",", ":")), encoding="utf-8")
 

@@ -20,6 +20,9 @@ from starlette.datastructures import URL
 ROOT_PLACEHOLDER = "__surge_root_url__"
 """The page's `config.root` at render time; each request gets its own root URL in its place."""
 INDEX, THEME, ASSETS, STATIC = "index.html", "theme.css", "assets", "static"
+LARGEST_RESPONSE_BYTES = 6 * 1024 * 1024
+"""A buffered Lambda response's limit: a written page leaves out the frontend's files above it (gradio 6.31:
+only `static/ffmpeg/ffmpeg-core.wasm`, 32 MB, which the page loads only to trim a `gr.Video`)."""
 
 SESSION_SHIM = """<script>(() => {
   const long = new Map();
@@ -87,13 +90,23 @@ class GradioPage:
             static=folder / STATIC,
         )
 
-    def write(self, folder: Path) -> None:
-        """The page and a copy of the frontend in `folder`, for a front that has no gradio to read them from."""
+    def write(self, folder: Path) -> list[Path]:
+        """The page and a copy of the frontend in `folder`, for a front that has no gradio to read them from;
+        returns the files left out (over `LARGEST_RESPONSE_BYTES`), as paths inside `folder`."""
         folder.mkdir(parents=True, exist_ok=True)
         (folder / INDEX).write_text(self.index_html, encoding="utf-8")
         (folder / THEME).write_text(self.theme_css, encoding="utf-8")
-        shutil.copytree(self.assets, folder / ASSETS, dirs_exist_ok=True)
-        shutil.copytree(self.static, folder / STATIC, dirs_exist_ok=True)
+        left_out: list[Path] = []
+        for source, name in ((self.assets, ASSETS), (self.static, STATIC)):
+
+            def too_large(directory: str, names: list[str], source: Path = source, name: str = name) -> set[str]:
+                paths = [Path(directory) / entry for entry in sorted(names)]
+                large = [path for path in paths if path.is_file() and path.stat().st_size > LARGEST_RESPONSE_BYTES]
+                left_out.extend(name / path.relative_to(source) for path in large)
+                return {path.name for path in large}
+
+            shutil.copytree(source, folder / name, dirs_exist_ok=True, ignore=too_large)
+        return left_out
 
 
 def root_url(request: Request) -> str:
