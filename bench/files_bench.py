@@ -80,7 +80,7 @@ def import_times(runs: int) -> None:
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     declared = Path(tempfile.mkdtemp()) / "app.json"
-    write_declaration(["examples.gradio_image_app:demo", str(declared)])
+    write_declaration(["examples.gradio_image_app:demo", str(declared), "--page", str(declared.parent / "page")])
     cases: tuple[tuple[str, str, dict[str, str]], ...] = (
         ("surge.App", "examples.demo_app:app", {}),
         ("gr.Interface", "examples.gradio_image_app:demo", {}),

@@ -94,6 +94,8 @@ class LocalStack:
     workers: int | Mapping[str, int] = 1
     tuning: Mapping[str, Any] = field(default_factory=dict)
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    front_env: Mapping[str, str] = field(default_factory=dict)
+    """Environment of the front process only, over `extra_env` (e.g. a front that reads a built AppLayer)."""
     quiet: bool = True
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -162,6 +164,7 @@ class LocalStack:
                 "warning",
                 "--no-access-log",
             ],
+            self.front_env,
         )
         for function in app.functions:
             count = self.workers if isinstance(self.workers, int) else self.workers.get(function.api_name, 1)

@@ -77,7 +77,9 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         "/gradio_api/heartbeat/{session_hash}",
         "/",
         "/status",
-        "/static/{name}",
+        "/static/{proxy+}",
+        "/theme.css",
+        "/assets/{proxy+}",
     }
     api_routes = [
         ("/config", "get"),
@@ -87,7 +89,9 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         ("/gradio_api/queue/join", "post"),
         ("/", "get"),
         ("/status", "get"),
-        ("/static/{name}", "get"),
+        ("/static/{proxy+}", "get"),
+        ("/theme.css", "get"),
+        ("/assets/{proxy+}", "get"),
     ]
     for path, method in api_routes:
         integration = _integration(cfn, path, method)
@@ -423,7 +427,7 @@ def test_files_bucket_is_private_expires_files_and_lets_no_role_list_it(cfn: Tem
     )
     variables = cfn["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["FILES_BUCKET_NAME"] == {"Ref": "FilesBucket"}
-    assert cfn["Resources"]["SurgeApi"]["Properties"]["BinaryMediaTypes"] == ["multipart~1form-data"]
+    assert cfn["Resources"]["SurgeApi"]["Properties"]["BinaryMediaTypes"][0] == "multipart~1form-data"
 
 
 def test_dead_letter_role_fails_jobs_and_drains_only_dead_letter_queues(cfn: Template, service: Template) -> None:
@@ -635,18 +639,36 @@ def test_outputs_give_the_endpoint_tables_and_queues(template: Template) -> None
 
 
 def _make_default(path: str, variable: str) -> str:
-    match = re.search(rf"^{variable} \?= (\S+)$", (ROOT / path).read_text(), re.MULTILINE)
+    match = re.search(rf"^{variable} \?= (.+)$", (ROOT / path).read_text(), re.MULTILINE)
     assert match, f"{variable} has no default in {path}"
     return match.group(1)
 
 
 def test_the_app_package_reaches_the_lambdas_and_the_image(template: Template) -> None:
-    package = default_parameters(template)["AppModule"].split(":")[0].split(".")[0]
-    assert _make_default("layers/app/Makefile", "APP_PACKAGE") == package
-    assert _make_default("functions/imagebuild/Makefile", "APP_PACKAGE") == package
+    app_module = default_parameters(template)["AppModule"]
+    package = app_module.split(":")[0].split(".")[0]
+    derived = "$(firstword $(subst ., ,$(firstword $(subst :, ,$(APP_MODULE)))))"
+    for makefile in ("layers/app/Makefile", "functions/imagebuild/Makefile"):
+        assert _make_default(makefile, "APP_MODULE") == app_module, makefile
+        assert _make_default(makefile, "APP_PACKAGE") == derived, makefile
     dockerfile = (ROOT / "gpu_worker/Dockerfile").read_text()
     assert f"ARG APP_PACKAGE={package}\n" in dockerfile
     assert (ROOT / package / "__init__.py").is_file()
+
+
+def test_the_front_functions_read_the_app_from_its_declaration_in_the_app_layer(template: Template) -> None:
+    """API and both stream modes: never the user's module nor gradio at a cold start (layers/app/Makefile
+    writes the declaration; tests/crossprocess/test_app_layer.py serves a front from that build)."""
+    for mode in ("OnDemand", "ManagedInstances"):
+        resources = resolved(template, {"StreamMode": mode})
+        stream = "StreamFunction" if mode == "OnDemand" else "ManagedStreamFunction"
+        for function in ("ApiFunction", stream):
+            properties = resources[function]["Properties"]
+            path = properties["Environment"]["Variables"]["APP_DECLARATION_PATH"]
+            assert path == "/opt/python/surge_declared/app.json", (function, path)
+            assert {"Ref": "AppLayer"} in properties["Layers"], function
+    assert template["Resources"]["AppLayer"]["Metadata"]["BuildMethod"] == "makefile"
+    assert 'DECLARED = $(ARTIFACTS_DIR)/python/surge_declared\n' in (ROOT / "layers/app/Makefile").read_text()
 
 
 def test_dashboard_body_is_valid_json_once_substituted(template: Template) -> None:

@@ -108,3 +108,24 @@ def test_local_only_modules_ship_in_neither_the_layer_nor_the_image(bundle: Path
         assert sources
         assert {path.name for path in sources} & LOCAL_ONLY == set(), shipped
         assert [path for path in sources if "surge_local" in path.read_text()] == [], shipped
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """name -> `==` version of a requirements file (comments and `-r` lines left out)."""
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    return dict(line.split("==", 1) for line in lines if "==" in line)
+
+
+def test_the_image_installs_the_examples_requirements_gradio_included_and_keeps_the_bases_torch(bundle: Path) -> None:
+    """A Gradio app's workers import gradio: the image installs `<package>/requirements.txt`, which the
+    bundle carries; gradio at the pin the tests run; no torch, so the GPU base's CUDA build stays."""
+    assert 'python -m pip install -r "${APP_PACKAGE}/requirements.txt"' in DOCKERFILE.read_text()
+    package = build_args()["APP_PACKAGE"]
+    requirements = ROOT / package / "requirements.txt"
+    assert (bundle / "context" / package / "requirements.txt").read_text() == requirements.read_text()
+    pins = _pins(requirements)
+    assert pins["gradio"] == _pins(ROOT / "requirements-dev.txt")["gradio"]
+    assert "torch" not in pins and pins["sentence-transformers"]
+    model = (ROOT / "requirements-model.txt").read_text()
+    assert f"-r {package}/requirements.txt" in model and "torch==" in model
+    assert not (set(_pins(ROOT / "gpu_worker/requirements.txt")) & set(pins))

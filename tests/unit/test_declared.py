@@ -8,16 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from surge import protocol
 from surge.application import load_app
-from surge.declared import DeclaredApp, declaration, main
+from surge.declared import DeclarationMismatch, DeclaredApp, declaration, main
+from surge.settings import Settings
+from surge.wiring import build_front
 
 FIELDS = ("fn_index", "api_name", "inputs", "outputs", "batch", "max_batch_size", "concurrency_limit", "concurrency_id")
 
 
 def _round_trip(spec: str) -> tuple[object, DeclaredApp]:
     app = load_app(spec)
-    return app, DeclaredApp(json.loads(json.dumps(declaration(app))))
+    return app, DeclaredApp(json.loads(json.dumps(declaration(app, spec))))
 
 
 def test_a_gradio_app_declared_serves_the_same_config_info_and_functions() -> None:
@@ -50,3 +54,24 @@ def test_the_front_of_a_declared_gradio_app_never_imports_gradio(tmp_path: Path)
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["sepia", "False"]
+
+
+def test_a_front_refuses_the_declaration_of_another_app(tmp_path: Path) -> None:
+    """A layer built for another app than the stack's AppModule would serve the wrong app without a word."""
+    path = tmp_path / "app.json"
+    main(["examples.demo_app:app", str(path)])
+    settings = Settings(
+        app_module="examples.gradio_image_app:demo",
+        app_declaration_path=str(path),
+        events_table_name="e",
+        state_table_name="s",
+        queue_url_prefix="q-",
+    )
+    with pytest.raises(DeclarationMismatch) as refused:
+        build_front(settings)
+    assert str(refused.value) == (
+        f"the app declaration {path} is of APP_MODULE=examples.demo_app:app, but APP_MODULE is "
+        "examples.gradio_image_app:demo: build the AppLayer for this app "
+        "(APP_MODULE=examples.gradio_image_app:demo sam build) or deploy with AppModule=examples.demo_app:app"
+    )
+    assert build_front(settings.model_copy(update={"app_module": "examples.demo_app:app"})).app.functions

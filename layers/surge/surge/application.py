@@ -6,9 +6,12 @@ import importlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from surge.settings import Settings
+
+if TYPE_CHECKING:
+    from surge.gradio_page import GradioPage
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -217,6 +220,10 @@ class App:
 
     def wire_info(self) -> dict[str, Any] | None:
         """The app's own `/gradio_api/info`, when it has one; None: Surge writes it."""
+        return None
+
+    def gradio_page(self) -> GradioPage | None:
+        """Gradio's own page for `/`, when the app has one (a Gradio app); None: Surge's visitor page."""
         return None
 
     def by_index(self, fn_index: int) -> Function | None:

@@ -2,30 +2,40 @@
 `/config`, `/info`), written where the app's own imports are at hand. The front of a Gradio app serves
 from it without importing gradio (seconds of every Lambda cold start, and a layer too large).
 
-`python -m surge.declared module:attribute out.json` writes one; `APP_DECLARATION_PATH` makes the front
-read it instead of importing `APP_MODULE`. Workers always import the app itself: they run it.
+`python -m surge.declared module:attribute out.json [--page DIR]` writes one (the AppLayer build does, for
+every app: layers/app/Makefile); `--page` also writes a Gradio app's page and gradio's frontend to DIR
+(`surge.gradio_page`). `APP_DECLARATION_PATH` makes the front read the declaration instead of importing
+`APP_MODULE`, and refuse one written for another app. Workers always import the app itself: they run it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from surge import protocol
 from surge.application import App, Function, Parameter, load_app
+from surge.gradio_page import GradioPage
 from surge.settings import Settings
 
-VERSION = 1
+VERSION = 2
 RUNS_ON_WORKERS = "A declared app's functions run on workers, which import the app itself."
 
 
-def declaration(app: App) -> dict[str, Any]:
-    """What the front needs of `app`, as JSON-ready values."""
+class DeclarationMismatch(ValueError):
+    """The declaration is of another app than the one `APP_MODULE` names."""
+
+
+def declaration(app: App, app_module: str) -> dict[str, Any]:
+    """What the front needs of `app` (loaded from `app_module`), as JSON-ready values."""
     return {
         "version": VERSION,
+        "app_module": app_module,
+        "page": None,
         "gradio": app.wire_config() is not None,
         "title": app.title,
         "max_size": app.max_size,
@@ -70,9 +80,16 @@ def _streams_elsewhere(*args: Any, **kwargs: Any) -> Iterator[Any]:
 class DeclaredApp(App):
     """The front's view of an app from its declaration: same functions, settings, config and info."""
 
-    def __init__(self, declared: dict[str, Any], settings: Settings | None = None) -> None:
+    def __init__(self, declared: dict[str, Any], settings: Settings | None = None, folder: Path | None = None) -> None:
+        """`folder`: where the declaration lies (its page is named relative to it)."""
         if declared.get("version") != VERSION:
             raise ValueError(f"app declaration version {declared.get('version')!r}; this Surge reads {VERSION}")
+        if settings is not None and declared["app_module"] != settings.app_module:
+            raise DeclarationMismatch(
+                f"the app declaration {settings.app_declaration_path} is of APP_MODULE={declared['app_module']}, "
+                f"but APP_MODULE is {settings.app_module}: build the AppLayer for this app "
+                f"(APP_MODULE={settings.app_module} sam build) or deploy with AppModule={declared['app_module']}"
+            )
         super().__init__(
             title=declared["title"],
             max_size=declared["max_size"],
@@ -89,12 +106,17 @@ class DeclaredApp(App):
         self._config = {**declared["config"], "max_file_size": self.max_file_size}
         self._info = declared["info"]
         self.functions = [_function(f) for f in declared["functions"]]
+        self.page_folder = (folder or Path()) / declared["page"] if declared["page"] is not None else None
+        """Gradio's page as the build wrote it (`GradioPage.write`); None: no page at `/`."""
 
     def wire_config(self) -> dict[str, Any] | None:
         return self._config if self.gradio else None
 
     def wire_info(self) -> dict[str, Any] | None:
         return self._info if self.gradio else None
+
+    def gradio_page(self) -> GradioPage | None:
+        return GradioPage.load(self.page_folder) if self.page_folder is not None else None
 
 
 def _function(declared: dict[str, Any]) -> Function:
@@ -117,15 +139,25 @@ def _function(declared: dict[str, Any]) -> Function:
 
 
 def load_declared(path: str, settings: Settings | None = None) -> DeclaredApp:
-    return DeclaredApp(json.loads(Path(path).read_text(encoding="utf-8")), settings)
+    declared = Path(path)
+    return DeclaredApp(json.loads(declared.read_text(encoding="utf-8")), settings, folder=declared.parent)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the declaration of an app for its front.")
     parser.add_argument("app", help="module:attribute, as APP_MODULE")
     parser.add_argument("out", help="the JSON file to write")
+    parser.add_argument("--page", help="a folder for a Gradio app's page and gradio's frontend (nothing otherwise)")
     args = parser.parse_args(argv)
-    Path(args.out).write_text(json.dumps(declaration(load_app(args.app)), separators=(",", ":")), encoding="utf-8")
+    out = Path(args.out)
+    app = load_app(args.app)
+    declared = declaration(app, args.app)  # before the page: rendering it sets the theme, as in a live front
+    page = app.gradio_page() if args.page else None
+    if page is not None:
+        for path in page.write(Path(args.page)):
+            print(f"{path}: left out of the page, larger than a Lambda response can carry")
+        declared["page"] = os.path.relpath(args.page, out.parent)
+    out.write_text(json.dumps(declared, separators=(",", ":")), encoding="utf-8")
 
 
 if __name__ == "__main__":

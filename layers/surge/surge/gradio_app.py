@@ -4,7 +4,8 @@ Each public event becomes a queued `Function` with the event's own settings; a w
 Gradio's `Blocks.process_api` (preprocess → function → postprocess), so components behave as in Gradio.
 Files go through S3 (`surge.store.files`): inputs name uploaded files, outputs are stored and named.
 What cannot work when calls of one session land on any worker is refused at start, naming the event.
-Only this module imports gradio, and only when the app is a Gradio app.
+Only this module imports gradio, and only when the app is a Gradio app (its page, too, is rendered here and
+served by `surge.gradio_page`, which imports no gradio).
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio import route_utils
 from gradio import utils as gradio_utils
 from gradio.block_function import BlockFunction
 from gradio.exceptions import Error as GradioError
-from gradio.routes import ORJSONResponse
+from gradio.routes import ORJSONResponse, templates
 from gradio.state_holder import SessionState
 
 from surge.application import App, Function, Parameter, Progress
 from surge.errors import Error
+from surge.gradio_page import ROOT_PLACEHOLDER, GradioPage
 from surge.settings import Settings
 from surge.store.files import FileStore, is_name
 
@@ -110,6 +113,19 @@ class GradioApp(App):
 
     def wire_info(self) -> dict[str, Any]:
         return _as_json(self.blocks.get_api_info())
+
+    def gradio_page(self) -> GradioPage:
+        """Gradio's page for this app: the installed frontend's `index.html` rendered through gradio's own
+        template with the app's config and info (the root URL left to each request), and its theme."""
+        _prepare_page(self.blocks)
+        context = {"base_url": "./", "config": {**self.wire_config(), "root": ROOT_PLACEHOLDER}}
+        html = templates.get_template("frontend/index.html").render({**context, "gradio_api_info": self.wire_info()})
+        return GradioPage(
+            index_html=html,
+            theme_css=self.blocks.theme_css,
+            assets=Path(route_utils.BUILD_PATH_LIB),
+            static=Path(route_utils.STATIC_PATH_LIB),
+        )
 
     # ---- what a worker runs ------------------------------------------------------------------------
 
@@ -229,6 +245,19 @@ class GradioApp(App):
         folders.add(_upload_folder())
         resolved = path.resolve()
         return any(folder and resolved.is_relative_to(Path(folder).resolve()) for folder in folders)
+
+
+def _prepare_page(blocks: gr.Blocks) -> None:
+    """What `launch()` does for the page (theme, css, js, head; gradio 6 takes them there or in the
+    constructor): Surge never calls `launch()`."""
+    if blocks.theme is None:
+        blocks.theme = gradio_utils.get_theme(blocks._deprecated_theme)  # type: ignore[assignment]
+        blocks.css = blocks.css if blocks.css is not None else blocks._deprecated_css
+        blocks.css_paths = blocks._deprecated_css_paths or []
+        blocks.js = blocks.js if blocks.js is not None else blocks._deprecated_js
+        blocks.head = blocks.head if blocks.head is not None else blocks._deprecated_head
+        blocks.head_paths = blocks._deprecated_head_paths
+        blocks._set_html_css_theme_variables()  # type: ignore[no-untyped-call]
 
 
 def _as_json(value: Any) -> dict[str, Any]:

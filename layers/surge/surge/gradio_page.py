@@ -1,18 +1,28 @@
-"""Gradio's own page for a Gradio app: the installed gradio package's built frontend (no network, no build
-step), given Surge's `/config` and `/info`. Surge's visitor page stays the page of `surge.App` apps."""
+"""Gradio's own page for a Gradio app, served without importing gradio: `index.html` as gradio's own Jinja
+template rendered it for the app (with `ROOT_PLACEHOLDER` where the page's root URL goes), `theme.css`, and
+gradio's built frontend (`assets/`, `static/`), given Surge's `/config` and `/info`.
+
+A live Gradio app renders its page at start (`GradioApp.gradio_page`, from the installed gradio); a declared
+one reads the page the AppLayer build wrote beside its declaration (`python -m surge.declared ... --page`).
+Both are served by `gradio_page_router`. Surge's visitor page stays the page of `surge.App` apps."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-import gradio as gr
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
-from gradio import route_utils
-from gradio import utils as gradio_utils
-from gradio.routes import templates
+from starlette.datastructures import URL
 
-from surge.gradio_app import GradioApp
+ROOT_PLACEHOLDER = "__surge_root_url__"
+"""The page's `config.root` at render time; each request gets its own root URL in its place."""
+INDEX, THEME, ASSETS, STATIC = "index.html", "theme.css", "assets", "static"
+LARGEST_RESPONSE_BYTES = 6 * 1024 * 1024
+"""A buffered Lambda response's limit: a written page leaves out the frontend's files above it (gradio 6.31:
+only `static/ffmpeg/ffmpeg-core.wasm`, 32 MB, which the page loads only to trim a `gr.Video`)."""
 
 SESSION_SHIM = """<script>(() => {
   const long = new Map();
@@ -59,62 +69,115 @@ SESSION_SHIM = """<script>(() => {
 unguessable ones (16+ characters, invariant I5). The page extends each hash it uses with 128 random bits
 from `crypto.getRandomValues`, the same way on every request, before it leaves the browser."""
 
-ASSETS = Path(route_utils.BUILD_PATH_LIB)
-STATIC = Path(route_utils.STATIC_PATH_LIB)
+
+@dataclass(frozen=True)
+class GradioPage:
+    """What Gradio's page is made of: the rendered `index.html` (root URL left as `ROOT_PLACEHOLDER`), the
+    theme's CSS, and the folders of gradio's built frontend."""
+
+    index_html: str
+    theme_css: str
+    assets: Path
+    static: Path
+
+    @classmethod
+    def load(cls, folder: Path) -> GradioPage:
+        """The page `write` left in `folder`."""
+        return cls(
+            index_html=(folder / INDEX).read_text(encoding="utf-8"),
+            theme_css=(folder / THEME).read_text(encoding="utf-8"),
+            assets=folder / ASSETS,
+            static=folder / STATIC,
+        )
+
+    def write(self, folder: Path) -> list[Path]:
+        """The page and a copy of the frontend in `folder`, for a front that has no gradio to read them from;
+        returns the files left out (over `LARGEST_RESPONSE_BYTES`), as paths inside `folder`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / INDEX).write_text(self.index_html, encoding="utf-8")
+        (folder / THEME).write_text(self.theme_css, encoding="utf-8")
+        left_out: list[Path] = []
+        for source, name in ((self.assets, ASSETS), (self.static, STATIC)):
+
+            def too_large(directory: str, names: list[str], source: Path = source, name: str = name) -> set[str]:
+                paths = [Path(directory) / entry for entry in sorted(names)]
+                large = [path for path in paths if path.is_file() and path.stat().st_size > LARGEST_RESPONSE_BYTES]
+                left_out.extend(name / path.relative_to(source) for path in large)
+                return {path.name for path in large}
+
+            shutil.copytree(source, folder / name, dirs_exist_ok=True, ignore=too_large)
+        return left_out
 
 
-def gradio_page_router(app: GradioApp, own_assets: dict[str, bytes] | None = None) -> APIRouter:
-    """`/` (Gradio's index.html with the app's config inline), `/theme.css`, and the frontend's files.
+def root_url(request: Request) -> str:
+    """The app's public URL without a trailing slash, resolved as `gradio.route_utils.get_root_url(request,
+    "/", root_path)` resolves it: a full-URL `root_path` as is; else `X-Forwarded-Host` (or
+    `X-Gradio-Server`, or the request's URL) without its query, https when `X-Forwarded-Proto` says so, and
+    a relative `root_path` as the path."""
+    root_path = request.scope.get("root_path") or ""
+    if root_path.startswith(("http://", "https://")):
+        return str(root_path).rstrip("/")
+    forwarded_host = _first_value(request, "x-forwarded-host")
+    origin = f"http://{forwarded_host}" if forwarded_host else _first_value(request, "x-gradio-server") or request.url
+    root = str(URL(str(origin)).replace(query="")).rstrip("/")
+    if _first_value(request, "x-forwarded-proto") == "https":
+        root = root.replace("http://", "https://")
+    url = URL(root)
+    if root_path and url.path != root_path:
+        root = str(url.replace(path=root_path))
+    return root.rstrip("/")
+
+
+def _first_value(request: Request, header: str) -> str | None:
+    value = request.headers.get(header)
+    return value.split(",")[0].strip() if value else None
+
+
+def _inline_json(value: str) -> str:
+    """`value` as gradio's `toorjson` filter writes it into the page: JSON, safe inside `<script>`."""
+    encoded = json.dumps(value)
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("'", "\\u0027")):
+        encoded = encoded.replace(char, escape)
+    return encoded
+
+
+def gradio_page_router(page: GradioPage, app_id: int, own_assets: dict[str, bytes] | None = None) -> APIRouter:
+    """`/` (Gradio's index.html with the app's config inline), `/theme.css`, `/gradio_api/app_id`, and the
+    frontend's files.
 
     `own_assets`: Surge's own files under `/static/` (the status page's), which come first there."""
     surge_assets = own_assets or {}
     router = APIRouter(include_in_schema=False)
-    _prepare_page(app.blocks)
-    config = app.wire_config()
-    info = app.wire_info()
-    theme_css = app.blocks.theme_css
+    placeholder = _inline_json(ROOT_PLACEHOLDER)
+    if placeholder not in page.index_html:
+        raise ValueError(f"Gradio's page has no {ROOT_PLACEHOLDER!r} where its root URL goes: render it again.")
+    html = page.index_html.replace("<head>", "<head>" + SESSION_SHIM, 1)
 
     @router.get("/")
-    def page(request: Request) -> HTMLResponse:
-        root = route_utils.get_root_url(request=request, route_path="/", root_path=request.scope.get("root_path"))
-        context = {"base_url": "./", "config": {**config, "root": root}, "gradio_api_info": info}
-        rendered = templates.TemplateResponse(request=request, name="frontend/index.html", context=context)
-        html = bytes(rendered.body).decode("utf-8").replace("<head>", "<head>" + SESSION_SHIM, 1)
-        return HTMLResponse(html, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+    def index(request: Request) -> HTMLResponse:
+        served = html.replace(placeholder, _inline_json(root_url(request)))
+        return HTMLResponse(served, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
     @router.get("/gradio_api/app_id")
-    def app_id() -> dict[str, int]:
-        return {"app_id": config["app_id"]}
+    def app_id_route() -> dict[str, int]:
+        return {"app_id": app_id}
 
     @router.get("/theme.css")
     def theme() -> PlainTextResponse:
-        return PlainTextResponse(theme_css, media_type="text/css")
+        return PlainTextResponse(page.theme_css, media_type="text/css")
 
     @router.get("/assets/{path:path}")
     def asset(path: str) -> FileResponse:
-        return FileResponse(_inside(ASSETS, path))
+        return FileResponse(_inside(page.assets, path))
 
     @router.get("/static/{path:path}")
     def static(path: str) -> Response:
         if path in surge_assets:
             media_type = "text/css" if path.endswith(".css") else "text/javascript"
             return Response(surge_assets[path], media_type=media_type, headers={"Cache-Control": "no-cache"})
-        return FileResponse(_inside(STATIC, path))
+        return FileResponse(_inside(page.static, path))
 
     return router
-
-
-def _prepare_page(blocks: gr.Blocks) -> None:
-    """What `launch()` does for the page (theme, css, js, head; gradio 6 takes them there or in the
-    constructor): Surge never calls `launch()`."""
-    if blocks.theme is None:
-        blocks.theme = gradio_utils.get_theme(blocks._deprecated_theme)  # type: ignore[assignment]
-        blocks.css = blocks.css if blocks.css is not None else blocks._deprecated_css
-        blocks.css_paths = blocks._deprecated_css_paths or []
-        blocks.js = blocks.js if blocks.js is not None else blocks._deprecated_js
-        blocks.head = blocks.head if blocks.head is not None else blocks._deprecated_head
-        blocks.head_paths = blocks._deprecated_head_paths
-        blocks._set_html_css_theme_variables()  # type: ignore[no-untyped-call]
 
 
 def _inside(folder: Path, path: str) -> Path:

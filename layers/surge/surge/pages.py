@@ -70,18 +70,17 @@ def pages_router(service: FrontService) -> APIRouter:
     """`/`, `/status`, their assets under `/static/`, and the status JSON, for `service`'s app."""
     router = APIRouter(include_in_schema=False)
     gradio = service.app.wire_config() is not None
-    if gradio and getattr(service.app, "blocks", None) is not None:  # Gradio's own page at `/`, before Surge's
-        from surge.gradio_app import GradioApp
+    gradio_page = service.app.gradio_page()  # rendered by gradio (a live app) or read from the build (declared)
+    if gradio_page is not None:  # Gradio's own page at `/`, before Surge's
         from surge.gradio_page import gradio_page_router
 
-        assert isinstance(service.app, GradioApp)
-        router.include_router(gradio_page_router(service.app, own_assets=_own_assets()))
+        router.include_router(gradio_page_router(gradio_page, service.config["app_id"], own_assets=_own_assets()))
     board = StatusBoard(service.app, service.store)
     visitor = Page.load("visitor.html", {"max_payload_bytes": str(service.settings.max_payload_bytes)})
     operator = Page.load("status.html", {})
     assets = _own_assets()
 
-    if not gradio:  # Surge's page speaks Surge's config; a Gradio app declared to a front without gradio has none
+    if not gradio:  # Surge's page speaks Surge's config; a Gradio app declared without its page has none
 
         @router.get("/")
         def visitor_page() -> HTMLResponse:
