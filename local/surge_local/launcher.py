@@ -170,7 +170,9 @@ class LocalStack:
             count = self.workers if isinstance(self.workers, int) else self.workers.get(function.api_name, 1)
             for i in range(count):
                 self.start_worker(function.api_name, f"{function.api_name}-{i}")
-        wait_for_port(self.port, 30)
+        # A Gradio app's front imports gradio beside workers doing the same: on two busy cores that
+        # has taken 25 s.
+        wait_for_port(self.port, 90)
         return self
 
     def start_worker(self, api_name: str, name: str) -> subprocess.Popen[bytes]:
