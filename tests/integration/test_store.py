@@ -281,3 +281,45 @@ def test_leases_cap_the_group_and_expire(demo: tuple[App, Settings]) -> None:
     assert store.held_leases("g") == 0
     assert store.acquire_lease("g", 2, "d") == 0
     assert not store.renew_lease("g", 0, "c")
+
+
+def test_a_crowd_at_a_nearly_full_queue_is_refused_at_the_door_not_by_a_stampede_of_transactions(
+    demo: tuple[App, Settings],
+) -> None:
+    """60 joins at once for 3 free places: 3 admitted, the rest refused by the process's own view of the
+    shards (a few refused transactions, one shared fresh read), and the counters are exact."""
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import Any
+
+    import boto3
+
+    settings = demo[1].model_copy(update={"admission_shards": 4})
+    store = Store(settings)
+    max_size = 8
+    for i in range(5):
+        store.admit(new_job(f"early{i}"), max_size, 1)
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb.*", count)  # type: ignore[union-attr]
+    crowd = Store(settings)  # one front process: its clients and its view of the shards
+
+    def join(i: int) -> bool:
+        try:
+            crowd.admit(new_job(f"crowd{i:02d}"), max_size, 1)
+            return True
+        except QueueFull:
+            return False
+
+    with ThreadPoolExecutor(30) as pool:
+        admitted = sum(pool.map(join, range(60)))
+    assert admitted == 3
+    assert store.counters().waiting == max_size
+    # Without the gate each of the 57 refused joins tried the shards its read showed with room, read
+    # afresh and tried again: hundreds of transactions and dozens of reads.
+    assert calls["TransactWriteItems"] <= 3 + 2 * settings.admission_shards, calls
+    assert calls["BatchGetItem"] < 20, calls  # fresh reads shared within FRESH_SHARE_S (one per join: 57)

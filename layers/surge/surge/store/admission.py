@@ -10,13 +10,21 @@ hot shard takes joins and claims at its full write rate.
 `left` from a recent read: `left` only grows, so a stale value is stricter, never looser. A join tries
 the shards with room by that read, most room first; when none is left it reads afresh once more, and
 only then is the queue full, so a full queue costs reads, not refused transactions.
+
+Within one process, joins do not stampede a nearly full queue: a shard is tried by at most as many joins
+at once as it has room by the process's read, a shard whose condition refused a join counts as full until
+the next read, and the joins that find no room share one fresh read (`FRESH_SHARE_S`). A crowd refused
+at the door costs the process and DynamoDB almost nothing, as in Gradio, where a full queue is a length
+check.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from surge.errors import QueueFull, Unavailable
@@ -29,6 +37,49 @@ ADMISSION_ROUNDS = 6
 
 COUNTS_FRESH_S = 0.25
 """How long a process reuses its read of the shards' counts to choose a shard for a join."""
+
+FRESH_SHARE_S = 0.05
+"""Joins that found no room by the recent read share a fresh read made this recently."""
+
+_GATES = threading.Lock()
+
+
+@dataclass
+class _Gate:
+    """One process's view of the shards for its joins: the last read, and the joins trying each shard."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    reading: threading.Lock = field(default_factory=threading.Lock)
+    counted: tuple[float, list[tuple[int, int]]] | None = None
+    trying: dict[int, int] = field(default_factory=dict)
+
+    def reserve(self, shard: int, room: int | None) -> bool:
+        """Whether a join may try `shard`: fewer joins of this process are trying it than it has room."""
+        with self.lock:
+            if room is not None and room - self.trying.get(shard, 0) <= 0:
+                return False
+            self.trying[shard] = self.trying.get(shard, 0) + 1
+            return True
+
+    def release(self, shard: int) -> None:
+        with self.lock:
+            self.trying[shard] -= 1
+
+    def joined(self, shard: int) -> None:
+        """A join of this process was counted in the shard: one less room there until the next read."""
+        with self.lock:
+            if self.counted is not None:
+                counts = list(self.counted[1])
+                counts[shard] = (counts[shard][0] + 1, counts[shard][1])
+                self.counted = (self.counted[0], counts)
+
+    def full(self, shard: int, limit: int) -> None:
+        """The shard's condition refused a join: no room there until the next read."""
+        with self.lock:
+            if self.counted is not None:
+                counts = list(self.counted[1])
+                counts[shard] = (max(counts[shard][0], limit), counts[shard][1])
+                self.counted = (self.counted[0], counts)
 
 
 def shard_key(shard: int, side: str) -> dict[str, Any]:
@@ -68,7 +119,15 @@ def leave_items(transaction: Transaction, settings_table: str, jobs: list[Job]) 
 
 
 class AdmissionStore(Table):
-    _counted: tuple[float, list[tuple[int, int]]] | None = None
+    _admission_gate: _Gate | None = None
+
+    @property
+    def _gate(self) -> _Gate:
+        if self._admission_gate is None:
+            with _GATES:
+                if self._admission_gate is None:
+                    self._admission_gate = _Gate()
+        return self._admission_gate
 
     def admit(self, job: Job, max_size: int | None, retry_after_s: int) -> Job:
         """Create the job and count it in one shard with room, in one transaction.
@@ -81,7 +140,7 @@ class AdmissionStore(Table):
         if max_size is None:
             order = list(range(shards))
             random.shuffle(order)
-            placed = self._place(job, order, [None] * shards)
+            placed = self._place(job, order, [None] * shards, [None] * shards)
             if placed is None:
                 raise QueueFull(0, 0, retry_after_s)  # an unconditional count is never refused
             return placed
@@ -90,26 +149,37 @@ class AdmissionStore(Table):
             # Shards with room by a recent read, in random order (joins spread, so they seldom meet on one
             # item); the transaction's condition itself stays exact.
             shard_counts = self._counts(fresh)
-            with_room = [i for i, (joined, left) in enumerate(shard_counts) if caps[i] + left - joined > 0]
+            rooms: list[int | None] = [caps[i] + left - joined for i, (joined, left) in enumerate(shard_counts)]
+            with_room = [i for i, room in enumerate(rooms) if room is not None and room > 0]
             random.shuffle(with_room)
-            placed = self._place(job, with_room, [caps[i] + shard_counts[i][1] for i in range(shards)])
+            placed = self._place(job, with_room, [caps[i] + shard_counts[i][1] for i in range(shards)], rooms)
             if placed is not None:
                 return placed
         raise QueueFull(max_size, max_size, retry_after_s)
 
-    def _place(self, job: Job, order: list[int], limits: list[int | None]) -> Job | None:
-        """Try the shards in `order`; a shard busy with another transaction is passed over at once (the
-        next shard takes the join), and only when every one was busy is the round tried again."""
+    def _place(self, job: Job, order: list[int], limits: list[int | None], rooms: list[int | None]) -> Job | None:
+        """Try the shards in `order` that this process is not already filling (`rooms`: their room by
+        the recent read); a shard busy with another transaction is passed over at once (the next shard
+        takes the join), and only when every one was busy is the round tried again."""
+        gate = self._gate
         for round_ in range(ADMISSION_ROUNDS):
             busy = []
             for shard in order:
+                if not gate.reserve(shard, rooms[shard]):
+                    continue
                 try:
-                    placed, _ = self._try(job, shard, limits[shard])
+                    placed, refused = self._try(job, shard, limits[shard])
                 except Conflicted:
                     busy.append(shard)
                     continue
+                finally:
+                    gate.release(shard)
                 if placed is not None:
+                    gate.joined(placed.shard)
                     return placed
+                limit = limits[shard]
+                if refused and limit is not None:
+                    gate.full(shard, limit)
             if not busy:
                 return None
             order = busy
@@ -152,13 +222,21 @@ class AdmissionStore(Table):
         return None, True
 
     def _counts(self, fresh: bool) -> list[tuple[int, int]]:
-        """(joined, left) of every shard: from a read of at most `COUNTS_FRESH_S` ago, or read now."""
-        cached = self._counted
-        if not fresh and cached is not None and time.monotonic() - cached[0] < COUNTS_FRESH_S:
+        """(joined, left) of every shard: from a read of at most `COUNTS_FRESH_S` ago, or (`fresh`) one
+        consistent read of at most `FRESH_SHARE_S` ago, which the joins asking meanwhile share."""
+        gate = self._gate
+        age = FRESH_SHARE_S if fresh else COUNTS_FRESH_S
+        cached = gate.counted
+        if cached is not None and time.monotonic() - cached[0] < age:
             return cached[1]
-        counts = [(shard.joined, shard.left) for shard in self.counters(consistent=fresh).shards]
-        self._counted = (time.monotonic(), counts)
-        return counts
+        with gate.reading:
+            cached = gate.counted
+            if cached is not None and time.monotonic() - cached[0] < age:
+                return cached[1]
+            counts = [(shard.joined, shard.left) for shard in self.counters(consistent=fresh).shards]
+            with gate.lock:
+                gate.counted = (time.monotonic(), counts)
+            return counts
 
     def counters(self, consistent: bool = True) -> Counters:
         """Every shard in one read (a stream process reads this once per tick for all its sessions)."""
