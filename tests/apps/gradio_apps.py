@@ -3,6 +3,7 @@ two events sharing a concurrency_id, and one with a feature Surge refuses."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -47,6 +48,19 @@ def second(tag: str) -> str:
     return _timed("second", tag)
 
 
+def whoami(tag: str, request: gr.Request) -> str:
+    """What a function learns of its caller through `gr.Request`."""
+    return json.dumps(
+        {"tag": tag, "session": request.session_hash, "headers": dict(request.headers), "host": request.client.host}
+    )
+
+
+def notice(tag: str) -> str:
+    gr.Info(f"working on {tag}")
+    gr.Warning("almost done", duration=3)
+    return tag
+
+
 with gr.Blocks(title="gradio events") as blocks:
     word = gr.Textbox()
     length = gr.Number()
@@ -56,6 +70,8 @@ with gr.Blocks(title="gradio events") as blocks:
     go.click(shout, word, out, api_name="shout")
     go.click(first, word, out, api_name="first", concurrency_id="gpu", concurrency_limit=1)
     go.click(second, word, out, api_name="second", concurrency_id="gpu", concurrency_limit=1)
+    go.click(whoami, word, out, api_name="whoami")
+    go.click(notice, word, out, api_name="notice")
 blocks.queue(max_size=100, default_concurrency_limit=4)
 
 

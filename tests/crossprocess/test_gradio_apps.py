@@ -111,6 +111,43 @@ def test_shared_concurrency_id_with_limit_one_never_overlaps_across_workers(
     assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(calls))
 
 
+def test_gr_request_shows_the_function_its_callers_session_headers_and_address(blocks_stack: LocalStack) -> None:
+    client = Client(blocks_stack.url, verbose=False, headers={"x-demo": "42", "cookie": "secret=1"})
+    seen = json.loads(client.predict("t", api_name="/whoami"))
+    assert seen["tag"] == "t" and seen["session"] == client.session_hash
+    assert seen["headers"]["x-demo"] == "42" and seen["host"] == "127.0.0.1"
+    assert "cookie" not in seen["headers"], "credentials do not travel in the queue message"
+
+
+def test_gr_info_and_warning_reach_the_visitor_as_gradio_log_messages_before_the_result(
+    blocks_stack: LocalStack,
+) -> None:
+    config = httpx.get(f"{blocks_stack.url}/config").json()
+    (fn_index,) = [i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "notice"]
+    session = "n" * 32
+    joined = httpx.post(
+        f"{blocks_stack.url}/gradio_api/queue/join",
+        json={"data": ["job7"], "fn_index": fn_index, "session_hash": session},
+    ).raise_for_status().json()
+    seen = []
+    with httpx.stream("GET", f"{blocks_stack.url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:]))
+                if seen[-1]["msg"] == "close_stream":
+                    break
+    logs = [m for m in seen if m["msg"] == "log"]
+    assert [(m["level"], m["log"], m["event_id"]) for m in logs] == [
+        ("info", "working on job7", joined["event_id"]),
+        ("warning", "almost done", joined["event_id"]),
+    ]
+    assert logs[1]["duration"] == 3 and logs[0]["title"] == "Info"
+    kinds = [m["msg"] for m in seen]
+    assert kinds.index("log") < kinds.index("process_completed")
+    (done,) = [m for m in seen if m["msg"] == "process_completed"]
+    assert done["success"] and done["output"]["data"] == ["job7"]
+
+
 def test_chat_interface_streams_its_reply(record_dir: Path) -> None:
     stack = _stack("tests.apps.gradio_apps:chat", 1, record_dir)
     try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from surge.models import Caller
 from surge.settings import Settings
 
 if TYPE_CHECKING:
@@ -27,6 +29,20 @@ COMPONENT_TYPES: dict[str, str] = {
 """Input/output component types a function may declare, with the Python type `/info` reports."""
 
 Default = Literal["default"]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One job of the call that user code is running: its session, and who joined it (if known)."""
+
+    session_hash: str
+    caller: Caller | None
+    notify: Callable[[str, str, str, float | None, bool], None] | None = None
+    """(message, level, title, duration, visible): a notice to the job's visitor, as `gr.Info` sends one."""
+
+
+CALLS: ContextVar[tuple[Call, ...]] = ContextVar("surge_calls", default=())
+"""The jobs the running call serves, in batch order (one for an unbatched function); set by the worker."""
 
 
 class Progress:

@@ -20,7 +20,7 @@ from sse_starlette import EventSourceResponse
 from surge import sse
 from surge.errors import SurgeError, TooManyRequests
 from surge.file_routes import UPLOAD_PATH, files_router, upload_body_limit
-from surge.guard import BodyLimit, RateLimiter, client_address
+from surge.guard import BodyLimit, RateLimiter, caller_of, client_address
 from surge.models import SESSION_HASH_PATTERN, CancelBody, EventId, JoinBody, ResetBody, Success
 from surge.pages import pages_router
 from surge.service import FrontService
@@ -83,9 +83,9 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
         return service.info
 
     @router.post(f"{PREFIX}/queue/join", dependencies=[Depends(rate_limited)])
-    def join(body: JoinBody) -> EventId:
+    def join(body: JoinBody, request: Request) -> EventId:
         with hub.joining(body.session_hash or "") if hub else contextlib.nullcontext():
-            job = service.join(body)
+            job = service.join(body, caller_of(request))
         return EventId(event_id=job.job_id)
 
     @router.post(f"{PREFIX}/cancel")

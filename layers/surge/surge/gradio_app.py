@@ -33,9 +33,10 @@ from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
 from gradio.state_holder import SessionState
 
-from surge.application import App, Function, Parameter, Progress
+from surge.application import CALLS, App, Call, Function, Parameter, Progress
 from surge.errors import Error
 from surge.gradio_page import ROOT_PLACEHOLDER, GradioPage
+from surge.models import Caller
 from surge.settings import Settings
 from surge.store.files import FileStore, is_name
 
@@ -59,6 +60,8 @@ class _ProgressBridge:
         """Gradio's own queue object, which holds the app's `queue()` settings."""
         self.lock = threading.Lock()
         self.sinks: dict[str, Progress] = {}
+        self.notices: dict[str, list[Call]] = {}
+        """Gradio event id → the jobs of the call, whose visitors get its `gr.Info`/`gr.Warning`."""
 
     def set_progress(self, event_id: str, iterables: list[Any] | None) -> None:
         with self.lock:
@@ -71,8 +74,16 @@ class _ProgressBridge:
         else:
             sink(last.progress, desc=last.desc, unit=last.unit or "steps")
 
-    def log_message(self, event_id: str, log: str, title: str, level: str, *args: Any, **kwargs: Any) -> None:
-        logger.info("gr.%s from the app: %s", level.capitalize(), log)
+    def log_message(
+        self, event_id: str, log: str, title: str, level: str, duration: float | None = 10, visible: bool = True
+    ) -> None:
+        with self.lock:
+            calls = self.notices.get(event_id, [])
+        for call in calls:
+            if call.notify is not None:
+                call.notify(log, level, title, duration, visible)
+        if not calls:
+            logger.info("gr.%s from the app: %s", level.capitalize(), log)
 
 
 class GradioApp(App):
@@ -191,18 +202,26 @@ class GradioApp(App):
     def _call(self, progress: Progress | None) -> Iterator[Callable[[BlockFunction, list[Any], Any], dict[str, Any]]]:
         """One call of an event: its own event loop, Gradio session state (initial values) and input folder."""
         event_id = secrets.token_hex(16)
+        calls = list(CALLS.get())
+        requests = [_request(call) for call in calls]
+        request: gr.Request | list[gr.Request] | None = None
+        if requests:
+            request = requests if len(requests) > 1 else requests[0]
         folder = Path(tempfile.mkdtemp(prefix="surge-in-", dir=_upload_folder()))
         loop = asyncio.new_event_loop()
         state = SessionState(self.blocks)
-        if progress is not None:
-            with self.progress.lock:
+        with self.progress.lock:
+            self.progress.notices[event_id] = calls
+            if progress is not None:
                 self.progress.sinks[event_id] = progress
 
         def run(block_fn: BlockFunction, inputs: list[Any], iterator: Any) -> dict[str, Any]:
             inputs = _walk_files(inputs, lambda f: self._fetch(f, folder))
             try:
                 result: dict[str, Any] = loop.run_until_complete(
-                    self.blocks.process_api(block_fn, inputs, state=state, iterator=iterator, event_id=event_id)
+                    self.blocks.process_api(
+                        block_fn, inputs, state=state, request=request, iterator=iterator, event_id=event_id
+                    )
                 )
             except GradioError as error:
                 raise Error(str(error.message), title=error.title or "Error", duration=error.duration) from error
@@ -214,6 +233,7 @@ class GradioApp(App):
         finally:
             with self.progress.lock:
                 self.progress.sinks.pop(event_id, None)
+                self.progress.notices.pop(event_id, None)
             loop.close()
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -245,6 +265,21 @@ class GradioApp(App):
         folders.add(_upload_folder())
         resolved = path.resolve()
         return any(folder and resolved.is_relative_to(Path(folder).resolve()) for folder in folders)
+
+
+def _request(call: Call) -> gr.Request:
+    """The `gr.Request` a function of the call gets, built the way Gradio's queue builds it from the
+    join (plain values: headers, client, query string), from what the front recorded of the join."""
+    caller = call.caller or Caller()
+    return gr.Request(
+        session_hash=call.session_hash,
+        headers=caller.headers,
+        client={"host": caller.client_host, "port": None},
+        query_params=caller.query_params,
+        cookies={},
+        path_params={},
+        url=caller.url,
+    )
 
 
 def _prepare_page(blocks: gr.Blocks) -> None:

@@ -11,7 +11,10 @@ import math
 import threading
 import time
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from surge.models import Caller
 
 
 class BodyLimit:
@@ -97,3 +100,26 @@ def client_address(scope: Scope) -> str:
             return source_ip
     client = scope.get("client")
     return str(client[0]) if client else "?"
+
+
+PRIVATE_HEADERS = frozenset({"cookie", "authorization"})
+CALLER_HEADERS_MAX_BYTES = 8192
+"""Headers a function sees of its caller, at most (the queue message carries them)."""
+
+
+def caller_of(request: Request) -> Caller:
+    """Who is joining, for the function's `gr.Request`: headers (less credentials, within
+    `CALLER_HEADERS_MAX_BYTES`), the caller's address as `client_address` finds it, the query string."""
+    headers: dict[str, str] = {}
+    size = 0
+    for name, value in request.headers.items():
+        size += len(name) + len(value)
+        if name in PRIVATE_HEADERS or size > CALLER_HEADERS_MAX_BYTES:
+            continue
+        headers[name] = value
+    return Caller(
+        headers=headers,
+        client_host=client_address(request.scope),
+        query_params=dict(request.query_params),
+        url=str(request.url),
+    )

@@ -58,6 +58,19 @@ class JobState(StrEnum):
 TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
 
+class Caller(BaseModel):
+    """Who joined a job, as the front saw the join: what Gradio's `gr.Request` shows the function
+    (headers less `Cookie` and `Authorization`, the caller's address, the query string). Travels in the
+    queue message only, never in the session log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    headers: dict[str, str] = Field(default_factory=dict)
+    client_host: str | None = None
+    query_params: dict[str, str] = Field(default_factory=dict)
+    url: str = ""
+
+
 class Job(BaseModel):
     """One admitted request: an item of its session's log (the events table, key session + job id).
 
@@ -79,6 +92,8 @@ class Job(BaseModel):
     progress: dict[str, Any] | None = None
     chunks: list[dict[str, Any]] = Field(default_factory=list)
     result: dict[str, Any] | None = None
+    caller: Caller | None = None
+    """Known to the front that admitted the job and to its worker (from the message), not to streams."""
 
 
 class JobMessage(BaseModel):
@@ -93,6 +108,7 @@ class JobMessage(BaseModel):
     shard: int = Field(ge=0)
     data: list[Any]
     created_at: float
+    caller: Caller | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobMessage:
@@ -104,6 +120,7 @@ class JobMessage(BaseModel):
             shard=job.shard,
             data=job.data,
             created_at=job.created_at,
+            caller=job.caller,
         )
 
     def job(self) -> Job:

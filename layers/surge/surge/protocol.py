@@ -120,6 +120,21 @@ def generating(event_id: str, data: list[Any]) -> dict[str, Any]:
     }
 
 
+def log(
+    event_id: str, message: str, level: str, title: str, duration: float | None = 10, visible: bool = True
+) -> dict[str, Any]:
+    """A notice to the visitor (Gradio's `gr.Info`, `gr.Warning`, `gr.Success`): a toast on the page."""
+    return {
+        "msg": "log",
+        "event_id": event_id,
+        "log": message,
+        "level": level,
+        "title": title,
+        "duration": duration,
+        "visible": visible,
+    }
+
+
 def completed(event_id: str, data: list[Any], duration: float, average_duration: float | None) -> dict[str, Any]:
     return {
         "msg": "process_completed",

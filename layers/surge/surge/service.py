@@ -14,7 +14,7 @@ from surge.application import App, Function
 from surge.broker import Broker
 from surge.errors import BadRequest, NotFound, PayloadTooLarge, QueueFull, Unavailable, WaitTooLong
 from surge.eta import Estimator
-from surge.models import CancelBody, Job, JobState, JoinBody
+from surge.models import Caller, CancelBody, Job, JobState, JoinBody
 from surge.observer import Observer
 from surge.settings import Settings
 from surge.store import Store
@@ -79,7 +79,7 @@ class FrontService:
 
     # ---- join ------------------------------------------------------------------------------------
 
-    def join(self, body: JoinBody) -> Job:
+    def join(self, body: JoinBody, caller: Caller | None = None) -> Job:
         """Admit a job: validate, check the expected wait, then two calls: one transaction creates the
         job in its session's log and counts it in an admission shard, one message carries it to the
         function's queue. The session's stream learns of it from the log."""
@@ -98,6 +98,7 @@ class FrontService:
             state=JobState.WAITING,
             data=body.data,
             created_at=time.time(),
+            caller=caller,
         )
         job = self._admit(job, function)
         self._enqueue(job)

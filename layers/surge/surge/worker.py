@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from surge import protocol
-from surge.application import App, Function
+from surge.application import CALLS, App, Call, Function
 from surge.broker import Broker, Delivery
 from surge.errors import Error, Unavailable
 from surge.eta import smooth
@@ -441,9 +441,24 @@ class Worker:
             raise JobFailed(f"{self.function.api_name} yielded nothing.")
         return list(final)
 
+    def _notifier(self, job: Job) -> Callable[[str, str, str, float | None, bool], None]:
+        """Notices to the job's visitor travel with its messages (after what came before them); a failed
+        write is only logged: the job goes on."""
+
+        def notify(message: str, level: str, title: str, duration: float | None, visible: bool) -> None:
+            body = protocol.log(job.job_id, message, level, title, duration, visible)
+            job.chunks.append(body)
+            try:
+                self.store.append_chunk(job, body)
+            except Unavailable as error:
+                logger.warning("could not send a notice to the visitor (%s)", error.detail)
+
+        return notify
+
     def _call(self, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], tasks: list[_Task]) -> Any:
         """Run user code in the pool with the time limit; turn every failure into `JobFailed`."""
-        future: Future[Any] = self.pool.submit(_invoke, fn, args, kwargs)
+        calls = tuple(Call(t.job.session_hash, t.job.caller, self._notifier(t.job)) for t in tasks)
+        future: Future[Any] = self.pool.submit(_invoke, fn, args, kwargs, calls)
         try:
             return future.result(timeout=self.function.time_limit_s)
         except FutureTimeout:
@@ -536,10 +551,15 @@ class Worker:
             logger.warning("could not record the batch for the status page and ETA")
 
 
-def _invoke(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
-    if inspect.iscoroutinefunction(fn):
-        return asyncio.run(fn(*args, **kwargs))
-    return fn(*args, **kwargs)
+def _invoke(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], calls: tuple[Call, ...]) -> Any:
+    """Run user code with `CALLS` naming the jobs it serves (a coroutine's run copies it along)."""
+    token = CALLS.set(calls)
+    try:
+        if inspect.iscoroutinefunction(fn):
+            return asyncio.run(fn(*args, **kwargs))
+        return fn(*args, **kwargs)
+    finally:
+        CALLS.reset(token)
 
 
 def _bound_progress(sink: Callable[[float | None, int | None, int | None, str | None, str], None]) -> Any:
