@@ -35,6 +35,9 @@ logger = logging.getLogger("surge.session")
 HISTORY = 64
 """Counters reads a hub remembers (at one per tick, half a minute), to bound each new job's place from below."""
 
+LATE_POLL_MAX_S = 0.1
+"""The longest gap between two reads of a session whose batch runs past its expected end."""
+
 FRESH_GAP_S = 0.2
 """The least time between two counters reads of a process, however many streams ask for a fresh one."""
 
@@ -502,12 +505,13 @@ class SessionStream:
         return min(known) if known else 0.0
 
     def _late_poll_s(self, running: list[Job]) -> float:
-        """How often to look at a batch that runs past its expected end: a quarter of its function's
-        smoothed batch time (0 while output streams, or before a batch time is known)."""
+        """How often to look at a batch that runs past its expected end: an eighth of its function's
+        smoothed batch time, at most `LATE_POLL_MAX_S` (0 while output streams, or before a batch time
+        is known). A quarter cost a lone user of a 1 s model 0.2 s of p50 (1,079 → 1,300 ms)."""
         times = [None if self.hub.streaming(job.api_name) else self.hub.batch_s(job.api_name) for job in running]
         if not times or any(s is None for s in times):
             return 0.0
-        return min(self.poll.max_s, min(s for s in times if s is not None) / 4)
+        return min(LATE_POLL_MAX_S, min(s for s in times if s is not None) / 8)
 
     def _expected_in_s(self, running: list[Job]) -> float:
         """How long until the soonest running job is expected to finish (0 when unknown or late)."""
