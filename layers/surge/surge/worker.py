@@ -208,8 +208,8 @@ class Worker:
                 ahead.result()  # what it gathered is in hand: `serve` gives it back
 
     def _prefetch(self, deliveries: list[Delivery]) -> bool:
-        """Whether to take what is already queued while this batch runs: the batch is full and no
-        concurrency limit stands in the way (there the next batch waits for a lease others may get first)."""
+        """Whether to make the next receive while this batch runs: the batch is full and no concurrency
+        limit stands in the way (there the next batch waits for a lease others may get first)."""
         return self.limit is None and len(deliveries) >= self.function.receive_batch_size
 
     def _gather(self, wait_s: int | None = None) -> list[Delivery]:

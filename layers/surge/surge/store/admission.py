@@ -24,6 +24,7 @@ import hashlib
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,18 +68,18 @@ class _Gate:
 
     def joined(self, shard: int) -> None:
         """A join of this process was counted in the shard: one less room there until the next read."""
-        with self.lock:
-            if self.counted is not None:
-                counts = list(self.counted[1])
-                counts[shard] = (counts[shard][0] + 1, counts[shard][1])
-                self.counted = (self.counted[0], counts)
+        self._count(shard, lambda joined: joined + 1)
 
     def full(self, shard: int, limit: int) -> None:
         """The shard's condition refused a join: no room there until the next read."""
+        self._count(shard, lambda joined: max(joined, limit))
+
+    def _count(self, shard: int, joined: Callable[[int], int]) -> None:
+        """Change the shard's `joined` in the last read (nothing before the first read)."""
         with self.lock:
             if self.counted is not None:
                 counts = list(self.counted[1])
-                counts[shard] = (max(counts[shard][0], limit), counts[shard][1])
+                counts[shard] = (joined(counts[shard][0]), counts[shard][1])
                 self.counted = (self.counted[0], counts)
 
 
