@@ -54,7 +54,9 @@ def test_store_batch_log_returns_latest_batches_oldest_first(settings: Settings)
         stats = FunctionStats(avg_batch_s=0.1 * size, avg_batch_size=float(size), batches=size)
         store.record_batch("batched", _batch(size, size % 2, 0.1 * size, "w1"), stats)
     store.record_batch(
-        "slow_echo", _batch(9, 0, 1.0, "w2"), FunctionStats(avg_batch_s=1.0, avg_batch_size=9, batches=1)
+        "slow_echo",
+        _batch(9, 0, 1.0, "w2"),
+        FunctionStats(avg_batch_s=1.0, avg_batch_size=9, batches=1, avg_cycle_s=1.25),
     )
 
     recent = store.recent_batches("batched", limit=3)
@@ -66,6 +68,7 @@ def test_store_batch_log_returns_latest_batches_oldest_first(settings: Settings)
     # The newest batch record carries the worker's smoothed statistics, which the ETA reads.
     assert store.stats("batched") == FunctionStats(avg_batch_s=0.5, avg_batch_size=5.0, batches=5)
     assert store.stats("slow_echo").avg_batch_s == pytest.approx(1.0)
+    assert store.stats("slow_echo").cycle_s == pytest.approx(1.25)
     assert store.stats("held") == FunctionStats()
 
 

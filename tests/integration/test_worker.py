@@ -227,6 +227,23 @@ def test_a_claimed_job_is_running_with_its_start_time_then_completed(aws: None) 
     assert any(j.progress is not None and j.progress["msg"] == "progress" for j in seen_running)
 
 
+def test_the_batch_record_carries_the_whole_cycle_claim_to_results_for_the_fronts_eta(aws: None) -> None:
+    """A visitor waits for the claim and the recording as well as the run: the statistics the front's
+    ETA and stream timing read say how long a batch takes from claim to results, from the first batch."""
+    settings = settings_for("examples.demo_app:app")
+    store = Store(settings)
+    job = submit_job(settings, "sim_gpu", "x")
+    with serving(settings, "sim_gpu") as worker:
+        finished_job(settings, job.job_id)
+        deadline = time.monotonic() + 5
+        while store.stats("sim_gpu").avg_cycle_s is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    stats = store.stats("sim_gpu")
+    assert stats.avg_batch_s is not None and stats.avg_cycle_s is not None
+    assert stats.avg_cycle_s > stats.avg_batch_s
+    assert stats.avg_cycle_s == worker.avg_cycle_s
+
+
 def test_a_job_abandoned_more_than_max_attempts_times_fails_with_a_clear_message(aws: None) -> None:
     settings = settings_for("tests.apps.faulty_app:app", max_attempts=1)
     store = Store(settings)

@@ -52,6 +52,14 @@ def test_eta_counts_the_batches_ahead_spread_over_slots(rank: int, slots: int, e
     assert eta == pytest.approx(expected)
 
 
+def test_eta_counts_a_batch_as_its_whole_cycle_claim_to_results_when_known() -> None:
+    sim_gpu = demo.get("sim_gpu")
+    # The model runs 0.1 s, but claiming and recording take the worker 0.2 s more per batch: a visitor
+    # 16 places back waits two whole cycles, not two runs.
+    stats = FunctionStats(avg_batch_s=0.1, avg_cycle_s=0.3)
+    assert estimate_eta(sim_gpu, 16, stats, 1) == pytest.approx(0.6)
+
+
 def test_eta_is_unknown_before_a_first_run_without_a_hint_and_uses_the_hint_otherwise() -> None:
     trim = demo.get("trim_words")
     assert estimate_eta(trim, 3, FunctionStats(), 1) is None

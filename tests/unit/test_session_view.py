@@ -94,3 +94,18 @@ def test_a_job_whose_earlier_jobs_have_all_started_is_read_for_though_its_rank_b
     moved = Counters(shards=[Shard(joined=40, left=10, tail={"g": 40}, head={"g": 10})])  # the 10 earlier ones left
     (shown,) = view.estimations(moved, 8.0, _no_eta, earlier)
     assert shown["rank"] == 29 and view.at_front(moved, lambda job: 16)
+
+
+def test_the_shared_counters_are_wanted_only_while_a_rank_can_change() -> None:
+    """A job at the front gets its estimation with its start: its stream needs no counters read, so a
+    process whose sessions all stand at the front reads none; a job further back, or a line not read
+    recently (`None`), does."""
+    view = SessionView("s" * 16)
+    view.take([_job(JobState.WAITING)], 1.0, lambda _: None)
+    short = Counters(shards=[Shard(joined=3, tail={"g": 3})])
+    deep = Counters(shards=[Shard(joined=40, tail={"g": 40})])
+    assert not view.ranked(short, lambda job: 16)
+    assert view.ranked(deep, lambda job: 16)
+    assert view.ranked(None, lambda job: 16)
+    view.take([_job(JobState.RUNNING, started_at=2.0)], 2.0, lambda _: None)
+    assert not view.ranked(None, lambda job: 16)  # nothing waits any more

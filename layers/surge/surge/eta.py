@@ -43,7 +43,7 @@ def estimate_eta(function: Function, rank: int, stats: FunctionStats, slots: int
     Jobs ahead run `receive_batch_size` at a time on `slots` parallel batches. None before the first
     run when no `eta_hint_s` was given (as in Gradio).
     """
-    batch_s = stats.avg_batch_s if stats.avg_batch_s is not None else function.eta_hint_s
+    batch_s = stats.cycle_s if stats.cycle_s is not None else function.eta_hint_s
     if batch_s is None:
         return None
     batches_ahead = rank // function.receive_batch_size
@@ -164,8 +164,8 @@ class Estimator:
         return eta + max(0.0, fleet.starting_until - time.time())
 
     def batch_s(self, function: Function, wait: bool = True) -> float | None:
-        """The function's smoothed batch duration (its hint before the first run)."""
-        return self.stats(function, wait).avg_batch_s or function.eta_hint_s
+        """The function's smoothed batch cycle, claim to results recorded (its hint before the first run)."""
+        return self.stats(function, wait).cycle_s or function.eta_hint_s
 
     def retry_after_s(self, function: Function) -> int:
         return max(1, math.ceil(self.batch_s(function) or 5.0))

@@ -183,5 +183,14 @@ class FunctionStats(BaseModel):
     """Smoothed batch duration of one function, written by workers, read for ETA."""
 
     avg_batch_s: float | None = None
+    """The function's own run time per batch."""
     avg_batch_size: float | None = None
     batches: int = 0
+    avg_cycle_s: float | None = None
+    """From the claim's start to the batch's results recorded: what a visitor waits once the job is
+    claimed, and how often a busy worker takes its next batch (the run plus the claim and finish writes)."""
+
+    @property
+    def cycle_s(self) -> float | None:
+        """The best known time a batch takes as seen from outside the worker."""
+        return self.avg_cycle_s if self.avg_cycle_s is not None else self.avg_batch_s

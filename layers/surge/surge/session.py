@@ -152,18 +152,24 @@ class SessionView:
     def at_front(self, counters: Counters | None, short_line: Callable[[Job], int]) -> bool:
         """Whether a waiting job may start any moment: rank 0, or, until its first rank is known (the
         next counters tick), a line no longer than `short_line(job)` when last read."""
-        for tracked in self.waiting():
-            if tracked.ahead_min == 0:
-                return True
-            if tracked.last_estimation is not None:
-                if tracked.last_estimation[0] == 0:
-                    return True
-            elif counters is None or counters.queue_size(tracked.job.group) <= short_line(tracked.job):
-                return True
-        return False
+        return any(_at_front(t, counters, short_line) for t in self.waiting())
+
+    def ranked(self, counters: Counters | None, short_line: Callable[[Job], int]) -> bool:
+        """Whether some waiting job needs the shared counters: its rank can still change (it is not at
+        the front), or no counters were read yet. A job at the front is read for directly, and its
+        estimation comes with its start."""
+        return any(counters is None or not _at_front(t, counters, short_line) for t in self.waiting())
 
     def running(self) -> list[Job]:
         return [t.job for t in self.pending if t.job.state is JobState.RUNNING]
+
+
+def _at_front(tracked: Tracked, counters: Counters | None, short_line: Callable[[Job], int]) -> bool:
+    if tracked.ahead_min == 0:
+        return True
+    if tracked.last_estimation is not None:
+        return tracked.last_estimation[0] == 0
+    return counters is None or counters.queue_size(tracked.job.group) <= short_line(tracked.job)
 
 
 def _news(tracked: Tracked, batch_s: float | None) -> list[dict[str, Any]]:
@@ -206,7 +212,7 @@ class SessionHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.open: dict[str, list[SessionStream]] = {}
         self.reads = 0
-        """Counters reads so far (one per tick, whatever the number of sessions)."""
+        """Counters reads made so far (one per tick, whatever the number of sessions)."""
         self._soon: asyncio.Event | None = None
         self._joins: dict[str, int] = {}
         self._forgetting: dict[str, set[str]] = {}
@@ -285,16 +291,26 @@ class SessionHub:
             self._reader = asyncio.get_running_loop().create_task(self._read_counters())
         return self._tick
 
+    def recent_counters(self) -> Counters | None:
+        """The latest counters read, if it began within two ticks (an older one may predate a crowd)."""
+        if self.counters is None or time.monotonic() - self.counters[0] > 2 * self.settings.counters_tick_s:
+            return None
+        return self.counters[1]
+
     def _wanted(self) -> bool:
-        return any(stream.view.waiting() for streams in self.open.values() for stream in streams)
+        """Whether some stream here has a waiting job whose rank can still change (or is not known)."""
+        counters = self.recent_counters()
+        return any(
+            stream.view.ranked(counters, self.short_line) for streams in self.open.values() for stream in streams
+        )
 
     async def _read_counters(self) -> None:
         """Read the counters every `counters_tick_s` while any stream here has a waiting job."""
         while self._wanted():
             started = time.monotonic()
+            self.reads += 1  # counted when asked: a read cut short by shutdown still reaches AWS
             try:
                 counters = await anyio.to_thread.run_sync(self.store.counters)
-                self.reads += 1
                 self.counters = (started, counters)
                 self.history.append((time.time(), counters))
             except Unavailable as error:
@@ -528,10 +544,10 @@ class SessionStream:
         timeout = max(0.0, deadline - time.monotonic())
         waits = [asyncio.ensure_future(self.wake.wait())]
         waiting = self.view.waiting()
-        if waiting:
+        counters = self.hub.recent_counters()
+        if self.view.ranked(counters, self.hub.short_line):
             # A new job's first rank is worth an early read only when its line is long (a job at the
             # front is read for anyway, and its estimation comes with its start).
-            counters = self.hub.counters[1] if self.hub.counters else None
             fresh = counters is not None and any(
                 t.tails is None and counters.queue_size(t.job.group) > self.hub.short_line(t.job) for t in waiting
             )

@@ -117,6 +117,7 @@ class Worker:
         """Best-effort writes (statistics, batch log) that the next batch need not wait for."""
         self.avg_batch_s: float | None = None
         self.avg_batch_size: float | None = None
+        self.avg_cycle_s: float | None = None
         self.batches = 0
         self._logged_at = -BATCH_RECORD_EVERY_S
         self.heartbeat_s = max(0.2, min(settings.lease_ttl_s, settings.visibility_timeout_s) / 3)
@@ -244,9 +245,13 @@ class Worker:
             if slot is None:
                 self.broker.set_visibility(self.function.api_name, deliveries, 0)
                 return
+            claiming = time.monotonic()
             tasks = self._claim(deliveries)
             if tasks:
-                self._run(tasks)
+                ran = self._run(tasks)
+                self.avg_cycle_s = smooth(self.avg_cycle_s, time.monotonic() - claiming)
+                if ran is not None:
+                    self._log(*ran)
         finally:
             self.hand.drop(deliveries)
             with self.hand.lock:
@@ -341,7 +346,8 @@ class Worker:
 
     # ---- run -------------------------------------------------------------------------------------
 
-    def _run(self, tasks: list[_Task]) -> None:
+    def _run(self, tasks: list[_Task]) -> tuple[list[_Task], float] | None:
+        """Run the claimed jobs and record their outcomes; returns what ran and how long it took."""
         retry_exhausted = [t for t in tasks if t.job.attempt > self.settings.max_attempts]
         for task in retry_exhausted:
             task.outcome = self._failure(
@@ -351,6 +357,7 @@ class Worker:
                 reason="attempts",
             )
         runnable = [t for t in tasks if t.outcome is None]
+        ran = None
         if runnable:
             # No write for the starts: the claim set each job running, which its stream tells the client.
             started = time.monotonic()
@@ -364,8 +371,9 @@ class Worker:
             queue_wait_s = max(0.0, started_at - min(t.job.created_at for t in runnable))
             self.observer.batch_ran(self.function.api_name, len(runnable), duration_s, queue_wait_s)
             self._learn(duration_s, len(runnable))
-            self._log(runnable, duration_s)
+            ran = (runnable, duration_s)
         self._settle(tasks)
+        return ran
 
     def _run_batch(self, tasks: list[_Task]) -> None:
         started = time.monotonic()
@@ -541,7 +549,12 @@ class Worker:
         self.batches += 1
 
     def _stats(self) -> FunctionStats:
-        return FunctionStats(avg_batch_s=self.avg_batch_s, avg_batch_size=self.avg_batch_size, batches=self.batches)
+        return FunctionStats(
+            avg_batch_s=self.avg_batch_s,
+            avg_batch_size=self.avg_batch_size,
+            batches=self.batches,
+            avg_cycle_s=self.avg_cycle_s,
+        )
 
     def _log_batch(self, record: BatchRecord, stats: FunctionStats) -> None:
         """One put: the status page's batch log and the front's statistics (best effort)."""

@@ -162,6 +162,7 @@ class FleetStore(Table):
             avg_batch_s=float(item["avg_batch_s"]["N"]),
             avg_batch_size=float(item["avg_batch_size"]["N"]),
             batches=int(item.get("batches", {}).get("N", 0)),
+            avg_cycle_s=float(item["avg_cycle_s"]["N"]) if "avg_cycle_s" in item else None,
         )
 
     # ---- operator view: recent batches and queue-depth samples (read by `surge.status`) ----------
@@ -175,10 +176,12 @@ class FleetStore(Table):
         shows the latest few, and the front's ETA reads the newest."""
         size, failed, duration_s, worker_id = batch.size, batch.failed, batch.duration_s, batch.worker_id
         now = time.time()
+        cycle = {"avg_cycle_s": n(float(stats.avg_cycle_s))} if stats.avg_cycle_s is not None else {}
         with aws_errors("Recording a batch"):
             self.client.put_item(
                 TableName=self.settings.state_table_name,
                 Item={
+                    **cycle,
                     "pk": s(f"batches#{api_name}"),
                     "sk": s(f"{CLOCK.next():020d}#{worker_id}"),
                     "finished_at": n(now),
