@@ -124,6 +124,7 @@ def start_gradio(workload: str, devices: int, device_log: Path) -> Running:
 
 
 def start_surge(workload: str, workers: int, device_log: Path, callcount_dir: Path) -> Running:
+    callcount_dir.mkdir(parents=True, exist_ok=True)  # `Running.calls` reads it; the processes write it
     pythonpath = os.pathsep.join(p for p in (str(INJECT), os.environ.get("PYTHONPATH", "")) if p)
     stack = LocalStack(
         f"bench.apps.surge_apps:{workload}",

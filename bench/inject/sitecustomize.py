@@ -21,7 +21,8 @@ import threading
 from typing import Any
 
 _COUNTS: dict[str, list[float]] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
+"""Re-entrant: `_dump` runs as a signal handler in the main thread, which may be inside `_count` holding it."""
 
 
 def _units(operation: str, params: dict[str, Any]) -> float:
@@ -110,13 +111,20 @@ def _role() -> str:
 
 
 def _dump(*_: Any) -> None:
+    """Write the counts. Runs as the SIGUSR1 handler, in the measured process's main thread: an
+    exception raised here would surface in whatever that thread runs (the front's event loop, the
+    worker's `serve`) and end the process, so a failed write is only reported."""
     folder = os.environ["BENCH_CALLCOUNT_DIR"]
     path = os.path.join(folder, f"{_role()}-{os.getpid()}.json")
     with _LOCK:
         text = json.dumps(_COUNTS)
-    with open(path + ".tmp", "w") as out:
-        out.write(text)
-    os.replace(path + ".tmp", path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(path + ".tmp", "w") as out:
+            out.write(text)
+        os.replace(path + ".tmp", path)
+    except OSError as error:
+        print(f"bench callcount: could not write {path}: {error}", file=sys.stderr, flush=True)
 
 
 def _install() -> None:

@@ -189,18 +189,25 @@ class LocalStack:
         return {n: p for n, p in self.processes.items() if n.startswith(f"worker:{api_name}-") and p.poll() is None}
 
     def stop(self, timeout_s: float = 15) -> None:
-        """SIGTERM every child (workers first: they finish their batch and give back the rest)."""
-        order = sorted(self.processes.items(), key=lambda item: (item[0].startswith("emulator:"), item[0] == "front"))
-        for _, process in order:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        """SIGTERM the children in waves, each once the one before has exited (or been killed at the
+        deadline): the workers (they finish their batch, record it and give back the rest, all through
+        the emulators), then the front, then the emulators. Signalled all at once, a worker stopped
+        mid-batch found the emulators gone, retried recording its results until the deadline and was
+        killed: its batch was lost and every such stop took `timeout_s`."""
+        waves: list[list[subprocess.Popen[bytes]]] = [[], [], []]
+        for name, process in self.processes.items():
+            waves[2 if name.startswith("emulator:") else 1 if name == "front" else 0].append(process)
         deadline = time.monotonic() + timeout_s
-        for _, process in order:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for wave in waves:
+            for process in wave:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in wave:
+                try:
+                    process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
         self.processes.clear()
 
 

@@ -225,3 +225,23 @@ def test_sigterm_mid_batch_finishes_the_batch_then_exits(sleepy_stack: LocalStac
     assert sorted(job.result() for job in jobs) == ["t0", "t1"]
     assert wait_until(lambda: counters(sleepy_stack).waiting == 0, 5)
     assert held_leases(sleepy_stack, "sleepy") == 0
+
+
+def test_stopping_the_stack_mid_batch_lets_the_worker_record_it_and_exit(record_dir: Path) -> None:
+    """`LocalStack.stop` stops the emulators only after the workers: a worker stopped mid-batch records
+    its results and exits by itself (signalled together, it retried against emulators that were gone
+    until the deadline killed it, and the batch was lost)."""
+    stack = LocalStack(
+        "tests.apps.timing_app:app",
+        port=free_port(),
+        workers={"limited_one": 0, "limited_two": 0, "one_at_a_time": 0, "sleepy": 1},
+        extra_env={"RECORD_DIR": str(record_dir)},
+    ).start()
+    try:
+        assert join(stack, new_session(), "sleepy", [1.0, "stopped"]).status_code == 200
+        assert wait_until(lambda: any("stopped" in r["tags"] for r in records(record_dir, "sleepy_start")), 30)
+        (worker,) = stack.workers_of("sleepy").values()
+    finally:
+        stack.stop()
+    assert any("stopped" in r["tags"] for r in records(record_dir, "sleepy")), "the batch ran to its end"
+    assert worker.returncode == 0, "the worker exited by itself, not killed at the stop's deadline"

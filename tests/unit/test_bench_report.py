@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -58,6 +59,22 @@ def _cell(workload: str, users: int, calls: dict[str, Any], completed: int = 10)
         join_s=0.02,
         stream_s=0.5,
     )
+
+
+def test_count_dump_never_raises_in_the_measured_process(tmp_path: Path, monkeypatch: Any) -> None:
+    """`_dump` is the SIGUSR1 handler of the front and the workers: an exception there ends the process
+    it measures (a callcount folder nobody created killed both at the first snapshot)."""
+    counter = _counter()
+    counter._COUNTS["sqs.SendMessage"] = [3, 0.0]
+    missing = tmp_path / "not-yet" / "calls"
+    monkeypatch.setenv("BENCH_CALLCOUNT_DIR", str(missing))
+    counter._dump()
+    (written,) = missing.glob("*.json")
+    assert json.loads(written.read_text()) == {"sqs.SendMessage": [3, 0.0]}
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("BENCH_CALLCOUNT_DIR", str(blocked))
+    counter._dump()  # cannot write there: reported on stderr, not raised
 
 
 def test_summary_splits_stream_join_and_worker_and_units() -> None:
