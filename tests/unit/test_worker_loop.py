@@ -17,7 +17,7 @@ from surge.models import Job, JobState
 from surge.ports import WorkerStore
 from surge.settings import Settings
 from surge.worker import Worker
-from tests.unit.fakes import InMemoryQueue, InMemoryStore
+from tests.unit.fakes import InMemoryQueue, InMemoryStore, ManualClock
 
 SESSION = "session000000001"
 
@@ -183,3 +183,21 @@ def test_a_message_whose_job_is_gone_is_acknowledged_and_a_foreign_one_dead_lett
     assert queue.dead["shout"] == ["not json at all"]
     stored = store.get_job(SESSION, cancelled.job_id)
     assert stored is not None and stored.state is JobState.CANCELLED
+
+
+def test_a_job_whose_worker_died_runs_again_once_its_message_comes_back() -> None:
+    clock = ManualClock()
+    served, store, queue = Served(), InMemoryStore(clock=clock), InMemoryQueue(visibility_timeout_s=60, clock=clock)
+    job = _join(store, queue, "shout", "orphan")
+    assert len(queue.receive("shout", 1, 0)) == 1  # a worker took the message,
+    store.worker_alive("shout", "dead-worker", 30, 1)
+    assert store.claim([job], "dead-worker").claimed  # claimed the job, and died
+    clock.advance(61)  # its heartbeat lapsed, and the message's visibility
+
+    _serve_until_drained(served, "shout", store, queue)
+
+    assert served.ran == ["orphan"]
+    done = store.get_job(SESSION, job.job_id)
+    assert done is not None and (done.state, done.attempt) == (JobState.COMPLETED, 2)
+    assert _result(store, job)["output"]["data"] == ["ORPHAN"]
+    assert queue.depth("shout") == 0
