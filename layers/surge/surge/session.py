@@ -27,8 +27,8 @@ from surge.application import App
 from surge.errors import Unavailable
 from surge.eta import Estimator
 from surge.models import TERMINAL_STATES, Counters, Job, JobState
+from surge.ports import StreamStore
 from surge.settings import Settings
-from surge.store import Store
 
 logger = logging.getLogger("surge.session")
 
@@ -198,7 +198,7 @@ def _news(tracked: Tracked, batch_s: float | None) -> list[dict[str, Any]]:
 class SessionHub:
     """One per stream process: the shared counters reader, and the registry of open streams."""
 
-    def __init__(self, app: App, settings: Settings, store: Store, estimator: Estimator) -> None:
+    def __init__(self, app: App, settings: Settings, store: StreamStore, estimator: Estimator) -> None:
         self.app = app
         self.settings = settings
         self.store = store

@@ -22,13 +22,14 @@ from typing import Any, TypeVar
 
 from surge import protocol
 from surge.application import CALLS, App, Call, Function
-from surge.broker import Broker, Delivery
+from surge.broker import Delivery
 from surge.errors import Error, Unavailable
 from surge.eta import smooth
 from surge.models import TERMINAL_STATES, FunctionStats, Job, JobState
 from surge.observer import Observer
+from surge.ports import Queue, WorkerStore
 from surge.settings import Settings
-from surge.store import BatchRecord, Completion, Store
+from surge.store import BatchRecord, Completion
 
 T = TypeVar("T")
 logger = logging.getLogger("surge.worker")
@@ -92,8 +93,8 @@ class Worker:
         app: App,
         function: Function,
         settings: Settings,
-        store: Store,
-        broker: Broker,
+        store: WorkerStore,
+        broker: Queue,
         *,
         slots: int = 1,
         worker_id: str | None = None,

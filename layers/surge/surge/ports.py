@@ -1,0 +1,106 @@
+"""Ports: the store and queue calls the worker loop and the stream reader make, one Protocol per concept.
+
+`surge.store.Store` (DynamoDB) and `surge.broker.Broker` (SQS) are the adapters; the unit tier's
+`InMemory<Port>` fakes are the others. Each Protocol names only what its callers use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from surge.broker import Delivery
+from surge.models import Counters, FunctionStats, Job, JobState
+from surge.store import BatchRecord, Claim, Completion
+
+
+class Jobs(Protocol):
+    """A worker's transitions of the jobs it runs: claim, progress, generator output, finish."""
+
+    def claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
+        """Move jobs to `running` for `worker_id`: a `waiting` job, or a `running` one at the attempt given
+        (its worker is gone). Every other job is refused, so a duplicated message never runs a job twice."""
+        ...
+
+    def record_progress(self, job: Job, body: dict[str, Any]) -> None:
+        """Replace the job's progress message; dropped when the job is no longer this attempt's."""
+        ...
+
+    def append_chunk(self, job: Job, body: dict[str, Any]) -> None:
+        """Append one generator message; dropped when the job is no longer this attempt's."""
+        ...
+
+    def finish(self, completions: Sequence[Completion], *, held: bool) -> list[str]:
+        """Record terminal states; returns the ids finished (all when `held`, the worker's lease is fresh)."""
+        ...
+
+
+class SessionLog(Protocol):
+    """A stream's view of its session's jobs: read them, end a waiting one, forget delivered ones."""
+
+    def read_session(self, session_hash: str) -> list[Job]:
+        """Every job of the session (strongly consistent), oldest first."""
+        ...
+
+    def end_waiting(self, job: Job, state: JobState, body: dict[str, Any]) -> bool:
+        """End a job that never started and count it out of the line; False if it no longer waited."""
+        ...
+
+    def forget(self, session_hash: str, job_ids: Sequence[str]) -> None:
+        """Delete jobs whose completion a stream delivered."""
+        ...
+
+
+class Admission(Protocol):
+    """The sharded counters of jobs that joined and left the line: ranks and queue sizes come from them."""
+
+    def counters(self, consistent: bool = True) -> Counters: ...
+
+
+class Leases(Protocol):
+    """Slots of a concurrency group's limit, each held by one worker until released or expired."""
+
+    def acquire_lease(self, group: str, limit: int, owner: str) -> int | None:
+        """A free (or expired, or already `owner`'s) slot below `limit`, now `owner`'s; None if all are held."""
+        ...
+
+    def renew_lease(self, group: str, slot: int, owner: str) -> bool: ...
+
+    def release_lease(self, group: str, slot: int, owner: str) -> None: ...
+
+
+class Workers(Protocol):
+    """The fleet records a worker writes and reads: its liveness, and each batch with its statistics."""
+
+    def worker_alive(self, api_name: str, worker_id: str, alive_for_s: float, slots: int) -> None: ...
+
+    def worker_gone(self, api_name: str, worker_id: str) -> None: ...
+
+    def is_worker_alive(self, api_name: str, worker_id: str) -> bool: ...
+
+    def record_batch(self, api_name: str, batch: BatchRecord, stats: FunctionStats) -> None: ...
+
+
+class Queue(Protocol):
+    """One queue per function, delivering each message at least once until it is deleted."""
+
+    def receive(self, api_name: str, max_messages: int, wait_s: int) -> list[Delivery]:
+        """Up to `max_messages` visible messages, each hidden for the visibility timeout (a long poll of
+        up to `wait_s` when none is visible)."""
+        ...
+
+    def delete(self, api_name: str, deliveries: Sequence[Delivery]) -> None: ...
+
+    def set_visibility(self, api_name: str, deliveries: Sequence[Delivery], timeout_s: int) -> None:
+        """Keep messages in hand hidden for `timeout_s` more, or (0) give them back at once."""
+        ...
+
+    def dead_letter(self, api_name: str, deliveries: Sequence[Delivery]) -> None: ...
+
+
+class WorkerStore(Jobs, Leases, Workers, Protocol):
+    """Everything the worker loop asks of the store."""
+
+
+class StreamStore(SessionLog, Admission, Protocol):
+    """Everything the stream reader asks of the store."""

@@ -1,0 +1,169 @@
+"""The stream reader through in-memory ports: what a session's client sees, and what it costs in reads.
+
+The hub's counters tick is shortened (`counters_tick_s`, `FRESH_GAP_S`) so that a test sees several
+ticks within a fraction of a second; nothing else is faked but the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import surge
+from surge import protocol
+from surge.eta import Estimator
+from surge.models import Job, JobState
+from surge.session import PollPolicy, SessionHub, SessionStream
+from surge.settings import Settings
+from surge.store import Completion
+from tests.unit.fakes import InMemoryStore
+
+AHEAD = "a" * 32
+WAIT_LIMIT_S = 3.0
+FAST_POLL = PollPolicy(min_s=0.005, max_s=0.02, streaming_max_s=0.02)
+
+
+@pytest.fixture(autouse=True)
+def quick_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("surge.session.FRESH_GAP_S", 0.005)
+
+
+def _app() -> surge.App:
+    app = surge.App(title="ports", default_concurrency_limit=None)
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], eta_hint_s=0.5)
+    def shout(text: str) -> str:
+        return text.upper()
+
+    return app
+
+
+def _settings() -> Settings:
+    return Settings(
+        app_module="tests.unit.test_stream_reader:app",
+        events_table_name="events",
+        state_table_name="state",
+        queue_url_prefix="memory://",
+        counters_tick_s=0.02,
+        rescan_s=60.0,
+        session_grace_s=60.0,
+    )
+
+
+def _hub(store: InMemoryStore) -> SessionHub:
+    app = _app()
+    return SessionHub(app, _settings(), store, Estimator(app, store.workers.stats, store.workers.fleet))
+
+
+def _admit(store: InMemoryStore, session: str, n: int) -> Job:
+    job = Job(
+        job_id=f"job-{session[:4]}-{n}",
+        session_hash=session,
+        api_name="shout",
+        group="shout",
+        state=JobState.WAITING,
+        data=[f"x{n}"],
+        created_at=time.time(),
+    )
+    return store.admit(job)
+
+
+def _run(store: InMemoryStore, job: Job, worker_id: str = "worker-1") -> None:
+    """What a worker records for a job: the claim (it starts), then its completion."""
+    (claimed,) = store.claim([job], worker_id).claimed
+    done = protocol.completed(job.job_id, [str(job.data[0]).upper()], 0.01, None)
+    assert store.finish([Completion(claimed, JobState.COMPLETED, done)], held=True) == [job.job_id]
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while not check():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await asyncio.sleep(0.002)
+
+
+def _reading(stream: SessionStream, seen: list[dict[str, Any]]) -> asyncio.Task[None]:
+    async def read() -> None:
+        async for message in stream.messages():
+            seen.append(message)
+
+    return asyncio.ensure_future(read())
+
+
+def _ranks(seen: list[dict[str, Any]]) -> list[tuple[int, int, float | None]]:
+    return [(m["rank"], m["queue_size"], m["rank_eta"]) for m in seen if m["msg"] == "estimation"]
+
+
+def test_sessions_far_back_cost_no_log_reads_while_ranks_and_etas_follow_the_counters() -> None:
+    store = InMemoryStore(shards=2)
+    ahead = [_admit(store, AHEAD, i) for i in range(40)]  # no worker runs: these stay in line
+    behind = [f"{i:032d}" for i in range(3)]
+    for session in behind:
+        _admit(store, session, 0)
+    hub = _hub(store)
+    streams = [SessionStream(hub, session, PollPolicy()) for session in behind]
+    seen: dict[str, list[dict[str, Any]]] = {session: [] for session in behind}
+
+    async def watch() -> None:
+        tasks = [_reading(stream, seen[stream.session_hash]) for stream in streams]
+        await _until(lambda: all(_ranks(seen[s]) for s in behind), "a first rank for every session")
+        store.claim(ahead[:10], "worker-1")  # ten jobs ahead start (one transaction): only the line moves
+        await _until(lambda: all(len(_ranks(seen[s])) >= 2 for s in behind), "a second rank for every session")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(watch())
+
+    for session in behind:
+        first, *later = _ranks(seen[session])
+        # The rank is the honest bound from the tails read after the job was seen (42 of the 43 may be
+        # ahead); the ETA is the hint's 0.5 s per batch of one, for the jobs ahead and its own.
+        assert first == (42, 43, 21.5)
+        assert later == [(32, 33, 16.5)], "the line moved by the ten that started, and nothing else changed"
+        assert not [m for m in seen[session] if m["msg"] != "estimation"], "nothing started, nothing closed"
+    assert store.calls["read_session"] == len(behind), "each log is read once, when its stream opens"
+    assert store.calls["counters"] == hub.reads >= 2, "ranks come from the hub's counters reads"
+
+
+def test_close_stream_follows_the_last_pending_completion_and_never_precedes_it() -> None:
+    store = InMemoryStore()
+    session = "s" * 32
+    first, second = _admit(store, session, 0), _admit(store, session, 1)
+    stream = SessionStream(_hub(store), session, FAST_POLL)
+    seen: list[dict[str, Any]] = []
+    reads_at: list[int] = []
+    """How many times the log had been read when each message came."""
+
+    def completed(job: Job) -> bool:
+        return any(m["msg"] == "process_completed" and m["event_id"] == job.job_id for m in seen)
+
+    async def read() -> None:
+        async for message in stream.messages():
+            seen.append(message)
+            reads_at.append(store.calls["read_session"])
+
+    async def watch() -> None:
+        task = asyncio.ensure_future(read())
+        _run(store, first)
+        await _until(lambda: completed(first), "the first job's completion")
+        reads = store.calls["read_session"]
+        await _until(lambda: task.done() or store.calls["read_session"] >= reads + 5, "reads while the second waits")
+        assert not task.done() and seen[-1]["msg"] != "close_stream", "closed while a job was pending"
+        _run(store, second)
+        await asyncio.wait_for(task, WAIT_LIMIT_S)  # the stream ends by itself
+
+    asyncio.run(watch())
+
+    kinds = [(m["msg"], m["event_id"]) for m in seen]
+    assert kinds[-2:] == [("process_completed", second.job_id), ("close_stream", None)]
+    assert reads_at[-1] == reads_at[-2], "close_stream comes with the read that found the last completion"
+    assert kinds.count(("close_stream", None)) == 1
+    assert kinds.index(("process_completed", first.job_id)) < kinds.index(("process_starts", second.job_id))
+    assert store.get_job(session, first.job_id) is None and store.get_job(session, second.job_id) is None, (
+        "delivered jobs are forgotten, so a later stream of the session does not deliver them again"
+    )

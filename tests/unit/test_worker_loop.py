@@ -1,0 +1,203 @@
+"""The worker loop through in-memory ports: receive → claim → run → record → acknowledge, no AWS.
+
+Each test queues jobs, serves until every message is settled (a receive finds the queue empty, and the
+test stops the worker there), and reads what a client's stream would: each job's final message.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import surge
+from surge.models import Job, JobState
+from surge.ports import WorkerStore
+from surge.settings import Settings
+from surge.worker import Worker
+from tests.unit.fakes import InMemoryQueue, InMemoryStore, ManualClock
+
+SESSION = "session000000001"
+
+
+class Served:
+    """An app whose functions count the inputs they ran on."""
+
+    def __init__(self, concurrency_limit: int | None = None) -> None:
+        self.ran: list[Any] = []
+        self.lock = threading.Lock()
+        self.app = surge.App(title="ports", default_concurrency_limit=concurrency_limit)
+        app = self.app
+
+        @app.function(inputs=["textbox"], outputs=["textbox"])
+        def shout(text: str) -> str:
+            self._ran(text)
+            if text == "refuse":
+                raise surge.Error("Refused: 'refuse' is not a word.")
+            if text == "crash":
+                raise RuntimeError("internal detail")
+            return text.upper()
+
+        @app.function(inputs=["textbox"], outputs=["textbox"], batch=True, max_batch_size=4)
+        def shout_batch(texts: list[str]) -> list[list[str]]:
+            for text in texts:
+                self._ran(text)
+            return [[text.upper() for text in texts]]
+
+    def _ran(self, value: Any) -> None:
+        with self.lock:
+            self.ran.append(value)
+
+
+def _settings() -> Settings:
+    return Settings(
+        app_module="tests.unit.test_worker_loop:app",
+        events_table_name="events",
+        state_table_name="state",
+        queue_url_prefix="memory://",
+        poll_wait_s=0,
+    )
+
+
+def _join(store: InMemoryStore, queue: InMemoryQueue, api_name: str, text: str, n: int = 0) -> Job:
+    """Admit a job and queue its message, as the front's join does."""
+    job = Job(
+        job_id=f"job-{api_name}-{n}",
+        session_hash=SESSION,
+        api_name=api_name,
+        group=api_name,
+        state=JobState.WAITING,
+        data=[text],
+        created_at=time.time(),
+    )
+    placed = store.admit(job)
+    queue.send(placed)
+    return placed
+
+
+def _serve_until_drained(served: Served, api_name: str, store: WorkerStore, queue: InMemoryQueue) -> Worker:
+    worker = Worker(served.app, served.app.get(api_name), _settings(), store, queue)
+
+    def stop_when_drained() -> None:
+        if queue.depth(api_name) == 0:  # nothing visible and nothing in flight: every message settled
+            worker.stop()
+        else:
+            time.sleep(0.001)  # messages in flight: the loop polls again, as a long poll would
+
+    queue.on_empty = stop_when_drained
+    runner = threading.Thread(target=worker.serve)
+    runner.start()
+    runner.join(timeout=5)
+    stuck = runner.is_alive()
+    worker.stop()
+    runner.join(timeout=5)
+    assert not stuck, f"the worker left {queue.depth(api_name)} message(s) unsettled"
+    return worker
+
+
+def _result(store: InMemoryStore, job: Job) -> dict[str, Any]:
+    stored = store.get_job(SESSION, job.job_id)
+    assert stored is not None and stored.result is not None, f"{job.job_id} has no final message"
+    return stored.result
+
+
+def test_worker_loop_runs_each_queued_job_once_records_completions_and_acknowledges() -> None:
+    served, store, queue = Served(), InMemoryStore(), InMemoryQueue()
+    jobs = [_join(store, queue, "shout", word, i) for i, word in enumerate(["one", "two", "three"])]
+
+    _serve_until_drained(served, "shout", store, queue)
+
+    assert sorted(served.ran) == ["one", "three", "two"]
+    for job, word in zip(jobs, ["ONE", "TWO", "THREE"], strict=True):
+        result = _result(store, job)
+        assert (result["msg"], result["event_id"], result["success"]) == ("process_completed", job.job_id, True)
+        assert result["output"]["data"] == [word]
+        done = store.get_job(SESSION, job.job_id)
+        assert done is not None and (done.state, done.attempt) == (JobState.COMPLETED, 1)
+    assert queue.depth("shout") == 0, "every message is acknowledged"
+    assert store.counters().waiting == 0, "claims count the jobs out of the line"
+
+
+def test_worker_loop_runs_a_batch_function_once_per_batch_under_a_concurrency_lease() -> None:
+    served, store, queue = Served(concurrency_limit=1), InMemoryStore(), InMemoryQueue()
+    jobs = [_join(store, queue, "shout_batch", word, i) for i, word in enumerate(["a", "b", "c"])]
+
+    _serve_until_drained(served, "shout_batch", store, queue)
+
+    assert sorted(served.ran) == ["a", "b", "c"]
+    assert [_result(store, job)["output"]["data"] for job in jobs] == [["A"], ["B"], ["C"]]
+    assert queue.depth("shout_batch") == 0
+    assert store.calls["acquire_lease"] >= 1 and not store.leases.held, "the lease is given back after the batch"
+
+
+@pytest.mark.parametrize("api_name", ["shout", "shout_batch"])
+def test_a_message_delivered_twice_runs_its_job_once(api_name: str) -> None:
+    served, store, queue = Served(), InMemoryStore(), InMemoryQueue()
+    job = _join(store, queue, api_name, "hello")
+    queue.send(job)  # a standard queue delivers at least once
+
+    _serve_until_drained(served, api_name, store, queue)
+
+    assert served.ran == ["hello"]
+    done = store.get_job(SESSION, job.job_id)
+    assert done is not None and (done.state, done.attempt) == (JobState.COMPLETED, 1)
+    assert _result(store, job)["output"]["data"] == ["HELLO"]
+    assert queue.depth(api_name) == 0, "both copies are acknowledged"
+    assert not queue.dead.get(api_name), "a duplicate is not poison"
+    assert store.counters().waiting == 0, "the job left the line once"
+
+
+def test_a_function_that_raises_fails_its_job_with_the_message_and_the_message_is_acknowledged() -> None:
+    served, store, queue = Served(), InMemoryStore(), InMemoryQueue()
+    refused = _join(store, queue, "shout", "refuse", 0)
+    crashed = _join(store, queue, "shout", "crash", 1)
+    fine = _join(store, queue, "shout", "fine", 2)
+
+    _serve_until_drained(served, "shout", store, queue)
+
+    result = _result(store, refused)
+    assert result["success"] is False
+    assert result["output"]["error"] == "Refused: 'refuse' is not a word."
+    hidden = _result(store, crashed)
+    assert hidden["success"] is False and hidden["output"]["error"] is None, "no internals without show_error"
+    for job in (refused, crashed):
+        stored = store.get_job(SESSION, job.job_id)
+        assert stored is not None and stored.state is JobState.FAILED
+    assert _result(store, fine)["output"]["data"] == ["FINE"], "the worker serves on after a failure"
+    assert sorted(served.ran) == ["crash", "fine", "refuse"], "a failure is not retried"
+    assert queue.depth("shout") == 0
+
+
+def test_a_message_whose_job_is_gone_is_acknowledged_and_a_foreign_one_dead_lettered() -> None:
+    served, store, queue = Served(), InMemoryStore(), InMemoryQueue()
+    cancelled = _join(store, queue, "shout", "cancelled", 0)
+    assert store.end_waiting(cancelled, JobState.CANCELLED, {"msg": "process_completed"})
+    queue.send_body("shout", "not json at all")
+
+    _serve_until_drained(served, "shout", store, queue)
+
+    assert served.ran == []
+    assert queue.depth("shout") == 0
+    assert queue.dead["shout"] == ["not json at all"]
+    stored = store.get_job(SESSION, cancelled.job_id)
+    assert stored is not None and stored.state is JobState.CANCELLED
+
+
+def test_a_job_whose_worker_died_runs_again_once_its_message_comes_back() -> None:
+    clock = ManualClock()
+    served, store, queue = Served(), InMemoryStore(clock=clock), InMemoryQueue(visibility_timeout_s=60, clock=clock)
+    job = _join(store, queue, "shout", "orphan")
+    assert len(queue.receive("shout", 1, 0)) == 1  # a worker took the message,
+    store.worker_alive("shout", "dead-worker", 30, 1)
+    assert store.claim([job], "dead-worker").claimed  # claimed the job, and died
+    clock.advance(61)  # its heartbeat lapsed, and the message's visibility
+
+    _serve_until_drained(served, "shout", store, queue)
+
+    assert served.ran == ["orphan"]
+    done = store.get_job(SESSION, job.job_id)
+    assert done is not None and (done.state, done.attempt) == (JobState.COMPLETED, 2)
+    assert _result(store, job)["output"]["data"] == ["ORPHAN"]
+    assert queue.depth("shout") == 0
