@@ -58,6 +58,7 @@ def _settings() -> Settings:
         state_table_name="state",
         queue_url_prefix="memory://",
         poll_wait_s=0,
+        ack_within_s=0.05,
     )
 
 
@@ -201,3 +202,17 @@ def test_a_job_whose_worker_died_runs_again_once_its_message_comes_back() -> Non
     assert done is not None and (done.state, done.attempt) == (JobState.COMPLETED, 2)
     assert _result(store, job)["output"]["data"] == ["ORPHAN"]
     assert queue.depth("shout") == 0
+
+
+def test_finished_messages_are_acknowledged_ten_to_a_call_not_one_call_per_job() -> None:
+    """A lone function runs one job per batch; its messages are acknowledged together once recorded
+    (SQS deletes up to ten per call), and none is left in flight or run again."""
+    served, store, queue = Served(), InMemoryStore(), InMemoryQueue()
+    jobs = [_join(store, queue, "shout", f"w{i}", i) for i in range(12)]
+
+    _serve_until_drained(served, "shout", store, queue)
+
+    assert sorted(served.ran) == sorted(f"w{i}" for i in range(12))
+    assert all(_result(store, job)["success"] for job in jobs)
+    assert queue.depth("shout") == 0
+    assert queue.calls["delete"] <= 2, queue.calls

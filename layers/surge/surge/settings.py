@@ -51,6 +51,9 @@ class Settings(BaseModel):
     """Largest upload when the app sets no `max_file_size` of its own (above: HTTP 413)."""
     max_threads: int = 0
     """Each worker's thread pool for sync functions (Gradio's `launch(max_threads=)`); 0: the app's own."""
+    ack_within_s: float = 1.0
+    """A worker acknowledges finished messages ten to a call, or once the oldest waited this long (a
+    message never acknowledged comes back after its visibility timeout and is settled unrun)."""
     rescan_s: float = 15.0
     """How often a stream reads the log of a session whose jobs all wait behind others (safety net)."""
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from surge import protocol
 from surge.application import CALLS, App, Call, Function
-from surge.broker import Delivery
+from surge.broker import RECEIVE_LIMIT, Delivery
 from surge.errors import Error, Unavailable
 from surge.eta import smooth
 from surge.models import TERMINAL_STATES, FunctionStats, Job, JobState
@@ -60,6 +60,30 @@ class _Task:
     job: Job
     deliveries: list[Delivery]
     outcome: Completion | None = None
+
+
+@dataclass
+class _Acks:
+    """Messages of finished jobs waiting to be acknowledged together (SQS deletes up to ten per call)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pending: list[Delivery] = field(default_factory=list)
+    oldest_at: float = 0.0
+
+    def add(self, deliveries: Sequence[Delivery]) -> None:
+        with self.lock:
+            if not self.pending:
+                self.oldest_at = time.monotonic()
+            self.pending.extend(deliveries)
+
+    def take(self, at_least: int, older_than_s: float) -> list[Delivery]:
+        """Everything pending if there are `at_least` or the oldest waited `older_than_s`; else nothing."""
+        with self.lock:
+            due = len(self.pending) >= at_least or time.monotonic() - self.oldest_at >= older_than_s
+            if not self.pending or not due:
+                return []
+            taken, self.pending = self.pending, []
+            return taken
 
 
 @dataclass
@@ -111,6 +135,7 @@ class Worker:
         self.limit = app.concurrency_limit(function.concurrency_id)
         self.stopping = threading.Event()
         self.hand = _Hand()
+        self.acks = _Acks()
         self.pool = ThreadPoolExecutor(max_workers=max(1, app.max_threads), thread_name_prefix="surge-fn")
         self.ahead = ThreadPoolExecutor(max_workers=max(1, slots), thread_name_prefix="surge-ahead")
         """Gathers each loop's next batch while its current one runs."""
@@ -133,6 +158,8 @@ class Worker:
         self._beat()
         beat = threading.Thread(target=self._heartbeat_loop, name="surge-heartbeat", daemon=True)
         beat.start()
+        acker = threading.Thread(target=self._ack_loop, name="surge-ack", daemon=True)
+        acker.start()
         loops = [threading.Thread(target=self._loop, name=f"surge-loop-{i}") for i in range(self.slots)]
         for loop in loops:
             loop.start()
@@ -140,6 +167,7 @@ class Worker:
             loop.join()
         self.ahead.shutdown(wait=True)
         self.aside.shutdown(wait=True)
+        self._acknowledge(at_least=1, older_than_s=0.0)
         self._give_back()
         try:
             self.store.worker_gone(self.function.api_name, self.worker_id)
@@ -153,6 +181,21 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.heartbeat_s):
             self._beat()
+
+    def _ack_loop(self) -> None:
+        while not self.stopping.wait(self.settings.ack_within_s / 4):
+            self._acknowledge(at_least=RECEIVE_LIMIT, older_than_s=self.settings.ack_within_s)
+
+    def _acknowledge(self, at_least: int, older_than_s: float) -> None:
+        """Delete the finished messages that are due (a failure only logs: they come back and are
+        acknowledged unrun, their jobs having ended)."""
+        due = self.acks.take(at_least, older_than_s)
+        if not due:
+            return
+        try:
+            self.broker.delete(self.function.api_name, due)
+        except Unavailable:
+            logger.warning("could not acknowledge %d finished messages; they return and are settled then", len(due))
 
     def _beat(self) -> None:
         """Say this worker is alive, renew its leases, and keep the messages in hand invisible."""
@@ -517,7 +560,9 @@ class Worker:
         finished = set(self._retrying(finish))
         done = [d for t in tasks if t.job.job_id in finished for d in t.deliveries]
         if done:
-            self.broker.delete(self.function.api_name, done)
+            # The results are recorded: the messages are only bookkeeping now, acknowledged in batches.
+            self.acks.add(done)
+            self._acknowledge(at_least=RECEIVE_LIMIT, older_than_s=self.settings.ack_within_s)
 
     def _retrying(self, write: Callable[[], T]) -> T:
         """Results are not thrown away: retry a write while AWS refuses (up to about a minute)."""
