@@ -323,3 +323,40 @@ def test_a_crowd_at_a_nearly_full_queue_is_refused_at_the_door_not_by_a_stampede
     # afresh and tried again: hundreds of transactions and dozens of reads.
     assert calls["TransactWriteItems"] <= 3 + 2 * settings.admission_shards, calls
     assert calls["BatchGetItem"] < 20, calls  # fresh reads shared within FRESH_SHARE_S (one per join: 57)
+
+
+def test_joins_far_from_a_full_queue_reuse_one_read_of_the_shards_and_max_size_stays_exact(
+    demo: tuple[App, Settings],
+) -> None:
+    """A quiet queue costs a join its two calls, not a counters read every quarter second: while every
+    shard has half its share free, one process reuses its read (`COUNTS_ROOMY_S`); the transaction's
+    condition still stops the queue at `max_size` exactly."""
+    from collections import Counter
+    from typing import Any
+
+    import boto3
+
+    settings = demo[1].model_copy(update={"admission_shards": 4})
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb.*", count)  # type: ignore[union-attr]
+    front = Store(settings)
+    max_size = 40
+    for i in range(10):  # a visitor every 50 ms: the quarter-second reuse alone would read twice
+        front.admit(new_job(f"quiet{i}"), max_size, 1)
+        time.sleep(0.05)
+    assert calls["BatchGetItem"] == 1, calls
+    assert calls["TransactWriteItems"] == 10, calls
+    admitted = 10
+    for i in range(40):
+        try:
+            front.admit(new_job(f"busy{i}"), max_size, 1)
+            admitted += 1
+        except QueueFull:
+            pass
+    assert admitted == max_size
+    assert Store(settings).counters().waiting == max_size

@@ -39,6 +39,10 @@ ADMISSION_ROUNDS = 6
 COUNTS_FRESH_S = 0.25
 """How long a process reuses its read of the shards' counts to choose a shard for a join."""
 
+COUNTS_ROOMY_S = 2.0
+"""How long it is reused instead when every shard had at least half its share free: far from full, the
+read only spreads joins, and the transaction's condition stays exact whatever the read's age."""
+
 FRESH_SHARE_S = 0.05
 """Joins that found no room by the recent read share a fresh read made this recently."""
 
@@ -81,6 +85,14 @@ class _Gate:
                 counts = list(self.counted[1])
                 counts[shard] = (joined(counts[shard][0]), counts[shard][1])
                 self.counted = (self.counted[0], counts)
+
+
+def _reuse_s(fresh: bool, counts: list[tuple[int, int]], caps: list[int]) -> float:
+    """How old a read of the shards may be to choose a shard for a join (see `AdmissionStore._counts`)."""
+    if fresh:
+        return FRESH_SHARE_S
+    roomy = all(2 * (cap + left - joined) >= cap for cap, (joined, left) in zip(caps, counts, strict=True))
+    return COUNTS_ROOMY_S if roomy else COUNTS_FRESH_S
 
 
 def shard_key(shard: int, side: str) -> dict[str, Any]:
@@ -149,7 +161,7 @@ class AdmissionStore(Table):
         for fresh in (False, True):
             # Shards with room by a recent read, in random order (joins spread, so they seldom meet on one
             # item); the transaction's condition itself stays exact.
-            shard_counts = self._counts(fresh)
+            shard_counts = self._counts(fresh, caps)
             rooms: list[int | None] = [caps[i] + left - joined for i, (joined, left) in enumerate(shard_counts)]
             with_room = [i for i, room in enumerate(rooms) if room is not None and room > 0]
             random.shuffle(with_room)
@@ -222,17 +234,17 @@ class AdmissionStore(Table):
             return job.model_copy(update={"shard": int(stored.get("shard", {}).get("N", shard))}), False
         return None, True
 
-    def _counts(self, fresh: bool) -> list[tuple[int, int]]:
-        """(joined, left) of every shard: from a read of at most `COUNTS_FRESH_S` ago, or (`fresh`) one
-        consistent read of at most `FRESH_SHARE_S` ago, which the joins asking meanwhile share."""
+    def _counts(self, fresh: bool, caps: list[int]) -> list[tuple[int, int]]:
+        """(joined, left) of every shard: from a read of at most `COUNTS_FRESH_S` ago (`COUNTS_ROOMY_S`
+        while every shard has half its share free), or (`fresh`) one consistent read of at most
+        `FRESH_SHARE_S` ago, which the joins asking meanwhile share."""
         gate = self._gate
-        age = FRESH_SHARE_S if fresh else COUNTS_FRESH_S
         cached = gate.counted
-        if cached is not None and time.monotonic() - cached[0] < age:
+        if cached is not None and time.monotonic() - cached[0] < _reuse_s(fresh, cached[1], caps):
             return cached[1]
         with gate.reading:
             cached = gate.counted
-            if cached is not None and time.monotonic() - cached[0] < age:
+            if cached is not None and time.monotonic() - cached[0] < _reuse_s(fresh, cached[1], caps):
                 return cached[1]
             counts = [(shard.joined, shard.left) for shard in self.counters(consistent=fresh).shards]
             with gate.lock:
