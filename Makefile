@@ -10,7 +10,7 @@ WORKERS ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck sam-check clean chaos bench bench-profile preflight smoke
+.PHONY: run test lint typecheck sam-check clean chaos bench bench-profile bench-streams preflight smoke
 
 $(VENV)/.installed: requirements-dev.txt layers/surge/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,10 @@ bench: $(VENV)/.bench-installed
 
 bench-profile: $(VENV)/.bench-installed
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m bench.hotspots $(BENCH_ARGS)
+
+# One front process and 1,000 waiting streams: CPU, memory and AWS calls (docs/bench.md); about a minute.
+bench-streams: $(VENV)/.bench-installed
+	$(PY) -m bench.stream_capacity $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -45,3 +45,7 @@ sim_gpu = _app(WORKLOADS["sim_gpu"])
 sim_gpu_unbatched = _app(WORKLOADS["sim_gpu_unbatched"])
 slow_model = _app(WORKLOADS["slow_model"])
 
+# A crowd that waits: no max_size, batches of 4 taking a second each (a queue that moves slowly), for
+# `python -m bench.stream_capacity` (what one stream process pays per waiting visitor).
+crowd = _app(Workload("crowd", batch=True, max_batch_size=4, fixed_s=1.0, per_item_s=0.0, max_size=0))
+crowd.max_size = None
