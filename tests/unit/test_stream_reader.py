@@ -167,3 +167,31 @@ def test_close_stream_follows_the_last_pending_completion_and_never_precedes_it(
     assert store.get_job(session, first.job_id) is None and store.get_job(session, second.job_id) is None, (
         "delivered jobs are forgotten, so a later stream of the session does not deliver them again"
     )
+
+
+def test_a_short_job_joined_just_before_its_stream_opened_is_delivered_by_one_read() -> None:
+    """A stream's first read waits about the app's shortest batch cycle (here its 0.05 s hint): a quick
+    job is found done, not first seen waiting and read again."""
+    app = surge.App(title="quick", default_concurrency_limit=None)
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], eta_hint_s=0.05)
+    def shout(text: str) -> str:
+        return text.upper()
+
+    store = InMemoryStore()
+    session = "q" * 32
+    job = _admit(store, session, 0)
+    hub = SessionHub(app, _settings(), store, Estimator(app, store.workers.stats, store.workers.fleet))
+    stream = SessionStream(hub, session, FAST_POLL)
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        task = _reading(stream, seen)
+        await asyncio.sleep(0.01)
+        _run(store, job)  # the worker takes it at once and records it within the cycle
+        await asyncio.wait_for(task, WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+
+    assert [m["msg"] for m in seen] == ["estimation", "process_starts", "process_completed", "close_stream"]
+    assert store.calls["read_session"] == 1

@@ -38,6 +38,10 @@ HISTORY = 64
 LATE_POLL_MAX_S = 0.1
 """The longest gap between two reads of a session whose batch runs past its expected end."""
 
+FIRST_READ_MAX_S = 0.1
+"""The longest a new stream waits before its first read: about the app's shortest batch cycle, so that a
+job joined just before finds its work done (or running) rather than a first read that sees it waiting."""
+
 FRESH_GAP_S = 0.2
 """The least time between two counters reads of a process, however many streams ask for a fresh one."""
 
@@ -369,6 +373,13 @@ class SessionHub:
         except (KeyError, Unavailable):
             return True
 
+    def first_read_s(self) -> float:
+        """How long a new stream waits before reading its session: the shortest known batch cycle of the
+        app's functions, at most `FIRST_READ_MAX_S` (0 before any is known)."""
+        cycles = [self.batch_s(function.api_name) for function in self.app.functions]
+        known = [s for s in cycles if s is not None]
+        return min(FIRST_READ_MAX_S, *known) if known else 0.0
+
     def short_line(self, job: Job) -> int:
         """A line this short starts within the first batch: its job is read for before its rank is known."""
         try:
@@ -441,7 +452,8 @@ class SessionStream:
     async def _messages(self) -> AsyncIterator[dict[str, Any]]:
         opened = time.monotonic()
         interval = self.poll.min_s
-        next_read = last_read = opened
+        last_read = opened
+        next_read = first_read = opened + self.hub.first_read_s()
         while time.monotonic() - opened < self.hub.settings.stream_max_s:
             if time.monotonic() >= next_read or self.wake.is_set():
                 self.wake.clear()
@@ -464,7 +476,7 @@ class SessionStream:
                 yield message
             if await self._give_up_unserved():
                 self.wake.set()
-            next_read = self._next_read(interval, last_read)
+            next_read = self._next_read(interval, last_read) if self.reads else first_read
             await self._sleep_until(next_read)
 
     def _finished(self, open_s: float) -> bool:
