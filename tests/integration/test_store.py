@@ -172,6 +172,7 @@ def test_each_job_finishes_exactly_once(demo: tuple[App, Settings]) -> None:
     done = Completion(running, JobState.COMPLETED, body)
     assert store.finish([done], held=False) == ["j1"]
     assert store.finish([done], held=False) == []
+    assert [ids for _, ids in store.finished_since("echo", "0")] == [["j1"]]  # one notice, for the one finish
     (job,) = store.read_session(SESSION)
     assert (job.state, job.result) == (JobState.COMPLETED, body)
     assert store.get_job(SESSION, "j1").state is JobState.COMPLETED  # type: ignore[union-attr]
@@ -188,6 +189,11 @@ def test_a_held_finish_records_every_result_in_one_batch(demo: tuple[App, Settin
     assert len(jobs) == 30 and all(j.state is JobState.COMPLETED for j in jobs)
     assert all(j.result is not None and j.result["output"]["data"] == [j.job_id] for j in jobs)
     assert store.counters().waiting == 0
+    # The batch's finish notice names every job (a stream process reads these instead of far-back logs);
+    # the 30 results and the notice took two batch writes (25 + 5, the notice in the last).
+    ((key, named),) = store.finished_since("echo", "0")
+    assert sorted(named) == sorted(j.job_id for j in claimed)
+    assert store.finished_since("echo", key) == []
 
 
 def test_a_stale_attempt_cannot_finish_a_job_another_worker_reclaimed(demo: tuple[App, Settings]) -> None:

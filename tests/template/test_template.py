@@ -393,6 +393,7 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
         "lease#*",
         {"Fn::Sub": "workers#${ApiName}"},
         {"Fn::Sub": "batches#${ApiName}"},
+        {"Fn::Sub": "done#${ApiName}"},
     )
     assert grants(service["Resources"]["WorkerRole"]) == {
         arn_of("Queue"): {
@@ -408,6 +409,7 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",
+            "dynamodb:BatchWriteItem",
         },
         json.dumps({"Fn::Sub": "arn:${AWS::Partition}:s3:::${FilesBucketName}/files/*"}): {
             "s3:GetObject",

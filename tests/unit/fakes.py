@@ -92,6 +92,8 @@ class InMemoryJobs:
         self.admission = admission or InMemoryAdmission()
         self.clock = clock
         self.items: dict[tuple[str, str], Job] = {}
+        self.notices: list[tuple[str, str, list[str]]] = []
+        """Finish notices: (api_name, key, job ids), keys in order."""
         self.calls: Counter[str] = Counter()
         self._lock = threading.RLock()
 
@@ -160,7 +162,15 @@ class InMemoryJobs:
                     final = {"state": completion.state, "result": completion.body, "data": []}
                     self.items[key] = job.model_copy(update=final, deep=True)
                     done.append(job.job_id)
+            if done:
+                key = f"{int(self.clock() * 1000):013d}#{len(self.notices):06d}"  # epoch ms, as the store's
+                self.notices.append((completions[0].job.api_name, key, done))
             return done
+
+    def finished_since(self, api_name: str, after: str) -> list[tuple[str, list[str]]]:
+        with self._lock:
+            self.calls["finished_since"] += 1
+            return [(key, list(ids)) for name, key, ids in self.notices if name == api_name and key > after]
 
     # ---- SessionLog ------------------------------------------------------------------------------
 
@@ -318,6 +328,9 @@ class InMemoryStore:
 
     def forget(self, session_hash: str, job_ids: Sequence[str]) -> None:
         self.jobs.forget(session_hash, job_ids)
+
+    def finished_since(self, api_name: str, after: str) -> list[tuple[str, list[str]]]:
+        return self.jobs.finished_since(api_name, after)
 
     def acquire_lease(self, group: str, limit: int, owner: str) -> int | None:
         return self.leases.acquire_lease(group, limit, owner)

@@ -195,3 +195,28 @@ def test_a_short_job_joined_just_before_its_stream_opened_is_delivered_by_one_re
 
     assert [m["msg"] for m in seen] == ["estimation", "process_starts", "process_completed", "close_stream"]
     assert store.calls["read_session"] == 1
+
+
+def test_a_far_back_job_that_runs_out_of_line_is_delivered_after_its_finish_notice() -> None:
+    """SQS keeps no order: a worker may take a job from the back of the line. Its session is not read on
+    a schedule, so the worker's finish notice (read once per tick for all sessions) is what wakes it."""
+    store = InMemoryStore(shards=2)
+    for i in range(40):
+        _admit(store, AHEAD, i)  # these stay in line
+    session = "b" * 32
+    job = _admit(store, session, 0)
+    hub = _hub(store)
+    stream = SessionStream(hub, session, PollPolicy())
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        task = _reading(stream, seen)
+        await _until(lambda: bool(_ranks(seen)), "a first rank")
+        _run(store, job)  # taken ahead of the 40
+        await asyncio.wait_for(task, WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+
+    assert [m["msg"] for m in seen][-3:] == ["process_starts", "process_completed", "close_stream"]
+    assert store.calls["read_session"] == 2, "the read at open, and the one its notice asked for"
+    assert hub.notice_reads >= 1

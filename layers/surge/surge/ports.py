@@ -50,6 +50,10 @@ class SessionLog(Protocol):
         """Delete jobs whose completion a stream delivered."""
         ...
 
+    def finished_since(self, api_name: str, after: str) -> list[tuple[str, list[str]]]:
+        """The function's batch finish notices with keys after `after`, oldest first: (key, job ids)."""
+        ...
+
 
 class Admission(Protocol):
     """The sharded counters of jobs that joined and left the line: ranks and queue sizes come from them."""

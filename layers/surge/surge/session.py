@@ -42,6 +42,10 @@ FIRST_READ_MAX_S = 0.1
 """The longest a new stream waits before its first read: about the app's shortest batch cycle, so that a
 job joined just before finds its work done (or running) rather than a first read that sees it waiting."""
 
+NOTICE_MARGIN_S = 2.0
+"""Finish notices are read from this far before the newest seen (workers' clocks differ, and a notice
+can land after a newer one)."""
+
 FRESH_GAP_S = 0.2
 """The least time between two counters reads of a process, however many streams ask for a fresh one."""
 
@@ -130,8 +134,7 @@ class SessionView:
         waiting = self.waiting()
         for tracked in waiting:
             if tracked.earlier is None:
-                earlier = before(tracked.job.created_at)
-                tracked.earlier = earlier.tails(tracked.job.group) if earlier is not None else None
+                tracked.earlier = _surely_ahead(tracked.job, before(tracked.job.created_at))
             if tracked.earlier is not None:
                 tracked.ahead_min = counters.waiting_of(tracked.job.group, tracked.earlier)
             if tracked.tails is None:
@@ -167,13 +170,33 @@ class SessionView:
     def running(self) -> list[Job]:
         return [t.job for t in self.pending if t.job.state is JobState.RUNNING]
 
+    def far(self, counters: Counters | None, short_line: Callable[[Job], int]) -> list[Job]:
+        """Waiting jobs that are not at the front: their log is not read on a schedule, so a worker's
+        finish notice is what tells that one of them ran (SQS keeps no order)."""
+        return [t.job for t in self.waiting() if not _at_front(t, counters, short_line)]
+
+
+def _surely_ahead(job: Job, earlier: Counters | None) -> list[int] | None:
+    """Per shard, the tail of jobs surely ahead of `job`: from this process's read that ended before the
+    job was created, or from the read its join was admitted by (stored with the job), whichever is newer."""
+    known = [tails for tails in (earlier.tails(job.group) if earlier else None, job.ahead) if tails is not None]
+    if not known:
+        return None
+    return [max(column) for column in zip(*known, strict=False)] if len(known) > 1 else known[0]
+
 
 def _at_front(tracked: Tracked, counters: Counters | None, short_line: Callable[[Job], int]) -> bool:
-    if tracked.ahead_min == 0:
+    """Every job known ahead of it has started (and its shown rank is within two batches: a bound from
+    a read long before the job joined leaves many unknown ahead), or its rank is 0, or, before its
+    first rank, the line was short."""
+    shown, line = tracked.last_estimation, short_line(tracked.job)
+    size = counters.queue_size(tracked.job.group) if counters is not None else None
+    near = shown[0] <= 2 * line if shown is not None else size is None or size <= 2 * line
+    if tracked.ahead_min == 0 and near:
         return True
-    if tracked.last_estimation is not None:
-        return tracked.last_estimation[0] == 0
-    return counters is None or counters.queue_size(tracked.job.group) <= short_line(tracked.job)
+    if shown is not None:
+        return shown[0] == 0
+    return size is None or size <= line
 
 
 def _news(tracked: Tracked, batch_s: float | None) -> list[dict[str, Any]]:
@@ -221,6 +244,9 @@ class SessionHub:
         self._joins: dict[str, int] = {}
         self._forgetting: dict[str, set[str]] = {}
         self._joins_lock = threading.Lock()
+        self._finished_after: dict[str, str] = {}
+        """Per function, the key after which finish notices are read next."""
+        self.notice_reads = 0
 
     def attach(self, stream: SessionStream) -> None:
         self._loop = asyncio.get_running_loop()
@@ -320,6 +346,7 @@ class SessionHub:
             except Unavailable as error:
                 logger.warning("counters read failed (%s); retrying", error.detail)
             await self.refresh_estimates()
+            await self._read_finished()
             tick, self._tick = self._tick, asyncio.Event()
             if tick is not None:
                 tick.set()
@@ -328,6 +355,34 @@ class SessionHub:
             soon.clear()
             with anyio.move_on_after(max(0.0, self.settings.counters_tick_s - FRESH_GAP_S)):
                 await soon.wait()
+
+    async def _read_finished(self) -> None:
+        """Once per tick, for each function with far-back jobs here, read the workers' finish notices since
+        the last read (one query for all its sessions) and wake the streams whose jobs are named."""
+        counters = self.counters[1] if self.counters else None
+        far: dict[str, dict[str, list[SessionStream]]] = {}
+        oldest: dict[str, float] = {}
+        for streams in self.open.values():
+            for stream in streams:
+                for job in stream.view.far(counters, self.short_line):
+                    far.setdefault(job.api_name, {}).setdefault(job.job_id, []).append(stream)
+                    oldest[job.api_name] = min(oldest.get(job.api_name, job.created_at), job.created_at)
+        for api_name, jobs in far.items():
+            after = self._finished_after.get(api_name) or f"{int((oldest[api_name] - NOTICE_MARGIN_S) * 1000):013d}"
+            try:
+                notices = await anyio.to_thread.run_sync(self.store.finished_since, api_name, after)
+            except Unavailable as error:
+                logger.warning("finish notices read failed (%s); the rescan covers it", error.detail)
+                continue
+            self.notice_reads += 1
+            for _, job_ids in notices:
+                for job_id in job_ids:
+                    for stream in jobs.get(job_id, []):
+                        stream.wake.set()
+            if notices:
+                # Notices carry their worker's clock: read again a margin back, so a late one is not skipped.
+                newest_ms = int(notices[-1][0].split("#", 1)[0])
+                self._finished_after[api_name] = f"{max(0, newest_ms - int(NOTICE_MARGIN_S * 1000)):013d}"
 
     async def refresh_estimates(self, jobs: list[Job] | None = None) -> None:
         """Read, in a thread, the statistics and fleets the loop found stale (and those of `jobs`' functions,

@@ -56,6 +56,8 @@ class _Gate:
     lock: threading.Lock = field(default_factory=threading.Lock)
     reading: threading.Lock = field(default_factory=threading.Lock)
     counted: tuple[float, list[tuple[int, int]]] | None = None
+    tails: list[dict[str, int]] = field(default_factory=list)
+    """Each shard's tails per group at the last read: the jobs counted before any join made after it."""
     trying: dict[int, int] = field(default_factory=dict)
 
     def reserve(self, shard: int, room: int | None) -> bool:
@@ -162,6 +164,7 @@ class AdmissionStore(Table):
             # Shards with room by a recent read, in random order (joins spread, so they seldom meet on one
             # item); the transaction's condition itself stays exact.
             shard_counts = self._counts(fresh, caps)
+            job = self._with_ahead(job)
             rooms: list[int | None] = [caps[i] + left - joined for i, (joined, left) in enumerate(shard_counts)]
             with_room = [i for i, room in enumerate(rooms) if room is not None and room > 0]
             random.shuffle(with_room)
@@ -169,6 +172,16 @@ class AdmissionStore(Table):
             if placed is not None:
                 return placed
         raise QueueFull(max_size, max_size, retry_after_s)
+
+    def _with_ahead(self, job: Job) -> Job:
+        """The job with the tails of the read its join chose a shard by: that read ended before the job is
+        counted, so every job it counted is ahead of this one. A stream in any process (a fresh Lambda
+        environment has no reads of its own from before the join) knows from it when the job is near the
+        front."""
+        tails = self._gate.tails
+        if not tails:
+            return job
+        return job.model_copy(update={"ahead": [shard.get(job.group, 0) for shard in tails]})
 
     def _place(self, job: Job, order: list[int], limits: list[int | None], rooms: list[int | None]) -> Job | None:
         """Try the shards in `order` that this process is not already filling (`rooms`: their room by
@@ -246,9 +259,11 @@ class AdmissionStore(Table):
             cached = gate.counted
             if cached is not None and time.monotonic() - cached[0] < _reuse_s(fresh, cached[1], caps):
                 return cached[1]
-            counts = [(shard.joined, shard.left) for shard in self.counters(consistent=fresh).shards]
+            shards = self.counters(consistent=fresh).shards
+            counts = [(shard.joined, shard.left) for shard in shards]
             with gate.lock:
                 gate.counted = (time.monotonic(), counts)
+                gate.tails = [dict(shard.tail) for shard in shards]
             return counts
 
     def counters(self, consistent: bool = True) -> Counters:

@@ -21,6 +21,9 @@ from surge.store.schema import compact, job_item, job_key, job_of
 
 BATCH_WRITE_LIMIT = 25
 
+DONE_KEEP_S = 900
+"""How long a batch's finish notice stays readable (its TTL): longer than any stream waits unread."""
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -168,7 +171,7 @@ class JobStore(Table):
         attempt still hold it, in transactions (2 units each).
         """
         if held:
-            self._put_all([self._final(c) for c in completions])
+            self._put_all([self._final(c) for c in completions], self._done_notice(completions))
             return [c.job.job_id for c in completions]
         done: list[str] = []
         pending = list(completions)
@@ -197,19 +200,58 @@ class JobStore(Table):
                 pending = rest
             else:
                 pending = [c for c in chunk if c.job.job_id not in outcome.tags] + rest
+        finished = [c for c in completions if c.job.job_id in set(done)]
+        if finished:
+            self._batch_write([], "Recording results", self._done_notice(finished))
         return done
+
+    def _done_notice(self, completions: Sequence[Completion]) -> dict[str, Any]:
+        """One item per finished batch, `done#<api_name>` / `<epoch ms>#<worker>#<n>`, naming its jobs: a
+        stream process reads the function's notices once per tick for all its sessions (`finished_since`),
+        so a job that ran out of line is seen without reading its session's log on a schedule."""
+        first = completions[0].job
+        now = time.time()
+        return {
+            "PutRequest": {
+                "Item": {
+                    "pk": s(f"done#{first.api_name}"),
+                    "sk": s(f"{int(now * 1000):013d}#{first.worker_id or '-'}#{first.job_id[:8]}"),
+                    "jobs": s(",".join(c.job.job_id for c in completions)),
+                    "expires_at": n(int(now) + DONE_KEEP_S),
+                }
+            }
+        }
+
+    def finished_since(self, api_name: str, after: str) -> list[tuple[str, list[str]]]:
+        """The finish notices of `api_name` whose key sorts after `after` (oldest first): (key, job ids)."""
+        items = self.query(
+            "Reading finish notices",
+            TableName=self.settings.state_table_name,
+            KeyConditionExpression="pk = :pk AND sk > :after",
+            ExpressionAttributeValues={":pk": s(f"done#{api_name}"), ":after": s(after)},
+            ConsistentRead=True,
+        )
+        return [(item["sk"]["S"], item["jobs"]["S"].split(",")) for item in items]
 
     def _final(self, completion: Completion) -> Job:
         return completion.job.model_copy(update={"state": completion.state, "result": completion.body, "data": []})
 
-    def _put_all(self, jobs: Sequence[Job]) -> None:
+    def _put_all(self, jobs: Sequence[Job], notice: dict[str, Any] | None = None) -> None:
         requests = [{"PutRequest": {"Item": job_item(job, self.settings.job_ttl_s)}} for job in jobs]
-        self._batch_write(requests, "Recording results")
+        self._batch_write(requests, "Recording results", notice)
 
-    def _batch_write(self, requests: list[dict[str, Any]], what: str) -> None:
-        while requests:
+    def _batch_write(self, requests: list[dict[str, Any]], what: str, notice: dict[str, Any] | None = None) -> None:
+        """Write `requests` to the events table (25 to a call); `notice`, a state-table put, rides in the
+        last call (a stream that reads it before a job it names is visible, a retried unprocessed item,
+        only reads that session's log once early)."""
+        while requests or notice:
             chunk, requests = requests[:BATCH_WRITE_LIMIT], requests[BATCH_WRITE_LIMIT:]
-            unprocessed: Any = {self.settings.events_table_name: chunk}
+            if notice is not None and not requests and len(chunk) == BATCH_WRITE_LIMIT:
+                chunk, requests = chunk[:-1], chunk[-1:]
+            unprocessed: Any = {self.settings.events_table_name: chunk} if chunk else {}
+            if notice is not None and not requests:
+                unprocessed[self.settings.state_table_name] = [notice]
+                notice = None
             for delay in (0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6):
                 time.sleep(delay)
                 with aws_errors(what):

@@ -4,7 +4,8 @@ Events table (key `session_hash`, `sk`): one item per job, `sk` = the job id. At
 `group`, `shard`, `state`, `created_at`, `attempt`, `worker_id`, `started_at` (set by the claim, so a
 started job costs no extra write), `progress` (the latest progress message, JSON), `chunks` (the
 generator's messages, JSON strings, appended), `result` (the `process_completed` message, JSON),
-`finished_at`, and `expires_at` (TTL, `job_ttl_s` after creation). Inputs are not stored: they travel
+`finished_at`, `ahead` (per shard, the group's tail at the admission read before the job was counted:
+jobs surely ahead of it), and `expires_at` (TTL, `job_ttl_s` after creation). Inputs are not stored: they travel
 in the job's SQS message. A stream that has delivered a job's completion deletes the item.
 """
 
@@ -46,6 +47,8 @@ def job_item(job: Job, ttl_s: int) -> dict[str, Any]:
         item["chunks"] = {"L": [s(compact(chunk)) for chunk in job.chunks]}
     if job.result is not None:
         item["result"] = s(compact(job.result))
+    if job.ahead is not None:
+        item["ahead"] = {"L": [n(tail) for tail in job.ahead]}
     return item
 
 
@@ -67,4 +70,5 @@ def job_of(item: dict[str, Any]) -> Job:
         progress=json.loads(item["progress"]["S"]) if "progress" in item else None,
         chunks=[json.loads(chunk["S"]) for chunk in item.get("chunks", {}).get("L", [])],
         result=json.loads(item["result"]["S"]) if "result" in item else None,
+        ahead=[int(tail["N"]) for tail in item["ahead"]["L"]] if "ahead" in item else None,
     )
