@@ -169,34 +169,6 @@ def test_close_stream_follows_the_last_pending_completion_and_never_precedes_it(
     )
 
 
-def test_a_short_job_joined_just_before_its_stream_opened_is_delivered_by_one_read() -> None:
-    """A stream's first read waits about the app's shortest batch cycle (here its 0.05 s hint): a quick
-    job is found done, not first seen waiting and read again."""
-    app = surge.App(title="quick", default_concurrency_limit=None)
-
-    @app.function(inputs=["textbox"], outputs=["textbox"], eta_hint_s=0.05)
-    def shout(text: str) -> str:
-        return text.upper()
-
-    store = InMemoryStore()
-    session = "q" * 32
-    job = _admit(store, session, 0)
-    hub = SessionHub(app, _settings(), store, Estimator(app, store.workers.stats, store.workers.fleet))
-    stream = SessionStream(hub, session, FAST_POLL)
-    seen: list[dict[str, Any]] = []
-
-    async def watch() -> None:
-        task = _reading(stream, seen)
-        await asyncio.sleep(0.01)
-        _run(store, job)  # the worker takes it at once and records it within the cycle
-        await asyncio.wait_for(task, WAIT_LIMIT_S)
-
-    asyncio.run(watch())
-
-    assert [m["msg"] for m in seen] == ["estimation", "process_starts", "process_completed", "close_stream"]
-    assert store.calls["read_session"] == 1
-
-
 def test_a_far_back_job_that_runs_out_of_line_is_delivered_after_its_finish_notice() -> None:
     """SQS keeps no order: a worker may take a job from the back of the line. Its session is not read on
     a schedule, so the worker's finish notice (read once per tick for all sessions) is what wakes it."""

@@ -1,11 +1,12 @@
 """Session streams: one hub per stream process reads the counters once per tick for every session it
 holds; each session's log is read only when something can have happened to it.
 
-A session's log is read when its stream opens, while one of its jobs runs or stands at the front of
-its line (rank 0), when this process admitted a job for it (`SessionHub.poke`), and otherwise only
-every `rescan_s` (a safety net). A session whose jobs all wait behind others costs no reads: its
-rank and ETA come from the shared counters. `close_stream` follows the last pending completion at
-once, as Gradio sends it.
+A session's log is read when its stream opens, while one of its jobs runs or stands at the front of its
+line, when a worker's finish notice names one of its jobs (SQS keeps no order: a job far back may be
+taken early; the hub reads each function's notices once per tick for all its sessions), when this
+process admitted a job for it (`SessionHub.poke`), and otherwise only every `rescan_s` (a safety net). A
+session whose jobs all wait behind others costs no reads: its rank and ETA come from the shared
+counters. `close_stream` follows the last pending completion at once, as Gradio sends it.
 """
 
 from __future__ import annotations
@@ -37,10 +38,6 @@ HISTORY = 64
 
 LATE_POLL_MAX_S = 0.1
 """The longest gap between two reads of a session whose batch runs past its expected end."""
-
-FIRST_READ_MAX_S = 0.1
-"""The longest a new stream waits before its first read: about the app's shortest batch cycle, so that a
-job joined just before finds its work done (or running) rather than a first read that sees it waiting."""
 
 NOTICE_MARGIN_S = 2.0
 """Finish notices are read from this far before the newest seen (workers' clocks differ, and a notice
@@ -335,7 +332,8 @@ class SessionHub:
         )
 
     async def _read_counters(self) -> None:
-        """Read the counters every `counters_tick_s` while any stream here has a waiting job."""
+        """Read the counters (and the finish notices of far-back jobs) every `counters_tick_s` while a
+        stream here has a waiting job whose rank can still change."""
         while self._wanted():
             started = time.monotonic()
             self.reads += 1  # counted when asked: a read cut short by shutdown still reaches AWS
@@ -368,7 +366,10 @@ class SessionHub:
                     far.setdefault(job.api_name, {}).setdefault(job.job_id, []).append(stream)
                     oldest[job.api_name] = min(oldest.get(job.api_name, job.created_at), job.created_at)
         for api_name, jobs in far.items():
-            after = self._finished_after.get(api_name) or f"{int((oldest[api_name] - NOTICE_MARGIN_S) * 1000):013d}"
+            # From the last read, but never before the oldest far-back job here joined (after a quiet
+            # spell the last read may be old: its notices since then name none of these jobs).
+            floor = f"{int((oldest[api_name] - NOTICE_MARGIN_S) * 1000):013d}"
+            after = max(self._finished_after.get(api_name, floor), floor)
             try:
                 notices = await anyio.to_thread.run_sync(self.store.finished_since, api_name, after)
             except Unavailable as error:
@@ -427,13 +428,6 @@ class SessionHub:
             return fleet is None or bool(fleet.workers)
         except (KeyError, Unavailable):
             return True
-
-    def first_read_s(self) -> float:
-        """How long a new stream waits before reading its session: the shortest known batch cycle of the
-        app's functions, at most `FIRST_READ_MAX_S` (0 before any is known)."""
-        cycles = [self.batch_s(function.api_name) for function in self.app.functions]
-        known = [s for s in cycles if s is not None]
-        return min(FIRST_READ_MAX_S, *known) if known else 0.0
 
     def short_line(self, job: Job) -> int:
         """A line this short starts within the first batch: its job is read for before its rank is known."""
@@ -507,8 +501,7 @@ class SessionStream:
     async def _messages(self) -> AsyncIterator[dict[str, Any]]:
         opened = time.monotonic()
         interval = self.poll.min_s
-        last_read = opened
-        next_read = first_read = opened + self.hub.first_read_s()
+        next_read = last_read = opened
         while time.monotonic() - opened < self.hub.settings.stream_max_s:
             if time.monotonic() >= next_read or self.wake.is_set():
                 self.wake.clear()
@@ -531,7 +524,7 @@ class SessionStream:
                 yield message
             if await self._give_up_unserved():
                 self.wake.set()
-            next_read = self._next_read(interval, last_read) if self.reads else first_read
+            next_read = self._next_read(interval, last_read)
             await self._sleep_until(next_read)
 
     def _finished(self, open_s: float) -> bool:
