@@ -14,6 +14,7 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -37,6 +38,9 @@ logger = logging.getLogger("surge.worker")
 BATCH_RECORD_EVERY_S = 1.0
 """A worker records at most one batch per this interval (the status page's batch log and the front's
 statistics need no write per short batch)."""
+
+RECORDING_AHEAD = 2
+"""Finished batches that may wait for their results to be written while the loop runs the next."""
 
 PROGRESS_EVERY_S = 0.1
 """Progress updates are coalesced to at most one write per job per this interval (Gradio: 10 ms, in memory)."""
@@ -140,6 +144,10 @@ class Worker:
         self.ahead = ThreadPoolExecutor(max_workers=max(1, slots), thread_name_prefix="surge-ahead")
         """Gathers each loop's next batch while its current one runs."""
         self.aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surge-aside")
+        self.recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surge-record")
+        """Records finished batches (results, then acknowledgement) while the loop runs the next."""
+        self.recordings: deque[Future[None]] = deque()
+        self.recordings_lock = threading.Lock()
         """Best-effort writes (statistics, batch log) that the next batch need not wait for."""
         self.avg_batch_s: float | None = None
         self.avg_batch_size: float | None = None
@@ -166,6 +174,7 @@ class Worker:
         for loop in loops:
             loop.join()
         self.ahead.shutdown(wait=True)
+        self.recorder.shutdown(wait=True)
         self.aside.shutdown(wait=True)
         self._acknowledge(at_least=1, older_than_s=0.0)
         self._give_back()
@@ -280,10 +289,13 @@ class Worker:
         return deliveries
 
     def _process(self, deliveries: list[Delivery]) -> None:
-        """Run what was gathered under a lease. On any failure the messages are let go, so SQS
-        redelivers them when their visibility lapses and another attempt reclaims the jobs."""
+        """Run what was gathered under a lease, then hand the batch to the recorder thread: the next
+        batch is claimed and runs while this one's results are written. On any failure the messages
+        are let go, so SQS redelivers them when their visibility lapses and another attempt reclaims
+        the jobs."""
         slot: int | None = None
         tasks: list[_Task] = []
+        handed = False
         try:
             slot = self._acquire_lease()
             if slot is None:
@@ -293,15 +305,43 @@ class Worker:
             tasks = self._claim(deliveries)
             if tasks:
                 ran = self._run(tasks)
-                self.avg_cycle_s = smooth(self.avg_cycle_s, time.monotonic() - claiming)
-                if ran is not None:
-                    self._log(*ran)
+                self._record_later(tasks, deliveries, claiming, ran)
+                handed = True
         finally:
-            self.hand.drop(deliveries)
-            with self.hand.lock:
-                self.hand.running.difference_update(t.job.job_id for t in tasks)
+            if not handed:
+                self._let_go(tasks, deliveries)
             if slot is not None and slot >= 0:
                 self._release(slot)
+
+    def _let_go(self, tasks: list[_Task], deliveries: list[Delivery]) -> None:
+        self.hand.drop(deliveries)
+        with self.hand.lock:
+            self.hand.running.difference_update(t.job.job_id for t in tasks)
+
+    def _record_later(
+        self, tasks: list[_Task], deliveries: list[Delivery], claiming: float, ran: tuple[list[_Task], float] | None
+    ) -> None:
+        """Queue the batch's recording (one thread, batches in order). At most `RECORDING_AHEAD` batches
+        wait to be recorded: beyond that the loop waits, so results never pile up in memory."""
+        with self.recordings_lock:
+            while len(self.recordings) >= RECORDING_AHEAD:
+                self.recordings.popleft().result()
+            self.recordings.append(self.recorder.submit(self._record, tasks, deliveries, claiming, ran))
+
+    def _record(
+        self, tasks: list[_Task], deliveries: list[Delivery], claiming: float, ran: tuple[list[_Task], float] | None
+    ) -> None:
+        """Record the outcomes and acknowledge; the messages stay in hand (kept invisible) until then.
+        A failure only logs: the messages return and the jobs are reclaimed and run again."""
+        try:
+            self._settle(tasks)
+            self.avg_cycle_s = smooth(self.avg_cycle_s, time.monotonic() - claiming)
+            if ran is not None:
+                self._log(*ran)
+        except Exception:
+            logger.exception("could not record a batch of %s; its messages return", self.function.api_name)
+        finally:
+            self._let_go(tasks, deliveries)
 
     def _release(self, slot: int) -> None:
         with self.hand.lock:
@@ -391,7 +431,7 @@ class Worker:
     # ---- run -------------------------------------------------------------------------------------
 
     def _run(self, tasks: list[_Task]) -> tuple[list[_Task], float] | None:
-        """Run the claimed jobs and record their outcomes; returns what ran and how long it took."""
+        """Run the claimed jobs (each gets its outcome); returns what ran and how long it took."""
         retry_exhausted = [t for t in tasks if t.job.attempt > self.settings.max_attempts]
         for task in retry_exhausted:
             task.outcome = self._failure(
@@ -416,7 +456,6 @@ class Worker:
             self.observer.batch_ran(self.function.api_name, len(runnable), duration_s, queue_wait_s)
             self._learn(duration_s, len(runnable))
             ran = (runnable, duration_s)
-        self._settle(tasks)
         return ran
 
     def _run_batch(self, tasks: list[_Task]) -> None:
