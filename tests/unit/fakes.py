@@ -14,6 +14,7 @@ from typing import Any
 
 from surge.broker import RECEIVE_LIMIT, Delivery
 from surge.models import Counters, FunctionStats, Job, JobMessage, JobState, Shard
+from surge.settings import Settings
 from surge.store import BatchRecord, Claim, Completion
 from surge.store.fleet import Fleet
 
@@ -163,8 +164,8 @@ class InMemoryJobs:
                     self.items[key] = job.model_copy(update=final, deep=True)
                     done.append(job.job_id)
             if done:
-                key = f"{int(self.clock() * 1000):013d}#{len(self.notices):06d}"  # epoch ms, as the store's
-                self.notices.append((completions[0].job.api_name, key, done))
+                stamp = f"{int(self.clock() * 1000):013d}#{len(self.notices):06d}"  # epoch ms, as the store's
+                self.notices.append((completions[0].job.api_name, stamp, done))
             return done
 
     def finished_since(self, api_name: str, after: str) -> list[tuple[str, list[str]]]:
@@ -432,3 +433,14 @@ class InMemoryQueue:
             self.calls["dead_letter"] += 1
             self.dead.setdefault(api_name, []).extend(d.body or "(empty)" for d in deliveries)
         self.delete(api_name, deliveries)
+
+
+def memory_settings(app_module: str, **overrides: Any) -> Settings:
+    """Settings for code run on these fakes: the table and queue names are never used."""
+    return Settings(
+        app_module=app_module,
+        events_table_name="events",
+        state_table_name="state",
+        queue_url_prefix="memory://",
+        **overrides,
+    )

@@ -20,7 +20,7 @@ from surge.models import Job, JobState
 from surge.session import PollPolicy, SessionHub, SessionStream
 from surge.settings import Settings
 from surge.store import Completion
-from tests.unit.fakes import InMemoryStore
+from tests.unit.fakes import InMemoryStore, memory_settings
 
 AHEAD = "a" * 32
 WAIT_LIMIT_S = 3.0
@@ -43,14 +43,8 @@ def _app() -> surge.App:
 
 
 def _settings() -> Settings:
-    return Settings(
-        app_module="tests.unit.test_stream_reader:app",
-        events_table_name="events",
-        state_table_name="state",
-        queue_url_prefix="memory://",
-        counters_tick_s=0.02,
-        rescan_s=60.0,
-        session_grace_s=60.0,
+    return memory_settings(
+        "tests.unit.test_stream_reader:app", counters_tick_s=0.02, rescan_s=60.0, session_grace_s=60.0
     )
 
 

@@ -17,7 +17,7 @@ from surge.models import Job, JobState
 from surge.ports import WorkerStore
 from surge.settings import Settings
 from surge.worker import Worker
-from tests.unit.fakes import InMemoryQueue, InMemoryStore, ManualClock
+from tests.unit.fakes import InMemoryQueue, InMemoryStore, ManualClock, memory_settings
 
 SESSION = "session000000001"
 
@@ -52,14 +52,7 @@ class Served:
 
 
 def _settings() -> Settings:
-    return Settings(
-        app_module="tests.unit.test_worker_loop:app",
-        events_table_name="events",
-        state_table_name="state",
-        queue_url_prefix="memory://",
-        poll_wait_s=0,
-        ack_within_s=0.05,
-    )
+    return memory_settings("tests.unit.test_worker_loop:app", poll_wait_s=0, ack_within_s=0.05)
 
 
 def _join(store: InMemoryStore, queue: InMemoryQueue, api_name: str, text: str, n: int = 0) -> Job:
