@@ -109,3 +109,18 @@ def test_the_shared_counters_are_wanted_only_while_a_rank_can_change() -> None:
     assert view.ranked(None, lambda job: 16)
     view.take([_job(JobState.RUNNING, started_at=2.0)], 2.0, lambda _: None)
     assert not view.ranked(None, lambda job: 16)  # nothing waits any more
+
+
+def test_a_process_with_no_reads_from_before_the_join_bounds_the_job_by_the_tails_its_join_was_admitted_by() -> None:
+    """A fresh stream process (a new Lambda environment) has no counters read from before the job joined;
+    the job item carries the tails of the admission read (`ahead`): once those jobs have all left, the job
+    is near the front and its log is worth reading, though its shown rank (an upper bound) is 14."""
+    counters = Counters(shards=[Shard(joined=20, left=5, tail={"g": 20}, head={"g": 5})])
+    with_ahead, without = SessionView("s" * 16), SessionView("s" * 16)
+    with_ahead.take([_job(JobState.WAITING, ahead=[5])], 1.0, lambda _: None)
+    without.take([_job(JobState.WAITING)], 1.0, lambda _: None)
+    for view in (with_ahead, without):
+        (shown,) = view.estimations(counters, 2.0, _no_eta)
+        assert shown["rank"] == 14
+    assert with_ahead.at_front(counters, lambda job: 16)
+    assert not without.at_front(counters, lambda job: 16)

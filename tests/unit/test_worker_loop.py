@@ -209,3 +209,28 @@ def test_finished_messages_are_acknowledged_ten_to_a_call_not_one_call_per_job()
     assert all(_result(store, job)["success"] for job in jobs)
     assert queue.depth("shout") == 0
     assert queue.calls["delete"] <= 2, queue.calls
+
+
+def test_the_next_batch_runs_while_the_previous_one_is_being_recorded() -> None:
+    """The device does not wait for the finish write: while the first batch's results are still being
+    recorded, the loop has already claimed and run the next one; both are then recorded and acknowledged."""
+    served, queue = Served(), InMemoryQueue()
+    overlapped: list[bool] = []
+
+    class SlowRecording(InMemoryStore):
+        def finish(self, completions: Any, *, held: bool) -> list[str]:
+            if not overlapped:  # the first batch's write takes until the next batch has run (at most 3 s)
+                deadline = time.monotonic() + 3
+                while len(served.ran) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                overlapped.append(len(served.ran) >= 2)
+            return super().finish(completions, held=held)
+
+    store = SlowRecording()
+    jobs = [_join(store, queue, "shout", word, i) for i, word in enumerate(["first", "second"])]
+
+    _serve_until_drained(served, "shout", store, queue)
+
+    assert overlapped == [True], "the second batch ran while the first was being recorded"
+    assert [_result(store, job)["output"]["data"] for job in jobs] == [["FIRST"], ["SECOND"]]
+    assert queue.depth("shout") == 0

@@ -93,10 +93,10 @@ class Job(BaseModel):
     chunks: list[dict[str, Any]] = Field(default_factory=list)
     result: dict[str, Any] | None = None
     caller: Caller | None = None
+    """Known to the front that admitted the job and to its worker (from the message), not to streams."""
     ahead: list[int] | None = None
     """Per shard, the group's tail as a read made before this job was counted showed it: those jobs are
     surely ahead of it (set at the join when admission read the counters; None otherwise)."""
-    """Known to the front that admitted the job and to its worker (from the message), not to streams."""
 
 
 class JobMessage(BaseModel):

@@ -144,11 +144,11 @@ class Worker:
         self.ahead = ThreadPoolExecutor(max_workers=max(1, slots), thread_name_prefix="surge-ahead")
         """Gathers each loop's next batch while its current one runs."""
         self.aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surge-aside")
+        """Best-effort writes (statistics, batch log) that the next batch need not wait for."""
         self.recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surge-record")
         """Records finished batches (results, then acknowledgement) while the loop runs the next."""
         self.recordings: deque[Future[None]] = deque()
         self.recordings_lock = threading.Lock()
-        """Best-effort writes (statistics, batch log) that the next batch need not wait for."""
         self.avg_batch_s: float | None = None
         self.avg_batch_size: float | None = None
         self.avg_cycle_s: float | None = None

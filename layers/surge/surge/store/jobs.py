@@ -200,7 +200,8 @@ class JobStore(Table):
                 pending = rest
             else:
                 pending = [c for c in chunk if c.job.job_id not in outcome.tags] + rest
-        finished = [c for c in completions if c.job.job_id in set(done)]
+        recorded = set(done)
+        finished = [c for c in completions if c.job.job_id in recorded]
         if finished:
             self._batch_write([], "Recording results", self._done_notice(finished))
         return done
