@@ -90,3 +90,28 @@ def test_the_heartbeat_stream_ends_at_the_stream_bound(aws: None) -> None:
         body = "".join(response.iter_text())
     assert response.status_code == 200
     assert "ALIVE" in body
+
+
+def test_a_stream_at_its_bound_tells_each_pending_job_why_frees_the_waiting_one_and_closes(aws: None) -> None:
+    """No Gradio client reconnects a data stream: at `STREAM_MAX_S` (under Lambda's 15 minutes) a job
+    the client still waits for gets an error naming the limit, never a silent end or a cancellation."""
+    service, _ = front(settings_for("examples.demo_app:app", stream_max_s=1.0))
+    session = secrets.token_hex(16)
+    running = service.join(JoinBody(data=["slow"], fn_index=0, session_hash=session))
+    waiting = service.join(JoinBody(data=["behind"], fn_index=0, session_hash=session))
+    assert [job.job_id for job in service.store.claim([running], "worker-1").claimed] == [running.job_id]
+    hub = session_hub(service)
+
+    async def read() -> list[dict[str, object]]:
+        stream = SessionStream(hub, session, PollPolicy(max_s=0.05))
+        return [message async for message in stream.messages()]
+
+    messages = asyncio.run(read())
+    assert messages[-1] == {"msg": "close_stream", "event_id": None}
+    ends = {m["event_id"]: m for m in messages if m["msg"] == "process_completed"}
+    assert set(ends) == {running.job_id, waiting.job_id}
+    assert all(end["success"] is False for end in ends.values())
+    assert "still running at the 1 s limit of one connection (STREAM_MAX_S)" in str(ends[running.job_id]["output"])
+    assert "before the job started, so it was cancelled" in str(ends[waiting.job_id]["output"])
+    assert service.store.counters().waiting == 0, "the waiting job's place went to the next"
+    assert service.store.claim([waiting], "worker-1").claimed == [], "the cancelled job never runs"

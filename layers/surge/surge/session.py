@@ -525,7 +525,36 @@ class SessionStream:
             if await self._give_up_unserved():
                 self.wake.set()
             next_read = self._next_read(interval, last_read)
-            await self._sleep_until(next_read)
+            await self._sleep_until(min(next_read, opened + self.hub.settings.stream_max_s))
+        # The stream's bound (on Lambda, under the 15-minute limit of a response): no Gradio client
+        # reconnects a data stream, so each job it still waits for is told plainly, a waiting one is
+        # cancelled (its place goes to the next; nobody would receive its result), and the stream closes.
+        for message in await self._out_of_time():
+            yield message
+        self.closed = True
+        yield protocol.close_stream()
+
+    async def _out_of_time(self) -> list[dict[str, Any]]:
+        """An error completion for each job still pending at the stream's bound; waiting jobs end."""
+        limit = f"the {self.hub.settings.stream_max_s:.0f} s limit of one connection (STREAM_MAX_S)"
+        messages = []
+        for tracked in self.view.pending:
+            job = tracked.job
+            message = protocol.failed(
+                job.job_id,
+                f"This wait reached {limit} before the job started, so it was cancelled; please try again "
+                "when the queue is shorter.",
+            )
+            ended = job.state is JobState.WAITING and await self._call(
+                self.store.end_waiting, job, JobState.CANCELLED, message
+            )
+            if not ended:
+                message = protocol.failed(
+                    job.job_id, f"This job was still running at {limit}; its result cannot be delivered."
+                )
+            tracked.completed = True
+            messages.append(message)
+        return messages
 
     def _finished(self, open_s: float) -> bool:
         if self.view.pending or self.hub.is_joining(self.session_hash):
