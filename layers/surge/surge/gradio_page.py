@@ -65,9 +65,10 @@ SESSION_SHIM = """<script>(() => {
     constructor(url, options) { super(fixUrl(String(url)), options); }
   };
 })();</script>"""
-"""Gradio's frontend picks a session hash of about ten characters from `Math.random`; Surge takes only
-unguessable ones (16+ characters, invariant I5). The page extends each hash it uses with 128 random bits
-from `crypto.getRandomValues`, the same way on every request, before it leaves the browser."""
+"""Gradio's frontend picks a session hash of about ten characters from `Math.random`. Surge accepts it (8+
+characters, as `@gradio/client` sends too), but a visitor of Surge's front gets an unguessable one (invariant
+I5): the page extends each hash shorter than 16 characters with 128 random bits from `crypto.getRandomValues`,
+the same way on every request, before it leaves the browser."""
 
 
 @dataclass(frozen=True)
