@@ -70,6 +70,9 @@ class Caller(BaseModel):
     client_host: str | None = None
     query_params: dict[str, str] = Field(default_factory=dict)
     url: str = ""
+    root_url: str = ""
+    """The app's public URL as Gradio resolves it from the join (`gradio_page.root_url`): the URLs of the
+    job's output files start with it, as Gradio's do."""
 
 
 class Job(BaseModel):
