@@ -34,6 +34,14 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy layers/surge/surge local/surge_local functions gpu_worker examples tools bench
 
+# The JavaScript client tier (tests/js): the official @gradio/client in Node, at the lockfile's versions.
+JS_MODULES := tests/js/node_modules/.installed
+
+$(JS_MODULES): tests/js/package.json tests/js/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node 20+ and npm for tests/js (apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix tests/js --no-audit --no-fund
+	touch $@
+
 $(CHROMIUM):
 	$(SUDO) apt-get update -q
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
@@ -65,7 +73,7 @@ smoke: $(VENV)/.installed
 	@test -n "$(URL)" || { echo "usage: make smoke URL=https://....execute-api.REGION.amazonaws.com/live/"; exit 2; }
 	$(PY) -m tools.smoke "$(URL)" $(SMOKE_ARGS)
 
-test: $(VENV)/.installed $(VENV)/.model-installed $(CHROMIUM) lint typecheck sam-check
+test: $(VENV)/.installed $(VENV)/.model-installed $(CHROMIUM) $(JS_MODULES) lint typecheck sam-check
 	$(PY) -m pytest -q
 
 chaos: $(VENV)/.installed
@@ -88,4 +96,4 @@ bench-streams: $(VENV)/.bench-installed
 	$(PY) -m bench.stream_capacity $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache tests/js/node_modules

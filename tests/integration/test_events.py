@@ -106,6 +106,18 @@ def test_post_join_event_admits_and_enqueues_the_job(stack: Deployed, capsys: py
     assert admissions[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Surge/test"
 
 
+def test_a_join_through_api_gateway_records_the_apps_public_url_with_its_stage(stack: Deployed) -> None:
+    """Output files' URLs start with it: without the stage (which Mangum strips from the path) they
+    would name a path API Gateway does not serve."""
+    event = load_event("apigateway/post_join.json")
+    assert event["requestContext"]["path"] == "/live" + event["path"]
+    assert stack.handler("api_handler")(event, LambdaContext())["statusCode"] == 200
+    (message,) = boto3.client("sqs").receive_message(QueueUrl=stack.settings.queue_url("trim_words"))["Messages"]
+    caller = JobMessage.model_validate_json(message["Body"]).caller
+    assert caller is not None
+    assert caller.root_url == "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/live"
+
+
 def test_api_handler_logs_with_the_request_id_as_correlation_id(stack: Deployed) -> None:
     event = load_event("apigateway/post_join.json")
     event["body"] = event["body"].replace('"fn_index":1', '"fn_index":99')

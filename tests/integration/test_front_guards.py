@@ -47,6 +47,15 @@ def test_a_client_joining_too_fast_gets_429_with_retry_after(aws: None) -> None:
     assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
 
 
+def test_a_session_hash_as_the_javascript_client_draws_it_is_taken_and_a_shorter_one_refused(aws: None) -> None:
+    """@gradio/client picks `Math.random().toString(36).substring(2)`: about ten characters, as few as eight."""
+    _, client = front(settings_for("examples.demo_app:app"))
+    for session, status in (("k3j9x0a1b2", 200), ("abcd1234", 200), ("abc1234", 422), ("abc-12345+", 422)):
+        body = {"data": ["hi"], "fn_index": 0, "session_hash": session}
+        assert client.post("/gradio_api/queue/join", json=body).status_code == status, session
+    assert client.get("/gradio_api/queue/data", params={"session_hash": "abc1234"}).status_code == 422
+
+
 def test_cors_allows_the_configured_origins_only(aws: None) -> None:
     _, client = front(settings_for("examples.demo_app:app", cors_allow_origins="https://demo.example"))
     allowed = client.options(

@@ -14,10 +14,11 @@ from fastapi.testclient import TestClient
 from gradio import processing_utils
 from PIL import Image
 
-from surge.application import load_app
+from surge.application import CALLS, Call, load_app
 from surge.errors import Error
 from surge.front import create_api_app
 from surge.gradio_app import GradioApp
+from surge.models import Caller
 from surge.store.files import FileStore, is_name
 from surge.wiring import build_front
 from tests.integration.conftest import settings_for
@@ -58,6 +59,20 @@ def test_the_worker_fetches_the_named_input_and_stores_the_output(
     assert toned.shape == (8, 8, 3) and toned[0, 0, 0] > toned[0, 0, 2], "sepia makes red exceed blue"
     assert written and all(path.is_relative_to(tmp_path) for path in written), "Gradio cached the output here"
     assert not [p for p in tmp_path.rglob("*") if p.is_file()], "inputs and Gradio's cached outputs are removed"
+
+
+def test_an_output_files_url_starts_with_the_root_url_its_join_came_to(aws: None) -> None:
+    """As Gradio's: a client outside a browser (`@gradio/client` in Node) fetches the URL as it is."""
+    app = load_app(SPEC, settings_for(SPEC))
+    assert isinstance(app, GradioApp) and app.files is not None
+    name = app.files.put(io.BytesIO(_png(np.full((8, 8, 3), 200, dtype=np.uint8))), "grey.png")
+    caller = Caller(url="https://demo.example/live/gradio_api/queue/join", root_url="https://demo.example/live")
+    token = CALLS.set((Call(session_hash="s" * 16, caller=caller),))
+    try:
+        output = app.get("sepia").fn({"path": name, "meta": {"_type": "gradio.FileData"}}, 1.0)
+    finally:
+        CALLS.reset(token)
+    assert output["url"] == f"https://demo.example/live/gradio_api/file={output['path']}"
 
 
 def test_a_path_or_url_that_names_no_upload_is_refused(aws: None) -> None:

@@ -24,17 +24,20 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("route", ["/", "/gradio_api/queue/join"])
 @pytest.mark.parametrize(("headers", "root_path"), CASES)
-def test_root_url_is_the_one_gradio_computes(headers: dict[str, str], root_path: str) -> None:
+def test_root_url_is_the_one_gradio_computes(headers: dict[str, str], root_path: str, route: str) -> None:
+    """For the page (`/`) and for a join, whose root URL starts the URLs of the job's output files."""
     app = FastAPI()
 
-    @app.get("/")
+    @app.get(route)
     def both(request: Request) -> list[str]:
-        theirs = route_utils.get_root_url(request=request, route_path="/", root_path=request.scope.get("root_path"))
-        return [root_url(request), theirs]
+        theirs = route_utils.get_root_url(request=request, route_path=route, root_path=request.scope.get("root_path"))
+        return [root_url(request, route), theirs]
 
-    mine, theirs = TestClient(app, root_path=root_path).get("/?x=1", headers=headers).json()
+    mine, theirs = TestClient(app, root_path=root_path).get(f"{route}?x=1", headers=headers).json()
     assert mine == theirs
+    assert not mine.endswith("/queue/join")
 
 
 def test_a_forged_host_cannot_close_the_pages_script() -> None:

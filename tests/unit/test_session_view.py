@@ -65,6 +65,16 @@ def test_rank_waits_for_a_counters_read_that_began_after_the_job_was_seen_and_on
     assert second["rank"] == 4 and second["queue_size"] == 12
 
 
+def test_a_waiting_job_counts_itself_in_the_queue_size_it_is_shown() -> None:
+    """A read taken just as a worker claims the job shows an empty line; the client must still see a
+    line of one (Gradio's `queue_size` counts the job itself; its page shows `1/0` otherwise)."""
+    view = SessionView("s" * 16)
+    view.take([_job(JobState.WAITING)], 1.0, lambda _: None)
+    claimed = Counters(shards=[Shard(joined=1, left=1, tail={"g": 1}, head={"g": 1})])
+    (shown,) = view.estimations(claimed, 2.0, _no_eta)
+    assert (shown["rank"], shown["queue_size"]) == (0, 1)
+
+
 def test_only_a_job_at_the_front_is_read_for() -> None:
     view = SessionView("s" * 16)
     view.take([_job(JobState.WAITING)], 1.0, lambda _: None)

@@ -27,6 +27,7 @@ from surge.service import FrontService
 from surge.session import PollPolicy, SessionHub, SessionStream
 
 PREFIX = "/gradio_api"
+JOIN_PATH = f"{PREFIX}/queue/join"
 logger = logging.getLogger("surge.front")
 
 
@@ -82,10 +83,10 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
     def info() -> dict[str, Any]:
         return service.info
 
-    @router.post(f"{PREFIX}/queue/join", dependencies=[Depends(rate_limited)])
+    @router.post(JOIN_PATH, dependencies=[Depends(rate_limited)])
     def join(body: JoinBody, request: Request) -> EventId:
         with hub.joining(body.session_hash or "") if hub else contextlib.nullcontext():
-            job = service.join(body, caller_of(request))
+            job = service.join(body, caller_of(request, JOIN_PATH))
         return EventId(event_id=job.job_id)
 
     @router.post(f"{PREFIX}/cancel")

@@ -207,6 +207,8 @@ class GradioApp(App):
         request: gr.Request | list[gr.Request] | None = None
         if requests:
             request = requests if len(requests) > 1 else requests[0]
+        # As Gradio's queue: one root URL for a batch's files, the first job's.
+        root = calls[0].caller.root_url if calls and calls[0].caller else ""
         folder = Path(tempfile.mkdtemp(prefix="surge-in-", dir=_upload_folder()))
         loop = asyncio.new_event_loop()
         state = SessionState(self.blocks)
@@ -225,7 +227,7 @@ class GradioApp(App):
                 )
             except GradioError as error:
                 raise Error(str(error.message), title=error.title or "Error", duration=error.duration) from error
-            result["data"] = _walk_files(result["data"], self._store)
+            result["data"] = _walk_files(result["data"], lambda f: self._store(f, root))
             return result
 
         try:
@@ -246,7 +248,9 @@ class GradioApp(App):
         local = self.files.fetch(str(name), folder)
         return {**file, "path": str(local), "url": None}
 
-    def _store(self, file: dict[str, Any]) -> dict[str, Any]:
+    def _store(self, file: dict[str, Any], root: str) -> dict[str, Any]:
+        """An output file: put in S3 under a new name, its URL under `root` (the app's public URL; a
+        relative URL when unknown)."""
         path = file.get("path")
         if is_name(path) or not isinstance(path, str) or not Path(path).is_file():
             return file
@@ -257,7 +261,8 @@ class GradioApp(App):
         if self._in_cache(local):
             # Gradio's cache copy of an output: in S3 now, and a worker's disk must not fill up with them.
             local.unlink(missing_ok=True)
-        return {**file, "path": name, "url": f"gradio_api/file={name}"}
+        url = f"gradio_api/file={name}"
+        return {**file, "path": name, "url": f"{root}/{url}" if root else url}
 
     def _in_cache(self, path: Path) -> bool:
         """Whether `path` is in Gradio's cache (each component's `GRADIO_CACHE`, the upload folder)."""

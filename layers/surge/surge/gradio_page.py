@@ -65,9 +65,10 @@ SESSION_SHIM = """<script>(() => {
     constructor(url, options) { super(fixUrl(String(url)), options); }
   };
 })();</script>"""
-"""Gradio's frontend picks a session hash of about ten characters from `Math.random`; Surge takes only
-unguessable ones (16+ characters, invariant I5). The page extends each hash it uses with 128 random bits
-from `crypto.getRandomValues`, the same way on every request, before it leaves the browser."""
+"""Gradio's frontend picks a session hash of about ten characters from `Math.random`. Surge accepts it (8+
+characters, as `@gradio/client` sends too), but a visitor of Surge's front gets an unguessable one (invariant
+I5): the page extends each hash shorter than 16 characters with 128 random bits from `crypto.getRandomValues`,
+the same way on every request, before it leaves the browser."""
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,12 @@ class GradioPage:
         return left_out
 
 
-def root_url(request: Request) -> str:
+def root_url(request: Request, route_path: str = "/") -> str:
     """The app's public URL without a trailing slash, resolved as `gradio.route_utils.get_root_url(request,
-    "/", root_path)` resolves it: a full-URL `root_path` as is; else `X-Forwarded-Host` (or
-    `X-Gradio-Server`, or the request's URL) without its query, https when `X-Forwarded-Proto` says so, and
-    a relative `root_path` as the path."""
-    root_path = request.scope.get("root_path") or ""
+    route_path, root_path)` resolves it: a full-URL `root_path` as is; else `X-Forwarded-Host` (or
+    `X-Gradio-Server`, or the request's URL less `route_path`, the route that `request` came to) without its
+    query, https when `X-Forwarded-Proto` says so, and a relative `root_path` as the path."""
+    root_path = _mount_path(request)
     if root_path.startswith(("http://", "https://")):
         return str(root_path).rstrip("/")
     forwarded_host = _first_value(request, "x-forwarded-host")
@@ -122,10 +123,27 @@ def root_url(request: Request) -> str:
     root = str(URL(str(origin)).replace(query="")).rstrip("/")
     if _first_value(request, "x-forwarded-proto") == "https":
         root = root.replace("http://", "https://")
+    route = route_path.rstrip("/")
+    if route and not forwarded_host and root.endswith(route):
+        root = root[: -len(route)].rstrip("/")
     url = URL(root)
     if root_path and url.path != root_path:
         root = str(url.replace(path=root_path))
     return root.rstrip("/")
+
+
+def _mount_path(request: Request) -> str:
+    """Gradio's `root_path`: the ASGI one, else under API Gateway the part of the path the client asked for
+    that the route does not cover (the stage, `/live`, or a custom domain's base path): Mangum strips it from
+    the path and leaves `root_path` empty."""
+    root_path = str(request.scope.get("root_path") or "")
+    event = request.scope.get("aws.event")
+    if root_path or not isinstance(event, dict):
+        return root_path
+    asked, path = (event.get("requestContext") or {}).get("path"), event.get("path")
+    if isinstance(asked, str) and isinstance(path, str) and path and asked.endswith(path):
+        return asked[: -len(path)].rstrip("/")
+    return ""
 
 
 def _first_value(request: Request, header: str) -> str | None:

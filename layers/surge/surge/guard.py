@@ -14,6 +14,7 @@ import time
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from surge.gradio_page import root_url
 from surge.models import Caller
 
 
@@ -107,9 +108,10 @@ CALLER_HEADERS_MAX_BYTES = 8192
 """Headers a function sees of its caller, at most (the queue message carries them)."""
 
 
-def caller_of(request: Request) -> Caller:
+def caller_of(request: Request, route_path: str) -> Caller:
     """Who is joining, for the function's `gr.Request`: headers (less credentials, within
-    `CALLER_HEADERS_MAX_BYTES`), the caller's address as `client_address` finds it, the query string."""
+    `CALLER_HEADERS_MAX_BYTES`), the caller's address as `client_address` finds it, the query string; and
+    the app's public URL as this request to `route_path` shows it."""
     headers: dict[str, str] = {}
     size = 0
     for name, value in request.headers.items():
@@ -122,4 +124,5 @@ def caller_of(request: Request) -> Caller:
         client_host=client_address(request.scope),
         query_params=dict(request.query_params),
         url=str(request.url),
+        root_url=root_url(request, route_path),
     )

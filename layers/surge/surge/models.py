@@ -7,8 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SESSION_HASH_PATTERN = r"^[A-Za-z0-9_-]{16,128}$"
-"""Session hashes are chosen by clients (gradio_client: a uuid4); short, guessable ones are refused."""
+SESSION_HASH_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
+"""Session hashes are chosen by clients (gradio_client: a uuid4; @gradio/client and Gradio's page: about ten
+base-36 characters from `Math.random`); the shortest, most guessable ones are refused."""
 
 
 class JoinBody(BaseModel):
@@ -69,6 +70,9 @@ class Caller(BaseModel):
     client_host: str | None = None
     query_params: dict[str, str] = Field(default_factory=dict)
     url: str = ""
+    root_url: str = ""
+    """The app's public URL as Gradio resolves it from the join (`gradio_page.root_url`): the URLs of the
+    job's output files start with it, as Gradio's do."""
 
 
 class Job(BaseModel):

@@ -147,7 +147,8 @@ class SessionView:
             rank = max(0, counters.rank(tracked.job.group, tracked.tails) - behind)
             if tracked.last_estimation is not None:
                 rank = min(rank, tracked.last_estimation[0])
-            size = counters.queue_size(tracked.job.group)
+            # As Gradio's, the line counts the job itself: a read taken as a worker claims it shows none left.
+            size = max(counters.queue_size(tracked.job.group), rank + 1)
             if (rank, size) != tracked.last_estimation:
                 tracked.last_estimation = (rank, size)
                 messages.append(protocol.estimation(tracked.job.job_id, rank, size, eta(tracked.job, rank)))
