@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from examples.demo_app import app as demo
 from surge import protocol
+from surge.broker import Delivery
 from surge.eta import estimate_eta
 from surge.models import Counters, FunctionStats, Shard
 
@@ -82,3 +85,22 @@ def test_rank_is_bounded_by_every_shards_tail_and_only_falls() -> None:
     assert later.queue_size("g") == 4
     assert later.rank("g", tails) == 0
     assert later.waiting == 4 and later.tail == {"g": 8}
+
+
+def test_a_message_from_a_newer_front_with_fields_this_worker_does_not_know_still_reads() -> None:
+    """During a rolling deploy new fronts enqueue for old workers: added fields must not drop the job."""
+    body = {
+        "job_id": "a" * 32,
+        "session_hash": "abcdefgh12",
+        "api_name": "echo",
+        "group": "echo",
+        "shard": 1,
+        "data": ["hi"],
+        "created_at": 1.0,
+        "caller": {"headers": {}, "client_host": "10.0.0.1", "a_later_field": "x"},
+        "another_later_field": [1, 2],
+    }
+    message = Delivery("m", "r", json.dumps(body), 1).message
+    assert message is not None and message.job().data == ["hi"] and message.caller is not None
+    assert message.caller.client_host == "10.0.0.1"
+    assert Delivery("m", "r", json.dumps({"job_id": "x"}), 1).message is None, "not one of ours"

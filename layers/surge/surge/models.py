@@ -64,7 +64,7 @@ class Caller(BaseModel):
     (headers less `Cookie` and `Authorization`, the caller's address, the query string). Travels in the
     queue message only, never in the session log."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # fields a newer front adds do not fail an older worker
 
     headers: dict[str, str] = Field(default_factory=dict)
     client_host: str | None = None
@@ -106,7 +106,8 @@ class Job(BaseModel):
 class JobMessage(BaseModel):
     """The SQS message body: the job's key, place and inputs, so a worker claims it without a read."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
+    """Unknown fields are ignored: during a rolling deploy a newer front's message reaches older workers."""
 
     job_id: str = Field(min_length=1, max_length=64)
     session_hash: str = Field(pattern=SESSION_HASH_PATTERN)
