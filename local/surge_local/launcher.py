@@ -230,6 +230,8 @@ def cannot_start(app_spec: str, port: int) -> str | None:
     except (AppNotFound, ValueError) as error:  # the Gradio adapter's refusals are ValueErrors naming the event
         return f"surge: {error}"
     with socket.socket() as probe:
+        # As uvicorn binds: connections of a stopped server (TIME_WAIT, up to a minute) do not hold the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

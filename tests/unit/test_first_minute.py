@@ -31,3 +31,19 @@ def test_a_port_in_use_suggests_another() -> None:
             f"surge: port {port} is in use on 127.0.0.1; choose another, e.g. make run PORT={port + 1}"
         )
     assert cannot_start("examples.gradio_image_app:demo", free_port()) is None
+
+
+def test_a_port_left_by_a_stopped_server_is_free_again() -> None:
+    """`make run` stopped and started again at once: its old connections wait in TIME_WAIT, and uvicorn
+    binds the port anyway (SO_REUSEADDR), so the check must not call it in use."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert cannot_start("examples.demo_app:app", port) is not None
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server closes first: its end waits in TIME_WAIT on `port`
+            client.recv(1)
+    assert cannot_start("examples.demo_app:app", port) is None
