@@ -3,6 +3,7 @@ Gradio's processing on the worker side, and what is refused at start."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import gradio as gr
@@ -84,3 +85,19 @@ def test_state_shared_between_events_is_refused() -> None:
         box.change(lambda n: str(n), count, box, api_name="show")
     with pytest.raises(Unsupported, match=r"event 'bump' .* writes a gr.State that event 'show' reads"):
         GradioApp(shared)
+
+
+def test_json_and_label_outputs_are_json_as_gradio_sends_them() -> None:
+    """`gr.JSON` postprocesses to a pydantic `JsonData`, which the worker could not record (every attempt
+    failed as if the worker had died); Gradio's queue sends its JSON."""
+    demo = gr.Interface(
+        lambda text: ({"long": 0.8, "short": 0.2}, {"text": text, "n": [1, 2]}),
+        "text",
+        [gr.Label(), gr.JSON()],
+        api_name="classify",
+    )
+    label, data = GradioApp(demo).get("classify").fn("hi")
+    assert data == {"text": "hi", "n": [1, 2]}
+    assert label["label"] == "long" and [c["label"] for c in label["confidences"]] == ["long", "short"]
+    json.dumps([label, data])
+

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import orjson
+import pydantic
 from gradio import route_utils
 from gradio import utils as gradio_utils
 from gradio.block_function import BlockFunction
@@ -225,7 +227,7 @@ class GradioApp(App):
                 )
             except GradioError as error:
                 raise Error(str(error.message), title=error.title or "Error", duration=error.duration) from error
-            result["data"] = _walk_files(result["data"], self._store)
+            result["data"] = _as_sent(_walk_files(result["data"], self._store))
             return result
 
         try:
@@ -299,6 +301,16 @@ def _as_json(value: Any) -> dict[str, Any]:
     """As Gradio's own routes encode it (callables and other objects become strings)."""
     decoded: dict[str, Any] = json.loads(ORJSONResponse._render(value))
     return decoded
+
+
+_OUTPUTS = pydantic.TypeAdapter(list[Any])
+
+
+def _as_sent(data: list[Any]) -> list[Any]:
+    """Outputs as Gradio's queue sends them (pydantic's dump of the message, then orjson with `str` for
+    what remains): `gr.JSON`'s `JsonData` becomes its JSON, a value JSON cannot carry a string."""
+    sent: list[Any] = orjson.loads(orjson.dumps(_OUTPUTS.dump_python(data), default=str))
+    return sent
 
 
 def _is_generator(fn: Any) -> bool:
