@@ -4,6 +4,8 @@ Gradio's processing on the worker side, and what is refused at start."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import gradio as gr
@@ -13,6 +15,7 @@ from surge import protocol
 from surge.application import Progress, load_app
 from surge.errors import Error
 from surge.gradio_app import GradioApp, Unsupported
+from surge.held_launch import held_launch
 from tests.apps.gradio_apps import blocks
 
 
@@ -101,3 +104,26 @@ def test_json_and_label_outputs_are_json_as_gradio_sends_them() -> None:
     assert label["label"] == "long" and [c["label"] for c in label["confidences"]] == ["long", "short"]
     json.dumps([label, data])
 
+
+def test_show_error_is_launchs_default_and_launch_auth_is_refused() -> None:
+    """Without `launch(show_error=True)` an exception's message stays on the worker, as in Gradio (a bare
+    `gr.Blocks()` says True, which `launch()` overrides); a login Surge would not ask for is refused."""
+    assert load_app("tests.apps.gradio_apps:blocks").show_error is False
+    demo = gr.Interface(lambda text: text, "text", "text")
+    with held_launch():
+        demo.launch(auth=("admin", "secret"))
+    with pytest.raises(Unsupported, match=r"^launch\(auth=...\) asks for Gradio's login"):
+        GradioApp(demo)
+
+
+def test_demo_launch_in_the_apps_module_is_held_and_its_settings_kept() -> None:
+    """In a fresh process (gradio not yet imported, as in `make run` and the workers), `load_app` of a
+    module ending with `demo.launch(...)` returns the app without serving it, with launch()'s settings."""
+    probe = (
+        "from surge.application import load_app; app = load_app('tests.apps.gradio_launched'); "
+        "print(app.show_error, app.max_threads, app.max_file_size, app.default_concurrency_limit, "
+        "app.blocks.theme.name, [f.api_name for f in app.functions])"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.strip() == "True 7 1048576 2 soft ['reverse']"
+    assert "Running on" not in loaded.stdout + loaded.stderr

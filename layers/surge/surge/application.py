@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from surge.held_launch import held_launch
 from surge.models import Caller
 from surge.settings import Settings
 
@@ -294,7 +295,8 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
     """
     module_name, _, attribute = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        with held_launch():  # a Gradio app's `demo.launch()` must not start Gradio's server here
+            module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
             raise AppNotFound(

@@ -38,6 +38,7 @@ from gradio.state_holder import SessionState
 from surge.application import CALLS, App, Call, Function, Parameter, Progress
 from surge.errors import Error
 from surge.gradio_page import ROOT_PLACEHOLDER, GradioPage
+from surge.held_launch import LAUNCH_ARGS
 from surge.models import Caller
 from surge.settings import Settings
 from surge.store.files import FileStore, is_name
@@ -96,19 +97,27 @@ class GradioApp(App):
         self.progress = installed if isinstance(installed, _ProgressBridge) else _ProgressBridge(installed)
         blocks._queue = self.progress  # type: ignore[assignment]
         queue = self.progress.queue
+        launched: dict[str, Any] = getattr(blocks, LAUNCH_ARGS, {})
+        if launched.get("auth") or launched.get("auth_dependency"):
+            raise Unsupported(
+                "launch(auth=...) asks for Gradio's login, which Surge does not serve (the app would be open to "
+                "anyone): remove it and put an authorizer in front of the API."
+            )
         super().__init__(
             title=str(blocks.title or "Gradio"),
             max_size=queue.max_size,
             default_concurrency_limit=queue.default_concurrency_limit,
-            max_threads=blocks.max_threads,
-            show_error=bool(getattr(blocks, "show_error", False)),
+            max_threads=launched.get("max_threads", blocks.max_threads),
+            # launch()'s default: only gr.Error messages reach the client (gr.Blocks() itself says True).
+            show_error=bool(launched.get("show_error", False)),
         )
         self.blocks = blocks
         # Gradio draws `app_id` at random per process; the page reloads when it changes, and every front
         # process must give the same one.
         shape = repr([(i, fn.api_name) for i, fn in blocks.fns.items()]) + str(blocks.title)
         blocks.app_id = int.from_bytes(hashlib.sha256(shape.encode()).digest()[:7])
-        app_limit = getattr(blocks, "max_file_size", None)
+        launch_limit = gradio_utils._parse_file_size(launched.get("max_file_size"))
+        app_limit = launch_limit or getattr(blocks, "max_file_size", None)
         self.max_file_size = app_limit or (settings.max_file_size_bytes if settings else None)
         self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None
         if settings is not None and settings.max_threads:
