@@ -181,7 +181,9 @@ class LocalStack:
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         output = subprocess.DEVNULL if self.quiet else None
         child_env = {**self.env, **(env or {}), PARENT_PID_VARIABLE: str(os.getpid())}
-        process = subprocess.Popen(argv, env=child_env, stdout=output, stderr=output)
+        # A process group of its own: a terminal's Ctrl-C reaches the launcher alone, which stops the children
+        # in order (workers before the emulators they record to), not every process at once.
+        process = subprocess.Popen(argv, env=child_env, stdout=output, stderr=output, process_group=0)
         self.processes[name] = process
         return process
 
