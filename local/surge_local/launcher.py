@@ -22,7 +22,7 @@ import boto3
 import httpx
 from fastapi import FastAPI
 
-from surge.application import load_app
+from surge.application import App, load_app
 from surge.settings import Settings
 from surge_local import ALSO_SERVED, FIDELITY_VARIABLE, SERVICES
 from surge_local.provision import provision
@@ -100,6 +100,7 @@ class LocalStack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
+    app: App | None = None
     fidelity: bool = field(default_factory=lambda: os.environ.get(FIDELITY_VARIABLE, "") not in ("", "0"))
     """Run the emulator in fidelity mode (DynamoDB's per-item conflicts and throughput caps)."""
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -137,7 +138,7 @@ class LocalStack:
             )
         for port in ports.values():
             wait_for_port(port, 30)
-        app = load_app(self.app_spec)
+        app = self.app = load_app(self.app_spec)
         tuning = {**LOCAL_TUNING, **self.tuning}
         resources = provision(
             app,
@@ -241,6 +242,16 @@ def cannot_start(app_spec: str, port: int) -> str | None:
     return None
 
 
+def unserved_note(names: list[str]) -> str:
+    """One line on the page's events Surge does not serve (Gradio runs them outside its queue)."""
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return (
+        f"note: Gradio's page also runs {len(names)} UI event(s) outside the queue ({shown}), which Surge does "
+        "not serve: what uses them (an Interface's examples and Flag, a ChatInterface's chat box) does nothing "
+        "in the page; the API works"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the Surge stack locally on 127.0.0.1.")
     parser.add_argument("--app", default=os.environ.get("APP_MODULE", "examples.demo_app:app"))
@@ -265,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
         stack.start()
         httpx.get(f"{stack.url}/config", timeout=30).raise_for_status()
         print(f"{stack.url}/  serving {args.app}  (queue status: {stack.url}/status; Ctrl-C stops)", flush=True)
+        if stack.app is not None and stack.app.unserved:
+            print(unserved_note(stack.app.unserved), flush=True)
         while not stopped.wait(1):
             for name, process in list(stack.processes.items()):
                 if process.poll() is not None:

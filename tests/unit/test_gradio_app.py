@@ -6,16 +6,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from surge import protocol
 from surge.application import Progress, load_app
 from surge.errors import Error
+from surge.front import unserved_router
 from surge.gradio_app import GradioApp, Unsupported
 from surge.held_launch import held_launch
+from surge_local.launcher import unserved_note
 from tests.apps.gradio_apps import blocks
 
 
@@ -127,3 +132,21 @@ def test_demo_launch_in_the_apps_module_is_held_and_its_settings_kept() -> None:
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert loaded.stdout.strip() == "True 7 1048576 2 soft ['reverse']"
     assert "Running on" not in loaded.stdout + loaded.stderr
+
+
+def test_the_pages_events_surge_does_not_serve_are_named_at_start_and_answered_with_why() -> None:
+    """A ChatInterface's chat box and an Interface's examples run UI events outside Gradio's queue, which
+    Surge does not serve: `make run` says so under its URL, and the page's calls get the reason."""
+    app = load_app("tests.apps.gradio_apps:chat")
+    assert "_submit_fn" in app.unserved and "reply" not in app.unserved
+    note = unserved_note(app.unserved)
+    assert note.startswith(f"note: Gradio's page also runs {len(app.unserved)} UI event(s) outside the queue (")
+    assert "\n" not in note
+    front = FastAPI()
+    front.include_router(unserved_router(SimpleNamespace(config=protocol.config(app))))  # type: ignore[arg-type]
+    clear = [d["id"] for d in protocol.config(app)["dependencies"] if d["api_name"] == "_clear_and_save_textbox"]
+    page_call = TestClient(front).post("/gradio_api/run/predict", json={"data": ["hi"], "fn_index": clear[0]})
+    assert page_call.status_code == 404
+    assert page_call.json()["error"].startswith("Surge does not serve the page's event '_clear_and_save_textbox'")
+    curl = TestClient(front).post("/gradio_api/call/reply", json={"data": ["hi"]})
+    assert curl.status_code == 404 and "POST /gradio_api/queue/join" in curl.json()["detail"]

@@ -123,6 +123,8 @@ class GradioApp(App):
         if settings is not None and settings.max_threads:
             self.max_threads = settings.max_threads
         self.functions = [self._function(fn_id, block_fn) for fn_id, block_fn in _served(blocks)]
+        page_only = (f for f in blocks.fns.values() if f.fn is not None and f.api_visibility != "public")
+        self.unserved = [str(f.api_name) for f in page_only]
         if not self.functions:
             raise Unsupported("This Gradio app has no public event with a Python function to serve.")
 
