@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from surge.held_launch import held_launch
@@ -296,6 +297,12 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
     Raises `AppNotFound` (one line saying what was found and what was expected) when there is none.
     """
     module_name, _, attribute = spec.partition(":")
+    if module_name.endswith(".py") or "/" in module_name:
+        file = PurePath(module_name)
+        folder = f" with {file.parent} on PYTHONPATH" if str(file.parent) != "." else ""
+        raise AppNotFound(
+            f"APP={spec} names a file; expected module:attribute, e.g. APP={file.stem}:{attribute or 'demo'}{folder}"
+        )
     try:
         with held_launch():  # a Gradio app's `demo.launch()` must not start Gradio's server here
             module = importlib.import_module(module_name)
