@@ -31,6 +31,7 @@ import pydantic
 from gradio import route_utils
 from gradio import utils as gradio_utils
 from gradio.block_function import BlockFunction
+from gradio.events import EventData
 from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
 from gradio.state_holder import SessionState
@@ -220,6 +221,10 @@ class GradioApp(App):
         request: gr.Request | list[gr.Request] | None = None
         if requests:
             request = requests if len(requests) > 1 else requests[0]
+        first = calls[0].caller if calls and calls[0].caller else Caller()
+        # As Gradio's queue builds it from the join (a batch gets its first caller's, as its gr.Request).
+        target = self.blocks.blocks.get(first.trigger_id) if first.trigger_id is not None else None
+        event_data = EventData(target, first.event_data)
         folder = Path(tempfile.mkdtemp(prefix="surge-in-", dir=_upload_folder()))
         loop = asyncio.new_event_loop()
         state = SessionState(self.blocks)
@@ -233,7 +238,13 @@ class GradioApp(App):
             try:
                 result: dict[str, Any] = loop.run_until_complete(
                     self.blocks.process_api(
-                        block_fn, inputs, state=state, request=request, iterator=iterator, event_id=event_id
+                        block_fn,
+                        inputs,
+                        state=state,
+                        request=request,
+                        iterator=iterator,
+                        event_id=event_id,
+                        event_data=event_data,
                     )
                 )
             except GradioError as error:
