@@ -242,16 +242,6 @@ def cannot_start(app_spec: str, port: int) -> str | None:
     return None
 
 
-def unserved_note(names: list[str]) -> str:
-    """One line on the page's events Surge does not serve (Gradio runs them outside its queue)."""
-    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-    return (
-        f"note: Gradio's page also runs {len(names)} UI event(s) outside the queue ({shown}), which Surge does "
-        "not serve: what uses them (an Interface's examples and Flag, a ChatInterface's chat box) does nothing "
-        "in the page; the API works"
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the Surge stack locally on 127.0.0.1.")
     parser.add_argument("--app", default=os.environ.get("APP_MODULE", "examples.demo_app:app"))
@@ -276,8 +266,8 @@ def main(argv: list[str] | None = None) -> None:
         stack.start()
         httpx.get(f"{stack.url}/config", timeout=30).raise_for_status()
         print(f"{stack.url}/  serving {args.app}  (queue status: {stack.url}/status; Ctrl-C stops)", flush=True)
-        if stack.app is not None and stack.app.unserved:
-            print(unserved_note(stack.app.unserved), flush=True)
+        for note in stack.app.notes if stack.app is not None else []:
+            print(note, flush=True)
         while not stopped.wait(1):
             for name, process in list(stack.processes.items()):
                 if process.poll() is not None:

@@ -20,7 +20,6 @@ from surge.errors import Error
 from surge.front import unserved_router
 from surge.gradio_app import GradioApp, Unsupported
 from surge.held_launch import held_launch
-from surge_local.launcher import unserved_note
 from tests.apps.gradio_apps import blocks
 
 
@@ -138,10 +137,10 @@ def test_the_pages_events_surge_does_not_serve_are_named_at_start_and_answered_w
     """A ChatInterface's chat box and an Interface's examples run UI events outside Gradio's queue, which
     Surge does not serve: `make run` says so under its URL, and the page's calls get the reason."""
     app = load_app("tests.apps.gradio_apps:chat")
-    assert "_submit_fn" in app.unserved and "reply" not in app.unserved
-    note = unserved_note(app.unserved)
-    assert note.startswith(f"note: Gradio's page also runs {len(app.unserved)} UI event(s) outside the queue (")
-    assert "\n" not in note
+    page, history = app.notes
+    assert page.startswith("note: Gradio's page also runs 28 UI event(s) outside the queue (_clear_and_save_textbox,")
+    assert history.startswith("note: event 'reply' reads and writes a gr.State, which Gradio keeps per session")
+    assert not any("\n" in note for note in app.notes) and load_app("tests.apps.gradio_apps:blocks").notes == []
     front = FastAPI()
     front.include_router(unserved_router(SimpleNamespace(config=protocol.config(app))))  # type: ignore[arg-type]
     clear = [d["id"] for d in protocol.config(app)["dependencies"] if d["api_name"] == "_clear_and_save_textbox"]

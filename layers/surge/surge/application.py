@@ -152,8 +152,8 @@ class App:
         self.functions: list[Function] = []
         self.max_file_size: int | None = None
         """Largest upload in bytes (None: the app takes no files)."""
-        self.unserved: list[str] = []
-        """Events of the app's page that Surge does not serve (a Gradio app's UI helpers), by name."""
+        self.notes: list[str] = []
+        """One line each, for whoever starts the app: what works differently here (`make run` prints them)."""
         self._setup_hooks: list[Callable[[], None]] = []
 
     def function(

@@ -123,9 +123,9 @@ class GradioApp(App):
         self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None
         if settings is not None and settings.max_threads:
             self.max_threads = settings.max_threads
-        self.functions = [self._function(fn_id, block_fn) for fn_id, block_fn in _served(blocks)]
-        page_only = (f for f in blocks.fns.values() if f.fn is not None and f.api_visibility != "public")
-        self.unserved = [str(f.api_name) for f in page_only]
+        served = _served(blocks)
+        self.functions = [self._function(fn_id, block_fn) for fn_id, block_fn in served]
+        self.notes = _notes(blocks, served)
         if not self.functions:
             raise Unsupported("This Gradio app has no public event with a Python function to serve.")
 
@@ -401,6 +401,29 @@ def _check(blocks: gr.Blocks, block_fn: BlockFunction, public: list[tuple[int, B
                 f"{name} writes a gr.State that event {other.api_name!r} reads: gr.State lives in one Gradio "
                 "process, and Surge runs each call on any worker. Pass the value through the client instead."
             )
+
+
+def _notes(blocks: gr.Blocks, served: list[tuple[int, BlockFunction]]) -> list[str]:
+    """What works differently from Gradio without being refused, one line each: the page's UI events
+    (Gradio runs them outside its queue; Surge does not serve them), and a gr.State an event both reads and
+    writes (Gradio keeps it per session; here each call starts from its initial value)."""
+    notes = []
+    page_only = [str(f.api_name) for f in blocks.fns.values() if f.fn is not None and f.api_visibility != "public"]
+    if page_only:
+        shown = ", ".join(page_only[:3]) + (", ..." if len(page_only) > 3 else "")
+        notes.append(
+            f"note: Gradio's page also runs {len(page_only)} UI event(s) outside the queue ({shown}), which Surge "
+            "does not serve: what uses them (an Interface's examples and Flag, a ChatInterface's chat box) does "
+            "nothing in the page; the API works"
+        )
+    for _, block_fn in served:
+        kept = {b._id for b in block_fn.inputs if b.stateful} & {b._id for b in block_fn.outputs if b.stateful}
+        if kept:
+            notes.append(
+                f"note: event {block_fn.api_name!r} reads and writes a gr.State, which Gradio keeps per session: "
+                "here every call starts from its initial value"
+            )
+    return notes
 
 
 def _is_timer(blocks: gr.Blocks, target: tuple[int | None, str]) -> bool:
