@@ -330,7 +330,7 @@ _OUTPUTS = pydantic.TypeAdapter(list[Any])
 
 def _as_sent(data: list[Any]) -> list[Any]:
     """Outputs as Gradio's queue sends them (pydantic's dump of the message, then orjson with `str` for
-    what remains): `gr.JSON`'s `JsonData` becomes its JSON, a value JSON cannot carry a string."""
+    what remains): `gr.JSON`'s `JsonData` becomes its JSON, a value JSON cannot carry its `str()`."""
     sent: list[Any] = orjson.loads(orjson.dumps(_OUTPUTS.dump_python(data), default=str))
     return sent
 
