@@ -22,7 +22,7 @@ import boto3
 import httpx
 from fastapi import FastAPI
 
-from surge.application import load_app
+from surge.application import App, load_app
 from surge.settings import Settings
 from surge_local import ALSO_SERVED, FIDELITY_VARIABLE, SERVICES
 from surge_local.provision import provision
@@ -100,6 +100,7 @@ class LocalStack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
+    app: App | None = None
     fidelity: bool = field(default_factory=lambda: os.environ.get(FIDELITY_VARIABLE, "") not in ("", "0"))
     """Run the emulator in fidelity mode (DynamoDB's per-item conflicts and throughput caps)."""
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -137,7 +138,7 @@ class LocalStack:
             )
         for port in ports.values():
             wait_for_port(port, 30)
-        app = load_app(self.app_spec)
+        app = self.app = load_app(self.app_spec)
         tuning = {**LOCAL_TUNING, **self.tuning}
         resources = provision(
             app,
@@ -181,7 +182,9 @@ class LocalStack:
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         output = subprocess.DEVNULL if self.quiet else None
         child_env = {**self.env, **(env or {}), PARENT_PID_VARIABLE: str(os.getpid())}
-        process = subprocess.Popen(argv, env=child_env, stdout=output, stderr=output)
+        # A process group of its own: a terminal's Ctrl-C reaches the launcher alone, which stops the children
+        # in order (workers before the emulators they record to), not every process at once.
+        process = subprocess.Popen(argv, env=child_env, stdout=output, stderr=output, process_group=0)
         self.processes[name] = process
         return process
 
@@ -230,6 +233,8 @@ def cannot_start(app_spec: str, port: int) -> str | None:
     except (AppNotFound, ValueError) as error:  # the Gradio adapter's refusals are ValueErrors naming the event
         return f"surge: {error}"
     with socket.socket() as probe:
+        # As uvicorn binds: connections of a stopped server (TIME_WAIT, up to a minute) do not hold the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -261,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
         stack.start()
         httpx.get(f"{stack.url}/config", timeout=30).raise_for_status()
         print(f"{stack.url}/  serving {args.app}  (queue status: {stack.url}/status; Ctrl-C stops)", flush=True)
+        for note in stack.app.notes if stack.app is not None else []:
+            print(note, flush=True)
         while not stopped.wait(1):
             for name, process in list(stack.processes.items()):
                 if process.poll() is not None:

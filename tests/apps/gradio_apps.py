@@ -48,10 +48,18 @@ def second(tag: str) -> str:
     return _timed("second", tag)
 
 
-def whoami(tag: str, request: gr.Request) -> str:
-    """What a function learns of its caller through `gr.Request`."""
+def whoami(tag: str, request: gr.Request, event: gr.EventData) -> str:
+    """What a function learns of its caller through `gr.Request`, and of the event through `gr.EventData`."""
+    target = event.target.elem_id if event.target is not None else None
     return json.dumps(
-        {"tag": tag, "session": request.session_hash, "headers": dict(request.headers), "host": request.client.host}
+        {
+            "tag": tag,
+            "session": request.session_hash,
+            "headers": dict(request.headers),
+            "host": request.client.host,
+            "event": event._data,
+            "target": target,
+        }
     )
 
 
@@ -62,7 +70,7 @@ def notice(tag: str) -> str:
 
 
 with gr.Blocks(title="gradio events") as blocks:
-    word = gr.Textbox()
+    word = gr.Textbox(elem_id="word")
     length = gr.Number()
     out = gr.Textbox()
     go = gr.Button()

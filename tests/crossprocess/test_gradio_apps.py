@@ -19,7 +19,7 @@ from PIL import Image
 from surge.declared import main
 from surge_local.launcher import LocalStack, free_port
 from tests.apps.gradio_apps import photo
-from tests.crossprocess.helpers import records
+from tests.crossprocess.helpers import messages, records
 
 pytestmark = pytest.mark.crossprocess
 
@@ -117,6 +117,23 @@ def test_gr_request_shows_the_function_its_callers_session_headers_and_address(b
     assert seen["tag"] == "t" and seen["session"] == client.session_hash
     assert seen["headers"]["x-demo"] == "42" and seen["host"] == "127.0.0.1"
     assert "cookie" not in seen["headers"], "credentials do not travel in the queue message"
+
+
+def test_the_events_data_reaches_gr_event_data_as_the_page_sent_it(blocks_stack: LocalStack) -> None:
+    """A `.select` (`.like`, ...) sends `event_data` and `trigger_id` with the join; `gr.SelectData` and
+    `gr.EventData` parameters show them (they were dropped: `evt.index` failed on None)."""
+    config = httpx.get(f"{blocks_stack.url}/config").json()
+    (fn_index,) = [d["id"] for d in config["dependencies"] if d.get("api_name") == "whoami"]
+    (word,) = [c["id"] for c in config["components"] if c["props"].get("elem_id") == "word"]
+    session = "e" * 32
+    selected = {"index": [1, 0], "value": "y", "row_value": [2, "y"]}
+    httpx.post(
+        f"{blocks_stack.url}/gradio_api/queue/join",
+        json={"data": ["t"], "fn_index": fn_index, "session_hash": session, "event_data": selected, "trigger_id": word},
+    ).raise_for_status()
+    (done,) = [m for m in messages(blocks_stack, session) if m["msg"] == "process_completed"]
+    seen = json.loads(done["output"]["data"][0])
+    assert (seen["event"], seen["target"]) == (selected, "word")
 
 
 def test_gr_info_and_warning_reach_the_visitor_as_gradio_log_messages_before_the_result(

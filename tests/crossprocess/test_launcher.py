@@ -37,6 +37,7 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     try:
         assert launcher.stdout is not None
@@ -52,8 +53,11 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
         assert len(children) >= 7, "two emulators (SQS, DynamoDB), the front and one worker per demo function"
         assert Client(f"http://127.0.0.1:{port}", verbose=False).predict("hi", api_name="/echo") == "hi"
 
-        launcher.send_signal(signal.SIGINT)
+        # As a terminal's Ctrl-C: SIGINT to the foreground process group. Once every child got it at once:
+        # the emulators died first and the workers retried against them, with warnings, until killed.
+        os.killpg(launcher.pid, signal.SIGINT)
         assert launcher.wait(timeout=30) == 0
+        assert launcher.stdout.read().strip() == "stopping..."
         time.sleep(0.5)
         assert [pid for pid in children if os.path.exists(f"/proc/{pid}") and _alive(pid)] == []
     finally:

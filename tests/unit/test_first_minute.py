@@ -13,6 +13,8 @@ from surge_local.launcher import cannot_start, free_port
     ("spec", "line"),
     [
         ("nothere:app", "surge: APP=nothere:app: no module 'nothere'; expected module:attribute"),
+        ("app.py", "surge: APP=app.py names a file; expected module:attribute, e.g. APP=app:demo"),
+        ("spaces/app.py:ui", "surge: APP=spaces/app.py:ui names a file; expected module:attribute, e.g. APP=app:ui"),
         ("examples.demo_app:nope", "surge: APP=examples.demo_app:nope: examples.demo_app has no nope; expected"),
         ("examples.demo_app:sim_gpu", "surge: APP=examples.demo_app:sim_gpu is a function; expected a surge.App"),
         ("tests.apps.gradio_apps:unqueued", "surge: event 'instant' (<lambda>) sets queue=False"),
@@ -31,3 +33,19 @@ def test_a_port_in_use_suggests_another() -> None:
             f"surge: port {port} is in use on 127.0.0.1; choose another, e.g. make run PORT={port + 1}"
         )
     assert cannot_start("examples.gradio_image_app:demo", free_port()) is None
+
+
+def test_a_port_left_by_a_stopped_server_is_free_again() -> None:
+    """`make run` stopped and started again at once: its old connections wait in TIME_WAIT, and uvicorn
+    binds the port anyway (SO_REUSEADDR), so the check must not call it in use."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert cannot_start("examples.demo_app:app", port) is not None
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server closes first: its end waits in TIME_WAIT on `port`
+            client.recv(1)
+    assert cannot_start("examples.demo_app:app", port) is None

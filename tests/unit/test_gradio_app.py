@@ -3,15 +3,23 @@ Gradio's processing on the worker side, and what is refused at start."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from surge import protocol
 from surge.application import Progress, load_app
 from surge.errors import Error
+from surge.front import unserved_router
 from surge.gradio_app import GradioApp, Unsupported
+from surge.held_launch import held_launch
 from tests.apps.gradio_apps import blocks
 
 
@@ -84,3 +92,60 @@ def test_state_shared_between_events_is_refused() -> None:
         box.change(lambda n: str(n), count, box, api_name="show")
     with pytest.raises(Unsupported, match=r"event 'bump' .* writes a gr.State that event 'show' reads"):
         GradioApp(shared)
+
+
+def test_json_and_label_outputs_are_json_as_gradio_sends_them() -> None:
+    """`gr.JSON` postprocesses to a pydantic `JsonData`, which the worker could not record (every attempt
+    failed as if the worker had died); Gradio's queue sends its JSON."""
+    demo = gr.Interface(
+        lambda text: ({"long": 0.8, "short": 0.2}, {"text": text, "n": [1, 2]}),
+        "text",
+        [gr.Label(), gr.JSON()],
+        api_name="classify",
+    )
+    label, data = GradioApp(demo).get("classify").fn("hi")
+    assert data == {"text": "hi", "n": [1, 2]}
+    assert label["label"] == "long" and [c["label"] for c in label["confidences"]] == ["long", "short"]
+    json.dumps([label, data])
+
+
+def test_show_error_is_launchs_default_and_launch_auth_is_refused() -> None:
+    """Without `launch(show_error=True)` an exception's message stays on the worker, as in Gradio (a bare
+    `gr.Blocks()` says True, which `launch()` overrides); a login Surge would not ask for is refused."""
+    assert load_app("tests.apps.gradio_apps:blocks").show_error is False
+    demo = gr.Interface(lambda text: text, "text", "text")
+    with held_launch():
+        demo.launch(auth=("admin", "secret"))
+    with pytest.raises(Unsupported, match=r"^launch\(auth=...\) asks for Gradio's login"):
+        GradioApp(demo)
+
+
+def test_demo_launch_in_the_apps_module_is_held_and_its_settings_kept() -> None:
+    """In a fresh process (gradio not yet imported, as in `make run` and the workers), `load_app` of a
+    module ending with `demo.launch(...)` returns the app without serving it, with launch()'s settings."""
+    probe = (
+        "from surge.application import load_app; app = load_app('tests.apps.gradio_launched'); "
+        "print(app.show_error, app.max_threads, app.max_file_size, app.default_concurrency_limit, "
+        "app.blocks.theme.name, [f.api_name for f in app.functions])"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.strip() == "True 7 1048576 2 soft ['reverse']"
+    assert "Running on" not in loaded.stdout + loaded.stderr
+
+
+def test_the_pages_events_surge_does_not_serve_are_named_at_start_and_answered_with_why() -> None:
+    """A ChatInterface's chat box and an Interface's examples run UI events outside Gradio's queue, which
+    Surge does not serve: `make run` says so under its URL, and the page's calls get the reason."""
+    app = load_app("tests.apps.gradio_apps:chat")
+    page, history = app.notes
+    assert page.startswith("note: Gradio's page also runs 28 UI event(s) outside the queue (_clear_and_save_textbox,")
+    assert history.startswith("note: event 'reply' reads and writes a gr.State, which Gradio keeps per session")
+    assert not any("\n" in note for note in app.notes) and load_app("tests.apps.gradio_apps:blocks").notes == []
+    front = FastAPI()
+    front.include_router(unserved_router(SimpleNamespace(config=protocol.config(app))))  # type: ignore[arg-type]
+    clear = [d["id"] for d in protocol.config(app)["dependencies"] if d["api_name"] == "_clear_and_save_textbox"]
+    page_call = TestClient(front).post("/gradio_api/run/predict", json={"data": ["hi"], "fn_index": clear[0]})
+    assert page_call.status_code == 404
+    assert page_call.json()["error"].startswith("Surge does not serve the page's event '_clear_and_save_textbox'")
+    curl = TestClient(front).post("/gradio_api/call/reply", json={"data": ["hi"]})
+    assert curl.status_code == 404 and "POST /gradio_api/queue/join" in curl.json()["detail"]

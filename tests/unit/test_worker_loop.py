@@ -38,13 +38,15 @@ class Served:
                 raise surge.Error("Refused: 'refuse' is not a word.")
             if text == "crash":
                 raise RuntimeError("internal detail")
+            if text == "set":
+                return {text}  # type: ignore[return-value]
             return text.upper()
 
         @app.function(inputs=["textbox"], outputs=["textbox"], batch=True, max_batch_size=4)
-        def shout_batch(texts: list[str]) -> list[list[str]]:
+        def shout_batch(texts: list[str]) -> list[list[Any]]:
             for text in texts:
                 self._ran(text)
-            return [[text.upper() for text in texts]]
+            return [[{text} if text == "set" else text.upper() for text in texts]]
 
     def _ran(self, value: Any) -> None:
         with self.lock:
@@ -162,6 +164,23 @@ def test_a_function_that_raises_fails_its_job_with_the_message_and_the_message_i
     assert _result(store, fine)["output"]["data"] == ["FINE"], "the worker serves on after a failure"
     assert sorted(served.ran) == ["crash", "fine", "refuse"], "a failure is not retried"
     assert queue.depth("shout") == 0
+
+
+@pytest.mark.parametrize("api_name", ["shout", "shout_batch"])
+def test_an_output_json_cannot_carry_fails_its_job_with_the_reason_and_the_rest_run(api_name: str) -> None:
+    """Recording it failed on every attempt, as if the worker had stopped, until the job gave up."""
+    served, store, queue = Served(), InMemoryStore(), InMemoryQueue()
+    odd = _join(store, queue, api_name, "set", 0)
+    fine = _join(store, queue, api_name, "fine", 1)
+
+    _serve_until_drained(served, api_name, store, queue)
+
+    failed = _result(store, odd)
+    assert failed["success"] is False
+    reason = "Object of type set is not JSON serializable"
+    assert failed["output"]["error"] == f"{api_name} returned an output that is not JSON: {reason}"
+    assert _result(store, fine)["output"]["data"] == ["FINE"]
+    assert queue.depth(api_name) == 0
 
 
 def test_a_message_whose_job_is_gone_is_acknowledged_and_a_foreign_one_dead_lettered() -> None:

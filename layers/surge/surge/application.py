@@ -7,8 +7,10 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from surge.held_launch import held_launch
 from surge.models import Caller
 from surge.settings import Settings
 
@@ -150,6 +152,8 @@ class App:
         self.functions: list[Function] = []
         self.max_file_size: int | None = None
         """Largest upload in bytes (None: the app takes no files)."""
+        self.notes: list[str] = []
+        """One line each, for whoever starts the app: what works differently here (`make run` prints them)."""
         self._setup_hooks: list[Callable[[], None]] = []
 
     def function(
@@ -293,8 +297,15 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
     Raises `AppNotFound` (one line saying what was found and what was expected) when there is none.
     """
     module_name, _, attribute = spec.partition(":")
+    if module_name.endswith(".py") or "/" in module_name:
+        file = PurePath(module_name)
+        folder = f" with {file.parent} on PYTHONPATH" if str(file.parent) != "." else ""
+        raise AppNotFound(
+            f"APP={spec} names a file; expected module:attribute, e.g. APP={file.stem}:{attribute or 'demo'}{folder}"
+        )
     try:
-        module = importlib.import_module(module_name)
+        with held_launch():  # a Gradio app's `demo.launch()` must not start Gradio's server here
+            module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
             raise AppNotFound(

@@ -103,6 +103,43 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
     return router
 
 
+def unserved_router(service: FrontService) -> APIRouter:
+    """Gradio routes Surge does not serve, answered with why (one line) instead of a bare 404."""
+    router = APIRouter()
+
+    @router.post(PREFIX + "/run/{api_name:path}")
+    async def run_unqueued(api_name: str, request: Request) -> JSONResponse:
+        """Gradio's page calls events that skip the queue here (`queue=False`: Interface's examples and
+        its Clear's reset, ChatInterface's chat box); Surge serves none. Answered as Gradio answers a failed
+        call, so that the page shows why instead of a silent 404."""
+        with contextlib.suppress(ValueError):
+            body = await request.json()
+            if isinstance(body, dict) and isinstance(body.get("fn_index"), int):
+                api_name = _event_name(service.config, body["fn_index"]) or api_name
+        message = (
+            f"Surge does not serve the page's event {api_name!r}: Gradio runs it outside the queue "
+            "(queue=False), in the session's own process. The app's public events work."
+        )
+        return JSONResponse({"error": message, "detail": message}, status_code=404)
+
+    @router.api_route(PREFIX + "/call/{api_name:path}", methods=["GET", "POST"])
+    def call(api_name: str) -> JSONResponse:
+        message = (
+            "Surge serves Gradio's queue API (gradio_client; POST /gradio_api/queue/join, then GET "
+            "/gradio_api/queue/data), not the /gradio_api/call/ routes."
+        )
+        return JSONResponse({"detail": message}, status_code=404)
+
+    return router
+
+
+def _event_name(config: dict[str, Any], fn_index: int) -> str | None:
+    for dependency in config.get("dependencies", []):
+        if dependency.get("id") == fn_index:
+            return str(dependency.get("api_name") or "") or None
+    return None
+
+
 def session_hub(service: FrontService) -> SessionHub:
     return SessionHub(service.app, service.settings, service.store, service.estimator)
 
@@ -132,6 +169,7 @@ async def _alive_for(max_s: float) -> Any:
 def create_api_app(service: FrontService) -> FastAPI:
     app = _base_app(service)
     app.include_router(api_router(service))
+    app.include_router(unserved_router(service))
     app.include_router(files_router(service))
     app.include_router(pages_router(service))
     return app
@@ -148,6 +186,7 @@ def create_local_app(service: FrontService, poll: PollPolicy | None = None) -> F
     app = _base_app(service)
     hub = session_hub(service)
     app.include_router(api_router(service, hub))
+    app.include_router(unserved_router(service))
     app.include_router(stream_router(hub, poll or PollPolicy()))
     app.include_router(files_router(service))
     app.include_router(pages_router(service))

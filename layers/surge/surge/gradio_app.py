@@ -26,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import orjson
+import pydantic
 from gradio import route_utils
 from gradio import utils as gradio_utils
 from gradio.block_function import BlockFunction
+from gradio.events import EventData
 from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
 from gradio.state_holder import SessionState
@@ -36,6 +39,7 @@ from gradio.state_holder import SessionState
 from surge.application import CALLS, App, Call, Function, Parameter, Progress
 from surge.errors import Error
 from surge.gradio_page import ROOT_PLACEHOLDER, GradioPage
+from surge.held_launch import LAUNCH_ARGS
 from surge.models import Caller
 from surge.settings import Settings
 from surge.store.files import FileStore, is_name
@@ -94,24 +98,34 @@ class GradioApp(App):
         self.progress = installed if isinstance(installed, _ProgressBridge) else _ProgressBridge(installed)
         blocks._queue = self.progress  # type: ignore[assignment]
         queue = self.progress.queue
+        launched: dict[str, Any] = getattr(blocks, LAUNCH_ARGS, {})
+        if launched.get("auth") or launched.get("auth_dependency"):
+            raise Unsupported(
+                "launch(auth=...) asks for Gradio's login, which Surge does not serve (the app would be open to "
+                "anyone): remove it and put an authorizer in front of the API."
+            )
         super().__init__(
             title=str(blocks.title or "Gradio"),
             max_size=queue.max_size,
             default_concurrency_limit=queue.default_concurrency_limit,
-            max_threads=blocks.max_threads,
-            show_error=bool(getattr(blocks, "show_error", False)),
+            max_threads=launched.get("max_threads", blocks.max_threads),
+            # launch()'s default: only gr.Error messages reach the client (gr.Blocks() itself says True).
+            show_error=bool(launched.get("show_error", False)),
         )
         self.blocks = blocks
         # Gradio draws `app_id` at random per process; the page reloads when it changes, and every front
         # process must give the same one.
         shape = repr([(i, fn.api_name) for i, fn in blocks.fns.items()]) + str(blocks.title)
         blocks.app_id = int.from_bytes(hashlib.sha256(shape.encode()).digest()[:7])
-        app_limit = getattr(blocks, "max_file_size", None)
+        launch_limit = gradio_utils._parse_file_size(launched.get("max_file_size"))
+        app_limit = launch_limit or getattr(blocks, "max_file_size", None)
         self.max_file_size = app_limit or (settings.max_file_size_bytes if settings else None)
         self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None
         if settings is not None and settings.max_threads:
             self.max_threads = settings.max_threads
-        self.functions = [self._function(fn_id, block_fn) for fn_id, block_fn in _served(blocks)]
+        served = _served(blocks)
+        self.functions = [self._function(fn_id, block_fn) for fn_id, block_fn in served]
+        self.notes = _notes(blocks, served)
         if not self.functions:
             raise Unsupported("This Gradio app has no public event with a Python function to serve.")
 
@@ -207,8 +221,12 @@ class GradioApp(App):
         request: gr.Request | list[gr.Request] | None = None
         if requests:
             request = requests if len(requests) > 1 else requests[0]
-        # As Gradio's queue: one root URL for a batch's files, the first job's.
-        root = calls[0].caller.root_url if calls and calls[0].caller else ""
+        first = calls[0].caller if calls and calls[0].caller else Caller()
+        # As Gradio's queue: one root URL for a batch's files, and its event data, the first job's (as its
+        # gr.Request).
+        root = first.root_url
+        target = self.blocks.blocks.get(first.trigger_id) if first.trigger_id is not None else None
+        event_data = EventData(target, first.event_data)
         folder = Path(tempfile.mkdtemp(prefix="surge-in-", dir=_upload_folder()))
         loop = asyncio.new_event_loop()
         state = SessionState(self.blocks)
@@ -222,12 +240,18 @@ class GradioApp(App):
             try:
                 result: dict[str, Any] = loop.run_until_complete(
                     self.blocks.process_api(
-                        block_fn, inputs, state=state, request=request, iterator=iterator, event_id=event_id
+                        block_fn,
+                        inputs,
+                        state=state,
+                        request=request,
+                        iterator=iterator,
+                        event_id=event_id,
+                        event_data=event_data,
                     )
                 )
             except GradioError as error:
                 raise Error(str(error.message), title=error.title or "Error", duration=error.duration) from error
-            result["data"] = _walk_files(result["data"], lambda f: self._store(f, root))
+            result["data"] = _as_sent(_walk_files(result["data"], lambda f: self._store(f, root)))
             return result
 
         try:
@@ -306,6 +330,16 @@ def _as_json(value: Any) -> dict[str, Any]:
     return decoded
 
 
+_OUTPUTS = pydantic.TypeAdapter(list[Any])
+
+
+def _as_sent(data: list[Any]) -> list[Any]:
+    """Outputs as Gradio's queue sends them (pydantic's dump of the message, then orjson with `str` for
+    what remains): `gr.JSON`'s `JsonData` becomes its JSON, a value JSON cannot carry its `str()`."""
+    sent: list[Any] = orjson.loads(orjson.dumps(_OUTPUTS.dump_python(data), default=str))
+    return sent
+
+
 def _is_generator(fn: Any) -> bool:
     return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
@@ -372,6 +406,29 @@ def _check(blocks: gr.Blocks, block_fn: BlockFunction, public: list[tuple[int, B
                 f"{name} writes a gr.State that event {other.api_name!r} reads: gr.State lives in one Gradio "
                 "process, and Surge runs each call on any worker. Pass the value through the client instead."
             )
+
+
+def _notes(blocks: gr.Blocks, served: list[tuple[int, BlockFunction]]) -> list[str]:
+    """What works differently from Gradio without being refused, one line each: the page's UI events
+    (Gradio runs them outside its queue; Surge does not serve them), and a gr.State an event both reads and
+    writes (Gradio keeps it per session; here each call starts from its initial value)."""
+    notes = []
+    page_only = [str(f.api_name) for f in blocks.fns.values() if f.fn is not None and f.api_visibility != "public"]
+    if page_only:
+        shown = ", ".join(page_only[:3]) + (", ..." if len(page_only) > 3 else "")
+        notes.append(
+            f"note: Gradio's page also runs {len(page_only)} UI event(s) outside the queue ({shown}), which Surge "
+            "does not serve: what uses them (an Interface's examples and Flag, a ChatInterface's chat box) does "
+            "nothing in the page; the API works"
+        )
+    for _, block_fn in served:
+        kept = {b._id for b in block_fn.inputs if b.stateful} & {b._id for b in block_fn.outputs if b.stateful}
+        if kept:
+            notes.append(
+                f"note: event {block_fn.api_name!r} reads and writes a gr.State, which Gradio keeps per session: "
+                "here every call starts from its initial value"
+            )
+    return notes
 
 
 def _is_timer(blocks: gr.Blocks, target: tuple[int | None, str]) -> bool:

@@ -21,6 +21,10 @@ class JoinBody(BaseModel):
     fn_index: int | None = None
     session_hash: str | None = Field(default=None, pattern=SESSION_HASH_PATTERN)
     api_name: str | None = Field(default=None, max_length=64)
+    event_data: Any = None
+    """What the page sends with an event that has data (a `.select`'s index and value, a `.like`'s)."""
+    trigger_id: int | None = None
+    """The component whose event this is (Gradio's `EventData.target`)."""
 
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -61,8 +65,8 @@ TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCE
 
 class Caller(BaseModel):
     """Who joined a job, as the front saw the join: what Gradio's `gr.Request` shows the function
-    (headers less `Cookie` and `Authorization`, the caller's address, the query string). Travels in the
-    queue message only, never in the session log."""
+    (headers less `Cookie` and `Authorization`, the caller's address, the query string) and the event's
+    data. Travels in the queue message only, never in the session log."""
 
     model_config = ConfigDict(extra="ignore")  # fields a newer front adds do not fail an older worker
 
@@ -73,6 +77,9 @@ class Caller(BaseModel):
     root_url: str = ""
     """The app's public URL as Gradio resolves it from the join (`gradio_page.root_url`): the URLs of the
     job's output files start with it, as Gradio's do."""
+    event_data: Any = None
+    """The join's `event_data` and `trigger_id`: what a `gr.SelectData` (`gr.EventData`) parameter shows."""
+    trigger_id: int | None = None
 
 
 class Job(BaseModel):

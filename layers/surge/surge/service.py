@@ -90,6 +90,9 @@ class FrontService:
         self._refuse_while_full(function)
         if self.app.max_wait_s is not None:
             self._refuse_long_wait(function, self.app.max_wait_s)
+        if body.event_data is not None or body.trigger_id is not None:
+            event = {"event_data": body.event_data, "trigger_id": body.trigger_id}
+            caller = (caller or Caller()).model_copy(update=event)
         job = Job(
             job_id=secrets.token_hex(16),
             session_hash=body.session_hash,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import os
 import secrets
@@ -474,6 +475,11 @@ class Worker:
             return
         duration = time.monotonic() - started
         for task, row in zip(tasks, rows, strict=True):
+            try:
+                self._check_json(row)
+            except JobFailed as failure:
+                task.outcome = self._failure(task.job, str(failure))
+                continue
             task.outcome = Completion(
                 task.job, JobState.COMPLETED, protocol.completed(task.job.job_id, row, duration, self.avg_batch_s)
             )
@@ -496,6 +502,7 @@ class Worker:
                 data = self._call_generator(task, kwargs)
             else:
                 data = self._row(self._call(self.function.fn, task.job.data, kwargs, [task]))
+            self._check_json(data)
         except JobFailed as failure:
             task.outcome = self._failure(task.job, str(failure), failure.reason)
             return
@@ -511,6 +518,15 @@ class Worker:
         if not isinstance(value, list | tuple) or len(value) != expected:
             raise JobFailed(f"{self.function.api_name} must return {expected} values.")
         return list(value)
+
+    def _check_json(self, row: list[Any]) -> None:
+        """Outputs are recorded as JSON: one JSON cannot carry (a numpy number, a set) fails its job here,
+        with the reason, instead of failing every attempt to record it as if the worker had stopped."""
+        try:
+            json.dumps(row)
+        except (TypeError, ValueError) as error:
+            logger.error("%s returned an output that is not JSON: %s", self.function.api_name, error)
+            raise JobFailed(f"{self.function.api_name} returned an output that is not JSON: {error}") from None
 
     def _call_generator(self, task: _Task, kwargs: dict[str, Any]) -> list[Any]:
         job = task.job
