@@ -113,6 +113,7 @@ def start_gradio(workload: str, devices: int, device_log: Path) -> Running:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a scheduling group of its own, as each process of Surge's stack has
     )
     url = f"http://127.0.0.1:{port}"
     try:

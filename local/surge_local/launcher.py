@@ -182,9 +182,13 @@ class LocalStack:
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         output = subprocess.DEVNULL if self.quiet else None
         child_env = {**self.env, **(env or {}), PARENT_PID_VARIABLE: str(os.getpid())}
-        # A process group of its own: a terminal's Ctrl-C reaches the launcher alone, which stops the children
-        # in order (workers before the emulators they record to), not every process at once.
-        process = subprocess.Popen(argv, env=child_env, stdout=output, stderr=output, process_group=0)
+        # A session (so a process group) of its own: a terminal's Ctrl-C reaches the launcher alone, which stops
+        # the children in order (workers before the emulators they record to), not every process at once. A
+        # session is also a scheduling group (Linux autogroup): each service of the stack gets its share of
+        # the CPU beside a load generator started from the same shell, as AWS's services and Lambdas would
+        # not share its CPU. Sharing one group with 200 gradio_client threads, the DynamoDB emulator got 8 %
+        # of a core, joins took seconds and gradio_client's 5 s join timeout failed 143 of 180 calls.
+        process = subprocess.Popen(argv, env=child_env, stdout=output, stderr=output, start_new_session=True)
         self.processes[name] = process
         return process
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -111,3 +112,11 @@ def test_a_predict_loop_of_concurrent_clients_loses_no_call(demo_stack: LocalSta
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(loop, range(8)))
     assert results == [[f"c{i} r{r}" for r in range(12)] for i in range(8)]
+
+
+def test_each_process_of_the_stack_is_a_session_and_so_a_scheduling_group_of_its_own(demo_stack: LocalStack) -> None:
+    """A load generator started from the same shell (200 gradio_client threads) otherwise out-schedules the
+    emulators thread by thread: joins took seconds and gradio_client's 5 s join timeout failed most calls."""
+    sessions = {name: os.getsid(process.pid) for name, process in demo_stack.processes.items()}
+    assert all(sessions[name] == process.pid for name, process in demo_stack.processes.items()), sessions
+    assert os.getsid(0) not in sessions.values()
