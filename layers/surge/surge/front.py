@@ -107,7 +107,7 @@ def unserved_router(service: FrontService) -> APIRouter:
     """Gradio routes Surge does not serve, answered with why (one line) instead of a bare 404."""
     router = APIRouter()
 
-    @router.post(PREFIX + "/run/{api_name:path}")
+    @router.post(PREFIX + "/run/{api_name:path}", include_in_schema=False)
     async def run_unqueued(api_name: str, request: Request) -> JSONResponse:
         """Gradio's page calls events that skip the queue here (`queue=False`: Interface's examples and
         its Clear's reset, ChatInterface's chat box); Surge serves none. Answered as Gradio answers a failed
@@ -122,7 +122,7 @@ def unserved_router(service: FrontService) -> APIRouter:
         )
         return JSONResponse({"error": message, "detail": message}, status_code=404)
 
-    @router.api_route(PREFIX + "/call/{api_name:path}", methods=["GET", "POST"])
+    @router.api_route(PREFIX + "/call/{api_name:path}", methods=["GET", "POST"], include_in_schema=False)
     def call(api_name: str) -> JSONResponse:
         message = (
             "Surge serves Gradio's queue API (gradio_client; POST /gradio_api/queue/join, then GET "
