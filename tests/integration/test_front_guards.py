@@ -124,3 +124,5 @@ def test_a_stream_at_its_bound_tells_each_pending_job_why_frees_the_waiting_one_
     assert "before the job started, so it was cancelled" in str(ends[waiting.job_id]["output"])
     assert service.store.counters().waiting == 0, "the waiting job's place went to the next"
     assert service.store.claim([waiting], "worker-1").claimed == [], "the cancelled job never runs"
+    still = service.store.get_job(session, running.job_id)
+    assert still is not None and still.state is JobState.RUNNING, "a running job's item is left to its worker"

@@ -536,7 +536,8 @@ class SessionStream:
         yield protocol.close_stream()
 
     async def _out_of_time(self) -> list[dict[str, Any]]:
-        """An error completion for each job still pending at the stream's bound; waiting jobs end."""
+        """An error completion for each job still pending at the stream's bound; waiting jobs end (and are
+        forgotten with the delivered ones). A running job's item is left to its worker, which records it."""
         limit = f"the {self.hub.settings.stream_max_s:.0f} s limit of one connection (STREAM_MAX_S)"
         messages = []
         for tracked in self.view.pending:
@@ -553,7 +554,7 @@ class SessionStream:
                 message = protocol.failed(
                     job.job_id, f"This job was still running at {limit}; its result cannot be delivered."
                 )
-            tracked.completed = True
+            tracked.completed = bool(ended)
             messages.append(message)
         return messages
 
