@@ -151,7 +151,25 @@ async def read_until_done(
     ledger: Ledger,
     expect: Callable[[list[Any]], Any],
 ) -> None:
-    """Read the session's stream as gradio_client does: one connection, until `close_stream`."""
+    """Read the session's stream, until `close_stream`. A pooled connection the server closed as it was
+    reused fails before any response; the stream is opened again then, as a browser's EventSource does
+    (gradio_client opens each stream on a new connection and never meets that race)."""
+    for attempt in range(3):
+        try:
+            await _read_stream(http, session, mine, ledger, expect)
+            return
+        except httpx.RemoteProtocolError as error:
+            if attempt == 2 or "without sending a response" not in str(error):
+                raise
+
+
+async def _read_stream(
+    http: httpx.AsyncClient,
+    session: str,
+    mine: dict[str, list[Any]],
+    ledger: Ledger,
+    expect: Callable[[list[Any]], Any],
+) -> None:
     async with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
         buffer = ""
         async for chunk in stream.aiter_text():
@@ -248,8 +266,10 @@ def explain_lost(stack: LocalStack, ledger: Ledger, figures: Figures) -> None:
     from surge.store import Store
 
     with _emulator_env(stack):
-        jobs = Store(stack.settings).get_jobs(lost)
-    states = Counter(jobs[e].state.value if e in jobs else "missing" for e in lost)
+        store = Store(stack.settings)
+        pages = store.client.get_paginator("scan").paginate(TableName=stack.settings.events_table_name)
+        states_by_id = {item["sk"]["S"]: item["state"]["S"] for page in pages for item in page["Items"]}
+    states = Counter(states_by_id.get(e, "missing") for e in lost)
     figures.notes.append(f"lost jobs by state: {dict(states)}")
 
 
