@@ -1,5 +1,6 @@
 """Unchanged Gradio apps for the cross-process tests: an image echo, a batched event, a streaming chat,
-two events sharing a concurrency_id, and one with a feature Surge refuses."""
+a chat that counts its history, a counter in a gr.State, an Interface with examples, two events sharing a
+concurrency_id, a public event with queue=False, and one with a feature Surge refuses."""
 
 from __future__ import annotations
 
@@ -98,6 +99,36 @@ with gr.Blocks() as timer:
 with gr.Blocks() as unqueued:
     box = gr.Textbox()
     box.submit(lambda text: text, box, box, api_name="instant", queue=False)
+
+
+def recall(message: str, history: list[Any]) -> Iterator[str]:
+    """Streams how many messages came before this one (the history Gradio keeps per session)."""
+    text = f"{len(history)} earlier: {message}"
+    for end in range(1, len(text) + 1):
+        yield text[:end]
+
+
+memory_chat = gr.ChatInterface(recall, api_name="recall")
+
+
+def bump(total: int) -> tuple[int, int]:
+    return total + 1, total + 1
+
+
+with gr.Blocks() as counter:
+    total = gr.State(0)
+    shown = gr.Number(label="total")
+    gr.Button("bump").click(bump, total, [total, shown], api_name="bump")
+    gr.Button("show").click(lambda kept: kept, total, shown, api_name="show")
+
+
+def greet(name: str, times: float) -> str:
+    return " ".join([f"Hello {name}!"] * int(times))
+
+
+greeter = gr.Interface(
+    greet, [gr.Textbox(label="name"), gr.Number(label="times")], gr.Textbox(label="greeting"), examples=[["Ada", 2]]
+)
 
 
 def photo(size: int = 1000) -> np.ndarray:

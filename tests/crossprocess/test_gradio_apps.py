@@ -142,10 +142,14 @@ def test_gr_info_and_warning_reach_the_visitor_as_gradio_log_messages_before_the
     config = httpx.get(f"{blocks_stack.url}/config").json()
     (fn_index,) = [i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "notice"]
     session = "n" * 32
-    joined = httpx.post(
-        f"{blocks_stack.url}/gradio_api/queue/join",
-        json={"data": ["job7"], "fn_index": fn_index, "session_hash": session},
-    ).raise_for_status().json()
+    joined = (
+        httpx.post(
+            f"{blocks_stack.url}/gradio_api/queue/join",
+            json={"data": ["job7"], "fn_index": fn_index, "session_hash": session},
+        )
+        .raise_for_status()
+        .json()
+    )
     seen = []
     with httpx.stream("GET", f"{blocks_stack.url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
         for line in stream.iter_lines():
@@ -165,14 +169,38 @@ def test_gr_info_and_warning_reach_the_visitor_as_gradio_log_messages_before_the
     assert done["success"] and done["output"]["data"] == ["job7"]
 
 
-def test_chat_interface_streams_its_reply(record_dir: Path) -> None:
-    stack = _stack("tests.apps.gradio_apps:chat", 1, record_dir)
+def test_chat_interface_streams_its_reply_and_keeps_the_sessions_history_across_workers(record_dir: Path) -> None:
+    """gradio_client's `/chat`-style call of a ChatInterface passes the message; the history is the
+    session's gr.State, which Gradio keeps in its process and Surge in the state table, so each reply
+    knows the earlier turns whichever worker runs it (as against Gradio: 0, 2, 4 earlier messages)."""
+    stack = _stack("tests.apps.gradio_apps:memory_chat", 2, record_dir)
     try:
         client = Client(stack.url, verbose=False)
-        job = client.submit("hi there", api_name="/reply")
+        job = client.submit("hi there", api_name="/recall")
         outputs = [out for out in job]
-        assert job.result() == "You said: hi there"
+        assert job.result() == "0 earlier: hi there"
         assert len(outputs) > 5 and outputs[0] != outputs[-1]
+        assert [client.predict(f"turn {i}", api_name="/recall") for i in (2, 3)] == [
+            "2 earlier: turn 2",
+            "4 earlier: turn 3",
+        ]
+        assert Client(stack.url, verbose=False).predict("new", api_name="/recall") == "0 earlier: new"
+    finally:
+        stack.stop()
+
+
+def test_a_gr_state_is_kept_per_session_across_workers(record_dir: Path) -> None:
+    """A counter in a gr.State, bumped twice, then its worker stops: the other worker goes on from 2."""
+    stack = _stack("tests.apps.gradio_apps:counter", 2, record_dir)
+    try:
+        client = Client(stack.url, verbose=False)
+        assert [client.predict(api_name="/bump") for _ in range(2)] == [1, 2]
+        first, _second = stack.workers_of("bump").values()
+        first.terminate()
+        first.wait(timeout=60)
+        assert [client.predict(api_name="/bump") for _ in range(2)] == [3, 4]
+        assert client.predict(api_name="/show") == 4
+        assert Client(stack.url, verbose=False).predict(api_name="/show") == 0, "another session: its own state"
     finally:
         stack.stop()
 

@@ -54,3 +54,40 @@ def test_gradio_page_uploads_runs_and_shows_the_output_image(browser: Any, stack
     session_hash = joins[0].split('"session_hash":"')[1].split('"')[0]
     assert len(session_hash) >= 16 + 10, "the page extends Gradio's short session hash"
     page.close()
+
+
+def test_a_chat_interface_chats_in_gradios_page_with_its_history(browser: Any) -> None:
+    """The chat box runs the page's own events (queue=False in Gradio) through the `page_events` lane, and
+    the history lives in the session's gr.State: the second reply knows the first turn."""
+    stack = LocalStack("tests.apps.gradio_apps:memory_chat", port=free_port()).start()
+    try:
+        page = browser.new_page(viewport=DESKTOP)
+        refused: list[str] = []
+        page.on("response", lambda r: refused.append(r.url) if "/gradio_api/" in r.url and r.status >= 400 else None)
+        page.goto(stack.url + "/")
+        box = page.get_by_role("textbox").first
+        box.wait_for(timeout=30_000)
+        for message, reply in (("hello surge", "0 earlier: hello surge"), ("again", "2 earlier: again")):
+            box.fill(message)
+            box.press("Enter")
+            page.wait_for_function(f"() => document.body.innerText.includes({reply!r})", timeout=30_000)
+        assert not refused
+        page.close()
+    finally:
+        stack.stop()
+
+
+def test_an_interfaces_example_fills_its_inputs_in_gradios_page(browser: Any) -> None:
+    stack = LocalStack("tests.apps.gradio_apps:greeter", port=free_port()).start()
+    try:
+        page = browser.new_page(viewport=DESKTOP)
+        page.goto(stack.url + "/")
+        page.get_by_text("Ada").first.click(timeout=30_000)
+        page.wait_for_function("() => [...document.querySelectorAll('input, textarea')].some(e => e.value === 'Ada')")
+        page.get_by_role("button", name="Submit").click()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('textarea')].some(e => e.value === 'Hello Ada! Hello Ada!')"
+        )
+        page.close()
+    finally:
+        stack.stop()

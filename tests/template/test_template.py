@@ -394,6 +394,7 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
         {"Fn::Sub": "workers#${ApiName}"},
         {"Fn::Sub": "batches#${ApiName}"},
         {"Fn::Sub": "done#${ApiName}"},
+        "gstate#*",
     )
     assert grants(service["Resources"]["WorkerRole"]) == {
         arn_of("Queue"): {
@@ -670,7 +671,7 @@ def test_the_front_functions_read_the_app_from_its_declaration_in_the_app_layer(
             assert path == "/opt/python/surge_declared/app.json", (function, path)
             assert {"Ref": "AppLayer"} in properties["Layers"], function
     assert template["Resources"]["AppLayer"]["Metadata"]["BuildMethod"] == "makefile"
-    assert 'DECLARED = $(ARTIFACTS_DIR)/python/surge_declared\n' in (ROOT / "layers/app/Makefile").read_text()
+    assert "DECLARED = $(ARTIFACTS_DIR)/python/surge_declared\n" in (ROOT / "layers/app/Makefile").read_text()
 
 
 def test_dashboard_body_is_valid_json_once_substituted(template: Template) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from surge import protocol
-from surge.application import Progress, load_app
+from surge.application import CALLS, Call, Progress, load_app
 from surge.errors import Error
 from surge.front import unserved_router
 from surge.gradio_app import GradioApp, Unsupported
@@ -76,7 +77,6 @@ def test_a_generator_streams_with_gradios_diffs() -> None:
     ("spec", "message"),
     [
         ("tests.apps.gradio_apps:timer", r"event 'clock' \(<lambda>\) runs on a timer"),
-        ("tests.apps.gradio_apps:unqueued", r"event 'instant' \(<lambda>\) sets queue=False"),
     ],
 )
 def test_what_surge_cannot_honour_is_refused_at_start_naming_the_event(spec: str, message: str) -> None:
@@ -84,14 +84,56 @@ def test_what_surge_cannot_honour_is_refused_at_start_naming_the_event(spec: str
         load_app(spec)
 
 
-def test_state_shared_between_events_is_refused() -> None:
-    with gr.Blocks() as shared:
-        count = gr.State(0)
-        box = gr.Textbox()
-        box.submit(lambda n: n + 1, count, count, api_name="bump")
-        box.change(lambda n: str(n), count, box, api_name="show")
-    with pytest.raises(Unsupported, match=r"event 'bump' .* writes a gr.State that event 'show' reads"):
-        GradioApp(shared)
+class _KeptStates:
+    """An in-memory stand-in for the state table's `gstate#` items (the port `PageStateStore`)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[int, bytes]] = {}
+        self.writes = 0
+
+    def load(self, session_hash: str) -> dict[int, bytes]:
+        return dict(self.items.get(session_hash, {}))
+
+    def save(self, session_hash: str, pickled: dict[int, bytes]) -> None:
+        if pickled:
+            self.writes += 1
+            self.items.setdefault(session_hash, {}).update(pickled)
+
+
+def _as_session(session_hash: str, fn: Any, *args: Any) -> Any:
+    token = CALLS.set((Call(session_hash, None),))
+    try:
+        return fn(*args)
+    finally:
+        CALLS.reset(token)
+
+
+def test_a_gr_state_is_kept_per_session_between_events() -> None:
+    """Gradio keeps a session's gr.State in its process; here each call reads the session's kept values
+    and writes back only what changed, so two events share one state and sessions never see each other's."""
+    app = load_app("tests.apps.gradio_apps:counter")
+    assert isinstance(app, GradioApp) and app.notes == []
+    kept = _KeptStates()
+    app.states = kept  # type: ignore[assignment]
+    bump, show = app.get("bump").fn, app.get("show").fn
+    assert [_as_session("session-one", bump, None) for _ in range(3)] == [[None, 1], [None, 2], [None, 3]], (
+        "a state's value stays on the server, as in Gradio"
+    )
+    writes = kept.writes
+    assert _as_session("session-one", show, None) == 3 and kept.writes == writes, (
+        "a read changes nothing, writes nothing"
+    )
+    assert _as_session("session-two", show, None) == 0, "another session starts from the initial value"
+
+
+def test_a_state_that_cannot_be_kept_fails_the_call_with_why() -> None:
+    with gr.Blocks() as demo:
+        holder = gr.State(None)
+        gr.Button().click(lambda: threading.Lock(), None, holder, api_name="keep_a_lock")
+    app = GradioApp(demo)
+    app.states = _KeptStates()  # type: ignore[assignment]
+    with pytest.raises(Error, match=r"A gr.State holds a lock, which Surge cannot keep between calls"):
+        _as_session("session-one", app.get("keep_a_lock").fn)
 
 
 def test_json_and_label_outputs_are_json_as_gradio_sends_them() -> None:
@@ -129,23 +171,36 @@ def test_demo_launch_in_the_apps_module_is_held_and_its_settings_kept() -> None:
         "app.blocks.theme.name, [f.api_name for f in app.functions])"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert loaded.stdout.strip() == "True 7 1048576 2 soft ['reverse']"
+    assert loaded.stdout.strip() == "True 7 1048576 2 soft ['reverse', 'page_events']"
     assert "Running on" not in loaded.stdout + loaded.stderr
 
 
-def test_the_pages_events_surge_does_not_serve_are_named_at_start_and_answered_with_why() -> None:
-    """A ChatInterface's chat box and an Interface's examples run UI events outside Gradio's queue, which
-    Surge does not serve: `make run` says so under its URL, and the page's calls get the reason."""
+def test_the_pages_own_events_run_in_one_lane_through_the_queue() -> None:
+    """A ChatInterface's chat box (and an Interface's examples, a Blocks' private steps) run events that
+    Gradio's API does not list, most with queue=False: they share one lane, `page_events`, and the config
+    the page reads says queue: true for every served event, so the page joins the queue for each."""
     app = load_app("tests.apps.gradio_apps:chat")
-    page, history = app.notes
-    assert page.startswith("note: Gradio's page also runs 28 UI event(s) outside the queue (_clear_and_save_textbox,")
-    assert history.startswith("note: event 'reply' reads and writes a gr.State, which Gradio keeps per session")
-    assert not any("\n" in note for note in app.notes) and load_app("tests.apps.gradio_apps:blocks").notes == []
+    assert [f.api_name for f in app.functions] == ["reply", "page_events"] and app.notes == []
+    lane = app.get("page_events")
+    config = protocol.config(app)
+    served = [d for d in config["dependencies"] if d["backend_fn"]]
+    assert served and all(d["queue"] is True for d in served)
+    assert set(lane.events or {}) == {d["id"] for d in served} - {app.get("reply").fn_index}
+    (clear,) = [d["id"] for d in config["dependencies"] if d["api_name"] == "_clear_and_save_textbox"]
+    assert app.by_index(clear) is lane and lane.streams([clear]) is False
+    textbox, _saved = _as_session("session-one", lane.fn, clear, "hi there")
+    assert textbox["value"] == ""
+    assert load_app("tests.apps.gradio_apps:blocks").notes == []
+    instant = load_app("tests.apps.gradio_apps:unqueued")
+    assert instant.notes == [
+        "note: event 'instant' sets queue=False; Surge runs it on a worker through the queue, "
+        "under no concurrency limit"
+    ]
+    assert instant.concurrency_limit(instant.get("instant").concurrency_id) is None
     front = FastAPI()
-    front.include_router(unserved_router(SimpleNamespace(config=protocol.config(app))))  # type: ignore[arg-type]
-    clear = [d["id"] for d in protocol.config(app)["dependencies"] if d["api_name"] == "_clear_and_save_textbox"]
-    page_call = TestClient(front).post("/gradio_api/run/predict", json={"data": ["hi"], "fn_index": clear[0]})
+    front.include_router(unserved_router(SimpleNamespace(config=config)))  # type: ignore[arg-type]
+    page_call = TestClient(front).post("/gradio_api/run/predict", json={"data": ["hi"], "fn_index": clear})
     assert page_call.status_code == 404
-    assert page_call.json()["error"].startswith("Surge does not serve the page's event '_clear_and_save_textbox'")
+    assert page_call.json()["error"].startswith("Surge runs every event through its queue, '_clear_and_save_textbox'")
     curl = TestClient(front).post("/gradio_api/call/reply", json={"data": ["hi"]})
     assert curl.status_code == 404 and "POST /gradio_api/queue/join" in curl.json()["detail"]

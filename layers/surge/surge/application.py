@@ -92,6 +92,16 @@ class Parameter:
     default: Any = None
 
 
+@dataclass(frozen=True)
+class PageEvent:
+    """One of a Gradio page's own events that a lane serves (`Function.events`)."""
+
+    inputs: int
+    outputs: int
+    streams: bool
+    """A generator: its outputs come as chunks."""
+
+
 @dataclass
 class Function:
     """One queued function: what the front advertises and what a worker runs."""
@@ -112,10 +122,24 @@ class Function:
     progress_arg: str | None = None
     chunk_diff: Callable[[list[Any], list[Any]], list[Any]] | None = None
     """How a generator's chunk after the first is encoded against the one before (None: `protocol.diff`)."""
+    events: dict[int, PageEvent] | None = None
+    """A lane of a Gradio page's own events (fn_index → its shape), None for one event. A lane's job
+    carries `[fn_index, *inputs]` as its data, and `fn` returns (or yields) that event's whole output row."""
 
     @property
     def is_generator(self) -> bool:
         return inspect.isgeneratorfunction(self.fn)
+
+    def serves(self, fn_index: int) -> bool:
+        if self.events is not None:
+            return fn_index in self.events
+        return fn_index == self.fn_index
+
+    def streams(self, data: list[Any]) -> bool:
+        """Whether the job with these inputs (as stored) yields chunks."""
+        if self.events is not None:
+            return self.events[data[0]].streams
+        return self.is_generator
 
     @property
     def receive_batch_size(self) -> int:
@@ -247,7 +271,7 @@ class App:
         return None
 
     def by_index(self, fn_index: int) -> Function | None:
-        return next((f for f in self.functions if f.fn_index == fn_index), None)
+        return next((f for f in self.functions if f.serves(fn_index)), None)
 
     def get(self, api_name: str) -> Function:
         for function in self.functions:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from surge import protocol
-from surge.application import App, Function, Parameter, load_app
+from surge.application import App, Function, PageEvent, Parameter, load_app
 from surge.gradio_page import GradioPage
 from surge.settings import Settings
 
@@ -62,6 +62,11 @@ def declaration(app: App, app_module: str) -> dict[str, Any]:
                 "parameters": [vars(p) for p in f.parameters],
                 "generator": f.is_generator,
                 "progress": f.progress_arg is not None,
+                "events": (
+                    None
+                    if f.events is None
+                    else {str(i): [e.inputs, e.outputs, e.streams] for i, e in f.events.items()}
+                ),
             }
             for f in app.functions
         ],
@@ -135,6 +140,11 @@ def _function(declared: dict[str, Any]) -> Function:
         eta_hint_s=declared["eta_hint_s"],
         parameters=[Parameter(**p) for p in declared["parameters"]],
         progress_arg="progress" if declared["progress"] else None,
+        events=(
+            None
+            if declared.get("events") is None
+            else {int(i): PageEvent(*shape) for i, shape in declared["events"].items()}
+        ),
     )
 
 

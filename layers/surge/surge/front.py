@@ -109,16 +109,16 @@ def unserved_router(service: FrontService) -> APIRouter:
 
     @router.post(PREFIX + "/run/{api_name:path}", include_in_schema=False)
     async def run_unqueued(api_name: str, request: Request) -> JSONResponse:
-        """Gradio's page calls events that skip the queue here (`queue=False`: Interface's examples and
-        its Clear's reset, ChatInterface's chat box); Surge serves none. Answered as Gradio answers a failed
-        call, so that the page shows why instead of a silent 404."""
+        """Gradio's page posts an event that skips the queue (`queue=False`) here. Surge runs every event
+        on a worker, through the queue, and its `/config` says `queue: true` for each (the page then
+        joins the queue); a client that calls here anyway is told so, as Gradio answers a failed call."""
         with contextlib.suppress(ValueError):
             body = await request.json()
             if isinstance(body, dict) and isinstance(body.get("fn_index"), int):
                 api_name = _event_name(service.config, body["fn_index"]) or api_name
         message = (
-            f"Surge does not serve the page's event {api_name!r}: Gradio runs it outside the queue "
-            "(queue=False), in the session's own process. The app's public events work."
+            f"Surge runs every event through its queue, {api_name!r} too (its /config says queue: true): "
+            "POST /gradio_api/queue/join, then read GET /gradio_api/queue/data."
         )
         return JSONResponse({"error": message, "detail": message}, status_code=404)
 

@@ -15,13 +15,14 @@ import hashlib
 import inspect
 import json
 import logging
+import pickle
 import re
 import secrets
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +37,21 @@ from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
 from gradio.state_holder import SessionState
 
-from surge.application import CALLS, App, Call, Function, Parameter, Progress
+from surge.application import CALLS, App, Call, Function, PageEvent, Parameter, Progress
 from surge.errors import Error
 from surge.gradio_page import ROOT_PLACEHOLDER, GradioPage
 from surge.held_launch import LAUNCH_ARGS
 from surge.models import Caller
 from surge.settings import Settings
 from surge.store.files import FileStore, is_name
+from surge.store.page_state import PageStateStore
 
 logger = logging.getLogger("surge.gradio")
 
 PROGRESS_ARG = "surge_progress"
+PAGE_EVENTS = "page_events"
+"""The lane (one queue, one worker service) of the page's own events: those Gradio's API does not list
+(a ChatInterface's chat box, an Interface's examples and Flag, a Blocks' private steps)."""
 API_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 """Each served event has an SQS queue named after it: letters, digits, `-`, `_`, at most 60 here."""
 NOT_UPLOADED = "Input files must first be uploaded to this app (POST /gradio_api/upload)."
@@ -123,17 +128,28 @@ class GradioApp(App):
         self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None
         if settings is not None and settings.max_threads:
             self.max_threads = settings.max_threads
-        served = _served(blocks)
-        self.functions = [self._function(fn_id, block_fn) for fn_id, block_fn in served]
-        self.notes = _notes(blocks, served)
-        if not self.functions:
+        self.states = PageStateStore(settings) if settings is not None else None
+        """Where each session's `gr.State` values are kept between its calls (None: every call starts
+        from the initial values)."""
+        public, page, skipped = _served(blocks)
+        if not public:
             raise Unsupported("This Gradio app has no public event with a Python function to serve.")
+        self.functions = [self._function(fn_id, block_fn) for fn_id, block_fn in public]
+        if page:
+            self.functions.append(self._lane(dict(page)))
+        self.notes = _notes(blocks, public, skipped)
 
     # ---- what the front advertises -----------------------------------------------------------------
 
     def wire_config(self) -> dict[str, Any]:
         config = _as_json(self.blocks.get_config_file())
         config["max_file_size"] = self.max_file_size
+        served = {i for f in self.functions for i in (f.events if f.events is not None else [f.fn_index])}
+        for dependency in config["dependencies"]:
+            if dependency["id"] in served:
+                # The page posts an event that skips Gradio's queue (`queue=False`) to `/run/`, for the
+                # server process to run at once; here every event runs on a worker, through the queue.
+                dependency["queue"] = True
         return config
 
     def wire_info(self) -> dict[str, Any]:
@@ -168,7 +184,8 @@ class GradioApp(App):
             outputs=[block.get_block_name() for block in block_fn.outputs],
             batch=block_fn.batch,
             max_batch_size=block_fn.max_batch_size,
-            concurrency_limit=block_fn.concurrency_limit,
+            # Gradio runs a `queue=False` event at once, under no limit; here it goes through the queue.
+            concurrency_limit=None if block_fn.queue is False else block_fn.concurrency_limit,
             concurrency_id=concurrency_id,
             batch_wait_ms=0,
             time_limit_s=block_fn.time_limit,
@@ -181,6 +198,60 @@ class GradioApp(App):
             chunk_diff=_gradio_diff,
         )
 
+    def _lane(self, page: dict[int, BlockFunction]) -> Function:
+        """One function that runs the page's own events: a job carries its event's `fn_index`. The lane
+        has no limit of its own, as Gradio runs most of them (`queue=False`) at once; an event Gradio
+        queues keeps its `concurrency_limit` within each worker of the lane."""
+        gates: dict[str, threading.BoundedSemaphore] = {}
+        for block_fn in page.values():
+            limit = (
+                self.default_concurrency_limit
+                if block_fn.concurrency_limit == "default"
+                else block_fn.concurrency_limit
+            )
+            if block_fn.queue is not False and isinstance(limit, int):
+                gates.setdefault(block_fn.concurrency_id, threading.BoundedSemaphore(limit))
+
+        def gate(block_fn: BlockFunction) -> AbstractContextManager[Any]:
+            return gates.get(block_fn.concurrency_id) or nullcontext()
+
+        def stream(block_fn: BlockFunction, inputs: list[Any], progress: Progress | None) -> Iterator[list[Any]]:
+            with gate(block_fn), self._call(progress, block_fn) as run:
+                result = run(block_fn, inputs, None)
+                while result["is_generating"]:
+                    yield list(result["data"])
+                    result = run(block_fn, [], result["iterator"])
+
+        def run_event(fn_index: int, *inputs: Any, surge_progress: Progress | None = None) -> Any:
+            block_fn = page[fn_index]
+            if _is_generator(block_fn.fn):
+                return stream(block_fn, list(inputs), surge_progress)
+            with gate(block_fn), self._call(surge_progress, block_fn) as run:
+                if block_fn.batch:  # a batch of one
+                    return [column[0] for column in run(block_fn, [[value] for value in inputs], None)["data"]]
+                return list(run(block_fn, list(inputs), None)["data"])
+
+        return Function(
+            fn=run_event,
+            fn_index=-1,
+            api_name=PAGE_EVENTS,
+            inputs=[],
+            outputs=[],
+            batch=False,
+            max_batch_size=1,
+            concurrency_limit=None,
+            concurrency_id=PAGE_EVENTS,
+            batch_wait_ms=0,
+            time_limit_s=None,
+            eta_hint_s=None,
+            progress_arg=PROGRESS_ARG,
+            chunk_diff=_gradio_diff,
+            events={
+                i: PageEvent(len(block_fn.inputs), len(block_fn.outputs), _is_generator(block_fn.fn))
+                for i, block_fn in page.items()
+            },
+        )
+
     def _runner(self, block_fn: BlockFunction) -> Callable[..., Any]:
         one = len(block_fn.outputs) == 1
 
@@ -190,7 +261,7 @@ class GradioApp(App):
         if block_fn.batch:
 
             def run_batch(*columns: list[Any]) -> list[list[Any]]:
-                with self._call(None) as run:
+                with self._call(None, block_fn) as run:
                     return [list(column) for column in run(block_fn, [list(c) for c in columns], None)["data"]]
 
             return run_batch
@@ -198,7 +269,7 @@ class GradioApp(App):
         if _is_generator(block_fn.fn):
 
             def run_stream(*inputs: Any, surge_progress: Progress | None = None) -> Iterator[Any]:
-                with self._call(surge_progress) as run:
+                with self._call(surge_progress, block_fn) as run:
                     result = run(block_fn, list(inputs), None)
                     while result["is_generating"]:
                         yield shape(result["data"])
@@ -207,14 +278,17 @@ class GradioApp(App):
             return run_stream
 
         def run_one(*inputs: Any, surge_progress: Progress | None = None) -> Any:
-            with self._call(surge_progress) as run:
+            with self._call(surge_progress, block_fn) as run:
                 return shape(run(block_fn, list(inputs), None)["data"])
 
         return run_one
 
     @contextmanager
-    def _call(self, progress: Progress | None) -> Iterator[Callable[[BlockFunction, list[Any], Any], dict[str, Any]]]:
-        """One call of an event: its own event loop, Gradio session state (initial values) and input folder."""
+    def _call(
+        self, progress: Progress | None, block_fn: BlockFunction
+    ) -> Iterator[Callable[[BlockFunction, list[Any], Any], dict[str, Any]]]:
+        """One call of an event: its own event loop, input folder, and Gradio session state: the session's
+        kept `gr.State` values when the event reads or writes one (its changed ones are kept after)."""
         event_id = secrets.token_hex(16)
         calls = list(CALLS.get())
         requests = [_request(call) for call in calls]
@@ -230,6 +304,7 @@ class GradioApp(App):
         folder = Path(tempfile.mkdtemp(prefix="surge-in-", dir=_upload_folder()))
         loop = asyncio.new_event_loop()
         state = SessionState(self.blocks)
+        kept = self._load_states(calls, block_fn, state)
         with self.progress.lock:
             self.progress.notices[event_id] = calls
             if progress is not None:
@@ -256,12 +331,26 @@ class GradioApp(App):
 
         try:
             yield run
+            if kept is not None and self.states is not None:
+                self.states.save(calls[0].session_hash, _changed(kept, block_fn, state))
         finally:
             with self.progress.lock:
                 self.progress.sinks.pop(event_id, None)
                 self.progress.notices.pop(event_id, None)
             loop.close()
             shutil.rmtree(folder, ignore_errors=True)
+
+    def _load_states(self, calls: list[Call], block_fn: BlockFunction, state: SessionState) -> dict[int, bytes] | None:
+        """Put the session's kept states into `state`; returns them as read (None: the event touches no
+        state, or runs as a batch, which shares no session)."""
+        stateful = [b for b in [*block_fn.inputs, *block_fn.outputs] if b.stateful]
+        if not stateful or len(calls) != 1 or self.states is None:
+            return None
+        kept = self.states.load(calls[0].session_hash)
+        for block_id, pickled in kept.items():
+            if block_id in self.blocks.blocks and self.blocks.blocks[block_id].stateful:
+                state.state_data[block_id] = pickle.loads(pickled)
+        return kept
 
     def _fetch(self, file: dict[str, Any], folder: Path) -> dict[str, Any]:
         """An input file: it must name an uploaded file (a local path or URL here would read the worker's disk
@@ -376,59 +465,78 @@ def _walk_files(value: Any, change: Callable[[dict[str, Any]], dict[str, Any]]) 
 # ---- what can be served --------------------------------------------------------------------------
 
 
-def _served(blocks: gr.Blocks) -> list[tuple[int, BlockFunction]]:
-    """The public events with a Python function, each checked; UI-only events (undocumented, private, or
-    JavaScript only) are left to Gradio's page and not served."""
-    public = [(i, fn) for i, fn in blocks.fns.items() if fn.fn is not None and fn.api_visibility == "public"]
-    for _, block_fn in public:
-        _check(blocks, block_fn, public)
-    return public
+def _served(
+    blocks: gr.Blocks,
+) -> tuple[list[tuple[int, BlockFunction]], list[tuple[int, BlockFunction]], list[tuple[BlockFunction, str]]]:
+    """The public events (each checked: one that cannot work is refused), the page's own events with a
+    Python function (JavaScript-only ones run in the browser), and the page's events left out, each with
+    why."""
+    public: list[tuple[int, BlockFunction]] = []
+    page: list[tuple[int, BlockFunction]] = []
+    skipped: list[tuple[BlockFunction, str]] = []
+    for fn_id, block_fn in blocks.fns.items():
+        if block_fn.fn is None:
+            continue
+        name = f"event {block_fn.api_name!r} ({block_fn.name})"
+        why = _cannot_serve(blocks, block_fn)
+        if block_fn.api_visibility == "public":
+            if why:
+                raise Unsupported(f"{name} {why}")
+            if not API_NAME_PATTERN.match(str(block_fn.api_name)):
+                raise Unsupported(
+                    f"{name}: api_name must be letters, digits, '-' or '_', at most 60 (it names a queue)."
+                )
+            if block_fn.api_name == PAGE_EVENTS:
+                raise Unsupported(f"{name}: the api_name {PAGE_EVENTS!r} names Surge's lane of the page's own events.")
+            public.append((fn_id, block_fn))
+        elif why:
+            skipped.append((block_fn, why))
+        else:
+            page.append((fn_id, block_fn))
+    return public, page, skipped
 
 
-def _check(blocks: gr.Blocks, block_fn: BlockFunction, public: list[tuple[int, BlockFunction]]) -> None:
-    name = f"event {block_fn.api_name!r} ({block_fn.name})"
-    if not API_NAME_PATTERN.match(str(block_fn.api_name)):
-        raise Unsupported(f"{name}: api_name must be letters, digits, '-' or '_', at most 60 (it names a queue).")
-    if block_fn.queue is False:
-        raise Unsupported(f"{name} sets queue=False: Surge runs every event through its queue; remove queue=False.")
+def _cannot_serve(blocks: gr.Blocks, block_fn: BlockFunction) -> str | None:
     if any(_is_timer(blocks, target) for target in block_fn.targets):
-        raise Unsupported(
-            f"{name} runs on a timer (every= or gr.Timer): Surge runs events only when a client calls them."
-        )
+        return "runs on a timer (every= or gr.Timer): Surge runs events only when a client calls them."
     if block_fn.connection == "stream":
-        raise Unsupported(f"{name} is a .stream() event: streamed inputs need one process per session.")
+        return "is a .stream() event: streamed inputs need one process per session."
     if block_fn.renderable is not None:
-        raise Unsupported(f"{name} is inside @gr.render: rendering needs the session's state in one process.")
-    written = {block._id for block in block_fn.outputs if block.stateful}
-    for _, other in public:
-        if other is not block_fn and written & {block._id for block in other.inputs if block.stateful}:
-            raise Unsupported(
-                f"{name} writes a gr.State that event {other.api_name!r} reads: gr.State lives in one Gradio "
-                "process, and Surge runs each call on any worker. Pass the value through the client instead."
-            )
+        return "is inside @gr.render: rendering needs the session's state in one process."
+    return None
 
 
-def _notes(blocks: gr.Blocks, served: list[tuple[int, BlockFunction]]) -> list[str]:
-    """What works differently from Gradio without being refused, one line each: the page's UI events
-    (Gradio runs them outside its queue; Surge does not serve them), and a gr.State an event both reads and
-    writes (Gradio keeps it per session; here each call starts from its initial value)."""
-    notes = []
-    page_only = [str(f.api_name) for f in blocks.fns.values() if f.fn is not None and f.api_visibility != "public"]
-    if page_only:
-        shown = ", ".join(page_only[:3]) + (", ..." if len(page_only) > 3 else "")
-        notes.append(
-            f"note: Gradio's page also runs {len(page_only)} UI event(s) outside the queue ({shown}), which Surge "
-            "does not serve: what uses them (an Interface's examples and Flag, a ChatInterface's chat box) does "
-            "nothing in the page; the API works"
-        )
-    for _, block_fn in served:
-        kept = {b._id for b in block_fn.inputs if b.stateful} & {b._id for b in block_fn.outputs if b.stateful}
-        if kept:
-            notes.append(
-                f"note: event {block_fn.api_name!r} reads and writes a gr.State, which Gradio keeps per session: "
-                "here every call starts from its initial value"
-            )
+def _notes(
+    blocks: gr.Blocks, public: list[tuple[int, BlockFunction]], skipped: list[tuple[BlockFunction, str]]
+) -> list[str]:
+    """What works differently from Gradio without being refused, one line each."""
+    notes = [
+        f"note: event {block_fn.api_name!r} sets queue=False; Surge runs it on a worker through the queue, "
+        "under no concurrency limit"
+        for _, block_fn in public
+        if block_fn.queue is False
+    ]
+    notes.extend(f"note: the page's event {block_fn.api_name!r} is not served: it {why}" for block_fn, why in skipped)
     return notes
+
+
+def _changed(kept: dict[int, bytes], block_fn: BlockFunction, state: SessionState) -> dict[int, bytes]:
+    """The event's states (read or written: a value may be changed in place) that differ from those kept."""
+    changed: dict[int, bytes] = {}
+    for block in [*block_fn.inputs, *block_fn.outputs]:
+        if not block.stateful or block._id not in state.state_data:
+            continue
+        value = state.state_data[block._id]
+        try:
+            pickled = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as error:
+            raise Error(
+                f"A gr.State holds a {type(value).__name__}, which Surge cannot keep between calls ({error}): "
+                "each call of a session may run on another worker."
+            ) from None
+        if kept.get(block._id) != pickled:
+            changed[block._id] = pickled
+    return changed
 
 
 def _is_timer(blocks: gr.Blocks, target: tuple[int | None, str]) -> bool:

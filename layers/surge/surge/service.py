@@ -86,7 +86,7 @@ class FrontService:
         if not body.session_hash:
             raise BadRequest("Session hash not found.")
         function = self._function(body)
-        self._validate(function, body.data)
+        data = self._validate(function, body)
         self._refuse_while_full(function)
         if self.app.max_wait_s is not None:
             self._refuse_long_wait(function, self.app.max_wait_s)
@@ -99,7 +99,7 @@ class FrontService:
             api_name=function.api_name,
             group=function.concurrency_id,
             state=JobState.WAITING,
-            data=body.data,
+            data=data,
             created_at=time.time(),
             caller=caller,
         )
@@ -182,10 +182,19 @@ class FrontService:
                 raise NotFound(f"No function named {body.api_name!r}.") from None
         raise BadRequest("Say which function to run: fn_index or api_name.")
 
-    def _validate(self, function: Function, data: list[Any]) -> None:
-        if len(data) != len(function.inputs):
+    def _validate(self, function: Function, body: JoinBody) -> list[Any]:
+        """The job's data: the inputs, checked (a lane's job also carries which event it runs)."""
+        data = body.data
+        if function.events is not None:
+            if body.fn_index is None or body.fn_index not in function.events:
+                raise BadRequest(f"{function.api_name} runs the page's own events: join one by its fn_index.")
+            count = function.events[body.fn_index].inputs
+            if len(data) != count:
+                raise BadRequest(f"Event {body.fn_index} takes {count} input(s), got {len(data)}.")
+            data = [body.fn_index, *data]
+        elif len(data) != len(function.inputs):
             raise BadRequest(f"{function.api_name} takes {len(function.inputs)} input(s), got {len(data)}.")
-        for parameter, value in zip(function.parameters, data, strict=True):
+        for parameter, value in zip(function.parameters, body.data, strict=function.events is None):
             expected = _JSON_TYPES.get(parameter.component)
             wrong_bool = isinstance(value, bool) and parameter.component in ("number", "slider")
             if value is not None and expected and (not isinstance(value, expected) or wrong_bool):
@@ -193,6 +202,7 @@ class FrontService:
         size = len(json.dumps(data, separators=(",", ":")).encode())
         if size > self.settings.max_payload_bytes:
             raise PayloadTooLarge(f"Inputs are {size} bytes; the limit is {self.settings.max_payload_bytes} bytes.")
+        return data
 
     # ---- cancel ----------------------------------------------------------------------------------
 

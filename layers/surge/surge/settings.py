@@ -54,6 +54,9 @@ class Settings(BaseModel):
     ack_within_s: float = 1.0
     """A worker acknowledges finished messages ten to a call, or once the oldest waited this long (a
     message never acknowledged comes back after its visibility timeout and is settled unrun)."""
+    page_event_slots: int = 8
+    """Loops of a worker of a Gradio page's own events (`page_events`): a page's quick UI steps must not
+    wait behind a long call of another visitor in the same worker."""
     rescan_s: float = 15.0
     """How often a stream reads the log of a session whose jobs all wait behind others (safety net)."""
 

@@ -135,14 +135,14 @@ class Worker:
         self.settings = settings
         self.store = store
         self.broker = broker
-        self.slots = slots
+        self.slots = max(slots, settings.page_event_slots) if function.events is not None else slots
         self.worker_id = worker_id or f"{function.api_name}-{os.getpid()}-{secrets.token_hex(4)}"
         self.limit = app.concurrency_limit(function.concurrency_id)
         self.stopping = threading.Event()
         self.hand = _Hand()
         self.acks = _Acks()
         self.pool = ThreadPoolExecutor(max_workers=max(1, app.max_threads), thread_name_prefix="surge-fn")
-        self.ahead = ThreadPoolExecutor(max_workers=max(1, slots), thread_name_prefix="surge-ahead")
+        self.ahead = ThreadPoolExecutor(max_workers=max(1, self.slots), thread_name_prefix="surge-ahead")
         """Gathers each loop's next batch while its current one runs."""
         self.aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surge-aside")
         """Best-effort writes (statistics, batch log) that the next batch need not wait for."""
@@ -498,10 +498,10 @@ class Worker:
         started = time.monotonic()
         kwargs = self._progress_kwargs(task)
         try:
-            if self.function.is_generator:
+            if self.function.streams(task.job.data):
                 data = self._call_generator(task, kwargs)
             else:
-                data = self._row(self._call(self.function.fn, task.job.data, kwargs, [task]))
+                data = self._row(self._call(self.function.fn, task.job.data, kwargs, [task]), task.job.data)
             self._check_json(data)
         except JobFailed as failure:
             task.outcome = self._failure(task.job, str(failure), failure.reason)
@@ -511,7 +511,14 @@ class Worker:
             task.job, JobState.COMPLETED, protocol.completed(task.job.job_id, data, duration, self.avg_batch_s)
         )
 
-    def _row(self, value: Any) -> list[Any]:
+    def _row(self, value: Any, data: list[Any]) -> list[Any]:
+        """The output row of a job with these inputs (as stored) from what its function returned."""
+        events = self.function.events
+        if events is not None:
+            expected = events[data[0]].outputs
+            if not isinstance(value, list) or len(value) != expected:
+                raise JobFailed(f"Event {data[0]} must return {expected} values.")
+            return value
         expected = len(self.function.outputs)
         if expected == 1:
             return [value]
@@ -535,7 +542,7 @@ class Worker:
         def consume() -> list[Any] | None:
             nonlocal previous
             for value in self.function.fn(*job.data, **kwargs):
-                row = self._row(value)
+                row = self._row(value, job.data)
                 chunk = row if previous is None else (self.function.chunk_diff or protocol.diff)(previous, row)
                 message = protocol.generating(job.job_id, chunk)
                 job.chunks.append(message)
