@@ -96,6 +96,10 @@ with gr.Blocks() as timer:
     clock = gr.Textbox()
     gr.Timer(1.0).tick(lambda: time.ctime(), None, clock, api_name="clock")
 
+with gr.Blocks() as streamed:
+    camera = gr.Image(sources=["webcam"], streaming=True)
+    camera.stream(lambda frame: frame, camera, camera, api_name="mirror")
+
 with gr.Blocks() as unqueued:
     box = gr.Textbox()
     box.submit(lambda text: text, box, box, api_name="instant", queue=False)

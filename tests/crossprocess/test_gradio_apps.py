@@ -226,14 +226,13 @@ def test_a_front_serving_from_the_declaration_runs_the_image_interface(tmp_path:
 
 def test_make_run_refuses_an_unsupported_feature_in_one_line_naming_the_event() -> None:
     refused = subprocess.run(
-        [sys.executable, "-m", "surge_local.launcher", "--app", "tests.apps.gradio_apps:timer", "--port", "0"],
+        [sys.executable, "-m", "surge_local.launcher", "--app", "tests.apps.gradio_apps:streamed", "--port", "0"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
-        "surge: event 'clock' (<lambda>) runs on a timer (every= or gr.Timer): "
-        "Surge runs events only when a client calls them."
+        "surge: event 'mirror' (<lambda>) is a .stream() event: streamed inputs need one process per session."
     ]
     assert refused.stdout == ""

@@ -17,7 +17,7 @@ from surge_local.launcher import cannot_start, free_port
         ("spaces/app.py:ui", "surge: APP=spaces/app.py:ui names a file; expected module:attribute, e.g. APP=app:ui"),
         ("examples.demo_app:nope", "surge: APP=examples.demo_app:nope: examples.demo_app has no nope; expected"),
         ("examples.demo_app:sim_gpu", "surge: APP=examples.demo_app:sim_gpu is a function; expected a surge.App"),
-        ("tests.apps.gradio_apps:timer", "surge: event 'clock' (<lambda>) runs on a timer"),
+        ("tests.apps.gradio_apps:streamed", "surge: event 'mirror' (<lambda>) is a .stream() event"),
     ],
 )
 def test_what_cannot_start_is_said_in_one_line(spec: str, line: str) -> None:

@@ -21,6 +21,7 @@ from surge.errors import Error
 from surge.front import unserved_router
 from surge.gradio_app import GradioApp, Unsupported
 from surge.held_launch import held_launch
+from surge.settings import Settings
 from tests.apps.gradio_apps import blocks
 
 
@@ -76,7 +77,7 @@ def test_a_generator_streams_with_gradios_diffs() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("tests.apps.gradio_apps:timer", r"event 'clock' \(<lambda>\) runs on a timer"),
+        ("tests.apps.gradio_apps:streamed", r"event 'mirror' \(<lambda>\) is a .stream\(\) event"),
     ],
 )
 def test_what_surge_cannot_honour_is_refused_at_start_naming_the_event(spec: str, message: str) -> None:
@@ -204,3 +205,28 @@ def test_the_pages_own_events_run_in_one_lane_through_the_queue() -> None:
     assert page_call.json()["error"].startswith("Surge runs every event through its queue, '_clear_and_save_textbox'")
     curl = TestClient(front).post("/gradio_api/call/reply", json={"data": ["hi"]})
     assert curl.status_code == 404 and "POST /gradio_api/queue/join" in curl.json()["detail"]
+
+
+def test_a_deployments_way_in_lowers_the_largest_upload_clients_are_told() -> None:
+    """Behind API Gateway an upload travels base64 inside Lambda's 6 MB request: /config says the lower
+    limit, so Gradio's page and gradio_client refuse a larger file before sending it."""
+    settings = Settings(
+        app_module="tests.apps.gradio_apps:image",
+        events_table_name="events",
+        state_table_name="state",
+        queue_url_prefix="http://sqs/",
+        ingress_body_limit_bytes=4_400_000,
+    )
+    assert GradioApp(gr.Interface(lambda x: x, "image", "image"), settings).wire_config()["max_file_size"] == 4_400_000
+    small = gr.Interface(lambda x: x, "image", "image")
+    small.max_file_size = 1_000
+    assert GradioApp(small, settings).wire_config()["max_file_size"] == 1_000
+    local = settings.model_copy(update={"ingress_body_limit_bytes": 0})
+    assert GradioApp(gr.Interface(lambda x: x, "image", "image"), local).max_file_size == 50 * 1024 * 1024
+
+
+def test_a_timer_event_is_served_and_its_cost_named_at_start() -> None:
+    """A gr.Timer ticks in the page (Gradio 5+), which joins its event each time, as against Gradio."""
+    app = load_app("tests.apps.gradio_apps:timer")
+    assert app.get("clock").fn()
+    assert app.notes == ["note: event 'clock' runs on a gr.Timer: every open page joins it each 1 s, one job each time"]

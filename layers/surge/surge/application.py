@@ -355,5 +355,13 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
     )
 
 
+def file_size_limit(limit: int | None, settings: Settings | None) -> int | None:
+    """An app's largest upload (None: it takes no files), lowered to what the deployment's way in carries."""
+    cap = settings.ingress_body_limit_bytes if settings is not None else 0
+    if limit is None or not cap:
+        return limit
+    return min(limit, cap)
+
+
 class AppNotFound(LookupError):
     """`APP=` names no app; the message is one line for the person who typed it."""

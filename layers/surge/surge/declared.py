@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from surge import protocol
-from surge.application import App, Function, PageEvent, Parameter, load_app
+from surge.application import App, Function, PageEvent, Parameter, file_size_limit, load_app
 from surge.gradio_page import GradioPage
 from surge.settings import Settings
 
@@ -108,6 +108,7 @@ class DeclaredApp(App):
         self.max_file_size = declared["max_file_size"]
         if self.gradio and self.max_file_size is None and settings is not None:
             self.max_file_size = settings.max_file_size_bytes  # no limit of its own: the deployment's
+        self.max_file_size = file_size_limit(self.max_file_size, settings)
         self._config = {**declared["config"], "max_file_size": self.max_file_size}
         self._info = declared["info"]
         self.functions = [_function(f) for f in declared["functions"]]

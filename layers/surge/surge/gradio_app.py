@@ -37,7 +37,7 @@ from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
 from gradio.state_holder import SessionState
 
-from surge.application import CALLS, App, Call, Function, PageEvent, Parameter, Progress
+from surge.application import CALLS, App, Call, Function, PageEvent, Parameter, Progress, file_size_limit
 from surge.errors import Error
 from surge.gradio_page import ROOT_PLACEHOLDER, GradioPage
 from surge.held_launch import LAUNCH_ARGS
@@ -124,7 +124,9 @@ class GradioApp(App):
         blocks.app_id = int.from_bytes(hashlib.sha256(shape.encode()).digest()[:7])
         launch_limit = gradio_utils._parse_file_size(launched.get("max_file_size"))
         app_limit = launch_limit or getattr(blocks, "max_file_size", None)
-        self.max_file_size = app_limit or (settings.max_file_size_bytes if settings else None)
+        self.max_file_size = file_size_limit(
+            app_limit or (settings.max_file_size_bytes if settings else None), settings
+        )
         self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None
         if settings is not None and settings.max_threads:
             self.max_threads = settings.max_threads
@@ -497,8 +499,6 @@ def _served(
 
 
 def _cannot_serve(blocks: gr.Blocks, block_fn: BlockFunction) -> str | None:
-    if any(_is_timer(blocks, target) for target in block_fn.targets):
-        return "runs on a timer (every= or gr.Timer): Surge runs events only when a client calls them."
     if block_fn.connection == "stream":
         return "is a .stream() event: streamed inputs need one process per session."
     if block_fn.renderable is not None:
@@ -516,6 +516,12 @@ def _notes(
         for _, block_fn in public
         if block_fn.queue is False
     ]
+    for _, block_fn in public:
+        for interval in _timer_intervals(blocks, block_fn):
+            notes.append(
+                f"note: event {block_fn.api_name!r} runs on a gr.Timer: every open page joins it each {interval:g} s, "
+                "one job each time"
+            )
     notes.extend(f"note: the page's event {block_fn.api_name!r} is not served: it {why}" for block_fn, why in skipped)
     return notes
 
@@ -539,9 +545,10 @@ def _changed(kept: dict[int, bytes], block_fn: BlockFunction, state: SessionStat
     return changed
 
 
-def _is_timer(blocks: gr.Blocks, target: tuple[int | None, str]) -> bool:
-    block_id, event = target
-    return event == "tick" or (block_id is not None and isinstance(blocks.blocks.get(block_id), gr.Timer))
+def _timer_intervals(blocks: gr.Blocks, block_fn: BlockFunction) -> list[float]:
+    """The intervals of the gr.Timers whose ticks run the event (the page ticks them: each is a join)."""
+    timers = [blocks.blocks.get(block_id) for block_id, event in block_fn.targets if event == "tick"]
+    return [float(timer.value) for timer in timers if isinstance(timer, gr.Timer)]
 
 
 def from_blocks(blocks: gr.Blocks, settings: Settings | None = None) -> GradioApp:

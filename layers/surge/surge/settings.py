@@ -49,6 +49,10 @@ class Settings(BaseModel):
     """The S3 bucket of uploads and file outputs (empty: the app takes no files)."""
     max_file_size_bytes: int = 50 * 1024 * 1024
     """Largest upload when the app sets no `max_file_size` of its own (above: HTTP 413)."""
+    ingress_body_limit_bytes: int = 0
+    """The largest file the deployment's way in carries to the front (API Gateway to Lambda: about 4.4 MB
+    once base64-encoded into Lambda's 6 MB request); 0: no such limit (locally). An app's `max_file_size`
+    is lowered to it, and `/config` says so, so clients refuse a larger file before sending it."""
     max_threads: int = 0
     """Each worker's thread pool for sync functions (Gradio's `launch(max_threads=)`); 0: the app's own."""
     ack_within_s: float = 1.0
