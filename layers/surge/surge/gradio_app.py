@@ -547,7 +547,9 @@ def _changed(kept: dict[int, bytes], block_fn: BlockFunction, state: SessionStat
 
 def _timer_intervals(blocks: gr.Blocks, block_fn: BlockFunction) -> list[float]:
     """The intervals of the gr.Timers whose ticks run the event (the page ticks them: each is a join)."""
-    timers = [blocks.blocks.get(block_id) for block_id, event in block_fn.targets if event == "tick"]
+    timers = [
+        blocks.blocks.get(block_id) for block_id, event in block_fn.targets if event == "tick" and block_id is not None
+    ]
     return [float(timer.value) for timer in timers if isinstance(timer, gr.Timer)]
 
 
