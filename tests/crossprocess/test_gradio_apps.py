@@ -185,6 +185,16 @@ def test_chat_interface_streams_its_reply_and_keeps_the_sessions_history_across_
             "4 earlier: turn 3",
         ]
         assert Client(stack.url, verbose=False).predict("new", api_name="/recall") == "0 earlier: new"
+        # The page's "Use via API" bash snippet, as Gradio's frontend writes it (its gr.State input left out).
+        u = stack.url
+        snippet = (
+            f"curl -s -X POST {u}/gradio_api/call/recall -H 'Content-Type: application/json' "
+            f"""-d '{{"data": ["Hello!!"]}}' | awk -F'"' '{{ print $4 }}' """
+            f"| xargs -I {{}} curl -s -N {u}/gradio_api/call/recall/{{}}"
+        )
+        said = subprocess.run(["bash", "-c", snippet], capture_output=True, text=True, timeout=60).stdout
+        assert said.rstrip().endswith('event: complete\ndata: ["0 earlier: Hello!!", null]')
+        assert 'event: generating\ndata: ["0 earlier: Hello!", null]' in said
     finally:
         stack.stop()
 

@@ -75,6 +75,8 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         "/gradio_api/queue/data",
         "/gradio_api/queue/join",
         "/gradio_api/heartbeat/{session_hash}",
+        "/gradio_api/call/{api_name}/{event_id}",
+        "/gradio_api/call/{api_name}",
         "/",
         "/status",
         "/static/{proxy+}",
@@ -87,6 +89,8 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         ("/gradio_api/{proxy+}", "post"),
         ("/gradio_api/{proxy+}", "options"),
         ("/gradio_api/queue/join", "post"),
+        ("/gradio_api/call/{api_name}", "post"),
+        ("/gradio_api/call/{api_name}", "options"),
         ("/", "get"),
         ("/status", "get"),
         ("/static/{proxy+}", "get"),
@@ -108,7 +112,7 @@ def test_join_answers_its_own_cross_origin_preflight_in_the_app(cfn: Template) -
     assert "${ApiFunction.Arn}/invocations" in _integration(cfn, "/gradio_api/queue/join", "options")["uri"]["Fn::Sub"]
 
 
-STREAMED = ["/gradio_api/queue/data", "/gradio_api/heartbeat/{session_hash}"]
+STREAMED = ["/gradio_api/queue/data", "/gradio_api/heartbeat/{session_hash}", "/gradio_api/call/{api_name}/{event_id}"]
 
 
 @pytest.mark.parametrize("path", STREAMED)
@@ -124,7 +128,7 @@ def test_session_routes_stream_from_the_stream_function_stream_mode_picks(cfn: T
     )
 
 
-def test_api_gateway_may_invoke_only_the_chosen_stream_function_on_its_two_routes(cfn: Template) -> None:
+def test_api_gateway_may_invoke_only_the_chosen_stream_function_on_its_routes(cfn: Template) -> None:
     permissions = {
         name: r for name, r in cfn["Resources"].items() if r["Type"] == "AWS::Lambda::Permission" and "Stream" in name
     }
@@ -134,10 +138,15 @@ def test_api_gateway_may_invoke_only_the_chosen_stream_function_on_its_two_route
         route = resource["Properties"]["SourceArn"]["Fn::Sub"].split("/*/", 1)[1]
         by_condition.setdefault(resource["Condition"], set()).add(f"{function} {route}")
     assert by_condition == {
-        "StreamOnDemand": {"StreamFunction GET/gradio_api/queue/data", "StreamFunction GET/gradio_api/heartbeat/*"},
+        "StreamOnDemand": {
+            "StreamFunction GET/gradio_api/queue/data",
+            "StreamFunction GET/gradio_api/heartbeat/*",
+            "StreamFunction GET/gradio_api/call/*/*",
+        },
         "StreamOnManagedInstances": {
             "ManagedStreamFunctionAliaslive GET/gradio_api/queue/data",
             "ManagedStreamFunctionAliaslive GET/gradio_api/heartbeat/*",
+            "ManagedStreamFunctionAliaslive GET/gradio_api/call/*/*",
         },
     }
     assert cfn["Resources"]["ManagedStreamFunctionAliaslive"]["Type"] == "AWS::Lambda::Alias"

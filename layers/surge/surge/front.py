@@ -1,33 +1,39 @@
 """FastAPI apps of the front: the API (join, cancel, config, info) and the stream (session SSE).
 
-API Gateway routes `/gradio_api/queue/data` and `/gradio_api/heartbeat/*` to the stream app and the
-rest to the API app; locally `local_app` serves both on one port with the same routes.
+API Gateway routes `/gradio_api/queue/data`, `/gradio_api/heartbeat/*` and the streams of Gradio's curl
+API (`GET /gradio_api/call/<api_name>/<event_id>`) to the stream app and the rest to the API app; locally
+`local_app` serves both on one port with the same routes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from surge import sse
-from surge.errors import SurgeError, TooManyRequests
+from surge.errors import NotFound, SurgeError, TooManyRequests
 from surge.file_routes import UPLOAD_PATH, files_router, upload_body_limit
 from surge.guard import BodyLimit, RateLimiter, caller_of, client_address
-from surge.models import SESSION_HASH_PATTERN, CancelBody, EventId, JoinBody, ResetBody, Success
+from surge.models import SESSION_HASH_PATTERN, CallBody, CancelBody, EventId, JoinBody, ResetBody, Success
 from surge.pages import pages_router
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionHub, SessionStream
 
 PREFIX = "/gradio_api"
 JOIN_PATH = f"{PREFIX}/queue/join"
+CALL_SESSION = "call-"
+"""A call through Gradio's curl API is a session of its own, `call-<event id>`: the event id it answers is
+what the `GET` of the call's stream names (128 random bits, like a session hash)."""
+CALL_ID_PATTERN = r"^[0-9a-f]{32}$"
 logger = logging.getLogger("surge.front")
 
 
@@ -89,6 +95,10 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
             job = service.join(body, caller_of(request, JOIN_PATH))
         return EventId(event_id=job.job_id)
 
+    @router.post(PREFIX + "/call/{api_name}", dependencies=[Depends(rate_limited)])
+    def call(api_name: str, body: CallBody, request: Request) -> EventId:
+        return _join_call(service, hub, api_name, body, request)
+
     @router.post(f"{PREFIX}/cancel")
     def cancel(body: CancelBody) -> Success:
         success = service.cancel(body)
@@ -122,11 +132,12 @@ def unserved_router(service: FrontService) -> APIRouter:
         )
         return JSONResponse({"error": message, "detail": message}, status_code=404)
 
-    @router.api_route(PREFIX + "/call/{api_name:path}", methods=["GET", "POST"], include_in_schema=False)
-    def call(api_name: str) -> JSONResponse:
+    @router.api_route(PREFIX + "/call/v2/{api_name:path}", methods=["GET", "POST"], include_in_schema=False)
+    def call_v2(api_name: str) -> JSONResponse:
         message = (
-            "Surge serves Gradio's queue API (gradio_client; POST /gradio_api/queue/join, then GET "
-            "/gradio_api/queue/data), not the /gradio_api/call/ routes."
+            "Surge serves Gradio's curl API with the inputs in order, not by name: POST "
+            f'/gradio_api/call/{api_name.split("/")[0]} with {{"data": [...]}}, then GET '
+            "/gradio_api/call/<api_name>/<event_id>."
         )
         return JSONResponse({"detail": message}, status_code=404)
 
@@ -140,6 +151,34 @@ def _event_name(config: dict[str, Any], fn_index: int) -> str | None:
     return None
 
 
+def _join_call(
+    service: FrontService, hub: SessionHub | None, api_name: str, body: CallBody, request: Request
+) -> EventId:
+    """Gradio's curl API (the page's "Use via API", bash): a join in a session of its own, whose stream
+    is `GET /gradio_api/call/<api_name>/<event_id>`."""
+    try:
+        function = service.app.get(api_name)
+    except KeyError:
+        raise NotFound(f"No function named {api_name!r}.") from None
+    token = secrets.token_hex(16)
+    session_hash = CALL_SESSION + token
+    joined = JoinBody(data=_without_state(function.inputs, body.data), api_name=api_name, session_hash=session_hash)
+    caller = caller_of(request, f"{PREFIX}/call/{api_name}").model_copy(update={"simple_format": True})
+    with hub.joining(session_hash) if hub else contextlib.nullcontext():
+        service.join(joined, caller)
+    return EventId(event_id=token)
+
+
+def _without_state(inputs: list[str], data: list[Any]) -> list[Any]:
+    """Inputs as Gradio's curl API takes them: without the `gr.State` ones (the session's own), which are
+    filled in as null, as Gradio fills them in."""
+    stateful = [i for i, component in enumerate(inputs) if component == "state"]
+    if not stateful or len(data) != len(inputs) - len(stateful):
+        return data
+    given = iter(data)
+    return [None if i in stateful else next(given) for i in range(len(inputs))]
+
+
 def session_hub(service: FrontService) -> SessionHub:
     return SessionHub(service.app, service.settings, service.store, service.estimator)
 
@@ -151,6 +190,10 @@ def stream_router(hub: SessionHub, poll: PollPolicy) -> APIRouter:
     @router.get(f"{PREFIX}/queue/data")
     async def queue_data(session_hash: str = Query(pattern=SESSION_HASH_PATTERN)) -> EventSourceResponse:
         return sse.event_stream(SessionStream(hub, session_hash, poll).messages(), heartbeat_s)
+
+    @router.get(PREFIX + "/call/{api_name}/{event_id}")
+    async def call_data(api_name: str, event_id: str = Path(pattern=CALL_ID_PATTERN)) -> EventSourceResponse:
+        return sse.simple_stream(SessionStream(hub, CALL_SESSION + event_id, poll).messages(), heartbeat_s)
 
     @router.get(PREFIX + "/heartbeat/{session_hash}")
     def heartbeat(session_hash: str) -> EventSourceResponse:

@@ -32,3 +32,35 @@ def event_stream(
         ping=heartbeat_s,
         ping_message_factory=lambda: frame(beat),
     )
+
+
+def _simple(message: dict[str, Any]) -> ServerSentEvent | None:
+    """One message of a job as Gradio's curl API sends it (`event: complete` / `generating` / `error`, the
+    outputs as `data`); rank, start, progress and notices are not sent there."""
+    kind = message.get("msg")
+    output = message.get("output") or {}
+    if kind == "process_completed":
+        event, data = ("complete", output.get("data")) if message.get("success") else ("error", output)
+    elif kind == "process_generating":
+        event, data = ("generating", output.get("data")) if message.get("success") else ("error", output)
+    else:
+        return None
+    return ServerSentEvent(data=json.dumps(data), event=event, sep="\n")
+
+
+async def _simple_frames(messages: AsyncIterator[dict[str, Any] | str]) -> AsyncIterator[ServerSentEvent]:
+    async for message in messages:
+        if isinstance(message, dict):
+            framed = _simple(message)
+            if framed is not None:
+                yield framed
+
+
+def simple_stream(messages: AsyncIterator[dict[str, Any] | str], heartbeat_s: float) -> EventSourceResponse:
+    """A call's messages in the format of Gradio's `GET /gradio_api/call/<api_name>/<event_id>`."""
+    return EventSourceResponse(
+        _simple_frames(messages),
+        sep="\n",
+        ping=heartbeat_s,
+        ping_message_factory=lambda: ServerSentEvent(data="null", event="heartbeat", sep="\n"),
+    )

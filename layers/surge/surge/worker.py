@@ -538,12 +538,14 @@ class Worker:
     def _call_generator(self, task: _Task, kwargs: dict[str, Any]) -> list[Any]:
         job = task.job
         previous: list[Any] | None = None
+        diff = self.function.chunk_diff or protocol.diff
+        whole = job.caller is not None and job.caller.simple_format
 
         def consume() -> list[Any] | None:
             nonlocal previous
             for value in self.function.fn(*job.data, **kwargs):
                 row = self._row(value, job.data)
-                chunk = row if previous is None else (self.function.chunk_diff or protocol.diff)(previous, row)
+                chunk = row if previous is None or whole else diff(previous, row)
                 message = protocol.generating(job.job_id, chunk)
                 job.chunks.append(message)
                 self.store.append_chunk(job, message)
