@@ -169,11 +169,11 @@ def test_gr_info_and_warning_reach_the_visitor_as_gradio_log_messages_before_the
     assert done["success"] and done["output"]["data"] == ["job7"]
 
 
-def test_chat_interface_streams_its_reply_and_keeps_the_sessions_history_across_workers(record_dir: Path) -> None:
+def test_chat_interface_streams_its_reply_and_keeps_the_sessions_history(record_dir: Path) -> None:
     """gradio_client's `/chat`-style call of a ChatInterface passes the message; the history is the
     session's gr.State, which Gradio keeps in its process and Surge in the state table, so each reply
-    knows the earlier turns whichever worker runs it (as against Gradio: 0, 2, 4 earlier messages)."""
-    stack = _stack("tests.apps.gradio_apps:memory_chat", 2, record_dir)
+    knows the earlier turns (as against Gradio: 0, 2, 4 earlier messages)."""
+    stack = _stack("tests.apps.gradio_apps:memory_chat", 1, record_dir)
     try:
         client = Client(stack.url, verbose=False)
         job = client.submit("hi there", api_name="/recall")
