@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 
 from surge.application import load_app
 from surge.broker import Broker
@@ -33,19 +34,26 @@ def main() -> None:
     settings = Settings.from_env(os.environ)
     app = load_app(settings.app_module, settings)
     function = app.get(os.environ["WORKER_API_NAME"])
-    worker = Worker(
-        app,
-        function,
-        settings,
-        Store(settings),
-        Broker(settings),
-        slots=int(os.environ.get("WORKER_SLOTS", "1")),
-        observer=observer,
-    )
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    slots = int(os.environ.get("WORKER_SLOTS", "1"))
+    # A Gradio page's own events (`page_events`) run beside the app's first function, in its workers.
+    workers = [
+        Worker(app, served, settings, Store(settings), Broker(settings), slots=slots, observer=observer)
+        for served in app.served_by(function)
+    ]
+
+    def stop(*_: object) -> None:
+        for worker in workers:
+            worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     app.run_setup()
-    worker.serve()
+    beside = [threading.Thread(target=w.serve, name=f"serve-{w.function.api_name}") for w in workers[1:]]
+    for thread in beside:
+        thread.start()
+    workers[0].serve()
+    for thread in beside:
+        thread.join()
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ class LocalStack:
             ],
             self.front_env,
         )
-        for function in app.functions:
+        for function in (f for f in app.functions if app.host_of(f) is f):  # a lane runs in its host's workers
             count = self.workers if isinstance(self.workers, int) else self.workers.get(function.api_name, 1)
             for i in range(count):
                 self.start_worker(function.api_name, f"{function.api_name}-{i}")

@@ -69,9 +69,7 @@ def provision(
             },
         )["QueueUrl"]
     url_prefix = queue_url[: len(queue_url) - len(app.functions[-1].api_name)] if app.functions else ""
-    return Resources(
-        f"{prefix}events", f"{prefix}state", url_prefix, files_bucket(prefix, per_service["dynamodb"])
-    )
+    return Resources(f"{prefix}events", f"{prefix}state", url_prefix, files_bucket(prefix, per_service["dynamodb"]))
 
 
 def files_bucket(prefix: str, client_kwargs: dict[str, Any]) -> str:

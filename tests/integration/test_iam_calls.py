@@ -215,7 +215,9 @@ def _deadletter_calls(recorder: Recorder) -> None:
 
 # ---- what the template grants -------------------------------------------------------------------------
 
-ROOT_RESOURCES = {"EventsTable": "events", "StateTable": "state"}
+ROOT_RESOURCES = {"EventsTable": "events", "StateTable": "state", "PageEventsQueue": "page_events"}
+PARAMETERS = {"PageEventsQueueArn": "page_events", "PageEventsDeadLetterQueueArn": "page_events_dlq"}
+"""ARNs a function's stack is given (a Gradio page's queue, which the demo app, a surge.App, never calls)."""
 NESTED_RESOURCES = {
     "${EventsTableName}": "events",
     "${StateTableName}": "state",
@@ -241,6 +243,8 @@ class Grant:
 
 
 def _resource(node: Any) -> str:
+    if "Ref" in node:
+        return PARAMETERS[node["Ref"]]
     if "Fn::GetAtt" in node:
         name = node["Fn::GetAtt"][0]
         return ROOT_RESOURCES.get(name) or NESTED_RESOURCES[name]

@@ -16,6 +16,7 @@ from surge.models import JobState, JoinBody
 from surge.session import PollPolicy, SessionStream
 from surge.settings import Settings
 from surge.wiring import build_front
+from tests.integration.conftest import settings_for
 
 
 def _sleeping_service(cluster: str) -> None:
@@ -72,3 +73,22 @@ def test_a_job_no_worker_serves_within_the_bound_fails_clearly_and_frees_its_pla
     assert front.store.counters().waiting == 0
     assert front.store.get_job(session, job.job_id) is None  # delivered, then forgotten
     assert JobState.FAILED.value == "failed"
+
+
+def test_a_page_event_wakes_the_service_of_the_apps_first_function(aws: None) -> None:
+    """A Gradio page's own events have no service: their join wakes the workers that serve them."""
+    settings = settings_for("tests.apps.gradio_apps:chat")
+    ecs = boto3.client("ecs")
+    ecs.create_cluster(clusterName="surge-workers")
+    ecs.register_task_definition(
+        family="surge-reply", containerDefinitions=[{"name": "worker", "image": "worker:1", "memory": 512}]
+    )
+    ecs.create_service(cluster="surge-workers", serviceName="reply", taskDefinition="surge-reply", desiredCount=0)
+    front = build_front(settings.model_copy(update={"worker_cluster_name": "surge-workers"}))
+    lane = front.app.get("page_events")
+    event = min(lane.events or {})
+    inputs = (lane.events or {})[event].inputs
+    front.join(JoinBody(data=[None] * inputs, fn_index=event, session_hash="p" * 32))
+    service = ecs.describe_services(cluster="surge-workers", services=["reply"])["services"][0]
+    assert service["desiredCount"] == 1
+    assert front.store.fleet("page_events").starting_until is not None, "the page's visitor is told a worker starts"

@@ -63,7 +63,8 @@ def function_stacks(template: Template) -> dict[str, dict[str, Any]]:
 def stacks_disagreeing_with(template: Template, app: App) -> tuple[set[str], set[str]]:
     """(app functions without a stack, stacks for no app function): both empty when they agree."""
     declared = {str(parameters["ApiName"]) for parameters in function_stacks(template).values()}
-    served = {function.api_name for function in app.functions}
+    # A Gradio page's lane has no stack: its queue is the root's, its workers its host's.
+    served = {function.api_name for function in app.functions if app.host_of(function) is function}
     return served - declared, declared - served
 
 

@@ -267,6 +267,9 @@ def test_stack_check_fails_when_the_app_and_the_template_disagree(template: Temp
     missing, extra = stacks_disagreeing_with(template, other)
     assert missing == {"summarize"}
     assert extra == {app.functions[0].api_name}
+    chat = load_app("tests.apps.gradio_apps:chat")
+    assert [f.api_name for f in chat.functions] == ["reply", "page_events"]
+    assert stacks_disagreeing_with(template, chat)[0] == {"reply"}, "the page's lane needs no stack of its own"
 
 
 def test_function_stack_has_queue_dead_letter_queue_service_and_scaling(service: Template) -> None:
@@ -375,6 +378,7 @@ def test_api_role_may_admit_record_and_read_but_nothing_more(cfn: Template, serv
             "ecs:DescribeTasks"
         },
         json.dumps({"Fn::Sub": "${FilesBucket.Arn}/files/*"}): {"s3:PutObject", "s3:GetObject"},
+        arn_of("PageEventsQueue"): {"sqs:SendMessage"},
     }
     send = service["Resources"]["FrontSendPolicy"]["Properties"]
     assert send["Roles"] == [{"Ref": "ApiFunctionRoleName"}]
@@ -403,6 +407,9 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
         {"Fn::Sub": "workers#${ApiName}"},
         {"Fn::Sub": "batches#${ApiName}"},
         {"Fn::Sub": "done#${ApiName}"},
+        "workers#page_events",
+        "batches#page_events",
+        "done#page_events",
         "gstate#*",
     )
     assert grants(service["Resources"]["WorkerRole"]) == {
@@ -413,6 +420,13 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
             "sqs:GetQueueAttributes",
         },
         arn_of("DeadLetterQueue"): {"sqs:SendMessage"},
+        json.dumps({"Ref": "PageEventsQueueArn"}): {
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes",
+        },
+        json.dumps({"Ref": "PageEventsDeadLetterQueueArn"}): {"sqs:SendMessage"},
         table("EventsTableName"): {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:BatchWriteItem"},
         table("StateTableName") + own_items: {
             "dynamodb:GetItem",

@@ -189,6 +189,9 @@ def test_the_pages_own_events_run_in_one_lane_through_the_queue() -> None:
     assert set(lane.events or {}) == {d["id"] for d in served} - {app.get("reply").fn_index}
     (clear,) = [d["id"] for d in config["dependencies"] if d["api_name"] == "_clear_and_save_textbox"]
     assert app.by_index(clear) is lane and lane.streams([clear]) is False
+    reply = app.get("reply")
+    assert app.host_of(lane) is reply and app.served_by(reply) == [reply, lane], "the lane runs in reply's workers"
+    assert app.host_of(reply) is reply and app.served_by(lane) == [lane]
     textbox, _saved = _as_session("session-one", lane.fn, clear, "hi there")
     assert textbox["value"] == ""
     assert load_app("tests.apps.gradio_apps:blocks").notes == []

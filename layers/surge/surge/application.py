@@ -273,6 +273,18 @@ class App:
     def by_index(self, fn_index: int) -> Function | None:
         return next((f for f in self.functions if f.serves(fn_index)), None)
 
+    def host_of(self, function: Function) -> Function:
+        """The function whose workers serve `function`: a Gradio page's lane has no workers of its own and
+        runs beside the app's first function (one service wakes for the page and its model); any other
+        function, itself."""
+        if function.events is None:
+            return function
+        return next(f for f in self.functions if f.events is None)
+
+    def served_by(self, function: Function) -> list[Function]:
+        """What a worker of `function` serves: the function, and the lanes it hosts."""
+        return [function, *(f for f in self.functions if f is not function and self.host_of(f) is function)]
+
     def get(self, api_name: str) -> Function:
         for function in self.functions:
             if function.api_name == api_name:

@@ -118,7 +118,7 @@ class FrontService:
         fleet = self.estimator.fleet(function)
         if fleet is None or fleet.workers:
             return
-        state = self.waker.wake(function.api_name)
+        state = self.waker.wake(self.app.host_of(function).api_name)
         if state.starting and state.asked:
             try:
                 self.store.record_wake(function.api_name, state.eta_s)
