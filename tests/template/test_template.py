@@ -253,6 +253,8 @@ def test_every_app_function_has_its_own_stack(template: Template, app: App) -> N
     assert stacks_disagreeing_with(template, app) == (set(), set())
     names = [parameters["ApiName"] for parameters in function_stacks(template).values()]
     assert len(names) == len(set(names))
+    serving = {p["ApiName"] for p in function_stacks(template).values() if p.get("ServesPageEvents") == "true"}
+    assert serving == {app.host_of(f).api_name for f in app.functions if f.events is not None}
 
 
 def test_stack_check_fails_when_the_app_and_the_template_disagree(template: Template, app: App) -> None:
@@ -292,8 +294,44 @@ def test_function_stack_has_queue_dead_letter_queue_service_and_scaling(service:
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
+def _serving_page(node: Any, serves: bool) -> Any:
+    """`node` as deployed when the stack does (not) serve a Gradio page's events: each `Fn::If` on
+    `ServesPage` chosen, `AWS::NoValue` dropped."""
+    if isinstance(node, dict):
+        if list(node) == ["Fn::If"] and node["Fn::If"][0] == "ServesPage":
+            return _serving_page(node["Fn::If"][1 if serves else 2], serves)
+        return {key: _serving_page(value, serves) for key, value in node.items()}
+    if isinstance(node, list):
+        chosen = [_serving_page(item, serves) for item in node]
+        return [item for item in chosen if item != {"Ref": "AWS::NoValue"}]
+    return node
+
+
+def test_the_host_of_a_gradio_pages_events_scales_wakes_and_stays_awake_on_their_queue_too(service: Template) -> None:
+    """The page's lane has no service: its host's backlog, wake and idleness count the lane's queue."""
+    for serves in (False, True):
+        resources = _serving_page(service["Resources"], serves)
+        tracking = resources["BacklogPerWorkerPolicy"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+        metrics = tracking["CustomizedMetricSpecification"]["Metrics"]
+        page = [m for m in metrics if m["Id"].startswith("page_")]
+        wake = resources["WakeAlarm"]["Properties"]["Metrics"]
+        sleep = resources["SleepAlarm"]["Properties"]["Metrics"]
+        if not serves:
+            assert page == [] and not any("page" in json.dumps(m) for m in wake + sleep)
+            continue
+        assert {m["Id"] for m in page} == {"page_waiting", "page_running"}
+        assert all(m["MetricStat"]["Metric"]["Dimensions"][0]["Value"] == {"Ref": "PageEventsQueueName"} for m in page)
+        (returned,) = [m for m in metrics if m["ReturnData"]]
+        assert "FILL(page_waiting, 0) + FILL(page_running, 0)" in returned["Expression"]
+        (woken,) = [m for m in wake if m["ReturnData"]]
+        assert "waiting + FILL(page_waiting, 0)" in woken["Expression"]
+        (idle,) = [m for m in sleep if m["ReturnData"]]
+        assert idle["Expression"] == "waiting + running + FILL(page_waiting, 0) + FILL(page_running, 0)"
+    assert service["Parameters"]["ServesPageEvents"]["Default"] == "false"
+
+
 def test_scaling_wakes_from_zero_tracks_backlog_per_worker_and_sleeps_when_idle(service: Template) -> None:
-    resources = service["Resources"]
+    resources = _serving_page(service["Resources"], False)
     tracking = resources["BacklogPerWorkerPolicy"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
     (returned,) = [m for m in tracking["CustomizedMetricSpecification"]["Metrics"] if m["ReturnData"]]
     assert returned["Expression"] == "(waiting + running) / workers"
