@@ -29,7 +29,7 @@ def record_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("records")
 
 
-def _stack(spec: str, workers: int, record_dir: Path) -> LocalStack:
+def _stack(spec: str, workers: int | dict[str, int], record_dir: Path) -> LocalStack:
     return LocalStack(spec, port=free_port(), workers=workers, extra_env={"RECORD_DIR": str(record_dir)}).start()
 
 
@@ -44,7 +44,8 @@ def image_stack(record_dir: Path) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="module")
 def blocks_stack(record_dir: Path) -> Iterator[LocalStack]:
-    stack = _stack("tests.apps.gradio_apps:blocks", 2, record_dir)
+    # Two workers where crossing workers is the point (a concurrency_id shared fleet-wide), one elsewhere.
+    stack = _stack("tests.apps.gradio_apps:blocks", {"first": 2, "second": 2}, record_dir)
     try:
         yield stack
     finally:
@@ -201,7 +202,7 @@ def test_chat_interface_streams_its_reply_and_keeps_the_sessions_history(record_
 
 def test_a_gr_state_is_kept_per_session_across_workers(record_dir: Path) -> None:
     """A counter in a gr.State, bumped twice, then its worker stops: the other worker goes on from 2."""
-    stack = _stack("tests.apps.gradio_apps:counter", 2, record_dir)
+    stack = _stack("tests.apps.gradio_apps:counter", {"bump": 2}, record_dir)
     try:
         client = Client(stack.url, verbose=False)
         assert [client.predict(api_name="/bump") for _ in range(2)] == [1, 2]
