@@ -50,8 +50,9 @@ logger = logging.getLogger("surge.gradio")
 
 PROGRESS_ARG = "surge_progress"
 PAGE_EVENTS = "page_events"
-"""The lane (one queue, one worker service) of the page's own events: those Gradio's API does not list
-(a ChatInterface's chat box, an Interface's examples and Flag, a Blocks' private steps)."""
+"""The lane of the page's own events, those Gradio's API does not list (a ChatInterface's chat box, an
+Interface's examples and Flag, a Blocks' private steps): one queue, served beside the app's first function
+by its workers (`App.host_of`)."""
 API_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 """Each served event has an SQS queue named after it: letters, digits, `-`, `_`, at most 60 here."""
 NOT_UPLOADED = "Input files must first be uploaded to this app (POST /gradio_api/upload)."
