@@ -135,6 +135,20 @@ greeter = gr.Interface(
 )
 
 
+def slow_step(text: str) -> str:
+    time.sleep(1.5)
+    return text
+
+
+with gr.Blocks() as gated:
+    step_in = gr.Textbox()
+    step_out = gr.Textbox()
+    gr.Button("go").click(lambda text: text, step_in, step_out, api_name="go")
+    # Two page-only steps: a slow one Gradio queues under a limit of 1, and a quick one it runs at once.
+    step_in.submit(slow_step, step_in, step_out, api_visibility="undocumented", concurrency_limit=1)
+    step_in.change(lambda text: text.upper(), step_in, step_out, api_visibility="undocumented", queue=False)
+
+
 def photo(size: int = 1000) -> np.ndarray:
     """A noisy photo-like RGB image (noise does not compress: a 1000 x 1000 PNG is about 3 MB)."""
     rng = np.random.default_rng(7)

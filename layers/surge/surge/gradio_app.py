@@ -21,6 +21,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -94,6 +95,46 @@ class _ProgressBridge:
                 call.notify(log, level, title, duration, visible)
         if not calls:
             logger.info("gr.%s from the app: %s", level.capitalize(), log)
+
+
+class _Gate:
+    """An event's concurrency limit within one worker. The worker asks `reserve()` before it claims a job
+    (and leaves the job in the queue when there is no room); the call then takes the place reserved.
+    A reservation no call took within `RESERVED_FOR_S` (its claim was refused) lapses by itself."""
+
+    RESERVED_FOR_S = 10.0
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        self.reserved: list[float] = []
+        self.changed = threading.Condition()
+
+    def _lapse(self) -> None:
+        now = time.monotonic()
+        self.reserved = [at for at in self.reserved if now - at < self.RESERVED_FOR_S]
+
+    def reserve(self) -> bool:
+        with self.changed:
+            self._lapse()
+            if self.running + len(self.reserved) >= self.limit:
+                return False
+            self.reserved.append(time.monotonic())
+            return True
+
+    def __enter__(self) -> None:
+        with self.changed:
+            self._lapse()
+            if self.reserved:
+                self.reserved.pop(0)
+            else:  # not reserved (called outside a worker's loop): wait for room
+                self.changed.wait_for(lambda: self.running + len(self.reserved) < self.limit)
+            self.running += 1
+
+    def __exit__(self, *_: object) -> None:
+        with self.changed:
+            self.running -= 1
+            self.changed.notify()
 
 
 class GradioApp(App):
@@ -204,8 +245,9 @@ class GradioApp(App):
     def _lane(self, page: dict[int, BlockFunction]) -> Function:
         """One function that runs the page's own events: a job carries its event's `fn_index`. The lane
         has no limit of its own, as Gradio runs most of them (`queue=False`) at once; an event Gradio
-        queues keeps its `concurrency_limit` within each worker of the lane."""
-        gates: dict[str, threading.BoundedSemaphore] = {}
+        queues keeps its `concurrency_limit` within each worker of the lane, where a job whose limit is
+        full is left in the queue (`Function.ready` reserves a place) rather than holding a loop."""
+        gates: dict[str, _Gate] = {}
         for block_fn in page.values():
             limit = (
                 self.default_concurrency_limit
@@ -213,10 +255,15 @@ class GradioApp(App):
                 else block_fn.concurrency_limit
             )
             if block_fn.queue is not False and isinstance(limit, int):
-                gates.setdefault(block_fn.concurrency_id, threading.BoundedSemaphore(limit))
+                gates.setdefault(block_fn.concurrency_id, _Gate(limit))
 
         def gate(block_fn: BlockFunction) -> AbstractContextManager[Any]:
             return gates.get(block_fn.concurrency_id) or nullcontext()
+
+        def ready(data: list[Any]) -> bool:
+            block_fn = page.get(data[0]) if data else None
+            found = gates.get(block_fn.concurrency_id) if block_fn is not None else None
+            return found is None or found.reserve()
 
         def stream(block_fn: BlockFunction, inputs: list[Any], progress: Progress | None) -> Iterator[list[Any]]:
             with gate(block_fn), self._call(progress, block_fn) as run:
@@ -249,6 +296,7 @@ class GradioApp(App):
             eta_hint_s=None,
             progress_arg=PROGRESS_ARG,
             chunk_diff=_gradio_diff,
+            ready=ready,
             events={
                 i: PageEvent(len(block_fn.inputs), len(block_fn.outputs), _is_generator(block_fn.fn))
                 for i, block_fn in page.items()

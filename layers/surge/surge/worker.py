@@ -43,6 +43,9 @@ statistics need no write per short batch)."""
 RECORDING_AHEAD = 2
 """Finished batches that may wait for their results to be written while the loop runs the next."""
 
+DEFER_S = 1
+"""How long a job that cannot start in this worker yet (`Function.ready`) stays out of sight in its queue."""
+
 PROGRESS_EVERY_S = 0.1
 """Progress updates are coalesced to at most one write per job per this interval (Gradio: 10 ms, in memory)."""
 
@@ -264,7 +267,11 @@ class Worker:
 
     def _prefetch(self, deliveries: list[Delivery]) -> bool:
         """Whether to make the next receive while this batch runs: the batch is full and no concurrency
-        limit stands in the way (there the next batch waits for a lease others may get first)."""
+        limit stands in the way (there the next batch waits for a lease others may get first). Not in a
+        lane of a page's events either: a step held for later would wait behind a long one, where another
+        of the lane's loops could run it now."""
+        if self.function.events is not None:
+            return False
         return self.limit is None and len(deliveries) >= self.function.receive_batch_size
 
     def _gather(self, wait_s: int | None = None) -> list[Delivery]:
@@ -302,6 +309,9 @@ class Worker:
             if slot is None:
                 self.broker.set_visibility(self.function.api_name, deliveries, 0)
                 return
+            deliveries = self._defer_unready(deliveries)
+            if not deliveries:
+                return
             claiming = time.monotonic()
             tasks = self._claim(deliveries)
             if tasks:
@@ -313,6 +323,23 @@ class Worker:
                 self._let_go(tasks, deliveries)
             if slot is not None and slot >= 0:
                 self._release(slot)
+
+    def _defer_unready(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Leave in the queue, unclaimed, the jobs that cannot start here now (`Function.ready`: a page
+        event whose limit is full in this worker), so that a loop never blocks on one while other jobs
+        wait; they come back after `DEFER_S` and still show their rank. Returns the rest."""
+        ready = self.function.ready
+        if ready is None:
+            return deliveries
+        deferred = []
+        for delivery in deliveries:
+            message = delivery.message
+            if message is not None and message.api_name == self.function.api_name and not ready(message.data):
+                deferred.append(delivery)
+        if deferred:
+            self.broker.set_visibility(self.function.api_name, deferred, DEFER_S)
+            self.hand.drop(deferred)
+        return [d for d in deliveries if d not in deferred]
 
     def _let_go(self, tasks: list[_Task], deliveries: list[Delivery]) -> None:
         self.hand.drop(deliveries)
