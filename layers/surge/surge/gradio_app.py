@@ -1,9 +1,11 @@
 """Gradio apps on Surge, unchanged: a `gr.Blocks` (`gr.Interface`, `gr.ChatInterface`) becomes an `App`.
 
-Each public event becomes a queued `Function` with the event's own settings; a worker runs it through
-Gradio's `Blocks.process_api` (preprocess → function → postprocess), so components behave as in Gradio.
-Files go through S3 (`surge.store.files`): inputs name uploaded files, outputs are stored and named.
-What cannot work when calls of one session land on any worker is refused at start, naming the event.
+Each public event becomes a queued `Function` with the event's own settings, and the page's own events
+share one more, the `page_events` lane; a worker runs each through Gradio's `Blocks.process_api`
+(preprocess → function → postprocess), so components behave as in Gradio. A session's `gr.State` values are
+kept between its calls (`surge.store.page_state`). Files go through S3 (`surge.store.files`): inputs name
+uploaded files, outputs are stored and named. What cannot work when calls of one session land on any
+worker is refused at start, naming the event.
 Only this module imports gradio, and only when the app is a Gradio app (its page, too, is rendered here and
 served by `surge.gradio_page`, which imports no gradio).
 """
