@@ -34,6 +34,17 @@ def test_a_gradio_app_declared_serves_the_same_config_info_and_functions() -> No
     assert (declared.max_size, declared.concurrency_limit("gpu")) == (100, 1)
 
 
+def test_a_declared_gradio_app_keeps_its_pages_lane() -> None:
+    """The front joins a page event into the lane by its fn_index: the declaration must carry the lane's
+    events, or a front built from it (every deploy) would answer 404 to the page's chat box."""
+    app, declared = _round_trip("tests.apps.gradio_apps:chat")
+    lane, kept = app.get("page_events"), declared.get("page_events")  # type: ignore[attr-defined]
+    assert kept.events == lane.events and kept.events
+    for fn_index, event in kept.events.items():
+        assert declared.by_index(fn_index) is kept and kept.streams([fn_index]) is event.streams
+    assert protocol.config(declared) == protocol.config(app)  # type: ignore[arg-type]
+
+
 def test_a_surge_app_declared_gets_surges_own_config() -> None:
     app, declared = _round_trip("examples.demo_app:app")
     assert declared.wire_config() is None

@@ -90,9 +90,11 @@ class _KeptStates:
 
     def __init__(self) -> None:
         self.items: dict[str, dict[int, bytes]] = {}
+        self.reads = 0
         self.writes = 0
 
     def load(self, session_hash: str) -> dict[int, bytes]:
+        self.reads += 1
         return dict(self.items.get(session_hash, {}))
 
     def save(self, session_hash: str, pickled: dict[int, bytes]) -> None:
@@ -192,8 +194,11 @@ def test_the_pages_own_events_run_in_one_lane_through_the_queue() -> None:
     reply = app.get("reply")
     assert app.host_of(lane) is reply and app.served_by(reply) == [reply, lane], "the lane runs in reply's workers"
     assert app.host_of(reply) is reply and app.served_by(lane) == [lane]
+    kept = _KeptStates()
+    app.states = kept  # type: ignore[attr-defined]
     textbox, _saved = _as_session("session-one", lane.fn, clear, "hi there")
     assert textbox["value"] == ""
+    assert (kept.reads, kept.writes) == (0, 1), "a step that only writes a state reads nothing first"
     assert load_app("tests.apps.gradio_apps:blocks").notes == []
     instant = load_app("tests.apps.gradio_apps:unqueued")
     assert instant.notes == [

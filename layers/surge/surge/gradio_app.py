@@ -248,7 +248,7 @@ class GradioApp(App):
         """One function that runs the page's own events: a job carries its event's `fn_index`. The lane
         has no limit of its own, as Gradio runs most of them (`queue=False`) at once; an event Gradio
         queues keeps its `concurrency_limit` within each worker of the lane, where a job whose limit is
-        full is left in the queue (`Function.ready` reserves a place) rather than holding a loop."""
+        full is left in the queue (`Function.reserve` reserves a place) rather than holding a loop."""
         gates: dict[str, _Gate] = {}
         for block_fn in page.values():
             limit = (
@@ -262,7 +262,7 @@ class GradioApp(App):
         def gate(block_fn: BlockFunction) -> AbstractContextManager[Any]:
             return gates.get(block_fn.concurrency_id) or nullcontext()
 
-        def ready(data: list[Any]) -> bool:
+        def reserve(data: list[Any]) -> bool:
             block_fn = page.get(data[0]) if data else None
             found = gates.get(block_fn.concurrency_id) if block_fn is not None else None
             return found is None or found.reserve()
@@ -298,7 +298,7 @@ class GradioApp(App):
             eta_hint_s=None,
             progress_arg=PROGRESS_ARG,
             chunk_diff=_gradio_diff,
-            ready=ready,
+            reserve=reserve,
             events={
                 i: PageEvent(len(block_fn.inputs), len(block_fn.outputs), _is_generator(block_fn.fn))
                 for i, block_fn in page.items()
@@ -395,10 +395,12 @@ class GradioApp(App):
 
     def _load_states(self, calls: list[Call], block_fn: BlockFunction, state: SessionState) -> dict[int, bytes] | None:
         """Put the session's kept states into `state`; returns them as read (None: the event touches no
-        state, or runs as a batch, which shares no session)."""
-        stateful = [b for b in [*block_fn.inputs, *block_fn.outputs] if b.stateful]
-        if not stateful or len(calls) != 1 or self.states is None:
+        state, or runs as a batch, which shares no session). An event that only writes states reads
+        nothing: what it writes is kept whatever was there."""
+        if len(calls) != 1 or self.states is None or not any(b.stateful for b in [*block_fn.inputs, *block_fn.outputs]):
             return None
+        if not any(b.stateful for b in block_fn.inputs):
+            return {}
         kept = self.states.load(calls[0].session_hash)
         for block_id, pickled in kept.items():
             if block_id in self.blocks.blocks and self.blocks.blocks[block_id].stateful:
@@ -531,7 +533,7 @@ def _served(
         if block_fn.fn is None:
             continue
         name = f"event {block_fn.api_name!r} ({block_fn.name})"
-        why = _cannot_serve(blocks, block_fn)
+        why = _cannot_serve(block_fn)
         if block_fn.api_visibility == "public":
             if why:
                 raise Unsupported(f"{name} {why}")
@@ -549,7 +551,7 @@ def _served(
     return public, page, skipped
 
 
-def _cannot_serve(blocks: gr.Blocks, block_fn: BlockFunction) -> str | None:
+def _cannot_serve(block_fn: BlockFunction) -> str | None:
     if block_fn.connection == "stream":
         return "is a .stream() event: streamed inputs need one process per session."
     if block_fn.renderable is not None:

@@ -44,7 +44,7 @@ RECORDING_AHEAD = 2
 """Finished batches that may wait for their results to be written while the loop runs the next."""
 
 DEFER_S = 1
-"""How long a job that cannot start in this worker yet (`Function.ready`) stays out of sight in its queue."""
+"""How long a job that cannot start in this worker yet (`Function.reserve`) stays out of sight in its queue."""
 
 PROGRESS_EVERY_S = 0.1
 """Progress updates are coalesced to at most one write per job per this interval (Gradio: 10 ms, in memory)."""
@@ -325,16 +325,16 @@ class Worker:
                 self._release(slot)
 
     def _defer_unready(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Leave in the queue, unclaimed, the jobs that cannot start here now (`Function.ready`: a page
+        """Leave in the queue, unclaimed, the jobs that cannot start here now (`Function.reserve`: a page
         event whose limit is full in this worker), so that a loop never blocks on one while other jobs
         wait; they come back after `DEFER_S` and still show their rank. Returns the rest."""
-        ready = self.function.ready
-        if ready is None:
+        reserve = self.function.reserve
+        if reserve is None:
             return deliveries
         deferred = []
         for delivery in deliveries:
             message = delivery.message
-            if message is not None and message.api_name == self.function.api_name and not ready(message.data):
+            if message is not None and message.api_name == self.function.api_name and not reserve(message.data):
                 deferred.append(delivery)
         if deferred:
             self.broker.set_visibility(self.function.api_name, deferred, DEFER_S)
