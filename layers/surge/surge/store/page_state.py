@@ -2,8 +2,8 @@
 
 Gradio keeps them in its one process (`SessionState`); here each session has one item of the state table,
 `gstate#<session hash>` / `state`, with one attribute per state component (`c<block id>`: the value,
-pickled). A call reads the item once (strongly consistent) when its event reads or writes a state, and
-writes back only the states the call changed (one `UpdateItem`), so two events of one session that write
+pickled). A call reads the item once (strongly consistent) when its event reads a state, and writes back
+only the states the call changed (one `UpdateItem`), so two events of one session that write
 different states never undo each other. Only workers write these items and unpickle them (no other role
 of the template may write `gstate#*` keys): a value is unpickled only if a worker pickled it. An item
 expires `STATE_TTL_S` after its last write, as Gradio drops a closed session's state.
