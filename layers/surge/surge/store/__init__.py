@@ -1,5 +1,6 @@
 """DynamoDB adapters by concept: admission (sharded counters), jobs (the session log and its lifecycle),
-fleet (leases, workers, statistics, operator records). Only this package and `broker` call boto3."""
+fleet (leases, workers, statistics, operator records); beside them, for Gradio apps, page_state (a session's
+`gr.State` values, workers only) and files (S3). Only this package, `broker` and `wake` call boto3."""
 
 from surge.store.admission import AdmissionStore
 from surge.store.aws import BOTO_CONFIG, aws_errors
