@@ -20,7 +20,11 @@ def aws() -> Iterator[None]:
 
 def settings_for(app_spec: str, **overrides: object) -> Settings:
     app = load_app(app_spec)
-    resources = provision(app, visibility_timeout_s=int(overrides.pop("visibility_timeout_s", 30)))  # type: ignore[call-overload]
+    resources = provision(
+        app,
+        visibility_timeout_s=int(overrides.pop("visibility_timeout_s", 30)),  # type: ignore[call-overload]
+        max_receive_count=int(overrides.pop("max_receive_count", 5)),  # type: ignore[call-overload]
+    )
     return Settings(app_module=app_spec, **vars(resources), poll_wait_s=0, **overrides)  # type: ignore[arg-type]
 
 

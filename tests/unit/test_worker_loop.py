@@ -6,6 +6,7 @@ test stops the worker there), and reads what a client's stream would: each job's
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 
 import surge
+from surge.application import Function
+from surge.broker import Delivery
 from surge.models import Job, JobState
 from surge.ports import WorkerStore
 from surge.settings import Settings
@@ -73,8 +76,16 @@ def _join(store: InMemoryStore, queue: InMemoryQueue, api_name: str, text: str, 
     return placed
 
 
-def _serve_until_drained(served: Served, api_name: str, store: WorkerStore, queue: InMemoryQueue) -> Worker:
-    worker = Worker(served.app, served.app.get(api_name), _settings(), store, queue)
+def _serve_until_drained(
+    served: Served,
+    api_name: str,
+    store: WorkerStore,
+    queue: InMemoryQueue,
+    function: Function | None = None,
+    slots: int = 1,
+) -> Worker:
+    function = function or served.app.get(api_name)
+    worker = Worker(served.app, function, _settings(), store, queue, slots=slots)
 
     def stop_when_drained() -> None:
         if queue.depth(api_name) == 0:  # nothing visible and nothing in flight: every message settled
@@ -253,3 +264,54 @@ def test_the_next_batch_runs_while_the_previous_one_is_being_recorded() -> None:
     assert overlapped == [True], "the second batch ran while the first was being recorded"
     assert [_result(store, job)["output"]["data"] for job in jobs] == [["FIRST"], ["SECOND"]]
     assert queue.depth("shout") == 0
+
+
+def test_a_job_whose_limit_is_full_waits_in_hand_and_one_that_does_not_run_gives_its_place_back() -> None:
+    """A job that cannot start here yet (`Function.reserve`, a Gradio page's limited step) is parked in
+    the worker, received once, while the worker's other loops stay free; a job whose place was reserved
+    but that does not run (its visitor left) gives the place back at once, so the next one starts."""
+    served, store, queue = Served(), InMemoryStore(), InMemoryQueue()
+    shout = served.app.get("shout")
+    lock = threading.Lock()
+    place: list[str] = []  # the one place under a limit of 1: who holds it
+    overlaps: list[str] = []
+
+    def reserve(data: list[Any]) -> Any:
+        with lock:
+            if place:
+                return None
+            place.append(data[0])
+            return place.clear
+
+    def run(text: str) -> str:
+        with lock:
+            if len(place) != 1:
+                overlaps.append(text)
+        try:
+            time.sleep(0.05)
+            return str(shout.fn(text))
+        finally:
+            place.clear()
+
+    received: list[Delivery] = []
+    receive = queue.receive
+
+    def counted(api_name: str, max_messages: int, wait_s: int) -> list[Delivery]:
+        got = receive(api_name, max_messages, wait_s)
+        received.extend(got)
+        return got
+
+    queue.receive = counted  # type: ignore[method-assign]
+    left = _join(store, queue, "shout", "left", 0)
+    assert store.end_waiting(left, JobState.CANCELLED, {"msg": "process_completed"})
+    jobs = [_join(store, queue, "shout", word, i) for i, word in enumerate(["one", "two", "three"], start=1)]
+
+    limited = dataclasses.replace(shout, fn=run, reserve=reserve)
+    _serve_until_drained(served, "shout", store, queue, function=limited, slots=3)
+
+    assert sorted(served.ran) == ["one", "three", "two"], "the job whose visitor left never ran"
+    assert overlaps == [], "the limit held"
+    assert [_result(store, job)["output"]["data"] for job in jobs] == [["ONE"], ["TWO"], ["THREE"]]
+    assert max(d.receive_count for d in received) == 1, "a parked job is received once"
+    assert not queue.dead.get("shout")
+    assert not place, "every place was taken by a call or given back"

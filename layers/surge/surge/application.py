@@ -125,10 +125,10 @@ class Function:
     events: dict[int, PageEvent] | None = None
     """A lane of a Gradio page's own events (fn_index → its shape), None for one event. A lane's job
     carries `[fn_index, *inputs]` as its data, and `fn` returns (or yields) that event's whole output row."""
-    reserve: Callable[[list[Any]], bool] | None = None
+    reserve: Callable[[list[Any]], Callable[[], None] | None] | None = None
     """Reserve, for a job with these inputs (as stored), a place to start in this process now (a lane: a
-    place under its event's concurrency limit); False: none free, and the job is left in the queue,
-    unclaimed, for a while."""
+    place under its event's concurrency limit). Returns how to give the place back if the job is not run
+    after all (the call itself takes it), or None: none free, and the worker parks the job, unclaimed."""
 
     @property
     def is_generator(self) -> bool:

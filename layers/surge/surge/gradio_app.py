@@ -101,8 +101,9 @@ class _ProgressBridge:
 
 class _Gate:
     """An event's concurrency limit within one worker. The worker asks `reserve()` before it claims a job
-    (and leaves the job in the queue when there is no room); the call then takes the place reserved.
-    A reservation no call took within `RESERVED_FOR_S` (its claim was refused) lapses by itself."""
+    (and parks the job, unclaimed, when there is no room); the call then takes the place reserved, and a
+    job that is not run after all (its claim was refused) gives its place back. A reservation neither
+    taken nor given back within `RESERVED_FOR_S` lapses by itself."""
 
     RESERVED_FOR_S = 10.0
 
@@ -116,13 +117,20 @@ class _Gate:
         now = time.monotonic()
         self.reserved = [at for at in self.reserved if now - at < self.RESERVED_FOR_S]
 
-    def reserve(self) -> bool:
+    def reserve(self) -> Callable[[], None] | None:
+        """A place for one call, and how to give it back if the call does not happen; None when full."""
         with self.changed:
             self._lapse()
             if self.running + len(self.reserved) >= self.limit:
-                return False
+                return None
             self.reserved.append(time.monotonic())
-            return True
+            return self._give_back
+
+    def _give_back(self) -> None:
+        with self.changed:
+            if self.reserved:
+                self.reserved.pop()
+            self.changed.notify()
 
     def __enter__(self) -> None:
         with self.changed:
@@ -137,6 +145,10 @@ class _Gate:
         with self.changed:
             self.running -= 1
             self.changed.notify()
+
+
+def _unlimited() -> None:
+    """The place of a step no limit holds: nothing to give back."""
 
 
 class GradioApp(App):
@@ -248,7 +260,7 @@ class GradioApp(App):
         """One function that runs the page's own events: a job carries its event's `fn_index`. The lane
         has no limit of its own, as Gradio runs most of them (`queue=False`) at once; an event Gradio
         queues keeps its `concurrency_limit` within each worker of the lane, where a job whose limit is
-        full is left in the queue (`Function.reserve` reserves a place) rather than holding a loop."""
+        full is parked by the worker (`Function.reserve` reserves a place) rather than holding a loop."""
         gates: dict[str, _Gate] = {}
         for block_fn in page.values():
             limit = (
@@ -262,10 +274,10 @@ class GradioApp(App):
         def gate(block_fn: BlockFunction) -> AbstractContextManager[Any]:
             return gates.get(block_fn.concurrency_id) or nullcontext()
 
-        def reserve(data: list[Any]) -> bool:
+        def reserve(data: list[Any]) -> Callable[[], None] | None:
             block_fn = page.get(data[0]) if data else None
             found = gates.get(block_fn.concurrency_id) if block_fn is not None else None
-            return found is None or found.reserve()
+            return _unlimited if found is None else found.reserve()
 
         def stream(block_fn: BlockFunction, inputs: list[Any], progress: Progress | None) -> Iterator[list[Any]]:
             with gate(block_fn), self._call(progress, block_fn) as run:

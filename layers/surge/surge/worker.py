@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -43,8 +43,14 @@ statistics need no write per short batch)."""
 RECORDING_AHEAD = 2
 """Finished batches that may wait for their results to be written while the loop runs the next."""
 
+PARK_LIMIT = 100
+"""Jobs one worker keeps in hand, unclaimed, while their event's limit is full here (`Function.reserve`).
+Parked messages stay invisible under the heartbeat and are received once: leaving them in the queue
+instead would spend one SQS receive each per look, and the queue's `maxReceiveCount` would move a job
+that waits behind a long step to the dead-letter queue."""
+
 DEFER_S = 1
-"""How long a job that cannot start in this worker yet (`Function.reserve`) stays out of sight in its queue."""
+"""Past `PARK_LIMIT`, how long a job that cannot start here yet stays out of sight in its queue."""
 
 PROGRESS_EVERY_S = 0.1
 """Progress updates are coalesced to at most one write per job per this interval (Gradio: 10 ms, in memory)."""
@@ -143,6 +149,11 @@ class Worker:
         self.limit = app.concurrency_limit(function.concurrency_id)
         self.stopping = threading.Event()
         self.hand = _Hand()
+        self.parked: deque[Delivery] = deque()
+        """Jobs received while their limit was full here (in hand, unclaimed), oldest first."""
+        self.parked_lock = threading.Lock()
+        self.places: dict[str, Callable[[], None]] = {}
+        """Message id → how to give back the place `Function.reserve` gave its job, until the job runs."""
         self.acks = _Acks()
         self.pool = ThreadPoolExecutor(max_workers=max(1, app.max_threads), thread_name_prefix="surge-fn")
         self.ahead = ThreadPoolExecutor(max_workers=max(1, self.slots), thread_name_prefix="surge-ahead")
@@ -241,7 +252,7 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 current, ahead = ahead, None
-                deliveries = current.result() if current is not None else self._gather()
+                deliveries = current.result() if current is not None else self._next()
                 if self._prefetch(deliveries):
                     # A full batch means more may wait: the next receive (the same long poll the loop
                     # would make next) runs while this batch does, so the device goes from batch to
@@ -273,6 +284,58 @@ class Worker:
         if self.function.events is not None:
             return False
         return self.limit is None and len(deliveries) >= self.function.receive_batch_size
+
+    def _next(self) -> list[Delivery]:
+        """The next batch: a parked job whose limit has room now (the loop whose call just freed the
+        place looks here first), else what the queue gives, less the jobs that cannot start here yet,
+        which are parked."""
+        if self.function.reserve is None:
+            return self._gather()
+        return self._unpark() or self._park_unready(self._gather())
+
+    def _reserve(self, delivery: Delivery) -> bool:
+        message = delivery.message
+        if self.function.reserve is None or message is None or message.api_name != self.function.api_name:
+            return True  # nothing to reserve, or a message `_claim` settles without running
+        give_back = self.function.reserve(message.data)
+        if give_back is None:
+            return False
+        self.places[delivery.message_id] = give_back
+        return True
+
+    def _unpark(self) -> list[Delivery]:
+        with self.parked_lock:
+            for delivery in self.parked:
+                if self._reserve(delivery):
+                    self.parked.remove(delivery)
+                    return [delivery]
+        return []
+
+    def _park_unready(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Keep in hand, unclaimed, the jobs that cannot start here now, so that a loop never blocks on
+        one while other jobs wait (they still show their rank); returns the rest."""
+        ready: list[Delivery] = []
+        unready: list[Delivery] = []
+        for delivery in deliveries:
+            (ready if self._reserve(delivery) else unready).append(delivery)
+        if unready:
+            with self.parked_lock:
+                room = max(0, PARK_LIMIT - len(self.parked))
+                self.parked.extend(unready[:room])
+            deferred = unready[room:]
+            if deferred:
+                logger.warning("%d jobs parked here; %d more left in the queue", PARK_LIMIT, len(deferred))
+                self.broker.set_visibility(self.function.api_name, deferred, DEFER_S)
+                self.hand.drop(deferred)
+        return ready
+
+    def _give_places_back(self, deliveries: Sequence[Delivery], taken: Collection[str] = ()) -> None:
+        """Forget the places reserved for these messages' jobs: a job about to run (`taken`, message
+        ids) keeps its place for its call to take; every other is given back."""
+        for delivery in deliveries:
+            give_back = self.places.pop(delivery.message_id, None)
+            if give_back is not None and delivery.message_id not in taken:
+                give_back()
 
     def _gather(self, wait_s: int | None = None) -> list[Delivery]:
         """Long-poll for work (`wait_s`, default `poll_wait_s`), then top up to `max_batch_size`
@@ -309,11 +372,10 @@ class Worker:
             if slot is None:
                 self.broker.set_visibility(self.function.api_name, deliveries, 0)
                 return
-            deliveries = self._defer_unready(deliveries)
-            if not deliveries:
-                return
             claiming = time.monotonic()
             tasks = self._claim(deliveries)
+            if self.places:
+                self._give_places_back(deliveries, self._places_taken(tasks))
             if tasks:
                 ran = self._run(tasks)
                 self._record_later(tasks, deliveries, claiming, ran)
@@ -321,25 +383,18 @@ class Worker:
         finally:
             if not handed:
                 self._let_go(tasks, deliveries)
+            if self.places:
+                self._give_places_back(deliveries)
             if slot is not None and slot >= 0:
                 self._release(slot)
 
-    def _defer_unready(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Leave in the queue, unclaimed, the jobs that cannot start here now (`Function.reserve`: a page
-        event whose limit is full in this worker), so that a loop never blocks on one while other jobs
-        wait; they come back after `DEFER_S` and still show their rank. Returns the rest."""
-        reserve = self.function.reserve
-        if reserve is None:
-            return deliveries
-        deferred = []
-        for delivery in deliveries:
-            message = delivery.message
-            if message is not None and message.api_name == self.function.api_name and not reserve(message.data):
-                deferred.append(delivery)
-        if deferred:
-            self.broker.set_visibility(self.function.api_name, deferred, DEFER_S)
-            self.hand.drop(deferred)
-        return [d for d in deliveries if d not in deferred]
+    def _places_taken(self, tasks: list[_Task]) -> set[str]:
+        """For each claimed job, the one message whose reserved place its call takes."""
+        taken: set[str] = set()
+        for task in tasks:
+            held = [d.message_id for d in task.deliveries if d.message_id in self.places]
+            taken.update(held[:1])
+        return taken
 
     def _let_go(self, tasks: list[_Task], deliveries: list[Delivery]) -> None:
         self.hand.drop(deliveries)
