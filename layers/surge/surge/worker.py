@@ -278,10 +278,10 @@ class Worker:
 
     def _prefetch(self, deliveries: list[Delivery]) -> bool:
         """Whether to make the next receive while this batch runs: the batch is full and no concurrency
-        limit stands in the way (there the next batch waits for a lease others may get first). Not in a
-        lane of a page's events either: a step held for later would wait behind a long one, where another
-        of the lane's loops could run it now."""
-        if self.function.events is not None:
+        limit stands in the way (there the next batch waits for a lease others may get first). Not where
+        jobs reserve a place to start (`Function.reserve`, a lane of a page's events) either: a step held
+        for later would wait behind a long one, where another of the lane's loops could run it now."""
+        if self.function.events is not None or self.function.reserve is not None:
             return False
         return self.limit is None and len(deliveries) >= self.function.receive_batch_size
 
