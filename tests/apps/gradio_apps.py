@@ -76,7 +76,7 @@ with gr.Blocks(title="gradio events") as blocks:
     out = gr.Textbox()
     go = gr.Button()
     go.click(trim_words, [word, length], out, api_name="trim_words", batch=True, max_batch_size=8)
-    go.click(shout, word, out, api_name="shout")
+    go.click(shout, word, out, api_name="shout", time_limit=0.001)  # Gradio reads it only for .stream()
     go.click(first, word, out, api_name="first", concurrency_id="gpu", concurrency_limit=1)
     go.click(second, word, out, api_name="second", concurrency_id="gpu", concurrency_limit=1)
     go.click(whoami, word, out, api_name="whoami")

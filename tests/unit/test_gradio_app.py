@@ -35,6 +35,7 @@ def test_each_event_keeps_its_gradio_settings_and_the_queue_its_own() -> None:
     assert first.concurrency_id == second.concurrency_id == "gpu"
     assert app.concurrency_limit("gpu") == 1
     assert app.concurrency_limit(shout.concurrency_id) == 4, "an event without its own limit takes the queue's default"
+    assert shout.time_limit_s is None, "Gradio applies `time_limit` only to .stream() events; shout's runs unbounded"
 
 
 def test_config_and_info_are_gradios_own() -> None:
@@ -89,18 +90,24 @@ class _KeptStates:
     """An in-memory stand-in for the state table's `gstate#` items (the port `PageStateStore`)."""
 
     def __init__(self) -> None:
-        self.items: dict[str, dict[int, bytes]] = {}
+        self.items: dict[str, dict[int, tuple[bytes, float]]] = {}
         self.reads = 0
         self.writes = 0
+        self.now = 1000.0
 
-    def load(self, session_hash: str) -> dict[int, bytes]:
+    def load(self, session_hash: str, lives: dict[int, float] | None = None) -> dict[int, bytes]:
         self.reads += 1
-        return dict(self.items.get(session_hash, {}))
+        lives = lives or {}
+        return {
+            block_id: value
+            for block_id, (value, written) in self.items.get(session_hash, {}).items()
+            if block_id not in lives or self.now - written <= lives[block_id]
+        }
 
     def save(self, session_hash: str, pickled: dict[int, bytes]) -> None:
         if pickled:
             self.writes += 1
-            self.items.setdefault(session_hash, {}).update(pickled)
+            self.items.setdefault(session_hash, {}).update((k, (v, self.now)) for k, v in pickled.items())
 
 
 def _as_session(session_hash: str, fn: Any, *args: Any) -> Any:
@@ -127,6 +134,24 @@ def test_a_gr_state_is_kept_per_session_between_events() -> None:
         "a read changes nothing, writes nothing"
     )
     assert _as_session("session-two", show, None) == 0, "another session starts from the initial value"
+
+
+def test_a_state_with_a_time_to_live_starts_again_from_its_initial_value_once_it_lapses() -> None:
+    with gr.Blocks() as demo:
+        total = gr.State(10, time_to_live=60)
+        gr.Button().click(lambda kept: (kept + 1, kept + 1), total, [total, gr.Number()], api_name="bump")
+        gr.Button().click(lambda kept: kept, total, gr.Number(), api_name="show")
+    app = GradioApp(demo)
+    kept = _KeptStates()
+    app.states = kept  # type: ignore[assignment]
+    bump, show = app.get("bump").fn, app.get("show").fn
+    assert [_as_session("s", bump, None)[1] for _ in range(2)] == [11, 12]
+    kept.now += 59
+    assert _as_session("s", bump, None)[1] == 13, "setting the state starts its life again"
+    kept.now += 59
+    assert _as_session("s", show, None) == 13, "59 s after it was last set, it is still there"
+    kept.now += 2
+    assert _as_session("s", show, None) == 10, "61 s after, Gradio has dropped it: the initial value"
 
 
 def test_a_state_that_cannot_be_kept_fails_the_call_with_why() -> None:

@@ -246,7 +246,8 @@ class GradioApp(App):
             concurrency_limit=None if block_fn.queue is False else block_fn.concurrency_limit,
             concurrency_id=concurrency_id,
             batch_wait_ms=0,
-            time_limit_s=block_fn.time_limit,
+            # Gradio reads `time_limit` only for `.stream()` events (refused here): other events run unbounded.
+            time_limit_s=None,
             eta_hint_s=None,
             parameters=[
                 Parameter(name=f"input {i}", component=f"gradio.{block.get_block_name()}", has_default=False)
@@ -413,7 +414,8 @@ class GradioApp(App):
             return None
         if not any(b.stateful for b in block_fn.inputs):
             return {}
-        kept = self.states.load(calls[0].session_hash)
+        lives = {block._id: life for block in block_fn.inputs if (life := _life(block)) is not None}
+        kept = self.states.load(calls[0].session_hash, lives)
         for block_id, pickled in kept.items():
             if block_id in self.blocks.blocks and self.blocks.blocks[block_id].stateful:
                 state.state_data[block_id] = pickle.loads(pickled)
@@ -591,9 +593,17 @@ def _notes(
     return notes
 
 
+def _life(block: Any) -> float | None:
+    """A state's time to live in seconds (`gr.State(time_to_live=)`); None for other blocks or none set."""
+    life = getattr(block, "time_to_live", None) if block.stateful else None
+    return None if life is None else float(life)
+
+
 def _changed(kept: dict[int, bytes], block_fn: BlockFunction, state: SessionState) -> dict[int, bytes]:
-    """The event's states (read or written: a value may be changed in place) that differ from those kept."""
+    """The event's states (read or written: a value may be changed in place) that differ from those kept,
+    and those it sets that have a time to live (as in Gradio, setting one starts its life again)."""
     changed: dict[int, bytes] = {}
+    renewed = {block._id for block in block_fn.outputs if _life(block) is not None}
     for block in [*block_fn.inputs, *block_fn.outputs]:
         if not block.stateful or block._id not in state.state_data:
             continue
@@ -605,7 +615,7 @@ def _changed(kept: dict[int, bytes], block_fn: BlockFunction, state: SessionStat
                 f"A gr.State holds a {type(value).__name__}, which Surge cannot keep between calls ({error}): "
                 "each call of a session may run on another worker."
             ) from None
-        if kept.get(block._id) != pickled:
+        if kept.get(block._id) != pickled or block._id in renewed:
             changed[block._id] = pickled
     return changed
 

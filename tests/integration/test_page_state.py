@@ -1,0 +1,23 @@
+"""A Gradio session's kept `gr.State` values in the state table (moto): one item per session, values
+written back per state, and a state with a time to live dropped once it lapses, as Gradio drops it."""
+
+from __future__ import annotations
+
+import time
+
+from surge.store.page_state import PageStateStore
+from tests.integration.conftest import settings_for
+
+
+def test_states_are_kept_per_session_and_one_past_its_time_to_live_is_dropped(aws: None) -> None:
+    store = PageStateStore(settings_for("tests.apps.gradio_apps:counter"))
+    store.save("one", {3: b"three", 4: b"four"})
+    store.save("two", {3: b"other"})
+    assert store.load("one") == {3: b"three", 4: b"four"}
+    time.sleep(0.5)
+    store.save("one", {4: b"FOUR"})  # written again: its life starts again
+    time.sleep(0.5)
+    assert store.load("one", {3: 0.8, 4: 0.8}) == {4: b"FOUR"}, "state 3 was last written a second ago"
+    assert store.load("one") == {3: b"three", 4: b"FOUR"}, "a state without a time to live stays"
+    assert store.load("two", {3: 0.8}) == {}, "sessions are apart; each lapses on its own writes"
+    assert store.load("three") == {}
