@@ -186,3 +186,29 @@ def test_a_far_back_job_that_runs_out_of_line_is_delivered_after_its_finish_noti
     assert [m["msg"] for m in seen][-3:] == ["process_starts", "process_completed", "close_stream"]
     assert store.calls["read_session"] == 2, "the read at open, and the one its notice asked for"
     assert hub.notice_reads >= 1
+
+
+def test_streams_that_close_together_share_the_deletes_of_their_delivered_jobs() -> None:
+    """A batch's sessions close at once: their delivered jobs are forgotten in shared batch writes (25
+    deletes to a call) rather than one write per stream, and each stream still ends only once its own
+    jobs are gone (a later stream of the session must not deliver them again)."""
+    store = InMemoryStore()
+    sessions = [f"{i:032d}" for i in range(12)]
+    jobs = [_admit(store, session, 0) for session in sessions]
+    hub = _hub(store)
+    streams = [SessionStream(hub, session, FAST_POLL) for session in sessions]
+    seen: dict[str, list[dict[str, Any]]] = {session: [] for session in sessions}
+
+    async def watch() -> None:
+        tasks = [_reading(stream, seen[stream.session_hash]) for stream in streams]
+        await _until(lambda: store.calls["read_session"] >= len(sessions), "every stream's first read")
+        for job in jobs:  # one batch: every job finishes at once
+            _run(store, job)
+        await asyncio.wait_for(asyncio.gather(*tasks), WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+
+    for session, job in zip(sessions, jobs, strict=True):
+        assert [m["msg"] for m in seen[session]][-2:] == ["process_completed", "close_stream"]
+        assert store.get_job(session, job.job_id) is None, "forgotten before its stream ended"
+    assert 1 <= store.calls["forget"] <= 3, f"{store.calls['forget']} writes forgot 12 sessions' jobs"

@@ -50,6 +50,11 @@ class SessionLog(Protocol):
         """Delete jobs whose completion a stream delivered."""
         ...
 
+    def forget_all(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Delete delivered jobs of any sessions, (session hash, job id): the streams of one process
+        that close together share the writes."""
+        ...
+
     def finished_since(self, api_name: str, after: str) -> list[tuple[str, list[str]]]:
         """The function's batch finish notices with keys after `after`, oldest first: (key, job ids)."""
         ...

@@ -43,6 +43,12 @@ NOTICE_MARGIN_S = 2.0
 """Finish notices are read from this far before the newest seen (workers' clocks differ, and a notice
 can land after a newer one)."""
 
+FORGET_GATHER_S = 0.02
+"""While other streams are open in the process, how long a closing stream's delete of its delivered jobs
+waits for theirs, so that streams closing together (a batch's sessions) share one batch write. The
+client does not wait for it: `close_stream` has gone. A stream alone in its process (a Lambda
+environment on demand) does not wait."""
+
 FRESH_GAP_S = 0.2
 """The least time between two counters reads of a process, however many streams ask for a fresh one."""
 
@@ -245,6 +251,8 @@ class SessionHub:
         self._finished_after: dict[str, str] = {}
         """Per function, the key after which finish notices are read next."""
         self.notice_reads = 0
+        self._to_forget: list[tuple[list[tuple[str, str]], asyncio.Future[None]]] = []
+        self._forgetter: asyncio.Task[None] | None = None
 
     def attach(self, stream: SessionStream) -> None:
         self._loop = asyncio.get_running_loop()
@@ -291,6 +299,33 @@ class SessionHub:
 
     def forgotten(self, session_hash: str) -> set[str]:
         return self._forgetting.get(session_hash, set())
+
+    async def forget(self, session_hash: str, job_ids: list[str]) -> None:
+        """Delete a closing stream's delivered jobs; returns once they are deleted (or the delete failed:
+        their items then expire by TTL). Streams of this process that close together share batch writes
+        (25 deletes to a call): what arrives while one write is in flight goes in the next."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._to_forget.append(([(session_hash, job_id) for job_id in job_ids], done))
+        if self._forgetter is None or self._forgetter.done() or self._forgetter.get_loop() is not loop:
+            self._forgetter = loop.create_task(self._forget_pending())
+        await done
+
+    async def _forget_pending(self) -> None:
+        if self.open:
+            await asyncio.sleep(FORGET_GATHER_S)
+        while self._to_forget:
+            taken, self._to_forget = self._to_forget, []
+            keys = [key for keys, _ in taken for key in keys]
+            try:
+                await anyio.to_thread.run_sync(self.store.forget_all, keys)
+            except Unavailable:
+                logger.warning("could not forget %d delivered jobs; their items expire by TTL", len(keys))
+            except Exception:
+                logger.exception("forgetting %d delivered jobs failed; their items expire by TTL", len(keys))
+            for _, done in taken:
+                if not done.done():
+                    done.set_result(None)
 
     def is_joining(self, session_hash: str) -> bool:
         return session_hash in self._joins
@@ -659,10 +694,7 @@ class SessionStream:
 
     async def _forget(self, delivered: list[str]) -> None:
         if delivered:
-            try:
-                await anyio.to_thread.run_sync(self.store.forget, self.session_hash, delivered)
-            except Unavailable:
-                logger.warning("could not forget %d delivered jobs; their items expire by TTL", len(delivered))
+            await self.hub.forget(self.session_hash, delivered)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         """Run a blocking store call in a thread; while AWS refuses, wait and retry (the stream stays open)."""
