@@ -40,6 +40,9 @@ LOCAL_TUNING = {
 """Shorter waits than in AWS so that Ctrl-C and a killed worker resolve in seconds; a join rate per
 client that lets one machine's load tests through (every local client is 127.0.0.1)."""
 
+FRONT_KEEP_ALIVE_S = 65
+"""How long the local front keeps an idle client connection open (uvicorn `--timeout-keep-alive`)."""
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -164,6 +167,11 @@ class LocalStack:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                # Past the idle time of clients' pools (httpx: 5 s, uvicorn's default too): a client drops
+                # an idle connection before the front does, so it never reuses one the front is closing
+                # (a join sent on it failed with ReadError). API Gateway holds idle connections longer still.
+                "--timeout-keep-alive",
+                str(FRONT_KEEP_ALIVE_S),
             ],
             self.front_env,
         )
