@@ -1,9 +1,11 @@
-"""`make run`'s launcher: serves the demo on the port it prints, and Ctrl-C stops every child process."""
+"""`make run`'s launcher: serves the demo on the port it prints, keeps an idle client connection open past
+a client pool's expiry, and Ctrl-C stops every child process."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +54,9 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
         children = children_of(launcher.pid)
         assert len(children) >= 7, "two emulators (SQS, DynamoDB), the front and one worker per demo function"
         assert Client(f"http://127.0.0.1:{port}", verbose=False).predict("hi", api_name="/echo") == "hi"
+        assert _answers_after_idle(port, idle_s=6.0), (
+            "an idle connection is dropped by the client's pool (httpx: 5 s) before the front closes it"
+        )
 
         # As a terminal's Ctrl-C: SIGINT to the foreground process group. Once every child got it at once:
         # the emulators died first and the workers retried against them, with warnings, until killed.
@@ -63,6 +68,34 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+def _answers_after_idle(port: int, idle_s: float) -> bool:
+    """Whether one keep-alive connection, idle `idle_s` after a request, still serves the next."""
+    request = f"GET /config HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        for attempt in range(2):
+            if attempt:
+                time.sleep(idle_s)
+            try:
+                connection.sendall(request)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return False
+                    head += chunk
+            except OSError:
+                return False
+            headers, body = head.split(b"\r\n\r\n", 1)
+            length = int(
+                next(
+                    line.split(b":")[1] for line in headers.split(b"\r\n") if line.lower().startswith(b"content-length")
+                )
+            )
+            while len(body) < length:
+                body += connection.recv(65536)
+        return headers.startswith(b"HTTP/1.1 200")
 
 
 def _alive(pid: int) -> bool:

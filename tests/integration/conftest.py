@@ -1,4 +1,6 @@
-"""Integration tier: AWS through moto in-process (`mock_aws`)."""
+"""Integration tier: AWS through moto in-process (`mock_aws`), with the emulator's fixes to moto applied
+(`surge_local.emulator.patch_moto`: among them, one DynamoDB request at a time, as the local stack's
+emulator serves them), so that a test's outcome does not depend on which test patched moto first."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ from moto import mock_aws
 
 from surge.application import App, load_app
 from surge.settings import Settings
+from surge_local.emulator import patch_moto
 from surge_local.provision import provision
 
 
 @pytest.fixture
 def aws() -> Iterator[None]:
+    patch_moto()
     with mock_aws():
         yield
 

@@ -142,7 +142,7 @@ def test_a_job_is_claimed_once_and_leaves_the_waiting_count(demo: tuple[App, Set
 def test_a_claim_of_a_job_that_no_longer_exists_is_refused_with_none(demo: tuple[App, Settings]) -> None:
     store = Store(demo[1])
     job = make_job(store, "j1")
-    store.forget(SESSION, ["j1"])
+    store.forget_all([(SESSION, "j1")])
     claim = store.claim([job], "w1")
     assert claim.claimed == [] and claim.refused == {"j1": None}
 
@@ -270,7 +270,7 @@ def test_forget_deletes_delivered_jobs_only(demo: tuple[App, Settings]) -> None:
     store = Store(demo[1])
     for i in range(3):
         make_job(store, f"j{i}")
-    store.forget(SESSION, ["j0", "j2", "j2"])
+    store.forget_all([(SESSION, "j0"), (SESSION, "j2"), (SESSION, "j2")])
     assert [j.job_id for j in store.read_session(SESSION)] == ["j1"]
 
 

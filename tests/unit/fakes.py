@@ -192,9 +192,6 @@ class InMemoryJobs:
             self.admission.leave([current])
             return True
 
-    def forget(self, session_hash: str, job_ids: Sequence[str]) -> None:
-        self.forget_all([(session_hash, job_id) for job_id in job_ids])
-
     def forget_all(self, keys: Sequence[tuple[str, str]]) -> None:
         with self._lock:
             self.calls["forget"] += -(-len(set(keys)) // 25)  # as the store: 25 deletes to a batch write
@@ -329,9 +326,6 @@ class InMemoryStore:
 
     def end_waiting(self, job: Job, state: JobState, body: dict[str, Any]) -> bool:
         return self.jobs.end_waiting(job, state, body)
-
-    def forget(self, session_hash: str, job_ids: Sequence[str]) -> None:
-        self.jobs.forget(session_hash, job_ids)
 
     def forget_all(self, keys: Sequence[tuple[str, str]]) -> None:
         self.jobs.forget_all(keys)

@@ -46,10 +46,6 @@ class SessionLog(Protocol):
         """End a job that never started and count it out of the line; False if it no longer waited."""
         ...
 
-    def forget(self, session_hash: str, job_ids: Sequence[str]) -> None:
-        """Delete jobs whose completion a stream delivered."""
-        ...
-
     def forget_all(self, keys: Sequence[tuple[str, str]]) -> None:
         """Delete delivered jobs of any sessions, (session hash, job id): the streams of one process
         that close together share the writes."""

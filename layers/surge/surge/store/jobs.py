@@ -317,12 +317,8 @@ class JobStore(Table):
             return False
         return True
 
-    def forget(self, session_hash: str, job_ids: Sequence[str]) -> None:
-        """Delete jobs whose completion a stream has delivered (a later stream of the session must not
-        deliver them again)."""
-        self.forget_all([(session_hash, job_id) for job_id in job_ids])
-
     def forget_all(self, keys: Sequence[tuple[str, str]]) -> None:
-        """`forget` for jobs of any sessions, (session hash, job id), 25 to a call."""
+        """Delete jobs whose completion a stream has delivered, (session hash, job id) of any sessions,
+        25 to a call (a later stream of the session must not deliver them again)."""
         requests = [{"DeleteRequest": {"Key": job_key(*key)}} for key in dict.fromkeys(keys)]
         self._batch_write(requests, "Forgetting delivered jobs")
