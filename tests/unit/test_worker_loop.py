@@ -156,6 +156,48 @@ def test_a_message_delivered_twice_runs_its_job_once(api_name: str) -> None:
     assert store.counters().waiting == 0, "the job left the line once"
 
 
+def test_a_copy_received_while_its_job_runs_here_is_acknowledged_with_that_run() -> None:
+    """A second copy of a message reaches another slot of the worker running its job: its claim is
+    refused, and the copy is held and acknowledged when the run is recorded. Let go instead, it would
+    stay hidden for the visibility timeout (60 s here) and be settled only when it came back."""
+    entered, release = threading.Event(), threading.Event()
+    app = surge.App(title="copies")
+    ran: list[str] = []
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def slow(text: str) -> str:
+        ran.append(text)
+        entered.set()
+        release.wait(5)
+        return text.upper()
+
+    store, queue = InMemoryStore(), InMemoryQueue()
+    queue.on_empty = lambda: time.sleep(0.001)
+    job = _join(store, queue, "slow", "hello")
+    worker = Worker(app, app.get("slow"), _settings(), store, queue, slots=2)
+    runner = threading.Thread(target=worker.serve)
+    runner.start()
+    try:
+        assert entered.wait(5), "the job runs"
+        queue.send(job)  # the copy arrives while the job runs
+        deadline = time.monotonic() + 5
+        while store.calls["claim"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert store.calls["claim"] == 2, "the other slot received the copy and its claim was refused"
+        release.set()
+        deadline = time.monotonic() + 5
+        while queue.depth("slow") and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert queue.depth("slow") == 0, "both copies are acknowledged once the run is recorded"
+    finally:
+        release.set()
+        worker.stop()
+        runner.join(5)
+    assert ran == ["hello"]
+    assert _result(store, job)["output"]["data"] == ["HELLO"]
+    assert store.counters().waiting == 0
+
+
 def test_a_function_that_raises_fails_its_job_with_the_message_and_the_message_is_acknowledged() -> None:
     served, store, queue = Served(), InMemoryStore(), InMemoryQueue()
     refused = _join(store, queue, "shout", "refuse", 0)

@@ -108,6 +108,10 @@ class _Hand:
     deliveries: dict[str, Delivery] = field(default_factory=dict)
     leases: set[int] = field(default_factory=set)
     running: set[str] = field(default_factory=set)
+    riders: dict[str, list[Delivery]] = field(default_factory=dict)
+    """Copies of a message whose job another batch of this worker runs now (SQS delivered it twice, or it
+    was sent twice): kept in hand, invisible, and acknowledged with that batch, instead of returning a
+    visibility timeout later to be settled then."""
 
     def hold(self, deliveries: Sequence[Delivery]) -> None:
         with self.lock:
@@ -396,10 +400,20 @@ class Worker:
             taken.update(held[:1])
         return taken
 
-    def _let_go(self, tasks: list[_Task], deliveries: list[Delivery]) -> None:
-        self.hand.drop(deliveries)
+    def _let_go(self, tasks: list[_Task], deliveries: list[Delivery], finished: set[str] | None = None) -> None:
+        """Take the batch's messages out of the hand (copies riding on a job still running here stay),
+        and settle the copies that rode on the batch's jobs: acknowledged with the `finished` ones, else
+        let go with them."""
         with self.hand.lock:
             self.hand.running.difference_update(t.job.job_id for t in tasks)
+            riders = [d for t in tasks for d in self.hand.riders.pop(t.job.job_id, [])]
+            riding = {d.message_id for copies in self.hand.riders.values() for d in copies}
+            for delivery in [*deliveries, *riders]:
+                if delivery.message_id not in riding:
+                    self.hand.deliveries.pop(delivery.message_id, None)
+        done = [d for d in riders if d.message is not None and d.message.job_id in (finished or set())]
+        if done:
+            self.acks.add(done)
 
     def _record_later(
         self, tasks: list[_Task], deliveries: list[Delivery], claiming: float, ran: tuple[list[_Task], float] | None
@@ -416,15 +430,16 @@ class Worker:
     ) -> None:
         """Record the outcomes and acknowledge; the messages stay in hand (kept invisible) until then.
         A failure only logs: the messages return and the jobs are reclaimed and run again."""
+        finished: set[str] = set()
         try:
-            self._settle(tasks)
+            finished = self._settle(tasks)
             self.avg_cycle_s = smooth(self.avg_cycle_s, time.monotonic() - claiming)
             if ran is not None:
                 self._log(*ran)
         except Exception:
             logger.exception("could not record a batch of %s; its messages return", self.function.api_name)
         finally:
-            self._let_go(tasks, deliveries)
+            self._let_go(tasks, deliveries, finished)
 
     def _release(self, slot: int) -> None:
         with self.hand.lock:
@@ -461,28 +476,32 @@ class Worker:
             self.hand.drop(poison)
         jobs = {job_id: job for job_id, (job, _) in candidates.items()}
         claimed: list[Job] = []
+        riding: set[str] = set()
         while jobs:
             outcome = self.store.claim(list(jobs.values()), self.worker_id)
             claimed.extend(outcome.claimed)
-            jobs = self._takeovers(outcome.refused, candidates)
+            jobs = self._takeovers(outcome.refused, candidates, riding)
         with self.hand.lock:
             self.hand.running.update(job.job_id for job in claimed)
         mine = {job.job_id for job in claimed}
-        settled = [d for job_id, (_, carried) in candidates.items() if job_id not in mine for d in carried]
+        settled = [d for job_id, (_, carried) in candidates.items() if job_id not in mine | riding for d in carried]
         self.hand.drop(settled)
         return [_Task(job, candidates[job.job_id][1]) for job in claimed]
 
     def _takeovers(
-        self, refused: dict[str, Job | None], candidates: dict[str, tuple[Job, list[Delivery]]]
+        self, refused: dict[str, Job | None], candidates: dict[str, tuple[Job, list[Delivery]]], riding: set[str]
     ) -> dict[str, Job]:
-        """Of the jobs a claim refused: ack those that ended, leave those a live worker runs, and return
-        those whose worker is gone (to claim at their current attempt)."""
+        """Of the jobs a claim refused: ack those that ended, keep with their run those running here
+        (added to `riding`), leave those another live worker runs, and return those whose worker is gone
+        (to claim at their current attempt)."""
         again: dict[str, Job] = {}
         ended: list[Delivery] = []
         for job_id, current in refused.items():
             carried = candidates[job_id][1]
             if current is None or current.state in TERMINAL_STATES:
                 ended.extend(carried)
+            elif current.state is JobState.RUNNING and current.worker_id == self.worker_id and self._ride(carried):
+                riding.add(job_id)
             elif current.state is JobState.RUNNING and self._owner_gone(current):
                 again[job_id] = candidates[job_id][0].model_copy(
                     update={"state": JobState.RUNNING, "attempt": current.attempt, "worker_id": current.worker_id}
@@ -503,6 +522,16 @@ class Worker:
             else:
                 candidates.setdefault(message.job_id, (message.job(), []))[1].append(delivery)
         return poison, candidates
+
+    def _ride(self, copies: list[Delivery]) -> bool:
+        """Keep `copies` of a message in hand until the batch of this worker that runs their job is
+        recorded; False when no batch here runs it any more."""
+        job_id = copies[0].message.job_id if copies[0].message is not None else ""
+        with self.hand.lock:
+            if job_id not in self.hand.running:
+                return False
+            self.hand.riders.setdefault(job_id, []).extend(copies)
+            return True
 
     def _owner_gone(self, job: Job) -> bool:
         """Whether a running job was abandoned: its worker died, or it is ours from a failed attempt."""
@@ -695,8 +724,9 @@ class Worker:
 
     # ---- record ----------------------------------------------------------------------------------
 
-    def _settle(self, tasks: list[_Task]) -> None:
-        """Record the outcomes (retrying while AWS refuses: results are not thrown away), then ack."""
+    def _settle(self, tasks: list[_Task]) -> set[str]:
+        """Record the outcomes (retrying while AWS refuses: results are not thrown away), then ack;
+        returns the jobs recorded."""
         completions = [t.outcome for t in tasks if t.outcome is not None]
 
         def finish() -> list[str]:
@@ -709,6 +739,7 @@ class Worker:
             # The results are recorded: the messages are only bookkeeping now, acknowledged in batches.
             self.acks.add(done)
             self._acknowledge(at_least=RECEIVE_LIMIT, older_than_s=self.settings.ack_within_s)
+        return finished
 
     def _retrying(self, write: Callable[[], T]) -> T:
         """Results are not thrown away: retry a write while AWS refuses (up to about a minute)."""
