@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
+import time
 
 from fastapi.testclient import TestClient
 
@@ -16,6 +18,8 @@ from surge.session import PollPolicy, SessionStream
 from surge.settings import Settings
 from surge.store import Store
 from tests.integration.conftest import settings_for
+
+JOIN = "/gradio_api/queue/join"
 
 
 def front(settings: Settings) -> tuple[FrontService, TestClient]:
@@ -126,3 +130,47 @@ def test_a_stream_at_its_bound_tells_each_pending_job_why_frees_the_waiting_one_
     assert service.store.claim([waiting], "worker-1").claimed == [], "the cancelled job never runs"
     still = service.store.get_job(session, running.job_id)
     assert still is not None and still.state is JobState.RUNNING, "a running job's item is left to its worker"
+
+
+def test_joins_waiting_for_their_turn_leave_the_streams_threads_free(aws: None) -> None:
+    """A crowd's joins take turns on threads of their own (`join_threads`): while every turn is taken
+    and more joins wait, a stream still reads its session and answers, and `/config` still answers.
+    Before, joins ran on the process's one pool: a crowd of them held every thread, and the streams of
+    admitted jobs could not read their sessions (at 1,000 users, results went undelivered for seconds)."""
+    settings = settings_for("examples.demo_app:app", thread_pool_size=2, join_threads=1)
+    service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
+    held = threading.Event()
+    admit = service.join
+
+    def join_held(body: JoinBody, caller: object = None) -> object:
+        held.wait(30)
+        return admit(body, caller)  # type: ignore[arg-type]
+
+    service.join = join_held  # type: ignore[method-assign]
+    with TestClient(create_local_app(service, PollPolicy(empty_session_s=0.3))) as client:
+        joins = [
+            threading.Thread(target=lambda: codes.append(client.post(JOIN, json=join_body("hi")).status_code))
+            for _ in range(3)
+        ]
+        codes: list[int] = []
+        for join in joins:
+            join.start()
+        time.sleep(0.5)  # one join holds the only turn, two wait for it
+        stream: list[str] = []
+        reader = threading.Thread(
+            target=lambda: stream.append(
+                client.get("/gradio_api/queue/data", params={"session_hash": secrets.token_hex(16)}).text
+            )
+        )
+        reader.start()
+        reader.join(20)
+        answered_while_held = not held.is_set() and bool(stream)
+        config = client.get("/config").status_code
+        held.set()
+        for join in joins:
+            join.join(30)
+    assert answered_while_held, "the stream read its session and closed while every join turn was taken"
+    assert "close_stream" in stream[0]
+    assert config == 200
+    assert codes == [200, 200, 200], "the held joins are admitted once they get their turn"
+    assert service.store.counters().waiting == 3

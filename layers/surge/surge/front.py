@@ -7,10 +7,13 @@ API (`GET /gradio_api/call/<api_name>/<event_id>`) to the stream app and the res
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
-from typing import Any
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -27,6 +30,8 @@ from surge.models import SESSION_HASH_PATTERN, CallBody, CancelBody, EventId, Jo
 from surge.pages import pages_router
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionHub, SessionStream
+
+T = TypeVar("T")
 
 PREFIX = "/gradio_api"
 JOIN_PATH = f"{PREFIX}/queue/join"
@@ -76,28 +81,34 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
     router = APIRouter()
     limiter = RateLimiter(service.settings.join_rate_per_s, service.settings.join_burst)
 
-    def rate_limited(request: Request) -> None:
+    async def rate_limited(request: Request) -> None:
+        # async: a check of a few microseconds runs on the event loop, not in a thread of its own ahead
+        # of the join's (FastAPI runs a plain `def` dependency in the thread pool).
         retry_after = limiter.retry_after_s(client_address(request.scope))
         if retry_after:
             raise TooManyRequests(retry_after)
 
     @router.get("/config")
-    def config() -> dict[str, Any]:
+    async def config() -> dict[str, Any]:
         return service.config
 
     @router.get(f"{PREFIX}/info")
-    def info() -> dict[str, Any]:
+    async def info() -> dict[str, Any]:
         return service.info
 
+    turns = JoinTurns(service.settings.join_threads)
+
     @router.post(JOIN_PATH, dependencies=[Depends(rate_limited)])
-    def join(body: JoinBody, request: Request) -> EventId:
+    async def join(body: JoinBody, request: Request) -> EventId:
+        caller = caller_of(request, JOIN_PATH)
+        # The session's streams here stay open from the join's arrival, its wait for a turn included.
         with hub.joining(body.session_hash or "") if hub else contextlib.nullcontext():
-            job = service.join(body, caller_of(request, JOIN_PATH))
+            job = await turns.run(service.join, body, caller)
         return EventId(event_id=job.job_id)
 
     @router.post(PREFIX + "/call/{api_name}", dependencies=[Depends(rate_limited)])
-    def call(api_name: str, body: CallBody, request: Request) -> EventId:
-        return _join_call(service, hub, api_name, body, request)
+    async def call(api_name: str, body: CallBody, request: Request) -> EventId:
+        return await _join_call(service, hub, turns, api_name, body, request)
 
     @router.post(f"{PREFIX}/cancel")
     def cancel(body: CancelBody) -> Success:
@@ -144,6 +155,26 @@ def unserved_router(service: FrontService) -> APIRouter:
     return router
 
 
+class JoinTurns:
+    """Joins run on threads of their own, at most `size` at once (`Settings.join_threads`); a join past
+    that waits for a turn on the event loop, holding a socket and no thread. Streams and every other
+    route keep the process's own pool (`Settings.thread_pool_size`), so a crowd of joins cannot starve
+    the reads that deliver finished jobs."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()  # one limiter per loop: a test client may run several in turn
+        limiter = self._limiters.get(loop)
+        if limiter is None:
+            limiter = self._limiters[loop] = anyio.CapacityLimiter(self.size)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+
 def _event_name(config: dict[str, Any], fn_index: int) -> str | None:
     for dependency in config.get("dependencies", []):
         if dependency.get("id") == fn_index:
@@ -151,8 +182,8 @@ def _event_name(config: dict[str, Any], fn_index: int) -> str | None:
     return None
 
 
-def _join_call(
-    service: FrontService, hub: SessionHub | None, api_name: str, body: CallBody, request: Request
+async def _join_call(
+    service: FrontService, hub: SessionHub | None, turns: JoinTurns, api_name: str, body: CallBody, request: Request
 ) -> EventId:
     """Gradio's curl API (the page's "Use via API", bash): a join in a session of its own, whose stream
     is `GET /gradio_api/call/<api_name>/<event_id>`."""
@@ -165,7 +196,7 @@ def _join_call(
     joined = JoinBody(data=_without_state(function.inputs, body.data), api_name=api_name, session_hash=session_hash)
     caller = caller_of(request, f"{PREFIX}/call/{api_name}").model_copy(update={"simple_format": True})
     with hub.joining(session_hash) if hub else contextlib.nullcontext():
-        service.join(joined, caller)
+        await turns.run(service.join, joined, caller)
     return EventId(event_id=token)
 
 
@@ -196,7 +227,7 @@ def stream_router(hub: SessionHub, poll: PollPolicy) -> APIRouter:
         return sse.simple_stream(SessionStream(hub, CALL_SESSION + event_id, poll).messages(), heartbeat_s)
 
     @router.get(PREFIX + "/heartbeat/{session_hash}")
-    def heartbeat(session_hash: str) -> EventSourceResponse:
+    async def heartbeat(session_hash: str) -> EventSourceResponse:
         return sse.event_stream(_alive_for(hub.settings.stream_max_s), heartbeat_s, heartbeat="ALIVE")
 
     return router

@@ -38,6 +38,11 @@ class Settings(BaseModel):
     thread_pool_size: int = 256
     """Threads a front process runs its blocking AWS calls on (anyio's default is 40): one process holds
     many streams and joins at once, and each call mostly waits on the network."""
+    join_threads: int = 32
+    """Joins one front process admits at once, on threads of their own; the others wait their turn
+    holding no thread. A crowd's joins then never take the threads the open streams read their sessions
+    on (they did: at 1,000 users the streams' first reads queued behind hundreds of joins, and finished
+    jobs went undelivered for seconds)."""
     worker_cluster_name: str = ""
     """The ECS cluster of the worker services, which a join wakes from zero (empty: no waking, as locally)."""
     worker_start_limit_s: float = 1200.0
