@@ -14,6 +14,7 @@ import contextlib
 import json
 import random
 import re
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -176,16 +177,22 @@ class Load:
     """Users start spread over this many seconds, not all in one instant."""
 
 
+_TLS = ssl.create_default_context()
+"""One TLS context for every client (each would otherwise load the CA bundle; the targets are plain HTTP)."""
+
+
 def client_for(users: int) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(20, users * 2))
-    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0, connect=30.0))
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0, connect=30.0), verify=_TLS)
 
 
-USERS_PER_CLIENT = 32
-"""Closed-loop users share an HTTP client this many at a time. httpcore's connection pool scans its
-connections on every request, so one pool for 1,000 users (2,000 connections: a join and a stream each)
-kept the load generator's core busy in pool bookkeeping while the target sat idle (py-spy: the
-generator at 100 % in `AsyncConnectionPool`, the front idle in `select`)."""
+USERS_PER_CLIENT = 4
+"""Closed-loop users share an HTTP client this many at a time. httpcore's connection pool scans all its
+connections (a socket check each) on every request and every response it closes, so a pool's cost
+grows with its size. One pool for 1,000 users kept the generator's core busy in pool bookkeeping while
+the target sat idle; pools of 32 users still spent 62 % of the generator's samples in
+`_assign_requests_to_connections` at 1,000 users (py-spy), and the streams of admitted jobs opened
+seconds late, so their results looked late."""
 
 
 async def run(client: httpx.AsyncClient, target: Target, load: Load, recorder: Recorder, stop_at: float) -> None:
