@@ -34,18 +34,14 @@ def _stack(spec: str, workers: int | dict[str, int], record_dir: Path) -> LocalS
 
 
 @pytest.fixture(scope="module")
-def image_stack(record_dir: Path) -> Iterator[LocalStack]:
-    stack = _stack("tests.apps.gradio_apps:image", 2, record_dir)
-    try:
-        yield stack
-    finally:
-        stack.stop()
+def image_stack(gradio_image_stack: LocalStack) -> LocalStack:
+    return gradio_image_stack  # shared with the page tests (tests/crossprocess/conftest.py)
 
 
 @pytest.fixture(scope="module")
 def blocks_stack(record_dir: Path) -> Iterator[LocalStack]:
     # Two workers where crossing workers is the point (a concurrency_id shared fleet-wide), one elsewhere.
-    stack = _stack("tests.apps.gradio_apps:blocks", {"first": 2, "second": 2}, record_dir)
+    stack = _stack("tests.apps.gradio_apps:blocks", {"first": 2}, record_dir)
     try:
         yield stack
     finally:
@@ -170,34 +166,31 @@ def test_gr_info_and_warning_reach_the_visitor_as_gradio_log_messages_before_the
     assert done["success"] and done["output"]["data"] == ["job7"]
 
 
-def test_chat_interface_streams_its_reply_and_keeps_the_sessions_history(record_dir: Path) -> None:
+def test_chat_interface_streams_its_reply_and_keeps_the_sessions_history(memory_chat_stack: LocalStack) -> None:
     """gradio_client's `/chat`-style call of a ChatInterface passes the message; the history is the
     session's gr.State, which Gradio keeps in its process and Surge in the state table, so each reply
     knows the earlier turns (as against Gradio: 0, 2, 4 earlier messages)."""
-    stack = _stack("tests.apps.gradio_apps:memory_chat", 1, record_dir)
-    try:
-        client = Client(stack.url, verbose=False)
-        job = client.submit("hi there", api_name="/recall")
-        outputs = [out for out in job]
-        assert job.result() == "0 earlier: hi there"
-        assert len(outputs) > 5 and outputs[0] != outputs[-1]
-        assert [client.predict(f"turn {i}", api_name="/recall") for i in (2, 3)] == [
-            "2 earlier: turn 2",
-            "4 earlier: turn 3",
-        ]
-        assert Client(stack.url, verbose=False).predict("new", api_name="/recall") == "0 earlier: new"
-        # The page's "Use via API" bash snippet, as Gradio's frontend writes it (its gr.State input left out).
-        u = stack.url
-        snippet = (
-            f"curl -s -X POST {u}/gradio_api/call/recall -H 'Content-Type: application/json' "
-            f"""-d '{{"data": ["Hello!!"]}}' | awk -F'"' '{{ print $4 }}' """
-            f"| xargs -I {{}} curl -s -N {u}/gradio_api/call/recall/{{}}"
-        )
-        said = subprocess.run(["bash", "-c", snippet], capture_output=True, text=True, timeout=60).stdout
-        assert said.rstrip().endswith('event: complete\ndata: ["0 earlier: Hello!!", null]')
-        assert 'event: generating\ndata: ["0 earlier: Hello!", null]' in said
-    finally:
-        stack.stop()
+    stack = memory_chat_stack
+    client = Client(stack.url, verbose=False)
+    job = client.submit("hi there", api_name="/recall")
+    outputs = [out for out in job]
+    assert job.result() == "0 earlier: hi there"
+    assert len(outputs) > 5 and outputs[0] != outputs[-1]
+    assert [client.predict(f"turn {i}", api_name="/recall") for i in (2, 3)] == [
+        "2 earlier: turn 2",
+        "4 earlier: turn 3",
+    ]
+    assert Client(stack.url, verbose=False).predict("new", api_name="/recall") == "0 earlier: new"
+    # The page's "Use via API" bash snippet, as Gradio's frontend writes it (its gr.State input left out).
+    u = stack.url
+    snippet = (
+        f"curl -s -X POST {u}/gradio_api/call/recall -H 'Content-Type: application/json' "
+        f"""-d '{{"data": ["Hello!!"]}}' | awk -F'"' '{{ print $4 }}' """
+        f"| xargs -I {{}} curl -s -N {u}/gradio_api/call/recall/{{}}"
+    )
+    said = subprocess.run(["bash", "-c", snippet], capture_output=True, text=True, timeout=60).stdout
+    assert said.rstrip().endswith('event: complete\ndata: ["0 earlier: Hello!!", null]')
+    assert 'event: generating\ndata: ["0 earlier: Hello!", null]' in said
 
 
 def test_a_gr_state_is_kept_per_session_across_workers(record_dir: Path) -> None:

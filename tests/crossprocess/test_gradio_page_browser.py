@@ -18,12 +18,8 @@ pytestmark = [pytest.mark.crossprocess, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    stack = LocalStack("tests.apps.gradio_apps:image", port=free_port()).start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
+def stack(gradio_image_stack: LocalStack) -> LocalStack:
+    return gradio_image_stack  # shared with the client tests (tests/crossprocess/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -56,25 +52,21 @@ def test_gradio_page_uploads_runs_and_shows_the_output_image(browser: Any, stack
     page.close()
 
 
-def test_a_chat_interface_chats_in_gradios_page_with_its_history(browser: Any) -> None:
+def test_a_chat_interface_chats_in_gradios_page_with_its_history(browser: Any, memory_chat_stack: LocalStack) -> None:
     """The chat box runs the page's own events (queue=False in Gradio) through the `page_events` lane, and
     the history lives in the session's gr.State: the second reply knows the first turn."""
-    stack = LocalStack("tests.apps.gradio_apps:memory_chat", port=free_port()).start()
-    try:
-        page = browser.new_page(viewport=DESKTOP)
-        refused: list[str] = []
-        page.on("response", lambda r: refused.append(r.url) if "/gradio_api/" in r.url and r.status >= 400 else None)
-        page.goto(stack.url + "/")
-        box = page.get_by_role("textbox").first
-        box.wait_for(timeout=30_000)
-        for message, reply in (("hello surge", "0 earlier: hello surge"), ("again", "2 earlier: again")):
-            box.fill(message)
-            box.press("Enter")
-            page.wait_for_function(f"() => document.body.innerText.includes({reply!r})", timeout=30_000)
-        assert not refused
-        page.close()
-    finally:
-        stack.stop()
+    page = browser.new_page(viewport=DESKTOP)
+    refused: list[str] = []
+    page.on("response", lambda r: refused.append(r.url) if "/gradio_api/" in r.url and r.status >= 400 else None)
+    page.goto(memory_chat_stack.url + "/")
+    box = page.get_by_role("textbox").first
+    box.wait_for(timeout=30_000)
+    for message, reply in (("hello surge", "0 earlier: hello surge"), ("again", "2 earlier: again")):
+        box.fill(message)
+        box.press("Enter")
+        page.wait_for_function(f"() => document.body.innerText.includes({reply!r})", timeout=30_000)
+    assert not refused
+    page.close()
 
 
 def test_an_interfaces_example_fills_its_inputs_in_gradios_page(browser: Any) -> None:
