@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from surge.application import load_app
 from surge.broker import Broker
 from surge.front import create_local_app, session_hub
-from surge.models import JobState, JoinBody
+from surge.models import Caller, Job, JobState, JoinBody
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionStream
 from surge.settings import Settings
@@ -139,12 +139,13 @@ def test_joins_waiting_for_their_turn_leave_the_streams_threads_free(aws: None) 
     admitted jobs could not read their sessions (at 1,000 users, results went undelivered for seconds)."""
     settings = settings_for("examples.demo_app:app", thread_pool_size=2, join_threads=1)
     service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
-    held = threading.Event()
+    held, entered = threading.Event(), threading.Event()
     admit = service.join
 
-    def join_held(body: JoinBody, caller: object = None) -> object:
+    def join_held(body: JoinBody, caller: Caller | None = None) -> Job:
+        entered.set()
         held.wait(30)
-        return admit(body, caller)  # type: ignore[arg-type]
+        return admit(body, caller)
 
     service.join = join_held  # type: ignore[method-assign]
     with TestClient(create_local_app(service, PollPolicy(empty_session_s=0.3))) as client:
@@ -155,7 +156,8 @@ def test_joins_waiting_for_their_turn_leave_the_streams_threads_free(aws: None) 
         codes: list[int] = []
         for join in joins:
             join.start()
-        time.sleep(0.5)  # one join holds the only turn, two wait for it
+        assert entered.wait(10), "a join holds the only turn"
+        time.sleep(0.5)  # and the other two wait for it (on the previous front: both pool threads taken)
         stream: list[str] = []
         reader = threading.Thread(
             target=lambda: stream.append(

@@ -500,7 +500,11 @@ class Worker:
             carried = candidates[job_id][1]
             if current is None or current.state in TERMINAL_STATES:
                 ended.extend(carried)
-            elif current.state is JobState.RUNNING and current.worker_id == self.worker_id and self._ride(carried):
+            elif (
+                current.state is JobState.RUNNING
+                and current.worker_id == self.worker_id
+                and self._ride(job_id, carried)
+            ):
                 riding.add(job_id)
             elif current.state is JobState.RUNNING and self._owner_gone(current):
                 again[job_id] = candidates[job_id][0].model_copy(
@@ -523,10 +527,9 @@ class Worker:
                 candidates.setdefault(message.job_id, (message.job(), []))[1].append(delivery)
         return poison, candidates
 
-    def _ride(self, copies: list[Delivery]) -> bool:
-        """Keep `copies` of a message in hand until the batch of this worker that runs their job is
+    def _ride(self, job_id: str, copies: list[Delivery]) -> bool:
+        """Keep `copies` of a message in hand until the batch of this worker that runs `job_id` is
         recorded; False when no batch here runs it any more."""
-        job_id = copies[0].message.job_id if copies[0].message is not None else ""
         with self.hand.lock:
             if job_id not in self.hand.running:
                 return False
