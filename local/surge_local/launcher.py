@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from surge.application import App, load_app
 from surge.settings import Settings
 from surge_local import ALSO_SERVED, FIDELITY_VARIABLE, SERVICES
+from surge_local.deadletter import DeadLetters
 from surge_local.provision import provision
 from surge_local.supervision import PARENT_PID_VARIABLE, exit_with_parent
 
@@ -110,6 +111,8 @@ class LocalStack:
     """Service ("sqs", "dynamodb") -> the URL of its emulator process, as this process reaches it."""
     route_aws: Callable[[str], str] | None = None
     """Given an emulator's URL, the URL the front and workers use instead (fault tests put a proxy there)."""
+    dead_letters: DeadLetters | None = None
+    """Fails the jobs SQS dead-letters, as DeadLetterFunction does on AWS."""
 
     @property
     def url(self) -> str:
@@ -152,6 +155,8 @@ class LocalStack:
         )
         self.settings = Settings(app_module=self.app_spec, **vars(resources), **tuning)
         self.env.update(self.settings.to_env())
+        names = [f.api_name for f in app.functions]
+        self.dead_letters = DeadLetters(self.settings, names, self.client("sqs"), self.client("dynamodb")).start()
         self._spawn(
             "front",
             [
@@ -209,6 +214,8 @@ class LocalStack:
         the emulators), then the front, then the emulators. Signalled all at once, a worker stopped
         mid-batch found the emulators gone, retried recording its results until the deadline and was
         killed: its batch was lost and every such stop took `timeout_s`."""
+        if self.dead_letters is not None:
+            self.dead_letters.stop()
         waves: list[list[subprocess.Popen[bytes]]] = [[], [], []]
         for name, process in self.processes.items():
             waves[2 if name.startswith("emulator:") else 1 if name == "front" else 0].append(process)

@@ -11,8 +11,9 @@ import pytest
 from gradio_client import Client
 from gradio_client.utils import QueueError
 
+from surge.deadletter import DEAD_LETTER_MESSAGE
 from surge_local.launcher import LocalStack, free_port
-from tests.crossprocess.helpers import counters, join, new_session, queue_depth, records, wait_until
+from tests.crossprocess.helpers import counters, join, messages, new_session, queue_depth, records, wait_until
 
 pytestmark = pytest.mark.crossprocess
 
@@ -121,6 +122,30 @@ def test_bad_input_gets_a_clear_4xx_and_leaves_no_trace(
     if detail:
         assert detail in response.json()["detail"]
     assert (counters(idle_stack), queue_depth(idle_stack, "wait")) == before
+
+
+def test_a_job_sqs_gives_up_on_fails_with_a_message_its_client_reads(idle_stack: LocalStack) -> None:
+    """Received and never finished until the queue's maxReceiveCount (a worker that dies on it each
+    time), the job's message moves to the dead-letter queue; the local stack then fails the job as
+    DeadLetterFunction does on AWS, instead of leaving its client waiting for ever."""
+    assert idle_stack.settings is not None
+    waiting = counters(idle_stack).waiting
+    session = new_session()
+    event_id = join(idle_stack, session, "instant", [1]).json()["event_id"]
+    sqs, url = idle_stack.client("sqs"), idle_stack.settings.queue_url("instant")
+    receives = 0
+    while receives <= 10:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=0, WaitTimeSeconds=0)
+        if not got.get("Messages"):
+            break  # past maxReceiveCount: SQS moved it to the dead-letter queue on this receive
+        receives += 1
+    assert receives == idle_stack.settings.max_attempts + 2, "the local queue's maxReceiveCount"
+
+    completed = [m for m in messages(idle_stack, session, timeout_s=30) if m["msg"] == "process_completed"]
+    assert [(m["event_id"], m["success"]) for m in completed] == [(event_id, False)]
+    assert completed[0]["output"]["error"] == DEAD_LETTER_MESSAGE
+    assert wait_until(lambda: counters(idle_stack).waiting == waiting, 10), "its place in the queue is given back"
+    assert queue_depth(idle_stack, "instant") == (0, 0)
 
 
 def test_concurrent_joins_never_overshoot_max_size(idle_stack: LocalStack) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -16,9 +17,11 @@ import pytest
 import surge
 from surge.application import Function
 from surge.broker import Delivery
+from surge.errors import Unavailable
 from surge.models import Job, JobState
 from surge.ports import WorkerStore
 from surge.settings import Settings
+from surge.store import Claim
 from surge.worker import Worker
 from tests.unit.fakes import InMemoryQueue, InMemoryStore, ManualClock, memory_settings
 
@@ -267,6 +270,39 @@ def test_a_job_whose_worker_died_runs_again_once_its_message_comes_back() -> Non
     assert done is not None and (done.state, done.attempt) == (JobState.COMPLETED, 2)
     assert _result(store, job)["output"]["data"] == ["ORPHAN"]
     assert queue.depth("shout") == 0
+
+
+class AnswerLost(InMemoryStore):
+    """The first claim is applied, and its answer lost on the way back (a connection reset mid-call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    def claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
+        outcome = super().claim(jobs, worker_id)
+        if not self.lost:
+            self.lost += 1
+            raise Unavailable("Claiming jobs failed; please try again shortly.")
+        return outcome
+
+
+def test_a_claim_whose_answer_was_lost_is_settled_by_its_worker_at_once() -> None:
+    """The claim was applied, so the job is running under this worker; to every other worker its owner
+    is alive, so only this one can take it back. It claims again in place: let go instead, the message
+    would go round the queue (here: hidden for the 60 s visibility timeout) and, received by the other
+    workers each time, end in the dead-letter queue with its job never run."""
+    served, store, queue = Served(), AnswerLost(), InMemoryQueue(visibility_timeout_s=60)
+    job = _join(store, queue, "shout", "lost")
+
+    _serve_until_drained(served, "shout", store, queue)
+
+    assert store.lost == 1 and store.calls["claim"] == 3  # lost, refused (running here), taken back
+    assert served.ran == ["lost"]
+    assert _result(store, job)["output"]["data"] == ["LOST"]
+    done = store.get_job(SESSION, job.job_id)
+    assert done is not None and done.state is JobState.COMPLETED
+    assert store.counters().waiting == 0
 
 
 def test_finished_messages_are_acknowledged_ten_to_a_call_not_one_call_per_job() -> None:

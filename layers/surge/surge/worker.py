@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from surge import protocol
@@ -478,9 +479,15 @@ class Worker:
         claimed: list[Job] = []
         riding: set[str] = set()
         while jobs:
-            outcome = self.store.claim(list(jobs.values()), self.worker_id)
+            # Retried in place, not let go: a claim whose answer was lost may have been applied, and then
+            # only this worker can take its jobs back (to the others their owner is alive), so their
+            # messages would go round the queue until SQS dead-letters them. Sent again, the claim finds
+            # them running here at no live run of ours and takes them at their current attempt.
+            claim = partial(self.store.claim, list(jobs.values()), self.worker_id)
+            outcome = self._retrying(claim, "claiming jobs", until_stop=True)
             claimed.extend(outcome.claimed)
-            jobs = self._takeovers(outcome.refused, candidates, riding)
+            takeovers = partial(self._takeovers, outcome.refused, candidates, riding)
+            jobs = self._retrying(takeovers, "claiming jobs", until_stop=True)
         with self.hand.lock:
             self.hand.running.update(job.job_id for job in claimed)
         mine = {job.job_id for job in claimed}
@@ -533,7 +540,9 @@ class Worker:
         with self.hand.lock:
             if job_id not in self.hand.running:
                 return False
-            self.hand.riders.setdefault(job_id, []).extend(copies)
+            riders = self.hand.riders.setdefault(job_id, [])
+            aboard = {d.message_id for d in riders}
+            riders.extend(d for d in copies if d.message_id not in aboard)  # a retried claim rides once
             return True
 
     def _owner_gone(self, job: Job) -> bool:
@@ -744,16 +753,19 @@ class Worker:
             self._acknowledge(at_least=RECEIVE_LIMIT, older_than_s=self.settings.ack_within_s)
         return finished
 
-    def _retrying(self, write: Callable[[], T]) -> T:
-        """Results are not thrown away: retry a write while AWS refuses (up to about a minute)."""
+    def _retrying(self, call: Callable[[], T], what: str = "recording results", until_stop: bool = False) -> T:
+        """Retry a call while AWS refuses (up to about a minute): results are not thrown away, and a
+        claim whose answer was lost is settled by the worker that sent it. The call must be safe to
+        repeat. `until_stop`: give up once the worker is stopping (it signs off, so its claims can be
+        taken over at once)."""
         delay = 0.1
         while True:
             try:
-                return write()
+                return call()
             except Unavailable:
-                if delay > 30:
+                if delay > 30 or (until_stop and self.stopping.is_set()):
                     raise
-                logger.warning("recording results failed; retrying in %.1f s", delay)
+                logger.warning("%s failed; retrying in %.1f s", what, delay)
                 time.sleep(delay)
                 delay *= 2
 
