@@ -163,6 +163,52 @@ def test_close_stream_follows_the_last_pending_completion_and_never_precedes_it(
     )
 
 
+class JoinDuringRead(InMemoryStore):
+    """A session log read whose answer is taken before a join of the session commits and is answered
+    (both in this process) and comes back after it: the read cannot have seen that job."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hub: SessionHub | None = None
+        self.joined: Job | None = None
+
+    def read_session(self, session_hash: str) -> list[Job]:
+        jobs = super().read_session(session_hash)
+        if self.joined is None and self.hub is not None:
+            with self.hub.joining(session_hash):
+                self.joined = _admit(self, session_hash, 1)
+        return jobs
+
+
+def test_a_join_answered_during_the_streams_read_keeps_the_stream_open_for_its_job() -> None:
+    """gradio_client tags the job with the reader open when its join returns: a stream that closed on the
+    read which missed the job would leave that call cancelled."""
+    store = JoinDuringRead()
+    session = "j" * 32
+    first = _admit(store, session, 0)
+    _run(store, first)  # done before the stream opens: its first read delivers it
+    hub = _hub(store)
+    store.hub = hub
+    stream = SessionStream(hub, session, FAST_POLL)
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        task = _reading(stream, seen)
+        await _until(lambda: store.joined is not None and len(seen) > 0, "the first read, and the join during it")
+        await asyncio.sleep(0.05)
+        assert not task.done(), "closed on a read that could not see the job joined meanwhile"
+        assert store.joined is not None
+        _run(store, store.joined)
+        await asyncio.wait_for(task, WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+
+    assert store.joined is not None
+    kinds = [(m["msg"], m["event_id"]) for m in seen]
+    assert kinds[-2:] == [("process_completed", store.joined.job_id), ("close_stream", None)]
+    assert kinds.count(("close_stream", None)) == 1
+
+
 def test_a_far_back_job_that_runs_out_of_line_is_delivered_after_its_finish_notice() -> None:
     """SQS keeps no order: a worker may take a job from the back of the line. Its session is not read on
     a schedule, so the worker's finish notice (read once per tick for all sessions) is what wakes it."""

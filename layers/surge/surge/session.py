@@ -246,6 +246,8 @@ class SessionHub:
         """Counters reads made so far (one per tick, whatever the number of sessions)."""
         self._soon: asyncio.Event | None = None
         self._joins: dict[str, int] = {}
+        self._joined: dict[str, int] = {}
+        """Per session with a stream here, how many joins of it this process has finished serving."""
         self._forgetting: dict[str, set[str]] = {}
         self._joins_lock = threading.Lock()
         self._finished_after: dict[str, str] = {}
@@ -264,6 +266,8 @@ class SessionHub:
             streams.remove(stream)
         if not streams:
             self.open.pop(stream.session_hash, None)
+            with self._joins_lock:
+                self._joined.pop(stream.session_hash, None)
 
     @contextmanager
     def joining(self, session_hash: str) -> Iterator[None]:
@@ -285,6 +289,8 @@ class SessionHub:
                     self._joins[session_hash] = left
                 else:
                     del self._joins[session_hash]
+                if session_hash in self.open:
+                    self._joined[session_hash] = self._joined.get(session_hash, 0) + 1
             self.poke(session_hash)
 
     def forgetting(self, session_hash: str, job_ids: list[str], started: bool) -> None:
@@ -329,6 +335,13 @@ class SessionHub:
 
     def is_joining(self, session_hash: str) -> bool:
         return session_hash in self._joins
+
+    def joins_served(self, session_hash: str) -> int:
+        """Joins of this session served here while it had a stream here: a stream compares the figure
+        from before a read with the one after it, since a join that ended during the read may have
+        committed after the read saw the log (its poke can reach the loop after the read's answer)."""
+        with self._joins_lock:
+            return self._joined.get(session_hash, 0)
 
     def poke(self, session_hash: str) -> None:
         """Something happened to this session here (a join, a cancel): its streams read its log now.
@@ -541,11 +554,14 @@ class SessionStream:
         while time.monotonic() - opened < self.hub.settings.stream_max_s:
             if time.monotonic() >= next_read or self.wake.is_set():
                 self.wake.clear()
+                joins = self.hub.joins_served(self.session_hash)
                 news = await self._read()
                 for message in news:
                     yield message
                 last_read = time.monotonic()
-                if self._finished(last_read - opened):
+                if self.hub.joins_served(self.session_hash) != joins:
+                    self.wake.set()  # a join ended during the read, which may have missed it: read again
+                elif self._finished(last_read - opened):
                     # `close_stream` right behind the last completion, as Gradio sends it: the client's
                     # next join must not reach a reader that is about to close. The delivered jobs are
                     # forgotten after that frame but before the response ends (on Lambda nothing runs
