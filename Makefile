@@ -10,7 +10,7 @@ WORKERS ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck sam-check clean chaos bench bench-profile bench-streams preflight smoke
+.PHONY: run test test-ready lint typecheck sam-check clean chaos bench bench-profile bench-streams preflight smoke
 
 $(VENV)/.installed: requirements-dev.txt layers/surge/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,7 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 
 # The deployable stack, offline: lint both templates, then build every Lambda and layer for the
 # Lambda runtime (Python 3.12, arm64) without Docker.
-sam-check: $(SAM_VENV)/.installed
+sam-check: $(SAM_VENV)/.installed $(VENV)/.installed
 	$(SAM) validate --lint --region us-east-1
 	$(SAM_VENV)/bin/cfn-lint gpu_worker/service.yaml
 	$(SAM) build --build-dir .aws-sam/build
@@ -73,7 +73,11 @@ smoke: $(VENV)/.installed
 	@test -n "$(URL)" || { echo "usage: make smoke URL=https://....execute-api.REGION.amazonaws.com/live/"; exit 2; }
 	$(PY) -m tools.smoke "$(URL)" $(SMOKE_ARGS)
 
-test: $(VENV)/.installed $(VENV)/.model-installed $(CHROMIUM) $(JS_MODULES) lint typecheck sam-check
+# The set-up and the static checks run side by side (the two venvs install at once); then the tests.
+test-ready: $(VENV)/.installed $(VENV)/.model-installed $(CHROMIUM) $(JS_MODULES) lint typecheck sam-check
+
+test:
+	$(MAKE) -j3 --output-sync=target --no-print-directory test-ready
 	$(PY) -m pytest -q
 
 chaos: $(VENV)/.installed
