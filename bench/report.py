@@ -415,7 +415,9 @@ def write(out: Path, meta: dict[str, Any], cells: Sequence[Any], client_cells: S
         f"Measured {meta['when']} on {meta['machine']}; load average (1 / 5 / 15 min) before {load}, after "
         f"{load_after} (the machine is shared; per group in [Machine load](#machine-load)). Whole run "
         f"{meta['run_s']:.0f} s. Each cell: {meta['warmup_s']:g} s warm-up, "
-        f"{meta['duration_s']:g} s measured, then requests in flight get up to {meta['drain_s']:g} s to finish. "
+        f"{meta['duration_s']:g} s measured (at least {meta.get('batches_per_window', 1)} model calls of the "
+        "workload, so `slow_model`'s 1 s batches get 20 s: a batch ends all at once), then requests in flight "
+        f"get up to {meta['drain_s']:g} s to finish. "
         f'A user refused with "queue full" waits {meta["reject_backoff_s"]:g} s (±50 %) and retries. Client, '
         "servers and emulator all share the same cores: absolute figures are this machine's, the comparison is "
         "the point.",

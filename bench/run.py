@@ -42,6 +42,16 @@ class Group:
     users: tuple[int, ...]
 
 
+BATCHES_PER_WINDOW = 20
+"""A window lasts at least this many model calls of its workload: a call finishes its whole batch at once,
+so a window of 8 one-second batches counts 7 or 8 of them (88 or 100 % of what the device did), and a
+longer one bounds that edge to a twentieth."""
+
+
+def window_s(workload: str, duration_s: float) -> float:
+    return max(duration_s, BATCHES_PER_WINDOW * WORKLOADS[workload].fixed_s)
+
+
 def plan(full: bool) -> list[Group]:
     """Every workload at K = 1 over all user counts; K = 2, 4 at 256 users where the device bounds throughput."""
     users = tuple(USERS) if full else (1, 64, 256)
@@ -244,7 +254,14 @@ def main() -> None:
                         else:
                             cell = asyncio.run(
                                 measure(
-                                    running, group, users, warmup, duration, args.drain, device_log, args.reject_backoff
+                                    running,
+                                    group,
+                                    users,
+                                    warmup,
+                                    window_s(group.workload, duration),
+                                    args.drain,
+                                    device_log,
+                                    args.reject_backoff,
                                 )
                             )
                             cells.append(cell)
@@ -270,6 +287,7 @@ def main() -> None:
         "run_s": time.monotonic() - started,
         "warmup_s": warmup,
         "duration_s": duration,
+        "batches_per_window": BATCHES_PER_WINDOW,
         "drain_s": args.drain,
         "reject_backoff_s": args.reject_backoff,
         "client_warmup_s": client_warmup,
