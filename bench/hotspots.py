@@ -64,9 +64,9 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="surge-profile-"))
     args.out.mkdir(parents=True, exist_ok=True)
+    for folder in ("devices", "calls"):
+        (work / folder).mkdir(exist_ok=True)
     running = targets.start_surge(args.workload, args.workers, work / "devices", work / "calls")
-    (work / "devices").mkdir()
-    (work / "calls").mkdir()
     spies: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
     try:
         recorder = loadgen.Recorder()
