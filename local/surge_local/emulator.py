@@ -54,6 +54,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -96,9 +97,12 @@ def _atomic(call_action: Callable[[DynamoHandler], Any]) -> Callable[[DynamoHand
             if refusal:
                 return refusal
             try:
-                return call_action(self)
+                response = call_action(self)
             finally:
-                fidelity.applied()
+                answer_in = fidelity.applied()
+        if answer_in > 0:
+            time.sleep(answer_in)  # a transaction is answered when it ends (see surge_local.fidelity)
+        return response
 
     locked.__surge_atomic__ = True  # type: ignore[attr-defined]
     return locked

@@ -3,6 +3,7 @@ lacks, answered with DynamoDB's own errors (moto in-process, the same request pa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -162,3 +163,17 @@ def test_the_sdks_standard_retry_recovers_from_throttling(fidelity: Any) -> None
         retries += response["ResponseMetadata"]["RetryAttempts"]
     assert retries > 0, "some writes were throttled and retried"
     assert client.get_item(TableName="state", Key=_key("hot"))["Item"]["n"] == {"N": "29"}
+
+
+def test_a_transaction_is_answered_when_it_ends_so_a_call_that_follows_its_answer_never_meets_it(
+    fidelity: Any,
+) -> None:
+    """A worker claims a job right after receiving the message its join sent once the join's transaction
+    was answered: DynamoDB has committed that transaction by then, so the claim cannot conflict with it."""
+    fidelity(conflict_window_s=0.05)
+    client = _client()
+    started = time.monotonic()
+    client.transact_write_items(TransactItems=[_add("counters"), _add("job-1")])
+    assert time.monotonic() - started >= 0.05, "answered when its window ends"
+    client.transact_write_items(TransactItems=[_add("job-1"), _add("counters")])  # the claim that follows
+    assert (_count(client, "counters"), _count(client, "job-1")) == (2, 2)
