@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from surge.models import JobMessage
+from surge.store import Store
 from surge_local.launcher import LocalStack, free_port
 from tests.chaos.harness import (
     Figures,
@@ -130,6 +132,7 @@ def duplicate_delivery(chaos: ChaosStack, jobs: int) -> Figures:
     settings = chaos.stack.settings
     assert settings is not None
     sqs = chaos.stack.client("sqs")
+    store = Store(settings, client=chaos.stack.client("dynamodb"))
     tags = [f"dup{secrets.token_hex(3)}-{i}" for i in range(jobs)]
 
     async def main() -> None:
@@ -145,8 +148,14 @@ def duplicate_delivery(chaos: ChaosStack, jobs: int) -> Figures:
                     response = await http.post("/gradio_api/queue/join", json=body)
                 event_id = response.json()["event_id"]
                 ledger.admitted[event_id] = tag
+                # The job's own message, as the join sent it (a body that is not a job's message would be
+                # dead-lettered as poison, and test nothing of the claim).
+                job = store.get_job(session, event_id)
+                assert job is not None, "an admitted job is in the store"
                 for _ in range(2):
-                    sqs.send_message(QueueUrl=settings.queue_url("pair"), MessageBody=json.dumps({"job_id": event_id}))
+                    sqs.send_message(
+                        QueueUrl=settings.queue_url("pair"), MessageBody=JobMessage.of(job).model_dump_json()
+                    )
             async with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
                 buffer = ""
                 async for chunk in stream.aiter_text():
