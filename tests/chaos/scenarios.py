@@ -149,13 +149,13 @@ def duplicate_delivery(chaos: ChaosStack, jobs: int) -> Figures:
                 event_id = response.json()["event_id"]
                 ledger.admitted[event_id] = tag
                 # The job's own message, as the join sent it (a body that is not a job's message would be
-                # dead-lettered as poison, and test nothing of the claim).
+                # dead-lettered as poison, and test nothing of the claim). Its inputs are the join's: the
+                # item of a job that has already finished no longer carries them.
                 job = store.get_job(session, event_id)
                 assert job is not None, "an admitted job is in the store"
+                body = JobMessage.of(job.model_copy(update={"data": [tag]})).model_dump_json()
                 for _ in range(2):
-                    sqs.send_message(
-                        QueueUrl=settings.queue_url("pair"), MessageBody=JobMessage.of(job).model_dump_json()
-                    )
+                    sqs.send_message(QueueUrl=settings.queue_url("pair"), MessageBody=body)
             async with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
                 buffer = ""
                 async for chunk in stream.aiter_text():
