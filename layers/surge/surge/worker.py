@@ -44,6 +44,8 @@ statistics need no write per short batch)."""
 RECORDING_AHEAD = 2
 """Finished batches that may wait for their results to be written while the loop runs the next."""
 
+IDLE_PAUSE_S = 0.05
+"""With no long poll (`poll_wait_s` = 0), how long a loop that received nothing waits before the next look."""
 PARK_LIMIT = 100
 """Jobs one worker keeps in hand, unclaimed, while their event's limit is full here (`Function.reserve`).
 Parked messages stay invisible under the heartbeat and are received once: leaving them in the queue
@@ -268,6 +270,11 @@ class Worker:
                     ahead = self.ahead.submit(self._gather)
                 if deliveries:
                     self._process(deliveries)
+                elif self.settings.poll_wait_s == 0:
+                    # No long poll to wait in (tests set none): an idle loop must not spin, or its receives
+                    # take the GIL from the call running beside it (each of the call's I/O waits then
+                    # costs a switch interval: a 1.5 s step took 12 s).
+                    self.stopping.wait(IDLE_PAUSE_S)
                 backoff = 0.1
             except Unavailable as error:
                 logger.warning("AWS call failed (%s); backing off %.1f s", error.detail, backoff)
