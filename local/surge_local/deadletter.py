@@ -7,13 +7,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from surge.deadletter import SqsRecord, fail_dead_lettered
 from surge.errors import Unavailable
 from surge.observer import Observer
 from surge.settings import Settings
 from surge.store import Store, aws_errors
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
 
 logger = logging.getLogger("surge.local.deadletter")
 
@@ -25,8 +29,7 @@ emulator thread and about one call a second for the whole app, whatever its numb
 class DeadLetters:
     """Drains every function's dead-letter queue on one thread; `stop()` ends it (within one poll)."""
 
-    def __init__(self, settings: Settings, api_names: Sequence[str], sqs: Any, dynamodb: Any) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, api_names: Sequence[str], sqs: SQSClient, dynamodb: DynamoDBClient) -> None:
         self.urls = [settings.dead_letter_queue_url(name) for name in api_names]
         self.sqs = sqs
         self.store = Store(settings, client=dynamodb)

@@ -56,7 +56,6 @@ THROTTLED_MESSAGE = (
 class _Hold:
     arrived: float
     connection: str | None
-    done: float = math.inf
 
 
 @dataclass
@@ -101,12 +100,9 @@ class Fidelity:
         """The request `check` let through has been applied: its transaction's items are free after the window.
         Returns the seconds until then, which the emulator waits (outside its lock) before answering."""
         now = self.clock()
-        answer_in = 0.0
-        for hold in self._running:
-            hold.done = now
-            answer_in = max(answer_in, hold.arrived + self.conflict_window_s - now)
+        answer_in = max((hold.arrived + self.conflict_window_s - now for hold in self._running), default=0.0)
         self._running = []
-        return answer_in
+        return max(0.0, answer_in)
 
     def _overlaps(self, key: Key, request: _Hold) -> bool:
         hold = self.holds.get(key)
