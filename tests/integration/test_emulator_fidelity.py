@@ -177,3 +177,41 @@ def test_a_transaction_is_answered_when_it_ends_so_a_call_that_follows_its_answe
     assert time.monotonic() - started >= 0.05, "answered when its window ends"
     client.transact_write_items(TransactItems=[_add("job-1"), _add("counters")])  # the claim that follows
     assert (_count(client, "counters"), _count(client, "job-1")) == (2, 2)
+
+
+def test_joins_of_one_process_never_conflict_with_each_other_on_a_shard(fidelity: Any, demo: Any) -> None:
+    """A crowd joining through one front process: each join is one transaction (two at once on a shard's
+    item would cancel each other, and each cancelled try is billed), and the count is exact."""
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    from surge.models import Job, JobState
+    from surge.store import Store
+
+    fidelity(conflict_window_s=0.02)
+    settings = demo[1].model_copy(update={"admission_shards": 2})
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb.*", count)  # type: ignore[union-attr]
+    front = Store(settings)
+
+    def join(i: int) -> None:
+        job = Job(
+            job_id=f"job{i:03d}",
+            session_hash=f"session{i:03d}",
+            api_name="echo",
+            group="echo",
+            state=JobState.WAITING,
+            data=["x"],
+            created_at=time.time(),
+        )
+        front.admit(job, 100, 1)
+
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(join, range(36)))
+    assert Store(settings).counters().waiting == 36
+    assert calls["TransactWriteItems"] == 36, calls
