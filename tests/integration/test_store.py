@@ -88,6 +88,40 @@ def test_admission_over_several_shards_never_exceeds_max_size_and_every_shard_dr
     assert store.counters().waiting == len(again) == max_size
 
 
+def test_a_claim_writes_one_counters_item_whichever_shards_its_jobs_came_from(demo: tuple[App, Settings]) -> None:
+    """A batch's jobs were counted in every shard: its claim's transaction holds the jobs and one counters
+    item (the worker's), not one per shard; claims by several workers and a cancel still drain every
+    shard and every group's head exactly."""
+    from typing import Any
+
+    import boto3
+
+    settings = demo[1].model_copy(update={"admission_shards": 4})
+    store = Store(settings)
+    jobs = [store.admit(new_job(f"j{i:02d}", group="a" if i % 3 else "b"), None, 1) for i in range(24)]
+    assert len({job.shard for job in jobs[:8]}) > 1, "joins spread over the shards"
+    sizes: list[int] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        sizes.append(len(params["TransactItems"]))
+
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.dynamodb.TransactWriteItems", count)  # type: ignore[union-attr]
+    workers = Store(settings)
+    assert len(workers.claim(jobs[:8], "worker-one").claimed) == 8
+    assert len(workers.claim(jobs[8:20], "worker-two").claimed) == 12
+    assert sizes == [8 + 1, 12 + 1]
+    assert [shard.waiting for shard in store.counters().shards] == [
+        sum(1 for job in jobs[20:] if job.shard == i) for i in range(4)
+    ]
+    for job in jobs[20:]:
+        assert store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id))
+    counters = store.counters()
+    assert [shard.waiting for shard in counters.shards] == [0, 0, 0, 0]
+    assert counters.queue_size("a") == counters.queue_size("b") == 0
+    assert [shard.head for shard in counters.shards] == [shard.tail for shard in counters.shards]
+
+
 def test_a_retried_admission_counts_once(demo: tuple[App, Settings]) -> None:
     store = Store(demo[1])
     job = new_job("j1")

@@ -1,10 +1,14 @@
 """Admission: the sharded counters (how many jobs joined and left, app-wide and per group).
 
-Each shard is two items of the state table: `counters#<n>` / `in`, written only by joins (`joined`,
-`tail_<group>`), and `counters#<n>` / `out`, written only by the claims and cancels that take jobs out
-of the line (`left`, `head_<group>`). Joins and claims therefore never touch the same item, so they
-never cancel each other's transactions (DynamoDB cancels concurrent transactions on one item), and a
-hot shard takes joins and claims at its full write rate.
+Each shard `<n>` counts in two kinds of item of the state table: `counters#<n>` / `in`, written only by
+joins (`joined`, `tail_<group>`), and the `out` items, written only by the claims and cancels that take
+jobs out of the line: `counters#<k>` / `out` holds, per shard `<n>`, `left:<n>` and `head:<n>:<group>`,
+and a shard's count of jobs that left is the sum over every `out` item. A claim writes the one `out`
+item of its worker (`out_item`), whichever shards its batch's jobs were counted in, and a cancel the
+one of its job's shard. Joins and claims therefore never touch the same item, so they never cancel each
+other's transactions (DynamoDB cancels concurrent transactions on one item); a hot shard takes joins
+at its full write rate; workers' claims spread over the `out` items; and a claim's transaction pays for
+one counters item, not one per shard its batch came from.
 
 `max_size` is split exactly between the shards. A join's condition is `joined < share + left`, with
 `left` from a recent read: `left` only grows, so a stale value is stricter, never looser. A join tries
@@ -27,6 +31,7 @@ import hashlib
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,31 +140,38 @@ def shard_caps(max_size: int, shards: int) -> list[int]:
     return [max_size // shards + (1 if i < max_size % shards else 0) for i in range(shards)]
 
 
-def leave_items(transaction: Transaction, settings_table: str, jobs: list[Job]) -> None:
-    """Add to `transaction` the counter updates for waiting `jobs` that leave the line (one per shard)."""
-    by_shard: dict[int, dict[str, int]] = {}
+def out_item(worker_id: str, shards: int) -> int:
+    """The `out` item a worker's claims count in: one per worker, spread over the shards' `out` items."""
+    return zlib.crc32(worker_id.encode()) % shards
+
+
+def leave_items(transaction: Transaction, settings_table: str, jobs: list[Job], out: int) -> None:
+    """Add to `transaction` the one counter update, on `out` item `out`, for waiting `jobs` that leave
+    the line (whichever shards they were counted in)."""
+    if not jobs:
+        return
+    counts: dict[tuple[int, str | None], int] = {}
     for job in jobs:
-        groups = by_shard.setdefault(job.shard, {})
-        groups[job.group] = groups.get(job.group, 0) + 1
-    for shard, groups in sorted(by_shard.items()):
-        names = {"#l": "left"}
-        values: dict[str, Any] = {":all": n(sum(groups.values()))}
-        parts = ["#l :all"]
-        for i, (group, count) in enumerate(sorted(groups.items())):
-            names[f"#h{i}"] = f"head_{group}"
-            values[f":c{i}"] = n(count)
-            parts.append(f"#h{i} :c{i}")
-        transaction.add(
-            f"counters#{shard}",
-            "Update",
-            {
-                "TableName": settings_table,
-                "Key": shard_key(shard, "out"),
-                "UpdateExpression": "ADD " + ", ".join(parts),
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
-            },
-        )
+        for key in ((job.shard, None), (job.shard, job.group)):
+            counts[key] = counts.get(key, 0) + 1
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    parts = []
+    for i, ((shard, group), count) in enumerate(sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))):
+        names[f"#c{i}"] = f"left:{shard}" if group is None else f"head:{shard}:{group}"
+        values[f":c{i}"] = n(count)
+        parts.append(f"#c{i} :c{i}")
+    transaction.add(
+        f"counters#{out}",
+        "Update",
+        {
+            "TableName": settings_table,
+            "Key": shard_key(out, "out"),
+            "UpdateExpression": "ADD " + ", ".join(parts),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        },
+    )
 
 
 class AdmissionStore(Table):
@@ -306,15 +318,21 @@ class AdmissionStore(Table):
             for item in response["Responses"].get(self.settings.state_table_name, []):
                 found[(int(item["pk"]["S"].split("#", 1)[1]), item["sk"]["S"])] = item
             request = response.get("UnprocessedKeys") or {}
-        return Counters(shards=[shard_of(found.get((i, "in"), {}), found.get((i, "out"), {})) for i in range(shards)])
+        outs = [found.get((i, "out"), {}) for i in range(shards)]
+        return Counters(shards=[shard_of(i, found.get((i, "in"), {}), outs) for i in range(shards)])
 
 
-def shard_of(joined: dict[str, Any], left: dict[str, Any]) -> Shard:
-    shard = Shard(joined=int(joined.get("joined", {}).get("N", 0)), left=int(left.get("left", {}).get("N", 0)))
+def shard_of(shard: int, joined: dict[str, Any], outs: list[dict[str, Any]]) -> Shard:
+    """Shard `shard` from its `in` item and every `out` item (see the module's docstring)."""
+    counted = Shard(joined=int(joined.get("joined", {}).get("N", 0)))
     for key, value in joined.items():
         if key.startswith("tail_"):
-            shard.tail[key[5:]] = int(value["N"])
-    for key, value in left.items():
-        if key.startswith("head_"):
-            shard.head[key[5:]] = int(value["N"])
-    return shard
+            counted.tail[key[5:]] = int(value["N"])
+    left_key, head_prefix = f"left:{shard}", f"head:{shard}:"
+    for out in outs:
+        counted.left += int(out.get(left_key, {}).get("N", 0))
+        for key, value in out.items():
+            if key.startswith(head_prefix):
+                group = key[len(head_prefix) :]
+                counted.head[group] = counted.head.get(group, 0) + int(value["N"])
+    return counted

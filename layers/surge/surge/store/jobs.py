@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from surge.errors import Unavailable
 from surge.models import Job, JobState
-from surge.store.admission import leave_items
+from surge.store.admission import leave_items, out_item
 from surge.store.aws import TRANSACTION_LIMIT, Table, Transaction, aws_errors, n, s
 from surge.store.schema import compact, job_item, job_key, job_of
 
@@ -65,8 +65,8 @@ class JobStore(Table):
     # ---- claim -----------------------------------------------------------------------------------
 
     def claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
-        """Claim in transactions of at most `TRANSACTION_LIMIT` items (jobs plus the shards they leave)."""
-        per_transaction = TRANSACTION_LIMIT - self.settings.admission_shards
+        """Claim in transactions of at most `TRANSACTION_LIMIT` items (jobs plus the counters item)."""
+        per_transaction = TRANSACTION_LIMIT - 1
         claimed: list[Job] = []
         refused: dict[str, Job | None] = {}
         for start in range(0, len(jobs), per_transaction):
@@ -87,8 +87,12 @@ class JobStore(Table):
             transaction = Transaction("Claiming jobs")
             for job in pending:
                 transaction.add(job.job_id, "Update", self._claim_update(job, worker_id, now))
+            waiting = [j for j in pending if j.state is JobState.WAITING]
             leave_items(
-                transaction, self.settings.state_table_name, [j for j in pending if j.state is JobState.WAITING]
+                transaction,
+                self.settings.state_table_name,
+                waiting,
+                out_item(worker_id, self.settings.admission_shards),
             )
             outcome = transaction.commit(self.client)
             if outcome is None:
@@ -287,7 +291,7 @@ class JobStore(Table):
                 },
             },
         )
-        leave_items(transaction, self.settings.state_table_name, [job])
+        leave_items(transaction, self.settings.state_table_name, [job], job.shard)
         return transaction.commit(self.client) is None
 
     def fail_abandoned(self, job: Job, body: dict[str, Any]) -> bool:
