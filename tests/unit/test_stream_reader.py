@@ -163,6 +163,33 @@ def test_close_stream_follows_the_last_pending_completion_and_never_precedes_it(
     )
 
 
+def test_a_running_jobs_result_is_read_when_its_batch_is_due_not_a_whole_poll_interval_later() -> None:
+    """The read that sees a job start is followed by one at its expected end (its start plus the
+    function's batch time, here the 0.5 s hint), however long the stream's least poll interval (2 s)."""
+    store = InMemoryStore()
+    session = "r" * 32
+    job = _admit(store, session, 0)
+    (running,) = store.claim([job], "worker-1").claimed
+    stream = SessionStream(_hub(store), session, PollPolicy(min_s=2.0, max_s=2.0))
+    seen: list[dict[str, Any]] = []
+    at: dict[str, float] = {}
+
+    async def watch() -> None:
+        task = _reading(stream, seen)
+        await _until(lambda: any(m["msg"] == "process_starts" for m in seen), "the job's start")
+        at["starts"] = time.monotonic()
+        done = protocol.completed(job.job_id, ["X0"], 0.01, None)
+        store.finish([Completion(running, JobState.COMPLETED, done)], held=True)
+        await asyncio.wait_for(task, WAIT_LIMIT_S)
+        at["completed"] = time.monotonic()
+
+    asyncio.run(watch())
+
+    assert [m["msg"] for m in seen][-2:] == ["process_completed", "close_stream"]
+    assert at["completed"] - at["starts"] < 1.5, "read at the batch's expected end, not 2 s after the last read"
+    assert store.calls["read_session"] == 2
+
+
 class JoinDuringRead(InMemoryStore):
     """A session log read whose answer is taken before a join of the session commits and is answered
     (both in this process) and comes back after it: the read cannot have seen that job."""

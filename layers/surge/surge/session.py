@@ -62,6 +62,9 @@ class PollPolicy:
     streaming_max_s: float = 0.1
     """While a generator or a progress-reporting function runs: its output is shown as it comes."""
     backoff: float = 1.5
+    due_min_s: float = 0.005
+    """After a read that saw a job run (or change), the least gap before the read at its expected end:
+    a quick job's result is read when it is due, not a whole `min_s` later."""
     empty_session_s: float = 10.0
     """How long a stream with no job of its session stays open, reading, before it closes."""
     outage_retry_s: float = 1.0
@@ -646,7 +649,11 @@ class SessionStream:
         running = self.view.running()
         counters = self.hub.counters[1] if self.hub.counters else None
         if running:
-            return last_read + max(interval, self._expected_in_s(running), self._late_poll_s(running))
+            expected = self._expected_in_s(running)
+            if expected is not None and interval <= self.poll.min_s:
+                # The read that saw it start: look again when the batch is expected to be recorded.
+                return last_read + max(self.poll.due_min_s, expected)
+            return last_read + max(interval, expected or 0.0, self._late_poll_s(running))
         if self.view.at_front(counters, self.hub.short_line):
             # Next in line: it starts within about a batch (the one running ahead of it).
             return last_read + max(interval, min(self.poll.max_s, self._front_wait_s()))
@@ -671,13 +678,14 @@ class SessionStream:
             return 0.0
         return min(LATE_POLL_MAX_S, min(s for s in times if s is not None) / 8)
 
-    def _expected_in_s(self, running: list[Job]) -> float:
-        """How long until the soonest running job is expected to finish (0 when unknown or late)."""
+    def _expected_in_s(self, running: list[Job]) -> float | None:
+        """How long until the soonest running job is expected to be recorded (0 when late; None when not
+        known: a batch time not yet measured, or output that streams)."""
         lefts = []
         for job in running:
             batch_s = None if self.hub.streaming(job.api_name) else self.hub.batch_s(job.api_name)
             if batch_s is None or job.started_at is None:
-                return 0.0
+                return None
             lefts.append(job.started_at + batch_s - time.time())
         return max(0.0, min(lefts, default=0.0))
 
