@@ -15,13 +15,10 @@ one counters item, not one per shard its batch came from.
 the shards with room by that read, most room first; when none is left it reads afresh once more, and
 only then is the queue full, so a full queue costs reads, not refused transactions.
 
-Within one process, a shard's item carries one join's transaction at a time: two at once would only
-cancel each other (`TransactionConflict`: each cancelled try is billed and retried), so a join waits for a
-free shard of its process instead (`Gate.take`); only joins of other processes can conflict. Nor do joins
-stampede a nearly full queue: a shard is tried only while it has room by the process's read (less the
-joins of this process counted since), a shard whose condition refused a join counts as full until the
-next read, and the joins that find no room share one fresh read (`FRESH_SHARE_S`). A crowd refused at
-the door costs the process and DynamoDB almost nothing, as in Gradio, where a full queue is a length
+Within one process, joins do not stampede a nearly full queue: a shard is tried by at most as many joins
+at once as it has room by the process's read, a shard whose condition refused a join counts as full until
+the next read, and the joins that find no room share one fresh read (`FRESH_SHARE_S`). A crowd refused
+at the door costs the process and DynamoDB almost nothing, as in Gradio, where a full queue is a length
 check.
 """
 
@@ -54,57 +51,31 @@ read only spreads joins, and the transaction's condition stays exact whatever th
 FRESH_SHARE_S = 0.05
 """Joins that found no room by the recent read share a fresh read made this recently."""
 
-TAKE_WAIT_S = 10.0
-"""How long a join waits for a shard that no other join of its process is trying before it gives up
-with a 503 (at one transaction per shard at a time, a process admits about shards / latency a second)."""
-
 _GATES = threading.Lock()
 
 
 @dataclass
 class _Gate:
-    """One process's view of the shards for its joins: the last read, and the shards a join is trying."""
+    """One process's view of the shards for its joins: the last read, and the joins trying each shard."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     reading: threading.Lock = field(default_factory=threading.Lock)
     counted: tuple[float, list[tuple[int, int]]] | None = None
     tails: list[dict[str, int]] = field(default_factory=list)
     """Each shard's tails per group at the last read: the jobs counted before any join made after it."""
-    trying: set[int] = field(default_factory=set)
-    freed: threading.Condition = field(init=False)
+    trying: dict[int, int] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.freed = threading.Condition(self.lock)
-
-    def take(self, order: list[int], caps: list[int] | None) -> int | None:
-        """The first shard of `order` with room (by the last read, `caps` None: no limit) and no join of
-        this process trying it, marked as tried; waits while every shard with room is being tried here.
-        None when no shard of `order` has room."""
-        deadline = time.monotonic() + TAKE_WAIT_S
-        with self.freed:
-            while True:
-                roomy = [shard for shard in order if caps is None or self._room(shard, caps[shard]) > 0]
-                if not roomy:
-                    return None
-                for shard in roomy:
-                    if shard not in self.trying:
-                        self.trying.add(shard)
-                        return shard
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise Unavailable("Admission is busy; please try again shortly.")
-                self.freed.wait(remaining)
-
-    def _room(self, shard: int, cap: int) -> int:
-        if self.counted is None:
-            return 1
-        joined, left = self.counted[1][shard]
-        return cap + left - joined
+    def reserve(self, shard: int, room: int | None) -> bool:
+        """Whether a join may try `shard`: fewer joins of this process are trying it than it has room."""
+        with self.lock:
+            if room is not None and room - self.trying.get(shard, 0) <= 0:
+                return False
+            self.trying[shard] = self.trying.get(shard, 0) + 1
+            return True
 
     def release(self, shard: int) -> None:
-        with self.freed:
-            self.trying.discard(shard)
-            self.freed.notify_all()
+        with self.lock:
+            self.trying[shard] -= 1
 
     def joined(self, shard: int) -> None:
         """A join of this process was counted in the shard: one less room there until the next read."""
@@ -196,7 +167,7 @@ class AdmissionStore(Table):
         if max_size is None:
             order = list(range(shards))
             random.shuffle(order)
-            placed = self._place(job, order, [None] * shards, None)
+            placed = self._place(job, order, [None] * shards, [None] * shards)
             if placed is None:
                 raise QueueFull(0, 0, retry_after_s)  # an unconditional count is never refused
             return placed
@@ -206,9 +177,10 @@ class AdmissionStore(Table):
             # item); the transaction's condition itself stays exact.
             shard_counts = self._counts(fresh, caps)
             job = self._with_ahead(job)
-            with_room = [i for i, (joined, left) in enumerate(shard_counts) if caps[i] + left - joined > 0]
+            rooms: list[int | None] = [caps[i] + left - joined for i, (joined, left) in enumerate(shard_counts)]
+            with_room = [i for i, room in enumerate(rooms) if room is not None and room > 0]
             random.shuffle(with_room)
-            placed = self._place(job, with_room, [caps[i] + shard_counts[i][1] for i in range(shards)], caps)
+            placed = self._place(job, with_room, [caps[i] + shard_counts[i][1] for i in range(shards)], rooms)
             if placed is not None:
                 return placed
         raise QueueFull(max_size, max_size, retry_after_s)
@@ -223,29 +195,29 @@ class AdmissionStore(Table):
             return job
         return job.model_copy(update={"ahead": [shard.get(job.group, 0) for shard in tails]})
 
-    def _place(self, job: Job, order: list[int], limits: list[int | None], caps: list[int] | None) -> Job | None:
-        """Try the shards in `order` that still have room by this process's view (`caps`: the shares of
-        `max_size`), one join of the process per shard at a time; a shard busy with another process's
-        transaction is passed over at once (the next shard takes the join), and only when every one was
-        busy is the round tried again."""
+    def _place(self, job: Job, order: list[int], limits: list[int | None], rooms: list[int | None]) -> Job | None:
+        """Try the shards in `order` that this process is not already filling (`rooms`: their room by
+        the recent read); a shard busy with another transaction is passed over at once (the next shard
+        takes the join), and only when every one was busy is the round tried again."""
         gate = self._gate
         for round_ in range(ADMISSION_ROUNDS):
             busy = []
-            untried = list(order)
-            while (shard := gate.take(untried, caps)) is not None:
-                untried.remove(shard)
-                limit = limits[shard]
-                try:  # the view is updated before the shard is free for the next join of the process
-                    placed, refused = self._try(job, shard, limit)
-                    if placed is not None:
-                        gate.joined(placed.shard)
-                        return placed
-                    if refused and limit is not None:
-                        gate.full(shard, limit)
+            for shard in order:
+                if not gate.reserve(shard, rooms[shard]):
+                    continue
+                try:
+                    placed, refused = self._try(job, shard, limits[shard])
                 except Conflicted:
                     busy.append(shard)
+                    continue
                 finally:
                     gate.release(shard)
+                if placed is not None:
+                    gate.joined(placed.shard)
+                    return placed
+                limit = limits[shard]
+                if refused and limit is not None:
+                    gate.full(shard, limit)
             if not busy:
                 return None
             order = busy
