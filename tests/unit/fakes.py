@@ -63,6 +63,7 @@ class InMemoryAdmission:
     def counters(self, consistent: bool = True) -> Counters:
         with self._lock:
             self.calls["counters"] += 1
+            self.calls["counters_consistent"] += int(consistent)
             return Counters(shards=[shard.model_copy(deep=True) for shard in self.shards])
 
 

@@ -65,6 +65,23 @@ def test_rank_waits_for_a_counters_read_that_began_after_the_job_was_seen_and_on
     assert second["rank"] == 4 and second["queue_size"] == 12
 
 
+def test_a_first_rank_comes_only_from_a_strongly_consistent_read_and_later_ones_from_any() -> None:
+    """An eventually consistent read may not count the job's own admission yet: its tails could rank the
+    job ahead of jobs that joined before it. Once the job has its bound, a lagging read of the heads only
+    shows the line a tick late (and the shown rank never rises)."""
+    view = SessionView("s" * 16)
+    view.take([_job(JobState.WAITING)], 10.0, lambda _: None)
+    counters = Counters(shards=[Shard(joined=5, tail={"g": 5})])
+    assert view.estimations(counters, 10.5, _no_eta, consistent=False) == []
+    (first,) = view.estimations(counters, 10.5, _no_eta)
+    assert first["rank"] == 4
+    moved = Counters(shards=[Shard(joined=5, left=2, tail={"g": 5}, head={"g": 2})])
+    (second,) = view.estimations(moved, 11.0, _no_eta, consistent=False)
+    assert second["rank"] == 2
+    lagging = Counters(shards=[Shard(joined=5, left=1, tail={"g": 5}, head={"g": 1})])
+    assert [m["rank"] for m in view.estimations(lagging, 11.5, _no_eta, consistent=False)] in ([], [2])
+
+
 def test_a_waiting_job_counts_itself_in_the_queue_size_it_is_shown() -> None:
     """A read taken just as a worker claims the job shows an empty line; the client must still see a
     line of one (Gradio's `queue_size` counts the job itself; its page shows `1/0` otherwise)."""

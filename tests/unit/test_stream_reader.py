@@ -105,8 +105,14 @@ def test_sessions_far_back_cost_no_log_reads_while_ranks_and_etas_follow_the_cou
     async def watch() -> None:
         tasks = [_reading(stream, seen[stream.session_hash]) for stream in streams]
         await _until(lambda: all(_ranks(seen[s]) for s in behind), "a first rank for every session")
+        first_ranks_read = store.calls["counters_consistent"]
         store.claim(ahead[:10], "worker-1")  # ten jobs ahead start (one transaction): only the line moves
         await _until(lambda: all(len(_ranks(seen[s])) >= 2 for s in behind), "a second rank for every session")
+        # A first rank needs a strongly consistent read (it must count the job itself); once every job
+        # has one, the ticks read eventually consistent (half the read units): at most a tick already
+        # under way when the ranks were shown is strongly consistent.
+        assert store.calls["counters_consistent"] <= first_ranks_read + 1
+        assert store.calls["counters"] - store.calls["counters_consistent"] >= 1
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

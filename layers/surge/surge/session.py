@@ -129,6 +129,7 @@ class SessionView:
         read_started: float,
         eta: Callable[[Job, int], float | None],
         before: Callable[[float], Counters | None] = lambda created_at: None,
+        consistent: bool = True,
     ) -> list[dict[str, Any]]:
         """New rank/ETA for waiting jobs, from one counters read that began at `read_started`.
 
@@ -144,8 +145,8 @@ class SessionView:
             if tracked.earlier is not None:
                 tracked.ahead_min = counters.waiting_of(tracked.job.group, tracked.earlier)
             if tracked.tails is None:
-                if read_started < tracked.seen_at:
-                    continue  # this read may predate the job's admission: its tails would be optimistic
+                if read_started < tracked.seen_at or not consistent:
+                    continue  # this read may not count the job's admission: its tails would be optimistic
                 tracked.tails = counters.tails(tracked.job.group)
             # The session's own later jobs of the group are counted in the bound but are behind this one.
             behind = sum(
@@ -239,6 +240,8 @@ class SessionHub:
         self.estimator = estimator
         self.counters: tuple[float, Counters] | None = None
         """(monotonic time the read began, the counters) of the latest tick."""
+        self.consistent = True
+        """Whether the latest tick's read was strongly consistent (only such a read may set a first rank)."""
         self.history: deque[tuple[float, Counters]] = deque(maxlen=HISTORY)
         """(epoch time the read ended, the counters) of the latest ticks, oldest first."""
         self._tick: asyncio.Event | None = None
@@ -389,9 +392,10 @@ class SessionHub:
         while self._wanted():
             started = time.monotonic()
             self.reads += 1  # counted when asked: a read cut short by shutdown still reaches AWS
+            consistent = self._first_rank_wanted()
             try:
-                counters = await anyio.to_thread.run_sync(self.store.counters)
-                self.counters = (started, counters)
+                counters = await anyio.to_thread.run_sync(self.store.counters, consistent)
+                self.counters, self.consistent = (started, counters), consistent
                 self.history.append((time.time(), counters))
             except Unavailable as error:
                 logger.warning("counters read failed (%s); retrying", error.detail)
@@ -405,6 +409,12 @@ class SessionHub:
             soon.clear()
             with anyio.move_on_after(max(0.0, self.settings.counters_tick_s - FRESH_GAP_S)):
                 await soon.wait()
+
+    def _first_rank_wanted(self) -> bool:
+        """Whether a waiting job here has no rank bound yet: that read must be strongly consistent (it must
+        count the job's own admission). Later ticks only see the line move: an eventually consistent
+        read, at half the read units, may lag, which shows a rank a tick late, never a better one."""
+        return any(t.tails is None for streams in self.open.values() for s in streams for t in s.view.waiting())
 
     async def _read_finished(self) -> None:
         """Once per tick, for each function with far-back jobs here, read the workers' finish notices since
@@ -621,7 +631,7 @@ class SessionStream:
         if self.hub.counters is None or not self.view.waiting():
             return []
         started, counters = self.hub.counters
-        return self.view.estimations(counters, started, self.hub.eta, self.hub.before)
+        return self.view.estimations(counters, started, self.hub.eta, self.hub.before, self.hub.consistent)
 
     async def _give_up_unserved(self) -> bool:
         """Fail waiting jobs that have waited `worker_start_limit_s` while no worker of their function was
