@@ -68,6 +68,21 @@ ALWAYS_ON_ENVIRONMENTS = 3
 HOURS_PER_MONTH = 730
 STREAM_TAIL_S = 1.3
 """Seconds a stream stays open beyond the wait: the run and the closing frames."""
+ADMISSION_SHARDS = 4
+"""The template's default: a counters read gets an `in` and an `out` item per shard."""
+COUNTERS_TICK_S = 0.5
+"""`COUNTERS_TICK_S`: how often a stream process reads the counters while one of its visitors waits."""
+COUNTERS_READ_RRU = 2 * ADMISSION_SHARDS * 0.5
+"""Read units of one tick's counters read: eventually consistent (half a unit per item of under 4 KB)
+once every waiting job here has its first rank, which takes one strongly consistent read."""
+
+
+def counters_rru_per_wait_s(streams_per_process: int) -> float:
+    """Counters read units per second of one visitor's wait. The benchmark's one front process shares
+    its ticks among every stream it holds; on demand each visitor's stream is a Lambda environment of
+    its own and reads the counters itself, so its wait pays every tick; on managed instances an
+    environment's ticks are shared by its streams."""
+    return COUNTERS_READ_RRU / COUNTERS_TICK_S / streams_per_process
 
 
 @dataclass(frozen=True)
@@ -81,11 +96,12 @@ class ModeCost:
 def by_mode(wait_s: float, join_s: float, sqs_calls: float, write_units: float, read_units: float) -> list[ModeCost]:
     """Front and queue cost per million predictions for each stream mode at this wait."""
     stream_s = wait_s + STREAM_TAIL_S
-    on_demand = per_million(join_s, stream_s, sqs_calls, write_units, read_units)
-    stream_instance_h = PER_MILLION * stream_s / 3600 / (STREAMS_PER_ENVIRONMENT * ENVIRONMENTS_PER_INSTANCE)
-    managed = (
-        on_demand.total - on_demand.lambda_stream_gb_s + stream_instance_h * MANAGED_INSTANCE_PER_H * (1 + MANAGED_FEE)
+    on_demand = per_million(join_s, stream_s, sqs_calls, write_units, read_units + wait_s * counters_rru_per_wait_s(1))
+    shared = per_million(
+        join_s, stream_s, sqs_calls, write_units, read_units + wait_s * counters_rru_per_wait_s(STREAMS_PER_ENVIRONMENT)
     )
+    stream_instance_h = PER_MILLION * stream_s / 3600 / (STREAMS_PER_ENVIRONMENT * ENVIRONMENTS_PER_INSTANCE)
+    managed = shared.total - shared.lambda_stream_gb_s + stream_instance_h * MANAGED_INSTANCE_PER_H * (1 + MANAGED_FEE)
     return [ModeCost("on demand", wait_s, on_demand.total), ModeCost("managed instances", wait_s, managed)]
 
 

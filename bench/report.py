@@ -128,7 +128,11 @@ def mode_table(cells: Sequence[Any]) -> list[str]:
         "Per million predictions, front and queue (API Gateway, Lambda, the stream's compute, DynamoDB, SQS), "
         f"from the calls and units counted at sim_gpu, 64 users ({s['wru']:.2f} WRU, {s['rru']:.2f} RRU, "
         f"{s['sqs']:.2f} SQS calls per request), for a stream that waits W and then about "
-        f"{cost.STREAM_TAIL_S:g} s more. Managed instances: m7g.large at ${cost.MANAGED_INSTANCE_PER_H}/h + "
+        f"{cost.STREAM_TAIL_S:g} s more. A waiting visitor's stream also reads the counters every "
+        f"{cost.COUNTERS_TICK_S:g} s ({cost.COUNTERS_READ_RRU:g} RRU a read): on demand alone in its Lambda "
+        "environment, so it pays every read of its wait; on managed instances an environment's reads are "
+        "shared by its streams. Managed instances: m7g.large at "
+        f"${cost.MANAGED_INSTANCE_PER_H}/h + "
         f"{cost.MANAGED_FEE:.0%}, {cost.ENVIRONMENTS_PER_INSTANCE} environments of 2 GB per instance, "
         f"{cost.STREAMS_PER_ENVIRONMENT} streams per environment, no duration charge; its floor is "
         f"{cost.ALWAYS_ON_ENVIRONMENTS} environments always on, ${cost.managed_floor_per_month():,.0f} a month.",

@@ -8,6 +8,8 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import pytest
+
 from bench import report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,3 +129,19 @@ def test_client_table_puts_both_targets_side_by_side() -> None:
     assert rows[0].startswith("| echo | 32 | gradio |")
     assert "| 1 (CancelledError: 1) |" in rows[1]
     assert "| 1.0 | 1.0 |" in rows[1]
+
+
+def test_a_waiting_visitor_pays_every_counters_read_on_demand_and_a_share_on_managed_instances() -> None:
+    """A minute more of waiting costs an on-demand stream its Lambda's duration and its own counters read
+    every tick (its environment holds no other stream); on managed instances the instance time and the
+    reads are shared by the environment's streams."""
+    from bench import cost
+
+    short, long = cost.by_mode(5, 0.02, 1.4, 8.0, 2.5), cost.by_mode(65, 0.02, 1.4, 8.0, 2.5)
+    reads = 60 / cost.COUNTERS_TICK_S * cost.COUNTERS_READ_RRU * cost.DYNAMODB_PER_RRU * cost.PER_MILLION
+    duration = 60 * cost.STREAM_LAMBDA_GB * cost.LAMBDA_ARM_PER_GB_S * cost.PER_MILLION
+    assert long[0].front_and_queue - short[0].front_and_queue == pytest.approx(duration + reads)
+    shared = reads / cost.STREAMS_PER_ENVIRONMENT
+    instance = 60 / 3600 / (cost.STREAMS_PER_ENVIRONMENT * cost.ENVIRONMENTS_PER_INSTANCE) * cost.PER_MILLION
+    compute = instance * cost.MANAGED_INSTANCE_PER_H * (1 + cost.MANAGED_FEE)
+    assert long[1].front_and_queue - short[1].front_and_queue == pytest.approx(compute + shared)
