@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from surge.session import SLOW_TICK_S, TICKS_PER_ETA
+
 PER_MILLION = 1_000_000
 API_GATEWAY_REST_PER_REQUEST = 3.50 / PER_MILLION
 LAMBDA_PER_REQUEST = 0.20 / PER_MILLION
@@ -78,11 +80,22 @@ once every waiting job here has its first rank, which takes one strongly consist
 
 
 def counters_rru_per_wait_s(streams_per_process: int) -> float:
-    """Counters read units per second of one visitor's wait. The benchmark's one front process shares
-    its ticks among every stream it holds; on demand each visitor's stream is a Lambda environment of
-    its own and reads the counters itself, so its wait pays every tick; on managed instances an
-    environment's ticks are shared by its streams."""
+    """Counters read units per second of one visitor's wait at the base tick. The benchmark's one front
+    process shares its ticks among every stream it holds, and so does a managed-instances environment
+    (one visitor near the front keeps the base tick for all); on demand each visitor's stream is a
+    Lambda environment of its own, see `lone_counters_rru`."""
     return COUNTERS_READ_RRU / COUNTERS_TICK_S / streams_per_process
+
+
+def lone_counters_rru(wait_s: float) -> float:
+    """Counters read units of one visitor's wait alone in its process (on demand): the hub reads every
+    quarter of the expected wait left, between `COUNTERS_TICK_S` and `SLOW_TICK_S` apart
+    (`SessionHub.tick_s`), the expected wait falling from `wait_s` to 0."""
+    left, reads = wait_s, 0
+    while left > 0:
+        reads += 1
+        left -= min(max(COUNTERS_TICK_S, left / TICKS_PER_ETA), max(COUNTERS_TICK_S, SLOW_TICK_S))
+    return reads * COUNTERS_READ_RRU
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,7 @@ class ModeCost:
 def by_mode(wait_s: float, join_s: float, sqs_calls: float, write_units: float, read_units: float) -> list[ModeCost]:
     """Front and queue cost per million predictions for each stream mode at this wait."""
     stream_s = wait_s + STREAM_TAIL_S
-    on_demand = per_million(join_s, stream_s, sqs_calls, write_units, read_units + wait_s * counters_rru_per_wait_s(1))
+    on_demand = per_million(join_s, stream_s, sqs_calls, write_units, read_units + lone_counters_rru(wait_s))
     shared = per_million(
         join_s, stream_s, sqs_calls, write_units, read_units + wait_s * counters_rru_per_wait_s(STREAMS_PER_ENVIRONMENT)
     )

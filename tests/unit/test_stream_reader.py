@@ -130,6 +130,42 @@ def test_sessions_far_back_cost_no_log_reads_while_ranks_and_etas_follow_the_cou
     assert store.calls["counters"] == hub.reads >= 2, "ranks come from the hub's counters reads"
 
 
+def test_a_hub_whose_visitors_all_wait_far_back_reads_the_counters_less_often(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Lambda on demand each waiting visitor's stream reads the counters itself: one 40 jobs back
+    (an expected wait of 20 s) is told its place at the slow tick, not at the base one, and a new job
+    with no expected wait yet brings the base tick back."""
+    monkeypatch.setattr("surge.session.SLOW_TICK_S", 0.2)
+    store = InMemoryStore(shards=2)
+    for i in range(40):
+        _admit(store, AHEAD, i)
+    session = "f" * 32
+    _admit(store, session, 0)
+    hub = _hub(store)  # base tick 0.02 s
+    stream = SessionStream(hub, session, PollPolicy())
+    seen: list[dict[str, Any]] = []
+    counted: dict[str, float] = {}
+
+    async def watch() -> None:
+        task = _reading(stream, seen)
+        await _until(lambda: bool(_ranks(seen)), "a first rank")
+        counted["tick"] = hub.tick_s()
+        reads = store.calls["counters"]
+        await asyncio.sleep(1.0)
+        counted["reads"] = store.calls["counters"] - reads
+        stream.view.take([_admit(store, session, 1)], time.monotonic(), hub.batch_s)  # no ETA known yet
+        counted["new_job_tick"] = hub.tick_s()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(watch())
+
+    assert counted["tick"] == 0.2
+    assert counted["reads"] <= 8, "about one read per 0.2 s, not one per 0.02 s"
+    assert counted["new_job_tick"] == 0.02
+
+
 def test_close_stream_follows_the_last_pending_completion_and_never_precedes_it() -> None:
     store = InMemoryStore()
     session = "s" * 32

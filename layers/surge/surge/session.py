@@ -52,6 +52,13 @@ environment on demand) does not wait."""
 FRESH_GAP_S = 0.2
 """The least time between two counters reads of a process, however many streams ask for a fresh one."""
 
+SLOW_TICK_S = 2.0
+"""The longest gap between two counters reads while every visitor here is far from the front."""
+
+TICKS_PER_ETA = 4
+"""While every visitor here waits far back, the hub reads the counters about this many times over the
+shortest expected wait among them (at least every `counters_tick_s`, at most every `SLOW_TICK_S`)."""
+
 
 @dataclass(frozen=True)
 class PollPolicy:
@@ -90,6 +97,8 @@ class Tracked:
     chunks: int = 0
     completed: bool = False
     last_estimation: tuple[int, int] | None = None
+    eta: tuple[float, float] | None = None
+    """(the expected wait last shown, monotonic time it was shown), when one was known."""
 
 
 @dataclass
@@ -161,7 +170,9 @@ class SessionView:
             size = max(counters.queue_size(tracked.job.group), rank + 1)
             if (rank, size) != tracked.last_estimation:
                 tracked.last_estimation = (rank, size)
-                messages.append(protocol.estimation(tracked.job.job_id, rank, size, eta(tracked.job, rank)))
+                expected = eta(tracked.job, rank)
+                tracked.eta = (expected, time.monotonic()) if expected is not None else None
+                messages.append(protocol.estimation(tracked.job.job_id, rank, size, expected))
         return messages
 
     def at_front(self, counters: Counters | None, short_line: Callable[[Job], int]) -> bool:
@@ -241,6 +252,8 @@ class SessionHub:
         self.counters: tuple[float, Counters] | None = None
         """(monotonic time the read began, the counters) of the latest tick."""
         self.consistent = True
+        self._tick_now = settings.counters_tick_s
+        """The gap the reader last chose before its next read (`tick_s`)."""
         """Whether the latest tick's read was strongly consistent (only such a read may set a first rank)."""
         self.history: deque[tuple[float, Counters]] = deque(maxlen=HISTORY)
         """(epoch time the read ended, the counters) of the latest ticks, oldest first."""
@@ -375,7 +388,7 @@ class SessionHub:
 
     def recent_counters(self) -> Counters | None:
         """The latest counters read, if it began within two ticks (an older one may predate a crowd)."""
-        if self.counters is None or time.monotonic() - self.counters[0] > 2 * self.settings.counters_tick_s:
+        if self.counters is None or time.monotonic() - self.counters[0] > 2 * self._tick_now:
             return None
         return self.counters[1]
 
@@ -407,8 +420,30 @@ class SessionHub:
             await anyio.sleep(FRESH_GAP_S)
             soon = self._soon or asyncio.Event()
             soon.clear()
-            with anyio.move_on_after(max(0.0, self.settings.counters_tick_s - FRESH_GAP_S)):
+            self._tick_now = self.tick_s()
+            with anyio.move_on_after(max(0.0, self._tick_now - FRESH_GAP_S)):
                 await soon.wait()
+
+    def tick_s(self) -> float:
+        """The gap before the next counters read: `counters_tick_s` while a visitor here may be near the
+        front (or its expected wait is not known), longer while every one waits far back: a quarter of
+        the shortest expected wait, at most `SLOW_TICK_S`. A visitor 30 s back is told its place every
+        2 s instead of twice a second; on Lambda on demand, where each visitor's stream reads the
+        counters for itself, that is a third of the reads (and of the load on the counters' items).
+        A new job's first rank does not wait for it (`next_tick(soon=True)`)."""
+        base = self.settings.counters_tick_s
+        now = time.monotonic()
+        shortest: float | None = None
+        for streams in self.open.values():
+            for stream in streams:
+                for tracked in stream.view.waiting():
+                    if tracked.eta is None:
+                        return base
+                    left = tracked.eta[0] - (now - tracked.eta[1])
+                    shortest = left if shortest is None else min(shortest, left)
+        if shortest is None:
+            return base
+        return min(max(base, shortest / TICKS_PER_ETA), max(base, SLOW_TICK_S))
 
     def _first_rank_wanted(self) -> bool:
         """Whether a waiting job here has no rank bound yet: that read must be strongly consistent (it must
