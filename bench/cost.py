@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from surge.session import SLOW_TICK_S, TICKS_PER_ETA
+from surge.session import SLOW_TICK_S as SLOW_TICK_S
+from surge.session import TICKS_PER_ETA
 
 PER_MILLION = 1_000_000
 API_GATEWAY_REST_PER_REQUEST = 3.50 / PER_MILLION
