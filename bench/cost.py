@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from surge.session import SLOW_TICK_S as SLOW_TICK_S
-from surge.session import TICKS_PER_ETA
+from surge.session import SLOW_TICK_S, TICKS_PER_ETA
+from surge.settings import Settings
 
 PER_MILLION = 1_000_000
 API_GATEWAY_REST_PER_REQUEST = 3.50 / PER_MILLION
@@ -71,10 +71,10 @@ ALWAYS_ON_ENVIRONMENTS = 3
 HOURS_PER_MONTH = 730
 STREAM_TAIL_S = 1.3
 """Seconds a stream stays open beyond the wait: the run and the closing frames."""
-ADMISSION_SHARDS = 4
-"""The template's default: a counters read gets an `in` and an `out` item per shard."""
-COUNTERS_TICK_S = 0.5
-"""`COUNTERS_TICK_S`: how often a stream process reads the counters while one of its visitors waits."""
+ADMISSION_SHARDS: int = Settings.model_fields["admission_shards"].default
+"""The default: a counters read gets an `in` and an `out` item per shard."""
+COUNTERS_TICK_S: float = Settings.model_fields["counters_tick_s"].default
+"""How often a stream process reads the counters while one of its visitors may be near the front."""
 COUNTERS_READ_RRU = 2 * ADMISSION_SHARDS * 0.5
 """Read units of one tick's counters read: eventually consistent (half a unit per item of under 4 KB)
 once every waiting job here has its first rank, which takes one strongly consistent read."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from bench import cost
 from bench.workloads import WORKLOADS
+from surge.session import SLOW_TICK_S
 
 STREAM_READS = (
     "dynamodb.Query events",
@@ -130,7 +131,7 @@ def mode_table(cells: Sequence[Any]) -> list[str]:
         f"{s['sqs']:.2f} SQS calls per request), for a stream that waits W and then about "
         f"{cost.STREAM_TAIL_S:g} s more. A waiting visitor's stream also reads the counters "
         f"({cost.COUNTERS_READ_RRU:g} RRU a read) every {cost.COUNTERS_TICK_S:g} s near the front and up to "
-        f"{cost.SLOW_TICK_S:g} s apart far back: on demand alone in its Lambda environment, so it pays every read "
+        f"{SLOW_TICK_S:g} s apart far back: on demand alone in its Lambda environment, so it pays every read "
         f"of its wait ({cost.lone_counters_rru(30):g} RRU over 30 s); on managed instances an environment's "
         "reads are shared by its streams. Managed instances: m7g.large at "
         f"${cost.MANAGED_INSTANCE_PER_H}/h + "

@@ -252,9 +252,9 @@ class SessionHub:
         self.counters: tuple[float, Counters] | None = None
         """(monotonic time the read began, the counters) of the latest tick."""
         self.consistent = True
+        """Whether the latest tick's read was strongly consistent (only such a read may set a first rank)."""
         self._tick_now = settings.counters_tick_s
         """The gap the reader last chose before its next read (`tick_s`)."""
-        """Whether the latest tick's read was strongly consistent (only such a read may set a first rank)."""
         self.history: deque[tuple[float, Counters]] = deque(maxlen=HISTORY)
         """(epoch time the read ended, the counters) of the latest ticks, oldest first."""
         self._tick: asyncio.Event | None = None
@@ -434,13 +434,11 @@ class SessionHub:
         base = self.settings.counters_tick_s
         now = time.monotonic()
         shortest: float | None = None
-        for streams in self.open.values():
-            for stream in streams:
-                for tracked in stream.view.waiting():
-                    if tracked.eta is None:
-                        return base
-                    left = tracked.eta[0] - (now - tracked.eta[1])
-                    shortest = left if shortest is None else min(shortest, left)
+        for tracked in self._waiting():
+            if tracked.eta is None:
+                return base
+            left = tracked.eta[0] - (now - tracked.eta[1])
+            shortest = left if shortest is None else min(shortest, left)
         if shortest is None:
             return base
         return min(max(base, shortest / TICKS_PER_ETA), max(base, SLOW_TICK_S))
@@ -449,7 +447,13 @@ class SessionHub:
         """Whether a waiting job here has no rank bound yet: that read must be strongly consistent (it must
         count the job's own admission). Later ticks only see the line move: an eventually consistent
         read, at half the read units, may lag, which shows a rank a tick late, never a better one."""
-        return any(t.tails is None for streams in self.open.values() for s in streams for t in s.view.waiting())
+        return any(tracked.tails is None for tracked in self._waiting())
+
+    def _waiting(self) -> Iterator[Tracked]:
+        """The waiting jobs of every stream open here."""
+        for streams in self.open.values():
+            for stream in streams:
+                yield from stream.view.waiting()
 
     async def _read_finished(self) -> None:
         """Once per tick, for each function with far-back jobs here, read the workers' finish notices since
