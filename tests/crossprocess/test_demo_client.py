@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -112,6 +116,34 @@ def test_a_predict_loop_of_concurrent_clients_loses_no_call(demo_stack: LocalSta
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(loop, range(8)))
     assert results == [[f"c{i} r{r}" for r in range(12)] for i in range(8)]
+
+
+def test_a_join_right_after_close_stream_waits_for_a_slow_reader_to_hang_up(
+    demo_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's reader that has been sent `close_stream` but not parsed it yet (here held 80 ms, as a
+    loaded machine holds it) still counts as open: gradio_client tags a job whose join returns meanwhile to
+    that reader and cancels it when the reader closes. The join answers once the reader hung up."""
+    real = httpx.Response.iter_bytes
+    frame = b'data: {"msg":"close_stream"'
+
+    def slow_close(self: httpx.Response, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+        for chunk in real(self, *args, **kwargs):
+            at = chunk.find(frame)
+            if at < 0:
+                yield chunk
+                continue
+            yield chunk[:at]
+            time.sleep(0.08)
+            yield chunk[at:]
+
+    monkeypatch.setattr(httpx.Response, "iter_bytes", slow_close)
+    own = Client(demo_stack.url, verbose=False)
+    for r in range(3):
+        first = own.submit(f"a{r}", api_name="/echo")
+        assert first.result() == f"a{r}"
+        # The reader is parsing up to close_stream now; this join returns well within its 80 ms.
+        assert own.predict(f"b{r}", api_name="/echo") == f"b{r}"
 
 
 def test_each_process_of_the_stack_is_a_session_and_so_a_scheduling_group_of_its_own(demo_stack: LocalStack) -> None:

@@ -26,7 +26,7 @@ from surge import sse
 from surge.errors import NotFound, SurgeError, TooManyRequests
 from surge.file_routes import UPLOAD_PATH, files_router, upload_body_limit
 from surge.guard import BodyLimit, RateLimiter, caller_of, client_address
-from surge.models import SESSION_HASH_PATTERN, CallBody, CancelBody, EventId, JoinBody, ResetBody, Success
+from surge.models import SESSION_HASH_PATTERN, CallBody, Caller, CancelBody, EventId, Job, JoinBody, ResetBody, Success
 from surge.pages import pages_router
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionHub, SessionStream
@@ -100,10 +100,7 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
 
     @router.post(JOIN_PATH, dependencies=[Depends(rate_limited)])
     async def join(body: JoinBody, request: Request) -> EventId:
-        caller = caller_of(request, JOIN_PATH)
-        # The session's streams here stay open from the join's arrival, its wait for a turn included.
-        with hub.joining(body.session_hash or "") if hub else contextlib.nullcontext():
-            job = await turns.run(service.join, body, caller)
+        job = await _join(service, hub, turns, body, caller_of(request, JOIN_PATH))
         return EventId(event_id=job.job_id)
 
     @router.post(PREFIX + "/call/{api_name}", dependencies=[Depends(rate_limited)])
@@ -195,9 +192,20 @@ async def _join_call(
     session_hash = CALL_SESSION + token
     joined = JoinBody(data=_without_state(function.inputs, body.data), api_name=api_name, session_hash=session_hash)
     caller = caller_of(request, f"{PREFIX}/call/{api_name}").model_copy(update={"simple_format": True})
-    with hub.joining(session_hash) if hub else contextlib.nullcontext():
-        await turns.run(service.join, joined, caller)
+    await _join(service, hub, turns, joined, caller)
     return EventId(event_id=token)
+
+
+async def _join(service: FrontService, hub: SessionHub | None, turns: JoinTurns, body: JoinBody, caller: Caller) -> Job:
+    """A join; with `hub` (the local front), the session's streams here stay open from its arrival, its
+    wait for a turn included, and its answer waits for a reader of the session that was just sent
+    `close_stream` to hang up (`SessionHub.after_hang_up`)."""
+    session_hash = body.session_hash or ""
+    with hub.joining(session_hash) if hub else contextlib.nullcontext():
+        job = await turns.run(service.join, body, caller)
+    if hub:
+        await hub.after_hang_up(session_hash)
+    return job
 
 
 def _without_state(inputs: list[str], data: list[Any]) -> list[Any]:
@@ -259,6 +267,7 @@ def create_local_app(service: FrontService, poll: PollPolicy | None = None) -> F
     """Both apps on one port, routed as API Gateway routes them (for `make run` and tests)."""
     app = _base_app(service)
     hub = session_hub(service)
+    hub.serves_joins = True
     app.include_router(api_router(service, hub))
     app.include_router(unserved_router(service))
     app.include_router(stream_router(hub, poll or PollPolicy()))

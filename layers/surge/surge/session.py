@@ -12,6 +12,7 @@ counters. `close_stream` follows the last pending completion at once, as Gradio 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -54,6 +55,14 @@ FRESH_GAP_S = 0.2
 
 SLOW_TICK_S = 2.0
 """The longest gap between two counters reads while every visitor here is far from the front."""
+
+HANG_UP_WAIT_S = 0.25
+"""In a process that serves joins as well as streams (the local front): the longest a stream that sent
+`close_stream` stays open for its client to hang up, and so the longest a join of its session waits
+before answering. gradio_client tags a new job with the reader open when its join returns, and a reader
+that was sent `close_stream` but has not parsed it yet cancels that job; the client hangs up as soon as
+it has parsed the frame, so a join that comes after that waits for nothing. On AWS joins and streams are
+served by different functions (that window is documented in the README) and a stream does not wait."""
 
 TICKS_PER_ETA = 4
 """While every visitor here waits far back, the hub reads the counters about this many times over the
@@ -274,6 +283,10 @@ class SessionHub:
         self.notice_reads = 0
         self._to_forget: list[tuple[list[tuple[str, str]], asyncio.Future[None]]] = []
         self._forgetter: asyncio.Task[None] | None = None
+        self.serves_joins = False
+        """Whether this process also answers joins (`HANG_UP_WAIT_S`)."""
+        self._hanging: dict[str, list[asyncio.Event]] = {}
+        """Per session, its streams here that sent `close_stream` and whose client has not hung up yet."""
 
     def attach(self, stream: SessionStream) -> None:
         self._loop = asyncio.get_running_loop()
@@ -351,6 +364,33 @@ class SessionHub:
             for _, done in taken:
                 if not done.done():
                     done.set_result(None)
+
+    async def hang_up(self, session_hash: str, closed_at: float) -> None:
+        """After `close_stream` (sent at `closed_at`, monotonic) and the stream's last writes: wait for the
+        client to hang up, at most until `HANG_UP_WAIT_S` after the frame; a join of the session answers
+        after that (`after_hang_up`). The client's hang-up cancels this wait (the SSE layer cancels the
+        response)."""
+        if not self.serves_joins:
+            return
+        gone = asyncio.Event()
+        self._hanging.setdefault(session_hash, []).append(gone)
+        try:
+            await asyncio.sleep(max(0.0, closed_at + HANG_UP_WAIT_S - time.monotonic()))
+        finally:
+            gone.set()
+            held = self._hanging.get(session_hash, [])
+            if gone in held:
+                held.remove(gone)
+            if not held:
+                self._hanging.pop(session_hash, None)
+
+    async def after_hang_up(self, session_hash: str) -> None:
+        """Before a join of this session answers: until each of its streams here that sent `close_stream`
+        has been hung up on by its client (at most `HANG_UP_WAIT_S` after that frame), so that the new job
+        is not tagged to a reader about to close."""
+        for gone in list(self._hanging.get(session_hash, [])):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gone.wait(), HANG_UP_WAIT_S)
 
     def is_joining(self, session_hash: str) -> bool:
         return session_hash in self._joins
@@ -577,6 +617,8 @@ class SessionStream:
         self.view = SessionView(session_hash)
         self.wake = asyncio.Event()
         self.closed = False
+        self.closed_at = 0.0
+        """When `close_stream` was sent (monotonic)."""
         self.reads = 0
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
@@ -596,6 +638,7 @@ class SessionStream:
                 with anyio.CancelScope(shield=True):
                     await self._forget(self.view.delivered)
                 self.hub.forgetting(self.session_hash, self.view.delivered, False)
+                await self.hub.hang_up(self.session_hash, self.closed_at)
             elif waiting:
                 asyncio.get_running_loop().create_task(self.hub.release_if_gone(self.session_hash, waiting))
 
@@ -620,7 +663,7 @@ class SessionStream:
                     # after it), shielded from the client's disconnect; a stream of the session opened
                     # here meanwhile treats them as delivered.
                     self.hub.forgetting(self.session_hash, self.view.delivered, True)
-                    self.closed = True
+                    self.closed, self.closed_at = True, time.monotonic()
                     yield protocol.close_stream()
                     return
                 interval = self.poll.min_s if news else self.poll.next_s(interval, self._ceiling())
@@ -635,7 +678,7 @@ class SessionStream:
         # cancelled (its place goes to the next; nobody would receive its result), and the stream closes.
         for message in await self._out_of_time():
             yield message
-        self.closed = True
+        self.closed, self.closed_at = True, time.monotonic()
         yield protocol.close_stream()
 
     async def _out_of_time(self) -> list[dict[str, Any]]:
