@@ -134,10 +134,10 @@ class InMemoryJobs:
             self.admission.leave(leaving)
             return Claim(claimed, refused)
 
-    def record_progress(self, job: Job, body: dict[str, Any]) -> None:
+    def record_progress(self, job: Job, body: dict[str, Any], after: int) -> None:
         with self._lock:
             self.calls["record_progress"] += 1
-            self._running_update(job, {"progress": dict(body)})
+            self._running_update(job, {"progress": dict(body), "progress_after": after})
 
     def append_chunk(self, job: Job, body: dict[str, Any]) -> None:
         with self._lock:
@@ -313,8 +313,8 @@ class InMemoryStore:
     def claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
         return self.jobs.claim(jobs, worker_id)
 
-    def record_progress(self, job: Job, body: dict[str, Any]) -> None:
-        self.jobs.record_progress(job, body)
+    def record_progress(self, job: Job, body: dict[str, Any], after: int) -> None:
+        self.jobs.record_progress(job, body, after)
 
     def append_chunk(self, job: Job, body: dict[str, Any]) -> None:
         self.jobs.append_chunk(job, body)

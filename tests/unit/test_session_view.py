@@ -38,6 +38,31 @@ def test_each_message_is_sent_once_in_gradio_order() -> None:
     assert not view.pending and view.delivered == ["j1"]
 
 
+def test_progress_comes_after_the_chunks_yielded_before_it_was_reported() -> None:
+    """A `progress.tqdm` loop reports step i, then yields chunk i, then reports step i + 1: a read that
+    finds chunk 1 and step 1 both new sends chunk 1 first, as Gradio sends them when they happen."""
+    view = SessionView("s" * 16)
+    step = [protocol.progress("j1", None, i, 3, None, "steps") for i in range(3)]
+    chunks = [protocol.generating("j1", [f"c{i}"]) for i in range(3)]
+
+    def running(progress: int, yielded: int, after: int | None) -> Job:
+        return _job(
+            JobState.RUNNING, started_at=2.0, progress=step[progress], progress_after=after, chunks=chunks[:yielded]
+        )
+
+    assert [m["msg"] for m in view.take([running(0, 0, 0)], 2.0, lambda _: 0.1)] == [
+        "estimation",
+        "process_starts",
+        "progress",
+    ]
+    assert view.take([running(1, 1, 1)], 3.0, lambda _: 0.1) == [chunks[0], step[1]]
+    assert view.take([running(2, 3, 2)], 4.0, lambda _: 0.1) == [chunks[1], step[2], chunks[2]]
+    # An item written by a worker that does not record the place (None): the progress goes first.
+    other = SessionView("s" * 16)
+    other.take([running(0, 0, 0)], 2.0, lambda _: 0.1)
+    assert other.take([running(1, 1, None)], 3.0, lambda _: 0.1) == [step[1], chunks[0]]
+
+
 def test_a_job_seen_already_finished_gets_starts_then_its_completion() -> None:
     view = SessionView("s" * 16)
     done = protocol.completed("j1", ["x"], 0.01, None)

@@ -112,6 +112,9 @@ class Job(BaseModel):
     worker_id: str | None = None
     started_at: float | None = None
     progress: dict[str, Any] | None = None
+    progress_after: int | None = None
+    """How many of `chunks` there were when `progress` was reported: the stream sends it after those, as
+    Gradio sends each message when it happens (None: before every chunk it has not sent yet)."""
     chunks: list[dict[str, Any]] = Field(default_factory=list)
     result: dict[str, Any] | None = None
     caller: Caller | None = None

@@ -22,8 +22,9 @@ class Jobs(Protocol):
         (its worker is gone). Every other job is refused, so a duplicated message never runs a job twice."""
         ...
 
-    def record_progress(self, job: Job, body: dict[str, Any]) -> None:
-        """Replace the job's progress message; dropped when the job is no longer this attempt's."""
+    def record_progress(self, job: Job, body: dict[str, Any], after: int) -> None:
+        """Replace the job's progress message, reported after `after` of its chunks; dropped when the job
+        is no longer this attempt's."""
         ...
 
     def append_chunk(self, job: Job, body: dict[str, Any]) -> None:

@@ -239,10 +239,15 @@ def _news(tracked: Tracked, batch_s: float | None) -> list[dict[str, Any]]:
             tracked.last_estimation = (0, 1)
             out.append(protocol.estimation(job.job_id, 0, 1, batch_s))
         out.append(protocol.process_starts(job.job_id, batch_s))
+    new = job.chunks[tracked.chunks :]
     if job.progress is not None and job.progress != tracked.progress and job.state is JobState.RUNNING:
+        # In the order they happened: the chunks yielded before this progress was reported, then it.
+        before = max(0, (job.progress_after or 0) - tracked.chunks)
+        out.extend(new[:before])
+        new = new[before:]
         tracked.progress = job.progress
         out.append(job.progress)
-    out.extend(job.chunks[tracked.chunks :])
+    out.extend(new)
     tracked.chunks = len(job.chunks)
     if job.state in TERMINAL_STATES:
         tracked.completed = True

@@ -733,7 +733,8 @@ class Worker:
             if now - last[0] < PROGRESS_EVERY_S and not done:
                 return
             last[0] = now
-            self.store.record_progress(job, protocol.progress(job.job_id, value, index, length, desc, unit))
+            body = protocol.progress(job.job_id, value, index, length, desc, unit)
+            self.store.record_progress(job, body, len(job.chunks))
 
         return {self.function.progress_arg: _bound_progress(sink)}
 

@@ -132,9 +132,10 @@ class JobStore(Table):
 
     # ---- while running ---------------------------------------------------------------------------
 
-    def record_progress(self, job: Job, body: dict[str, Any]) -> None:
-        """The latest progress message of a running job (replaces the one before)."""
-        self._running_update(job, "SET progress = :v", {":v": s(compact(body))})
+    def record_progress(self, job: Job, body: dict[str, Any], after: int) -> None:
+        """The latest progress message of a running job (replaces the one before), reported after `after`
+        of its chunks."""
+        self._running_update(job, "SET progress = :v, progress_after = :a", {":v": s(compact(body)), ":a": n(after)})
 
     def append_chunk(self, job: Job, body: dict[str, Any]) -> None:
         """One generator message of a running job, after the ones before it."""

@@ -43,6 +43,8 @@ def job_item(job: Job, ttl_s: int) -> dict[str, Any]:
         item["started_at"] = n(job.started_at)
     if job.progress is not None:
         item["progress"] = s(compact(job.progress))
+    if job.progress_after is not None:
+        item["progress_after"] = n(job.progress_after)
     if job.chunks:
         item["chunks"] = {"L": [s(compact(chunk)) for chunk in job.chunks]}
     if job.result is not None:
@@ -68,6 +70,7 @@ def job_of(item: dict[str, Any]) -> Job:
         worker_id=item.get("worker_id", {}).get("S"),
         started_at=number("started_at"),
         progress=json.loads(item["progress"]["S"]) if "progress" in item else None,
+        progress_after=int(item["progress_after"]["N"]) if "progress_after" in item else None,
         chunks=[json.loads(chunk["S"]) for chunk in item.get("chunks", {}).get("L", [])],
         result=json.loads(item["result"]["S"]) if "result" in item else None,
         ahead=[int(tail["N"]) for tail in item["ahead"]["L"]] if "ahead" in item else None,
