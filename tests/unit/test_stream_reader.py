@@ -166,6 +166,40 @@ def test_a_hub_whose_visitors_all_wait_far_back_reads_the_counters_less_often(
     assert counted["new_job_tick"] == 0.02
 
 
+def test_a_job_seen_between_two_counters_reads_gets_its_first_rank_after_the_least_gap_not_a_whole_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream that sees a new job in a long line while the hub waits out its least gap after a read
+    (`FRESH_GAP_S`, here 0.3 s) gets its first rank from the read that ends the gap, not from the next
+    base tick (here 5 s): Gradio shows a place in line at once."""
+    monkeypatch.setattr("surge.session.FRESH_GAP_S", 0.3)
+    store = InMemoryStore(shards=2)
+    for i in range(40):
+        _admit(store, AHEAD, i)
+    first, second = "1" * 32, "2" * 32
+    _admit(store, first, 0)
+    app = _app()
+    settings = memory_settings(
+        "tests.unit.test_stream_reader:app", counters_tick_s=5.0, rescan_s=60.0, session_grace_s=60.0
+    )
+    hub = SessionHub(app, settings, store, Estimator(app, store.workers.stats, store.workers.fleet))
+    seen: dict[str, list[dict[str, Any]]] = {first: [], second: []}
+
+    async def watch() -> None:
+        tasks = [_reading(SessionStream(hub, first, PollPolicy()), seen[first])]
+        await _until(lambda: bool(_ranks(seen[first])), "the first session's rank")
+        # The read that ranked it has just ended: the next may come 0.3 s after it, at the earliest.
+        _admit(store, second, 0)
+        tasks.append(_reading(SessionStream(hub, second, PollPolicy()), seen[second]))
+        await _until(lambda: bool(_ranks(seen[second])), "the second session's rank within 3 s")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(watch())
+    assert _ranks(seen[second])[0][:2] == (41, 42), "both sessions' jobs may be ahead of it"
+
+
 def test_close_stream_follows_the_last_pending_completion_and_never_precedes_it() -> None:
     store = InMemoryStore()
     session = "s" * 32

@@ -447,8 +447,13 @@ class SessionHub:
     async def _read_counters(self) -> None:
         """Read the counters (and the finish notices of far-back jobs) every `counters_tick_s` while a
         stream here has a waiting job whose rank can still change."""
+        if self._soon is None:
+            self._soon = asyncio.Event()
         while self._wanted():
             started = time.monotonic()
+            # This read serves every early read asked for before it began; one asked for from now on
+            # (a job seen after this read began) gets the next read, `FRESH_GAP_S` after this one.
+            self._soon.clear()
             self.reads += 1  # counted when asked: a read cut short by shutdown still reaches AWS
             consistent = self._first_rank_wanted()
             try:
@@ -463,11 +468,9 @@ class SessionHub:
             if tick is not None:
                 tick.set()
             await anyio.sleep(FRESH_GAP_S)
-            soon = self._soon or asyncio.Event()
-            soon.clear()
             self._tick_now = self.tick_s()
             with anyio.move_on_after(max(0.0, self._tick_now - FRESH_GAP_S)):
-                await soon.wait()
+                await self._soon.wait()
 
     def tick_s(self) -> float:
         """The gap before the next counters read: `counters_tick_s` while a visitor here may be near the
