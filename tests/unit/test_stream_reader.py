@@ -200,6 +200,40 @@ def test_a_job_seen_between_two_counters_reads_gets_its_first_rank_after_the_lea
     assert _ranks(seen[second])[0][:2] == (41, 42), "both sessions' jobs may be ahead of it"
 
 
+def test_a_join_after_close_stream_answers_once_the_client_hangs_up_and_a_call_stream_ends_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a process that serves joins (the local front), a session's join that comes after its stream
+    sent `close_stream` answers only once the client has hung up (gradio_client would tag the new job to
+    the closing reader and cancel it); a curl `/call` stream, whose session is its one call, does not
+    wait for anything."""
+    monkeypatch.setattr("surge.session.HANG_UP_WAIT_S", 30.0)
+    store = InMemoryStore()
+    session, call = "a" * 32, "b" * 32
+    for owner in (session, call):
+        _run(store, _admit(store, owner, 0))
+    hub = _hub(store)
+    hub.serves_joins = True
+
+    async def watch() -> None:
+        seen: list[dict[str, Any]] = []
+        reader = _reading(SessionStream(hub, session, FAST_POLL), seen)
+        await _until(lambda: bool(seen) and seen[-1]["msg"] == "close_stream", "close_stream")
+        join = asyncio.ensure_future(hub.after_hang_up(session))
+        await asyncio.sleep(0.1)
+        assert not join.done(), "the client has not hung up yet: the join's answer waits"
+        reader.cancel()  # the client hangs up: the SSE layer cancels the response
+        await asyncio.wait_for(join, 1.0)
+        await asyncio.gather(reader, return_exceptions=True)
+        calls: list[dict[str, Any]] = []
+        ending = _reading(SessionStream(hub, call, FAST_POLL, joined_again=False), calls)
+        await _until(ending.done, "the call stream's end")
+        assert [m["msg"] for m in calls][-2:] == ["process_completed", "close_stream"]
+        await asyncio.wait_for(hub.after_hang_up(call), 1.0)
+
+    asyncio.run(watch())
+
+
 def test_close_stream_follows_the_last_pending_completion_and_never_precedes_it() -> None:
     store = InMemoryStore()
     session = "s" * 32

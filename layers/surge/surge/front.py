@@ -232,7 +232,8 @@ def stream_router(hub: SessionHub, poll: PollPolicy) -> APIRouter:
 
     @router.get(PREFIX + "/call/{api_name}/{event_id}")
     async def call_data(api_name: str, event_id: str = Path(pattern=CALL_ID_PATTERN)) -> EventSourceResponse:
-        return sse.simple_stream(SessionStream(hub, CALL_SESSION + event_id, poll).messages(), heartbeat_s)
+        stream = SessionStream(hub, CALL_SESSION + event_id, poll, joined_again=False)
+        return sse.simple_stream(stream.messages(), heartbeat_s)
 
     @router.get(PREFIX + "/heartbeat/{session_hash}")
     async def heartbeat(session_hash: str) -> EventSourceResponse:

@@ -617,8 +617,11 @@ class SessionHub:
 class SessionStream:
     """One open `/queue/data` connection of a session."""
 
-    def __init__(self, hub: SessionHub, session_hash: str, poll: PollPolicy) -> None:
+    def __init__(self, hub: SessionHub, session_hash: str, poll: PollPolicy, joined_again: bool = True) -> None:
+        """`joined_again`: whether the session's client may join again while this stream closes (a Gradio
+        client's `/queue/data` stream; not a curl `/call` one, whose session is its one call)."""
         self.hub = hub
+        self.joined_again = joined_again
         self.store = hub.store
         self.session_hash = session_hash
         self.poll = poll
@@ -646,7 +649,8 @@ class SessionStream:
                 with anyio.CancelScope(shield=True):
                     await self._forget(self.view.delivered)
                 self.hub.forgetting(self.session_hash, self.view.delivered, False)
-                await self.hub.hang_up(self.session_hash, self.closed_at)
+                if self.joined_again:
+                    await self.hub.hang_up(self.session_hash, self.closed_at)
             elif waiting:
                 asyncio.get_running_loop().create_task(self.hub.release_if_gone(self.session_hash, waiting))
 
