@@ -42,7 +42,8 @@ def test_a_body_over_the_limit_gets_413_naming_the_limit_and_changes_nothing(aws
 
 
 def test_a_client_joining_too_fast_gets_429_with_retry_after(aws: None) -> None:
-    _, client = front(settings_for("examples.demo_app:app", join_rate_per_s=1.0, join_burst=3))
+    # One token per 5 s: a loaded machine taking a second over these joins must not refill one.
+    _, client = front(settings_for("examples.demo_app:app", join_rate_per_s=0.2, join_burst=3))
     codes = [client.post("/gradio_api/queue/join", json=join_body("hi")).status_code for _ in range(5)]
     assert codes == [200, 200, 200, 429, 429]
     spoofed = client.post("/gradio_api/queue/join", json=join_body("hi"), headers={"x-forwarded-for": "10.0.0.9"})

@@ -82,8 +82,8 @@ def test_a_stale_attempt_writes_nothing_and_a_takeover_claims_at_the_attempt_see
     taken = mine.model_copy(update={"state": JobState.RUNNING})
     (theirs,) = ports.store.claim([taken], "w2").claimed
     assert theirs.attempt == 2
-    ports.store.append_chunk(mine, {"msg": "process_generating"})  # the first attempt's: dropped
-    ports.store.append_chunk(theirs, {"msg": "process_generating", "n": 2})
+    ports.store.record_live(mine, [{"msg": "process_generating"}], None)  # the first attempt's: dropped
+    ports.store.record_live(theirs, [{"msg": "process_generating", "n": 2}], None)
     assert [j.chunks for j in ports.store.read_session(SESSION)] == [[{"msg": "process_generating", "n": 2}]]
 
 

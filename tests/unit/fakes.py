@@ -134,17 +134,16 @@ class InMemoryJobs:
             self.admission.leave(leaving)
             return Claim(claimed, refused)
 
-    def record_progress(self, job: Job, body: dict[str, Any], after: int) -> None:
+    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
         with self._lock:
-            self.calls["record_progress"] += 1
-            self._running_update(job, {"progress": dict(body), "progress_after": after})
-
-    def append_chunk(self, job: Job, body: dict[str, Any]) -> None:
-        with self._lock:
-            self.calls["append_chunk"] += 1
+            self.calls["record_live"] += 1
             current = self.items.get((job.session_hash, job.job_id))
-            if current is not None:
-                self._running_update(job, {"chunks": [*current.chunks, dict(body)]})
+            if current is None:
+                return
+            update: dict[str, Any] = {"chunks": [*current.chunks, *(dict(body) for body in chunks)]}
+            if progress is not None:
+                update.update({"progress": dict(progress[0]), "progress_after": progress[1]})
+            self._running_update(job, update)
 
     def _running_update(self, job: Job, update: dict[str, Any]) -> None:
         """A stale write (the job moved on to another attempt or state) is dropped, as the adapter's."""
@@ -313,11 +312,8 @@ class InMemoryStore:
     def claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
         return self.jobs.claim(jobs, worker_id)
 
-    def record_progress(self, job: Job, body: dict[str, Any], after: int) -> None:
-        self.jobs.record_progress(job, body, after)
-
-    def append_chunk(self, job: Job, body: dict[str, Any]) -> None:
-        self.jobs.append_chunk(job, body)
+    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
+        self.jobs.record_live(job, chunks, progress)
 
     def finish(self, completions: Sequence[Completion], *, held: bool) -> list[str]:
         return self.jobs.finish(completions, held=held)

@@ -22,13 +22,9 @@ class Jobs(Protocol):
         (its worker is gone). Every other job is refused, so a duplicated message never runs a job twice."""
         ...
 
-    def record_progress(self, job: Job, body: dict[str, Any], after: int) -> None:
-        """Replace the job's progress message, reported after `after` of its chunks; dropped when the job
-        is no longer this attempt's."""
-        ...
-
-    def append_chunk(self, job: Job, body: dict[str, Any]) -> None:
-        """Append one generator message; dropped when the job is no longer this attempt's."""
+    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
+        """Append generator messages and notices and set the progress (body, messages before it), in one
+        write; dropped when the job is no longer this attempt's."""
         ...
 
     def finish(self, completions: Sequence[Completion], *, held: bool) -> list[str]:

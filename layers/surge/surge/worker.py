@@ -28,6 +28,7 @@ from surge.application import CALLS, App, Call, Function
 from surge.broker import RECEIVE_LIMIT, Delivery
 from surge.errors import Error, Unavailable
 from surge.eta import smooth
+from surge.live_writes import LiveWrites
 from surge.models import TERMINAL_STATES, FunctionStats, Job, JobState
 from surge.observer import Observer
 from surge.ports import Queue, WorkerStore
@@ -169,6 +170,8 @@ class Worker:
         """Best-effort writes (statistics, batch log) that the next batch need not wait for."""
         self.recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surge-record")
         """Records finished batches (results, then acknowledgement) while the loop runs the next."""
+        self.live = LiveWrites(store)
+        """Writes running jobs' generator messages, notices and progress behind the function."""
         self.recordings: deque[Future[None]] = deque()
         self.recordings_lock = threading.Lock()
         self.avg_batch_s: float | None = None
@@ -678,7 +681,7 @@ class Worker:
                 chunk = row if previous is None or whole else diff(previous, row)
                 message = protocol.generating(job.job_id, chunk)
                 job.chunks.append(message)
-                self.store.append_chunk(job, message)
+                self.live.chunk(job, message)
                 previous = row
             return previous
 
@@ -694,10 +697,7 @@ class Worker:
         def notify(message: str, level: str, title: str, duration: float | None, visible: bool) -> None:
             body = protocol.log(job.job_id, message, level, title, duration, visible)
             job.chunks.append(body)
-            try:
-                self.store.append_chunk(job, body)
-            except Unavailable as error:
-                logger.warning("could not send a notice to the visitor (%s)", error.detail)
+            self.live.chunk(job, body)
 
         return notify
 
@@ -733,8 +733,7 @@ class Worker:
             if now - last[0] < PROGRESS_EVERY_S and not done:
                 return
             last[0] = now
-            body = protocol.progress(job.job_id, value, index, length, desc, unit)
-            self.store.record_progress(job, body, len(job.chunks))
+            self.live.progress(job, protocol.progress(job.job_id, value, index, length, desc, unit), len(job.chunks))
 
         return {self.function.progress_arg: _bound_progress(sink)}
 
@@ -748,6 +747,7 @@ class Worker:
         """Record the outcomes (retrying while AWS refuses: results are not thrown away), then ack;
         returns the jobs recorded."""
         completions = [t.outcome for t in tasks if t.outcome is not None]
+        self.live.forget([t.job for t in tasks])  # the finish records every message they had
 
         def finish() -> list[str]:
             held = time.monotonic() < self.beat_ok_at + self.settings.lease_ttl_s - self.heartbeat_s

@@ -132,18 +132,19 @@ class JobStore(Table):
 
     # ---- while running ---------------------------------------------------------------------------
 
-    def record_progress(self, job: Job, body: dict[str, Any], after: int) -> None:
-        """The latest progress message of a running job (replaces the one before), reported after `after`
-        of its chunks."""
-        self._running_update(job, "SET progress = :v, progress_after = :a", {":v": s(compact(body)), ":a": n(after)})
-
-    def append_chunk(self, job: Job, body: dict[str, Any]) -> None:
-        """One generator message of a running job, after the ones before it."""
-        self._running_update(
-            job,
-            "SET chunks = list_append(if_not_exists(chunks, :none), :v)",
-            {":v": {"L": [s(compact(body))]}, ":none": {"L": []}},
-        )
+    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
+        """A running job's generator messages and notices (after the ones before them) and its latest
+        progress message (replacing the one before; reported after `progress[1]` messages), in one write."""
+        sets: list[str] = []
+        values: dict[str, Any] = {}
+        if chunks:
+            sets.append("chunks = list_append(if_not_exists(chunks, :none), :v)")
+            values.update({":v": {"L": [s(compact(body)) for body in chunks]}, ":none": {"L": []}})
+        if progress is not None:
+            sets.append("progress = :p, progress_after = :a")
+            values.update({":p": s(compact(progress[0])), ":a": n(progress[1])})
+        if sets:
+            self._running_update(job, "SET " + ", ".join(sets), values)
 
     def _running_update(self, job: Job, expression: str, values: dict[str, Any]) -> None:
         """A write by the worker and attempt that hold the job; a stale one (the job moved on) is dropped."""
