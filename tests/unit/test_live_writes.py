@@ -102,3 +102,18 @@ def test_nothing_more_is_written_for_a_job_that_ended_and_jobs_are_written_side_
     store.gate.set()
     assert live.idle(WAIT_S)
     assert store.stored == {"job-1": [0], "job-2": [7]}
+
+
+def test_a_job_is_written_at_most_once_per_gap_however_fast_it_yields() -> None:
+    """A stream reads a streaming job every 0.1 s at most: a job's writes come `GAP_S` (50 ms) apart."""
+    store = SlowStore()
+    live = LiveWrites(store, writers=4)
+    job = _job()
+    began = time.monotonic()
+    for i in range(150):
+        live.chunk(job, _chunk(job, i))
+        time.sleep(0.002)
+    assert live.idle(WAIT_S)
+    took = time.monotonic() - began
+    assert store.stored[job.job_id] == list(range(150))
+    assert len(store.writes) <= took / 0.05 + 2, f"{len(store.writes)} writes in {took:.2f} s"

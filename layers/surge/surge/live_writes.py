@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +26,10 @@ logger = logging.getLogger("surge.live_writes")
 
 WRITERS = 4
 """Threads writing live output: one job's writes never overlap, so up to this many jobs are written at once."""
+
+GAP_S = 0.05
+"""The least time between two writes of one job: a stream reads a streaming job's log every 0.1 s at
+most, so writing more often only costs CPU and write units (each write rewrites the growing item)."""
 
 RETRY_S = 0.2
 """After a failed write, how long its job's messages wait before the next try (they keep accumulating)."""
@@ -58,6 +63,8 @@ class LiveWrites:
         self._flying: set[str] = set()
         self._live: set[str] = set()
         """Jobs whose output may still be written (not forgotten)."""
+        self._began: dict[str, float] = {}
+        """Job id → when (monotonic) its latest write began."""
         self._threads: list[threading.Thread] = []
 
     def chunk(self, job: Job, body: dict[str, Any]) -> None:
@@ -76,6 +83,7 @@ class LiveWrites:
             for job in jobs:
                 self._live.discard(job.job_id)
                 self._pending.pop(job.job_id, None)
+                self._began.pop(job.job_id, None)
 
     def idle(self, timeout_s: float) -> bool:
         """Wait until nothing is pending or being written (tests, shutdown); False on timeout."""
@@ -96,22 +104,31 @@ class LiveWrites:
         self._cond.notify_all()
         return entry
 
-    def _take(self) -> _Pending | None:
-        """Under the lock: the oldest pending entry whose job has no write in flight."""
+    def _take(self) -> tuple[_Pending | None, float | None]:
+        """Under the lock: the oldest pending entry whose job has no write in flight and whose latest
+        write began `GAP_S` ago or more; else how long until one may be due (None: nothing pending)."""
+        now = time.monotonic()
+        soonest: float | None = None
         for job_id, entry in self._pending.items():
-            if job_id not in self._flying:
-                del self._pending[job_id]
-                self._flying.add(job_id)
-                return entry
-        return None
+            if job_id in self._flying:
+                continue
+            due = self._began.get(job_id, now - GAP_S) + GAP_S - now
+            if due > 0:
+                soonest = due if soonest is None else min(soonest, due)
+                continue
+            del self._pending[job_id]
+            self._flying.add(job_id)
+            self._began[job_id] = now
+            return entry, None
+        return None, soonest
 
     def _write_loop(self) -> None:
         while True:
             with self._cond:
-                entry = self._take()
+                entry, wait_s = self._take()
                 while entry is None:
-                    self._cond.wait()
-                    entry = self._take()
+                    self._cond.wait(wait_s)
+                    entry, wait_s = self._take()
             failed = not self._write(entry)
             with self._cond:
                 job_id = entry.job.job_id
