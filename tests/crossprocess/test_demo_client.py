@@ -45,6 +45,16 @@ def test_generator_streams_progressive_outputs_then_the_final_value(client: Clie
     assert job.result() == "the quick brown fox"
 
 
+def test_a_long_generator_reaches_the_client_whole_and_in_order(client: Client) -> None:
+    """Its messages are written behind it, several to a write: the client still gets every yield once,
+    in order (the chunks are diffs, so a gap or a swap would show as a wrong text)."""
+    words = [f"w{i}" for i in range(40)]
+    job = client.submit(" ".join(words), api_name="/stream_tokens")
+    seen = list(job)
+    assert job.result() == " ".join(words)
+    assert seen == [""] + [" ".join(words[: i + 1]) for i in range(len(words))]
+
+
 def test_generator_reports_progress_on_the_raw_stream(demo_stack: LocalStack) -> None:
     session = new_session()
     event_id = join(demo_stack, session, "stream_tokens", ["one two three"]).json()["event_id"]
