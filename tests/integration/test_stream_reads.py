@@ -67,7 +67,8 @@ def test_far_back_sessions_cost_no_log_reads_and_share_one_counters_read_per_tic
     for session in behind:
         estimations = [m for m in seen[session] if m["msg"] == "estimation"]
         assert estimations and estimations[0]["rank"] >= 40, seen[session]
-        assert calls[f"Query {session}"] == 1  # the read when the stream opened, none while it waits
+        # The read when the stream opened, none while it waits.
+        assert calls[f"Query {session}"] == 1, (session, dict(calls), seen[session])
     ticks = calls["BatchGetItem"]
-    assert hub.reads == ticks
-    assert 2 <= ticks <= WAIT_S / settings.counters_tick_s + 3  # one per tick for all five sessions
+    assert hub.reads == ticks, dict(calls)
+    assert 2 <= ticks <= WAIT_S / settings.counters_tick_s + 3, dict(calls)  # one per tick for all five
