@@ -17,10 +17,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from surge.errors import Unavailable
 from surge.models import Job
+from surge.ports import LiveOutput
 
 logger = logging.getLogger("surge.live_writes")
 
@@ -35,13 +36,6 @@ RETRY_S = 0.2
 """After a failed write, how long its job's messages wait before the next try (they keep accumulating)."""
 
 
-class LiveStore(Protocol):
-    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
-        """Append `chunks` to the job's messages and set its progress (body, chunks before it), in one
-        write; dropped when the job is no longer this attempt's."""
-        ...
-
-
 @dataclass
 class _Pending:
     job: Job
@@ -52,11 +46,9 @@ class _Pending:
 class LiveWrites:
     """The worker's writer of live output: `chunk` and `progress` return at once."""
 
-    def __init__(self, store: LiveStore, writers: int = WRITERS) -> None:
+    def __init__(self, store: LiveOutput, writers: int = WRITERS) -> None:
         self.store = store
         self.writers = writers
-        self.writes = 0
-        """Writes made so far."""
         self._cond = threading.Condition()
         self._pending: dict[str, _Pending] = {}
         """Job id → what is still to write for it, jobs in the order they first had something pending."""
@@ -156,5 +148,4 @@ class LiveWrites:
         except Exception:
             logger.exception("writing a running job's output failed; retrying")
             return False
-        self.writes += 1
         return True

@@ -14,17 +14,21 @@ from surge.models import Counters, FunctionStats, Job, JobState
 from surge.store import BatchRecord, Claim, Completion
 
 
-class Jobs(Protocol):
+class LiveOutput(Protocol):
+    """Where a running job's live output goes (`surge.live_writes.LiveWrites` writes it)."""
+
+    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
+        """Append generator messages and notices and set the progress (body, messages before it), in one
+        write; dropped when the job is no longer this attempt's."""
+        ...
+
+
+class Jobs(LiveOutput, Protocol):
     """A worker's transitions of the jobs it runs: claim, progress, generator output, finish."""
 
     def claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
         """Move jobs to `running` for `worker_id`: a `waiting` job, or a `running` one at the attempt given
         (its worker is gone). Every other job is refused, so a duplicated message never runs a job twice."""
-        ...
-
-    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
-        """Append generator messages and notices and set the progress (body, messages before it), in one
-        write; dropped when the job is no longer this attempt's."""
         ...
 
     def finish(self, completions: Sequence[Completion], *, held: bool) -> list[str]:
