@@ -267,6 +267,9 @@ class InMemoryWorkers:
             found = self.alive.get((api_name, worker_id))
             return found is not None and found[0] >= self.clock()
 
+    def live_workers(self, api_name: str) -> dict[str, int]:
+        return self.fleet(api_name).workers
+
     def record_batch(self, api_name: str, batch: BatchRecord, stats: FunctionStats) -> None:
         with self._lock:
             self.calls["record_batch"] += 1
@@ -347,6 +350,9 @@ class InMemoryStore:
 
     def is_worker_alive(self, api_name: str, worker_id: str) -> bool:
         return self.workers.is_worker_alive(api_name, worker_id)
+
+    def live_workers(self, api_name: str) -> dict[str, int]:
+        return self.workers.live_workers(api_name)
 
     def record_batch(self, api_name: str, batch: BatchRecord, stats: FunctionStats) -> None:
         self.workers.record_batch(api_name, batch, stats)

@@ -143,6 +143,34 @@ def test_worker_loop_runs_a_batch_function_once_per_batch_under_a_concurrency_le
     assert store.calls["acquire_lease"] >= 1 and not store.leases.held, "the lease is given back after the batch"
 
 
+def test_a_lone_worker_keeps_its_lease_from_batch_to_batch_and_gives_it_back_when_idle() -> None:
+    """Gradio's default limit of 1 puts every job of a plain app under a lease: a worker with no other
+    live worker in its concurrency group goes from job to job without giving the slot back and taking it
+    again (two calls and a gap each), and gives it back once the queue is empty."""
+    served, store, queue = Served(concurrency_limit=1), InMemoryStore(), InMemoryQueue()
+    jobs = [_join(store, queue, "shout", f"w{i}", i) for i in range(6)]
+
+    _serve_until_drained(served, "shout", store, queue)
+
+    assert [_result(store, job)["output"]["data"] for job in jobs] == [[f"W{i}"] for i in range(6)]
+    assert store.calls["acquire_lease"] < 3, f"the slot was taken {store.calls['acquire_lease']} times for 6 jobs"
+    assert store.calls["release_lease"] == store.calls["acquire_lease"], "each taking is given back once"
+    assert not store.leases.held, "the lease is given back when the queue is empty"
+
+
+def test_a_worker_sharing_its_concurrency_group_gives_the_lease_back_after_every_job() -> None:
+    """Another live worker of the group may be waiting for the slot: it is given back after each job."""
+    served, store, queue = Served(concurrency_limit=1), InMemoryStore(), InMemoryQueue()
+    store.worker_alive("shout", "another-worker", 60.0, 1)
+    jobs = [_join(store, queue, "shout", f"w{i}", i) for i in range(4)]
+
+    _serve_until_drained(served, "shout", store, queue)
+
+    assert [_result(store, job)["output"]["data"] for job in jobs] == [[f"W{i}"] for i in range(4)]
+    assert store.calls["acquire_lease"] == 4 and store.calls["release_lease"] == 4
+    assert not store.leases.held
+
+
 @pytest.mark.parametrize("api_name", ["shout", "shout_batch"])
 def test_a_message_delivered_twice_runs_its_job_once(api_name: str) -> None:
     served, store, queue = Served(), InMemoryStore(), InMemoryQueue()

@@ -84,6 +84,10 @@ class Workers(Protocol):
 
     def is_worker_alive(self, api_name: str, worker_id: str) -> bool: ...
 
+    def live_workers(self, api_name: str) -> dict[str, int]:
+        """Worker id → slots, for the function's workers whose heartbeat has not lapsed."""
+        ...
+
     def record_batch(self, api_name: str, batch: BatchRecord, stats: FunctionStats) -> None: ...
 
 

@@ -155,6 +155,11 @@ class Worker:
         self.slots = max(slots, settings.page_event_slots) if function.events is not None else slots
         self.worker_id = worker_id or f"{function.api_name}-{os.getpid()}-{secrets.token_hex(4)}"
         self.limit = app.concurrency_limit(function.concurrency_id)
+        self.group = [f.api_name for f in app.functions if f.concurrency_id == function.concurrency_id]
+        """The functions that share this one's concurrency limit (its own included)."""
+        self.alone = False
+        """Whether the last heartbeat found no other live worker of the group: then a loop whose next
+        batch is already in hand keeps its lease for it (see `_keeps_lease`)."""
         self.stopping = threading.Event()
         self.hand = _Hand()
         self.parked: deque[Delivery] = deque()
@@ -238,12 +243,20 @@ class Worker:
             sent = time.monotonic()
             self.store.worker_alive(self.function.api_name, self.worker_id, self.settings.lease_ttl_s, self.slots)
             self.beat_ok_at = sent
+            if self.limit is not None:
+                self.alone = self._alone_in_group()
             for slot in slots:
                 self.store.renew_lease(self.function.concurrency_id, slot, self.worker_id)
             if deliveries:
                 self.broker.set_visibility(self.function.api_name, deliveries, self.settings.visibility_timeout_s)
         except Unavailable:
+            self.alone = False
             logger.warning("heartbeat failed; retrying", extra={"worker_id": self.worker_id})
+
+    def _alone_in_group(self) -> bool:
+        """No other live worker serves a function of this one's concurrency group (one query per
+        function of the group, once per heartbeat)."""
+        return all(set(self.store.live_workers(api_name)) <= {self.worker_id} for api_name in self.group)
 
     def _give_back(self) -> None:
         deliveries, _ = self.hand.snapshot()
@@ -259,46 +272,65 @@ class Worker:
     def _loop(self) -> None:
         backoff = 0.1
         ahead: Future[list[Delivery]] | None = None
-        while not self.stopping.is_set():
-            try:
-                current, ahead = ahead, None
-                deliveries = current.result() if current is not None else self._next()
-                if self._prefetch(deliveries):
-                    # A full batch means more may wait: the next receive (the same long poll the loop
-                    # would make next) runs while this batch does, so the device goes from batch to
-                    # batch without waiting for the queue round trips, and a queue that is empty now
-                    # costs no extra call (an immediate look came back empty and was followed by the
-                    # long poll: two receives per job for a lone user). Not under a concurrency limit:
-                    # there the next batch waits for a lease that others may get first.
-                    ahead = self.ahead.submit(self._gather)
-                if deliveries:
-                    self._process(deliveries)
-                elif self.settings.poll_wait_s == 0:
-                    # No long poll to wait in (tests set none): an idle loop must not spin, or its receives
-                    # take the GIL from the call running beside it (each of the call's I/O waits then
-                    # costs a switch interval: a 1.5 s step took 12 s).
-                    self.stopping.wait(IDLE_PAUSE_S)
-                backoff = 0.1
-            except Unavailable as error:
-                logger.warning("AWS call failed (%s); backing off %.1f s", error.detail, backoff)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception:
-                # A bug must not silently end this loop while the heartbeat keeps the worker "alive".
-                logger.exception("worker loop error; continuing")
-                self.stopping.wait(backoff)
+        kept: int | None = None
+        """A lease slot kept from the last batch for the next one (see `_keeps_lease`)."""
+        try:
+            while not self.stopping.is_set():
+                try:
+                    current, ahead = ahead, None
+                    deliveries = current.result() if current is not None else self._next()
+                    if self._prefetch(deliveries):
+                        # A full batch means more may wait: the next receive (the same long poll the loop
+                        # would make next) runs while this batch does, so the device goes from batch to
+                        # batch without waiting for the queue round trips, and a queue that is empty now
+                        # costs no extra call (an immediate look came back empty and was followed by the
+                        # long poll: two receives per job for a lone user).
+                        ahead = self.ahead.submit(self._gather)
+                    held, kept = kept, None
+                    if deliveries:
+                        kept = self._process(deliveries, held, partial(self._keeps_lease, ahead))
+                    elif held is not None:
+                        self._release(held)
+                    if not deliveries and self.settings.poll_wait_s == 0:
+                        # No long poll to wait in (tests set none): an idle loop must not spin, or its
+                        # receives take the GIL from the call running beside it (each of the call's I/O
+                        # waits then costs a switch interval: a 1.5 s step took 12 s).
+                        self.stopping.wait(IDLE_PAUSE_S)
+                    backoff = 0.1
+                except Unavailable as error:
+                    logger.warning("AWS call failed (%s); backing off %.1f s", error.detail, backoff)
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                except Exception:
+                    # A bug must not silently end this loop while the heartbeat keeps the worker "alive".
+                    logger.exception("worker loop error; continuing")
+                    self.stopping.wait(backoff)
+        finally:
+            if kept is not None:
+                self._release(kept)
         if ahead is not None:
             with contextlib.suppress(Exception):
                 ahead.result()  # what it gathered is in hand: `serve` gives it back
 
     def _prefetch(self, deliveries: list[Delivery]) -> bool:
-        """Whether to make the next receive while this batch runs: the batch is full and no concurrency
-        limit stands in the way (there the next batch waits for a lease others may get first). Not where
-        jobs reserve a place to start (`Function.reserve`, a lane of a page's events) either: a step held
-        for later would wait behind a long one, where another of the lane's loops could run it now."""
+        """Whether to make the next receive while this batch runs: the batch is full, and no other worker
+        shares its concurrency limit (a batch held here would wait for a lease that others may get
+        first). Not where jobs reserve a place to start (`Function.reserve`, a lane of a page's events)
+        either: a step held for later would wait behind a long one, where another of the lane's loops
+        could run it now."""
         if self.function.events is not None or self.function.reserve is not None:
             return False
-        return self.limit is None and len(deliveries) >= self.function.receive_batch_size
+        return (self.limit is None or self.alone) and len(deliveries) >= self.function.receive_batch_size
+
+    def _keeps_lease(self, ahead: Future[list[Delivery]] | None) -> bool:
+        """Whether a loop keeps its lease for its next batch: that batch is in hand already and no other
+        worker of the concurrency group was live at the last heartbeat, so nobody waits for the slot.
+        Giving it back and taking it again would cost two calls and a gap between jobs (Gradio's
+        default limit of 1 puts every job of a plain app under a lease). A worker that starts meanwhile
+        waits at most until the next heartbeat, after which the slot is given back after every batch."""
+        if not self.alone or ahead is None or not ahead.done() or ahead.exception() is not None:
+            return False
+        return bool(ahead.result())
 
     def _next(self) -> list[Delivery]:
         """The next batch: a parked job whose limit has room now (the loop whose call just freed the
@@ -374,19 +406,24 @@ class Worker:
                 break
         return deliveries
 
-    def _process(self, deliveries: list[Delivery]) -> None:
-        """Run what was gathered under a lease, then hand the batch to the recorder thread: the next
-        batch is claimed and runs while this one's results are written. On any failure the messages
-        are let go, so SQS redelivers them when their visibility lapses and another attempt reclaims
-        the jobs."""
-        slot: int | None = None
+    def _process(
+        self, deliveries: list[Delivery], kept: int | None = None, keep: Callable[[], bool] | None = None
+    ) -> int | None:
+        """Run what was gathered under a lease (`kept`: one this loop still holds), then hand the batch to
+        the recorder thread: the next batch is claimed and runs while this one's results are written. On
+        any failure the messages are let go, so SQS redelivers them when their visibility lapses and
+        another attempt reclaims the jobs. Returns the lease slot if `keep` says to keep it for the next
+        batch (else it is given back)."""
+        slot: int | None = kept
         tasks: list[_Task] = []
         handed = False
+        kept_slot: int | None = None
         try:
-            slot = self._acquire_lease()
+            if slot is None:
+                slot = self._acquire_lease()
             if slot is None:
                 self.broker.set_visibility(self.function.api_name, deliveries, 0)
-                return
+                return None
             claiming = time.monotonic()
             tasks = self._claim(deliveries)
             if self.places:
@@ -401,7 +438,11 @@ class Worker:
             if self.places:
                 self._give_places_back(deliveries)
             if slot is not None and slot >= 0:
-                self._release(slot)
+                if handed and keep is not None and keep():
+                    kept_slot = slot
+                else:
+                    self._release(slot)
+        return kept_slot
 
     def _places_taken(self, tasks: list[_Task]) -> set[str]:
         """For each claimed job, the one message whose reserved place its call takes."""
