@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from surge import protocol
 from surge.models import Counters, Job, JobState, Shard
-from surge.session import SessionView
+from surge.session import SessionView, count_behind
 
 
 def _job(state: JobState, **fields: object) -> Job:
-    values: dict[str, object] = {"created_at": 1.0, **fields}
-    return Job(job_id="j1", session_hash="s" * 16, api_name="echo", group="g", state=state, **values)  # type: ignore[arg-type]
+    values: dict[str, object] = {"job_id": "j1", "session_hash": "s" * 16, "created_at": 1.0, **fields}
+    return Job(api_name="echo", group="g", state=state, **values)  # type: ignore[arg-type]
 
 
 def _no_eta(job: Job, rank: int) -> float | None:
@@ -176,3 +176,45 @@ def test_a_process_with_no_reads_from_before_the_join_bounds_the_job_by_the_tail
         assert shown["rank"] == 14
     assert with_ahead.at_front(counters, lambda job: 16)
     assert not without.at_front(counters, lambda job: 16)
+
+
+def test_visitors_who_joined_together_are_ranked_in_the_order_they_joined_not_all_at_the_bound() -> None:
+    """Four sessions join within one tick: one counters read bounds each of them by all four. The stream
+    process knows the three others and which joined later, so each is shown its own place, as Gradio
+    shows them (0, 1, 2, 3), where the bound alone showed 3 to everyone."""
+    views = [SessionView(f"{i}" * 16) for i in range(4)]
+    for i, view in enumerate(views):
+        view.take([_job(JobState.WAITING, job_id=f"j{i}", session_hash=f"{i}" * 16, created_at=1.0 + i)], 10.0, _none)
+    counters = Counters(shards=[Shard(joined=4, tail={"g": 4})])
+    waiting = [tracked for view in views for tracked in view.waiting()]
+    behind = count_behind(waiting, 10.5)
+    assert behind == {"j0": 3, "j1": 2, "j2": 1, "j3": 0}
+    ranks = [view.estimations(counters, 10.5, _no_eta, behind=behind)[0]["rank"] for view in views]
+    assert ranks == [0, 1, 2, 3]
+    alone = SessionView("9" * 16)
+    alone.take([_job(JobState.WAITING, session_hash="9" * 16, created_at=1.0)], 10.0, _none)
+    assert alone.estimations(counters, 10.5, _no_eta)[0]["rank"] == 3, "without the others known: the bound"
+
+
+def test_a_later_job_seen_after_the_bound_was_read_is_not_taken_off_it() -> None:
+    """The bound counts only jobs committed before its read began: one seen later is not in it, so
+    taking it off would show a place better than the truth. And a job is never shown ahead of the jobs
+    surely ahead of it (read before it joined)."""
+    first, late = SessionView("a" * 16), SessionView("b" * 16)
+    first.take([_job(JobState.WAITING, job_id="a", session_hash="a" * 16, created_at=1.0)], 10.0, _none)
+    counters = Counters(shards=[Shard(joined=3, tail={"g": 3})])
+    assert first.estimations(counters, 10.5, _no_eta)[0]["rank"] == 2
+    late.take([_job(JobState.WAITING, job_id="b", session_hash="b" * 16, created_at=2.0)], 11.0, _none)
+    waiting = [*first.waiting(), *late.waiting()]
+    assert count_behind(waiting, 11.5)["a"] == 0
+    assert first.estimations(counters, 11.5, _no_eta, behind=count_behind(waiting, 11.5)) == []  # still 2
+
+    ahead = SessionView("c" * 16)
+    ahead.take([_job(JobState.WAITING, job_id="c", session_hash="c" * 16, created_at=5.0)], 10.0, _none)
+    earlier = Counters(shards=[Shard(joined=2, tail={"g": 2})])  # read before c joined: two surely ahead
+    (shown,) = ahead.estimations(counters, 10.5, _no_eta, before=lambda created_at: earlier, behind={"c": 2})
+    assert shown["rank"] == 2, "two jobs surely ahead still wait: not shown at the front"
+
+
+def _none(api_name: str) -> float | None:
+    return None

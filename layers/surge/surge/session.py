@@ -12,12 +12,13 @@ counters. `close_stream` follows the last pending completion at once, as Gradio 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +97,8 @@ class Tracked:
     job: Job
     tails: list[int] | None = None
     """The shards' tails read after the job was seen waiting: the bound of its rank."""
+    tails_at: float | None = None
+    """When (monotonic) the read that gave `tails` began: the jobs seen before it are counted in them."""
     earlier: list[int] | None = None
     """The shards' tails of a read that ended before the job was created: jobs surely ahead of it."""
     ahead_min: int | None = None
@@ -148,12 +151,17 @@ class SessionView:
         eta: Callable[[Job, int], float | None],
         before: Callable[[float], Counters | None] = lambda created_at: None,
         consistent: bool = True,
+        behind: Mapping[str, int] | None = None,
     ) -> list[dict[str, Any]]:
         """New rank/ETA for waiting jobs, from one counters read that began at `read_started`.
 
         `before(created_at)`: an earlier read that ended before that (epoch) time, if one is known.
-        Ranks shown are upper bounds (honest); `ahead_min` is the lower bound that decides when the
-        job's log is worth reading (SQS does not keep order, so a job may start before its rank is 0).
+        `behind`: per job, the waiting jobs of its group known to the stream process (any session) that
+        joined after it and are counted in its bound (`SessionHub.count_behind`); without it, this
+        session's own. Ranks shown are upper bounds less those (honest: each was seen committed before
+        the bound was read, so the bound counts it, and it still waits behind), never below the jobs
+        surely ahead; `ahead_min` is the lower bound that decides when the job's log is worth reading
+        (SQS does not keep order, so a job may start before its rank is 0).
         """
         messages = []
         waiting = self.waiting()
@@ -165,14 +173,14 @@ class SessionView:
             if tracked.tails is None:
                 if read_started < tracked.seen_at or not consistent:
                     continue  # this read may not count the job's admission: its tails would be optimistic
-                tracked.tails = counters.tails(tracked.job.group)
-            # The session's own later jobs of the group are counted in the bound but are behind this one.
-            behind = sum(
-                1
-                for other in waiting
-                if other.job.group == tracked.job.group and other.job.created_at > tracked.job.created_at
-            )
-            rank = max(0, counters.rank(tracked.job.group, tracked.tails) - behind)
+                tracked.tails, tracked.tails_at = counters.tails(tracked.job.group), read_started
+            later = behind.get(tracked.job.job_id) if behind is not None else None
+            if later is None:
+                later = sum(1 for other in waiting if _behind(other, tracked))
+            bound = counters.rank(tracked.job.group, tracked.tails)
+            rank = max(0, bound - later)
+            if tracked.ahead_min is not None:
+                rank = max(rank, min(bound, tracked.ahead_min))
             if tracked.last_estimation is not None:
                 rank = min(rank, tracked.last_estimation[0])
             # As Gradio's, the line counts the job itself: a read taken as a worker claims it shows none left.
@@ -202,6 +210,42 @@ class SessionView:
         """Waiting jobs that are not at the front: their log is not read on a schedule, so a worker's
         finish notice is what tells that one of them ran (SQS keeps no order)."""
         return [t.job for t in self.waiting() if not _at_front(t, counters, short_line)]
+
+
+def _order(tracked: Tracked) -> tuple[float, str]:
+    """The order jobs joined in (their creation time; the id breaks a tie)."""
+    return tracked.job.created_at, tracked.job.job_id
+
+
+def _behind(other: Tracked, tracked: Tracked) -> bool:
+    """Whether `other` waits behind `tracked` and is counted in its bound: same group, joined later,
+    and seen committed before the read that gave the bound began."""
+    return (
+        other.job.group == tracked.job.group
+        and _order(other) > _order(tracked)
+        and tracked.tails_at is not None
+        and other.seen_at <= tracked.tails_at
+    )
+
+
+def count_behind(waiting: Iterable[Tracked], read_started: float) -> dict[str, int]:
+    """Per waiting job, how many of `waiting` are behind it and counted in its bound (`_behind`); a job
+    without a bound yet is counted as if this read, begun at `read_started`, gave it. One sort and a
+    binary search per job, whatever the crowd (a dominance count: joined later, seen before the bound)."""
+    by_group: dict[str, dict[str, tuple[tuple[float, str], float, float]]] = {}
+    for tracked in waiting:
+        bound_at = tracked.tails_at if tracked.tails_at is not None else read_started
+        jobs = by_group.setdefault(tracked.job.group, {})
+        known = jobs.get(tracked.job.job_id)  # one job tracked by two streams of its session
+        seen = tracked.seen_at if known is None else min(known[1], tracked.seen_at)
+        jobs[tracked.job.job_id] = (_order(tracked), seen, bound_at)
+    counts: dict[str, int] = {}
+    for jobs in by_group.values():
+        seen_later: list[float] = []
+        for job_id, (_, seen, bound_at) in sorted(jobs.items(), key=lambda item: item[1][0], reverse=True):
+            counts[job_id] = bisect.bisect_right(seen_later, bound_at)
+            bisect.insort(seen_later, seen)
+    return counts
 
 
 def _surely_ahead(job: Job, earlier: Counters | None) -> list[int] | None:
@@ -269,6 +313,8 @@ class SessionHub:
         """Whether the latest tick's read was strongly consistent (only such a read may set a first rank)."""
         self._tick_now = settings.counters_tick_s
         """The gap the reader last chose before its next read (`tick_s`)."""
+        self.behind: dict[str, int] = {}
+        """Per waiting job here, the jobs here behind it in its bound (`count_behind`), as of the latest tick."""
         self.history: deque[tuple[float, Counters]] = deque(maxlen=HISTORY)
         """(epoch time the read ended, the counters) of the latest ticks, oldest first."""
         self._tick: asyncio.Event | None = None
@@ -459,6 +505,7 @@ class SessionHub:
             try:
                 counters = await anyio.to_thread.run_sync(self.store.counters, consistent)
                 self.counters, self.consistent = (started, counters), consistent
+                self.behind = count_behind(self._waiting(), started)
                 self.history.append((time.time(), counters))
             except Unavailable as error:
                 logger.warning("counters read failed (%s); retrying", error.detail)
@@ -725,7 +772,9 @@ class SessionStream:
         if self.hub.counters is None or not self.view.waiting():
             return []
         started, counters = self.hub.counters
-        return self.view.estimations(counters, started, self.hub.eta, self.hub.before, self.hub.consistent)
+        return self.view.estimations(
+            counters, started, self.hub.eta, self.hub.before, self.hub.consistent, self.hub.behind
+        )
 
     async def _give_up_unserved(self) -> bool:
         """Fail waiting jobs that have waited `worker_start_limit_s` while no worker of their function was

@@ -56,6 +56,10 @@ that waits behind a long step to the dead-letter queue."""
 DEFER_S = 1
 """Past `PARK_LIMIT`, how long a job that cannot start here yet stays out of sight in its queue."""
 
+KEEP_LEASE_WAIT_S = 0.05
+"""How long a lone worker whose batch ended waits for the next receive, already under way, before it gives
+its lease back: a short batch can end before that receive does (SQS answers at once when messages wait)."""
+
 PROGRESS_EVERY_S = 0.1
 """Progress updates are coalesced to at most one write per job per this interval (Gradio: 10 ms, in memory)."""
 
@@ -328,9 +332,12 @@ class Worker:
         Giving it back and taking it again would cost two calls and a gap between jobs (Gradio's
         default limit of 1 puts every job of a plain app under a lease). A worker that starts meanwhile
         waits at most until the next heartbeat, after which the slot is given back after every batch."""
-        if not self.alone or ahead is None or not ahead.done() or ahead.exception() is not None:
+        if not self.alone or ahead is None:
             return False
-        return bool(ahead.result())
+        try:
+            return bool(ahead.result(timeout=KEEP_LEASE_WAIT_S))
+        except Exception:  # not back yet (a long poll on an empty queue), or failed: the loop sees which
+            return False
 
     def _next(self) -> list[Delivery]:
         """The next batch: a parked job whose limit has room now (the loop whose call just freed the
