@@ -473,6 +473,8 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
             "dynamodb:DeleteItem",
             "dynamodb:BatchWriteItem",
         },
+        # The heartbeat's read of its concurrency group's live workers: reads only.
+        table("StateTableName") + _leading("ForAllValues:StringLike", "workers#*"): {"dynamodb:Query"},
         json.dumps({"Fn::Sub": "arn:${AWS::Partition}:s3:::${FilesBucketName}/files/*"}): {
             "s3:GetObject",
             "s3:PutObject",
