@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from surge.held_launch import held_launch
+from surge.held_launch import held_launch, main_block_calls
 from surge.models import Caller
 from surge.settings import Settings
 
@@ -346,6 +347,8 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
     try:
         with held_launch():  # a Gradio app's `demo.launch()` must not start Gradio's server here
             module = importlib.import_module(module_name)
+            if "gradio" in sys.modules:
+                main_block_calls(module)  # `if __name__ == "__main__": demo.queue(...).launch()`
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
             raise AppNotFound(

@@ -5,18 +5,28 @@ would start Gradio's own server and never return. While `load_app` imports the a
 records its arguments on the app (`LAUNCH_ARGS`) and does only what Gradio's reload mode does (it applies
 `theme`, `css`, `js` and `head`, and serves nothing); `surge.gradio_app` takes `show_error`, `max_threads`
 and `max_file_size` from them and refuses `auth`. This module imports gradio only if the app's module does.
+
+Many apps guard the call instead, often with their queue settings in it:
+`if __name__ == "__main__": demo.queue(max_size=8, default_concurrency_limit=2).launch()`. An import does
+not run that block, so `main_block_calls` runs from it the statements that only call `queue` and `launch`
+on a module-level Blocks (nothing else of the block: it may parse the command line or start servers).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.abc
 import inspect
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.machinery import ModuleSpec
+from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+logger = logging.getLogger("surge.held_launch")
 
 LAUNCH_ARGS = "surge_launch_args"
 """The attribute of a `gr.Blocks` holding the arguments of its held `launch()` call, defaults included."""
@@ -98,3 +108,87 @@ def _hold(blocks: type[Any]) -> Callable[[], None]:
 
     blocks.launch = held
     return lambda: setattr(blocks, "launch", launch)
+
+
+MAIN_BLOCK_METHODS = ("queue", "launch")
+"""What `main_block_calls` runs from an `if __name__ == "__main__":` block: calls of these only."""
+
+
+def main_block_calls(module: ModuleType) -> list[str]:
+    """Run, from the module's top-level `if __name__ == "__main__":` blocks, each statement that is a chain
+    of `queue(...)` and `launch(...)` calls on a module-level Gradio Blocks (`launch` held: call inside
+    `held_launch`), as `python app.py` would have. Returns the source of each call run; a statement whose
+    arguments need what only the block defines (`args.port`) is run without its `launch` part, or
+    skipped, with a warning."""
+    file = getattr(module, "__file__", None)
+    if not file or not file.endswith(".py"):
+        return []
+    try:
+        source = Path(file).read_text(encoding="utf-8")
+        tree = ast.parse(source, filename=file)
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
+    ran: list[str] = []
+    for block in tree.body:
+        if isinstance(block, ast.If) and _is_main_test(block.test):
+            for statement in block.body:
+                chain = _queue_launch_chain(statement, vars(module))
+                if chain is not None:
+                    ran.extend(_run_chain(chain, file, statement.lineno, vars(module)))
+    return ran
+
+
+def _run_chain(chain: ast.Call, file: str, line: int, names: dict[str, Any]) -> list[str]:
+    """Evaluate the chain, else its queue part alone, in the module's names; the source of what ran."""
+    missing: Exception | None = None
+    for call in (chain, _without_launch(chain)):
+        if call is None:
+            continue
+        try:
+            eval(compile(ast.Expression(call), file, "eval"), names)  # the app's own statement, as its own run would
+        except (NameError, AttributeError) as error:  # it needs what only the block defines (`args.port`)
+            missing = missing or error
+            continue
+        if missing is not None:
+            logger.warning(
+                "%s:%s: ran %s from the __main__ block, not its launch (%s)", file, line, ast.unparse(call), missing
+            )
+        return [ast.unparse(call)]
+    logger.warning("%s:%s: not run from the __main__ block (%s)", file, line, missing)
+    return []
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides) and any(
+        isinstance(x, ast.Constant) and x.value == "__main__" for x in sides
+    )
+
+
+def _queue_launch_chain(statement: ast.stmt, names: dict[str, Any]) -> ast.Call | None:
+    """The call of `statement` if it is `<blocks>.queue(...)`, `<blocks>.launch(...)` or a chain of them,
+    `<blocks>` a module-level Gradio Blocks; else None."""
+    if not (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)):
+        return None
+    node: ast.expr = statement.value
+    while isinstance(node, ast.Call):
+        func = node.func
+        if not (isinstance(func, ast.Attribute) and func.attr in MAIN_BLOCK_METHODS):
+            return None
+        node = func.value
+    if not isinstance(node, ast.Name):
+        return None
+    target = names.get(node.id)
+    if target is None or not type(target).__module__.startswith("gradio"):
+        return None
+    return statement.value
+
+
+def _without_launch(call: ast.Call) -> ast.Call | None:
+    """`x.queue(...)` of `x.queue(...).launch(...)` (its queue settings, when the launch cannot run)."""
+    func = call.func
+    if isinstance(func, ast.Attribute) and func.attr == "launch" and isinstance(func.value, ast.Call):
+        return func.value
+    return None
