@@ -269,6 +269,44 @@ def test_an_output_json_cannot_carry_fails_its_job_with_the_reason_and_the_rest_
     assert queue.depth(api_name) == 0
 
 
+def test_an_output_too_large_for_the_jobs_item_fails_its_job_with_the_reason_at_once() -> None:
+    """A job's result is written to its DynamoDB item (400 KB at most): a larger one was refused on every
+    try to record it, and the visitor waited for ever. It fails at once, saying to return a file."""
+    app = surge.App(title="big", default_concurrency_limit=None)
+
+    @app.function(inputs=["number"], outputs=["textbox"])
+    def big(n: float) -> str:
+        return "x" * int(n)
+
+    store, queue = InMemoryStore(), InMemoryQueue()
+    small, large = (
+        store.admit(
+            Job(
+                job_id=f"job-{i}",
+                session_hash=SESSION,
+                api_name="big",
+                group="big",
+                state=JobState.WAITING,
+                data=[size],
+                created_at=time.time(),
+            )
+        )
+        for i, size in enumerate([1000, 600_000])
+    )
+    for job in (small, large):
+        queue.send(job)
+    worker = Worker(app, app.get("big"), _settings(), store, queue)
+    queue.on_empty = lambda: worker.stop() if queue.depth("big") == 0 else time.sleep(0.001)
+    runner = threading.Thread(target=worker.serve)
+    runner.start()
+    runner.join(timeout=5)
+    assert not runner.is_alive(), "the worker kept retrying to record the result"
+    assert _result(store, small)["output"]["data"] == ["x" * 1000]
+    failed = _result(store, large)
+    assert failed["success"] is False and "600 kB of output" in failed["output"]["error"]
+    assert "as files" in failed["output"]["error"]
+
+
 def test_a_message_whose_job_is_gone_is_acknowledged_and_a_foreign_one_dead_lettered() -> None:
     served, store, queue = Served(), InMemoryStore(), InMemoryQueue()
     cancelled = _join(store, queue, "shout", "cancelled", 0)

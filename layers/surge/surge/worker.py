@@ -60,6 +60,10 @@ KEEP_LEASE_WAIT_S = 0.05
 """How long a lone worker whose batch ended waits for the next receive, already under way, before it gives
 its lease back: a short batch can end before that receive does (SQS answers at once when messages wait)."""
 
+RESULT_LIMIT_BYTES = 350_000
+"""The most a job's outputs (its result and a generator's messages, as JSON) may take: they are written
+to the job's item, and DynamoDB refuses an item over 400 KB. Larger outputs go as files (S3)."""
+
 PROGRESS_EVERY_S = 0.1
 """Progress updates are coalesced to at most one write per job per this interval (Gradio: 10 ms, in memory)."""
 
@@ -657,7 +661,7 @@ class Worker:
         duration = time.monotonic() - started
         for task, row in zip(tasks, rows, strict=True):
             try:
-                self._check_json(row)
+                self._check_json(row, task.job)
             except JobFailed as failure:
                 task.outcome = self._failure(task.job, str(failure))
                 continue
@@ -683,7 +687,7 @@ class Worker:
                 data = self._call_generator(task, kwargs)
             else:
                 data = self._row(self._call(self.function.fn, task.job.data, kwargs, [task]), task.job.data)
-            self._check_json(data)
+            self._check_json(data, task.job)
         except JobFailed as failure:
             task.outcome = self._failure(task.job, str(failure), failure.reason)
             return
@@ -707,14 +711,24 @@ class Worker:
             raise JobFailed(f"{self.function.api_name} must return {expected} values.")
         return list(value)
 
-    def _check_json(self, row: list[Any]) -> None:
-        """Outputs are recorded as JSON: one JSON cannot carry (a numpy number, a set) fails its job here,
-        with the reason, instead of failing every attempt to record it as if the worker had stopped."""
+    def _check_json(self, row: list[Any], job: Job | None = None) -> None:
+        """Outputs are recorded as JSON in the job's item: one JSON cannot carry (a numpy number, a set),
+        or too large for an item with the messages `job` streamed before, fails its job here, with the
+        reason, instead of failing every attempt to record it as if the worker had stopped."""
         try:
-            json.dumps(row)
+            size = len(json.dumps(row))
         except (TypeError, ValueError) as error:
             logger.error("%s returned an output that is not JSON: %s", self.function.api_name, error)
             raise JobFailed(f"{self.function.api_name} returned an output that is not JSON: {error}") from None
+        if job is not None and job.chunks:
+            size += sum(len(json.dumps(chunk)) for chunk in job.chunks)
+        if size > RESULT_LIMIT_BYTES:
+            logger.error("%s returned %d bytes of output, over %d", self.function.api_name, size, RESULT_LIMIT_BYTES)
+            raise JobFailed(
+                f"{self.function.api_name} returned {size / 1000:.0f} kB of output; a job's output can be at most "
+                f"{RESULT_LIMIT_BYTES / 1000:.0f} kB here (it is kept in a DynamoDB item). Return large outputs "
+                "as files (gr.File, gr.Image, gr.Audio...), which go through S3."
+            )
 
     def _call_generator(self, task: _Task, kwargs: dict[str, Any]) -> list[Any]:
         job = task.job
@@ -787,6 +801,8 @@ class Worker:
 
     def _failure(self, job: Job, message: str, reason: str = "error") -> Completion:
         self.observer.job_failed(self.function.api_name, reason)
+        if job.chunks and sum(len(json.dumps(chunk)) for chunk in job.chunks) > RESULT_LIMIT_BYTES:
+            job = job.model_copy(update={"chunks": []})  # streamed more than an item holds: the error alone
         return Completion(job, JobState.FAILED, protocol.failed(job.job_id, message or None))
 
     # ---- record ----------------------------------------------------------------------------------
