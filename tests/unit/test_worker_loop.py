@@ -276,10 +276,10 @@ def test_an_output_too_large_for_the_jobs_item_fails_its_job_with_the_reason_at_
 
     @app.function(inputs=["number"], outputs=["textbox"])
     def big(n: float) -> str:
-        return "x" * int(n)
+        return "x" * int(n) if n > 0 else "漢" * int(-n)  # 3 bytes each as stored (UTF-8), 6 as \\uXXXX
 
     store, queue = InMemoryStore(), InMemoryQueue()
-    small, large = (
+    small, large, wide = (
         store.admit(
             Job(
                 job_id=f"job-{i}",
@@ -291,9 +291,9 @@ def test_an_output_too_large_for_the_jobs_item_fails_its_job_with_the_reason_at_
                 created_at=time.time(),
             )
         )
-        for i, size in enumerate([1000, 600_000])
+        for i, size in enumerate([1000, 600_000, -100_000])
     )
-    for job in (small, large):
+    for job in (small, large, wide):
         queue.send(job)
     worker = Worker(app, app.get("big"), _settings(), store, queue)
     queue.on_empty = lambda: worker.stop() if queue.depth("big") == 0 else time.sleep(0.001)
@@ -302,6 +302,7 @@ def test_an_output_too_large_for_the_jobs_item_fails_its_job_with_the_reason_at_
     runner.join(timeout=5)
     assert not runner.is_alive(), "the worker kept retrying to record the result"
     assert _result(store, small)["output"]["data"] == ["x" * 1000]
+    assert _result(store, wide)["output"]["data"] == ["漢" * 100_000], "300 kB as stored: it fits"
     failed = _result(store, large)
     assert failed["success"] is False and "600 kB of output" in failed["output"]["error"]
     assert "as files" in failed["output"]["error"]

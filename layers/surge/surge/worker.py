@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import os
 import secrets
@@ -33,7 +32,7 @@ from surge.models import TERMINAL_STATES, FunctionStats, Job, JobState
 from surge.observer import Observer
 from surge.ports import Queue, WorkerStore
 from surge.settings import Settings
-from surge.store import BatchRecord, Completion
+from surge.store import BatchRecord, Completion, stored_size
 
 T = TypeVar("T")
 logger = logging.getLogger("surge.worker")
@@ -716,12 +715,12 @@ class Worker:
         or too large for an item with the messages `job` streamed before, fails its job here, with the
         reason, instead of failing every attempt to record it as if the worker had stopped."""
         try:
-            size = len(json.dumps(row))
+            size = stored_size(row)
         except (TypeError, ValueError) as error:
             logger.error("%s returned an output that is not JSON: %s", self.function.api_name, error)
             raise JobFailed(f"{self.function.api_name} returned an output that is not JSON: {error}") from None
         if job is not None and job.chunks:
-            size += sum(len(json.dumps(chunk)) for chunk in job.chunks)
+            size += sum(stored_size(chunk) for chunk in job.chunks)
         if size > RESULT_LIMIT_BYTES:
             logger.error("%s returned %d bytes of output, over %d", self.function.api_name, size, RESULT_LIMIT_BYTES)
             raise JobFailed(
@@ -801,7 +800,7 @@ class Worker:
 
     def _failure(self, job: Job, message: str, reason: str = "error") -> Completion:
         self.observer.job_failed(self.function.api_name, reason)
-        if job.chunks and sum(len(json.dumps(chunk)) for chunk in job.chunks) > RESULT_LIMIT_BYTES:
+        if job.chunks and sum(stored_size(chunk) for chunk in job.chunks) > RESULT_LIMIT_BYTES:
             job = job.model_copy(update={"chunks": []})  # streamed more than an item holds: the error alone
         return Completion(job, JobState.FAILED, protocol.failed(job.job_id, message or None))
 

@@ -19,7 +19,14 @@ from surge.store.aws import n, s
 
 
 def compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    """JSON as stored: no spaces, and text as UTF-8, which DynamoDB counts per byte (`\\uXXXX` escapes
+    took six bytes for a CJK character's three)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def stored_size(value: Any) -> int:
+    """Bytes `value` takes as stored (`compact`, UTF-8)."""
+    return len(compact(value).encode())
 
 
 def job_key(session_hash: str, job_id: str) -> dict[str, Any]:
