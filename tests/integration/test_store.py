@@ -301,6 +301,40 @@ def test_dead_lettered_jobs_fail_with_a_message_from_waiting_or_running(demo: tu
     assert [j.result["output"]["error"] for j in jobs if j.result] == ["gave up", "gave up"]
 
 
+@pytest.mark.parametrize("held", [True, False])
+def test_a_result_too_large_for_one_item_is_kept_in_parts_read_whole_and_forgotten_with_its_job(
+    demo: tuple[App, Settings], held: bool
+) -> None:
+    """DynamoDB refuses items over 400 KB: a 1 MB result (a plot's JSON, a large table; CJK text, three
+    bytes a character) is written in parts beside its job before the job's item, a session read joins
+    them, and forgetting the delivered job deletes its parts too."""
+    store = Store(demo[1])
+    claimed = store.claim([make_job(store, "big"), make_job(store, "small")], "w1").claimed
+    text = "漢字" * 170_000 + "x" * 20_000  # about 1.04 MB as stored
+    bodies = {
+        "big": protocol.completed("big", [text], 0.1, None),
+        "small": protocol.completed("small", ["s"], 0.1, None),
+    }
+    completions = [Completion(job, JobState.COMPLETED, bodies[job.job_id]) for job in claimed]
+    assert sorted(store.finish(completions, held=held)) == ["big", "small"]
+    results = {job.job_id: job.result for job in store.read_session(SESSION)}
+    assert results == bodies
+    items = store.client.query(
+        TableName=demo[1].events_table_name,
+        KeyConditionExpression="session_hash = :s",
+        ExpressionAttributeValues={":s": {"S": SESSION}},
+    )["Items"]
+    assert len(items) > 3, "the large result is in parts beside its job"
+    store.forget_all([(SESSION, "big")])
+    assert [job.job_id for job in store.read_session(SESSION)] == ["small"]
+    left = store.client.query(
+        TableName=demo[1].events_table_name,
+        KeyConditionExpression="session_hash = :s",
+        ExpressionAttributeValues={":s": {"S": SESSION}},
+    )["Items"]
+    assert [item["sk"]["S"] for item in left] == ["small"], "the parts went with the job"
+
+
 def test_forget_deletes_delivered_jobs_only(demo: tuple[App, Settings]) -> None:
     store = Store(demo[1])
     for i in range(3):

@@ -291,7 +291,7 @@ def test_an_output_too_large_for_the_jobs_item_fails_its_job_with_the_reason_at_
                 created_at=time.time(),
             )
         )
-        for i, size in enumerate([1000, 600_000, -100_000])
+        for i, size in enumerate([1000, 5_000_000, -100_000])
     )
     for job in (small, large, wide):
         queue.send(job)
@@ -304,7 +304,7 @@ def test_an_output_too_large_for_the_jobs_item_fails_its_job_with_the_reason_at_
     assert _result(store, small)["output"]["data"] == ["x" * 1000]
     assert _result(store, wide)["output"]["data"] == ["漢" * 100_000], "300 kB as stored: it fits"
     failed = _result(store, large)
-    assert failed["success"] is False and "600 kB of output" in failed["output"]["error"]
+    assert failed["success"] is False and "5000 kB of output" in failed["output"]["error"]
     assert "as files" in failed["output"]["error"]
 
 

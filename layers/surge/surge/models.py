@@ -117,6 +117,8 @@ class Job(BaseModel):
     Gradio sends each message when it happens (None: before every chunk it has not sent yet)."""
     chunks: list[dict[str, Any]] = Field(default_factory=list)
     result: dict[str, Any] | None = None
+    result_parts: int = 0
+    """How many items beside the job's hold its result, when too large for the job's own (the store's)."""
     caller: Caller | None = None
     """Known to the front that admitted the job and to its worker (from the message), not to streams."""
     ahead: list[int] | None = None

@@ -59,9 +59,13 @@ KEEP_LEASE_WAIT_S = 0.05
 """How long a lone worker whose batch ended waits for the next receive, already under way, before it gives
 its lease back: a short batch can end before that receive does (SQS answers at once when messages wait)."""
 
-RESULT_LIMIT_BYTES = 350_000
-"""The most a job's outputs (its result and a generator's messages, as JSON) may take: they are written
-to the job's item, and DynamoDB refuses an item over 400 KB. Larger outputs go as files (S3)."""
+RESULT_LIMIT_BYTES = 4_000_000
+"""The largest result (its JSON) a job may return: kept beside the job in parts of its session's log when
+too large for the job's item, and sent to the visitor in one message. Larger outputs go as files (S3)."""
+
+STREAMED_LIMIT_BYTES = 300_000
+"""The most a generator's messages (and notices) may take: they are kept in the job's item, which DynamoDB
+caps at 400 KB."""
 
 PROGRESS_EVERY_S = 0.1
 """Progress updates are coalesced to at most one write per job per this interval (Gradio: 10 ms, in memory)."""
@@ -719,15 +723,15 @@ class Worker:
         except (TypeError, ValueError) as error:
             logger.error("%s returned an output that is not JSON: %s", self.function.api_name, error)
             raise JobFailed(f"{self.function.api_name} returned an output that is not JSON: {error}") from None
-        if job is not None and job.chunks:
-            size += sum(stored_size(chunk) for chunk in job.chunks)
-        if size > RESULT_LIMIT_BYTES:
-            logger.error("%s returned %d bytes of output, over %d", self.function.api_name, size, RESULT_LIMIT_BYTES)
-            raise JobFailed(
-                f"{self.function.api_name} returned {size / 1000:.0f} kB of output; a job's output can be at most "
-                f"{RESULT_LIMIT_BYTES / 1000:.0f} kB here (it is kept in a DynamoDB item). Return large outputs "
-                "as files (gr.File, gr.Image, gr.Audio...), which go through S3."
-            )
+        streamed = sum(stored_size(chunk) for chunk in job.chunks) if job is not None else 0
+        for what, used, limit in (("returned", size, RESULT_LIMIT_BYTES), ("streamed", streamed, STREAMED_LIMIT_BYTES)):
+            if used > limit:
+                logger.error("%s %s %d bytes of output, over %d", self.function.api_name, what, used, limit)
+                raise JobFailed(
+                    f"{self.function.api_name} {what} {used / 1000:.0f} kB of output; a job can {what[:-2]} at "
+                    f"most {limit / 1000:.0f} kB here (it is kept in DynamoDB). Return large outputs as files "
+                    "(gr.File, gr.Image, gr.Audio...), which go through S3."
+                )
 
     def _call_generator(self, task: _Task, kwargs: dict[str, Any]) -> list[Any]:
         job = task.job
@@ -800,7 +804,7 @@ class Worker:
 
     def _failure(self, job: Job, message: str, reason: str = "error") -> Completion:
         self.observer.job_failed(self.function.api_name, reason)
-        if job.chunks and sum(stored_size(chunk) for chunk in job.chunks) > RESULT_LIMIT_BYTES:
+        if job.chunks and sum(stored_size(chunk) for chunk in job.chunks) > STREAMED_LIMIT_BYTES:
             job = job.model_copy(update={"chunks": []})  # streamed more than an item holds: the error alone
         return Completion(job, JobState.FAILED, protocol.failed(job.job_id, message or None))
 

@@ -17,7 +17,7 @@ from surge.errors import Unavailable
 from surge.models import Job, JobState
 from surge.store.admission import leave_items, out_item
 from surge.store.aws import TRANSACTION_LIMIT, Table, Transaction, aws_errors, n, s
-from surge.store.schema import compact, job_item, job_key, job_of
+from surge.store.schema import compact, is_part, job_items, job_key, job_of, part_key, parts_of
 
 BATCH_WRITE_LIMIT = 25
 
@@ -53,9 +53,20 @@ class JobStore(Table):
             ExpressionAttributeValues={":s": s(session_hash)},
             ConsistentRead=True,
         )
-        return sorted((job_of(item) for item in items), key=lambda job: job.created_at)
+        parts = parts_of([item for item in items if is_part(item)])
+        jobs = [job_of(item, parts.get(item["sk"]["S"])) for item in items if not is_part(item)]
+        for job in jobs:
+            if job.result_parts:  # its stream deletes the parts with the job (`forget_all`)
+                self._parted[(session_hash, job.job_id)] = job.result_parts
+        return sorted(jobs, key=lambda job: job.created_at)
+
+    @property
+    def _parted(self) -> dict[tuple[str, str], int]:
+        """(session, job id) → parts of its result, for the jobs read here whose result is in parts."""
+        return self.__dict__.setdefault("_parted_results", {})  # type: ignore[no-any-return]
 
     def get_job(self, session_hash: str, job_id: str) -> Job | None:
+        """The job's item alone (its state and place; a result kept in parts is left out)."""
         with aws_errors("Reading the job"):
             item = self.client.get_item(
                 TableName=self.settings.events_table_name, Key=job_key(session_hash, job_id), ConsistentRead=True
@@ -181,6 +192,13 @@ class JobStore(Table):
             return [c.job.job_id for c in completions]
         done: list[str] = []
         pending = list(completions)
+        finals = dict(
+            zip(
+                (c.job.job_id for c in completions),
+                self._with_parts_written([self._final(c) for c in completions]),
+                strict=True,
+            )
+        )
         while pending:
             chunk, rest = pending[:TRANSACTION_LIMIT], pending[TRANSACTION_LIMIT:]
             transaction = Transaction("Recording results")
@@ -190,7 +208,7 @@ class JobStore(Table):
                     "Put",
                     {
                         "TableName": self.settings.events_table_name,
-                        "Item": job_item(self._final(completion), self.settings.job_ttl_s),
+                        "Item": finals[completion.job.job_id],
                         "ConditionExpression": "#state = :running AND worker_id = :me AND attempt = :attempt",
                         "ExpressionAttributeNames": {"#state": "state"},
                         "ExpressionAttributeValues": {
@@ -244,8 +262,22 @@ class JobStore(Table):
         return completion.job.model_copy(update={"state": completion.state, "result": completion.body, "data": []})
 
     def _put_all(self, jobs: Sequence[Job], notice: dict[str, Any] | None = None) -> None:
-        requests = [{"PutRequest": {"Item": job_item(job, self.settings.job_ttl_s)}} for job in jobs]
+        items = self._with_parts_written(jobs)
+        requests = [{"PutRequest": {"Item": item}} for item in items]
         self._batch_write(requests, "Recording results", notice)
+
+    def _with_parts_written(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+        """The jobs' items, after writing the parts of the results too large to be inline (before the
+        items: a stream that sees an item finds its parts)."""
+        items: list[dict[str, Any]] = []
+        parts: list[dict[str, Any]] = []
+        for job in jobs:
+            extra, item = job_items(job, self.settings.job_ttl_s)
+            parts.extend(extra)
+            items.append(item)
+        if parts:
+            self._batch_write([{"PutRequest": {"Item": part}} for part in parts], "Recording a large result")
+        return items
 
     def _batch_write(self, requests: list[dict[str, Any]], what: str, notice: dict[str, Any] | None = None) -> None:
         """Write `requests` to the events table (25 to a call); `notice`, a state-table put, rides in the
@@ -326,5 +358,11 @@ class JobStore(Table):
     def forget_all(self, keys: Sequence[tuple[str, str]]) -> None:
         """Delete jobs whose completion a stream has delivered, (session hash, job id) of any sessions,
         25 to a call (a later stream of the session must not deliver them again)."""
-        requests = [{"DeleteRequest": {"Key": job_key(*key)}} for key in dict.fromkeys(keys)]
+        requests = []
+        for session_hash, job_id in dict.fromkeys(keys):
+            requests.append({"DeleteRequest": {"Key": job_key(session_hash, job_id)}})
+            parts = self._parted.pop((session_hash, job_id), 0)
+            requests.extend(
+                {"DeleteRequest": {"Key": job_key(session_hash, part_key(job_id, k))}} for k in range(parts)
+            )
         self._batch_write(requests, "Forgetting delivered jobs")

@@ -7,6 +7,11 @@ generator's messages, JSON strings, appended), `result` (the `process_completed`
 `finished_at`, `ahead` (per shard, the group's tail at the admission read before the job was counted:
 jobs surely ahead of it), and `expires_at` (TTL, `job_ttl_s` after creation). Inputs are not stored: they travel
 in the job's SQS message. A stream that has delivered a job's completion deletes the item.
+
+A result over `INLINE_RESULT_BYTES` (a plot's JSON, a large table: DynamoDB refuses items over 400 KB) is
+kept beside its job in the same partition, in parts `<job id>#part#<k>` (attribute `part`, a slice of the
+JSON text), written before the job's item, which then says `result_parts` instead of holding `result`; a
+session's read joins them, and its stream deletes them with the job.
 """
 
 from __future__ import annotations
@@ -27,6 +32,16 @@ def compact(value: Any) -> str:
 def stored_size(value: Any) -> int:
     """Bytes `value` takes as stored (`compact`, UTF-8)."""
     return len(compact(value).encode())
+
+
+PART = "#part#"
+"""Between a job id and a part's number in the sort key of a part of its result."""
+
+INLINE_RESULT_BYTES = 300_000
+"""The most a result and a generator's messages may take in the job's item; beyond it the result goes in parts."""
+
+PART_CHARS = 70_000
+"""Characters of JSON text per part: at most 280 kB in UTF-8 whatever the characters."""
 
 
 def job_key(session_hash: str, job_id: str) -> dict[str, Any]:
@@ -61,7 +76,45 @@ def job_item(job: Job, ttl_s: int) -> dict[str, Any]:
     return item
 
 
-def job_of(item: dict[str, Any]) -> Job:
+def job_items(job: Job, ttl_s: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The job's item and the parts of its result, if too large to be inline (written first: a reader
+    that sees the item finds them)."""
+    item = job_item(job, ttl_s)
+    text = item.get("result", {}).get("S")
+    streamed = sum(len(chunk["S"].encode()) for chunk in item.get("chunks", {}).get("L", []))
+    if text is None or len(text.encode()) + streamed <= INLINE_RESULT_BYTES:
+        return [], item
+    pieces = [text[start : start + PART_CHARS] for start in range(0, len(text), PART_CHARS)]
+    del item["result"]
+    item["result_parts"] = n(len(pieces))
+    parts = [
+        {**job_key(job.session_hash, part_key(job.job_id, k)), "part": s(piece), "expires_at": item["expires_at"]}
+        for k, piece in enumerate(pieces)
+    ]
+    return parts, item
+
+
+def part_key(job_id: str, k: int) -> str:
+    return f"{job_id}{PART}{k:04d}"
+
+
+def is_part(item: dict[str, Any]) -> bool:
+    return PART in item["sk"]["S"]
+
+
+def parts_of(items: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Job id → the text of its result's parts, in order, from a session's items."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for item in items:
+        job_id, _, k = item["sk"]["S"].partition(PART)
+        found.setdefault(job_id, []).append((k, item["part"]["S"]))
+    return {job_id: [text for _, text in sorted(parts)] for job_id, parts in found.items()}
+
+
+def job_of(item: dict[str, Any], parts: list[str] | None = None) -> Job:
+    """The job of an item; a result kept in parts is joined from `parts` (None: left out, as when the
+    parts were not read, or are missing)."""
+
     def number(name: str) -> float | None:
         return float(item[name]["N"]) if name in item else None
 
@@ -79,6 +132,16 @@ def job_of(item: dict[str, Any]) -> Job:
         progress=json.loads(item["progress"]["S"]) if "progress" in item else None,
         progress_after=int(item["progress_after"]["N"]) if "progress_after" in item else None,
         chunks=[json.loads(chunk["S"]) for chunk in item.get("chunks", {}).get("L", [])],
-        result=json.loads(item["result"]["S"]) if "result" in item else None,
+        result=_result(item, parts),
+        result_parts=int(item["result_parts"]["N"]) if "result_parts" in item else 0,
         ahead=[int(tail["N"]) for tail in item["ahead"]["L"]] if "ahead" in item else None,
     )
+
+
+def _result(item: dict[str, Any], parts: list[str] | None) -> dict[str, Any] | None:
+    if "result" in item:
+        return dict(json.loads(item["result"]["S"]))
+    expected = int(item["result_parts"]["N"]) if "result_parts" in item else 0
+    if not expected or parts is None or len(parts) != expected:
+        return None
+    return dict(json.loads("".join(parts)))
