@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 
-from surge.application import load_app
+from surge.application import App, Function, load_app
 from surge.broker import Broker
 from surge.observability import MetricsObserver, json_logger
 from surge.observer import Observer
@@ -29,12 +29,22 @@ def observer_from_env() -> Observer:
     return MetricsObserver("worker", namespace)
 
 
+def worker_slots(app: App, function: Function, setting: str) -> int:
+    """Batches one worker runs at once: `WORKER_SLOTS`, or with `auto` the function's concurrency limit
+    (as Gradio's one process runs `concurrency_limit=3` three at a time; the group's leases still cap it
+    fleet-wide), one where the limit is 1 or none (a worker is then one device, one batch at a time)."""
+    if setting != "auto":
+        return max(1, int(setting))
+    limit = app.concurrency_limit(function.concurrency_id)
+    return limit if limit is not None and limit > 1 else 1
+
+
 def main() -> None:
     observer = observer_from_env()
     settings = Settings.from_env(os.environ)
     app = load_app(settings.app_module, settings)
     function = app.get(os.environ["WORKER_API_NAME"])
-    slots = int(os.environ.get("WORKER_SLOTS", "1"))
+    slots = worker_slots(app, function, os.environ.get("WORKER_SLOTS", "auto"))
     # A Gradio page's own events (`page_events`) run beside the app's first function, in its workers.
     workers = [
         Worker(app, served, settings, Store(settings), Broker(settings), slots=slots, observer=observer)

@@ -494,3 +494,27 @@ def test_a_generator_runs_at_its_own_pace_and_its_messages_share_writes_in_order
         "go" + "".join(f" t{i}" for i in range(40))
     ]
     assert len(done.chunks) == 40, "the finish records every message"
+
+
+def test_a_worker_runs_as_many_batches_at_once_as_its_functions_concurrency_limit() -> None:
+    """Gradio's one process runs an event with `concurrency_limit=3` three at a time: a worker does too
+    (`WORKER_SLOTS=auto`, the default), one at a time under a limit of 1 or none; a number overrides."""
+    from worker_main import worker_slots
+
+    app = surge.App(title="slots", default_concurrency_limit=1)
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], concurrency_limit=3)
+    def three(text: str) -> str:
+        return text
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def one(text: str) -> str:
+        return text
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], concurrency_limit=None)
+    def unlimited(text: str) -> str:
+        return text
+
+    slots = {name: worker_slots(app, app.get(name), "auto") for name in ("three", "one", "unlimited")}
+    assert slots == {"three": 3, "one": 1, "unlimited": 1}
+    assert worker_slots(app, app.get("three"), "2") == 2
