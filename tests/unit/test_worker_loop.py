@@ -159,6 +159,38 @@ def test_a_lone_worker_keeps_its_lease_from_batch_to_batch_and_gives_it_back_whe
     assert not store.leases.held, "the lease is given back when the queue is empty"
 
 
+@pytest.mark.parametrize("limit", [1, None])
+def test_two_loops_of_one_worker_never_hold_one_slot_of_a_limit_and_never_run_one_job_twice(limit: int | None) -> None:
+    """A worker with two slots under a limit of 1: its second loop must not take the slot its first holds
+    (a lease is taken again by its own owner, and the owner was the worker), so at most one job runs at a
+    time; and a copy of a message whose job the other loop claimed a moment ago rides with that run
+    instead of being taken over as the loop's own lost claim (each job runs once)."""
+    running, peak, ran = [0], [0], []
+    lock = threading.Lock()
+    app = surge.App(title="two loops", default_concurrency_limit=limit)
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def work(text: str) -> str:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            ran.append(text)
+        time.sleep(0.002 if limit is None else 0.01)
+        with lock:
+            running[0] -= 1
+        return text
+
+    store, queue = InMemoryStore(), InMemoryQueue()
+    jobs = [_join(store, queue, "work", f"w{i}", i) for i in range(12)]
+    for job in jobs:
+        queue.send(job)  # copies, as a standard queue may deliver
+    served = SimpleNamespace(app=app)
+    _serve_until_drained(served, "work", store, queue, slots=2)  # type: ignore[arg-type]
+    assert peak[0] <= (limit or 2), f"{peak[0]} jobs ran at once under a limit of {limit}"
+    assert sorted(ran) == sorted(f"w{i}" for i in range(12)), "each job ran once"
+    assert not store.leases.held
+
+
 def test_a_worker_sharing_its_concurrency_group_gives_the_lease_back_after_every_job() -> None:
     """Another live worker of the group may be waiting for the slot: it is given back after each job."""
     served, store, queue = Served(concurrency_limit=1), InMemoryStore(), InMemoryQueue()
@@ -194,7 +226,7 @@ def test_a_copy_received_while_its_job_runs_here_is_acknowledged_with_that_run()
     refused, and the copy is held and acknowledged when the run is recorded. Let go instead, it would
     stay hidden for the visibility timeout (60 s here) and be settled only when it came back."""
     entered, release = threading.Event(), threading.Event()
-    app = surge.App(title="copies")
+    app = surge.App(title="copies", default_concurrency_limit=None)  # both slots may claim at once
     ran: list[str] = []
 
     @app.function(inputs=["textbox"], outputs=["textbox"])
@@ -490,9 +522,11 @@ def test_a_generator_runs_at_its_own_pace_and_its_messages_share_writes_in_order
     assert yielded_at[-1] - yielded_at[0] < 10 * 0.02, "39 writes in its way would take 0.78 s"
     assert store.calls["record_live"] < 40
     done = store.get_job(SESSION, job.job_id)
-    assert done is not None and done.result is not None and done.result["output"]["data"] == [
-        "go" + "".join(f" t{i}" for i in range(40))
-    ]
+    assert (
+        done is not None
+        and done.result is not None
+        and done.result["output"]["data"] == ["go" + "".join(f" t{i}" for i in range(40))]
+    )
     assert len(done.chunks) == 40, "the finish records every message"
 
 

@@ -121,7 +121,8 @@ class _Hand:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     deliveries: dict[str, Delivery] = field(default_factory=dict)
-    leases: set[int] = field(default_factory=set)
+    leases: dict[int, str] = field(default_factory=dict)
+    """Lease slot → the owner it was taken as (one per loop: loops of one worker must not share a slot)."""
     running: set[str] = field(default_factory=set)
     riders: dict[str, list[Delivery]] = field(default_factory=dict)
     """Copies of a message whose job another batch of this worker runs now (SQS delivered it twice, or it
@@ -137,9 +138,9 @@ class _Hand:
             for delivery in deliveries:
                 self.deliveries.pop(delivery.message_id, None)
 
-    def snapshot(self) -> tuple[list[Delivery], list[int]]:
+    def snapshot(self) -> tuple[list[Delivery], list[tuple[int, str]]]:
         with self.lock:
-            return list(self.deliveries.values()), sorted(self.leases)
+            return list(self.deliveries.values()), sorted(self.leases.items())
 
 
 class Worker:
@@ -190,6 +191,8 @@ class Worker:
         """Writes running jobs' generator messages, notices and progress behind the function."""
         self.recordings: deque[Future[None]] = deque()
         self.recordings_lock = threading.Lock()
+        self.claiming = threading.Lock()
+        """One claim at a time among this worker's loops (see `_claim_jobs`)."""
         self.avg_batch_s: float | None = None
         self.avg_batch_size: float | None = None
         self.avg_cycle_s: float | None = None
@@ -249,15 +252,15 @@ class Worker:
 
     def _beat(self) -> None:
         """Say this worker is alive, renew its leases, and keep the messages in hand invisible."""
-        deliveries, slots = self.hand.snapshot()
+        deliveries, leases = self.hand.snapshot()
         try:
             sent = time.monotonic()
             self.store.worker_alive(self.function.api_name, self.worker_id, self.settings.lease_ttl_s, self.slots)
             self.beat_ok_at = sent
             if self.limit is not None:
                 self.alone = self._alone_in_group()
-            for slot in slots:
-                self.store.renew_lease(self.function.concurrency_id, slot, self.worker_id)
+            for slot, owner in leases:
+                self.store.renew_lease(self.function.concurrency_id, slot, owner)
             if deliveries:
                 self.broker.set_visibility(self.function.api_name, deliveries, self.settings.visibility_timeout_s)
         except Unavailable:
@@ -509,22 +512,28 @@ class Worker:
 
     def _release(self, slot: int) -> None:
         with self.hand.lock:
-            self.hand.leases.discard(slot)
+            owner = self.hand.leases.pop(slot, self._lease_owner())
         try:
-            self.store.release_lease(self.function.concurrency_id, slot, self.worker_id)
+            self.store.release_lease(self.function.concurrency_id, slot, owner)
         except Unavailable:
             logger.warning("could not release lease %d; it lapses by itself", slot)
+
+    def _lease_owner(self) -> str:
+        """Who holds a lease this loop takes: the worker and the loop, since a slot is taken again by its
+        own owner (a lease left by a failed release), and two loops of one worker must not share one."""
+        return f"{self.worker_id}/{threading.current_thread().name}"
 
     def _acquire_lease(self) -> int | None:
         """Wait for a slot of the group's concurrency limit (None: no limit → no lease); None on stop."""
         if self.limit is None:
             return -1
         delay = 0.01
+        owner = self._lease_owner()
         while not self.stopping.is_set():
-            slot = self.store.acquire_lease(self.function.concurrency_id, self.limit, self.worker_id)
+            slot = self.store.acquire_lease(self.function.concurrency_id, self.limit, owner)
             if slot is not None:
                 with self.hand.lock:
-                    self.hand.leases.add(slot)
+                    self.hand.leases[slot] = owner
                 return slot
             self.stopping.wait(delay)
             delay = min(delay * 2, 0.2)
@@ -543,6 +552,24 @@ class Worker:
         jobs = {job_id: job for job_id, (job, _) in candidates.items()}
         claimed: list[Job] = []
         riding: set[str] = set()
+        with self.claiming:
+            self._claim_jobs(jobs, candidates, claimed, riding)
+        mine = {job.job_id for job in claimed}
+        settled = [d for job_id, (_, carried) in candidates.items() if job_id not in mine | riding for d in carried]
+        self.hand.drop(settled)
+        return [_Task(job, candidates[job.job_id][1]) for job in claimed]
+
+    def _claim_jobs(
+        self,
+        jobs: dict[str, Job],
+        candidates: dict[str, tuple[Job, list[Delivery]]],
+        claimed: list[Job],
+        riding: set[str],
+    ) -> None:
+        """Claim `jobs` (adding to `claimed`, and to `riding` those another batch here runs), and mark the
+        claimed ones running here. Under `claiming`: a loop of this worker that meets a job another loop
+        claimed a moment ago sees it running here, and rides with it instead of taking it over as a
+        claim of its own whose answer was lost (it ran twice with two loops)."""
         while jobs:
             # Retried in place, not let go: a claim whose answer was lost may have been applied, and then
             # only this worker can take its jobs back (to the others their owner is alive), so their
@@ -555,10 +582,6 @@ class Worker:
             jobs = self._retrying(takeovers, "claiming jobs", until_stop=True)
         with self.hand.lock:
             self.hand.running.update(job.job_id for job in claimed)
-        mine = {job.job_id for job in claimed}
-        settled = [d for job_id, (_, carried) in candidates.items() if job_id not in mine | riding for d in carried]
-        self.hand.drop(settled)
-        return [_Task(job, candidates[job.job_id][1]) for job in claimed]
 
     def _takeovers(
         self, refused: dict[str, Job | None], candidates: dict[str, tuple[Job, list[Delivery]]], riding: set[str]
