@@ -205,8 +205,8 @@ def test_a_join_after_close_stream_answers_once_the_client_hangs_up_and_a_call_s
 ) -> None:
     """In a process that serves joins (the local front), a session's join that comes after its stream
     sent `close_stream` answers only once the client has hung up (gradio_client would tag the new job to
-    the closing reader and cancel it); a curl `/call` stream, whose session is its one call, does not
-    wait for anything."""
+    the closing reader and cancel it), also while the stream still deletes what it delivered; a curl
+    `/call` stream, whose session is its one call, does not wait for anything."""
     monkeypatch.setattr("surge.session.HANG_UP_WAIT_S", 30.0)
     store = InMemoryStore()
     session, call = "a" * 32, "b" * 32
@@ -214,6 +214,13 @@ def test_a_join_after_close_stream_answers_once_the_client_hangs_up_and_a_call_s
         _run(store, _admit(store, owner, 0))
     hub = _hub(store)
     hub.serves_joins = True
+    forget = store.forget_all
+
+    def slow_forget(keys: Any) -> None:  # the delete after the frame takes a while: a join may come meanwhile
+        time.sleep(0.3)
+        forget(keys)
+
+    monkeypatch.setattr(store, "forget_all", slow_forget)
 
     async def watch() -> None:
         seen: list[dict[str, Any]] = []

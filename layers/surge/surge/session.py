@@ -416,24 +416,34 @@ class SessionHub:
                 if not done.done():
                     done.set_result(None)
 
-    async def hang_up(self, session_hash: str, closed_at: float) -> None:
-        """After `close_stream` (sent at `closed_at`, monotonic) and the stream's last writes: wait for the
-        client to hang up, at most until `HANG_UP_WAIT_S` after the frame; a join of the session answers
-        after that (`after_hang_up`). The client's hang-up cancels this wait (the SSE layer cancels the
-        response)."""
+    def closing(self, session_hash: str) -> asyncio.Event | None:
+        """Just before a stream of the session sends `close_stream`: from then until `hung_up`, a join of the
+        session waits (`after_hang_up`). Registered before the frame, since a join may come the moment it
+        leaves (another thread of the client), while the stream still deletes what it delivered. None
+        where this process serves no joins."""
         if not self.serves_joins:
-            return
+            return None
         gone = asyncio.Event()
         self._hanging.setdefault(session_hash, []).append(gone)
-        try:
+        return gone
+
+    async def hang_up(self, closed_at: float, gone: asyncio.Event | None) -> None:
+        """After `close_stream` (sent at `closed_at`, monotonic) and the stream's last writes: wait for the
+        client to hang up, at most until `HANG_UP_WAIT_S` after the frame. The client's hang-up cancels
+        this wait (the SSE layer cancels the response); `hung_up` ends it either way."""
+        if gone is not None:
             await asyncio.sleep(max(0.0, closed_at + HANG_UP_WAIT_S - time.monotonic()))
-        finally:
-            gone.set()
-            held = self._hanging.get(session_hash, [])
-            if gone in held:
-                held.remove(gone)
-            if not held:
-                self._hanging.pop(session_hash, None)
+
+    def hung_up(self, session_hash: str, gone: asyncio.Event | None) -> None:
+        """The stream that registered `gone` (`closing`) has ended: the session's joins answer."""
+        if gone is None:
+            return
+        gone.set()
+        held = self._hanging.get(session_hash, [])
+        if gone in held:
+            held.remove(gone)
+        if not held:
+            self._hanging.pop(session_hash, None)
 
     async def after_hang_up(self, session_hash: str) -> None:
         """Before a join of this session answers: until each of its streams here that sent `close_stream`
@@ -676,6 +686,8 @@ class SessionStream:
         self.wake = asyncio.Event()
         self.closed = False
         self.closed_at = 0.0
+        self._gone: asyncio.Event | None = None
+        """Registered with the hub just before `close_stream` (`SessionHub.closing`)."""
         """When `close_stream` was sent (monotonic)."""
         self.reads = 0
 
@@ -693,11 +705,13 @@ class SessionStream:
             self.hub.detach(self)
             waiting = [t.job for t in self.view.waiting()]
             if self.closed:
-                with anyio.CancelScope(shield=True):
-                    await self._forget(self.view.delivered)
-                self.hub.forgetting(self.session_hash, self.view.delivered, False)
-                if self.joined_again:
-                    await self.hub.hang_up(self.session_hash, self.closed_at)
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await self._forget(self.view.delivered)
+                    self.hub.forgetting(self.session_hash, self.view.delivered, False)
+                    await self.hub.hang_up(self.closed_at, self._gone)
+                finally:
+                    self.hub.hung_up(self.session_hash, self._gone)
             elif waiting:
                 asyncio.get_running_loop().create_task(self.hub.release_if_gone(self.session_hash, waiting))
 
@@ -722,7 +736,7 @@ class SessionStream:
                     # after it), shielded from the client's disconnect; a stream of the session opened
                     # here meanwhile treats them as delivered.
                     self.hub.forgetting(self.session_hash, self.view.delivered, True)
-                    self.closed, self.closed_at = True, time.monotonic()
+                    self._close()
                     yield protocol.close_stream()
                     return
                 interval = self.poll.min_s if news else self.poll.next_s(interval, self._ceiling())
@@ -737,8 +751,14 @@ class SessionStream:
         # cancelled (its place goes to the next; nobody would receive its result), and the stream closes.
         for message in await self._out_of_time():
             yield message
-        self.closed, self.closed_at = True, time.monotonic()
+        self._close()
         yield protocol.close_stream()
+
+    def _close(self) -> None:
+        """About to send `close_stream`: a Gradio client's joins of the session wait for its hang-up."""
+        self.closed, self.closed_at = True, time.monotonic()
+        if self.joined_again:
+            self._gone = self.hub.closing(self.session_hash)
 
     async def _out_of_time(self) -> list[dict[str, Any]]:
         """An error completion for each job still pending at the stream's bound; waiting jobs end (and are
