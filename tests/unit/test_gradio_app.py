@@ -203,25 +203,19 @@ def test_demo_launch_in_the_apps_module_is_held_and_its_settings_kept() -> None:
     assert "Running on" not in loaded.stdout + loaded.stderr
 
 
-def test_queue_settings_under_a_main_guard_are_taken_and_nothing_else_of_the_block_runs() -> None:
+def test_queue_settings_under_a_main_guard_are_taken_and_nothing_else_of_the_block_runs(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """`if __name__ == "__main__": demo.queue(max_size=8, ...).launch(...)`: an import skips that block,
     which left max_size and the concurrency limit at Gradio's defaults (no queue-full answer at all).
     `load_app` runs the block's `queue`/`launch` calls (launch held), without the launch part where its
     arguments need the block's own names, and nothing else of it (no argument parsing, no prints)."""
-    probe = (
-        "from surge.application import load_app; app = load_app('tests.apps.gradio_main_guarded'); "
-        "print(app.max_size, app.default_concurrency_limit, app.show_error, app.max_threads)"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", probe, "--not-an-option-of-the-app"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert loaded.stdout.strip() == "8 3 True 7"
-    assert "guarded block ran" not in loaded.stdout + loaded.stderr and "Running on" not in loaded.stdout
-    assert "ran demo.queue(max_size=8, default_concurrency_limit=3) from the __main__ block" in loaded.stderr
+    caplog.set_level("WARNING", logger="surge.held_launch")
+    app = load_app("tests.apps.gradio_main_guarded")
+    assert (app.max_size, app.default_concurrency_limit, app.show_error, app.max_threads) == (8, 3, True, 7)
+    printed = capsys.readouterr()
+    assert "guarded block ran" not in printed.out + printed.err and "Running on" not in printed.out
+    assert "ran demo.queue(max_size=8, default_concurrency_limit=3) from the __main__ block" in caplog.text
 
 
 def test_the_pages_own_events_run_in_one_lane_through_the_queue() -> None:
