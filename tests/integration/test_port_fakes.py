@@ -90,7 +90,7 @@ def test_a_stale_attempt_writes_nothing_and_a_takeover_claims_at_the_attempt_see
 def test_reads_come_oldest_first_and_forgotten_jobs_are_gone(ports: Ports) -> None:
     jobs = [ports.admit(_job(n)) for n in (3, 1, 2)]
     assert [j.job_id for j in ports.store.read_session(SESSION)] == ["job-1", "job-2", "job-3"]
-    ports.store.forget_all([(SESSION, jobs[0].job_id)])
+    ports.store.forget_all([jobs[0]])
     assert [j.job_id for j in ports.store.read_session(SESSION)] == ["job-1", "job-2"]
 
 

@@ -176,7 +176,7 @@ def test_a_job_is_claimed_once_and_leaves_the_waiting_count(demo: tuple[App, Set
 def test_a_claim_of_a_job_that_no_longer_exists_is_refused_with_none(demo: tuple[App, Settings]) -> None:
     store = Store(demo[1])
     job = make_job(store, "j1")
-    store.forget_all([(SESSION, "j1")])
+    store.forget_all([job])
     claim = store.claim([job], "w1")
     assert claim.claimed == [] and claim.refused == {"j1": None}
 
@@ -325,7 +325,7 @@ def test_a_result_too_large_for_one_item_is_kept_in_parts_read_whole_and_forgott
         ExpressionAttributeValues={":s": {"S": SESSION}},
     )["Items"]
     assert len(items) > 3, "the large result is in parts beside its job"
-    store.forget_all([(SESSION, "big")])
+    store.forget_all([job for job in store.read_session(SESSION) if job.job_id == "big"])
     assert [job.job_id for job in store.read_session(SESSION)] == ["small"]
     left = store.client.query(
         TableName=demo[1].events_table_name,
@@ -337,9 +337,8 @@ def test_a_result_too_large_for_one_item_is_kept_in_parts_read_whole_and_forgott
 
 def test_forget_deletes_delivered_jobs_only(demo: tuple[App, Settings]) -> None:
     store = Store(demo[1])
-    for i in range(3):
-        make_job(store, f"j{i}")
-    store.forget_all([(SESSION, "j0"), (SESSION, "j2"), (SESSION, "j2")])
+    jobs = [make_job(store, f"j{i}") for i in range(3)]
+    store.forget_all([jobs[0], jobs[2], jobs[2]])
     assert [j.job_id for j in store.read_session(SESSION)] == ["j1"]
 
 

@@ -192,9 +192,10 @@ class InMemoryJobs:
             self.admission.leave([current])
             return True
 
-    def forget_all(self, keys: Sequence[tuple[str, str]]) -> None:
+    def forget_all(self, jobs: Sequence[Job]) -> None:
+        keys = {(job.session_hash, job.job_id) for job in jobs}
         with self._lock:
-            self.calls["forget"] += -(-len(set(keys)) // 25)  # as the store: 25 deletes to a batch write
+            self.calls["forget"] += -(-len(keys) // 25)  # as the store: 25 deletes to a batch write
             for key in keys:
                 self.items.pop(key, None)
 
@@ -327,8 +328,8 @@ class InMemoryStore:
     def end_waiting(self, job: Job, state: JobState, body: dict[str, Any]) -> bool:
         return self.jobs.end_waiting(job, state, body)
 
-    def forget_all(self, keys: Sequence[tuple[str, str]]) -> None:
-        self.jobs.forget_all(keys)
+    def forget_all(self, jobs: Sequence[Job]) -> None:
+        self.jobs.forget_all(jobs)
 
     def finished_since(self, api_name: str, after: str) -> list[tuple[str, list[str]]]:
         return self.jobs.finished_since(api_name, after)

@@ -47,9 +47,9 @@ class SessionLog(Protocol):
         """End a job that never started and count it out of the line; False if it no longer waited."""
         ...
 
-    def forget_all(self, keys: Sequence[tuple[str, str]]) -> None:
-        """Delete delivered jobs of any sessions, (session hash, job id): the streams of one process
-        that close together share the writes."""
+    def forget_all(self, jobs: Sequence[Job]) -> None:
+        """Delete delivered jobs of any sessions (as the stream last read them, so with the parts of a
+        result kept in parts): the streams of one process that close together share the writes."""
         ...
 
     def finished_since(self, api_name: str, after: str) -> list[tuple[str, list[str]]]:

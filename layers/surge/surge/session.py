@@ -138,8 +138,9 @@ class SessionView:
         return [t for t in self.jobs.values() if not t.completed]
 
     @property
-    def delivered(self) -> list[str]:
-        return [job_id for job_id, t in self.jobs.items() if t.completed]
+    def delivered(self) -> list[Job]:
+        """The completed jobs, as the last read gave them (a result kept in parts says how many)."""
+        return [t.job for t in self.jobs.values() if t.completed]
 
     def waiting(self) -> list[Tracked]:
         return [t for t in self.pending if t.job.state is JobState.WAITING]
@@ -332,7 +333,7 @@ class SessionHub:
         self._finished_after: dict[str, str] = {}
         """Per function, the key after which finish notices are read next."""
         self.notice_reads = 0
-        self._to_forget: list[tuple[list[tuple[str, str]], asyncio.Future[None]]] = []
+        self._to_forget: list[tuple[list[Job], asyncio.Future[None]]] = []
         self._forgetter: asyncio.Task[None] | None = None
         self.serves_joins = False
         """Whether this process also answers joins (`HANG_UP_WAIT_S`)."""
@@ -376,9 +377,10 @@ class SessionHub:
                     self._joined[session_hash] = self._joined.get(session_hash, 0) + 1
             self.poke(session_hash)
 
-    def forgetting(self, session_hash: str, job_ids: list[str], started: bool) -> None:
+    def forgetting(self, session_hash: str, jobs: list[Job], started: bool) -> None:
         """Jobs whose completion a closed stream delivered and is deleting now (`started`) or has deleted."""
         held = self._forgetting.setdefault(session_hash, set())
+        job_ids = [job.job_id for job in jobs]
         if started:
             held.update(job_ids)
         else:
@@ -389,13 +391,13 @@ class SessionHub:
     def forgotten(self, session_hash: str) -> set[str]:
         return self._forgetting.get(session_hash, set())
 
-    async def forget(self, session_hash: str, job_ids: list[str]) -> None:
+    async def forget(self, jobs: list[Job]) -> None:
         """Delete a closing stream's delivered jobs; returns once they are deleted (or the delete failed:
         their items then expire by TTL). Streams of this process that close together share batch writes
         (25 deletes to a call): what arrives while one write is in flight goes in the next."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._to_forget.append(([(session_hash, job_id) for job_id in job_ids], done))
+        self._to_forget.append((jobs, done))
         if self._forgetter is None or self._forgetter.done() or self._forgetter.get_loop() is not loop:
             self._forgetter = loop.create_task(self._forget_pending())
         await done
@@ -405,13 +407,13 @@ class SessionHub:
             await asyncio.sleep(FORGET_GATHER_S)
         while self._to_forget:
             taken, self._to_forget = self._to_forget, []
-            keys = [key for keys, _ in taken for key in keys]
+            jobs = [job for jobs, _ in taken for job in jobs]
             try:
-                await anyio.to_thread.run_sync(self.store.forget_all, keys)
+                await anyio.to_thread.run_sync(self.store.forget_all, jobs)
             except Unavailable:
-                logger.warning("could not forget %d delivered jobs; their items expire by TTL", len(keys))
+                logger.warning("could not forget %d delivered jobs; their items expire by TTL", len(jobs))
             except Exception:
-                logger.exception("forgetting %d delivered jobs failed; their items expire by TTL", len(keys))
+                logger.exception("forgetting %d delivered jobs failed; their items expire by TTL", len(jobs))
             for _, done in taken:
                 if not done.done():
                     done.set_result(None)
@@ -889,9 +891,9 @@ class SessionStream:
         await self.hub.refresh_estimates(jobs)
         return self.view.take(jobs, time.monotonic(), self.hub.batch_s)
 
-    async def _forget(self, delivered: list[str]) -> None:
+    async def _forget(self, delivered: list[Job]) -> None:
         if delivered:
-            await self.hub.forget(self.session_hash, delivered)
+            await self.hub.forget(delivered)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         """Run a blocking store call in a thread; while AWS refuses, wait and retry (the stream stays open)."""

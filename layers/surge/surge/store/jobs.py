@@ -55,15 +55,7 @@ class JobStore(Table):
         )
         parts = parts_of([item for item in items if is_part(item)])
         jobs = [job_of(item, parts.get(item["sk"]["S"])) for item in items if not is_part(item)]
-        for job in jobs:
-            if job.result_parts:  # its stream deletes the parts with the job (`forget_all`)
-                self._parted[(session_hash, job.job_id)] = job.result_parts
         return sorted(jobs, key=lambda job: job.created_at)
-
-    @property
-    def _parted(self) -> dict[tuple[str, str], int]:
-        """(session, job id) → parts of its result, for the jobs read here whose result is in parts."""
-        return self.__dict__.setdefault("_parted_results", {})  # type: ignore[no-any-return]
 
     def get_job(self, session_hash: str, job_id: str) -> Job | None:
         """The job's item alone (its state and place; a result kept in parts is left out)."""
@@ -355,13 +347,13 @@ class JobStore(Table):
             return False
         return True
 
-    def forget_all(self, keys: Sequence[tuple[str, str]]) -> None:
-        """Delete jobs whose completion a stream has delivered, (session hash, job id) of any sessions,
-        25 to a call (a later stream of the session must not deliver them again)."""
+    def forget_all(self, jobs: Sequence[Job]) -> None:
+        """Delete jobs whose completion a stream has delivered (as its last read gave them), of any
+        sessions, with the parts of a result kept in parts, 25 to a call (a later stream of the session
+        must not deliver them again)."""
         requests = []
-        for session_hash, job_id in dict.fromkeys(keys):
+        for (session_hash, job_id), parts in {(j.session_hash, j.job_id): j.result_parts for j in jobs}.items():
             requests.append({"DeleteRequest": {"Key": job_key(session_hash, job_id)}})
-            parts = self._parted.pop((session_hash, job_id), 0)
             requests.extend(
                 {"DeleteRequest": {"Key": job_key(session_hash, part_key(job_id, k))}} for k in range(parts)
             )
