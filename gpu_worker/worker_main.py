@@ -43,11 +43,22 @@ def main() -> None:
     observer = observer_from_env()
     settings = Settings.from_env(os.environ)
     app = load_app(settings.app_module, settings)
-    function = app.get(os.environ["WORKER_API_NAME"])
-    slots = worker_slots(app, function, os.environ.get("WORKER_SLOTS", "auto"))
-    # A Gradio page's own events (`page_events`) run beside the app's first function, in its workers.
+    # One function on ECS; locally one process may serve several (`WORKER_API_NAME=a,b`), each on its own
+    # loops, as Gradio's one process serves every event. A Gradio page's own events (`page_events`) run
+    # beside the app's first function, in its workers.
+    functions = [app.get(name.strip()) for name in os.environ["WORKER_API_NAME"].split(",")]
+    setting = os.environ.get("WORKER_SLOTS", "auto")
     workers = [
-        Worker(app, served, settings, Store(settings), Broker(settings), slots=slots, observer=observer)
+        Worker(
+            app,
+            served,
+            settings,
+            Store(settings),
+            Broker(settings),
+            slots=worker_slots(app, function, setting),
+            observer=observer,
+        )
+        for function in functions
         for served in app.served_by(function)
     ]
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,8 @@ class LocalStack:
     """Environment of the front process only, over `extra_env` (e.g. a front that reads a built AppLayer)."""
     quiet: bool = True
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    served: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Worker process name -> the functions it serves."""
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
     app: App | None = None
@@ -180,17 +182,25 @@ class LocalStack:
             ],
             self.front_env,
         )
-        for function in (f for f in app.functions if app.host_of(f) is f):  # a lane runs in its host's workers
-            count = self.workers if isinstance(self.workers, int) else self.workers.get(function.api_name, 1)
-            for i in range(count):
-                self.start_worker(function.api_name, f"{function.api_name}-{i}")
+        # Worker process i serves every function that has more than i workers, as Gradio's one process
+        # serves every event: a Blocks app of ten events is one process, not ten that each import gradio
+        # and the app (about 180 MB and 6 s of CPU apiece here). On AWS each function has its service.
+        hosts = [f.api_name for f in app.functions if app.host_of(f) is f]  # a lane runs in its host's workers
+        counts = {name: self.workers if isinstance(self.workers, int) else self.workers.get(name, 1) for name in hosts}
+        for i in range(max(counts.values(), default=0)):
+            names = [name for name in hosts if counts[name] > i]
+            self.start_worker(names, f"{'+'.join(names)}-{i}")
         # A Gradio app's front imports gradio beside workers doing the same: on two busy cores that
         # has taken 25 s.
         wait_for_port(self.port, 90)
         return self
 
-    def start_worker(self, api_name: str, name: str) -> subprocess.Popen[bytes]:
-        return self._spawn(f"worker:{name}", [sys.executable, "-m", "surge_local.child"], {"WORKER_API_NAME": api_name})
+    def start_worker(self, api_names: str | Sequence[str], name: str) -> subprocess.Popen[bytes]:
+        """A worker process (named `worker:<name>`) serving these functions."""
+        served = (api_names,) if isinstance(api_names, str) else tuple(api_names)
+        self.served[f"worker:{name}"] = served
+        argv = [sys.executable, "-m", "surge_local.child"]
+        return self._spawn(f"worker:{name}", argv, {"WORKER_API_NAME": ",".join(served)})
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         output = subprocess.DEVNULL if self.quiet else None
@@ -206,7 +216,8 @@ class LocalStack:
         return process
 
     def workers_of(self, api_name: str) -> dict[str, subprocess.Popen[bytes]]:
-        return {n: p for n, p in self.processes.items() if n.startswith(f"worker:{api_name}-") and p.poll() is None}
+        """The running worker processes that serve the function."""
+        return {n: p for n, p in self.processes.items() if api_name in self.served.get(n, ()) and p.poll() is None}
 
     def stop(self, timeout_s: float = 15) -> None:
         """SIGTERM the children in waves, each once the one before has exited (or been killed at the
@@ -231,6 +242,7 @@ class LocalStack:
                     process.kill()
                     process.wait()
         self.processes.clear()
+        self.served.clear()
 
 
 def local_app() -> FastAPI:
@@ -265,7 +277,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the Surge stack locally on 127.0.0.1.")
     parser.add_argument("--app", default=os.environ.get("APP_MODULE", "examples.demo_app:app"))
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes per function")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes, each serving every function (1; per function on AWS)"
+    )
     parser.add_argument(
         "--fidelity", action="store_true", help=f"emulate DynamoDB's per-item limits ({FIDELITY_VARIABLE}=1)"
     )

@@ -238,7 +238,8 @@ class Killer(threading.Thread):
             process.wait()
             self.stack.processes.pop(name, None)
             self.killed += 1
-            self.stack.start_worker(self.api_name, f"{self.api_name}-respawn-{self.killed}")
+            served = self.stack.served.pop(name, (self.api_name,))  # the replacement serves what it served
+            self.stack.start_worker(served, f"{self.api_name}-respawn-{self.killed}")
 
 
 def settle(stack: LocalStack, groups: list[str], api_names: list[str], figures: Figures, timeout_s: float) -> None:

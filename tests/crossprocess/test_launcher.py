@@ -52,7 +52,7 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
         assert line.startswith(f"http://127.0.0.1:{port}/ ")
         assert before == [line], "the first screen is the URL and nothing else"
         children = children_of(launcher.pid)
-        assert len(children) >= 7, "two emulators (SQS, DynamoDB), the front and one worker per demo function"
+        assert len(children) == 4, "two emulators (SQS, DynamoDB), the front and one worker for every function"
         assert Client(f"http://127.0.0.1:{port}", verbose=False).predict("hi", api_name="/echo") == "hi"
         assert _answers_after_idle(port, idle_s=6.0), (
             "an idle connection is dropped by the client's pool (httpx: 5 s) before the front closes it"
