@@ -164,6 +164,28 @@ def test_a_state_that_cannot_be_kept_fails_the_call_with_why() -> None:
         _as_session("session-one", app.get("keep_a_lock").fn)
 
 
+def test_an_event_with_no_concurrency_limit_is_noted_at_start_with_what_differs_from_gradio() -> None:
+    """Gradio runs an unlimited event's calls up to `max_threads` at once; a Surge worker one batch at a
+    time: `make run` prints it, naming the event and the setting that changes it."""
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        gr.Button().click(lambda text: text, box, box, api_name="unlimited", concurrency_limit=None)
+        gr.Button().click(lambda text: text, box, box, api_name="limited", concurrency_limit=2)
+        gr.Button().click(lambda text: text, box, box, api_name="default")
+    assert GradioApp(demo).notes == [
+        "note: event 'unlimited' sets no concurrency limit; Gradio runs up to max_threads (40) of its calls at "
+        "once, a Surge worker one batch at a time (WORKER_SLOTS=N runs N; see README, Known limits)"
+    ]
+    everything = gr.Blocks()
+    with everything:
+        box = gr.Textbox()
+        gr.Button().click(lambda text: text, box, box, api_name="fast")
+    everything.queue(default_concurrency_limit=None)
+    assert [note.split(";")[0] for note in GradioApp(everything).notes] == [
+        "note: event 'fast' sets no concurrency limit"
+    ]
+
+
 def test_json_and_label_outputs_are_json_as_gradio_sends_them() -> None:
     """`gr.JSON` postprocesses to a pydantic `JsonData`, which the worker could not record (every attempt
     failed as if the worker had died); Gradio's queue sends its JSON."""
