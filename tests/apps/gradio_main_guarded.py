@@ -18,12 +18,14 @@ demo = gr.Interface(shout, "text", "text", api_name="shout")
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--upload-limit", default="1mb")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     args = _arguments()
     print("the rest of the guarded block ran")
-    # Needs `args`, which only the block defines: its queue settings are still taken.
+    # The port needs `args`, which only the block defines: Surge has no use for it; the rest is taken.
     demo.queue(max_size=8, default_concurrency_limit=3).launch(server_port=args.port)
-    demo.launch(show_error=True, max_threads=7)
+    # So does a setting Surge takes: run without it, and said.
+    demo.launch(show_error=True, max_threads=7, max_file_size=args.upload_limit)

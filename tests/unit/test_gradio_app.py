@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -230,14 +231,35 @@ def test_queue_settings_under_a_main_guard_are_taken_and_nothing_else_of_the_blo
 ) -> None:
     """`if __name__ == "__main__": demo.queue(max_size=8, ...).launch(...)`: an import skips that block,
     which left max_size and the concurrency limit at Gradio's defaults (no queue-full answer at all).
-    `load_app` runs the block's `queue`/`launch` calls (launch held), without the launch part where its
-    arguments need the block's own names, and nothing else of it (no argument parsing, no prints)."""
+    `load_app` runs the block's `queue`/`launch` calls (launch held), less the launch arguments that need
+    the block's own names (said when Surge would have used one), and nothing else of it (no argument
+    parsing, no prints)."""
     caplog.set_level("WARNING", logger="surge.held_launch")
     app = load_app("tests.apps.gradio_main_guarded")
     assert (app.max_size, app.default_concurrency_limit, app.show_error, app.max_threads) == (8, 3, True, 7)
     printed = capsys.readouterr()
     assert "guarded block ran" not in printed.out + printed.err and "Running on" not in printed.out
-    assert "ran demo.queue(max_size=8, default_concurrency_limit=3) from the __main__ block" in caplog.text
+    assert caplog.messages == [
+        f"{Path('tests/apps/gradio_main_guarded.py').resolve()}:31: ran demo.launch(show_error=True, max_threads=7) "
+        "from the __main__ block without max_file_size, which need names only the block defines"
+    ], "the port is Gradio's server's, dropped without a word; max_file_size is Surge's, said"
+
+
+def test_a_login_under_a_main_guard_is_refused_even_when_its_value_needs_the_blocks_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`launch(auth=args.users)` cannot be evaluated outside the block; serving the app without its
+    login would open it to anyone, so it is refused as an evaluated `auth` is."""
+    (tmp_path / "guarded_login.py").write_text(
+        "import gradio as gr\n"
+        "demo = gr.Interface(lambda x: x, 'text', 'text')\n"
+        "if __name__ == '__main__':\n"
+        "    args = object()\n"
+        "    demo.queue(max_size=4).launch(auth=args.users, server_port=args.port)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(Unsupported, match=r"launch\(auth=\.\.\.\) asks for Gradio's login"):
+        load_app("guarded_login:demo")
 
 
 def test_the_pages_own_events_run_in_one_lane_through_the_queue() -> None:

@@ -10,11 +10,14 @@ Many apps guard the call instead, often with their queue settings in it:
 `if __name__ == "__main__": demo.queue(max_size=8, default_concurrency_limit=2).launch()`. An import does
 not run that block, so `main_block_calls` runs from it the statements that only call `queue` and `launch`
 on a module-level Blocks (nothing else of the block: it may parse the command line or start servers).
+A `launch` argument whose value needs the block's own names (`server_port=args.port`) is left out: silently
+when Surge has no use for it, with a warning when it has, and a login (`auth=args.users`) is refused.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.abc
 import inspect
 import logging
@@ -138,8 +141,17 @@ def main_block_calls(module: ModuleType) -> list[str]:
     return ran
 
 
+LOGIN_ARGS = frozenset({"auth", "auth_dependency"})
+TAKEN_LAUNCH_ARGS = frozenset({"show_error", "max_threads", "max_file_size", "theme", "css", "js", "head"}) | LOGIN_ARGS
+"""The `launch()` arguments Surge uses (or refuses: `auth`); the others (`server_port`, `share`, `debug`...)
+concern Gradio's own server."""
+
+
 def _run_chain(chain: ast.Call, file: str, line: int, names: dict[str, Any]) -> list[str]:
-    """Evaluate the chain, else its queue part alone, in the module's names; the source of what ran."""
+    """Evaluate the chain in the module's names, less the `launch` arguments that need what only the block
+    defines (`server_port=args.port`), else its queue part alone; the source of what ran. Dropping an
+    argument Surge takes is said in a warning; one it does not use (a port) is dropped silently."""
+    chain, dropped = _without_missing_launch_args(chain, names)
     missing: Exception | None = None
     for call in (chain, _without_launch(chain)):
         if call is None:
@@ -149,13 +161,47 @@ def _run_chain(chain: ast.Call, file: str, line: int, names: dict[str, Any]) -> 
         except (NameError, AttributeError) as error:  # it needs what only the block defines (`args.port`)
             missing = missing or error
             continue
+        if dropped & LOGIN_ARGS:  # a login asked for, whatever its value: refused as an evaluated one is
+            blocks = names[_root(chain).id]
+            setattr(blocks, LAUNCH_ARGS, getattr(blocks, LAUNCH_ARGS, {}) | dict.fromkeys(dropped & LOGIN_ARGS, "?"))
         if missing is not None:
             logger.warning(
                 "%s:%s: ran %s from the __main__ block, not its launch (%s)", file, line, ast.unparse(call), missing
             )
+        elif taken := sorted(dropped & TAKEN_LAUNCH_ARGS):
+            logger.warning(
+                "%s:%s: ran %s from the __main__ block without %s, which need names only the block defines",
+                file,
+                line,
+                ast.unparse(call),
+                ", ".join(taken),
+            )
         return [ast.unparse(call)]
     logger.warning("%s:%s: not run from the __main__ block (%s)", file, line, missing)
     return []
+
+
+def _without_missing_launch_args(chain: ast.Call, names: dict[str, Any]) -> tuple[ast.Call, set[str]]:
+    """The chain with each `launch` keyword argument whose value cannot be evaluated in the module's names
+    removed (a copy), and the names of those removed."""
+    chain = copy.deepcopy(chain)
+    dropped: set[str] = set()
+    node: ast.expr = chain
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        if node.func.attr == "launch":
+            kept = []
+            for keyword in node.keywords:
+                try:
+                    eval(compile(ast.Expression(keyword.value), "<launch argument>", "eval"), dict(names))
+                except (NameError, AttributeError):
+                    dropped.add(keyword.arg or "**")
+                    continue
+                except Exception:
+                    pass
+                kept.append(keyword)
+            node.keywords = kept
+        node = node.func.value
+    return chain, dropped
 
 
 def _is_main_test(test: ast.expr) -> bool:
@@ -184,6 +230,15 @@ def _queue_launch_chain(statement: ast.stmt, names: dict[str, Any]) -> ast.Call 
     if target is None or not type(target).__module__.startswith("gradio"):
         return None
     return statement.value
+
+
+def _root(chain: ast.Call) -> ast.Name:
+    """The module-level name a `queue`/`launch` chain starts from (`_queue_launch_chain` checked it is one)."""
+    node: ast.expr = chain
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        node = node.func.value
+    assert isinstance(node, ast.Name)
+    return node
 
 
 def _without_launch(call: ast.Call) -> ast.Call | None:
