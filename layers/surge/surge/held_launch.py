@@ -151,6 +151,7 @@ def _run_chain(chain: ast.Call, file: str, line: int, names: dict[str, Any]) -> 
     """Evaluate the chain in the module's names, less the `launch` arguments that need what only the block
     defines (`server_port=args.port`), else its queue part alone; the source of what ran. Dropping an
     argument Surge takes is said in a warning; one it does not use (a port) is dropped silently."""
+    login = {keyword.arg for call in _launch_calls(chain) for keyword in call.keywords} & LOGIN_ARGS
     chain, dropped = _without_missing_launch_args(chain, names)
     missing: Exception | None = None
     for call in (chain, _without_launch(chain)):
@@ -161,9 +162,12 @@ def _run_chain(chain: ast.Call, file: str, line: int, names: dict[str, Any]) -> 
         except (NameError, AttributeError) as error:  # it needs what only the block defines (`args.port`)
             missing = missing or error
             continue
-        if dropped & LOGIN_ARGS:  # a login asked for, whatever its value: refused as an evaluated one is
-            blocks = names[_root(chain).id]
-            setattr(blocks, LAUNCH_ARGS, getattr(blocks, LAUNCH_ARGS, {}) | dict.fromkeys(dropped & LOGIN_ARGS, "?"))
+        blocks = names[_root(chain).id]
+        launched = getattr(blocks, LAUNCH_ARGS, {})
+        if any(not launched.get(name) for name in login):
+            # A login asked for whose launch did not run or went without it (its value needs the block's
+            # names): refused as a launch that ran with it is, never served open.
+            setattr(blocks, LAUNCH_ARGS, launched | dict.fromkeys(login, "?"))
         if missing is not None:
             logger.warning(
                 "%s:%s: ran %s from the __main__ block, not its launch (%s)", file, line, ast.unparse(call), missing
@@ -186,22 +190,30 @@ def _without_missing_launch_args(chain: ast.Call, names: dict[str, Any]) -> tupl
     removed (a copy), and the names of those removed."""
     chain = copy.deepcopy(chain)
     dropped: set[str] = set()
+    for call in _launch_calls(chain):
+        kept = []
+        for keyword in call.keywords:
+            try:
+                eval(compile(ast.Expression(keyword.value), "<launch argument>", "eval"), dict(names))
+            except (NameError, AttributeError):
+                dropped.add(keyword.arg or "**")
+                continue
+            except Exception:
+                pass  # another error: kept, so the chain's own run raises it as the app's would
+            kept.append(keyword)
+        call.keywords = kept
+    return chain, dropped
+
+
+def _launch_calls(chain: ast.Call) -> list[ast.Call]:
+    """The `launch(...)` calls of a `queue`/`launch` chain."""
+    calls = []
     node: ast.expr = chain
     while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         if node.func.attr == "launch":
-            kept = []
-            for keyword in node.keywords:
-                try:
-                    eval(compile(ast.Expression(keyword.value), "<launch argument>", "eval"), dict(names))
-                except (NameError, AttributeError):
-                    dropped.add(keyword.arg or "**")
-                    continue
-                except Exception:
-                    pass
-                kept.append(keyword)
-            node.keywords = kept
+            calls.append(node)
         node = node.func.value
-    return chain, dropped
+    return calls
 
 
 def _is_main_test(test: ast.expr) -> bool:
