@@ -245,21 +245,30 @@ def test_queue_settings_under_a_main_guard_are_taken_and_nothing_else_of_the_blo
     ], "the port is Gradio's server's, dropped without a word; max_file_size is Surge's, said"
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "demo.queue(max_size=4).launch(auth=args.users, server_port=args.port)",
+        "demo.queue(max_size=args.size).launch(auth=('admin', 'pass'))",  # no part of the chain runs
+    ],
+)
 def test_a_login_under_a_main_guard_is_refused_even_when_its_value_needs_the_blocks_names(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    statement: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`launch(auth=args.users)` cannot be evaluated outside the block; serving the app without its
-    login would open it to anyone, so it is refused as an evaluated `auth` is."""
-    (tmp_path / "guarded_login.py").write_text(
+    """`launch(auth=args.users)` cannot be evaluated outside the block, nor can a chain whose queue part
+    needs the block's names; serving the app without its login would open it to anyone, so it is refused
+    as an evaluated `auth` is."""
+    module = f"guarded_login_{abs(hash(statement))}"
+    (tmp_path / f"{module}.py").write_text(
         "import gradio as gr\n"
         "demo = gr.Interface(lambda x: x, 'text', 'text')\n"
         "if __name__ == '__main__':\n"
         "    args = object()\n"
-        "    demo.queue(max_size=4).launch(auth=args.users, server_port=args.port)\n"
+        f"    {statement}\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(Unsupported, match=r"launch\(auth=\.\.\.\) asks for Gradio's login"):
-        load_app("guarded_login:demo")
+        load_app(f"{module}:demo")
 
 
 def test_the_pages_own_events_run_in_one_lane_through_the_queue() -> None:

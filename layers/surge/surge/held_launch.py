@@ -153,6 +153,7 @@ def _run_chain(chain: ast.Call, file: str, line: int, names: dict[str, Any]) -> 
     argument Surge takes is said in a warning; one it does not use (a port) is dropped silently."""
     login = {keyword.arg for call in _launch_calls(chain) for keyword in call.keywords} & LOGIN_ARGS
     chain, dropped = _without_missing_launch_args(chain, names)
+    ran: ast.Call | None = None
     missing: Exception | None = None
     for call in (chain, _without_launch(chain)):
         if call is None:
@@ -162,27 +163,30 @@ def _run_chain(chain: ast.Call, file: str, line: int, names: dict[str, Any]) -> 
         except (NameError, AttributeError) as error:  # it needs what only the block defines (`args.port`)
             missing = missing or error
             continue
-        blocks = names[_root(chain).id]
-        launched = getattr(blocks, LAUNCH_ARGS, {})
-        if any(not launched.get(name) for name in login):
-            # A login asked for whose launch did not run or went without it (its value needs the block's
-            # names): refused as a launch that ran with it is, never served open.
-            setattr(blocks, LAUNCH_ARGS, launched | dict.fromkeys(login, "?"))
-        if missing is not None:
-            logger.warning(
-                "%s:%s: ran %s from the __main__ block, not its launch (%s)", file, line, ast.unparse(call), missing
-            )
-        elif taken := sorted(dropped & TAKEN_LAUNCH_ARGS):
-            logger.warning(
-                "%s:%s: ran %s from the __main__ block without %s, which need names only the block defines",
-                file,
-                line,
-                ast.unparse(call),
-                ", ".join(taken),
-            )
-        return [ast.unparse(call)]
-    logger.warning("%s:%s: not run from the __main__ block (%s)", file, line, missing)
-    return []
+        ran = call
+        break
+    blocks = names[_root(chain).id]
+    launched = getattr(blocks, LAUNCH_ARGS, {})
+    if any(not launched.get(name) for name in login):
+        # A login asked for whose launch did not run, or ran without it (its value needs the block's
+        # names): refused as a launch that ran with it is, never served open.
+        setattr(blocks, LAUNCH_ARGS, launched | dict.fromkeys(login, "?"))
+    if ran is None:
+        logger.warning("%s:%s: not run from the __main__ block (%s)", file, line, missing)
+        return []
+    if missing is not None:
+        logger.warning(
+            "%s:%s: ran %s from the __main__ block, not its launch (%s)", file, line, ast.unparse(ran), missing
+        )
+    elif taken := sorted(dropped & TAKEN_LAUNCH_ARGS):
+        logger.warning(
+            "%s:%s: ran %s from the __main__ block without %s, which need names only the block defines",
+            file,
+            line,
+            ast.unparse(ran),
+            ", ".join(taken),
+        )
+    return [ast.unparse(ran)]
 
 
 def _without_missing_launch_args(chain: ast.Call, names: dict[str, Any]) -> tuple[ast.Call, set[str]]:

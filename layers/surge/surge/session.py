@@ -688,9 +688,9 @@ class SessionStream:
         self.wake = asyncio.Event()
         self.closed = False
         self.closed_at = 0.0
+        """When `close_stream` was sent (monotonic)."""
         self._gone: asyncio.Event | None = None
         """Registered with the hub just before `close_stream` (`SessionHub.closing`)."""
-        """When `close_stream` was sent (monotonic)."""
         self.reads = 0
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
