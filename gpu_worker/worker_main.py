@@ -32,11 +32,16 @@ def observer_from_env() -> Observer:
 def worker_slots(app: App, function: Function, setting: str) -> int:
     """Batches one worker runs at once: `WORKER_SLOTS`, or with `auto` the function's concurrency limit
     (as Gradio's one process runs `concurrency_limit=3` three at a time; the group's leases still cap it
-    fleet-wide), one where the limit is 1 or none (a worker is then one device, one batch at a time)."""
+    fleet-wide), one where the limit is 1. With no limit, what the app says (`App.unlimited_batches_at_once`):
+    one in a Surge app (a worker is one device), `max_threads` in a Gradio app, as Gradio's process runs
+    them. A lane of a page's events keeps its own count (`Settings.page_event_slots`)."""
     if setting != "auto":
         return max(1, int(setting))
     limit = app.concurrency_limit(function.concurrency_id)
-    return limit if limit is not None and limit > 1 else 1
+    if limit is None:
+        plain = function.events is None and function.reserve is None
+        return app.unlimited_batches_at_once() if plain else 1
+    return max(1, limit)
 
 
 def main() -> None:
@@ -55,7 +60,7 @@ def main() -> None:
             settings,
             Store(settings),
             Broker(settings),
-            slots=worker_slots(app, function, setting),
+            slots=worker_slots(app, served, setting),
             observer=observer,
         )
         for function in functions

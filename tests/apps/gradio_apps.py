@@ -1,6 +1,7 @@
 """Unchanged Gradio apps for the cross-process tests: an image echo, a batched event, a streaming chat,
 a chat that counts its history, a counter in a gr.State, an Interface with examples, two events sharing a
-concurrency_id, a public event with queue=False, and one with a feature Surge refuses."""
+concurrency_id, an event with no concurrency limit, a public event with queue=False, and one with a feature
+Surge refuses."""
 
 from __future__ import annotations
 
@@ -49,6 +50,15 @@ def second(tag: str) -> str:
     return _timed("second", tag)
 
 
+def lasting(tag: str) -> str:
+    """An I/O-bound call (a request to some API): with no concurrency limit Gradio runs up to
+    `max_threads` of them at once."""
+    start = time.time()
+    time.sleep(0.5)
+    record("lasting", start=start, end=time.time(), tag=tag)
+    return tag
+
+
 def whoami(tag: str, request: gr.Request, event: gr.EventData) -> str:
     """What a function learns of its caller through `gr.Request`, and of the event through `gr.EventData`."""
     target = event.target.elem_id if event.target is not None else None
@@ -79,6 +89,7 @@ with gr.Blocks(title="gradio events") as blocks:
     go.click(shout, word, out, api_name="shout", time_limit=0.001)  # Gradio reads it only for .stream()
     go.click(first, word, out, api_name="first", concurrency_id="gpu", concurrency_limit=1)
     go.click(second, word, out, api_name="second", concurrency_id="gpu", concurrency_limit=1)
+    go.click(lasting, word, out, api_name="lasting", concurrency_limit=None)
     go.click(whoami, word, out, api_name="whoami")
     go.click(notice, word, out, api_name="notice")
 blocks.queue(max_size=100, default_concurrency_limit=4)

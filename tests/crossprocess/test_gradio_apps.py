@@ -108,6 +108,20 @@ def test_shared_concurrency_id_with_limit_one_never_overlaps_across_workers(
     assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(calls))
 
 
+def test_an_event_with_no_concurrency_limit_runs_its_calls_side_by_side_on_one_worker(
+    blocks_stack: LocalStack, record_dir: Path
+) -> None:
+    """Gradio runs an unlimited event's calls up to `max_threads` at once in its one process; the one
+    worker process serving it does too (it ran them one at a time: eight 0.5 s calls took 4 s)."""
+    client = Client(blocks_stack.url, verbose=False)
+    jobs = [client.submit(f"c{i}", api_name="/lasting") for i in range(8)]
+    assert sorted(job.result() for job in jobs) == sorted(f"c{i}" for i in range(8))
+    calls = records(record_dir, "lasting")
+    assert len(calls) == 8 and len({c["pid"] for c in calls}) == 1, "one worker process ran them all"
+    most = max(sum(1 for c in calls if c["start"] <= call["start"] < c["end"]) for call in calls)
+    assert most >= 5, f"at most {most} of 8 calls ran at once"
+
+
 def test_gr_request_shows_the_function_its_callers_session_headers_and_address(blocks_stack: LocalStack) -> None:
     client = Client(blocks_stack.url, verbose=False, headers={"x-demo": "42", "cookie": "secret=1"})
     seen = json.loads(client.predict("t", api_name="/whoami"))

@@ -165,26 +165,32 @@ def test_a_state_that_cannot_be_kept_fails_the_call_with_why() -> None:
         _as_session("session-one", app.get("keep_a_lock").fn)
 
 
-def test_an_event_with_no_concurrency_limit_is_noted_at_start_with_what_differs_from_gradio() -> None:
-    """Gradio runs an unlimited event's calls up to `max_threads` at once; a Surge worker one batch at a
-    time: `make run` prints it, naming the event and the setting that changes it."""
+def test_a_worker_runs_an_unlimited_events_calls_up_to_max_threads_at_once_as_gradios_process_does() -> None:
+    """Gradio runs an event with no concurrency limit up to `max_threads` calls at once: its worker does
+    too (`WORKER_SLOTS=auto`), where a limited event runs up to its limit and the page's own events keep
+    their lane's count. A Surge app's unlimited function stays one device per worker (test_worker_loop)."""
+    from worker_main import worker_slots
+
     with gr.Blocks() as demo:
         box = gr.Textbox()
         gr.Button().click(lambda text: text, box, box, api_name="unlimited", concurrency_limit=None)
         gr.Button().click(lambda text: text, box, box, api_name="limited", concurrency_limit=2)
         gr.Button().click(lambda text: text, box, box, api_name="default")
-    assert GradioApp(demo).notes == [
-        "note: event 'unlimited' sets no concurrency limit; Gradio runs up to max_threads (40) of its calls at "
-        "once, a Surge worker one batch at a time (WORKER_SLOTS=N runs N; see README, Known limits)"
-    ]
+        box.change(lambda text: text, box, box, api_visibility="undocumented", queue=False)
+    app = GradioApp(demo)
+    slots = {f.api_name: worker_slots(app, f, "auto") for f in app.functions}
+    lane = [f.api_name for f in app.functions if f.events is not None]
+    assert slots == {"unlimited": 40, "limited": 2, "default": 1, **dict.fromkeys(lane, 1)}
+    assert len(lane) == 1 and app.notes == [], "nothing differs from Gradio to note at start"
     everything = gr.Blocks()
     with everything:
         box = gr.Textbox()
         gr.Button().click(lambda text: text, box, box, api_name="fast")
     everything.queue(default_concurrency_limit=None)
-    assert [note.split(";")[0] for note in GradioApp(everything).notes] == [
-        "note: event 'fast' sets no concurrency limit"
-    ]
+    everything.max_threads = 12  # as `launch(max_threads=12)` sets it
+    app = GradioApp(everything)
+    assert worker_slots(app, app.get("fast"), "auto") == 12
+    assert worker_slots(app, app.get("fast"), "3") == 3, "WORKER_SLOTS overrides"
 
 
 def test_json_and_label_outputs_are_json_as_gradio_sends_them() -> None:
@@ -241,8 +247,37 @@ def test_queue_settings_under_a_main_guard_are_taken_and_nothing_else_of_the_blo
     assert "guarded block ran" not in printed.out + printed.err and "Running on" not in printed.out
     assert caplog.messages == [
         f"{Path('tests/apps/gradio_main_guarded.py').resolve()}:31: ran demo.launch(show_error=True, max_threads=7) "
-        "from the __main__ block without max_file_size, which need names only the block defines"
+        "from the __main__ block without max_file_size, which only the app's own run can evaluate"
     ], "the port is Gradio's server's, dropped without a word; max_file_size is Surge's, said"
+
+
+def test_launch_arguments_read_from_the_apps_command_line_are_dropped_and_the_app_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`demo.queue(max_size=3).launch(server_port=int(sys.argv[1]))` for `python app.py 7861`: under
+    `make run` (or a worker) the command line is the launcher's, so `int(sys.argv[1])` fails; the app
+    failed to load ("invalid literal for int()"). The port is dropped silently, a setting Surge takes
+    with a warning, and a queue part that cannot run is skipped with one: the app loads."""
+    caplog.set_level("WARNING", logger="surge.held_launch")
+    (tmp_path / "argv_app.py").write_text(
+        "import sys\n"
+        "import gradio as gr\n"
+        "demo = gr.Interface(lambda x: x, 'text', 'text', api_name='same')\n"
+        "if __name__ == '__main__':\n"
+        "    demo.queue(max_size=3).launch(server_port=int(sys.argv[1]))\n"
+        "    demo.launch(show_error=True, max_threads=int(sys.argv[2]))\n"
+        "    demo.queue(default_concurrency_limit=int(sys.argv[3]))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["surge_local.launcher", "--app", "argv_app:demo"])
+    app = load_app("argv_app:demo")
+    assert (app.max_size, app.show_error, app.max_threads, app.default_concurrency_limit) == (3, True, 40, 1)
+    file = tmp_path / "argv_app.py"
+    assert caplog.messages == [
+        f"{file}:6: ran demo.launch(show_error=True) from the __main__ block without max_threads, which only "
+        "the app's own run can evaluate",
+        f"{file}:7: not run from the __main__ block (list index out of range)",
+    ]
 
 
 @pytest.mark.parametrize(

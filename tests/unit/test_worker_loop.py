@@ -552,3 +552,49 @@ def test_a_worker_runs_as_many_batches_at_once_as_its_functions_concurrency_limi
     slots = {name: worker_slots(app, app.get(name), "auto") for name in ("three", "one", "unlimited")}
     assert slots == {"three": 3, "one": 1, "unlimited": 1}
     assert worker_slots(app, app.get("three"), "2") == 2
+
+
+def test_many_loops_on_an_unlimited_event_run_its_calls_at_once_with_one_receive_at_a_time() -> None:
+    """A Gradio app's unlimited event runs up to `max_threads` calls at once on one worker: its loops
+    share one long poll (forty receives held open at once would hold forty of the queue's requests), yet
+    every loop with nothing to run is ready, so a burst runs side by side."""
+    running, peak, ran = [0], [0], []
+    lock = threading.Lock()
+    app = surge.App(title="unlimited", default_concurrency_limit=None)
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def call_out(text: str) -> str:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            ran.append(text)
+        time.sleep(0.2)  # an I/O wait (an API call): the loops' calls overlap
+        with lock:
+            running[0] -= 1
+        return text.upper()
+
+    class PollingQueue(InMemoryQueue):
+        """Receives that take a moment, as a long poll does, counting how many are open at once."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.open, self.most_open = 0, 0
+
+        def receive(self, api_name: str, max_messages: int, wait_s: int) -> list[Delivery]:
+            with lock:
+                self.open += 1
+                self.most_open = max(self.most_open, self.open)
+            time.sleep(0.005)
+            try:
+                return super().receive(api_name, max_messages, wait_s)
+            finally:
+                with lock:
+                    self.open -= 1
+
+    store, queue = InMemoryStore(), PollingQueue()
+    jobs = [_join(store, queue, "call_out", f"w{i}", i) for i in range(16)]
+    _serve_until_drained(SimpleNamespace(app=app), "call_out", store, queue, slots=8)  # type: ignore[arg-type]
+    assert sorted(ran) == sorted(f"w{i}" for i in range(16)), "each job ran once"
+    assert [_result(store, job)["output"]["data"] for job in jobs] == [[f"W{i}"] for i in range(16)]
+    assert peak[0] >= 6, f"at most {peak[0]} of 8 loops ran at once"
+    assert queue.most_open == 1, f"{queue.most_open} receives were open at once"

@@ -296,6 +296,12 @@ class App:
                 return function
         raise KeyError(api_name)
 
+    def unlimited_batches_at_once(self) -> int:
+        """Batches of an event with no concurrency limit that one worker runs at once: one in a Surge
+        app (a worker is one device; the fleet grows by workers). A Gradio app's process runs up to
+        `max_threads` calls of such an event at once, and so does its worker (`GradioApp`)."""
+        return 1
+
     def concurrency_limit(self, concurrency_id: str) -> int | None:
         """The limit of a concurrency group: the lowest set limit among its functions (as in Gradio)."""
         limits = [

@@ -196,13 +196,11 @@ class GradioApp(App):
         if page:
             self.functions.append(self._lane(dict(page)))
         self.notes = _notes(blocks, public, skipped)
-        self.notes.extend(
-            f"note: event {function.api_name!r} sets no concurrency limit; Gradio runs up to max_threads "
-            f"({self.max_threads}) of its calls at once, a Surge worker one batch at a time (WORKER_SLOTS=N "
-            "runs N; see README, Known limits)"
-            for (_, block_fn), function in zip(public, self.functions, strict=False)
-            if block_fn.queue is not False and self.concurrency_limit(function.concurrency_id) is None
-        )
+
+    def unlimited_batches_at_once(self) -> int:
+        """Gradio's process runs up to `max_threads` calls of an event with no concurrency limit at once:
+        a worker of such an event does too (one long poll among its loops, `Worker.receiving`)."""
+        return self.max_threads
 
     # ---- what the front advertises -----------------------------------------------------------------
 

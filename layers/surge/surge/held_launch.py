@@ -121,8 +121,8 @@ def main_block_calls(module: ModuleType) -> list[str]:
     """Run, from the module's top-level `if __name__ == "__main__":` blocks, each statement that is a chain
     of `queue(...)` and `launch(...)` calls on a module-level Gradio Blocks (`launch` held: call inside
     `held_launch`), as `python app.py` would have. Returns the source of each call run; a statement whose
-    arguments need what only the block defines (`args.port`) is run without its `launch` part, or
-    skipped, with a warning."""
+    arguments need what only the app's own run has (the block's names, `args.port`; its command line,
+    `int(sys.argv[1])`) is run without its `launch` part, or skipped, with a warning."""
     file = getattr(module, "__file__", None)
     if not file or not file.endswith(".py"):
         return []
@@ -148,9 +148,11 @@ concern Gradio's own server."""
 
 
 def _run_chain(chain: ast.Call, file: str, line: int, names: dict[str, Any]) -> list[str]:
-    """Evaluate the chain in the module's names, less the `launch` arguments that need what only the block
-    defines (`server_port=args.port`), else its queue part alone; the source of what ran. Dropping an
-    argument Surge takes is said in a warning; one it does not use (a port) is dropped silently."""
+    """Evaluate the chain in the module's names, less the `launch` arguments that cannot be evaluated
+    here (`server_port=args.port` needs the block's names; `int(sys.argv[1])` the app's own command line,
+    where this process has the launcher's or the worker's), else its queue part alone; the source of what
+    ran. Dropping an argument Surge takes is said in a warning; one it does not use (a port) is dropped
+    silently."""
     login = {keyword.arg for call in _launch_calls(chain) for keyword in call.keywords} & LOGIN_ARGS
     chain, dropped = _without_missing_launch_args(chain, names)
     ran: ast.Call | None = None
@@ -160,7 +162,7 @@ def _run_chain(chain: ast.Call, file: str, line: int, names: dict[str, Any]) -> 
             continue
         try:
             eval(compile(ast.Expression(call), file, "eval"), names)  # the app's own statement, as its own run would
-        except (NameError, AttributeError) as error:  # it needs what only the block defines (`args.port`)
+        except Exception as error:  # it needs what only the app's own run has (`args.port`, its argv)
             missing = missing or error
             continue
         ran = call
@@ -180,7 +182,7 @@ def _run_chain(chain: ast.Call, file: str, line: int, names: dict[str, Any]) -> 
         )
     elif taken := sorted(dropped & TAKEN_LAUNCH_ARGS):
         logger.warning(
-            "%s:%s: ran %s from the __main__ block without %s, which need names only the block defines",
+            "%s:%s: ran %s from the __main__ block without %s, which only the app's own run can evaluate",
             file,
             line,
             ast.unparse(ran),
@@ -191,7 +193,8 @@ def _run_chain(chain: ast.Call, file: str, line: int, names: dict[str, Any]) -> 
 
 def _without_missing_launch_args(chain: ast.Call, names: dict[str, Any]) -> tuple[ast.Call, set[str]]:
     """The chain with each `launch` keyword argument whose value cannot be evaluated in the module's names
-    removed (a copy), and the names of those removed."""
+    removed (a copy), and the names of those removed. Any error counts: a value that reads the block's
+    names, or the command line (`python app.py 7861`) this process does not have."""
     chain = copy.deepcopy(chain)
     dropped: set[str] = set()
     for call in _launch_calls(chain):
@@ -199,11 +202,9 @@ def _without_missing_launch_args(chain: ast.Call, names: dict[str, Any]) -> tupl
         for keyword in call.keywords:
             try:
                 eval(compile(ast.Expression(keyword.value), "<launch argument>", "eval"), dict(names))
-            except (NameError, AttributeError):
+            except Exception:
                 dropped.add(keyword.arg or "**")
                 continue
-            except Exception:
-                pass  # another error: kept, so the chain's own run raises it as the app's would
             kept.append(keyword)
         call.keywords = kept
     return chain, dropped

@@ -193,6 +193,15 @@ class Worker:
         self.recordings_lock = threading.Lock()
         self.claiming = threading.Lock()
         """One claim at a time among this worker's loops (see `_claim_jobs`)."""
+        self.receiving = (
+            threading.Lock()
+            if self.slots > 1 and self.limit is None and function.events is None and function.reserve is None
+            else None
+        )
+        """Where many loops serve an event with no limit (a Gradio app's: up to `max_threads` at once),
+        one long poll at a time among them: an idle loop waits here, not in a receive of its own (forty
+        loops would otherwise hold forty requests open), and takes the poll when the loop holding it has
+        work. None: each loop polls for itself."""
         self.avg_batch_s: float | None = None
         self.avg_batch_size: float | None = None
         self.avg_cycle_s: float | None = None
@@ -330,9 +339,9 @@ class Worker:
         """Whether to make the next receive while this batch runs: the batch is full, and no other worker
         shares its concurrency limit (a batch held here would wait for a lease that others may get
         first). Not where jobs reserve a place to start (`Function.reserve`, a lane of a page's events)
-        either: a step held for later would wait behind a long one, where another of the lane's loops
-        could run it now."""
-        if self.function.events is not None or self.function.reserve is not None:
+        either, nor where idle loops share one poll (`receiving`): a job held for later would wait behind
+        a long one, where another loop could run it now."""
+        if self.function.events is not None or self.function.reserve is not None or self.receiving is not None:
             return False
         return (self.limit is None or self.alone) and len(deliveries) >= self.function.receive_batch_size
 
@@ -406,7 +415,7 @@ class Worker:
         (waiting up to `batch_wait_ms`)."""
         want = self.function.receive_batch_size
         wait_s = self.settings.poll_wait_s if wait_s is None else wait_s
-        deliveries = self.broker.receive(self.function.api_name, want, wait_s)
+        deliveries = self._receive(want, wait_s)
         self.hand.hold(deliveries)
         if not deliveries or not self.function.batch:
             return deliveries
@@ -422,6 +431,15 @@ class Worker:
             if not more and time.monotonic() >= deadline:
                 break
         return deliveries
+
+    def _receive(self, want: int, wait_s: int) -> list[Delivery]:
+        """One receive; where loops share the poll (`receiving`), after the loop before has its work."""
+        if self.receiving is None:
+            return self.broker.receive(self.function.api_name, want, wait_s)
+        with self.receiving:  # on stop, the loop polling returns within its wait, and each waiter at once
+            if self.stopping.is_set():
+                return []
+            return self.broker.receive(self.function.api_name, want, wait_s)
 
     def _process(
         self, deliveries: list[Delivery], kept: int | None = None, keep: Callable[[], bool] | None = None
