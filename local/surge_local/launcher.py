@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -273,6 +274,20 @@ def cannot_start(app_spec: str, port: int) -> str | None:
     return None
 
 
+def app_from_file(spec: str) -> str:
+    """`APP=path/to/app.py` (`:attribute` optional), as `python app.py` and `gradio app.py` take an app:
+    the module of that name, its folder put first on PYTHONPATH here and for every child process. Any
+    other spec is returned as it is."""
+    path, colon, attribute = spec.partition(":")
+    file = Path(path)
+    if file.suffix != ".py" or not file.is_file():
+        return spec
+    folder = str(file.resolve().parent)
+    sys.path.insert(0, folder)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [folder, os.environ.get("PYTHONPATH")]))
+    return f"{file.stem}{colon}{attribute}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the Surge stack locally on 127.0.0.1.")
     parser.add_argument("--app", default=os.environ.get("APP_MODULE", "examples.demo_app:app"))
@@ -284,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         "--fidelity", action="store_true", help=f"emulate DynamoDB's per-item limits ({FIDELITY_VARIABLE}=1)"
     )
     args = parser.parse_args(argv)
+    args.app = app_from_file(args.app)
     refusal = cannot_start(args.app, args.port)
     if refusal:
         print(refusal, file=sys.stderr, flush=True)

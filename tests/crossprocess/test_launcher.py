@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -65,6 +66,39 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
         assert launcher.stdout.read().strip() == "stopping..."
         time.sleep(0.5)
         assert [pid for pid in children if os.path.exists(f"/proc/{pid}") and _alive(pid)] == []
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+
+
+def test_make_run_serves_an_apps_file_from_its_own_folder(tmp_path: Path) -> None:
+    """`make run APP=path/to/app.py`, as `python app.py` or `gradio app.py` take an app: the file's folder
+    is on no path, yet the front and the worker import it (it was refused: "names a file")."""
+    folder = tmp_path / "my space"
+    folder.mkdir()
+    (folder / "helpers_of_mine.py").write_text("def shout(text):\n    return text.upper() + '!'\n")
+    (folder / "app.py").write_text(
+        "import gradio as gr\n"
+        "from helpers_of_mine import shout\n"
+        "demo = gr.Interface(shout, 'text', 'text', api_name='shout')\n"
+        "if __name__ == '__main__':\n"
+        "    demo.launch()\n"
+    )
+    port = free_port()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "surge_local.launcher", "--port", str(port), "--app", str(folder / "app.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert launcher.stdout is not None
+        first = launcher.stdout.readline()
+        assert first.startswith(f"http://127.0.0.1:{port}/ "), first
+        assert Client(f"http://127.0.0.1:{port}", verbose=False).predict("hi", api_name="/shout") == "HI!"
+        os.killpg(launcher.pid, signal.SIGINT)
+        assert launcher.wait(timeout=30) == 0
     finally:
         if launcher.poll() is None:
             launcher.kill()

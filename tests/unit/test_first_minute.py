@@ -13,8 +13,8 @@ from surge_local.launcher import cannot_start, free_port
     ("spec", "line"),
     [
         ("nothere:app", "surge: APP=nothere:app: no module 'nothere'; expected module:attribute"),
-        ("app.py", "surge: APP=app.py names a file; expected module:attribute, e.g. APP=app:demo"),
-        ("spaces/app.py:ui", "surge: APP=spaces/app.py:ui names a file; expected module:attribute, e.g. APP=app:ui"),
+        ("app.py", "surge: APP=app.py names a file that is not there (make run takes an app's file, APP=path/to"),
+        ("spaces/app.py:ui", "surge: APP=spaces/app.py:ui names a file that is not there"),
         ("examples.demo_app:nope", "surge: APP=examples.demo_app:nope: examples.demo_app has no nope; expected"),
         ("examples.demo_app:sim_gpu", "surge: APP=examples.demo_app:sim_gpu is a function; expected a surge.App"),
         ("tests.apps.gradio_apps:streamed", "surge: event 'mirror' (<lambda>) is a .stream() event"),

@@ -348,7 +348,8 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
         file = PurePath(module_name)
         folder = f" with {file.parent} on PYTHONPATH" if str(file.parent) != "." else ""
         raise AppNotFound(
-            f"APP={spec} names a file; expected module:attribute, e.g. APP={file.stem}:{attribute or 'demo'}{folder}"
+            f"APP={spec} names a file that is not there (make run takes an app's file, APP=path/to/app.py) or "
+            f"is not importable here; expected module:attribute, e.g. APP={file.stem}:{attribute or 'demo'}{folder}"
         )
     try:
         with held_launch():  # a Gradio app's `demo.launch()` must not start Gradio's server here
