@@ -13,7 +13,7 @@ from surge.observability import MetricsObserver, json_logger
 from surge.observer import Observer
 from surge.settings import Settings
 from surge.store import Store
-from surge.worker import Worker
+from surge.worker import LeaseTurns, Worker
 
 
 def observer_from_env() -> Observer:
@@ -53,6 +53,7 @@ def main() -> None:
     # beside the app's first function, in its workers.
     functions = [app.get(name.strip()) for name in os.environ["WORKER_API_NAME"].split(",")]
     setting = os.environ.get("WORKER_SLOTS", "auto")
+    turns = LeaseTurns()  # the process's loops line up for a shared concurrency group's slots
     workers = [
         Worker(
             app,
@@ -62,6 +63,7 @@ def main() -> None:
             Broker(settings),
             slots=worker_slots(app, served, setting),
             observer=observer,
+            turns=turns,
         )
         for function in functions
         for served in app.served_by(function)

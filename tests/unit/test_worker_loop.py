@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,7 +23,7 @@ from surge.models import Job, JobState
 from surge.ports import WorkerStore
 from surge.settings import Settings
 from surge.store import Claim
-from surge.worker import Worker
+from surge.worker import LeaseTurns, Worker
 from tests.unit.fakes import InMemoryQueue, InMemoryStore, ManualClock, memory_settings
 
 SESSION = "session000000001"
@@ -598,3 +598,58 @@ def test_many_loops_on_an_unlimited_event_run_its_calls_at_once_with_one_receive
     assert [_result(store, job)["output"]["data"] for job in jobs] == [[f"W{i}"] for i in range(16)]
     assert peak[0] >= 6, f"at most {peak[0]} of 8 loops ran at once"
     assert queue.most_open == 1, f"{queue.most_open} receives were open at once"
+
+
+def _serve_together(workers: list[Worker], until: Callable[[], bool], timeout_s: float = 10) -> None:
+    threads = [threading.Thread(target=worker.serve) for worker in workers]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for worker in workers:
+        worker.stop()
+    for thread in threads:
+        thread.join(timeout=5)
+
+
+def _longest_run(names: list[str]) -> int:
+    longest = run = 0
+    for i, name in enumerate(names):
+        run = run + 1 if i and names[i - 1] == name else 1
+        longest = max(longest, run)
+    return longest
+
+
+def test_two_functions_sharing_a_concurrency_id_in_one_process_take_turns_with_its_slot() -> None:
+    """Two events with one `concurrency_id` and a limit of 1, each with its own queue of callers, served
+    by one worker process (`make run`): Gradio's one queue serves them first come, first served. The
+    worker that gave the slot back took it again for its next job before the other's backoff ended, so
+    one function's callers waited until the other's ran out (the slowest call 2.9 s against 0.7 s)."""
+    ran: list[str] = []
+    lock = threading.Lock()
+    app = surge.App(title="shared", default_concurrency_limit=1)
+
+    def timed(name: str) -> Any:
+        def call(text: str) -> str:
+            with lock:
+                ran.append(name)
+            time.sleep(0.02)
+            return text
+
+        return call
+
+    for name in ("first", "second"):
+        app.function(inputs=["textbox"], outputs=["textbox"], api_name=name, concurrency_id="gpu")(timed(name))
+    store, queue = InMemoryStore(), InMemoryQueue()
+    for i in range(8):
+        for name in ("first", "second"):
+            _join(store, queue, name, f"{name}{i}", i)
+    turns = LeaseTurns()  # one per process, as worker_main shares it (each its own: 8 jobs of one, then the other)
+    workers = [Worker(app, app.get(name), _settings(), store, queue, turns=turns) for name in ("first", "second")]
+    for worker in workers:
+        worker._beat()  # both live before either runs: neither keeps the slot as a lone worker would
+    _serve_together(workers, until=lambda: len(ran) >= 16)
+    assert sorted(ran) == sorted(["first"] * 8 + ["second"] * 8), "every job ran once"
+    assert _longest_run(ran) <= 2, f"one function held the slot for {_longest_run(ran)} jobs in a row: {ran}"
+    assert not store.leases.held
