@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -148,10 +148,10 @@ class LeaseTurns:
     concurrency group (two functions sharing a `concurrency_id`, or several loops under one limit).
 
     A lease is taken with a conditional write: whoever asks first after a release gets it. A worker that
-    gave the slot back asks again at once for its next job, where the others wait out a backoff, so it
-    took the slot again and again (a shared `concurrency_id` under `make run`: 30 calls of two functions
-    took 5.3 s, the slowest 2.9 s, against Gradio's 3.8 s and 0.7 s). Here only the loop at the head of
-    its group's line asks the store, and a release in this process wakes it at once. Loops of other
+    gave the slot back asked again at once for its next job, where the others waited out a backoff, so it
+    took the slot again and again, and the other function's callers waited (README, Known limits). Here
+    only the loop at the head of its group's line asks the store, and a release in this process wakes
+    it at once. Loops of other
     processes still meet at the store, as before. One per process (`worker_main` shares it)."""
 
     def __init__(self) -> None:
@@ -160,7 +160,7 @@ class LeaseTurns:
         self._releases: dict[str, int] = {}
 
     @contextlib.contextmanager
-    def head_of_line(self, group: str, stopping: threading.Event) -> Any:
+    def head_of_line(self, group: str, stopping: threading.Event) -> Iterator[bool]:
         """Wait until this loop is first in `group`'s line (yields False if `stopping` is set first);
         it leaves the line on exit."""
         ticket = object()
