@@ -35,13 +35,7 @@ def children_of(pid: int) -> set[int]:
 
 def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -> None:
     port = free_port()
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "surge_local.launcher", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    launcher = _launch(port, "--workers", "1")
     try:
         assert launcher.stdout is not None
         deadline = time.monotonic() + 90
@@ -85,13 +79,7 @@ def test_make_run_serves_an_apps_file_from_its_own_folder(tmp_path: Path) -> Non
         "    demo.launch()\n"
     )
     port = free_port()
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "surge_local.launcher", "--port", str(port), "--app", str(folder / "app.py")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    launcher = _launch(port, "--app", str(folder / "app.py"))
     try:
         assert launcher.stdout is not None
         first = launcher.stdout.readline()
@@ -102,6 +90,17 @@ def test_make_run_serves_an_apps_file_from_its_own_folder(tmp_path: Path) -> Non
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+def _launch(port: int, *args: str) -> subprocess.Popen[str]:
+    """`make run` in a terminal: its own process group, output read line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "surge_local.launcher", "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _answers_after_idle(port: int, idle_s: float) -> bool:

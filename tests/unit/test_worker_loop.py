@@ -6,6 +6,7 @@ test stops the worker there), and reads what a client's stream would: each job's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -58,6 +59,27 @@ class Served:
     def _ran(self, value: Any) -> None:
         with self.lock:
             self.ran.append(value)
+
+
+class _Overlap:
+    """What a test's function ran, and how many of its calls ran at once at most."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ran: list[Any] = []
+        self.now = self.peak = 0
+
+    @contextlib.contextmanager
+    def running(self, value: Any) -> Iterator[None]:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            self.ran.append(value)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.now -= 1
 
 
 def _settings() -> Settings:
@@ -165,19 +187,14 @@ def test_two_loops_of_one_worker_never_hold_one_slot_of_a_limit_and_never_run_on
     (a lease is taken again by its own owner, and the owner was the worker), so at most one job runs at a
     time; and a copy of a message whose job the other loop claimed a moment ago rides with that run
     instead of being taken over as the loop's own lost claim (each job runs once)."""
-    running, peak, ran = [0], [0], []
-    lock = threading.Lock()
+    calls = _Overlap()
+    ran = calls.ran
     app = surge.App(title="two loops", default_concurrency_limit=limit)
 
     @app.function(inputs=["textbox"], outputs=["textbox"])
     def work(text: str) -> str:
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-            ran.append(text)
-        time.sleep(0.002 if limit is None else 0.01)
-        with lock:
-            running[0] -= 1
+        with calls.running(text):
+            time.sleep(0.002 if limit is None else 0.01)
         return text
 
     store, queue = InMemoryStore(), InMemoryQueue()
@@ -186,7 +203,7 @@ def test_two_loops_of_one_worker_never_hold_one_slot_of_a_limit_and_never_run_on
         queue.send(job)  # copies, as a standard queue may deliver
     served = SimpleNamespace(app=app)
     _serve_until_drained(served, "work", store, queue, slots=2)  # type: ignore[arg-type]
-    assert peak[0] <= (limit or 2), f"{peak[0]} jobs ran at once under a limit of {limit}"
+    assert calls.peak <= (limit or 2), f"{calls.peak} jobs ran at once under a limit of {limit}"
     assert sorted(ran) == sorted(f"w{i}" for i in range(12)), "each job ran once"
     assert not store.leases.held
 
@@ -558,19 +575,14 @@ def test_many_loops_on_an_unlimited_event_run_its_calls_at_once_with_one_receive
     """A Gradio app's unlimited event runs up to `max_threads` calls at once on one worker: its loops
     share one long poll (forty receives held open at once would hold forty of the queue's requests), yet
     every loop with nothing to run is ready, so a burst runs side by side."""
-    running, peak, ran = [0], [0], []
-    lock = threading.Lock()
+    calls = _Overlap()
+    ran, lock = calls.ran, calls.lock
     app = surge.App(title="unlimited", default_concurrency_limit=None)
 
     @app.function(inputs=["textbox"], outputs=["textbox"])
     def call_out(text: str) -> str:
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-            ran.append(text)
-        time.sleep(0.2)  # an I/O wait (an API call): the loops' calls overlap
-        with lock:
-            running[0] -= 1
+        with calls.running(text):
+            time.sleep(0.2)  # an I/O wait (an API call): the loops' calls overlap
         return text.upper()
 
     class PollingQueue(InMemoryQueue):
@@ -596,7 +608,7 @@ def test_many_loops_on_an_unlimited_event_run_its_calls_at_once_with_one_receive
     _serve_until_drained(SimpleNamespace(app=app), "call_out", store, queue, slots=8)  # type: ignore[arg-type]
     assert sorted(ran) == sorted(f"w{i}" for i in range(16)), "each job ran once"
     assert [_result(store, job)["output"]["data"] for job in jobs] == [[f"W{i}"] for i in range(16)]
-    assert peak[0] >= 6, f"at most {peak[0]} of 8 loops ran at once"
+    assert calls.peak >= 6, f"at most {calls.peak} of 8 loops ran at once"
     assert queue.most_open == 1, f"{queue.most_open} receives were open at once"
 
 
