@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from surge import protocol
-from surge.application import CALLS, Call, Progress, load_app
+from surge.application import CALLS, AppNotFound, Call, Progress, load_app
 from surge.errors import Error
 from surge.front import unserved_router
 from surge.gradio_app import GradioApp, Unsupported
@@ -249,6 +249,33 @@ def test_queue_settings_under_a_main_guard_are_taken_and_nothing_else_of_the_blo
         f"{Path('tests/apps/gradio_main_guarded.py').resolve()}:31: ran demo.launch(show_error=True, max_threads=7) "
         "from the __main__ block without max_file_size, which only the app's own run can evaluate"
     ], "the port is Gradio's server's, dropped without a word; max_file_size is Surge's, said"
+
+
+def test_an_app_that_parses_its_command_line_at_import_gets_app_args_not_the_launchers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`args = parser.parse_args()` at the top of app.py (argparse): it read the launcher's `--app ...
+    --port ...` and exited, so `make run` stopped on an argparse usage line. The app now sees the command
+    line `python app.py $APP_ARGS` gives it; one that still exits is said in one line naming APP_ARGS."""
+    (tmp_path / "parsing_app.py").write_text(
+        "import argparse, sys\n"
+        "import gradio as gr\n"
+        "parser = argparse.ArgumentParser()\n"
+        "parser.add_argument('--greeting', required=True)\n"
+        "args = parser.parse_args()\n"
+        "seen = list(sys.argv)\n"
+        "demo = gr.Interface(lambda name: f'{args.greeting} {name}', 'text', 'text', api_name='greet')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    launcher_argv = ["surge_local/launcher.py", "--app", "parsing_app:demo", "--port", "7860"]
+    monkeypatch.setattr(sys, "argv", launcher_argv)
+    with pytest.raises(AppNotFound, match=r'exited while loading \(code 2\).*APP_ARGS="--model small"'):
+        load_app("parsing_app:demo")
+    monkeypatch.setenv("APP_ARGS", "--greeting 'good day'")
+    app = load_app("parsing_app:demo")
+    assert app.get("greet").fn("Ada") == "good day Ada"
+    assert sys.modules["parsing_app"].seen == [str(tmp_path / "parsing_app.py"), "--greeting", "good day"]
+    assert sys.argv == launcher_argv, "the process's own command line is put back"
 
 
 def test_launch_arguments_read_from_the_apps_command_line_are_dropped_and_the_app_loads(

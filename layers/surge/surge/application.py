@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
+import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -337,6 +341,28 @@ def _parameters(fn: Callable[..., Any], inputs: list[str]) -> tuple[list[Paramet
     return result, progress_arg
 
 
+APP_ARGS_VARIABLE = "APP_ARGS"
+"""The app's own command-line arguments (`python app.py --model small` → `APP_ARGS="--model small"`)."""
+
+
+@contextmanager
+def _app_argv(module_name: str) -> Iterator[None]:
+    """`sys.argv` as `python app.py $APP_ARGS` gives it, while the app's module loads: an app that parses
+    its command line at import (argparse) must not see the launcher's `--app ... --port ...`, nor a
+    worker's, whichever process loads it."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    program = spec.origin if spec is not None and spec.origin else f"{module_name}.py"
+    kept = sys.argv
+    sys.argv = [program, *shlex.split(os.environ.get(APP_ARGS_VARIABLE, ""))]
+    try:
+        yield
+    finally:
+        sys.argv = kept
+
+
 def load_app(spec: str, settings: Settings | None = None) -> App:
     """Import `module:attribute` and return the app found there: a `surge.App`, or a Gradio `Blocks`
     (`gr.Interface`, `gr.ChatInterface`) turned into one. Without `:attribute`, `app` then `demo`.
@@ -352,10 +378,17 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
             f"is not importable here; expected module:attribute, e.g. APP={file.stem}:{attribute or 'demo'}{folder}"
         )
     try:
-        with held_launch():  # a Gradio app's `demo.launch()` must not start Gradio's server here
+        # A Gradio app's `demo.launch()` must not start Gradio's server here, and the app sees the command
+        # line `python app.py` would give it, not this process's.
+        with held_launch(), _app_argv(module_name):
             module = importlib.import_module(module_name)
             if "gradio" in sys.modules:
                 main_block_calls(module)  # `if __name__ == "__main__": demo.queue(...).launch()`
+    except SystemExit as error:  # argparse at import: its usage line is printed above
+        raise AppNotFound(
+            f"APP={spec} exited while loading (code {error.code}); an app that reads its command line gets its "
+            f"arguments from {APP_ARGS_VARIABLE}, e.g. {APP_ARGS_VARIABLE}=\"--model small\""
+        ) from None
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
             raise AppNotFound(
