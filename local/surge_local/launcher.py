@@ -275,9 +275,10 @@ def cannot_start(app_spec: str, port: int) -> str | None:
 
 
 def app_from_file(spec: str) -> str:
-    """`APP=path/to/app.py` (`:attribute` optional), as `python app.py` and `gradio app.py` take an app:
-    the module of that name, its folder put first on PYTHONPATH here and for every child process. Any
-    other spec is returned as it is."""
+    """`APP=path/to/app.py` (`:attribute` optional), as `cd path/to && python app.py` runs an app (and a
+    Space runs from its folder): the module of that name, its folder put first on PYTHONPATH and made the
+    working directory, here and for every child process, so what the app opens by a relative path
+    (`open("labels.txt")`, `gr.Examples([["cat.png"]])`) is found. Any other spec is returned as it is."""
     path, colon, attribute = spec.partition(":")
     file = Path(path)
     if file.suffix != ".py" or not file.is_file():
@@ -285,6 +286,7 @@ def app_from_file(spec: str) -> str:
     folder = str(file.resolve().parent)
     sys.path.insert(0, folder)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [folder, os.environ.get("PYTHONPATH")]))
+    os.chdir(folder)
     return f"{file.stem}{colon}{attribute}"
 
 

@@ -66,15 +66,18 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
 
 
 def test_make_run_serves_an_apps_file_from_its_own_folder(tmp_path: Path) -> None:
-    """`make run APP=path/to/app.py`, as `python app.py` or `gradio app.py` take an app: the file's folder
-    is on no path, yet the front and the worker import it (it was refused: "names a file")."""
+    """`make run APP=path/to/app.py`, as `cd path/to && python app.py` runs an app: the file's folder is on
+    no path, yet the front and the worker import it (it was refused: "names a file"), and what it opens
+    by a relative path is found there."""
     folder = tmp_path / "my space"
     folder.mkdir()
-    (folder / "helpers_of_mine.py").write_text("def shout(text):\n    return text.upper() + '!'\n")
+    (folder / "helpers_of_mine.py").write_text("def shout(text):\n    return text.upper() + MARK\n")
+    (folder / "mark.txt").write_text("!")
     (folder / "app.py").write_text(
         "import gradio as gr\n"
-        "from helpers_of_mine import shout\n"
-        "demo = gr.Interface(shout, 'text', 'text', api_name='shout')\n"
+        "import helpers_of_mine\n"
+        "helpers_of_mine.MARK = open('mark.txt').read()\n"
+        "demo = gr.Interface(helpers_of_mine.shout, 'text', 'text', api_name='shout')\n"
         "if __name__ == '__main__':\n"
         "    demo.launch()\n"
     )
