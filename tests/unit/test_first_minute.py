@@ -18,6 +18,7 @@ from surge_local.launcher import cannot_start, free_port
         ("examples.demo_app:nope", "surge: APP=examples.demo_app:nope: examples.demo_app has no nope; expected"),
         ("examples.demo_app:sim_gpu", "surge: APP=examples.demo_app:sim_gpu is a function; expected a surge.App"),
         ("tests.apps.gradio_apps:streamed", "surge: event 'mirror' (<lambda>) is a .stream() event"),
+        ("tests.apps.needs_a_package:demo", "surge: APP=tests.apps.needs_a_package:demo imports 'surge_no_such_dep"),
     ],
 )
 def test_what_cannot_start_is_said_in_one_line(spec: str, line: str) -> None:

@@ -394,7 +394,10 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
             raise AppNotFound(
                 f"APP={spec}: no module {module_name!r}; expected module:attribute, e.g. examples.demo_app:app"
             ) from None
-        raise
+        raise AppNotFound(
+            f"APP={spec} imports {error.name!r}, which is not installed for {sys.executable}: pip install the "
+            "package that provides it there (on AWS, list it in the app's requirements.txt)"
+        ) from error
     names = [attribute] if attribute else ["app", "demo"]
     found = next((getattr(module, name) for name in names if hasattr(module, name)), None)
     if found is None:
