@@ -350,14 +350,15 @@ def _app_argv(module_name: str) -> Iterator[None]:
     """`sys.argv` as `python app.py $APP_ARGS` gives it, while the app's module loads: an app that parses
     its command line at import (argparse) must not see the launcher's `--app ... --port ...`, nor a
     worker's, whichever process loads it."""
-    try:
-        spec = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError):
-        spec = None
-    program = spec.origin if spec is not None and spec.origin else f"{module_name}.py"
     kept = sys.argv
-    sys.argv = [program, *shlex.split(os.environ.get(APP_ARGS_VARIABLE, ""))]
+    sys.argv = [f"{module_name}.py", *shlex.split(os.environ.get(APP_ARGS_VARIABLE, ""))]
     try:
+        try:
+            spec = importlib.util.find_spec(module_name)  # imports its packages: under the app's argv too
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin:
+            sys.argv[0] = spec.origin
         yield
     finally:
         sys.argv = kept
