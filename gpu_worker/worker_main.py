@@ -44,29 +44,25 @@ def worker_slots(app: App, function: Function, setting: str) -> int:
     return max(1, limit)
 
 
+def served_here(app: App, api_names: str, setting: str) -> list[tuple[Function, int]]:
+    """What one worker process serves, each with its slots: one function on ECS; locally one process may
+    serve several (`WORKER_API_NAME=a,b`), each on its own loops, as Gradio's one process serves every
+    event. A Gradio page's own events (`page_events`) run beside the app's first function, in its
+    workers, with the lane's own count (not its host's: forty loops of an unlimited host, each polling)."""
+    functions = [app.get(name.strip()) for name in api_names.split(",")]
+    return [
+        (served, worker_slots(app, served, setting)) for function in functions for served in app.served_by(function)
+    ]
+
+
 def main() -> None:
     observer = observer_from_env()
     settings = Settings.from_env(os.environ)
     app = load_app(settings.app_module, settings)
-    # One function on ECS; locally one process may serve several (`WORKER_API_NAME=a,b`), each on its own
-    # loops, as Gradio's one process serves every event. A Gradio page's own events (`page_events`) run
-    # beside the app's first function, in its workers.
-    functions = [app.get(name.strip()) for name in os.environ["WORKER_API_NAME"].split(",")]
-    setting = os.environ.get("WORKER_SLOTS", "auto")
     turns = LeaseTurns()  # the process's loops line up for a shared concurrency group's slots
     workers = [
-        Worker(
-            app,
-            served,
-            settings,
-            Store(settings),
-            Broker(settings),
-            slots=worker_slots(app, served, setting),
-            observer=observer,
-            turns=turns,
-        )
-        for function in functions
-        for served in app.served_by(function)
+        Worker(app, served, settings, Store(settings), Broker(settings), slots=slots, observer=observer, turns=turns)
+        for served, slots in served_here(app, os.environ["WORKER_API_NAME"], os.environ.get("WORKER_SLOTS", "auto"))
     ]
 
     def stop(*_: object) -> None:

@@ -169,7 +169,7 @@ def test_a_worker_runs_an_unlimited_events_calls_up_to_max_threads_at_once_as_gr
     """Gradio runs an event with no concurrency limit up to `max_threads` calls at once: its worker does
     too (`WORKER_SLOTS=auto`), where a limited event runs up to its limit and the page's own events keep
     their lane's count. A Surge app's unlimited function stays one device per worker (test_worker_loop)."""
-    from worker_main import worker_slots
+    from worker_main import served_here, worker_slots
 
     with gr.Blocks() as demo:
         box = gr.Textbox()
@@ -182,6 +182,8 @@ def test_a_worker_runs_an_unlimited_events_calls_up_to_max_threads_at_once_as_gr
     lane = [f.api_name for f in app.functions if f.events is not None]
     assert slots == {"unlimited": 40, "limited": 2, "default": 1, **dict.fromkeys(lane, 1)}
     assert len(lane) == 1 and app.notes == [], "nothing differs from Gradio to note at start"
+    hosted = [(f.api_name, n) for f, n in served_here(app, "unlimited", "auto")]
+    assert hosted == [("unlimited", 40), (lane[0], 1)], "the lane hosted beside it keeps its own count"
     everything = gr.Blocks()
     with everything:
         box = gr.Textbox()
