@@ -74,6 +74,17 @@ def whoami(tag: str, request: gr.Request, event: gr.EventData) -> str:
     )
 
 
+def ticks(tag: str) -> Iterator[str]:
+    """A long generator that a visitor cancels: each step and its closing are recorded."""
+    try:
+        for step in range(40):
+            record("ticks", tag=tag, step=step)
+            time.sleep(0.2)
+            yield f"{tag} {step}"
+    finally:
+        record("ticks", tag=tag, closed=True)
+
+
 def notice(tag: str) -> str:
     gr.Info(f"working on {tag}")
     gr.Warning("almost done", duration=3)
@@ -92,6 +103,7 @@ with gr.Blocks(title="gradio events") as blocks:
     go.click(lasting, word, out, api_name="lasting", concurrency_limit=None)
     go.click(whoami, word, out, api_name="whoami")
     go.click(notice, word, out, api_name="notice")
+    go.click(ticks, word, out, api_name="ticks", concurrency_limit=1)
 blocks.queue(max_size=100, default_concurrency_limit=4)
 
 

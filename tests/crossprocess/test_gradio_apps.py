@@ -19,7 +19,7 @@ from PIL import Image
 from surge.declared import main
 from surge_local.launcher import LocalStack, free_port
 from tests.apps.gradio_apps import photo
-from tests.crossprocess.helpers import messages, records
+from tests.crossprocess.helpers import messages, records, wait_until
 
 pytestmark = pytest.mark.crossprocess
 
@@ -94,6 +94,24 @@ def test_progress_and_gr_error_behave_as_in_gradio(blocks_stack: LocalStack) -> 
     assert job.result() == "HELLO"
     with pytest.raises(AppError, match="no shouting allowed"):
         client.predict("fail", api_name="/shout")
+
+
+def test_a_generator_cancelled_while_it_runs_is_closed_at_its_next_output_as_in_gradio(
+    blocks_stack: LocalStack, record_dir: Path
+) -> None:
+    """Gradio closes a cancelled generator at its next `yield`. Surge let it run to its end (40 steps,
+    8 s), holding its concurrency slot, so the next call waited behind a job nobody wanted."""
+    client = Client(blocks_stack.url, verbose=False)
+    job = client.submit("cancelled", api_name="/ticks")
+    assert wait_until(lambda: len(job.outputs()) >= 2, 20)
+    assert job.cancel()
+    assert wait_until(lambda: any(r.get("closed") for r in records(record_dir, "ticks")), 15)
+    steps = [r["step"] for r in records(record_dir, "ticks") if r["tag"] == "cancelled" and "step" in r]
+    assert max(steps) < 20, f"the generator ran on to step {max(steps)} of 39 after its visitor cancelled"
+    next_job = client.submit("next", api_name="/ticks")  # the slot (concurrency_limit=1) is free again
+    assert wait_until(lambda: len(next_job.outputs()) >= 1, 20)
+    assert next_job.outputs()[0] == "next 0"
+    assert next_job.cancel()
 
 
 def test_shared_concurrency_id_with_limit_one_never_overlaps_across_workers(

@@ -278,13 +278,24 @@ def test_cancel_ends_only_a_waiting_job_of_the_same_session(demo: tuple[App, Set
     assert cancelled.result == protocol.cancelled("j1")
 
 
-def test_a_running_job_cannot_be_cancelled(demo: tuple[App, Settings]) -> None:
+def test_a_running_job_is_not_ended_by_a_cancel_but_its_workers_next_live_write_learns_of_it(
+    demo: tuple[App, Settings],
+) -> None:
     store = Store(demo[1])
     job = make_job(store, "j1")
-    store.claim([job], "w1")
+    assert not store.request_cancel(job), "a waiting job is ended by end_waiting, not marked"
+    (running,) = store.claim([job], "w1").claimed
     assert not store.end_waiting(job, JobState.CANCELLED, protocol.cancelled("j1"))
-    assert store.get_job(SESSION, "j1").state is JobState.RUNNING  # type: ignore[union-attr]
+    assert not store.record_live(running, [protocol.generating("j1", ["a"])], None)
+    assert store.request_cancel(running)
+    assert store.record_live(running, [protocol.generating("j1", ["b"])], None), "the worker learns of the cancel"
+    stored = store.get_job(SESSION, "j1")
+    assert stored is not None and stored.state is JobState.RUNNING and len(stored.chunks) == 1
     assert store.counters().waiting == 0
+    store.finish([Completion(running, JobState.CANCELLED, protocol.cancelled("j1"))], held=True)
+    assert not store.request_cancel(running), "an ended job is not marked"
+    ended = store.get_job(SESSION, "j1")
+    assert ended is not None and ended.state is JobState.CANCELLED and ended.result == protocol.cancelled("j1")
 
 
 def test_dead_lettered_jobs_fail_with_a_message_from_waiting_or_running(demo: tuple[App, Settings]) -> None:

@@ -96,6 +96,8 @@ class InMemoryJobs:
         self.items: dict[tuple[str, str], Job] = {}
         self.notices: list[tuple[str, str, list[str]]] = []
         """Finish notices: (api_name, key, job ids), keys in order."""
+        self.cancel_requested: set[tuple[str, str]] = set()
+        """Running jobs their visitors cancelled (the store's `cancel_requested` attribute)."""
         self.calls: Counter[str] = Counter()
         self._lock = threading.RLock()
 
@@ -134,16 +136,30 @@ class InMemoryJobs:
             self.admission.leave(leaving)
             return Claim(claimed, refused)
 
-    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
+    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> bool:
         with self._lock:
             self.calls["record_live"] += 1
-            current = self.items.get((job.session_hash, job.job_id))
+            key = (job.session_hash, job.job_id)
+            current = self.items.get(key)
             if current is None:
-                return
+                return False
+            if key in self.cancel_requested:
+                return True
             update: dict[str, Any] = {"chunks": [*current.chunks, *(dict(body) for body in chunks)]}
             if progress is not None:
                 update.update({"progress": dict(progress[0]), "progress_after": progress[1]})
             self._running_update(job, update)
+            return False
+
+    def request_cancel(self, job: Job) -> bool:
+        """The front's cancel of a running job: its worker learns it from its next live write."""
+        with self._lock:
+            key = (job.session_hash, job.job_id)
+            current = self.items.get(key)
+            if current is None or current.state is not JobState.RUNNING:
+                return False
+            self.cancel_requested.add(key)
+            return True
 
     def _running_update(self, job: Job, update: dict[str, Any]) -> None:
         """A stale write (the job moved on to another attempt or state) is dropped, as the adapter's."""
@@ -162,6 +178,7 @@ class InMemoryJobs:
                 if held or _held_by(job, self.items.get(key)):
                     final = {"state": completion.state, "result": completion.body, "data": []}
                     self.items[key] = job.model_copy(update=final, deep=True)
+                    self.cancel_requested.discard(key)  # the finish puts the whole item
                     done.append(job.job_id)
             if done:
                 stamp = f"{int(self.clock() * 1000):013d}#{len(self.notices):06d}"  # epoch ms, as the store's
@@ -316,8 +333,11 @@ class InMemoryStore:
     def claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
         return self.jobs.claim(jobs, worker_id)
 
-    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
-        self.jobs.record_live(job, chunks, progress)
+    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> bool:
+        return self.jobs.record_live(job, chunks, progress)
+
+    def request_cancel(self, job: Job) -> bool:
+        return self.jobs.request_cancel(job)
 
     def finish(self, completions: Sequence[Completion], *, held: bool) -> list[str]:
         return self.jobs.finish(completions, held=held)

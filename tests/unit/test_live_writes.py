@@ -41,7 +41,7 @@ class SlowStore:
         self.entered = threading.Event()
         self.lock = threading.Lock()
 
-    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
+    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> bool:
         self.entered.set()
         assert self.gate.wait(WAIT_S)
         with self.lock:
@@ -52,6 +52,7 @@ class SlowStore:
             self.stored.setdefault(job.job_id, []).extend(c["output"]["data"][0] for c in chunks)
             if progress is not None:
                 self.progress[job.job_id] = progress
+        return False
 
 
 def _chunk(job: Job, i: int) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import surge
+from surge import protocol
 from surge.application import Function
 from surge.broker import Delivery
 from surge.errors import Unavailable
@@ -528,9 +529,9 @@ def test_a_generator_runs_at_its_own_pace_and_its_messages_share_writes_in_order
             yield out
 
     class SlowWrites(InMemoryStore):
-        def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: Any) -> None:
+        def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: Any) -> bool:
             time.sleep(0.02)
-            super().record_live(job, chunks, progress)
+            return super().record_live(job, chunks, progress)
 
     store, queue = SlowWrites(), InMemoryQueue()
     job = _join(store, queue, "tokens", "go")
@@ -665,3 +666,42 @@ def test_two_functions_sharing_a_concurrency_id_in_one_process_take_turns_with_i
     assert sorted(ran) == sorted(["first"] * 8 + ["second"] * 8), "every job ran once"
     assert _longest_run(ran) <= 2, f"one function held the slot for {_longest_run(ran)} jobs in a row: {ran}"
     assert not store.leases.held
+
+
+def test_a_running_generator_its_visitor_cancels_stops_at_its_next_output_and_ends_cancelled() -> None:
+    app = surge.App(title="cancel")
+    steps: list[int] = []
+    closed = threading.Event()
+    cancel = threading.Event()
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def count(text: str) -> Iterator[str]:
+        try:
+            for i in range(50):
+                steps.append(i)
+                if i == 2:
+                    cancel.set()
+                time.sleep(0.02)
+                yield f"{text}{i}"
+        finally:
+            closed.set()
+
+    store, queue = InMemoryStore(), InMemoryQueue()
+    job = _join(store, queue, "count", "n")
+
+    def visitor_cancels() -> None:
+        assert cancel.wait(5)
+        running = store.get_job(SESSION, job.job_id)
+        assert running is not None and store.request_cancel(running)
+
+    visitor = threading.Thread(target=visitor_cancels)
+    visitor.start()
+    _serve_until_drained(SimpleNamespace(app=app), "count", store, queue)  # type: ignore[arg-type]
+    visitor.join(5)
+
+    assert len(steps) < 15, f"the generator ran on to step {steps[-1]} after its visitor cancelled at step 2"
+    assert closed.is_set(), "the generator was closed (its finally ran), as Gradio closes a cancelled one"
+    done = store.get_job(SESSION, job.job_id)
+    assert done is not None and done.state is JobState.CANCELLED
+    assert done.result == protocol.cancelled(job.job_id)
+    assert len(done.chunks) >= 3 and done.chunks[0]["output"]["data"] == ["n0"], "what it yielded before is kept"

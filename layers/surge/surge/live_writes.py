@@ -8,7 +8,8 @@ came while the one before it was in flight; a job's writes never overlap, and a 
 with what came after it, so the log never skips a message (chunks are diffs: a gap would corrupt what
 the visitor sees). The job's finish records every message anyway (`JobStore.finish` puts the whole item),
 so `forget` drops what is still pending for jobs that ended, and a write that lands after the finish is
-refused by its condition (the job is no longer running).
+refused by its condition (the job is no longer running). A write refused because the job's visitor
+cancelled it marks the job `cancelled`: the worker stops its generator, with no call of its own to learn it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class LiveWrites:
         """Jobs whose output may still be written (not forgotten)."""
         self._began: dict[str, float] = {}
         """Job id → when (monotonic) its latest write began."""
+        self._cancelled: set[str] = set()
+        """Live jobs whose visitor cancelled them (a write found it): nothing more is written for them."""
         self._threads: list[threading.Thread] = []
 
     def chunk(self, job: Job, body: dict[str, Any]) -> None:
@@ -69,11 +72,17 @@ class LiveWrites:
         with self._cond:
             self._entry(job).progress = (body, after)
 
+    def cancelled(self, job: Job) -> bool:
+        """Whether a write for this running job found that its visitor cancelled it."""
+        with self._cond:
+            return job.job_id in self._cancelled
+
     def forget(self, jobs: list[Job]) -> None:
         """These jobs ended (their finish records every message): nothing more is written for them."""
         with self._cond:
             for job in jobs:
                 self._live.discard(job.job_id)
+                self._cancelled.discard(job.job_id)
                 self._pending.pop(job.job_id, None)
                 self._began.pop(job.job_id, None)
 
@@ -84,6 +93,8 @@ class LiveWrites:
 
     def _entry(self, job: Job) -> _Pending:
         """Under the lock: the pending entry of `job`, waking a writer (started on first use)."""
+        if job.job_id in self._cancelled:
+            return _Pending(job)  # its job is stopping: nothing more of it is written
         self._live.add(job.job_id)
         entry = self._pending.get(job.job_id)
         if entry is None:
@@ -121,9 +132,13 @@ class LiveWrites:
                 while entry is None:
                     self._cond.wait(wait_s)
                     entry, wait_s = self._take()
-            failed = not self._write(entry)
+            outcome = self._write(entry)
+            failed = outcome is None
             with self._cond:
                 job_id = entry.job.job_id
+                if outcome and job_id in self._live:
+                    self._cancelled.add(job_id)
+                    self._pending.pop(job_id, None)
                 if failed and job_id in self._live:
                     self._put_back(entry)
                 if failed:
@@ -139,13 +154,13 @@ class LiveWrites:
             entry.progress = later.progress or entry.progress
         self._pending[entry.job.job_id] = entry
 
-    def _write(self, entry: _Pending) -> bool:
+    def _write(self, entry: _Pending) -> bool | None:
+        """Whether the job's visitor cancelled it; None when the write failed (to be retried)."""
         try:
-            self.store.record_live(entry.job, entry.chunks, entry.progress)
+            return self.store.record_live(entry.job, entry.chunks, entry.progress)
         except Unavailable as error:
             logger.warning("could not write a running job's output (%s); retrying", error.detail)
-            return False
+            return None
         except Exception:
             logger.exception("writing a running job's output failed; retrying")
-            return False
-        return True
+            return None

@@ -17,9 +17,10 @@ from surge.store import BatchRecord, Claim, Completion
 class LiveOutput(Protocol):
     """Where a running job's live output goes (`surge.live_writes.LiveWrites` writes it)."""
 
-    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
+    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> bool:
         """Append generator messages and notices and set the progress (body, messages before it), in one
-        write; dropped when the job is no longer this attempt's."""
+        write; dropped when the job is no longer this attempt's. True when its visitor has cancelled the
+        job (nothing is written then)."""
         ...
 
 

@@ -207,10 +207,12 @@ class FrontService:
     # ---- cancel ----------------------------------------------------------------------------------
 
     def cancel(self, body: CancelBody) -> bool:
-        """Cancel a waiting job of this session (its place goes to the next); running jobs finish."""
+        """Cancel a job of this session. A waiting one ends here (its place goes to the next); a running one
+        is marked, and its worker stops a generator at its next output, as Gradio closes it (a function
+        that returns once runs to its end: Python cannot stop a thread, nor can Gradio)."""
         job = self.store.get_job(body.session_hash, body.event_id)
         if job is None:
             raise NotFound("No such job in this session.")
-        if job.state is not JobState.WAITING:
-            return False
-        return self.store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id))
+        if job.state is JobState.WAITING and self.store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id)):
+            return True
+        return self.store.request_cancel(job)

@@ -82,6 +82,10 @@ class JobFailed(Exception):
         self.reason = reason
 
 
+class JobCancelled(Exception):
+    """The job's visitor cancelled it while it ran: its generator was closed at its latest output."""
+
+
 @dataclass
 class _Task:
     """One claimed job and the messages that carried it (more than one when SQS delivered it twice)."""
@@ -792,6 +796,10 @@ class Worker:
         except JobFailed as failure:
             task.outcome = self._failure(task.job, str(failure), failure.reason)
             return
+        except JobCancelled:
+            logger.info("%s: cancelled by its visitor while it ran", self.function.api_name)
+            task.outcome = Completion(task.job, JobState.CANCELLED, protocol.cancelled(task.job.job_id))
+            return
         duration = time.monotonic() - started
         task.outcome = Completion(
             task.job, JobState.COMPLETED, protocol.completed(task.job.job_id, data, duration, self.avg_batch_s)
@@ -837,18 +845,31 @@ class Worker:
         diff = self.function.chunk_diff or protocol.diff
         whole = job.caller is not None and job.caller.simple_format
 
+        stopped = False
+
         def consume() -> list[Any] | None:
-            nonlocal previous
-            for value in self.function.fn(*job.data, **kwargs):
-                row = self._row(value, job.data)
-                chunk = row if previous is None or whole else diff(previous, row)
-                message = protocol.generating(job.job_id, chunk)
-                job.chunks.append(message)
-                self.live.chunk(job, message)
-                previous = row
+            nonlocal previous, stopped
+            values = self.function.fn(*job.data, **kwargs)
+            try:
+                for value in values:
+                    row = self._row(value, job.data)
+                    chunk = row if previous is None or whole else diff(previous, row)
+                    message = protocol.generating(job.job_id, chunk)
+                    job.chunks.append(message)
+                    self.live.chunk(job, message)
+                    previous = row
+                    if self.live.cancelled(job):
+                        stopped = True
+                        break
+            finally:
+                close = getattr(values, "close", None)
+                if stopped and close is not None:
+                    close()  # its `finally` blocks run now, as when Gradio closes a cancelled generator
             return previous
 
         final = self._call(lambda: consume(), [], {}, [task])
+        if stopped:
+            raise JobCancelled
         if final is None:
             raise JobFailed(f"{self.function.api_name} yielded nothing.")
         return list(final)

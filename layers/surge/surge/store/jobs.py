@@ -135,9 +135,10 @@ class JobStore(Table):
 
     # ---- while running ---------------------------------------------------------------------------
 
-    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> None:
+    def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> bool:
         """A running job's generator messages and notices (after the ones before them) and its latest
-        progress message (replacing the one before; reported after `progress[1]` messages), in one write."""
+        progress message (replacing the one before; reported after `progress[1]` messages), in one write.
+        True when its visitor has cancelled it (`request_cancel`): then nothing is written."""
         sets: list[str] = []
         values: dict[str, Any] = {}
         if chunks:
@@ -146,18 +147,21 @@ class JobStore(Table):
         if progress is not None:
             sets.append("progress = :p, progress_after = :a")
             values.update({":p": s(compact(progress[0])), ":a": n(progress[1])})
-        if sets:
-            self._running_update(job, "SET " + ", ".join(sets), values)
+        return self._running_update(job, "SET " + ", ".join(sets), values) if sets else False
 
-    def _running_update(self, job: Job, expression: str, values: dict[str, Any]) -> None:
-        """A write by the worker and attempt that hold the job; a stale one (the job moved on) is dropped."""
+    def _running_update(self, job: Job, expression: str, values: dict[str, Any]) -> bool:
+        """A write by the worker and attempt that hold the job; a stale one (the job moved on) is dropped.
+        True when the job's visitor has cancelled it (the write is not made either)."""
         try:
             with aws_errors("Recording an update"):
                 self.client.update_item(
                     TableName=self.settings.events_table_name,
                     Key=job_key(job.session_hash, job.job_id),
                     UpdateExpression=expression,
-                    ConditionExpression="#state = :running AND attempt = :attempt AND worker_id = :me",
+                    ConditionExpression=(
+                        "#state = :running AND attempt = :attempt AND worker_id = :me "
+                        "AND attribute_not_exists(cancel_requested)"
+                    ),
                     ExpressionAttributeNames={"#state": "state"},
                     ExpressionAttributeValues={
                         **values,
@@ -165,9 +169,30 @@ class JobStore(Table):
                         ":attempt": n(job.attempt),
                         ":me": s(job.worker_id or ""),
                     },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except ClientError as error:
+            old = error.response.get("Item") or {}
+            return "cancel_requested" in old
+        return False
+
+    def request_cancel(self, job: Job) -> bool:
+        """Ask the worker running this job to stop it: a generator stops at its next output, as Gradio
+        closes it, and the job ends `cancelled` (the worker learns it from its next live write, so this
+        costs the worker no call). False if the job is no longer running."""
+        try:
+            with aws_errors("Cancelling the job"):
+                self.client.update_item(
+                    TableName=self.settings.events_table_name,
+                    Key=job_key(job.session_hash, job.job_id),
+                    UpdateExpression="SET cancel_requested = :now",
+                    ConditionExpression="#state = :running",
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues={":now": n(time.time()), ":running": s(JobState.RUNNING.value)},
                 )
         except ClientError:
-            return
+            return False
+        return True
 
     # ---- finish ----------------------------------------------------------------------------------
 
