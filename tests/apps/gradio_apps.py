@@ -31,7 +31,7 @@ def shout(text: str, progress: Any = gr.Progress()) -> str:
     for _ in progress.tqdm(range(3), desc="shouting"):
         time.sleep(0.05)
     if text == "fail":
-        raise gr.Error("no shouting allowed", title="Refused")
+        raise gr.Error("no shouting allowed", title="Refused", duration=3)
     return text.upper()
 
 
@@ -85,6 +85,11 @@ def ticks(tag: str) -> Iterator[str]:
         record("ticks", tag=tag, closed=True)
 
 
+def outside_file(tag: str) -> str:
+    """A file of the machine that the app did not create, outside its folder and the temp folder."""
+    return "/etc/passwd"
+
+
 def notice(tag: str) -> str:
     gr.Info(f"working on {tag}")
     gr.Warning("almost done", duration=3)
@@ -104,6 +109,7 @@ with gr.Blocks(title="gradio events") as blocks:
     go.click(whoami, word, out, api_name="whoami")
     go.click(notice, word, out, api_name="notice")
     go.click(ticks, word, out, api_name="ticks", concurrency_limit=1)
+    go.click(outside_file, word, gr.File(), api_name="outside_file")
 blocks.queue(max_size=100, default_concurrency_limit=4)
 
 

@@ -92,8 +92,9 @@ def test_progress_and_gr_error_behave_as_in_gradio(blocks_stack: LocalStack) -> 
     client = Client(blocks_stack.url, verbose=False)
     job = client.submit("hello", api_name="/shout")
     assert job.result() == "HELLO"
-    with pytest.raises(AppError, match="no shouting allowed"):
+    with pytest.raises(AppError, match="no shouting allowed") as refused:
         client.predict("fail", api_name="/shout")
+    assert (refused.value.title, refused.value.duration) == ("Refused", 3), "gr.Error's title and duration kept"
 
 
 def test_a_generator_cancelled_while_it_runs_is_closed_at_its_next_output_as_in_gradio(
@@ -112,6 +113,17 @@ def test_a_generator_cancelled_while_it_runs_is_closed_at_its_next_output_as_in_
     assert wait_until(lambda: len(next_job.outputs()) >= 1, 20)
     assert next_job.outputs()[0] == "next 0"
     assert next_job.cancel()
+
+
+def test_a_function_returning_a_file_it_did_not_create_outside_allowed_folders_is_refused_as_in_gradio(
+    blocks_stack: LocalStack,
+) -> None:
+    """Gradio serves an output file only from the app's folder, the temp folder or `allowed_paths`. The
+    worker never launches the app, and Gradio checks only once launched: Surge served /etc/passwd."""
+    client = Client(blocks_stack.url, verbose=False)
+    with pytest.raises(AppError) as refused:
+        client.predict("x", api_name="/outside_file")
+    assert refused.value.message is None or "passwd" not in refused.value.message
 
 
 def test_shared_concurrency_id_with_limit_one_never_overlaps_across_workers(

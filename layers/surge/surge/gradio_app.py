@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import pickle
 import re
 import secrets
@@ -147,6 +148,11 @@ class _Gate:
             self.changed.notify()
 
 
+def _listed(paths: str | None) -> list[str]:
+    """A comma-separated list of folders, as Gradio reads `GRADIO_ALLOWED_PATHS` and `GRADIO_BLOCKED_PATHS`."""
+    return [item.strip() for item in (paths or "").split(",") if item.strip()]
+
+
 def _unlimited() -> None:
     """The place of a step no limit holds: nothing to give back."""
 
@@ -174,6 +180,13 @@ class GradioApp(App):
             show_error=bool(launched.get("show_error", False)),
         )
         self.blocks = blocks
+        # Gradio lets an output file through only from the app's folder, the temp folder or launch's
+        # `allowed_paths`, never from `blocked_paths` (`processing_utils._check_allowed`), and checks only
+        # once the app has launched: a worker never launches it, and without this a function could hand
+        # its caller any file of the worker's disk.
+        blocks.allowed_paths = list(launched.get("allowed_paths") or _listed(os.environ.get("GRADIO_ALLOWED_PATHS")))
+        blocks.blocked_paths = list(launched.get("blocked_paths") or _listed(os.environ.get("GRADIO_BLOCKED_PATHS")))
+        blocks.has_launched = True
         # Gradio draws `app_id` at random per process; the page reloads when it changes, and every front
         # process must give the same one.
         shape = repr([(i, fn.api_name) for i, fn in blocks.fns.items()]) + str(blocks.title)

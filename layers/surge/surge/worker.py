@@ -77,9 +77,12 @@ class JobFailed(Exception):
     `reason` is what the observer is told: `error` or `time_limit`.
     """
 
-    def __init__(self, message: str, reason: str = "error") -> None:
+    def __init__(self, message: str, reason: str = "error", title: str = "Error", duration: float | None = 10) -> None:
         super().__init__(message)
         self.reason = reason
+        self.title = title
+        """The error's heading and how long the page shows it (`gr.Error(title=, duration=)`)."""
+        self.duration = duration
 
 
 class JobCancelled(Exception):
@@ -761,7 +764,7 @@ class Worker:
                     self._run_batch([task])
                 return
             for task in tasks:
-                task.outcome = self._failure(task.job, str(failure), failure.reason)
+                task.outcome = self._failure(task.job, str(failure), failure.reason, failure)
             return
         duration = time.monotonic() - started
         for task, row in zip(tasks, rows, strict=True):
@@ -794,7 +797,7 @@ class Worker:
                 data = self._row(self._call(self.function.fn, task.job.data, kwargs, [task]), task.job.data)
             self._check_json(data, task.job)
         except JobFailed as failure:
-            task.outcome = self._failure(task.job, str(failure), failure.reason)
+            task.outcome = self._failure(task.job, str(failure), failure.reason, failure)
             return
         except JobCancelled:
             logger.info("%s: cancelled by its visitor while it ran", self.function.api_name)
@@ -897,7 +900,7 @@ class Worker:
                 reason="time_limit",
             ) from None
         except Error as error:
-            raise JobFailed(error.message) from error
+            raise JobFailed(error.message, title=error.title, duration=error.duration) from error
         except JobFailed:
             raise
         except Exception as error:
@@ -921,11 +924,13 @@ class Worker:
 
         return {self.function.progress_arg: _bound_progress(sink)}
 
-    def _failure(self, job: Job, message: str, reason: str = "error") -> Completion:
+    def _failure(self, job: Job, message: str, reason: str = "error", shown: JobFailed | None = None) -> Completion:
+        """`shown`: the failure whose title and duration the visitor's error keeps."""
         self.observer.job_failed(self.function.api_name, reason)
         if job.chunks and sum(stored_size(chunk) for chunk in job.chunks) > STREAMED_LIMIT_BYTES:
             job = job.model_copy(update={"chunks": []})  # streamed more than an item holds: the error alone
-        return Completion(job, JobState.FAILED, protocol.failed(job.job_id, message or None))
+        heading = {"title": shown.title, "duration": shown.duration} if shown is not None else {}
+        return Completion(job, JobState.FAILED, protocol.failed(job.job_id, message or None, **heading))
 
     # ---- record ----------------------------------------------------------------------------------
 
