@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -90,6 +91,11 @@ def outside_file(tag: str) -> str:
     return "/etc/passwd"
 
 
+def echo_file(path: str) -> tuple[str, str]:
+    """The uploaded file back, and its name as the function saw it."""
+    return path, Path(path).name
+
+
 def notice(tag: str) -> str:
     gr.Info(f"working on {tag}")
     gr.Warning("almost done", duration=3)
@@ -110,6 +116,7 @@ with gr.Blocks(title="gradio events") as blocks:
     go.click(notice, word, out, api_name="notice")
     go.click(ticks, word, out, api_name="ticks", concurrency_limit=1)
     go.click(outside_file, word, gr.File(), api_name="outside_file")
+    go.click(echo_file, gr.File(type="filepath"), [gr.File(), out], api_name="echo_file")
 blocks.queue(max_size=100, default_concurrency_limit=4)
 
 

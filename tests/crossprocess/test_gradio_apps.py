@@ -126,6 +126,19 @@ def test_a_function_returning_a_file_it_did_not_create_outside_allowed_folders_i
     assert refused.value.message is None or "passwd" not in refused.value.message
 
 
+@pytest.mark.parametrize("name", ["résumé #1.txt", "a+b&c%20d?.txt"])
+def test_a_files_name_reaches_the_function_and_comes_back_to_the_client_as_given(
+    blocks_stack: LocalStack, tmp_path: Path, name: str
+) -> None:
+    """Gradio keeps a file's name; Surge replaced every character outside [A-Za-z0-9._ -] with `_`."""
+    path = tmp_path / name
+    path.write_text("contents é")
+    client = Client(blocks_stack.url, verbose=False)
+    returned, seen = client.predict(handle_file(str(path)), api_name="/echo_file")
+    assert seen == name
+    assert Path(returned).name == name and Path(returned).read_text() == "contents é"
+
+
 def test_shared_concurrency_id_with_limit_one_never_overlaps_across_workers(
     blocks_stack: LocalStack, record_dir: Path
 ) -> None:

@@ -40,6 +40,7 @@ from gradio.events import EventData
 from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
 from gradio.state_holder import SessionState
+from gradio_client.utils import encode_file_path
 
 from surge.application import CALLS, App, Call, Function, PageEvent, Parameter, Progress, file_size_limit
 from surge.errors import Error
@@ -461,7 +462,7 @@ class GradioApp(App):
         if self._in_cache(local):
             # Gradio's cache copy of an output: in S3 now, and a worker's disk must not fill up with them.
             local.unlink(missing_ok=True)
-        url = f"gradio_api/file={name}"
+        url = f"gradio_api/file={encode_file_path(name)}"  # as Gradio's: `résumé #1.txt` in a URL
         return {**file, "path": name, "url": f"{root}/{url}" if root else url}
 
     def _in_cache(self, path: Path) -> bool:

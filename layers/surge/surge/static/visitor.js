@@ -360,7 +360,7 @@
     if (typeof value === "string") return value;
     if (typeof value === "object") {
       if (value.url) return value.url;
-      if (value.path) return "gradio_api/file=" + value.path;
+      if (value.path) return "gradio_api/file=" + value.path.split("/").map(encodeURIComponent).join("/");
     }
     return "";
   }

@@ -19,16 +19,17 @@ from botocore.config import Config
 from surge.errors import NotFound
 from surge.store.aws import BOTO_CONFIG, aws_errors
 
-NAME_PATTERN = re.compile(r"^surge/([A-Za-z0-9_-]{32})/([^/\\\x00]{1,200})$")
+NAME_PATTERN = re.compile(r"^surge/([A-Za-z0-9_-]{32})/([^/\\\x00-\x1f\x7f]{1,200})$")
 """A file's public name: the prefix, a 32-character token (24 random bytes), the original file name."""
 KEY_PREFIX = "files/"
 PRESIGNED_TTL_S = 900
 
 
 def new_name(file_name: str) -> str:
-    """A fresh public name for a file called `file_name` (path parts and odd characters dropped)."""
-    base = re.sub(r"[^A-Za-z0-9._ -]", "_", Path(file_name).name).strip() or "file"
-    return f"surge/{secrets.token_urlsafe(24)}/{base[-200:]}"
+    """A fresh public name for a file called `file_name`: its name kept as Gradio keeps it (`résumé #1.txt`
+    stays so, for the visitor who downloads it), folders and control characters dropped."""
+    base = re.sub(r"[\x00-\x1f\x7f\\]", "_", Path(file_name).name).strip()[-200:].strip()
+    return f"surge/{secrets.token_urlsafe(24)}/{base if base not in ('', '.', '..') else 'file'}"
 
 
 def is_name(value: object) -> bool:
