@@ -54,7 +54,25 @@ def test_a_bad_call_is_refused_with_why_and_changes_nothing(aws: None) -> None:
     too_many = client.post("/gradio_api/call/echo", json={"data": ["hi", "there"]})
     assert too_many.status_code == 400 and too_many.json() == {"detail": "echo takes 1 input(s), got 2."}
     assert client.post("/gradio_api/call/echo", json={"inputs": ["hi"]}).status_code == 422
-    named = client.post("/gradio_api/call/v2/echo", json={"text": "hi"})
-    assert named.status_code == 404 and "with the inputs in order" in named.json()["detail"]
+    unknown_name = client.post("/gradio_api/call/v2/echo", json={"txt": "hi"})
+    assert unknown_name.status_code == 400 and "`txt` is not a valid key-word argument" in unknown_name.json()["detail"]
+    assert client.post("/gradio_api/call/v2/echo", json={}).json() == {
+        "detail": "No value provided for required argument: text"
+    }
+    assert client.post("/gradio_api/call/v2/nosuch", json={"text": "hi"}).status_code == 404
     assert client.get("/gradio_api/call/echo/not-an-id").status_code == 422
     assert service.store.counters().waiting == 0
+
+
+def test_the_api_pages_curl_command_with_inputs_by_name_is_served(aws: None) -> None:
+    """Gradio 6's "Use via API" page shows `POST /gradio_api/call/v2/<api_name>` with the inputs by name
+    (`{"text": "hi"}`); Surge answered 404."""
+    settings = settings_for("examples.demo_app:app", heartbeat_interval_s=30)
+    service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
+    client = TestClient(create_local_app(service))
+    answer = client.post("/gradio_api/call/v2/echo", json={"text": "by name"})
+    assert answer.status_code == 200, answer.text
+    event_id = answer.json()["event_id"]
+    with serving(settings, "echo"):
+        body = client.get(f"/gradio_api/call/echo/{event_id}").text
+    assert _events(body)[-1] == ("complete", '["by name"]')

@@ -77,6 +77,8 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         "/gradio_api/heartbeat/{session_hash}",
         "/gradio_api/call/{api_name}/{event_id}",
         "/gradio_api/call/{api_name}",
+        "/gradio_api/call/v2/{api_name}/{event_id}",
+        "/gradio_api/call/v2/{api_name}",
         "/",
         "/status",
         "/static/{proxy+}",
@@ -91,6 +93,8 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         ("/gradio_api/queue/join", "post"),
         ("/gradio_api/call/{api_name}", "post"),
         ("/gradio_api/call/{api_name}", "options"),
+        ("/gradio_api/call/v2/{api_name}", "post"),
+        ("/gradio_api/call/v2/{api_name}", "options"),
         ("/", "get"),
         ("/status", "get"),
         ("/static/{proxy+}", "get"),
@@ -112,7 +116,12 @@ def test_join_answers_its_own_cross_origin_preflight_in_the_app(cfn: Template) -
     assert "${ApiFunction.Arn}/invocations" in _integration(cfn, "/gradio_api/queue/join", "options")["uri"]["Fn::Sub"]
 
 
-STREAMED = ["/gradio_api/queue/data", "/gradio_api/heartbeat/{session_hash}", "/gradio_api/call/{api_name}/{event_id}"]
+STREAMED = [
+    "/gradio_api/queue/data",
+    "/gradio_api/heartbeat/{session_hash}",
+    "/gradio_api/call/{api_name}/{event_id}",
+    "/gradio_api/call/v2/{api_name}/{event_id}",
+]
 
 
 @pytest.mark.parametrize("path", STREAMED)

@@ -368,8 +368,6 @@ def test_the_pages_own_events_run_in_one_lane_through_the_queue() -> None:
     page_call = TestClient(front).post("/gradio_api/run/predict", json={"data": ["hi"], "fn_index": clear})
     assert page_call.status_code == 404
     assert page_call.json()["error"].startswith("Surge runs every event through its queue, '_clear_and_save_textbox'")
-    named = TestClient(front).post("/gradio_api/call/v2/reply", json={"message": "hi"})
-    assert named.status_code == 404 and "with the inputs in order" in named.json()["detail"]
 
 
 def test_a_deployments_way_in_lowers_the_largest_upload_clients_are_told() -> None:

@@ -22,7 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from surge import sse
+from surge import protocol, sse
 from surge.errors import NotFound, SurgeError, TooManyRequests
 from surge.file_routes import UPLOAD_PATH, files_router, upload_body_limit
 from surge.guard import BodyLimit, RateLimiter, caller_of, client_address
@@ -107,6 +107,15 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
     async def call(api_name: str, body: CallBody, request: Request) -> EventId:
         return await _join_call(service, hub, turns, api_name, body, request)
 
+    @router.post(PREFIX + "/call/v2/{api_name}", dependencies=[Depends(rate_limited)])
+    async def call_named(api_name: str, body: dict[str, Any], request: Request) -> EventId:
+        """The curl API as Gradio's "Use via API" page shows it: the inputs by name."""
+        endpoint = service.info["named_endpoints"].get(f"/{api_name}")
+        if endpoint is None:
+            raise NotFound(f"No function named {api_name!r}.")
+        data = protocol.named_inputs(endpoint["parameters"], body)
+        return await _join_call(service, hub, turns, api_name, CallBody(data=data), request)
+
     @router.post(f"{PREFIX}/cancel")
     def cancel(body: CancelBody) -> Success:
         success = service.cancel(body)
@@ -139,15 +148,6 @@ def unserved_router(service: FrontService) -> APIRouter:
             "POST /gradio_api/queue/join, then read GET /gradio_api/queue/data."
         )
         return JSONResponse({"error": message, "detail": message}, status_code=404)
-
-    @router.api_route(PREFIX + "/call/v2/{api_name:path}", methods=["GET", "POST"], include_in_schema=False)
-    def call_v2(api_name: str) -> JSONResponse:
-        message = (
-            "Surge serves Gradio's curl API with the inputs in order, not by name: POST "
-            f'/gradio_api/call/{api_name.split("/")[0]} with {{"data": [...]}}, then GET '
-            "/gradio_api/call/<api_name>/<event_id>."
-        )
-        return JSONResponse({"detail": message}, status_code=404)
 
     return router
 
@@ -230,6 +230,7 @@ def stream_router(hub: SessionHub, poll: PollPolicy) -> APIRouter:
     async def queue_data(session_hash: str = Query(pattern=SESSION_HASH_PATTERN)) -> EventSourceResponse:
         return sse.event_stream(SessionStream(hub, session_hash, poll).messages(), heartbeat_s)
 
+    @router.get(PREFIX + "/call/v2/{api_name}/{event_id}")
     @router.get(PREFIX + "/call/{api_name}/{event_id}")
     async def call_data(api_name: str, event_id: str = Path(pattern=CALL_ID_PATTERN)) -> EventSourceResponse:
         stream = SessionStream(hub, CALL_SESSION + event_id, poll, joined_again=False)

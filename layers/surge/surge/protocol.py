@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from surge.application import COMPONENT_TYPES, App, Function
+from surge.errors import BadRequest
 
 GRADIO_VERSION = "6.31.0"
 """Reported in /config; gradio_client needs a 6.x version to stay offline and use /cancel."""
@@ -55,6 +56,27 @@ def _add_components(components: list[dict[str, Any]], types: list[str], function
         components.append({"id": component_id, "type": component_type, "props": {"label": label, "show_label": True}})
         ids.append(component_id)
     return ids
+
+
+def named_inputs(parameters: list[dict[str, Any]], named: dict[str, Any]) -> list[Any]:
+    """The inputs in order from inputs by name (`POST /gradio_api/call/v2/<api_name>`, the curl command of
+    Gradio's "Use via API" page), with `parameters` from the endpoint's API info: a missing one takes its
+    default, and an unknown or missing required one is refused in Gradio's words."""
+    named = {key: value for key, value in named.items() if key != "oauth_token" or "oauth_token" in
+             {p.get("parameter_name") for p in parameters}}
+    names = [p.get("parameter_name") or f"argument {i}" for i, p in enumerate(parameters)]
+    unknown = sorted(set(named) - set(names))
+    if unknown:
+        raise BadRequest(f"Parameter `{unknown[0]}` is not a valid key-word argument. See the app's API page for its usage.")
+    data: list[Any] = []
+    for name, parameter in zip(names, parameters, strict=True):
+        if name in named:
+            data.append(named[name])
+        elif parameter.get("parameter_has_default"):
+            data.append(parameter.get("parameter_default"))
+        else:
+            raise BadRequest(f"No value provided for required argument: {name}")
+    return data
 
 
 def info(app: App) -> dict[str, Any]:
