@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -67,6 +68,26 @@ def test_an_input_file_that_was_not_uploaded_is_never_fetched(image_stack: Local
     elsewhere = {"path": "http://169.254.169.254/latest/meta-data", "meta": {"_type": "gradio.FileData"}}
     with pytest.raises(AppError, match="must first be uploaded"):
         client.predict(elsewhere, api_name="/echo_image")
+
+
+def test_a_file_input_given_as_a_bare_path_is_read_as_gradio_reads_it_an_upload_yes_a_disk_path_no(
+    image_stack: LocalStack, tmp_path: Path
+) -> None:
+    """`{"path": <upload>}` without `meta` (curl, the docs' examples) is a FileData to Gradio; Surge passed
+    the dict on and the worker failed opening the upload's name as a local path."""
+    path = tmp_path / "small.png"
+    Image.fromarray(photo(8)).save(path)
+    (name,) = httpx.post(f"{image_stack.url}/gradio_api/upload", files=[("files", ("small.png", path.read_bytes()))]).json()
+
+    def call(value: dict[str, str]) -> list[tuple[str, str]]:
+        event_id = httpx.post(f"{image_stack.url}/gradio_api/call/echo_image", json={"data": [value]}).json()["event_id"]
+        body = httpx.get(f"{image_stack.url}/gradio_api/call/echo_image/{event_id}", timeout=60).text
+        return [(kind, data) for kind, data in re.findall(r"event: (\w+)\r?\ndata: (.*)\r?\n", body) if kind != "heartbeat"]
+
+    ((kind, data),) = call({"path": name})
+    assert kind == "complete" and json.loads(data)[0]["path"].endswith(".png")
+    ((kind, data),) = call({"path": "/etc/passwd"})
+    assert kind == "error" and "must first be uploaded" in data
 
 
 def test_upload_over_max_file_size_is_413_and_files_are_not_listed(image_stack: LocalStack) -> None:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
@@ -36,6 +37,7 @@ import pydantic
 from gradio import route_utils
 from gradio import utils as gradio_utils
 from gradio.block_function import BlockFunction
+from gradio.data_classes import FileData
 from gradio.events import EventData
 from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
@@ -396,6 +398,12 @@ class GradioApp(App):
                 self.progress.sinks[event_id] = progress
 
         def run(block_fn: BlockFunction, inputs: list[Any], iterator: Any) -> dict[str, Any]:
+            if len(inputs) == len(block_fn.inputs):
+                inputs = [
+                    [_as_file_data(block, item) for item in value] if block_fn.batch and isinstance(value, list)
+                    else _as_file_data(block, value)
+                    for block, value in zip(block_fn.inputs, inputs, strict=True)
+                ]
             inputs = _walk_files(inputs, lambda f: self._fetch(f, folder))
             try:
                 result: dict[str, Any] = loop.run_until_complete(
@@ -537,6 +545,20 @@ def _is_file(value: Any) -> bool:
         and isinstance(value.get("meta"), dict)
         and value["meta"].get("_type") == "gradio.FileData"
     )
+
+
+def _as_file_data(block: Any, value: Any) -> Any:
+    """An input of a file component (`gr.File`, `gr.Image`, `gr.Audio`...) given as `{"path": ...}` without
+    `meta`, as curl users and gradio_client's `{"path": ...}` send it: Gradio reads it as its `FileData`,
+    and so it is one here (an upload's name is fetched; any other path is refused, not read from the
+    worker's disk)."""
+    model = getattr(block, "data_model", None)
+    fields = getattr(model, "model_fields", None) or {}
+    if "root" in fields and isinstance(value, list) and model is not None and model.__name__ == "ListFiles":
+        return [_as_file_data(SimpleNamespace(data_model=FileData), item) for item in value]
+    if "path" in fields and "url" in fields and isinstance(value, dict) and isinstance(value.get("path"), str):
+        return value if "meta" in value else {**value, "meta": {"_type": "gradio.FileData"}}
+    return value
 
 
 def _walk_files(value: Any, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
