@@ -98,6 +98,7 @@ def test_upload_over_max_file_size_is_413_and_files_are_not_listed(image_stack: 
     assert len(names) == 1 and len(names[0].split("/")[1]) == 32
     served = httpx.get(f"{image_stack.url}/gradio_api/file={names[0]}", follow_redirects=True)
     assert served.content == b"hello"
+    assert served.headers["content-type"].startswith("text/plain"), "served with its type, as Gradio serves it"
     for guess in ("surge/", "surge/" + "A" * 32 + "/a.txt", "../../etc/passwd"):
         assert httpx.get(f"{image_stack.url}/gradio_api/file={guess}", follow_redirects=True).status_code == 404
 

@@ -7,6 +7,7 @@ so knowing a name is the only way to a file. The template's lifecycle rule expir
 
 from __future__ import annotations
 
+import mimetypes
 import re
 import secrets
 from functools import cached_property
@@ -59,8 +60,11 @@ class FileStore:
     def put(self, body: BinaryIO, file_name: str) -> str:
         """Store a file; returns its public name."""
         name = new_name(file_name)
+        # Its type as Gradio serves it (by the name), so a browser shows an image or plays a sound it is
+        # sent to, where S3's default (binary/octet-stream) makes it a download.
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
         with aws_errors("Storing the file"):
-            self.client.upload_fileobj(body, self.bucket, object_key(name))
+            self.client.upload_fileobj(body, self.bucket, object_key(name), ExtraArgs={"ContentType": kind})
         return name
 
     def put_path(self, path: Path) -> str:
