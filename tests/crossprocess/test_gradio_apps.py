@@ -77,12 +77,18 @@ def test_a_file_input_given_as_a_bare_path_is_read_as_gradio_reads_it_an_upload_
     the dict on and the worker failed opening the upload's name as a local path."""
     path = tmp_path / "small.png"
     Image.fromarray(photo(8)).save(path)
-    (name,) = httpx.post(f"{image_stack.url}/gradio_api/upload", files=[("files", ("small.png", path.read_bytes()))]).json()
+    (name,) = httpx.post(
+        f"{image_stack.url}/gradio_api/upload", files=[("files", ("small.png", path.read_bytes()))]
+    ).json()
 
     def call(value: dict[str, str]) -> list[tuple[str, str]]:
-        event_id = httpx.post(f"{image_stack.url}/gradio_api/call/echo_image", json={"data": [value]}).json()["event_id"]
+        event_id = httpx.post(f"{image_stack.url}/gradio_api/call/echo_image", json={"data": [value]}).json()[
+            "event_id"
+        ]
         body = httpx.get(f"{image_stack.url}/gradio_api/call/echo_image/{event_id}", timeout=60).text
-        return [(kind, data) for kind, data in re.findall(r"event: (\w+)\r?\ndata: (.*)\r?\n", body) if kind != "heartbeat"]
+        return [
+            (kind, data) for kind, data in re.findall(r"event: (\w+)\r?\ndata: (.*)\r?\n", body) if kind != "heartbeat"
+        ]
 
     ((kind, data),) = call({"path": name})
     assert kind == "complete" and json.loads(data)[0]["path"].endswith(".png")

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -103,18 +103,7 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
         job = await _join(service, hub, turns, body, caller_of(request, JOIN_PATH))
         return EventId(event_id=job.job_id)
 
-    @router.post(PREFIX + "/call/{api_name}", dependencies=[Depends(rate_limited)])
-    async def call(api_name: str, body: CallBody, request: Request) -> EventId:
-        return await _join_call(service, hub, turns, api_name, body, request)
-
-    @router.post(PREFIX + "/call/v2/{api_name}", dependencies=[Depends(rate_limited)])
-    async def call_named(api_name: str, body: dict[str, Any], request: Request) -> EventId:
-        """The curl API as Gradio's "Use via API" page shows it: the inputs by name."""
-        endpoint = service.info["named_endpoints"].get(f"/{api_name}")
-        if endpoint is None:
-            raise NotFound(f"No function named {api_name!r}.")
-        data = protocol.named_inputs(endpoint["parameters"], body)
-        return await _join_call(service, hub, turns, api_name, CallBody(data=data), request)
+    _add_curl_routes(router, service, hub, turns, rate_limited)
 
     @router.post(f"{PREFIX}/cancel")
     def cancel(body: CancelBody) -> Success:
@@ -177,6 +166,32 @@ def _event_name(config: dict[str, Any], fn_index: int) -> str | None:
         if dependency.get("id") == fn_index:
             return str(dependency.get("api_name") or "") or None
     return None
+
+
+def _add_curl_routes(
+    router: APIRouter,
+    service: FrontService,
+    hub: SessionHub | None,
+    turns: JoinTurns,
+    rate_limited: Callable[[Request], Awaitable[None]],
+) -> None:
+    """Gradio's curl API: the inputs in order, or by name as Gradio 6's "Use via API" page shows it."""
+
+    @router.post(PREFIX + "/call/{api_name}", dependencies=[Depends(rate_limited)])
+    async def call(api_name: str, body: CallBody, request: Request) -> EventId:
+        return await _join_call(service, hub, turns, api_name, body, request)
+
+    @router.post(PREFIX + "/call/v2/{api_name}", dependencies=[Depends(rate_limited)])
+    async def call_named(api_name: str, body: dict[str, Any], request: Request) -> EventId:
+        data = _inputs_by_name(service, api_name, body)
+        return await _join_call(service, hub, turns, api_name, CallBody(data=data), request)
+
+
+def _inputs_by_name(service: FrontService, api_name: str, named: dict[str, Any]) -> list[Any]:
+    endpoint = service.info["named_endpoints"].get(f"/{api_name}")
+    if endpoint is None:
+        raise NotFound(f"No function named {api_name!r}.")
+    return protocol.named_inputs(endpoint["parameters"], named)
 
 
 async def _join_call(

@@ -400,7 +400,8 @@ class GradioApp(App):
         def run(block_fn: BlockFunction, inputs: list[Any], iterator: Any) -> dict[str, Any]:
             if len(inputs) == len(block_fn.inputs):
                 inputs = [
-                    [_as_file_data(block, item) for item in value] if block_fn.batch and isinstance(value, list)
+                    [_as_file_data(block, item) for item in value]
+                    if block_fn.batch and isinstance(value, list)
                     else _as_file_data(block, value)
                     for block, value in zip(block_fn.inputs, inputs, strict=True)
                 ]

@@ -143,7 +143,9 @@ def main_block_calls(module: ModuleType) -> list[str]:
 
 LOGIN_ARGS = frozenset({"auth", "auth_dependency"})
 TAKEN_LAUNCH_ARGS = (
-    frozenset({"show_error", "max_threads", "max_file_size", "allowed_paths", "blocked_paths", "theme", "css", "js", "head"})
+    frozenset(
+        {"show_error", "max_threads", "max_file_size", "allowed_paths", "blocked_paths", "theme", "css", "js", "head"}
+    )
     | LOGIN_ARGS
 )
 """The `launch()` arguments Surge uses (or refuses: `auth`); the others (`server_port`, `share`, `debug`...)

@@ -62,12 +62,17 @@ def named_inputs(parameters: list[dict[str, Any]], named: dict[str, Any]) -> lis
     """The inputs in order from inputs by name (`POST /gradio_api/call/v2/<api_name>`, the curl command of
     Gradio's "Use via API" page), with `parameters` from the endpoint's API info: a missing one takes its
     default, and an unknown or missing required one is refused in Gradio's words."""
-    named = {key: value for key, value in named.items() if key != "oauth_token" or "oauth_token" in
-             {p.get("parameter_name") for p in parameters}}
+    named = {
+        key: value
+        for key, value in named.items()
+        if key != "oauth_token" or "oauth_token" in {p.get("parameter_name") for p in parameters}
+    }
     names = [p.get("parameter_name") or f"argument {i}" for i, p in enumerate(parameters)]
     unknown = sorted(set(named) - set(names))
     if unknown:
-        raise BadRequest(f"Parameter `{unknown[0]}` is not a valid key-word argument. See the app's API page for its usage.")
+        raise BadRequest(
+            f"Parameter `{unknown[0]}` is not a valid key-word argument. See the app's API page for its usage."
+        )
     data: list[Any] = []
     for name, parameter in zip(names, parameters, strict=True):
         if name in named:

@@ -213,6 +213,8 @@ class FrontService:
         job = self.store.get_job(body.session_hash, body.event_id)
         if job is None:
             raise NotFound("No such job in this session.")
-        if job.state is JobState.WAITING and self.store.end_waiting(job, JobState.CANCELLED, protocol.cancelled(job.job_id)):
+        if job.state is JobState.WAITING and self.store.end_waiting(
+            job, JobState.CANCELLED, protocol.cancelled(job.job_id)
+        ):
             return True
         return self.store.request_cancel(job)

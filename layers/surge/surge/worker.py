@@ -929,8 +929,12 @@ class Worker:
         self.observer.job_failed(self.function.api_name, reason)
         if job.chunks and sum(stored_size(chunk) for chunk in job.chunks) > STREAMED_LIMIT_BYTES:
             job = job.model_copy(update={"chunks": []})  # streamed more than an item holds: the error alone
-        heading = {"title": shown.title, "duration": shown.duration} if shown is not None else {}
-        return Completion(job, JobState.FAILED, protocol.failed(job.job_id, message or None, **heading))
+        body = (
+            protocol.failed(job.job_id, message or None, shown.title, shown.duration)
+            if shown is not None
+            else protocol.failed(job.job_id, message or None)
+        )
+        return Completion(job, JobState.FAILED, body)
 
     # ---- record ----------------------------------------------------------------------------------
 

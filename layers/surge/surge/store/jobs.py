@@ -172,8 +172,8 @@ class JobStore(Table):
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
         except ClientError as error:
-            old = error.response.get("Item") or {}
-            return "cancel_requested" in old
+            old = error.response.get("Item")  # the item as it was (ReturnValuesOnConditionCheckFailure)
+            return isinstance(old, dict) and "cancel_requested" in old
         return False
 
     def request_cancel(self, job: Job) -> bool:
