@@ -49,6 +49,8 @@ def test_config_and_info_are_gradios_own() -> None:
     assert [c["id"] for c in config["components"]] == [c["id"] for c in gradio_config["components"]]
     assert (config["protocol"], config["api_prefix"], config["version"]) == ("sse_v3", "/gradio_api", gr.__version__)
     assert protocol.info(app) == blocks.get_api_info()
+    # launch() sets the page's footer; it never runs here, and /config said none (no "Use via API" link).
+    assert config["footer_links"] == ["api", "gradio", "settings"]
 
 
 def test_the_worker_runs_gradios_preprocess_function_and_postprocess(

@@ -62,6 +62,9 @@ Interface's examples and Flag, a Blocks' private steps): one queue, served besid
 by its workers (`App.host_of`)."""
 API_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 """Each served event has an SQS queue named after it: letters, digits, `-`, `_`, at most 60 here."""
+FOOTER_LINKS = ["api", "gradio", "settings"]
+"""launch()'s default footer, less the run history page Surge does not serve."""
+
 NOT_UPLOADED = "Input files must first be uploaded to this app (POST /gradio_api/upload)."
 
 
@@ -190,6 +193,10 @@ class GradioApp(App):
         blocks.allowed_paths = list(launched.get("allowed_paths") or _listed(os.environ.get("GRADIO_ALLOWED_PATHS")))
         blocks.blocked_paths = list(launched.get("blocked_paths") or _listed(os.environ.get("GRADIO_BLOCKED_PATHS")))
         blocks.has_launched = True
+        # The page's footer (Use via API, Built with Gradio, Settings), set by launch(), which never runs
+        # here: without it /config says no footer. "runs" (the run history page) is not served.
+        footer = launched.get("footer_links")
+        blocks.footer_links = [link for link in (footer if footer is not None else FOOTER_LINKS) if link != "runs"]
         # Gradio draws `app_id` at random per process; the page reloads when it changes, and every front
         # process must give the same one.
         shape = repr([(i, fn.api_name) for i, fn in blocks.fns.items()]) + str(blocks.title)
