@@ -167,6 +167,12 @@ def test_a_files_name_reaches_the_function_and_comes_back_to_the_client_as_given
     assert Path(returned).name == name and Path(returned).read_text() == "contents é"
 
 
+def test_an_input_of_900_kb_travels_in_its_queue_message_and_comes_back(blocks_stack: LocalStack) -> None:
+    """Gradio takes inputs of megabytes; Surge refused more than 256 KiB with 413 (SQS now carries 1 MiB)."""
+    text = "x" * 900_000
+    assert Client(blocks_stack.url, verbose=False).predict(text, api_name="/first") == text
+
+
 def test_shared_concurrency_id_with_limit_one_never_overlaps_across_workers(
     blocks_stack: LocalStack, record_dir: Path
 ) -> None:

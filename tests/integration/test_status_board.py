@@ -174,7 +174,7 @@ def test_pages_router_serves_pages_assets_and_status_json(service: FrontService)
     snapshot = client.get("/gradio_api/surge/status")
 
     assert visitor.status_code == operator.status_code == snapshot.status_code == 200
-    assert 'content="262144"' in visitor.text
+    assert 'content="1000000"' in visitor.text
     assert "script-src 'self' 'sha256-" in visitor.headers["content-security-policy"]
     assert [f["api_name"] for f in snapshot.json()["functions"]] == [f.api_name for f in service.app.functions]
     for page in (visitor.text, operator.text):

@@ -21,7 +21,9 @@ class Settings(BaseModel):
     lease_ttl_s: float = 30.0
     visibility_timeout_s: int = 60
     poll_wait_s: int = 20
-    max_payload_bytes: int = 262_144
+    max_payload_bytes: int = 1_000_000
+    """A join's largest inputs (JSON): they travel in the job's SQS message, which takes 1 MiB (the
+    queues' MaximumMessageSize, CloudFormation's default), with room left for the caller's headers."""
     job_ttl_s: int = 86_400
     max_attempts: int = 3
     session_grace_s: float = 10.0
