@@ -289,8 +289,9 @@ def test_function_stack_has_queue_dead_letter_queue_service_and_scaling(service:
     for name, resource in resources.items():
         by_type.setdefault(resource["Type"], []).append(name)
     assert sorted(by_type["AWS::SQS::Queue"]) == ["DeadLetterQueue", "Queue"]
-    for queue in by_type["AWS::SQS::Queue"]:  # a job's inputs (up to MAX_PAYLOAD_BYTES) travel in its message
-        assert resources[queue]["Properties"]["MaximumMessageSize"] == 1_048_576 > Settings.model_fields["max_payload_bytes"].default + 40_000
+    largest_inputs = Settings.model_fields["max_payload_bytes"].default
+    for queue in by_type["AWS::SQS::Queue"]:  # a job's inputs travel in its message, with its caller
+        assert resources[queue]["Properties"]["MaximumMessageSize"] == 1_048_576 > largest_inputs + 40_000
     assert by_type["AWS::ECS::Service"] == ["Service"]
     assert by_type["AWS::ECS::TaskDefinition"] == ["TaskDefinition"]
     assert by_type["AWS::ApplicationAutoScaling::ScalableTarget"] == ["ScalableTarget"]
