@@ -76,3 +76,16 @@ def test_the_api_pages_curl_command_with_inputs_by_name_is_served(aws: None) -> 
     with serving(settings, "echo"):
         body = client.get(f"/gradio_api/call/echo/{event_id}").text
     assert _events(body)[-1] == ("complete", '["by name"]')
+
+
+def test_a_stream_of_no_such_call_says_so_at_once_as_gradios(aws: None) -> None:
+    """Gradio answers `event: error` / `data: "404: Not Found"`; Surge sent nothing for 10 s and closed."""
+    settings = settings_for("examples.demo_app:app", heartbeat_interval_s=30)
+    service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
+    client = TestClient(create_local_app(service))
+    body = client.get(f"/gradio_api/call/echo/{'0' * 32}").text
+    assert _events(body) == [("error", '"404: Not Found"')]
+    event_id = client.post("/gradio_api/call/echo", json={"data": ["once"]}).json()["event_id"]
+    with serving(settings, "echo"):
+        assert _events(client.get(f"/gradio_api/call/echo/{event_id}").text)[-1] == ("complete", '["once"]')
+    assert _events(client.get(f"/gradio_api/call/echo/{event_id}").text) == [("error", '"404: Not Found"')]

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -249,13 +249,21 @@ def stream_router(hub: SessionHub, poll: PollPolicy) -> APIRouter:
     @router.get(PREFIX + "/call/{api_name}/{event_id}")
     async def call_data(api_name: str, event_id: str = Path(pattern=CALL_ID_PATTERN)) -> EventSourceResponse:
         stream = SessionStream(hub, CALL_SESSION + event_id, poll, joined_again=False)
-        return sse.simple_stream(stream.messages(), heartbeat_s)
+        return sse.simple_stream(_or_unknown(stream), heartbeat_s)
 
     @router.get(PREFIX + "/heartbeat/{session_hash}")
     async def heartbeat(session_hash: str) -> EventSourceResponse:
         return sse.event_stream(_alive_for(hub.settings.stream_max_s), heartbeat_s, heartbeat="ALIVE")
 
     return router
+
+
+async def _or_unknown(stream: SessionStream) -> AsyncIterator[dict[str, Any]]:
+    """A call's messages; a stream that found no such call says so at once, as Gradio's."""
+    async for message in stream.messages():
+        if message.get("msg") == "close_stream" and not stream.view.jobs:
+            yield protocol.unknown_call()
+        yield message
 
 
 async def _alive_for(max_s: float) -> Any:

@@ -192,6 +192,12 @@ def cancelled(event_id: str) -> dict[str, Any]:
     return {"msg": "process_completed", "event_id": event_id, "output": {}, "success": True}
 
 
+def unknown_call() -> dict[str, Any]:
+    """What a curl API stream of no such call (or one already read) gets, as Gradio's: `event: error`,
+    `data: "404: Not Found"`."""
+    return {"msg": "process_completed", "event_id": None, "success": False, "output": "404: Not Found"}
+
+
 def heartbeat() -> dict[str, Any]:
     return {"msg": "heartbeat", "event_id": None}
 

@@ -788,6 +788,8 @@ class SessionStream:
     def _finished(self, open_s: float) -> bool:
         if self.view.pending or self.hub.is_joining(self.session_hash):
             return False
+        if not self.joined_again and not self.view.jobs:
+            return True  # a call's job was written before its id was answered: none here, there is none
         return bool(self.view.delivered) or open_s >= self.poll.empty_session_s
 
     def _estimations(self) -> list[dict[str, Any]]:

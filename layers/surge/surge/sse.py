@@ -38,7 +38,7 @@ def _simple(message: dict[str, Any]) -> ServerSentEvent | None:
     """One message of a job as Gradio's curl API sends it (`event: complete` / `generating` / `error`, the
     outputs as `data`); rank, start, progress and notices are not sent there."""
     kind = message.get("msg")
-    output = message.get("output") or {}
+    output = message.get("output") or {}  # a dict, or the text of an error of no job (`protocol.unknown_call`)
     if kind == "process_completed":
         event, data = ("complete", output.get("data")) if message.get("success") else ("error", output)
     elif kind == "process_generating":
