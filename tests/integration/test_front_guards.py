@@ -6,12 +6,13 @@ import asyncio
 import secrets
 import threading
 import time
+from typing import Any
 
 from fastapi.testclient import TestClient
 
 from surge.application import load_app
 from surge.broker import Broker
-from surge.front import create_local_app, session_hub
+from surge.front import _alive_for, create_local_app, session_hub
 from surge.models import Caller, Job, JobState, JoinBody
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionStream
@@ -104,6 +105,15 @@ def test_the_heartbeat_stream_ends_at_the_stream_bound(aws: None) -> None:
         body = "".join(response.iter_text())
     assert response.status_code == 200
     assert "ALIVE" in body
+
+
+def test_the_heartbeat_stream_says_alive_at_once_as_gradios() -> None:
+    """Gradio's heartbeat sends `ALIVE` as it opens; Surge's said nothing until its first ping (15 s)."""
+
+    async def first() -> Any:
+        return await asyncio.wait_for(anext(_alive_for(600)), 5)
+
+    assert asyncio.run(first()) == "ALIVE"
 
 
 def test_a_stream_at_its_bound_tells_each_pending_job_why_frees_the_waiting_one_and_closes(aws: None) -> None:

@@ -268,7 +268,9 @@ async def _or_unknown(stream: SessionStream) -> AsyncIterator[dict[str, Any]]:
 
 async def _alive_for(max_s: float) -> Any:
     """Gradio's heartbeat stream, ended at `max_s` (the client reconnects) so that on Lambda it never
-    runs into the function timeout, billed to the end and counted as an error."""
+    runs into the function timeout, billed to the end and counted as an error. The first `ALIVE` goes at
+    once, as Gradio's."""
+    yield "ALIVE"
     await anyio.sleep(max_s)
     yield "ALIVE"
 
