@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 # Service Quotas codes (https://docs.aws.amazon.com/servicequotas/latest/userguide/): Lambda
 # "Concurrent executions"; EC2 "Running On-Demand ... instances", counted in vCPUs per family group.
@@ -251,9 +251,26 @@ def parse(argv: Sequence[str]) -> Plan:
     return Plan(region, types, args.max_workers, args.zones, args.concurrent_waiters)
 
 
+NO_CREDENTIALS = (
+    "make preflight: no AWS credentials found. It reads your account with the credentials `sam deploy` will "
+    "use: run `aws configure` (or `aws sso login`, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY), then run it again."
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     plan = parse(sys.argv[1:] if argv is None else argv)
-    findings = check(AwsAccount(boto3.session.Session(region_name=plan.region)), plan)
+    try:
+        findings = check(AwsAccount(boto3.session.Session(region_name=plan.region)), plan)
+    except NoCredentialsError:
+        sys.stderr.write(NO_CREDENTIALS + "\n")
+        return 2
+    except (ClientError, BotoCoreError) as error:
+        sys.stderr.write(
+            f"make preflight: AWS refused a read ({error}). It changes nothing, and needs read access to IAM, "
+            "Lambda, Service Quotas, EC2, CodeBuild and API Gateway (for example the ReadOnlyAccess policy).\n"
+        )
+        return 2
     sys.stdout.write(report(findings) + "\n")
     return 0 if all(finding.ok for finding in findings) else 1
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from tools.preflight import Plan, check, report
+from tools.preflight import NO_CREDENTIALS, Plan, check, report
 
 PLAN = Plan("us-east-1", ("g5.xlarge", "g6.xlarge"), max_workers=4, zones=3, concurrent_waiters=1000)
 ZONES = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]
@@ -77,3 +81,25 @@ def test_preflight_flags_zones_the_stack_would_use_that_offer_none_of_the_types(
     assert not zones.ok and "us-east-1c" in zones.detail
     (few,) = [f for f in check(InMemoryAccount(region_zones=ZONES[:2]), PLAN) if f.check == "Availability Zones"]
     assert few.action == "deploy with WorkerAvailabilityZones=2"
+
+
+def test_preflight_without_credentials_says_so_in_one_line(tmp_path: Path) -> None:
+    """It printed botocore's 40-line NoCredentialsError traceback."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.preflight", "--region", "us-east-1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [NO_CREDENTIALS] and done.stdout == ""
