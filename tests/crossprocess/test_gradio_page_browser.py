@@ -83,3 +83,19 @@ def test_an_interfaces_example_fills_its_inputs_in_gradios_page(browser: Any) ->
         page.close()
     finally:
         stack.stop()
+
+
+def test_the_use_via_api_panel_shows_gradios_snippets_for_this_app(browser: Any, stack: LocalStack) -> None:
+    """The footer's "Use via API" opened a blank panel: the page read `code_snippets` from the API info,
+    which Surge's lacked (`Cannot read properties of undefined (reading 'python')`)."""
+    page = browser.new_page(viewport=DESKTOP)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(stack.url + "/")
+    page.get_by_text("Use via API").click()
+    page.wait_for_function(
+        f"() => document.body.innerText.includes({stack.url!r}) && document.body.innerText.includes('/echo_image')",
+        timeout=30_000,
+    )
+    assert not [error for error in errors if "python" in error], errors
+    page.close()

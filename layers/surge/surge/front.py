@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import weakref
@@ -19,12 +20,13 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
 from surge import protocol, sse
 from surge.errors import NotFound, SurgeError, TooManyRequests
 from surge.file_routes import UPLOAD_PATH, files_router, upload_body_limit
+from surge.gradio_page import ROOT_PLACEHOLDER, root_url
 from surge.guard import BodyLimit, RateLimiter, caller_of, client_address
 from surge.models import SESSION_HASH_PATTERN, CallBody, Caller, CancelBody, EventId, Job, JoinBody, ResetBody, Success
 from surge.pages import pages_router
@@ -92,9 +94,13 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
     async def config() -> dict[str, Any]:
         return service.config
 
+    info_text = json.dumps(service.info)
+
     @router.get(f"{PREFIX}/info")
-    async def info() -> dict[str, Any]:
-        return service.info
+    async def info(request: Request) -> Response:
+        # A Gradio app's code snippets name the app's URL, which only the request tells.
+        root = json.dumps(root_url(request, f"{PREFIX}/info"))[1:-1]
+        return Response(info_text.replace(ROOT_PLACEHOLDER, root), media_type="application/json")
 
     turns = JoinTurns(service.settings.join_threads)
 

@@ -154,6 +154,21 @@ class _Gate:
             self.changed.notify()
 
 
+def _with_snippets(info: dict[str, Any]) -> dict[str, Any]:
+    """Each endpoint's code snippets (Python, JavaScript, bash, cli), as Gradio's `/gradio_api/info` adds
+    them: the page's "Use via API" panel shows them, and is blank without them. Gradio writes the app's URL
+    in per request; here it is `ROOT_PLACEHOLDER`, which the front fills in (`surge.front`)."""
+    from gradio_client.snippet import generate_code_snippets
+    from hf_gradio.cli import generate_cli_snippet
+
+    named = info.get("named_endpoints", {})
+    cli = generate_cli_snippet(named)
+    for name, endpoint in named.items():
+        snippets = generate_code_snippets(name, endpoint, ROOT_PLACEHOLDER, api_prefix="/gradio_api/")
+        endpoint["code_snippets"] = {**snippets, "cli": cli[name].replace("{space_id}", ROOT_PLACEHOLDER)}
+    return info
+
+
 def _listed(paths: str | None) -> list[str]:
     """A comma-separated list of folders, as Gradio reads `GRADIO_ALLOWED_PATHS` and `GRADIO_BLOCKED_PATHS`."""
     return [item.strip() for item in (paths or "").split(",") if item.strip()]
@@ -239,7 +254,7 @@ class GradioApp(App):
         return config
 
     def wire_info(self) -> dict[str, Any]:
-        return _as_json(self.blocks.get_api_info())
+        return _with_snippets(_as_json(self.blocks.get_api_info()))
 
     def gradio_page(self) -> GradioPage:
         """Gradio's page for this app: the installed frontend's `index.html` rendered through gradio's own

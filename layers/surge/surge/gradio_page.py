@@ -173,7 +173,9 @@ def gradio_page_router(page: GradioPage, app_id: int, own_assets: dict[str, byte
 
     @router.get("/")
     def index(request: Request) -> HTMLResponse:
-        served = html.replace(placeholder, _inline_json(root_url(request)))
+        root = root_url(request)
+        # The root as a value of its own, then inside the API info's code snippets (a string's escapes).
+        served = html.replace(placeholder, _inline_json(root)).replace(ROOT_PLACEHOLDER, _inline_json(root)[1:-1])
         return HTMLResponse(served, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
     @router.get("/gradio_api/app_id")
