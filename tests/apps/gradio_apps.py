@@ -6,6 +6,7 @@ Surge refuses."""
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,6 +170,16 @@ def greet(name: str, times: float) -> str:
 greeter = gr.Interface(
     greet, [gr.Textbox(label="name"), gr.Number(label="times")], gr.Textbox(label="greeting"), examples=[["Ada", 2]]
 )
+
+
+def write_note(text: str) -> str:
+    """A file the function writes, with a name Gradio keeps: the visitor downloads it from the page."""
+    path = Path(tempfile.mkdtemp()) / "résumé 1.txt"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+note = gr.Interface(write_note, gr.Textbox(label="text"), gr.File(label="note"), api_name="write_note")
 
 
 def slow_step(text: str) -> str:

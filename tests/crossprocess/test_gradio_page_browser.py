@@ -99,3 +99,26 @@ def test_the_use_via_api_panel_shows_gradios_snippets_for_this_app(browser: Any,
     )
     assert not [error for error in errors if "python" in error], errors
     page.close()
+
+
+def test_a_file_output_downloads_under_its_name_and_the_visitor_stays_on_the_page(browser: Any) -> None:
+    """The file's link is followed to the bucket, another origin, where Chromium ignores the link's
+    `download` name: it left the app for a page of the file's text (garbled, no charset)."""
+    stack = LocalStack("tests.apps.gradio_apps:note", port=free_port()).start()
+    try:
+        page = browser.new_page(viewport=DESKTOP)
+        page.goto(stack.url + "/")
+        box = page.get_by_role("textbox").first
+        box.wait_for(timeout=30_000)
+        box.fill("contenu é")
+        page.get_by_role("button", name="Submit").click()
+        link = page.get_by_test_id("download-link")  # the size and ⇣ beside "résumé 1.txt"
+        link.wait_for(timeout=30_000)
+        with page.expect_download(timeout=30_000) as download:
+            link.click()
+        assert download.value.suggested_filename == "résumé 1.txt"
+        assert Path(download.value.path()).read_text(encoding="utf-8") == "contenu é"
+        assert page.url.rstrip("/") == stack.url, "the visitor is still on the app's page"
+        page.close()
+    finally:
+        stack.stop()

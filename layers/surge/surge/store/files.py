@@ -13,6 +13,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import boto3
 from botocore.config import Config
@@ -63,6 +64,8 @@ class FileStore:
         # Its type as Gradio serves it (by the name), so a browser shows an image or plays a sound it is
         # sent to, where S3's default (binary/octet-stream) makes it a download.
         kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if kind.startswith("text/"):
+            kind += "; charset=utf-8"  # as Gradio's FileResponse says it
         with aws_errors("Storing the file"):
             self.client.upload_fileobj(body, self.bucket, object_key(name), ExtraArgs={"ContentType": kind})
         return name
@@ -80,9 +83,18 @@ class FileStore:
         return target
 
     def url(self, name: str) -> str:
-        """A presigned GET of the file, valid `PRESIGNED_TTL_S` (no existence check: a missing key is S3's 404)."""
+        """A presigned GET of the file, valid `PRESIGNED_TTL_S` (no existence check: a missing key is S3's 404).
+
+        It is answered as an attachment named as the file: the page's download link (`<a download>`) is
+        followed to the bucket, another origin, where a browser ignores `download` and would leave the app
+        for the file; an attachment is saved under its name and the page stays. `<img>`, `<audio>` and
+        `<video>` show it all the same."""
+        file_name = Path(name).name
+        disposition = f"attachment; filename*=UTF-8''{quote(file_name)}"
         with aws_errors("Signing the file URL"):
             url: str = self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": object_key(name)}, ExpiresIn=PRESIGNED_TTL_S
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": object_key(name), "ResponseContentDisposition": disposition},
+                ExpiresIn=PRESIGNED_TTL_S,
             )
         return url
