@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -704,4 +705,30 @@ def test_a_running_generator_its_visitor_cancels_stops_at_its_next_output_and_en
     done = store.get_job(SESSION, job.job_id)
     assert done is not None and done.state is JobState.CANCELLED
     assert done.result == protocol.cancelled(job.job_id)
-    assert len(done.chunks) >= 3 and done.chunks[0]["output"]["data"] == ["n0"], "what it yielded before is kept"
+    assert done.chunks[0]["output"]["data"] == ["n0"], "what was written before the cancel is kept"
+    assert len(done.chunks) <= 3, "nothing it yielded after the cancel (at step 2) is recorded, as Gradio sends none"
+
+
+def test_a_cancelled_generators_record_ends_where_its_visitors_view_did() -> None:
+    """Outputs yielded after the cancel are refused by the store, so the visitor never saw them; they must
+    not reach the job's final record either (they did: the page showed a step after Stop)."""
+    app = surge.App(title="cancel")
+    store, queue = InMemoryStore(), InMemoryQueue()
+    joined: list[Job] = []
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def count(text: str) -> Iterator[str]:
+        for i in range(200):
+            if i == 10:
+                running = store.get_job(SESSION, joined[0].job_id)
+                assert running is not None and store.request_cancel(running)  # the visitor clicks Stop
+            time.sleep(0.002)
+            yield f"{text}{i}"
+
+    joined.append(_join(store, queue, "count", "n"))
+    _serve_until_drained(SimpleNamespace(app=app), "count", store, queue)  # type: ignore[arg-type]
+
+    done = store.get_job(SESSION, joined[0].job_id)
+    assert done is not None and done.state is JobState.CANCELLED
+    recorded = json.dumps(done.chunks)
+    assert '"n10"' not in recorded and "[\"append\", [], \"10\"]" not in recorded, recorded

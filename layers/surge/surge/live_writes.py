@@ -60,6 +60,8 @@ class LiveWrites:
         """Job id → when (monotonic) its latest write began."""
         self._cancelled: set[str] = set()
         """Live jobs whose visitor cancelled them (a write found it): nothing more is written for them."""
+        self._written: dict[str, int] = {}
+        """Job id → how many of its messages were written (the visitor may have seen them)."""
         self._threads: list[threading.Thread] = []
 
     def chunk(self, job: Job, body: dict[str, Any]) -> None:
@@ -77,12 +79,18 @@ class LiveWrites:
         with self._cond:
             return job.job_id in self._cancelled
 
+    def written(self, job: Job) -> int:
+        """How many of the job's messages were written: after a cancel, the ones its visitor may have seen."""
+        with self._cond:
+            return self._written.get(job.job_id, 0)
+
     def forget(self, jobs: list[Job]) -> None:
         """These jobs ended (their finish records every message): nothing more is written for them."""
         with self._cond:
             for job in jobs:
                 self._live.discard(job.job_id)
                 self._cancelled.discard(job.job_id)
+                self._written.pop(job.job_id, None)
                 self._pending.pop(job.job_id, None)
                 self._began.pop(job.job_id, None)
 
@@ -139,6 +147,8 @@ class LiveWrites:
                 if outcome and job_id in self._live:
                     self._cancelled.add(job_id)
                     self._pending.pop(job_id, None)
+                elif outcome is False and job_id in self._live:
+                    self._written[job_id] = self._written.get(job_id, 0) + len(entry.chunks)
                 if failed and job_id in self._live:
                     self._put_back(entry)
                 if failed:

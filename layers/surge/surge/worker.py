@@ -855,6 +855,9 @@ class Worker:
             values = self.function.fn(*job.data, **kwargs)
             try:
                 for value in values:
+                    if self.live.cancelled(job):
+                        stopped = True
+                        break
                     row = self._row(value, job.data)
                     chunk = row if previous is None or whole else diff(previous, row)
                     message = protocol.generating(job.job_id, chunk)
@@ -868,6 +871,10 @@ class Worker:
                 close = getattr(values, "close", None)
                 if stopped and close is not None:
                     close()  # its `finally` blocks run now, as when Gradio closes a cancelled generator
+            if stopped:
+                # What came after the cancel was refused by the store: the visitor never saw it, and Gradio
+                # sends nothing after a cancel either, so the job's record ends where the visitor's view did.
+                del job.chunks[self.live.written(job) :]
             return previous
 
         final = self._call(lambda: consume(), [], {}, [task])
