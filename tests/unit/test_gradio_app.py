@@ -48,7 +48,10 @@ def test_config_and_info_are_gradios_own() -> None:
     ]
     assert [c["id"] for c in config["components"]] == [c["id"] for c in gradio_config["components"]]
     assert (config["protocol"], config["api_prefix"], config["version"]) == ("sse_v3", "/gradio_api", gr.__version__)
-    assert protocol.info(app) == blocks.get_api_info()
+    info = protocol.info(app)
+    snippets = {name: endpoint.pop("code_snippets") for name, endpoint in info["named_endpoints"].items()}
+    assert info == blocks.get_api_info()
+    assert all(set(s) == {"python", "javascript", "bash", "cli"} for s in snippets.values()), "the API panel's"
     # launch() sets the page's footer; it never runs here, and /config said none (no "Use via API" link).
     assert config["footer_links"] == ["api", "gradio", "settings"]
 

@@ -731,4 +731,4 @@ def test_a_cancelled_generators_record_ends_where_its_visitors_view_did() -> Non
     done = store.get_job(SESSION, joined[0].job_id)
     assert done is not None and done.state is JobState.CANCELLED
     recorded = json.dumps(done.chunks)
-    assert '"n10"' not in recorded and "[\"append\", [], \"10\"]" not in recorded, recorded
+    assert '"n10"' not in recorded and '["append", [], "10"]' not in recorded, recorded
