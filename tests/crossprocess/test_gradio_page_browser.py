@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -35,6 +36,8 @@ def test_gradio_page_uploads_runs_and_shows_the_output_image(browser: Any, stack
     page.on("request", lambda r: joins.append(r.post_data or "") if "/queue/join" in r.url else None)
     refused: list[str] = []
     page.on("response", lambda r: refused.append(r.url) if "/queue/" in r.url and r.status >= 400 else None)
+    missing: list[str] = []  # the page's manifest and its upload progress were 404s in the console
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
     page.goto(stack.url + "/")
     page.wait_for_selector("input[type=file]", state="attached", timeout=30_000)
     page.set_input_files("input[type=file] >> nth=0", str(path))
@@ -46,6 +49,7 @@ def test_gradio_page_uploads_runs_and_shows_the_output_image(browser: Any, stack
         timeout=60_000,
     )
     assert not refused
+    assert not missing, missing
     assert joins and '"session_hash":"' in joins[0]
     session_hash = joins[0].split('"session_hash":"')[1].split('"')[0]
     assert len(session_hash) >= 16 + 10, "the page extends Gradio's short session hash"
@@ -99,6 +103,8 @@ def test_the_use_via_api_panel_shows_gradios_snippets_for_this_app(browser: Any,
     )
     assert not [error for error in errors if "python" in error], errors
     page.close()
+    manifest = httpx.get(stack.url + "/manifest.json")  # the page links it, as Gradio's
+    assert manifest.status_code == 200 and manifest.json()["start_url"] == "./"
 
 
 def test_a_file_output_downloads_under_its_name_and_the_visitor_stays_on_the_page(browser: Any) -> None:

@@ -83,6 +83,7 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         "/status",
         "/static/{proxy+}",
         "/theme.css",
+        "/manifest.json",
         "/assets/{proxy+}",
     }
     api_routes = [
@@ -99,6 +100,7 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         ("/status", "get"),
         ("/static/{proxy+}", "get"),
         ("/theme.css", "get"),
+        ("/manifest.json", "get"),
         ("/assets/{proxy+}", "get"),
     ]
     for path, method in api_routes:

@@ -4,7 +4,7 @@ their names; `GET /gradio_api/file=<name>` redirects to a presigned URL. Nothing
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -33,6 +33,12 @@ def files_router(service: FrontService, files: FileStore | None = None) -> APIRo
         if store is None or max_file_size is None:
             raise NotFound("This app takes no files.")
         return store
+
+    @router.get("/gradio_api/upload_progress")
+    def upload_progress(upload_id: str = "") -> Response:
+        """Gradio's page follows an upload's progress here. An upload is one request that the front stores
+        whole, so there is no progress to tell: the stream says done at once (a 404 logged an error)."""
+        return Response('data: {"msg": "done"}\n\n', media_type="text/event-stream")
 
     @router.post(UPLOAD_PATH)
     async def upload(request: Request) -> list[str]:

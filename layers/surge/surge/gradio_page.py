@@ -159,7 +159,9 @@ def _inline_json(value: str) -> str:
     return encoded
 
 
-def gradio_page_router(page: GradioPage, app_id: int, own_assets: dict[str, bytes] | None = None) -> APIRouter:
+def gradio_page_router(
+    page: GradioPage, app_id: int, own_assets: dict[str, bytes] | None = None, title: str = "Gradio"
+) -> APIRouter:
     """`/` (Gradio's index.html with the app's config inline), `/theme.css`, `/gradio_api/app_id`, and the
     frontend's files.
 
@@ -170,6 +172,8 @@ def gradio_page_router(page: GradioPage, app_id: int, own_assets: dict[str, byte
     if placeholder not in page.index_html:
         raise ValueError(f"Gradio's page has no {ROOT_PLACEHOLDER!r} where its root URL goes: render it again.")
     html = page.index_html.replace("<head>", "<head>" + SESSION_SHIM, 1)
+    icon = {"src": "static/img/logo_nosize.svg", "sizes": "any", "type": "image/svg+xml", "purpose": "any"}
+    manifest_json = json.dumps({"name": title, "icons": [icon], "start_url": "./", "display": "standalone"})
 
     @router.get("/")
     def index(request: Request) -> HTMLResponse:
@@ -185,6 +189,11 @@ def gradio_page_router(page: GradioPage, app_id: int, own_assets: dict[str, byte
     @router.get("/theme.css")
     def theme() -> PlainTextResponse:
         return PlainTextResponse(page.theme_css, media_type="text/css")
+
+    @router.get("/manifest.json")
+    def manifest() -> Response:
+        """The web app manifest the page links, as Gradio's with no favicon set (a 404 logged an error)."""
+        return Response(manifest_json, media_type="application/manifest+json")
 
     @router.get("/assets/{path:path}")
     def asset(path: str) -> FileResponse:

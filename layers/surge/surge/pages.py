@@ -74,7 +74,11 @@ def pages_router(service: FrontService) -> APIRouter:
     if gradio_page is not None:  # Gradio's own page at `/`, before Surge's
         from surge.gradio_page import gradio_page_router
 
-        router.include_router(gradio_page_router(gradio_page, service.config["app_id"], own_assets=_own_assets()))
+        router.include_router(
+            gradio_page_router(
+                gradio_page, service.config["app_id"], own_assets=_own_assets(), title=service.app.title or "Gradio"
+            )
+        )
     board = StatusBoard(service.app, service.store)
     visitor = Page.load("visitor.html", {"max_payload_bytes": str(service.settings.max_payload_bytes)})
     operator = Page.load("status.html", {})
