@@ -180,15 +180,26 @@ class JobStore(Table):
         """Ask the worker running this job to stop it: a generator stops at its next output, as Gradio
         closes it, and the job ends `cancelled` (the worker learns it from its next live write, so this
         costs the worker no call). False if the job is no longer running."""
+        return self._update_if_running(
+            job, "Cancelling the job", "SET cancel_requested = :now", "#state = :running", {":now": n(time.time())}
+        )
+
+    def _update_if_running(
+        self, job: Job, what: str, expression: str, condition: str, values: dict[str, Any], result: str | None = None
+    ) -> bool:
+        """A conditional update of a running job's item (`#state` and `#result` name those attributes);
+        False when its condition refuses."""
+        names = {"#state": "state", **({"#result": "result"} if result is not None else {})}
+        values = {**values, ":running": s(JobState.RUNNING.value), **({":result": s(result)} if result else {})}
         try:
-            with aws_errors("Cancelling the job"):
+            with aws_errors(what):
                 self.client.update_item(
                     TableName=self.settings.events_table_name,
                     Key=job_key(job.session_hash, job.job_id),
-                    UpdateExpression="SET cancel_requested = :now",
-                    ConditionExpression="#state = :running",
-                    ExpressionAttributeNames={"#state": "state"},
-                    ExpressionAttributeValues={":now": n(time.time()), ":running": s(JobState.RUNNING.value)},
+                    UpdateExpression=expression,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
                 )
         except ClientError:
             return False
@@ -352,25 +363,14 @@ class JobStore(Table):
             return self.end_waiting(job, JobState.FAILED, body)
         if job.state is not JobState.RUNNING:
             return False
-        try:
-            with aws_errors("Failing the job"):
-                self.client.update_item(
-                    TableName=self.settings.events_table_name,
-                    Key=job_key(job.session_hash, job.job_id),
-                    UpdateExpression="SET #state = :failed, finished_at = :now, #result = :result",
-                    ConditionExpression="#state = :running AND attempt = :attempt",
-                    ExpressionAttributeNames={"#state": "state", "#result": "result"},
-                    ExpressionAttributeValues={
-                        ":failed": s(JobState.FAILED.value),
-                        ":now": n(time.time()),
-                        ":result": s(compact(body)),
-                        ":running": s(JobState.RUNNING.value),
-                        ":attempt": n(job.attempt),
-                    },
-                )
-        except ClientError:
-            return False
-        return True
+        return self._update_if_running(
+            job,
+            "Failing the job",
+            "SET #state = :failed, finished_at = :now, #result = :result",
+            "#state = :running AND attempt = :attempt",
+            {":failed": s(JobState.FAILED.value), ":now": n(time.time()), ":attempt": n(job.attempt)},
+            result=compact(body),
+        )
 
     def forget_all(self, jobs: Sequence[Job]) -> None:
         """Delete jobs whose completion a stream has delivered (as its last read gave them), of any
