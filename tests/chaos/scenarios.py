@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from surge.models import JobMessage
+from surge.settings import Settings
 from surge.store import Store
 from surge_local.launcher import LocalStack, free_port
 from tests.chaos.harness import (
@@ -357,6 +358,9 @@ def _classify(response: httpx.Response, ledger: Ledger, full_message: str) -> No
         ledger.unexpected.append(f"{response.status_code} {response.text[:120]}")
 
 
+OVER_THE_LIMIT = "x" * (Settings.model_fields["max_payload_bytes"].default + 1_000)
+"""Inputs just over the core's default `max_payload_bytes` (the chaos stack's)."""
+
 BAD_BODIES: list[tuple[str, bytes | str, int]] = [
     ("malformed JSON", b'{"data": [', 422),
     ("not an object", b"[1, 2, 3]", 422),
@@ -372,7 +376,7 @@ BAD_BODIES: list[tuple[str, bytes | str, int]] = [
     ("unknown api_name", b'{"data": ["x"], "api_name": "/nope", "session_hash": "SESSION"}', 404),
     ("too many inputs", b'{"data": ["x", "y"], "fn_index": 0, "session_hash": "SESSION"}', 400),
     ("too few inputs", b'{"data": [], "fn_index": 0, "session_hash": "SESSION"}', 400),
-    ("payload over the limit", '{"data": ["' + "x" * 300_000 + '"], "fn_index": 0, "session_hash": "SESSION"}', 413),
+    ("payload over the limit", '{"data": ["' + OVER_THE_LIMIT + '"], "fn_index": 0, "session_hash": "SESSION"}', 413),
     ("control characters in session", b'{"data": ["x"], "fn_index": 0, "session_hash": "abc\\u0000defghijk"}', 422),
 ]
 
