@@ -9,7 +9,7 @@
 
 (function () {
   const meta = document.querySelector('meta[name="surge-max-payload-bytes"]');
-  const MAX_PAYLOAD_BYTES = Number(meta && meta.content) || 262144;
+  const MAX_PAYLOAD_BYTES = Number(meta && meta.content) || 1000000;
   const TICK_MS = 250;
 
   // ---- Gradio's sse_v3 output diffs ------------------------------------------------------------
