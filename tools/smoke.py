@@ -203,37 +203,28 @@ def smoke(base: str, args: argparse.Namespace, client_factory: Callable[[], http
         if not config:
             return report
         try:
-            api_name, inputs = _chosen(http, base, args.api_name, args.inputs, "--inputs")
-        except Unusable as error:
+            found = endpoints(http, base)
+            api_name, inputs = _chosen(found, args.api_name, args.inputs, "--inputs")
+            generators = [
+                d.get("api_name")
+                for d in config.get("dependencies", [])
+                if (d.get("types") or {}).get("generator") and d.get("api_name") in found
+            ]
+            stream_api_name = args.stream_api_name or next(iter(generators), None)
+            stream = _chosen(found, stream_api_name, args.stream_inputs, "--stream-inputs") if stream_api_name else None
+        except (Unusable, httpx.HTTPError) as error:
             report.fail(str(error))
             return report
         check_prediction(base, api_name, inputs, report)
-        public = endpoints(http, base)
-        generators = [
-            d.get("api_name")
-            for d in config.get("dependencies", [])
-            if (d.get("types") or {}).get("generator") and d.get("api_name") in public
-        ]
-        stream_api_name = args.stream_api_name or next(iter(generators), None)
-        if stream_api_name is None:
+        if stream is None:
             report.say("skip SSE timing: the app has no generator to time (choose a function with --stream-api-name)")
             return report
-        try:
-            stream_api_name, stream_inputs = _chosen(http, base, stream_api_name, args.stream_inputs, "--stream-inputs")
-        except Unusable as error:
-            report.fail(str(error))
-            return report
-        check_streaming(http, base, config, stream_api_name, stream_inputs, report)
+        check_streaming(http, base, config, *stream, report)
     return report
 
 
-def _chosen(
-    http: httpx.Client, base: str, api_name: str | None, inputs: str | None, flag: str
-) -> tuple[str, list[Any]]:
-    """The function to call and its inputs: as given, else from the app's API info."""
-    if api_name is not None and inputs is not None:
-        return api_name, json_list(inputs, flag)
-    found = endpoints(http, base)
+def _chosen(found: dict[str, Any], api_name: str | None, inputs: str | None, flag: str) -> tuple[str, list[Any]]:
+    """The function to call and its inputs: as given, else from the app's API info (`found`)."""
     if api_name is None:
         if not found:
             raise Unusable("the app lists no named endpoint in /gradio_api/info: choose one with --api-name")

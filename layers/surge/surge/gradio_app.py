@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
@@ -37,7 +36,7 @@ import pydantic
 from gradio import route_utils
 from gradio import utils as gradio_utils
 from gradio.block_function import BlockFunction
-from gradio.data_classes import FileData
+from gradio.data_classes import ListFiles
 from gradio.events import EventData
 from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
@@ -576,11 +575,18 @@ def _as_file_data(block: Any, value: Any) -> Any:
     and so it is one here (an upload's name is fetched; any other path is refused, not read from the
     worker's disk)."""
     model = getattr(block, "data_model", None)
-    fields = getattr(model, "model_fields", None) or {}
-    if "root" in fields and isinstance(value, list) and model is not None and model.__name__ == "ListFiles":
-        return [_as_file_data(SimpleNamespace(data_model=FileData), item) for item in value]
-    if "path" in fields and "url" in fields and isinstance(value, dict) and isinstance(value.get("path"), str):
-        return value if "meta" in value else {**value, "meta": {"_type": "gradio.FileData"}}
+    if not isinstance(model, type):
+        return value
+    if issubclass(model, ListFiles) and isinstance(value, list):
+        return [_with_meta(item) for item in value]
+    fields = getattr(model, "model_fields", {})
+    return _with_meta(value) if "path" in fields and "url" in fields else value
+
+
+def _with_meta(value: Any) -> Any:
+    """A bare `{"path": ...}` marked as Gradio's FileData; anything else as it is."""
+    if isinstance(value, dict) and isinstance(value.get("path"), str) and "meta" not in value:
+        return {**value, "meta": {"_type": "gradio.FileData"}}
     return value
 
 

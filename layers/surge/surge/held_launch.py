@@ -144,7 +144,18 @@ def main_block_calls(module: ModuleType) -> list[str]:
 LOGIN_ARGS = frozenset({"auth", "auth_dependency"})
 TAKEN_LAUNCH_ARGS = (
     frozenset(
-        {"show_error", "max_threads", "max_file_size", "allowed_paths", "blocked_paths", "theme", "css", "js", "head"}
+        {
+            "show_error",
+            "max_threads",
+            "max_file_size",
+            "allowed_paths",
+            "blocked_paths",
+            "footer_links",
+            "theme",
+            "css",
+            "js",
+            "head",
+        }
     )
     | LOGIN_ARGS
 )

@@ -158,8 +158,8 @@ class LeaseTurns:
     gave the slot back asked again at once for its next job, where the others waited out a backoff, so it
     took the slot again and again, and the other function's callers waited (README, Known limits). Here
     only the loop at the head of its group's line asks the store, and a release in this process wakes
-    it at once. Loops of other
-    processes still meet at the store, as before. One per process (`worker_main` shares it)."""
+    it at once. Loops of other processes still meet at the store, as before. One per process
+    (`worker_main` shares it)."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
@@ -730,9 +730,11 @@ class Worker:
         for task in retry_exhausted:
             task.outcome = self._failure(
                 task.job,
-                f"Gave up after {self.settings.max_attempts} attempt(s): "
-                "the worker running this job stopped each time.",
-                reason="attempts",
+                JobFailed(
+                    f"Gave up after {self.settings.max_attempts} attempt(s): "
+                    "the worker running this job stopped each time.",
+                    reason="attempts",
+                ),
             )
         runnable = [t for t in tasks if t.outcome is None]
         ran = None
@@ -764,14 +766,14 @@ class Worker:
                     self._run_batch([task])
                 return
             for task in tasks:
-                task.outcome = self._failure(task.job, str(failure), failure.reason, failure)
+                task.outcome = self._failure(task.job, failure)
             return
         duration = time.monotonic() - started
         for task, row in zip(tasks, rows, strict=True):
             try:
                 self._check_json(row, task.job)
             except JobFailed as failure:
-                task.outcome = self._failure(task.job, str(failure))
+                task.outcome = self._failure(task.job, failure)
                 continue
             task.outcome = Completion(
                 task.job, JobState.COMPLETED, protocol.completed(task.job.job_id, row, duration, self.avg_batch_s)
@@ -797,7 +799,7 @@ class Worker:
                 data = self._row(self._call(self.function.fn, task.job.data, kwargs, [task]), task.job.data)
             self._check_json(data, task.job)
         except JobFailed as failure:
-            task.outcome = self._failure(task.job, str(failure), failure.reason, failure)
+            task.outcome = self._failure(task.job, failure)
             return
         except JobCancelled:
             logger.info("%s: cancelled by its visitor while it ran", self.function.api_name)
@@ -931,16 +933,12 @@ class Worker:
 
         return {self.function.progress_arg: _bound_progress(sink)}
 
-    def _failure(self, job: Job, message: str, reason: str = "error", shown: JobFailed | None = None) -> Completion:
-        """`shown`: the failure whose title and duration the visitor's error keeps."""
-        self.observer.job_failed(self.function.api_name, reason)
+    def _failure(self, job: Job, failure: JobFailed) -> Completion:
+        """The job's error for its visitor: the failure's message, title and duration."""
+        self.observer.job_failed(self.function.api_name, failure.reason)
         if job.chunks and sum(stored_size(chunk) for chunk in job.chunks) > STREAMED_LIMIT_BYTES:
             job = job.model_copy(update={"chunks": []})  # streamed more than an item holds: the error alone
-        body = (
-            protocol.failed(job.job_id, message or None, shown.title, shown.duration)
-            if shown is not None
-            else protocol.failed(job.job_id, message or None)
-        )
+        body = protocol.failed(job.job_id, str(failure) or None, failure.title, failure.duration)
         return Completion(job, JobState.FAILED, body)
 
     # ---- record ----------------------------------------------------------------------------------

@@ -147,63 +147,53 @@ class JobStore(Table):
         if progress is not None:
             sets.append("progress = :p, progress_after = :a")
             values.update({":p": s(compact(progress[0])), ":a": n(progress[1])})
-        return self._running_update(job, "SET " + ", ".join(sets), values) if sets else False
-
-    def _running_update(self, job: Job, expression: str, values: dict[str, Any]) -> bool:
-        """A write by the worker and attempt that hold the job; a stale one (the job moved on) is dropped.
-        True when the job's visitor has cancelled it (the write is not made either)."""
-        try:
-            with aws_errors("Recording an update"):
-                self.client.update_item(
-                    TableName=self.settings.events_table_name,
-                    Key=job_key(job.session_hash, job.job_id),
-                    UpdateExpression=expression,
-                    ConditionExpression=(
-                        "#state = :running AND attempt = :attempt AND worker_id = :me "
-                        "AND attribute_not_exists(cancel_requested)"
-                    ),
-                    ExpressionAttributeNames={"#state": "state"},
-                    ExpressionAttributeValues={
-                        **values,
-                        ":running": s(JobState.RUNNING.value),
-                        ":attempt": n(job.attempt),
-                        ":me": s(job.worker_id or ""),
-                    },
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
-        except ClientError as error:
-            old = error.response.get("Item")  # the item as it was (ReturnValuesOnConditionCheckFailure)
-            return isinstance(old, dict) and "cancel_requested" in old
-        return False
+        if not sets:
+            return False
+        # A write by the worker and attempt that hold the job; a stale one (the job moved on) is dropped.
+        refused = self._update_running(
+            job,
+            "Recording an update",
+            "SET " + ", ".join(sets),
+            "attempt = :attempt AND worker_id = :me AND attribute_not_exists(cancel_requested)",
+            {**values, ":attempt": n(job.attempt), ":me": s(job.worker_id or "")},
+        )
+        return refused is not None and "cancel_requested" in refused
 
     def request_cancel(self, job: Job) -> bool:
         """Ask the worker running this job to stop it: a generator stops at its next output, as Gradio
         closes it, and the job ends `cancelled` (the worker learns it from its next live write, so this
         costs the worker no call). False if the job is no longer running."""
-        return self._update_if_running(
-            job, "Cancelling the job", "SET cancel_requested = :now", "#state = :running", {":now": n(time.time())}
+        marked = self._update_running(
+            job, "Cancelling the job", "SET cancel_requested = :now", "", {":now": n(time.time())}
         )
+        return marked is None
 
-    def _update_if_running(
-        self, job: Job, what: str, expression: str, condition: str, values: dict[str, Any], result: str | None = None
-    ) -> bool:
-        """A conditional update of a running job's item (`#state` and `#result` name those attributes);
-        False when its condition refuses."""
-        names = {"#state": "state", **({"#result": "result"} if result is not None else {})}
-        values = {**values, ":running": s(JobState.RUNNING.value), **({":result": s(result)} if result else {})}
+    def _update_running(
+        self,
+        job: Job,
+        what: str,
+        expression: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None = None,
+    ) -> dict[str, Any] | None:
+        """Update the job's item if it is running and `condition` holds. None when applied; else the item as
+        it was (ReturnValuesOnConditionCheckFailure; empty when it is gone)."""
         try:
             with aws_errors(what):
                 self.client.update_item(
                     TableName=self.settings.events_table_name,
                     Key=job_key(job.session_hash, job.job_id),
                     UpdateExpression=expression,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
+                    ConditionExpression=" AND ".join(filter(None, ["#state = :running", condition])),
+                    ExpressionAttributeNames={"#state": "state", **(names or {})},
+                    ExpressionAttributeValues={**values, ":running": s(JobState.RUNNING.value)},
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
-        except ClientError:
-            return False
-        return True
+        except ClientError as error:
+            old = error.response.get("Item")
+            return dict(old) if isinstance(old, dict) else {}
+        return None
 
     # ---- finish ----------------------------------------------------------------------------------
 
@@ -363,14 +353,16 @@ class JobStore(Table):
             return self.end_waiting(job, JobState.FAILED, body)
         if job.state is not JobState.RUNNING:
             return False
-        return self._update_if_running(
+        values = {":failed": s(JobState.FAILED.value), ":now": n(time.time()), ":result": s(compact(body))}
+        failed = self._update_running(
             job,
             "Failing the job",
             "SET #state = :failed, finished_at = :now, #result = :result",
-            "#state = :running AND attempt = :attempt",
-            {":failed": s(JobState.FAILED.value), ":now": n(time.time()), ":attempt": n(job.attempt)},
-            result=compact(body),
+            "attempt = :attempt",
+            {**values, ":attempt": n(job.attempt)},
+            names={"#result": "result"},
         )
+        return failed is None
 
     def forget_all(self, jobs: Sequence[Job]) -> None:
         """Delete jobs whose completion a stream has delivered (as its last read gave them), of any
