@@ -106,8 +106,8 @@ def test_status_snapshot_counts_waiting_running_workers_and_eta(settings: Settin
     slow = next(f for f in snapshot.functions if f.api_name == "slow_echo")
     assert (slow.waiting, slow.running, slow.concurrency_limit) == (3, 1, 1)
     assert [w.worker_id for w in slow.workers] == ["slow-w1"]
-    # A new arrival has 3 ahead, one at a time, 2 s each, plus its own run.
-    assert slow.eta_new_s == pytest.approx(8.0)
+    # A new arrival has 3 ahead, one at a time, 2 s each, plus its own run, and half of the running one.
+    assert slow.eta_new_s == pytest.approx(9.0)
     assert [(b.size, b.duration_s) for b in slow.recent_batches] == [(1, 2.0)]
     batched = next(f for f in snapshot.functions if f.api_name == "batched")
     assert (batched.waiting, batched.running, batched.slots) == (1, 0, 1)

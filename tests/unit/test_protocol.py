@@ -47,7 +47,14 @@ def test_error_output_has_exactly_the_keys_gradio_client_accepts() -> None:
 
 @pytest.mark.parametrize(
     ("rank", "slots", "expected"),
-    [(0, 1, 0.1), (15, 1, 0.1), (16, 1, 0.2), (33, 1, 0.3), (33, 2, 0.2), (33, 4, 0.1)],
+    [
+        (0, 1, 0.1),  # at the head, the device may be free: its own batch
+        (15, 1, 0.15),  # in the next batch: half the running batch (on average) and its own
+        (16, 1, 0.25),  # one whole batch ahead besides
+        (33, 1, 0.35),
+        (33, 2, 0.1 / 3 + 0.1 * (1 + 2 / 2)),  # the first of two busy slots frees after a third of a batch
+        (33, 4, 0.1 / 5 + 0.1 * (1 + 2 / 4)),  # two batches ahead on four slots: half a cycle
+    ],
 )
 def test_eta_counts_the_batches_ahead_spread_over_slots(rank: int, slots: int, expected: float) -> None:
     sim_gpu = demo.get("sim_gpu")
@@ -55,18 +62,26 @@ def test_eta_counts_the_batches_ahead_spread_over_slots(rank: int, slots: int, e
     assert eta == pytest.approx(expected)
 
 
+def test_eta_of_a_job_seven_back_behind_two_one_second_slots_is_what_it_waits() -> None:
+    """Seven jobs wait ahead of it, two 1 s jobs run: the first slot frees after about a third of a
+    second, then a job starts every half second, so the seventh ahead starts about 3.8 s from now and
+    this one ends a second after (Gradio says 4.5 s to 5.5 s here, by the running jobs' start times)."""
+    eta = estimate_eta(demo.get("echo"), 7, FunctionStats(avg_batch_s=1.0), 2)
+    assert eta == pytest.approx(1 / 3 + 7 / 2 + 1)
+
+
 def test_eta_counts_a_batch_as_its_whole_cycle_claim_to_results_when_known() -> None:
     sim_gpu = demo.get("sim_gpu")
     # The model runs 0.1 s, but claiming and recording take the worker 0.2 s more per batch: a visitor
-    # 16 places back waits two whole cycles, not two runs.
+    # 16 places back waits for the running cycle to end (half of one on average) and two whole cycles.
     stats = FunctionStats(avg_batch_s=0.1, avg_cycle_s=0.3)
-    assert estimate_eta(sim_gpu, 16, stats, 1) == pytest.approx(0.6)
+    assert estimate_eta(sim_gpu, 16, stats, 1) == pytest.approx(0.75)
 
 
 def test_eta_is_unknown_before_a_first_run_without_a_hint_and_uses_the_hint_otherwise() -> None:
     trim = demo.get("trim_words")
     assert estimate_eta(trim, 3, FunctionStats(), 1) is None
-    assert estimate_eta(demo.get("echo"), 2, FunctionStats(), 1) == pytest.approx(0.03)
+    assert estimate_eta(demo.get("echo"), 2, FunctionStats(), 1) == pytest.approx(0.01 / 2 + 0.03)
 
 
 def test_rank_is_bounded_by_every_shards_tail_and_only_falls() -> None:

@@ -40,14 +40,21 @@ def slots_for(live_workers: dict[str, int], limit: int | None) -> int:
 def estimate_eta(function: Function, rank: int, stats: FunctionStats, slots: int) -> float | None:
     """Seconds until a job at `rank` is expected to finish, including its own run (Gradio's meaning).
 
-    Jobs ahead run `receive_batch_size` at a time on `slots` parallel batches. None before the first
-    run when no `eta_hint_s` was given (as in Gradio).
+    Jobs ahead run `receive_batch_size` at a time on `slots` parallel batches, and a slot frees every
+    `batch_s / slots` on average, so the batches ahead take `batches_ahead / slots` cycles, fractions
+    included (Gradio adds `process_time / concurrency_limit` per event ahead). A job with others waiting
+    ahead of it also waits for a busy slot to free: with `slots` batches at random points of their run,
+    the first ends after `batch_s / (slots + 1)` on average (Gradio measures the same from the running
+    events' start times). At rank 0 the slots may be free (a job just joined), so that wait is not added.
+    None before the first run when no `eta_hint_s` was given (as in Gradio).
     """
     batch_s = stats.cycle_s if stats.cycle_s is not None else function.eta_hint_s
     if batch_s is None:
         return None
+    slots = max(1, slots)
     batches_ahead = rank // function.receive_batch_size
-    return batch_s * (1 + batches_ahead // max(1, slots))
+    busy_s = batch_s / (slots + 1) if rank > 0 else 0.0
+    return batch_s * (1 + batches_ahead / slots) + busy_s
 
 
 class TimedCache:
