@@ -87,6 +87,14 @@ def ticks(tag: str) -> Iterator[str]:
         record("ticks", tag=tag, closed=True)
 
 
+def pause(tag: str) -> str:
+    """A call that returns once, after a while (a model's one long step): its start and end are recorded."""
+    record("pause", tag=tag, started=True)
+    time.sleep(3)
+    record("pause", tag=tag, ended=True)
+    return f"{tag} done"
+
+
 def outside_file(tag: str) -> str:
     """A file of the machine that the app did not create, outside its folder and the temp folder."""
     return "/etc/passwd"
@@ -116,6 +124,7 @@ with gr.Blocks(title="gradio events") as blocks:
     go.click(whoami, word, out, api_name="whoami")
     go.click(notice, word, out, api_name="notice")
     go.click(ticks, word, out, api_name="ticks", concurrency_limit=1)
+    go.click(pause, word, out, api_name="pause", concurrency_limit=1)
     go.click(outside_file, word, gr.File(), api_name="outside_file")
     go.click(echo_file, gr.File(type="filepath"), [gr.File(), out], api_name="echo_file")
 blocks.queue(max_size=100, default_concurrency_limit=4)

@@ -269,7 +269,7 @@ def explain_lost(stack: LocalStack, ledger: Ledger, figures: Figures) -> None:
     with _emulator_env(stack):
         store = Store(stack.settings)
         pages = store.client.get_paginator("scan").paginate(TableName=stack.settings.events_table_name)
-        states_by_id = {item["sk"]["S"]: item["state"]["S"] for page in pages for item in page["Items"]}
+        states_by_id = {i["sk"]["S"]: i["state"]["S"] for page in pages for i in page["Items"] if "state" in i}
     states = Counter(states_by_id.get(e, "missing") for e in lost)
     figures.notes.append(f"lost jobs by state: {dict(states)}")
 

@@ -18,10 +18,11 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from surge import protocol
 from surge.declared import main
 from surge_local.launcher import LocalStack, free_port
 from tests.apps.gradio_apps import photo
-from tests.crossprocess.helpers import messages, records, wait_until
+from tests.crossprocess.helpers import join, messages, new_session, records, wait_until
 
 pytestmark = pytest.mark.crossprocess
 
@@ -143,6 +144,38 @@ def test_a_generator_cancelled_while_it_runs_is_closed_at_its_next_output_as_in_
     assert wait_until(lambda: len(next_job.outputs()) >= 1, 20)
     assert next_job.outputs()[0] == "next 0"
     assert next_job.cancel()
+
+
+def test_a_running_call_its_visitor_cancels_is_told_cancelled_at_once_and_its_late_result_never_comes(
+    blocks_stack: LocalStack, record_dir: Path
+) -> None:
+    """The page's Stop during a function that returns once: Gradio answers the cancel with an empty
+    completion at once (the call runs on in its thread). Surge delivered the result when the call ended,
+    and the page showed it after its Stop. Now the visitor is told at once, and neither this stream nor a
+    later one of the session delivers the late result."""
+    session = new_session()
+    event_id = join(blocks_stack, session, "pause", ["stopped"]).json()["event_id"]
+    seen = []
+    for message in messages(blocks_stack, session):
+        seen.append(message)
+        if message["msg"] == "process_starts":
+            assert wait_until(lambda: any(r.get("started") for r in records(record_dir, "pause")), 10)
+            cancel = {"session_hash": session, "event_id": event_id}
+            assert httpx.post(f"{blocks_stack.url}/gradio_api/cancel", json=cancel).status_code == 200
+        if message["msg"] == "process_completed":
+            assert not any(r.get("ended") for r in records(record_dir, "pause")), "told only once the call ended"
+    assert seen[-2:] == [protocol.cancelled(event_id), protocol.close_stream()]
+    assert blocks_stack.settings is not None
+    key = {"session_hash": {"S": session}, "sk": {"S": event_id}}
+    table = blocks_stack.client("dynamodb")
+
+    def recorded() -> bool:
+        item = table.get_item(TableName=blocks_stack.settings.events_table_name, Key=key).get("Item") or {}
+        return item.get("state", {}).get("S") == "completed"
+
+    assert wait_until(recorded, 10), "its worker records the late result"
+    later = list(messages(blocks_stack, session))
+    assert later == [protocol.close_stream()], "a later stream of the session does not deliver the late result"
 
 
 def test_a_function_returning_a_file_it_did_not_create_outside_allowed_folders_is_refused_as_in_gradio(

@@ -298,6 +298,34 @@ def test_a_running_job_is_not_ended_by_a_cancel_but_its_workers_next_live_write_
     assert ended is not None and ended.state is JobState.CANCELLED and ended.result == protocol.cancelled("j1")
 
 
+def test_a_running_job_told_cancelled_keeps_a_marker_through_its_finish_and_goes_with_it_once_ended(
+    demo: tuple[App, Settings],
+) -> None:
+    """A stream tells a visitor at once that a running job is cancelled. The worker's finish puts the job's
+    item anew (it would read as a fresh completion), so the stream's marker is an item of its own: reads
+    see the job as told until it is deleted, with the marker, once it has ended."""
+    store = Store(demo[1])
+    job, _ = make_job(store, "j1"), make_job(store, "j2")
+    (running,) = store.claim([job], "w1").claimed
+    assert store.request_cancel(running)
+    (seen, other) = store.read_session(SESSION)
+    assert seen.cancel_requested and not seen.cancel_delivered and not other.cancel_requested
+    store.forget_all([seen.model_copy(update={"cancel_delivered": True})])
+    marked = store.read_session(SESSION)[0]
+    assert (marked.job_id, marked.state, marked.cancel_delivered) == ("j1", JobState.RUNNING, True)
+    store.finish([Completion(running, JobState.COMPLETED, protocol.completed("j1", ["late"], 0.1, None))], held=True)
+    ended = store.read_session(SESSION)[0]
+    assert (ended.state, ended.cancel_requested, ended.cancel_delivered) == (JobState.COMPLETED, False, True)
+    store.forget_all([ended])
+    assert [job.job_id for job in store.read_session(SESSION)] == ["j2"]
+    left = store.client.query(
+        TableName=demo[1].events_table_name,
+        KeyConditionExpression="session_hash = :s",
+        ExpressionAttributeValues={":s": {"S": SESSION}},
+    )["Items"]
+    assert [item["sk"]["S"] for item in left] == ["j2"], "the marker went with its job"
+
+
 def test_dead_lettered_jobs_fail_with_a_message_from_waiting_or_running(demo: tuple[App, Settings]) -> None:
     store = Store(demo[1])
     waiting = make_job(store, "j1")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from surge.broker import RECEIVE_LIMIT, Delivery
-from surge.models import Counters, FunctionStats, Job, JobMessage, JobState, Shard
+from surge.models import TERMINAL_STATES, Counters, FunctionStats, Job, JobMessage, JobState, Shard
 from surge.settings import Settings
 from surge.store import BatchRecord, Claim, Completion
 from surge.store.fleet import Fleet
@@ -98,6 +98,8 @@ class InMemoryJobs:
         """Finish notices: (api_name, key, job ids), keys in order."""
         self.cancel_requested: set[tuple[str, str]] = set()
         """Running jobs their visitors cancelled (the store's `cancel_requested` attribute)."""
+        self.markers: set[tuple[str, str]] = set()
+        """Running jobs a stream told their visitors were cancelled (the store's marker items)."""
         self.calls: Counter[str] = Counter()
         self._lock = threading.RLock()
 
@@ -195,7 +197,14 @@ class InMemoryJobs:
     def read_session(self, session_hash: str) -> list[Job]:
         with self._lock:
             self.calls["read_session"] += 1
-            jobs = [job.model_copy(deep=True) for (session, _), job in self.items.items() if session == session_hash]
+            jobs = [
+                job.model_copy(
+                    update={"cancel_requested": key in self.cancel_requested, "cancel_delivered": key in self.markers},
+                    deep=True,
+                )
+                for key, job in self.items.items()
+                if key[0] == session_hash
+            ]
         return sorted(jobs, key=lambda job: job.created_at)
 
     def end_waiting(self, job: Job, state: JobState, body: dict[str, Any]) -> bool:
@@ -210,11 +219,15 @@ class InMemoryJobs:
             return True
 
     def forget_all(self, jobs: Sequence[Job]) -> None:
-        keys = {(job.session_hash, job.job_id) for job in jobs}
+        by_key = {(job.session_hash, job.job_id): job for job in jobs}
         with self._lock:
-            self.calls["forget"] += -(-len(keys) // 25)  # as the store: 25 deletes to a batch write
-            for key in keys:
+            self.calls["forget"] += -(-len(by_key) // 25)  # as the store: 25 writes to a batch write
+            for key, job in by_key.items():
+                if job.cancel_delivered and job.state not in TERMINAL_STATES:
+                    self.markers.add(key)  # its worker puts it anew: the marker says it was told
+                    continue
                 self.items.pop(key, None)
+                self.markers.discard(key)
 
 
 class InMemoryLeases:

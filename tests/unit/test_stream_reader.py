@@ -403,3 +403,36 @@ def test_streams_that_close_together_share_the_deletes_of_their_delivered_jobs()
         assert [m["msg"] for m in seen[session]][-2:] == ["process_completed", "close_stream"]
         assert store.get_job(session, job.job_id) is None, "forgotten before its stream ended"
     assert 1 <= store.calls["forget"] <= 3, f"{store.calls['forget']} writes forgot 12 sessions' jobs"
+
+
+def test_a_running_job_its_visitor_cancels_is_told_cancelled_at_once_and_its_late_result_never_delivered() -> None:
+    """Gradio answers a cancel of a running job with an empty completion at once. Surge left a function
+    that returns once to finish, and its stream delivered the result when it came (the page showed it
+    after its Stop). Its worker's finish puts the job's item anew, so the stream leaves a marker: a later
+    stream of the session skips the job, and deletes it and the marker once it has ended."""
+    store = InMemoryStore()
+    session = "c" * 32
+    job = _admit(store, session, 0)
+    (claimed,) = store.claim([job], "worker-1").claimed
+    hub = _hub(store)
+    first: list[dict[str, Any]] = []
+    later: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        task = _reading(SessionStream(hub, session, FAST_POLL), first)
+        await _until(lambda: any(m["msg"] == "process_starts" for m in first), "the job's start")
+        assert store.request_cancel(store.get_job(session, job.job_id) or job)
+        hub.poke(session)  # as the front's cancel does
+        await asyncio.wait_for(task, WAIT_LIMIT_S)
+        # The call returns afterwards, and its worker records it.
+        done = protocol.completed(job.job_id, ["LATE"], 0.01, None)
+        assert store.finish([Completion(claimed, JobState.COMPLETED, done)], held=True) == [job.job_id]
+        again = SessionStream(hub, session, PollPolicy(min_s=0.005, max_s=0.02, empty_session_s=0.1))
+        await asyncio.wait_for(_reading(again, later), WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+
+    assert [m["msg"] for m in first][-2:] == ["process_completed", "close_stream"]
+    assert first[-2] == protocol.cancelled(job.job_id), "told at once, as Gradio tells it"
+    assert later == [protocol.close_stream()], "the late result is never delivered"
+    assert store.get_job(session, job.job_id) is None and not store.jobs.markers, "ended: deleted with its marker"

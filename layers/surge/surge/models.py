@@ -124,6 +124,11 @@ class Job(BaseModel):
     ahead: list[int] | None = None
     """Per shard, the group's tail as a read made before this job was counted showed it: those jobs are
     surely ahead of it (set at the join when admission read the counters; None otherwise)."""
+    cancel_requested: bool = False
+    """Its visitor cancelled it while it ran (the front's mark; a worker's finish puts the item anew)."""
+    cancel_delivered: bool = False
+    """A stream told the visitor it was cancelled while it still ran (a marker item beside the job's,
+    which the finish does not overwrite): no stream delivers anything of it again."""
 
 
 class JobMessage(BaseModel):

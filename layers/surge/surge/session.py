@@ -119,12 +119,19 @@ class SessionView:
 
     session_hash: str
     jobs: dict[str, Tracked] = field(default_factory=dict)
+    told_elsewhere: dict[str, Job] = field(default_factory=dict)
+    """Jobs another stream told the visitor were cancelled, which have ended since: this one deletes them."""
 
     def take(self, jobs: list[Job], read_at: float, batch_s: Callable[[str], float | None]) -> list[dict[str, Any]]:
         """Messages for what changed since the last read; `read_at`: when this read ended (monotonic)."""
         messages: list[dict[str, Any]] = []
         for job in jobs:
             tracked = self.jobs.get(job.job_id)
+            if tracked is None and job.cancel_delivered:
+                # Its visitor was told it was cancelled: nothing more of it is delivered, by any stream.
+                if job.state in TERMINAL_STATES:
+                    self.told_elsewhere[job.job_id] = job
+                continue
             if tracked is None:
                 tracked = self.jobs[job.job_id] = Tracked(job, seen_at=read_at)
             elif tracked.completed:
@@ -141,6 +148,11 @@ class SessionView:
     def delivered(self) -> list[Job]:
         """The completed jobs, as the last read gave them (a result kept in parts says how many)."""
         return [t.job for t in self.jobs.values() if t.completed]
+
+    @property
+    def to_forget(self) -> list[Job]:
+        """What the stream deletes as it closes: the jobs it delivered, and those told elsewhere that ended."""
+        return [*self.delivered, *self.told_elsewhere.values()]
 
     def waiting(self) -> list[Tracked]:
         return [t for t in self.pending if t.job.state is JobState.WAITING]
@@ -294,7 +306,14 @@ def _news(tracked: Tracked, batch_s: float | None) -> list[dict[str, Any]]:
         out.append(job.progress)
     out.extend(new)
     tracked.chunks = len(job.chunks)
-    if job.state in TERMINAL_STATES:
+    if job.cancel_delivered or (job.cancel_requested and job.state is JobState.RUNNING):
+        # Cancelled while it runs: the visitor is told at once, as Gradio answers a cancel (a function that
+        # returns once runs on to its end, its slot held; a generator stops at its next output). The
+        # stream leaves a marker as it closes, so that no stream delivers the job's end later.
+        tracked.completed = True
+        tracked.job = job.model_copy(update={"cancel_delivered": True})
+        out.append(protocol.cancelled(job.job_id))
+    elif job.state in TERMINAL_STATES:
         tracked.completed = True
         out.append(job.result or protocol.failed(job.job_id, None))
     return out
@@ -709,8 +728,8 @@ class SessionStream:
             if self.closed:
                 try:
                     with anyio.CancelScope(shield=True):
-                        await self._forget(self.view.delivered)
-                    self.hub.forgetting(self.session_hash, self.view.delivered, False)
+                        await self._forget(self.view.to_forget)
+                    self.hub.forgetting(self.session_hash, self.view.to_forget, False)
                     await self.hub.hang_up(self.closed_at, self._gone)
                 finally:
                     self.hub.hung_up(self.session_hash, self._gone)
@@ -737,7 +756,7 @@ class SessionStream:
                     # forgotten after that frame but before the response ends (on Lambda nothing runs
                     # after it), shielded from the client's disconnect; a stream of the session opened
                     # here meanwhile treats them as delivered.
-                    self.hub.forgetting(self.session_hash, self.view.delivered, True)
+                    self.hub.forgetting(self.session_hash, self.view.to_forget, True)
                     self._close()
                     yield protocol.close_stream()
                     return

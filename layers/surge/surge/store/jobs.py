@@ -14,10 +14,22 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from surge.errors import Unavailable
-from surge.models import Job, JobState
+from surge.models import TERMINAL_STATES, Job, JobState
 from surge.store.admission import leave_items, out_item
 from surge.store.aws import TRANSACTION_LIMIT, Table, Transaction, aws_errors, n, s
-from surge.store.schema import compact, is_part, job_items, job_key, job_of, part_key, parts_of
+from surge.store.schema import (
+    CANCEL_DELIVERED,
+    compact,
+    is_marker,
+    is_part,
+    job_items,
+    job_key,
+    job_of,
+    marker_item,
+    marker_key,
+    part_key,
+    parts_of,
+)
 
 BATCH_WRITE_LIMIT = 25
 
@@ -54,7 +66,12 @@ class JobStore(Table):
             ConsistentRead=True,
         )
         parts = parts_of([item for item in items if is_part(item)])
-        jobs = [job_of(item, parts.get(item["sk"]["S"])) for item in items if not is_part(item)]
+        marked = {item["sk"]["S"].removesuffix(CANCEL_DELIVERED) for item in items if is_marker(item)}
+        jobs = [
+            job_of(item, parts.get(item["sk"]["S"]), item["sk"]["S"] in marked)
+            for item in items
+            if not is_part(item) and not is_marker(item)
+        ]
         return sorted(jobs, key=lambda job: job.created_at)
 
     def get_job(self, session_hash: str, job_id: str) -> Job | None:
@@ -367,11 +384,19 @@ class JobStore(Table):
     def forget_all(self, jobs: Sequence[Job]) -> None:
         """Delete jobs whose completion a stream has delivered (as its last read gave them), of any
         sessions, with the parts of a result kept in parts, 25 to a call (a later stream of the session
-        must not deliver them again)."""
+        must not deliver them again). A job whose cancellation was delivered while it still ran
+        (`cancel_delivered`) gets its marker instead, since its worker will put its item anew; once
+        ended, it is deleted with its marker."""
         requests = []
-        for (session_hash, job_id), parts in {(j.session_hash, j.job_id): j.result_parts for j in jobs}.items():
-            requests.append({"DeleteRequest": {"Key": job_key(session_hash, job_id)}})
+        for job in {(j.session_hash, j.job_id): j for j in jobs}.values():
+            if job.cancel_delivered and job.state not in TERMINAL_STATES:
+                requests.append({"PutRequest": {"Item": marker_item(job, self.settings.job_ttl_s)}})
+                continue
+            requests.append({"DeleteRequest": {"Key": job_key(job.session_hash, job.job_id)}})
             requests.extend(
-                {"DeleteRequest": {"Key": job_key(session_hash, part_key(job_id, k))}} for k in range(parts)
+                {"DeleteRequest": {"Key": job_key(job.session_hash, part_key(job.job_id, k))}}
+                for k in range(job.result_parts)
             )
+            if job.cancel_delivered:
+                requests.append({"DeleteRequest": {"Key": marker_key(job.session_hash, job.job_id)}})
         self._batch_write(requests, "Forgetting delivered jobs")

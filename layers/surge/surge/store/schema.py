@@ -12,6 +12,11 @@ A result over `INLINE_RESULT_BYTES` (a plot's JSON, a large table: DynamoDB refu
 kept beside its job in the same partition, in parts `<job id>#part#<k>` (attribute `part`, a slice of the
 JSON text), written before the job's item, which then says `result_parts` instead of holding `result`; a
 session's read joins them, and its stream deletes them with the job.
+
+A running job its visitor cancelled carries `cancel_requested` (the front's mark). A stream that tells the
+visitor at once, as Gradio does, writes a marker item `<job id>#cancelled` (the worker's finish puts the
+job's item anew, so the item itself cannot keep that): later reads skip the job, and the stream that sees
+it ended deletes it with its marker.
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ def stored_size(value: Any) -> int:
 
 PART = "#part#"
 """Between a job id and a part's number in the sort key of a part of its result."""
+
+CANCEL_DELIVERED = "#cancelled"
+"""After a job id, the sort key of the marker a stream writes when it has told the visitor that the job,
+still running, is cancelled (as Gradio answers a cancel at once): the job's own item cannot say so,
+since its worker's finish puts the whole item anew."""
 
 INLINE_RESULT_BYTES = 300_000
 """The most a result and a generator's messages may take in the job's item; beyond it the result goes in parts."""
@@ -102,6 +112,19 @@ def is_part(item: dict[str, Any]) -> bool:
     return PART in item["sk"]["S"]
 
 
+def is_marker(item: dict[str, Any]) -> bool:
+    return item["sk"]["S"].endswith(CANCEL_DELIVERED)
+
+
+def marker_key(session_hash: str, job_id: str) -> dict[str, Any]:
+    return job_key(session_hash, job_id + CANCEL_DELIVERED)
+
+
+def marker_item(job: Job, ttl_s: int) -> dict[str, Any]:
+    """The marker that a stream told the visitor this running job is cancelled (it expires with the job)."""
+    return {**marker_key(job.session_hash, job.job_id), "expires_at": n(int(job.created_at) + ttl_s)}
+
+
 def parts_of(items: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Job id → the text of its result's parts, in order, from a session's items."""
     found: dict[str, list[tuple[str, str]]] = {}
@@ -111,9 +134,9 @@ def parts_of(items: list[dict[str, Any]]) -> dict[str, list[str]]:
     return {job_id: [text for _, text in sorted(parts)] for job_id, parts in found.items()}
 
 
-def job_of(item: dict[str, Any], parts: list[str] | None = None) -> Job:
+def job_of(item: dict[str, Any], parts: list[str] | None = None, cancel_delivered: bool = False) -> Job:
     """The job of an item; a result kept in parts is joined from `parts` (None: left out, as when the
-    parts were not read, or are missing)."""
+    parts were not read, or are missing); `cancel_delivered`: its marker was read beside it."""
 
     def number(name: str) -> float | None:
         return float(item[name]["N"]) if name in item else None
@@ -135,6 +158,8 @@ def job_of(item: dict[str, Any], parts: list[str] | None = None) -> Job:
         result=_result(item, parts),
         result_parts=int(item["result_parts"]["N"]) if "result_parts" in item else 0,
         ahead=[int(tail["N"]) for tail in item["ahead"]["L"]] if "ahead" in item else None,
+        cancel_requested="cancel_requested" in item,
+        cancel_delivered=cancel_delivered,
     )
 
 
