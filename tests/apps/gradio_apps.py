@@ -95,6 +95,13 @@ def pause(tag: str) -> str:
     return f"{tag} done"
 
 
+def twice(tag: str) -> tuple[str, list[str]]:
+    """One file of the call's, returned in two outputs (a file, and a list holding it twice)."""
+    path = Path(tempfile.mkdtemp()) / f"{tag}.txt"
+    path.write_text(f"contents of {tag}")
+    return str(path), [str(path), str(path)]
+
+
 def outside_file(tag: str) -> str:
     """A file of the machine that the app did not create, outside its folder and the temp folder."""
     return "/etc/passwd"
@@ -125,6 +132,7 @@ with gr.Blocks(title="gradio events") as blocks:
     go.click(notice, word, out, api_name="notice")
     go.click(ticks, word, out, api_name="ticks", concurrency_limit=1)
     go.click(pause, word, out, api_name="pause", concurrency_limit=1)
+    go.click(twice, word, [gr.File(), gr.File(file_count="multiple")], api_name="twice")
     go.click(outside_file, word, gr.File(), api_name="outside_file")
     go.click(echo_file, gr.File(type="filepath"), [gr.File(), out], api_name="echo_file")
 blocks.queue(max_size=100, default_concurrency_limit=4)

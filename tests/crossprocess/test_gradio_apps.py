@@ -178,6 +178,14 @@ def test_a_running_call_its_visitor_cancels_is_told_cancelled_at_once_and_its_la
     assert later == [protocol.close_stream()], "a later stream of the session does not deliver the late result"
 
 
+def test_one_file_returned_in_several_outputs_of_a_call_reaches_the_client_in_each(blocks_stack: LocalStack) -> None:
+    """Gradio keeps one cache copy per content, so a file returned in two outputs is one path: Surge
+    stored it for the first, removed the copy, and handed the second the worker's path (a 404)."""
+    client = Client(blocks_stack.url, verbose=False)
+    single, listed = client.predict("dup", api_name="/twice")
+    assert [Path(p).read_text() for p in [single, *listed]] == ["contents of dup"] * 3
+
+
 def test_a_function_returning_a_file_it_did_not_create_outside_allowed_folders_is_refused_as_in_gradio(
     blocks_stack: LocalStack,
 ) -> None:

@@ -105,6 +105,8 @@ def test_the_use_via_api_panel_shows_gradios_snippets_for_this_app(browser: Any,
     page.close()
     manifest = httpx.get(stack.url + "/manifest.json")  # the page links it, as Gradio's
     assert manifest.status_code == 200 and manifest.json()["start_url"] == "./"
+    icon = httpx.get(stack.url + "/favicon.ico")  # every browser asks for it, as Gradio serves it
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml" and b"<svg" in icon.content
 
 
 def test_a_file_output_downloads_under_its_name_and_the_visitor_stays_on_the_page(browser: Any) -> None:

@@ -84,6 +84,7 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         "/static/{proxy+}",
         "/theme.css",
         "/manifest.json",
+        "/favicon.ico",
         "/assets/{proxy+}",
     }
     api_routes = [
@@ -101,6 +102,7 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         ("/static/{proxy+}", "get"),
         ("/theme.css", "get"),
         ("/manifest.json", "get"),
+        ("/favicon.ico", "get"),
         ("/assets/{proxy+}", "get"),
     ]
     for path, method in api_routes:

@@ -218,7 +218,9 @@ def test_json_and_label_outputs_are_json_as_gradio_sends_them() -> None:
 def test_show_error_is_launchs_default_and_launch_auth_is_refused() -> None:
     """Without `launch(show_error=True)` an exception's message stays on the worker, as in Gradio (a bare
     `gr.Blocks()` says True, which `launch()` overrides); a login Surge would not ask for is refused."""
-    assert load_app("tests.apps.gradio_apps:blocks").show_error is False
+    app = load_app("tests.apps.gradio_apps:blocks")
+    assert app.show_error is False
+    assert protocol.config(app)["show_error"] is False, "/config says what Gradio's says once launched"
     demo = gr.Interface(lambda text: text, "text", "text")
     with held_launch():
         demo.launch(auth=("admin", "secret"))
@@ -398,3 +400,13 @@ def test_a_timer_event_is_served_and_its_cost_named_at_start() -> None:
     app = load_app("tests.apps.gradio_apps:timer")
     assert app.get("clock").fn()
     assert app.notes == ["note: event 'clock' runs on a gr.Timer: every open page joins it each 1 s, one job each time"]
+
+
+def test_an_unload_event_is_named_at_start_as_not_run() -> None:
+    """Gradio runs `demo.unload(fn)` when a page's tab closes; Surge cannot see that, and said nothing."""
+    with gr.Blocks() as demo:
+        text = gr.Textbox()
+        text.submit(lambda value: value, text, text, api_name="echo")
+        demo.unload(lambda: None)
+    (note,) = GradioApp(demo).notes
+    assert note.startswith("note: the page's event") and "is demo.unload()" in note

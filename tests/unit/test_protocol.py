@@ -39,6 +39,19 @@ def test_generator_chunks_after_the_first_are_edit_lists() -> None:
     assert protocol.diff([1, "a"], [1, "ab"]) == [[], [["append", [], "b"]]]
 
 
+@pytest.mark.parametrize("show_error", [False, True])
+def test_an_exception_the_app_raised_is_told_as_gradios_error_payload_gives_it(show_error: bool) -> None:
+    """Gradio sends an app's plain exception as `{"error": null}` (its message and `visible` only under
+    `show_error`), and its page then marks the output without a toast. Surge added a title, `visible`
+    and a duration, and the page showed "Error: An error occurred" where Gradio shows none."""
+    from gradio.utils import error_payload
+
+    error = ValueError("disk full")
+    message = protocol.failed("e1", str(error) if show_error else None, plain=True)
+    assert message["output"] == error_payload(error, show_error)
+    assert message["title"] == "Error" and message["success"] is False
+
+
 def test_error_output_has_exactly_the_keys_gradio_client_accepts() -> None:
     message = protocol.failed("e1", "boom")
     assert message["success"] is False

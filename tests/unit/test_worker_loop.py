@@ -294,7 +294,8 @@ def test_a_function_that_raises_fails_its_job_with_the_message_and_the_message_i
     assert result["success"] is False
     assert result["output"]["error"] == "Refused: 'refuse' is not a word."
     hidden = _result(store, crashed)
-    assert hidden["success"] is False and hidden["output"]["error"] is None, "no internals without show_error"
+    assert hidden["success"] is False and hidden["output"] == {"error": None}, "no internals, as Gradio's payload"
+    assert set(result["output"]) == {"error", "title", "visible", "duration"}, "an app's error keeps its heading"
     for job in (refused, crashed):
         stored = store.get_job(SESSION, job.job_id)
         assert stored is not None and stored.state is JobState.FAILED

@@ -200,6 +200,7 @@ class GradioApp(App):
             show_error=bool(launched.get("show_error", False)),
         )
         self.blocks = blocks
+        blocks.show_error = self.show_error  # as launch() sets it: /config says what Gradio's says
         # Gradio lets an output file through only from the app's folder, the temp folder or launch's
         # `allowed_paths`, never from `blocked_paths` (`processing_utils._check_allowed`), and checks only
         # once the app has launched: a worker never launches it, and without this a function could hand
@@ -221,6 +222,7 @@ class GradioApp(App):
             app_limit or (settings.max_file_size_bytes if settings else None), settings
         )
         self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None
+        self._stored = _StoredCopies()
         if settings is not None and settings.max_threads:
             self.max_threads = settings.max_threads
         self.states = PageStateStore(settings) if settings is not None else None
@@ -483,15 +485,24 @@ class GradioApp(App):
         """An output file: put in S3 under a new name, its URL under `root` (the app's public URL; a
         relative URL when unknown)."""
         path = file.get("path")
-        if is_name(path) or not isinstance(path, str) or not Path(path).is_file():
+        if is_name(path) or not isinstance(path, str):
             return file
-        if self.files is None:
-            raise Error("This app returns files, but no file bucket is configured (FILES_BUCKET_NAME).")
         local = Path(path)
-        name = self.files.put_path(local)
-        if self._in_cache(local):
-            # Gradio's cache copy of an output: in S3 now, and a worker's disk must not fill up with them.
-            local.unlink(missing_ok=True)
+        with self._stored.lock(path):
+            name = self._stored.get(path)
+            if name is None:
+                if not local.is_file():
+                    return file
+                if self.files is None:
+                    raise Error("This app returns files, but no file bucket is configured (FILES_BUCKET_NAME).")
+                name = self.files.put_path(local)
+                if self._in_cache(local):
+                    # Gradio names a cache copy by its contents, so the same path may come again (twice in
+                    # one call's outputs, or from a call beside this one): it is the object just stored.
+                    self._stored.put(path, name)
+            if self._in_cache(local):
+                # Gradio's cache copy of an output: in S3 now, and a worker's disk must not fill up with them.
+                local.unlink(missing_ok=True)
         url = f"gradio_api/file={encode_file_path(name)}"  # as Gradio's: `résumé #1.txt` in a URL
         return {**file, "path": name, "url": f"{root}/{url}" if root else url}
 
@@ -501,6 +512,36 @@ class GradioApp(App):
         folders.add(_upload_folder())
         resolved = path.resolve()
         return any(folder and resolved.is_relative_to(Path(folder).resolve()) for folder in folders)
+
+
+class _StoredCopies:
+    """Gradio cache copies this process put in S3 and removed from disk, path → stored name, for a
+    while: a copy's path names its contents, so the same path again is the same file. One lock per path
+    (striped), so that two calls never both store, nor one read a copy the other is removing."""
+
+    KEEP_S = 600.0
+    """How long a stored copy's name is reused: far less than the bucket keeps files."""
+    MOST = 4096
+
+    def __init__(self) -> None:
+        self._names: dict[str, tuple[float, str]] = {}
+        self._locks = [threading.Lock() for _ in range(64)]
+        self._guard = threading.Lock()
+
+    def lock(self, path: str) -> threading.Lock:
+        return self._locks[hash(path) % len(self._locks)]
+
+    def get(self, path: str) -> str | None:
+        with self._guard:
+            found = self._names.get(path)
+        return found[1] if found and time.monotonic() - found[0] < self.KEEP_S else None
+
+    def put(self, path: str, name: str) -> None:
+        with self._guard:
+            self._names.pop(path, None)
+            self._names[path] = (time.monotonic(), name)
+            while len(self._names) > self.MOST:
+                del self._names[next(iter(self._names))]
 
 
 def _request(call: Call) -> gr.Request:
@@ -640,6 +681,11 @@ def _cannot_serve(block_fn: BlockFunction) -> str | None:
         return "is a .stream() event: streamed inputs need one process per session."
     if block_fn.renderable is not None:
         return "is inside @gr.render: rendering needs the session's state in one process."
+    if any(event == "unload" for _, event in block_fn.targets):
+        return (
+            "is demo.unload(): Gradio runs it when a page's tab closes, which Surge cannot see (on Lambda a "
+            "dropped connection is not reported)."
+        )
     return None
 
 

@@ -162,8 +162,8 @@ def _inline_json(value: str) -> str:
 def gradio_page_router(
     page: GradioPage, app_id: int, own_assets: dict[str, bytes] | None = None, title: str = "Gradio"
 ) -> APIRouter:
-    """`/` (Gradio's index.html with the app's config inline), `/theme.css`, `/gradio_api/app_id`, and the
-    frontend's files.
+    """`/` (Gradio's index.html with the app's config inline), `/theme.css`, `/gradio_api/app_id`,
+    `/manifest.json`, `/favicon.ico`, and the frontend's files.
 
     `own_assets`: Surge's own files under `/static/` (the status page's), which come first there."""
     surge_assets = own_assets or {}
@@ -194,6 +194,12 @@ def gradio_page_router(
     def manifest() -> Response:
         """The web app manifest the page links, as Gradio's with no favicon set (a 404 logged an error)."""
         return Response(manifest_json, media_type="application/manifest+json")
+
+    @router.get("/favicon.ico")
+    def favicon() -> FileResponse:
+        """Gradio's own icon, as Gradio serves it when `launch(favicon_path=)` is not set (the browser
+        asks for it on every page: a 404 left the tab without an icon and an error in the console)."""
+        return FileResponse(_inside(page.static, "img/logo.svg"), media_type="image/svg+xml")
 
     @router.get("/assets/{path:path}")
     def asset(path: str) -> FileResponse:

@@ -176,15 +176,19 @@ def completed(event_id: str, data: list[Any], duration: float, average_duration:
     }
 
 
-def failed(event_id: str, message: str | None, title: str = "Error", duration: float | None = 10) -> dict[str, Any]:
-    """An error completion. `output` holds exactly these keys: gradio_client fails on any other."""
-    return {
-        "msg": "process_completed",
-        "event_id": event_id,
-        "output": {"error": message, "title": title, "visible": True, "duration": duration},
-        "success": False,
-        "title": title,
-    }
+def failed(
+    event_id: str, message: str | None, title: str = "Error", duration: float | None = 10, plain: bool = False
+) -> dict[str, Any]:
+    """An error completion. `output` holds exactly Gradio's keys (gradio_client fails on any other): a
+    `gr.Error`'s, or Surge's own, with its title and duration; an exception the app raised (`plain`),
+    as Gradio's `error_payload` gives it: `error` alone, its message only under `show_error` (then
+    `visible` too), so that the page marks the output and shows no toast of its own."""
+    output: dict[str, Any] = {"error": message}
+    if not plain:
+        output.update(title=title, visible=True, duration=duration)
+    elif message is not None:
+        output["visible"] = True
+    return {"msg": "process_completed", "event_id": event_id, "output": output, "success": False, "title": title}
 
 
 def cancelled(event_id: str) -> dict[str, Any]:

@@ -77,12 +77,21 @@ class JobFailed(Exception):
     `reason` is what the observer is told: `error` or `time_limit`.
     """
 
-    def __init__(self, message: str, reason: str = "error", title: str = "Error", duration: float | None = 10) -> None:
+    def __init__(
+        self,
+        message: str,
+        reason: str = "error",
+        title: str = "Error",
+        duration: float | None = 10,
+        plain: bool = False,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.title = title
         """The error's heading and how long the page shows it (`gr.Error(title=, duration=)`)."""
         self.duration = duration
+        self.plain = plain
+        """An exception the app raised (not a `gr.Error`): its visitor gets Gradio's bare error."""
 
 
 class JobCancelled(Exception):
@@ -915,7 +924,7 @@ class Worker:
         except Exception as error:
             logger.exception("%s raised", self.function.api_name, extra={"event_ids": [t.job.job_id for t in tasks]})
             message = str(error) if self.app.show_error else None
-            raise JobFailed(message or "") from error
+            raise JobFailed(message or "", plain=True) from error
 
     def _progress_kwargs(self, task: _Task) -> dict[str, Any]:
         if self.function.progress_arg is None:
@@ -938,7 +947,7 @@ class Worker:
         self.observer.job_failed(self.function.api_name, failure.reason)
         if job.chunks and sum(stored_size(chunk) for chunk in job.chunks) > STREAMED_LIMIT_BYTES:
             job = job.model_copy(update={"chunks": []})  # streamed more than an item holds: the error alone
-        body = protocol.failed(job.job_id, str(failure) or None, failure.title, failure.duration)
+        body = protocol.failed(job.job_id, str(failure) or None, failure.title, failure.duration, failure.plain)
         return Completion(job, JobState.FAILED, body)
 
     # ---- record ----------------------------------------------------------------------------------

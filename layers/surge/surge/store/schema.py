@@ -113,7 +113,7 @@ def is_part(item: dict[str, Any]) -> bool:
 
 
 def is_marker(item: dict[str, Any]) -> bool:
-    return item["sk"]["S"].endswith(CANCEL_DELIVERED)
+    return str(item["sk"]["S"]).endswith(CANCEL_DELIVERED)
 
 
 def marker_key(session_hash: str, job_id: str) -> dict[str, Any]:
