@@ -71,6 +71,26 @@ def test_the_worker_runs_gradios_preprocess_function_and_postprocess(
     assert refused.value.title == "Refused"
 
 
+def test_a_gr_error_leaves_its_traceback_in_the_workers_log_unless_it_says_not_to(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Gradio's queue prints a gr.Error's traceback (`print_exception=True`, its default); the worker's
+    log had nothing of it, so an operator could not tell where a refusal came from."""
+
+    def refuse(text: str) -> str:
+        raise gr.Error(f"refused {text}", print_exception=text == "loud")
+
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        box.submit(refuse, box, box, api_name="refuse")
+    function = GradioApp(demo).get("refuse")
+    for text in ("loud", "quiet"):
+        with pytest.raises(Error, match=f"refused {text}"):
+            function.fn(text)
+    logged = [r for r in caplog.records if r.name == "surge.gradio" and "raised gr.Error" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+
+
 def test_a_generator_streams_with_gradios_diffs() -> None:
     app = load_app("tests.apps.gradio_apps:chat")
     function = app.functions[0]

@@ -442,6 +442,8 @@ class GradioApp(App):
                     )
                 )
             except GradioError as error:
+                if error.print_exception:  # as Gradio's queue prints it (gr.Error(print_exception=False) does not)
+                    logger.warning("%s raised gr.Error", block_fn.api_name or block_fn.name, exc_info=True)
                 raise Error(str(error.message), title=error.title or "Error", duration=error.duration) from error
             result["data"] = _as_sent(_walk_files(result["data"], lambda f: self._store(f, root)))
             return result
