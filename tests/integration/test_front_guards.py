@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from surge.application import load_app
@@ -187,3 +188,16 @@ def test_joins_waiting_for_their_turn_leave_the_streams_threads_free(aws: None) 
     assert config == 200
     assert codes == [200, 200, 200], "the held joins are admitted once they get their turn"
     assert service.store.counters().waiting == 3
+
+
+def test_queue_status_says_how_many_wait_as_gradios_does(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gradio serves `GET /gradio_api/queue/status` (an estimation with the queue's size); Surge had no
+    such route, and a monitor polling it got a 404."""
+    from gradio.server_messages import EstimationMessage
+
+    monkeypatch.setattr("surge.front.QUEUE_STATUS_FRESH_S", 0.0)  # no reuse of the counters read
+    _, client = front(settings_for("examples.demo_app:app"))
+    assert client.get("/gradio_api/queue/status").json() == EstimationMessage(queue_size=0).model_dump(mode="json")
+    for text in ("a", "b", "c"):
+        assert client.post("/gradio_api/queue/join", json=join_body(text)).status_code == 200
+    assert client.get("/gradio_api/queue/status").json() == EstimationMessage(queue_size=3).model_dump(mode="json")

@@ -25,6 +25,7 @@ from sse_starlette import EventSourceResponse
 
 from surge import protocol, sse
 from surge.errors import NotFound, SurgeError, TooManyRequests
+from surge.eta import TimedCache
 from surge.file_routes import UPLOAD_PATH, files_router, upload_body_limit
 from surge.gradio_page import ROOT_PLACEHOLDER, root_url
 from surge.guard import BodyLimit, RateLimiter, caller_of, client_address
@@ -38,6 +39,8 @@ T = TypeVar("T")
 PREFIX = "/gradio_api"
 JOIN_PATH = f"{PREFIX}/queue/join"
 CALL_SESSION = "call-"
+QUEUE_STATUS_FRESH_S = 1.0
+"""How long the front reuses its counters read for `/gradio_api/queue/status`."""
 """A call through Gradio's curl API is a session of its own, `call-<event id>`: the event id it answers is
 what the `GET` of the call's stream names (128 random bits, like a session hash)."""
 CALL_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -110,6 +113,15 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
         return EventId(event_id=job.job_id)
 
     _add_curl_routes(router, service, hub, turns, rate_limited)
+
+    counted = TimedCache(QUEUE_STATUS_FRESH_S)
+
+    @router.get(f"{PREFIX}/queue/status")
+    def queue_status() -> dict[str, Any]:
+        """Gradio's queue status: how many jobs wait, app-wide (one counters read a second at most,
+        however many ask)."""
+        counters = counted.get("counters", lambda: service.store.counters(consistent=False))
+        return protocol.queue_status(counters.waiting)
 
     @router.post(f"{PREFIX}/cancel")
     def cancel(body: CancelBody) -> Success:

@@ -191,6 +191,11 @@ def failed(
     return {"msg": "process_completed", "event_id": event_id, "output": output, "success": False, "title": title}
 
 
+def queue_status(waiting: int) -> dict[str, Any]:
+    """`GET /gradio_api/queue/status`, as Gradio's: an estimation with the queue's size and no rank."""
+    return {"msg": "estimation", "event_id": None, "rank": None, "queue_size": waiting, "rank_eta": None}
+
+
 def cancelled(event_id: str) -> dict[str, Any]:
     """What Gradio sends a cancelled waiting job so that the client's stream ends."""
     return {"msg": "process_completed", "event_id": event_id, "output": {}, "success": True}
