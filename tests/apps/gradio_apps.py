@@ -217,3 +217,18 @@ def photo(size: int = 1000) -> np.ndarray:
     """A noisy photo-like RGB image (noise does not compress: a 1000 x 1000 PNG is about 3 MB)."""
     rng = np.random.default_rng(7)
     return rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+
+
+def files_seen(message: dict[str, Any], history: list[Any]) -> str:
+    """A multimodal chat turn: each file of the history, by name, with its contents as this call reads them."""
+    seen = []
+    for turn in history:
+        content = turn["content"]
+        for item in content if isinstance(content, list) else [content]:
+            path = (item.get("file") or item).get("path") if isinstance(item, dict) else None
+            if path:
+                seen.append(f"{Path(path).name}={Path(path).read_text() if Path(path).is_file() else 'MISSING'}")
+    return f"{len(message.get('files', []))} new; earlier: {', '.join(seen) or 'none'}"
+
+
+multimodal = gr.ChatInterface(files_seen, multimodal=True)

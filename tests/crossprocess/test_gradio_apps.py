@@ -351,6 +351,25 @@ def test_a_gr_state_is_kept_per_session_across_workers(record_dir: Path) -> None
         stack.stop()
 
 
+def test_a_file_a_multimodal_chat_keeps_in_its_history_is_there_for_the_next_turn(
+    record_dir: Path, tmp_path: Path
+) -> None:
+    """A multimodal chat keeps the visitor's message, files and all, in a gr.State between its steps and
+    turns. The state held the worker's path to the file, which ends with the call (and another worker
+    lacks): the next turn read MISSING, and on the page the chat stopped with an error toast."""
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    stack = _stack("tests.apps.gradio_apps:multimodal", {"files_seen": 2}, record_dir)
+    try:
+        client = Client(stack.url, verbose=False)
+        first = client.predict({"text": "read this", "files": [handle_file(str(note))]}, api_name="/files_seen")
+        assert first == "1 new; earlier: none"
+        later = [client.predict({"text": f"and now {i}", "files": []}, api_name="/files_seen") for i in range(3)]
+        assert later == ["0 new; earlier: note.txt=hello"] * 3, "on either worker"
+    finally:
+        stack.stop()
+
+
 def test_a_front_serving_from_the_declaration_runs_the_image_interface(tmp_path: Path) -> None:
     declared = tmp_path / "app.json"
     main(["tests.apps.gradio_apps:image", str(declared)])

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,8 @@ class GradioApp(App):
         )
         self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None
         self._stored = _StoredCopies()
+        self._fetched: dict[str, dict[str, str]] = {}
+        """Per call (its input folder): the files its states brought, local path → their name in S3."""
         if settings is not None and settings.max_threads:
             self.max_threads = settings.max_threads
         self.states = PageStateStore(settings) if settings is not None else None
@@ -414,7 +417,7 @@ class GradioApp(App):
         folder = Path(tempfile.mkdtemp(prefix="surge-in-", dir=_upload_folder()))
         loop = asyncio.new_event_loop()
         state = SessionState(self.blocks)
-        kept = self._load_states(calls, block_fn, state)
+        kept = self._load_states(calls, block_fn, state, folder)
         with self.progress.lock:
             self.progress.notices[event_id] = calls
             if progress is not None:
@@ -451,18 +454,25 @@ class GradioApp(App):
         try:
             yield run
             if kept is not None and self.states is not None:
-                self.states.save(calls[0].session_hash, _changed(kept, block_fn, state))
+                changed = _changed(kept, block_fn, state)
+                for block_id in changed:
+                    changed[block_id] = self._with_files(state.state_data[block_id], changed[block_id], folder)
+                self.states.save(calls[0].session_hash, changed)
         finally:
             with self.progress.lock:
                 self.progress.sinks.pop(event_id, None)
                 self.progress.notices.pop(event_id, None)
             loop.close()
+            self._fetched.pop(str(folder), None)
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _load_states(self, calls: list[Call], block_fn: BlockFunction, state: SessionState) -> dict[int, bytes] | None:
+    def _load_states(
+        self, calls: list[Call], block_fn: BlockFunction, state: SessionState, folder: Path
+    ) -> dict[int, bytes] | None:
         """Put the session's kept states into `state`; returns them as read (None: the event touches no
         state, or runs as a batch, which shares no session). An event that only writes states reads
-        nothing: what it writes is kept whatever was there."""
+        nothing: what it writes is kept whatever was there. Files a state refers to are fetched into the
+        call's `folder`, and the state refers to them there."""
         if len(calls) != 1 or self.states is None or not any(b.stateful for b in [*block_fn.inputs, *block_fn.outputs]):
             return None
         if not any(b.stateful for b in block_fn.inputs):
@@ -471,8 +481,46 @@ class GradioApp(App):
         kept = self.states.load(calls[0].session_hash, lives)
         for block_id, pickled in kept.items():
             if block_id in self.blocks.blocks and self.blocks.blocks[block_id].stateful:
-                state.state_data[block_id] = pickle.loads(pickled)
+                value = pickle.loads(pickled)
+                if isinstance(value, _KeptFiles):
+                    value = self._fetched_files(value, folder)
+                    kept[block_id] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)  # as `_changed` sees it
+                state.state_data[block_id] = value
         return kept
+
+    def _with_files(self, value: Any, pickled: bytes, folder: Path) -> bytes:
+        """A state's value as kept: when it refers to files of this worker that will not outlast the call
+        or that another worker lacks (the call's input folder, Gradio's cache: a multimodal message, a
+        chat's files), they go to S3 beside it, and the next call gets them back (`_fetched_files`)."""
+        if self.files is None:
+            return pickled
+        local = sorted({text for text in _strings(value) if self._ephemeral_file(text, folder)})
+        if not local:
+            return pickled
+        fetched = self._fetched.get(str(folder), {})  # a file the state brought keeps its stored copy
+        names = {path: fetched.get(path) or self.files.put_path(Path(path)) for path in local}
+        return pickle.dumps(_KeptFiles(value, names), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _fetched_files(self, kept: _KeptFiles, folder: Path) -> Any:
+        if self.files is None:
+            return kept.value
+        here: dict[str, str] = {}
+        for path, name in kept.names.items():
+            try:
+                here[path] = str(self.files.fetch(name, folder))
+            except Exception:  # gone from the bucket (it keeps files a day): the value names it as it was
+                logger.warning("a file a session's state refers to could not be fetched: %s", name, exc_info=True)
+        self._fetched.setdefault(str(folder), {}).update({here[path]: kept.names[path] for path in here})
+        return _map_strings(kept.value, lambda text: here.get(text, text))
+
+    def _ephemeral_file(self, text: str, folder: Path) -> bool:
+        if not text.startswith("/") or len(text) > 4096 or "\0" in text:
+            return False
+        path = Path(text)
+        try:
+            return path.is_file() and (path.resolve().is_relative_to(folder.resolve()) or self._in_cache(path))
+        except (OSError, ValueError):
+            return False
 
     def _fetch(self, file: dict[str, Any], folder: Path) -> dict[str, Any]:
         """An input file: it must name an uploaded file (a local path or URL here would read the worker's disk
@@ -514,6 +562,46 @@ class GradioApp(App):
         folders.add(_upload_folder())
         resolved = path.resolve()
         return any(folder and resolved.is_relative_to(Path(folder).resolve()) for folder in folders)
+
+
+@dataclass
+class _KeptFiles:
+    """A kept state's value that refers to files, and the names they were put under in S3 (by local path)."""
+
+    value: Any
+    names: dict[str, str]
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string inside a state's value (containers, pydantic models such as `FileData`)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, pydantic.BaseModel):
+        for name in type(value).model_fields:
+            yield from _strings(getattr(value, name))
+
+
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """`value` with each string inside it replaced by `fn(string)` (as `_strings` finds them)."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {key: _map_strings(item, fn) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        mapped = [_map_strings(item, fn) for item in value]
+        if isinstance(value, tuple) and hasattr(value, "_fields"):
+            return type(value)(*mapped)  # a named tuple
+        return mapped if isinstance(value, list) else type(value)(mapped)
+    if isinstance(value, pydantic.BaseModel):
+        fields = {name: _map_strings(getattr(value, name), fn) for name in type(value).model_fields}
+        return value.model_copy(update=fields)
+    return value
 
 
 class _StoredCopies:
