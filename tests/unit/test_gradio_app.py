@@ -430,3 +430,17 @@ def test_an_unload_event_is_named_at_start_as_not_run() -> None:
         demo.unload(lambda: None)
     (note,) = GradioApp(demo).notes
     assert note.startswith("note: the page's event") and "is demo.unload()" in note
+
+
+def test_an_app_whose_every_event_is_inside_gr_render_is_refused_naming_them() -> None:
+    """Surge said only that the app had no public event, which a render-only app plainly has on its page."""
+    with gr.Blocks() as demo:
+        count = gr.Number(value=2)
+
+        @gr.render(inputs=count)
+        def buttons(n: float) -> None:
+            for i in range(int(n)):
+                gr.Button(f"Button {i}").click(lambda: None, None, None, api_name=f"press_{i}")
+
+    with pytest.raises(Unsupported, match=r"no public event .*inside @gr.render"):
+        GradioApp(demo)

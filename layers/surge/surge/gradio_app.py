@@ -233,7 +233,11 @@ class GradioApp(App):
         from the initial values)."""
         public, page, skipped = _served(blocks)
         if not public:
-            raise Unsupported("This Gradio app has no public event with a Python function to serve.")
+            unserved = "; ".join(f"event {fn.api_name!r} {why}" for fn, why in skipped)
+            raise Unsupported(
+                "This Gradio app has no public event with a Python function to serve"
+                + (f" ({unserved})" if unserved else ".")
+            )
         self.functions = [self._function(fn_id, block_fn) for fn_id, block_fn in public]
         if page:
             self.functions.append(self._lane(dict(page)))
