@@ -83,6 +83,12 @@ def test_eta_of_a_job_seven_back_behind_two_one_second_slots_is_what_it_waits() 
     assert eta == pytest.approx(1 / 3 + 7 / 2 + 1)
 
 
+def test_eta_of_a_job_at_the_front_adds_the_busy_slots_wait_only_when_it_is_known_busy() -> None:
+    echo = demo.get("echo")
+    assert estimate_eta(echo, 0, FunctionStats(avg_batch_s=1.0), 1) == pytest.approx(1.0)
+    assert estimate_eta(echo, 0, FunctionStats(avg_batch_s=1.0), 1, busy=True) == pytest.approx(1.5)
+
+
 def test_eta_counts_a_batch_as_its_whole_cycle_claim_to_results_when_known() -> None:
     sim_gpu = demo.get("sim_gpu")
     # The model runs 0.1 s, but claiming and recording take the worker 0.2 s more per batch: a visitor

@@ -13,7 +13,7 @@ def _job(state: JobState, **fields: object) -> Job:
     return Job(api_name="echo", group="g", state=state, **values)  # type: ignore[arg-type]
 
 
-def _no_eta(job: Job, rank: int) -> float | None:
+def _no_eta(job: Job, rank: int, busy: bool) -> float | None:
     return None
 
 
@@ -218,3 +218,25 @@ def test_a_later_job_seen_after_the_bound_was_read_is_not_taken_off_it() -> None
 
 def _none(api_name: str) -> float | None:
     return None
+
+
+def test_a_job_that_moved_up_to_the_front_is_told_it_waits_for_a_busy_slot_and_one_that_joined_there_not() -> None:
+    """Gradio's page shows the ETA as a total (elapsed + the latest estimate): a job that reaches rank 0
+    after waiting still waits for the running one, so its estimate keeps that wait, and the total holds."""
+    asked: list[tuple[int, bool]] = []
+
+    def eta(job: Job, rank: int, busy: bool) -> float | None:
+        asked.append((rank, busy))
+        return None
+
+    behind, fresh = SessionView("s" * 16), SessionView("t" * 16)
+    behind.take([_job(JobState.WAITING)], 1.0, lambda _: None)
+    fresh.take([_job(JobState.WAITING, job_id="j2")], 1.0, lambda _: None)
+    two_ahead = Counters(shards=[Shard(joined=3, tail={"g": 3})])
+    behind.estimations(two_ahead, 2.0, eta)
+    at_front = Counters(shards=[Shard(joined=3, left=2, tail={"g": 3}, head={"g": 2})])
+    behind.estimations(at_front, 3.0, eta)
+    assert asked == [(2, True), (0, True)]
+    asked.clear()
+    fresh.estimations(Counters(shards=[Shard(joined=1, tail={"g": 1})]), 2.0, eta)
+    assert asked == [(0, False)]

@@ -37,7 +37,9 @@ def slots_for(live_workers: dict[str, int], limit: int | None) -> int:
     return min(live, limit) if limit else live
 
 
-def estimate_eta(function: Function, rank: int, stats: FunctionStats, slots: int) -> float | None:
+def estimate_eta(
+    function: Function, rank: int, stats: FunctionStats, slots: int, busy: bool | None = None
+) -> float | None:
     """Seconds until a job at `rank` is expected to finish, including its own run (Gradio's meaning).
 
     Jobs ahead run `receive_batch_size` at a time on `slots` parallel batches, and a slot frees every
@@ -45,15 +47,17 @@ def estimate_eta(function: Function, rank: int, stats: FunctionStats, slots: int
     included (Gradio adds `process_time / concurrency_limit` per event ahead). A job with others waiting
     ahead of it also waits for a busy slot to free: with `slots` batches at random points of their run,
     the first ends after `batch_s / (slots + 1)` on average (Gradio measures the same from the running
-    events' start times). At rank 0 the slots may be free (a job just joined), so that wait is not added.
-    None before the first run when no `eta_hint_s` was given (as in Gradio).
+    events' start times). `busy`: whether every slot is taken; by default only with jobs waiting ahead,
+    since at rank 0 the slots may be free (a job just joined), but a job that has come to the front of
+    the line waits for one (the stream says so). None before the first run when no `eta_hint_s` was given
+    (as in Gradio).
     """
     batch_s = stats.cycle_s if stats.cycle_s is not None else function.eta_hint_s
     if batch_s is None:
         return None
     slots = max(1, slots)
     batches_ahead = rank // function.receive_batch_size
-    busy_s = batch_s / (slots + 1) if rank > 0 else 0.0
+    busy_s = batch_s / (slots + 1) if (rank > 0 if busy is None else busy) else 0.0
     return batch_s * (1 + batches_ahead / slots) + busy_s
 
 
@@ -163,8 +167,8 @@ class Estimator:
         fleet = self.fleet(function, wait)
         return slots_for(fleet.workers if fleet else {}, self.app.concurrency_limit(function.concurrency_id))
 
-    def eta(self, function: Function, rank: int, wait: bool = True) -> float | None:
-        eta = estimate_eta(function, rank, self.stats(function, wait), self.slots(function, wait))
+    def eta(self, function: Function, rank: int, wait: bool = True, busy: bool | None = None) -> float | None:
+        eta = estimate_eta(function, rank, self.stats(function, wait), self.slots(function, wait), busy)
         fleet = self.fleet(function, wait)
         if eta is None or fleet is None or fleet.workers or fleet.starting_until is None:
             return eta

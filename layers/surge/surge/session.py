@@ -161,7 +161,7 @@ class SessionView:
         self,
         counters: Counters,
         read_started: float,
-        eta: Callable[[Job, int], float | None],
+        eta: Callable[[Job, int, bool], float | None],
         before: Callable[[float], Counters | None] = lambda created_at: None,
         consistent: bool = True,
         behind: Mapping[str, int] | None = None,
@@ -199,8 +199,10 @@ class SessionView:
             # As Gradio's, the line counts the job itself: a read taken as a worker claims it shows none left.
             size = max(counters.queue_size(tracked.job.group), rank + 1)
             if (rank, size) != tracked.last_estimation:
+                # A job that has moved up to the front waits for a busy slot; one that joined there may not.
+                busy = rank > 0 or (tracked.last_estimation is not None and tracked.last_estimation[0] > 0)
                 tracked.last_estimation = (rank, size)
-                expected = eta(tracked.job, rank)
+                expected = eta(tracked.job, rank, busy)
                 tracked.eta = (expected, time.monotonic()) if expected is not None else None
                 messages.append(protocol.estimation(tracked.job.job_id, rank, size, expected))
         return messages
@@ -636,9 +638,9 @@ class SessionHub:
             found = counters
         return found
 
-    def eta(self, job: Job, rank: int) -> float | None:
+    def eta(self, job: Job, rank: int, busy: bool | None = None) -> float | None:
         try:
-            return self.estimator.eta(self.app.get(job.api_name), rank, wait=False)
+            return self.estimator.eta(self.app.get(job.api_name), rank, wait=False, busy=busy)
         except (KeyError, Unavailable):
             return None
 
