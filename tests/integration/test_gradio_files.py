@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+import gradio as gr
 from gradio import processing_utils
 from PIL import Image
 
@@ -110,3 +111,21 @@ def test_gradio_page_at_root_and_the_status_page_keeps_its_assets(aws: None) -> 
     assert "function" in client.get("/static/status.js").text
     assert client.get("/static/fonts/../../index.html").status_code == 404
     assert client.get("/theme.css").headers["content-type"].startswith("text/css")
+
+
+def test_an_examples_file_survives_the_calls_that_return_it(aws: None, tmp_path: Path) -> None:
+    """Gradio copies an example's file into its cache at start, and each click on the example reads it
+    there. The worker removed every cache copy it stored in S3, the example's too: the next click failed
+    (FileNotFoundError), and every other process sharing the cache folder lost the file."""
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(_png(np.full((8, 8, 3), 255, dtype=np.uint8)))
+    demo = gr.Interface(lambda path: path, gr.Image(type="filepath"), gr.Image(), examples=[[str(picture)]])
+    app = GradioApp(demo, settings_for(SPEC))
+    load_example = next(i for i, fn in demo.fns.items() if fn.name == "load_example")
+    lane = app.get("page_events")
+    shown = [lane.fn(load_example, 0) for _ in range(2)]  # the visitor clicks the example twice
+    for (update,) in shown:  # the input image, set to the example (a component update)
+        value = update["value"]
+        assert is_name(value["path"]) and value["url"] == f"gradio_api/file={value['path']}"
+    ((sample,),) = demo.examples_handler.dataset.samples  # type: ignore[attr-defined]
+    assert Path(sample["path"]).is_file(), "the cache copy is still there"

@@ -407,6 +407,7 @@ class GradioApp(App):
         """One call of an event: its own event loop, input folder, and Gradio session state: the session's
         kept `gr.State` values when the event reads or writes one (its changed ones are kept after)."""
         event_id = secrets.token_hex(16)
+        started = time.time()
         calls = list(CALLS.get())
         requests = [_request(call) for call in calls]
         request: gr.Request | list[gr.Request] | None = None
@@ -452,7 +453,7 @@ class GradioApp(App):
                 if error.print_exception:  # as Gradio's queue prints it (gr.Error(print_exception=False) does not)
                     logger.warning("%s raised gr.Error", block_fn.api_name or block_fn.name, exc_info=True)
                 raise Error(str(error.message), title=error.title or "Error", duration=error.duration) from error
-            result["data"] = _as_sent(_walk_files(result["data"], lambda f: self._store(f, root)))
+            result["data"] = _as_sent(_walk_files(result["data"], lambda f: self._store(f, root, started)))
             return result
 
         try:
@@ -535,9 +536,9 @@ class GradioApp(App):
         local = self.files.fetch(str(name), folder)
         return {**file, "path": str(local), "url": None}
 
-    def _store(self, file: dict[str, Any], root: str) -> dict[str, Any]:
+    def _store(self, file: dict[str, Any], root: str, since: float) -> dict[str, Any]:
         """An output file: put in S3 under a new name, its URL under `root` (the app's public URL; a
-        relative URL when unknown)."""
+        relative URL when unknown). `since`: when the call began (a cache copy made since is the call's)."""
         path = file.get("path")
         if is_name(path) or not isinstance(path, str):
             return file
@@ -554,8 +555,10 @@ class GradioApp(App):
                     # Gradio names a cache copy by its contents, so the same path may come again (twice in
                     # one call's outputs, or from a call beside this one): it is the object just stored.
                     self._stored.put(path, name)
-            if self._in_cache(local):
-                # Gradio's cache copy of an output: in S3 now, and a worker's disk must not fill up with them.
+            if self._in_cache(local) and _made_since(local, since):
+                # Gradio's cache copy of this call's output: in S3 now, and a worker's disk must not fill up
+                # with them. One made before (an example's file, a component's default value: Gradio copies
+                # those at start, and later calls read them) stays.
                 local.unlink(missing_ok=True)
         url = f"gradio_api/file={encode_file_path(name)}"  # as Gradio's: `résumé #1.txt` in a URL
         return {**file, "path": name, "url": f"{root}/{url}" if root else url}
@@ -566,6 +569,14 @@ class GradioApp(App):
         folders.add(_upload_folder())
         resolved = path.resolve()
         return any(folder and resolved.is_relative_to(Path(folder).resolve()) for folder in folders)
+
+
+def _made_since(path: Path, since: float) -> bool:
+    """Whether the file was written (or copied: a copy's time of change is its own) at or after `since`."""
+    try:
+        return path.stat().st_ctime >= since
+    except OSError:
+        return False
 
 
 @dataclass
