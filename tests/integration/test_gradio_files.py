@@ -7,11 +7,11 @@ import io
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-import gradio as gr
 from gradio import processing_utils
 from PIL import Image
 
