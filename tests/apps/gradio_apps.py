@@ -232,3 +232,25 @@ def files_seen(message: dict[str, Any], history: list[Any]) -> str:
 
 
 multimodal = gr.ChatInterface(files_seen, multimodal=True)
+
+
+def _square(shade: int) -> str:
+    """A small PNG of one shade, in a folder of its own (Gradio copies it into its cache at start)."""
+    from PIL import Image
+
+    path = Path(tempfile.mkdtemp()) / f"shade{shade}.png"
+    Image.fromarray(np.full((8, 8, 3), shade, dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def describe(path: str) -> str:
+    return f"{Path(path).name}: {Path(path).stat().st_size} bytes"
+
+
+described = gr.Interface(
+    describe,
+    gr.Image(type="filepath", value=_square(40)),
+    "text",
+    examples=[[_square(200)]],
+    api_name="describe",
+)

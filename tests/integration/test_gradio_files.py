@@ -129,3 +129,36 @@ def test_an_examples_file_survives_the_calls_that_return_it(aws: None, tmp_path:
         assert is_name(value["path"]) and value["url"] == f"gradio_api/file={value['path']}"
     ((sample,),) = demo.examples_handler.dataset.samples  # type: ignore[attr-defined]
     assert Path(sample["path"]).is_file(), "the cache copy is still there"
+
+
+def _page_file_paths(config: dict[str, Any]) -> tuple[str, str]:
+    """The default value's and the example's paths, as the page's config gives them."""
+    (image,) = [c for c in config["components"] if c["type"] == "image"]
+    (dataset,) = [c for c in config["components"] if c["type"] == "dataset"]
+    return image["props"]["value"]["path"], dataset["props"]["samples"][0][0]["path"]
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_an_examples_file_and_a_default_value_are_served_as_the_page_names_them_and_taken_as_inputs(
+    aws: None, tmp_path: Path, declared: bool
+) -> None:
+    """Gradio's config names an example's file and a component's default value by its cache path, which
+    Gradio serves and takes back as an input. Surge answered 404 (the page's example thumbnails were
+    broken) and refused the default value as an input that was never uploaded."""
+    spec = "tests.apps.gradio_apps:described"
+    settings = settings_for(spec)
+    if declared:  # a deployed front serves the files the build copied beside the page
+        from surge.declared import main
+
+        main([spec, str(tmp_path / "app.json"), "--page", str(tmp_path / "page")])
+        settings = settings.model_copy(update={"app_declaration_path": str(tmp_path / "app.json")})
+    client = TestClient(create_api_app(build_front(settings)))
+    default, example = _page_file_paths(client.get("/config").json())
+    for path in (default, example):
+        served = client.get(f"/gradio_api/file={path}")
+        assert served.status_code == 200 and served.content == Path(path).read_bytes()
+    assert client.get("/gradio_api/file=/etc/passwd").status_code == 404, "only what the config names"
+    function = load_app(spec, settings_for(spec)).get("describe")
+    assert function.fn({"path": default, "meta": {"_type": "gradio.FileData"}}) == (
+        f"shade40.png: {Path(default).stat().st_size} bytes"
+    )

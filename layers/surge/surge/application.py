@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from surge.held_launch import held_launch, main_block_calls
@@ -278,6 +278,11 @@ class App:
     def gradio_page(self) -> GradioPage | None:
         """Gradio's own page for `/`, when the app has one (a Gradio app); None: Surge's visitor page."""
         return None
+
+    def page_files(self) -> dict[str, Path]:
+        """Files the page's config names by a path of the server's (an example's file, a component's
+        default value: Gradio serves them, and takes them back as inputs), path → the file here."""
+        return {}
 
     def by_index(self, fn_index: int) -> Function | None:
         return next((f for f in self.functions if f.serves(fn_index)), None)

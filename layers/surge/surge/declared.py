@@ -13,17 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from surge import protocol
 from surge.application import App, Function, PageEvent, Parameter, file_size_limit, load_app
-from surge.gradio_page import GradioPage
+from surge.gradio_page import LARGEST_RESPONSE_BYTES, GradioPage
 from surge.settings import Settings
 
 VERSION = 2
 RUNS_ON_WORKERS = "A declared app's functions run on workers, which import the app itself."
+PAGE_FILES = "files"
+"""Beside the page: copies of the files its config names (examples, default values)."""
 
 
 class DeclarationMismatch(ValueError):
@@ -114,6 +117,7 @@ class DeclaredApp(App):
         self.functions = [_function(f) for f in declared["functions"]]
         self.page_folder = (folder or Path()) / declared["page"] if declared["page"] is not None else None
         """Gradio's page as the build wrote it (`GradioPage.write`); None: no page at `/`."""
+        self._page_files = {path: (folder or Path()) / copy for path, copy in declared.get("page_files", {}).items()}
 
     def wire_config(self) -> dict[str, Any] | None:
         return self._config if self.gradio else None
@@ -123,6 +127,9 @@ class DeclaredApp(App):
 
     def gradio_page(self) -> GradioPage | None:
         return GradioPage.load(self.page_folder) if self.page_folder is not None else None
+
+    def page_files(self) -> dict[str, Path]:
+        return self._page_files
 
 
 def _function(declared: dict[str, Any]) -> Function:
@@ -149,6 +156,21 @@ def _function(declared: dict[str, Any]) -> Function:
     )
 
 
+def _copy_page_files(files: dict[str, Path], into: Path, base: Path) -> dict[str, str]:
+    """Copy the files the page's config names (examples, default values) beside the page, for the front
+    to serve by the path the config gives them; path → the copy, relative to `base`."""
+    copied: dict[str, str] = {}
+    for number, (path, local) in enumerate(sorted(files.items())):
+        if local.stat().st_size > LARGEST_RESPONSE_BYTES:
+            print(f"{path}: left out of the page's files, larger than a Lambda response can carry")
+            continue
+        target = into / str(number) / local.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, target)
+        copied[path] = os.path.relpath(target, base)
+    return copied
+
+
 def load_declared(path: str, settings: Settings | None = None) -> DeclaredApp:
     declared = Path(path)
     return DeclaredApp(json.loads(declared.read_text(encoding="utf-8")), settings, folder=declared.parent)
@@ -168,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         for path in page.write(Path(args.page)):
             print(f"{path}: left out of the page, larger than a Lambda response can carry")
         declared["page"] = os.path.relpath(args.page, out.parent)
+        declared["page_files"] = _copy_page_files(app.page_files(), Path(args.page) / PAGE_FILES, out.parent)
     out.write_text(json.dumps(declared, separators=(",", ":")), encoding="utf-8")
 
 

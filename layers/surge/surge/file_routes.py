@@ -1,10 +1,11 @@
 """The front's file routes, as Gradio names them: `POST /gradio_api/upload` stores files in S3 and answers
-their names; `GET /gradio_api/file=<name>` redirects to a presigned URL. Nothing lists files."""
+their names; `GET /gradio_api/file=<name>` redirects to a presigned URL, and serves the files the page's config
+names by a path of the server's (examples, default values) from the app's own copies. Nothing lists files."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -47,16 +48,24 @@ def files_router(service: FrontService, files: FileStore | None = None) -> APIRo
         uploads = [value for value in form.getlist("files") if isinstance(value, UploadFile)]
         if not uploads:
             raise BadRequest("Send the files as multipart form fields named 'files'.")
-        for item in uploads:
-            if item.size is not None and max_file_size is not None and item.size > max_file_size:
-                raise PayloadTooLarge(f"{item.filename} is {item.size} bytes; the limit is {max_file_size} bytes.")
+        _refuse_oversize(uploads, max_file_size)
         return [await run_in_threadpool(target.put, item.file, item.filename or "file") for item in uploads]
 
+    page_files = service.app.page_files()
+
     @router.get("/gradio_api/file={name:path}")
-    def file(name: str) -> RedirectResponse:
+    def file(name: str) -> Response:
+        if name in page_files:  # an example's file, a default value: in the page's config, as Gradio serves it
+            return FileResponse(page_files[name])
         target = taking_files()
         if not is_name(name):
             raise NotFound("No such file.")
         return RedirectResponse(target.url(name), status_code=302)
 
     return router
+
+
+def _refuse_oversize(uploads: list[UploadFile], max_file_size: int | None) -> None:
+    for item in uploads:
+        if item.size is not None and max_file_size is not None and item.size > max_file_size:
+            raise PayloadTooLarge(f"{item.filename} is {item.size} bytes; the limit is {max_file_size} bytes.")

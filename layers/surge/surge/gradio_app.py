@@ -224,6 +224,7 @@ class GradioApp(App):
         )
         self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None
         self._stored = _StoredCopies()
+        self._page_files: dict[str, Path] | None = None
         self._fetched: dict[str, dict[str, str]] = {}
         """Per call (its input folder): the files its states brought, local path → their name in S3."""
         if settings is not None and settings.max_threads:
@@ -263,6 +264,20 @@ class GradioApp(App):
 
     def wire_info(self) -> dict[str, Any]:
         return _with_snippets(_as_json(self.blocks.get_api_info()))
+
+    def page_files(self) -> dict[str, Path]:
+        if self._page_files is None:
+            found: dict[str, Path] = {}
+
+            def note(file: dict[str, Any]) -> dict[str, Any]:
+                path = file.get("path")
+                if isinstance(path, str) and not is_name(path) and self._in_cache(Path(path)) and Path(path).is_file():
+                    found[path] = Path(path)
+                return file
+
+            _walk_files(self.wire_config()["components"], note)
+            self._page_files = found
+        return self._page_files
 
     def gradio_page(self) -> GradioPage:
         """Gradio's page for this app: the installed frontend's `index.html` rendered through gradio's own
@@ -528,9 +543,11 @@ class GradioApp(App):
             return False
 
     def _fetch(self, file: dict[str, Any], folder: Path) -> dict[str, Any]:
-        """An input file: it must name an uploaded file (a local path or URL here would read the worker's disk
-        or the network on a client's word)."""
+        """An input file: it must name an uploaded file, or one the page's config names (a local path or URL
+        here would read the worker's disk or the network on a client's word)."""
         name = file.get("path")
+        if isinstance(name, str) and name in self.page_files():
+            return file  # an example's file, or a default value, as the page's config gave it: Gradio's copy
         if not is_name(name) or self.files is None:
             raise Error(NOT_UPLOADED)
         local = self.files.fetch(str(name), folder)
