@@ -444,3 +444,27 @@ def test_an_app_whose_every_event_is_inside_gr_render_is_refused_naming_them() -
 
     with pytest.raises(Unsupported, match=r"no public event .*inside @gr.render"):
         GradioApp(demo)
+
+
+def test_a_blocks_mounted_in_fastapi_keeps_the_mounts_settings_and_the_fastapi_app_is_named_as_such() -> None:
+    """`gr.mount_gradio_app` shows errors by default (it is launch for an app run by uvicorn); Surge
+    served the mounted Blocks with show_error off, and pointed at the FastAPI app said only its type."""
+    from fastapi import FastAPI
+
+    with gr.Blocks() as demo:
+        text = gr.Textbox()
+        text.submit(lambda value: value, text, text, api_name="echo")
+    mounted = gr.mount_gradio_app(FastAPI(), demo, path="/gradio")
+    assert GradioApp(demo).show_error is True
+    with gr.Blocks() as guarded:
+        text = gr.Textbox()
+        text.submit(lambda value: value, text, text, api_name="echo")
+    gr.mount_gradio_app(FastAPI(), guarded, path="/", auth=("admin", "secret"))
+    with pytest.raises(Unsupported, match="asks for Gradio's login"):
+        GradioApp(guarded)
+    sys.modules["mounted_app"] = SimpleNamespace(app=mounted, __name__="mounted_app")  # type: ignore[assignment]
+    try:
+        with pytest.raises(AppNotFound, match=r"name the Blocks it mounts .*APP=module:demo"):
+            load_app("mounted_app:app")
+    finally:
+        del sys.modules["mounted_app"]

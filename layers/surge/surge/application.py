@@ -420,6 +420,12 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
         return GradioApp(found, settings)
     raise AppNotFound(
         f"APP={spec} is a {type(found).__name__}; expected a surge.App or a gr.Blocks (Interface, ChatInterface)"
+        + (
+            ": name the Blocks it mounts (gr.mount_gradio_app), as APP=module:demo; the FastAPI app's own "
+            "routes and mount path are not served"
+            if type(found).__name__ in ("FastAPI", "Starlette")
+            else ""
+        )
     )
 
 

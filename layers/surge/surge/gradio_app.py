@@ -186,7 +186,7 @@ class GradioApp(App):
         self.progress = installed if isinstance(installed, _ProgressBridge) else _ProgressBridge(installed)
         blocks._queue = self.progress  # type: ignore[assignment]
         queue = self.progress.queue
-        launched: dict[str, Any] = getattr(blocks, LAUNCH_ARGS, {})
+        launched: dict[str, Any] = getattr(blocks, LAUNCH_ARGS, {}) or _mounted_with(blocks)
         if launched.get("auth") or launched.get("auth_dependency"):
             raise Unsupported(
                 "launch(auth=...) asks for Gradio's login, which Surge does not serve (the app would be open to "
@@ -586,6 +586,15 @@ class GradioApp(App):
         folders.add(_upload_folder())
         resolved = path.resolve()
         return any(folder and resolved.is_relative_to(Path(folder).resolve()) for folder in folders)
+
+
+def _mounted_with(blocks: gr.Blocks) -> dict[str, Any]:
+    """The settings `gr.mount_gradio_app(app, blocks, ...)` gave a Blocks it mounted (launch's, for an app
+    served by uvicorn: its `show_error` defaults to True), as launch arguments; none if not mounted."""
+    if getattr(blocks, "custom_mount_path", None) is None:
+        return {}
+    names = ("show_error", "auth", "auth_dependency", "allowed_paths", "blocked_paths", "footer_links", "max_file_size")
+    return {name: getattr(blocks, name) for name in names if getattr(blocks, name, None) is not None}
 
 
 def _made_since(path: Path, since: float) -> bool:
