@@ -423,6 +423,8 @@ class GradioApp(App):
         kept `gr.State` values when the event reads or writes one (its changed ones are kept after)."""
         event_id = secrets.token_hex(16)
         started = time.time()
+        made: list[Path] = []
+        """Gradio's cache copies of this call's outputs, stored in S3: removed once the call is over."""
         calls = list(CALLS.get())
         requests = [_request(call) for call in calls]
         request: gr.Request | list[gr.Request] | None = None
@@ -468,7 +470,7 @@ class GradioApp(App):
                 if error.print_exception:  # as Gradio's queue prints it (gr.Error(print_exception=False) does not)
                     logger.warning("%s raised gr.Error", block_fn.api_name or block_fn.name, exc_info=True)
                 raise Error(str(error.message), title=error.title or "Error", duration=error.duration) from error
-            result["data"] = _as_sent(_walk_files(result["data"], lambda f: self._store(f, root, started)))
+            result["data"] = _as_sent(_walk_files(result["data"], lambda f: self._store(f, root, started, made)))
             return result
 
         try:
@@ -484,6 +486,9 @@ class GradioApp(App):
                 self.progress.notices.pop(event_id, None)
             loop.close()
             self._fetched.pop(str(folder), None)
+            for path in made:  # after the states are kept: one may refer to an output's copy
+                with self._stored.lock(str(path)):
+                    path.unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)
 
     def _load_states(
@@ -553,9 +558,10 @@ class GradioApp(App):
         local = self.files.fetch(str(name), folder)
         return {**file, "path": str(local), "url": None}
 
-    def _store(self, file: dict[str, Any], root: str, since: float) -> dict[str, Any]:
+    def _store(self, file: dict[str, Any], root: str, since: float, made: list[Path]) -> dict[str, Any]:
         """An output file: put in S3 under a new name, its URL under `root` (the app's public URL; a
-        relative URL when unknown). `since`: when the call began (a cache copy made since is the call's)."""
+        relative URL when unknown). `since`: when the call began (a cache copy made since is the call's,
+        added to `made`, for the call to remove as it ends)."""
         path = file.get("path")
         if is_name(path) or not isinstance(path, str):
             return file
@@ -576,7 +582,7 @@ class GradioApp(App):
                 # Gradio's cache copy of this call's output: in S3 now, and a worker's disk must not fill up
                 # with them. One made before (an example's file, a component's default value: Gradio copies
                 # those at start, and later calls read them) stays.
-                local.unlink(missing_ok=True)
+                made.append(local)
         url = f"gradio_api/file={encode_file_path(name)}"  # as Gradio's: `résumé #1.txt` in a URL
         return {**file, "path": name, "url": f"{root}/{url}" if root else url}
 
