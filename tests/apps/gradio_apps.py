@@ -254,3 +254,22 @@ described = gr.Interface(
     examples=[[_square(200)]],
     api_name="describe",
 )
+
+
+def write_draft(text: str) -> tuple[str, str]:
+    """A file the function writes where `tempfile` puts it, kept in a gr.State for the session's next call."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as draft:
+        draft.write(text)
+    record("drafts", path=draft.name)
+    return draft.name, "saved"
+
+
+def read_draft(path: str | None) -> str:
+    return Path(path).read_text() if path and Path(path).is_file() else "MISSING"
+
+
+with gr.Blocks() as drafts:
+    kept = gr.State(None)
+    said = gr.Textbox()
+    gr.Button("write").click(write_draft, said, [kept, said], api_name="write_draft")
+    gr.Button("read").click(read_draft, kept, said, api_name="read_draft")

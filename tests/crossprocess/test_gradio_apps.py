@@ -370,6 +370,23 @@ def test_a_file_a_multimodal_chat_keeps_in_its_history_is_there_for_the_next_tur
         stack.stop()
 
 
+def test_a_file_a_function_wrote_to_the_temp_folder_and_kept_in_a_gr_state_is_there_for_the_next_call(
+    record_dir: Path,
+) -> None:
+    """In Gradio's one process a file a function writes (`tempfile`) is there for the session's next call
+    wherever a gr.State keeps its path; here the next call may run on a worker that lacks it (the test
+    removes the worker's copy, as another machine would not have it)."""
+    stack = _stack("tests.apps.gradio_apps:drafts", 1, record_dir)
+    try:
+        client = Client(stack.url, verbose=False)
+        assert client.predict("first draft", api_name="/write_draft") == "saved"
+        (written,) = [Path(r["path"]) for r in records(record_dir, "drafts")]
+        written.unlink()
+        assert client.predict(api_name="/read_draft") == "first draft"
+    finally:
+        stack.stop()
+
+
 def test_a_front_serving_from_the_declaration_runs_the_image_interface(tmp_path: Path) -> None:
     declared = tmp_path / "app.json"
     main(["tests.apps.gradio_apps:image", str(declared)])

@@ -539,11 +539,21 @@ class GradioApp(App):
         return _map_strings(kept.value, lambda text: here.get(text, text))
 
     def _ephemeral_file(self, text: str, folder: Path) -> bool:
+        """Whether a state's string names a file of this worker that the next call may lack: in the call's
+        input folder, Gradio's cache, or the temp folder (a function's `tempfile` output), at most as large
+        as an upload may be."""
         if not text.startswith("/") or len(text) > 4096 or "\0" in text:
             return False
         path = Path(text)
         try:
-            return path.is_file() and (path.resolve().is_relative_to(folder.resolve()) or self._in_cache(path))
+            if not path.is_file():
+                return False
+            resolved = path.resolve()
+            if resolved.is_relative_to(folder.resolve()) or self._in_cache(path):
+                return True
+            limit = self.max_file_size
+            in_temp = resolved.is_relative_to(Path(tempfile.gettempdir()).resolve())
+            return in_temp and (limit is None or path.stat().st_size <= limit)
         except (OSError, ValueError):
             return False
 
