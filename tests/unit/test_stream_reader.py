@@ -436,3 +436,34 @@ def test_a_running_job_its_visitor_cancels_is_told_cancelled_at_once_and_its_lat
     assert first[-2] == protocol.cancelled(job.job_id), "told at once, as Gradio tells it"
     assert later == [protocol.close_stream()], "the late result is never delivered"
     assert store.get_job(session, job.job_id) is None and not store.jobs.markers, "ended: deleted with its marker"
+
+
+def test_a_stream_the_client_drops_forgets_the_completions_it_sent_so_the_next_stream_sends_only_what_was_missed() -> None:
+    """`@gradio/client` drops its stream when a cancelled job's completion trips it, and opens another for
+    its next call; that stream sent the same completion again (and the client failed on it again, for
+    good). Gradio sends each message once: only what the client has not been sent comes again."""
+    store = InMemoryStore()
+    session = "d" * 32
+    sent_job, waiting_job = _admit(store, session, 0), _admit(store, session, 1)
+    hub = _hub(store)
+    first: list[dict[str, Any]] = []
+    again: list[dict[str, Any]] = []
+
+    def completed(seen: list[dict[str, Any]], job: Job) -> bool:
+        return any(m["msg"] == "process_completed" and m["event_id"] == job.job_id for m in seen)
+
+    async def watch() -> None:
+        task = _reading(SessionStream(hub, session, FAST_POLL), first)
+        _run(store, sent_job)
+        await _until(lambda: completed(first, sent_job), "the first job's completion")
+        await asyncio.sleep(0.01)  # the SSE layer resumes the stream once the frame is written
+        task.cancel()  # the client drops the stream
+        await asyncio.gather(task, return_exceptions=True)
+        reopened = _reading(SessionStream(hub, session, FAST_POLL), again)
+        _run(store, waiting_job)
+        await asyncio.wait_for(reopened, WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+
+    assert not completed(again, sent_job), "the completion the client was sent is not sent again"
+    assert completed(again, waiting_job) and again[-1] == protocol.close_stream()

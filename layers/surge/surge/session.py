@@ -718,12 +718,18 @@ class SessionStream:
         """Every message of the session's jobs in order, with rank refreshes, then `close_stream`.
 
         Heartbeats are the SSE layer's job. If the client drops before `close_stream`, its waiting
-        jobs are released after the grace period unless it reconnects.
+        jobs are released after the grace period unless it reconnects, and the completions it was sent
+        are forgotten: a stream it opens again sends what it missed, not what it had (Gradio sends each
+        message once; `@gradio/client`, handed a cancelled job's completion twice, failed on it again and
+        left the session stuck).
         """
         self.hub.attach(self)
+        sent: set[str] = set()
         try:
             async for message in self._messages():
                 yield message
+                if message.get("msg") == "process_completed" and message.get("event_id"):
+                    sent.add(str(message["event_id"]))  # the SSE layer resumes us once it has written it
         finally:
             self.hub.detach(self)
             waiting = [t.job for t in self.view.waiting()]
@@ -735,8 +741,17 @@ class SessionStream:
                     await self.hub.hang_up(self.closed_at, self._gone)
                 finally:
                     self.hub.hung_up(self.session_hash, self._gone)
-            elif waiting:
-                asyncio.get_running_loop().create_task(self.hub.release_if_gone(self.session_hash, waiting))
+            else:
+                had = [job for job in self.view.delivered if job.job_id in sent]
+                if had:
+                    self.hub.forgetting(self.session_hash, had, True)
+                    try:
+                        with anyio.CancelScope(shield=True):
+                            await self._forget(had)
+                    finally:
+                        self.hub.forgetting(self.session_hash, had, False)
+                if waiting:
+                    asyncio.get_running_loop().create_task(self.hub.release_if_gone(self.session_hash, waiting))
 
     async def _messages(self) -> AsyncIterator[dict[str, Any]]:
         opened = time.monotonic()
