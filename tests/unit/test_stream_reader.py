@@ -438,7 +438,7 @@ def test_a_running_job_its_visitor_cancels_is_told_cancelled_at_once_and_its_lat
     assert store.get_job(session, job.job_id) is None and not store.jobs.markers, "ended: deleted with its marker"
 
 
-def test_a_stream_the_client_drops_forgets_the_completions_it_sent_so_the_next_stream_sends_only_what_was_missed() -> None:
+def test_a_stream_the_client_drops_forgets_the_completions_it_sent_and_the_next_sends_only_the_rest() -> None:
     """`@gradio/client` drops its stream when a cancelled job's completion trips it, and opens another for
     its next call; that stream sent the same completion again (and the client failed on it again, for
     good). Gradio sends each message once: only what the client has not been sent comes again."""
