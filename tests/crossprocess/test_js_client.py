@@ -124,6 +124,31 @@ def test_a_waiting_job_sees_its_place_in_the_queue_and_an_eta(node: str, demo_st
         assert of_call(lines, call, "status")[-1]["stage"] == "complete"
 
 
+def test_a_session_goes_on_after_its_client_cancels_a_waiting_job(node: str, tmp_path: Path) -> None:
+    """@gradio/client 2.7 fails on a cancelled job's empty completion (its own TypeError), drops its
+    stream, and opens another for its next call. Surge sent that completion again on the new stream, the
+    client failed on it again, and its next call never ended (on Gradio it does)."""
+    stack = LocalStack("tests.apps.queue_app:app", port=free_port(), extra_env={"RECORD_DIR": str(tmp_path)})
+    stack.start()
+    try:
+        calls = [  # one at a time (`default_concurrency_limit=1`): the second waits behind the first
+            {"endpoint": "/slow", "data": [2, "ahead"], "mode": "submit"},
+            {
+                "endpoint": "/slow",
+                "data": [1, "cancelled"],
+                "mode": "submit",
+                "start_after_s": 0.3,
+                "cancel_after_s": 0.5,
+            },
+            {"endpoint": "/slow", "data": [0.1, "after"], "mode": "predict", "start_after_s": 4},
+        ]
+        lines = run_js(node, stack.url, calls, timeout_s=40)
+    finally:
+        stack.stop()
+    assert of_call(lines, 1, "cancel"), lines
+    assert [line["data"] for line in of_call(lines, 2, "result")] == [["after"]], lines
+
+
 def test_a_gradio_app_takes_an_uploaded_photo_and_returns_a_file_url_the_client_can_fetch(
     node: str, image_stack: LocalStack, tmp_path: Path
 ) -> None:

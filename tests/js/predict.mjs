@@ -4,6 +4,8 @@
 //
 // <calls.json> is a JSON array of {"endpoint": "/echo", "data": {...} or [...], "mode": "predict" | "submit"};
 // a value {"file": "/local/path"} in data is sent as `handle_file(path)` (uploaded first, as a caller's file is).
+// Optional: "start_after_s" (the call starts that long after the others), "cancel_after_s" (mode "submit":
+// `job.cancel()` that long after it started, with a {"call": i, "event": "cancel"} line).
 // Every call starts at once from one connected client (one session, as a page would). Lines printed:
 //   {"call": i, "event": "status", "stage", "position", "size", "eta", "message", ...}  (mode "submit")
 //   {"call": i, "event": "data", "data": [...]}                                           (mode "submit")
@@ -31,9 +33,16 @@ function withFiles(value) {
 	return value;
 }
 
-async function submitted(client, call, { endpoint, data }) {
+async function submitted(client, call, { endpoint, data, cancel_after_s }) {
 	try {
-		for await (const event of client.submit(endpoint, withFiles(data))) {
+		const job = client.submit(endpoint, withFiles(data));
+		if (cancel_after_s !== undefined) {
+			setTimeout(() => {
+				write({ call, event: "cancel" });
+				job.cancel();
+			}, cancel_after_s * 1000);
+		}
+		for await (const event of job) {
 			if (event.type === "data") write({ call, event: "data", data: event.data });
 			else if (event.type === "status") write(statusLine(call, event));
 			else if (event.type === "log") write({ call, event: "log", level: event.level, log: event.log });
@@ -66,8 +75,12 @@ async function main() {
 		session_hash: client.session_hash,
 		endpoints: Object.keys(client.api_info?.named_endpoints ?? {})
 	});
+	const later = (seconds) => new Promise((resolve) => setTimeout(resolve, (seconds ?? 0) * 1000));
 	await Promise.all(
-		calls.map((spec, call) => (spec.mode === "predict" ? predicted : submitted)(client, call, spec))
+		calls.map(async (spec, call) => {
+			await later(spec.start_after_s);
+			return (spec.mode === "predict" ? predicted : submitted)(client, call, spec);
+		})
 	);
 	client.close();
 	// The heartbeat stream the client may hold open has no way to close it: end here.
