@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -92,7 +93,6 @@ def test_a_claim_writes_one_counters_item_whichever_shards_its_jobs_came_from(de
     """A batch's jobs were counted in every shard: its claim's transaction holds the jobs and one counters
     item (the worker's), not one per shard; claims by several workers and a cancel still drain every
     shard and every group's head exactly."""
-    from typing import Any
 
     import boto3
 
@@ -298,6 +298,16 @@ def test_a_running_job_is_not_ended_by_a_cancel_but_its_workers_next_live_write_
     assert ended is not None and ended.state is JobState.CANCELLED and ended.result == protocol.cancelled("j1")
 
 
+def _session_items(store: Store, settings: Settings) -> list[dict[str, Any]]:
+    """Every item of SESSION's log as stored (jobs, result parts, markers)."""
+    items: list[dict[str, Any]] = store.client.query(
+        TableName=settings.events_table_name,
+        KeyConditionExpression="session_hash = :s",
+        ExpressionAttributeValues={":s": {"S": SESSION}},
+    )["Items"]
+    return items
+
+
 def test_a_running_job_told_cancelled_keeps_a_marker_through_its_finish_and_goes_with_it_once_ended(
     demo: tuple[App, Settings],
 ) -> None:
@@ -318,11 +328,7 @@ def test_a_running_job_told_cancelled_keeps_a_marker_through_its_finish_and_goes
     assert (ended.state, ended.cancel_requested, ended.cancel_delivered) == (JobState.COMPLETED, False, True)
     store.forget_all([ended])
     assert [job.job_id for job in store.read_session(SESSION)] == ["j2"]
-    left = store.client.query(
-        TableName=demo[1].events_table_name,
-        KeyConditionExpression="session_hash = :s",
-        ExpressionAttributeValues={":s": {"S": SESSION}},
-    )["Items"]
+    left = _session_items(store, demo[1])
     assert [item["sk"]["S"] for item in left] == ["j2"], "the marker went with its job"
 
 
@@ -358,19 +364,11 @@ def test_a_result_too_large_for_one_item_is_kept_in_parts_read_whole_and_forgott
     assert sorted(store.finish(completions, held=held)) == ["big", "small"]
     results = {job.job_id: job.result for job in store.read_session(SESSION)}
     assert results == bodies
-    items = store.client.query(
-        TableName=demo[1].events_table_name,
-        KeyConditionExpression="session_hash = :s",
-        ExpressionAttributeValues={":s": {"S": SESSION}},
-    )["Items"]
+    items = _session_items(store, demo[1])
     assert len(items) > 3, "the large result is in parts beside its job"
     store.forget_all([job for job in store.read_session(SESSION) if job.job_id == "big"])
     assert [job.job_id for job in store.read_session(SESSION)] == ["small"]
-    left = store.client.query(
-        TableName=demo[1].events_table_name,
-        KeyConditionExpression="session_hash = :s",
-        ExpressionAttributeValues={":s": {"S": SESSION}},
-    )["Items"]
+    left = _session_items(store, demo[1])
     assert [item["sk"]["S"] for item in left] == ["small"], "the parts went with the job"
 
 
@@ -403,7 +401,6 @@ def test_a_crowd_at_a_nearly_full_queue_is_refused_at_the_door_not_by_a_stampede
     shards (a few refused transactions, one shared fresh read), and the counters are exact."""
     from collections import Counter
     from concurrent.futures import ThreadPoolExecutor
-    from typing import Any
 
     import boto3
 
@@ -446,7 +443,6 @@ def test_joins_far_from_a_full_queue_reuse_one_read_of_the_shards_and_max_size_s
     condition still stops the queue at `max_size` exactly."""
     import random
     from collections import Counter
-    from typing import Any
 
     import boto3
 

@@ -225,8 +225,6 @@ class GradioApp(App):
         self.files = FileStore(settings.files_bucket_name) if settings and settings.files_bucket_name else None
         self._stored = _StoredCopies()
         self._page_files: dict[str, Path] | None = None
-        self._fetched: dict[str, dict[str, str]] = {}
-        """Per call (its input folder): the files its states brought, local path → their name in S3."""
         if settings is not None and settings.max_threads:
             self.max_threads = settings.max_threads
         self.states = PageStateStore(settings) if settings is not None else None
@@ -423,8 +421,8 @@ class GradioApp(App):
         kept `gr.State` values when the event reads or writes one (its changed ones are kept after)."""
         event_id = secrets.token_hex(16)
         started = time.time()
-        made: list[Path] = []
-        """Gradio's cache copies of this call's outputs, stored in S3: removed once the call is over."""
+        brought: dict[str, str] = {}
+        """The files this call's states brought back, local path → their name in S3."""
         calls = list(CALLS.get())
         requests = [_request(call) for call in calls]
         request: gr.Request | list[gr.Request] | None = None
@@ -439,7 +437,7 @@ class GradioApp(App):
         folder = Path(tempfile.mkdtemp(prefix="surge-in-", dir=_upload_folder()))
         loop = asyncio.new_event_loop()
         state = SessionState(self.blocks)
-        kept = self._load_states(calls, block_fn, state, folder)
+        kept = self._load_states(calls, block_fn, state, folder, brought)
         with self.progress.lock:
             self.progress.notices[event_id] = calls
             if progress is not None:
@@ -470,7 +468,7 @@ class GradioApp(App):
                 if error.print_exception:  # as Gradio's queue prints it (gr.Error(print_exception=False) does not)
                     logger.warning("%s raised gr.Error", block_fn.api_name or block_fn.name, exc_info=True)
                 raise Error(str(error.message), title=error.title or "Error", duration=error.duration) from error
-            result["data"] = _as_sent(_walk_files(result["data"], lambda f: self._store(f, root, started, made)))
+            result["data"] = _as_sent(_walk_files(result["data"], lambda f: self._store(f, root, started)))
             return result
 
         try:
@@ -478,26 +476,22 @@ class GradioApp(App):
             if kept is not None and self.states is not None:
                 changed = _changed(kept, block_fn, state)
                 for block_id in changed:
-                    changed[block_id] = self._with_files(state.state_data[block_id], changed[block_id], folder)
+                    changed[block_id] = self._with_files(state.state_data[block_id], changed[block_id], folder, brought)
                 self.states.save(calls[0].session_hash, changed)
         finally:
             with self.progress.lock:
                 self.progress.sinks.pop(event_id, None)
                 self.progress.notices.pop(event_id, None)
             loop.close()
-            self._fetched.pop(str(folder), None)
-            for path in made:  # after the states are kept: one may refer to an output's copy
-                with self._stored.lock(str(path)):
-                    path.unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)
 
     def _load_states(
-        self, calls: list[Call], block_fn: BlockFunction, state: SessionState, folder: Path
+        self, calls: list[Call], block_fn: BlockFunction, state: SessionState, folder: Path, brought: dict[str, str]
     ) -> dict[int, bytes] | None:
         """Put the session's kept states into `state`; returns them as read (None: the event touches no
         state, or runs as a batch, which shares no session). An event that only writes states reads
         nothing: what it writes is kept whatever was there. Files a state refers to are fetched into the
-        call's `folder`, and the state refers to them there."""
+        call's `folder` (noted in `brought`), and the state refers to them there."""
         if len(calls) != 1 or self.states is None or not any(b.stateful for b in [*block_fn.inputs, *block_fn.outputs]):
             return None
         if not any(b.stateful for b in block_fn.inputs):
@@ -508,12 +502,12 @@ class GradioApp(App):
             if block_id in self.blocks.blocks and self.blocks.blocks[block_id].stateful:
                 value = pickle.loads(pickled)
                 if isinstance(value, _KeptFiles):
-                    value = self._fetched_files(value, folder)
+                    value = self._fetched_files(value, folder, brought)
                     kept[block_id] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)  # as `_changed` sees it
                 state.state_data[block_id] = value
         return kept
 
-    def _with_files(self, value: Any, pickled: bytes, folder: Path) -> bytes:
+    def _with_files(self, value: Any, pickled: bytes, folder: Path, brought: dict[str, str]) -> bytes:
         """A state's value as kept: when it refers to files of this worker that will not outlast the call
         or that another worker lacks (the call's input folder, Gradio's cache: a multimodal message, a
         chat's files), they go to S3 beside it, and the next call gets them back (`_fetched_files`)."""
@@ -522,11 +516,11 @@ class GradioApp(App):
         local = sorted({text for text in _strings(value) if self._ephemeral_file(text, folder)})
         if not local:
             return pickled
-        fetched = self._fetched.get(str(folder), {})  # a file the state brought keeps its stored copy
-        names = {path: fetched.get(path) or self.files.put_path(Path(path)) for path in local}
+        # A file a state brought back keeps its stored copy.
+        names = {path: brought.get(path) or self.files.put_path(Path(path)) for path in local}
         return pickle.dumps(_KeptFiles(value, names), protocol=pickle.HIGHEST_PROTOCOL)
 
-    def _fetched_files(self, kept: _KeptFiles, folder: Path) -> Any:
+    def _fetched_files(self, kept: _KeptFiles, folder: Path, brought: dict[str, str]) -> Any:
         if self.files is None:
             return kept.value
         here: dict[str, str] = {}
@@ -535,7 +529,7 @@ class GradioApp(App):
                 here[path] = str(self.files.fetch(name, folder))
             except Exception:  # gone from the bucket (it keeps files a day): the value names it as it was
                 logger.warning("a file a session's state refers to could not be fetched: %s", name, exc_info=True)
-        self._fetched.setdefault(str(folder), {}).update({here[path]: kept.names[path] for path in here})
+        brought.update({here[path]: kept.names[path] for path in here})
         return _map_strings(kept.value, lambda text: here.get(text, text))
 
     def _ephemeral_file(self, text: str, folder: Path) -> bool:
@@ -568,14 +562,14 @@ class GradioApp(App):
         local = self.files.fetch(str(name), folder)
         return {**file, "path": str(local), "url": None}
 
-    def _store(self, file: dict[str, Any], root: str, since: float, made: list[Path]) -> dict[str, Any]:
+    def _store(self, file: dict[str, Any], root: str, since: float) -> dict[str, Any]:
         """An output file: put in S3 under a new name, its URL under `root` (the app's public URL; a
-        relative URL when unknown). `since`: when the call began (a cache copy made since is the call's,
-        added to `made`, for the call to remove as it ends)."""
+        relative URL when unknown). `since`: when the call began (a cache copy made since is the call's)."""
         path = file.get("path")
         if is_name(path) or not isinstance(path, str):
             return file
         local = Path(path)
+        cached = self._in_cache(local)
         with self._stored.lock(path):
             name = self._stored.get(path)
             if name is None:
@@ -584,15 +578,15 @@ class GradioApp(App):
                 if self.files is None:
                     raise Error("This app returns files, but no file bucket is configured (FILES_BUCKET_NAME).")
                 name = self.files.put_path(local)
-                if self._in_cache(local):
+                if cached:
                     # Gradio names a cache copy by its contents, so the same path may come again (twice in
                     # one call's outputs, or from a call beside this one): it is the object just stored.
                     self._stored.put(path, name)
-            if self._in_cache(local) and _made_since(local, since):
+            if cached and _made_since(local, since):
                 # Gradio's cache copy of this call's output: in S3 now, and a worker's disk must not fill up
                 # with them. One made before (an example's file, a component's default value: Gradio copies
                 # those at start, and later calls read them) stays.
-                made.append(local)
+                local.unlink(missing_ok=True)
         url = f"gradio_api/file={encode_file_path(name)}"  # as Gradio's: `résumé #1.txt` in a URL
         return {**file, "path": name, "url": f"{root}/{url}" if root else url}
 
@@ -629,23 +623,20 @@ class _KeptFiles:
     names: dict[str, str]
 
 
-def _strings(value: Any) -> Iterator[str]:
+def _strings(value: Any) -> list[str]:
     """Every string inside a state's value (containers, pydantic models such as `FileData`)."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, pydantic.BaseModel):
-        for name in type(value).model_fields:
-            yield from _strings(getattr(value, name))
+    found: list[str] = []
+
+    def note(text: str) -> str:
+        found.append(text)
+        return text
+
+    _map_strings(value, note)
+    return found
 
 
 def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
-    """`value` with each string inside it replaced by `fn(string)` (as `_strings` finds them)."""
+    """`value` with each string inside it (containers, pydantic models) replaced by `fn(string)`."""
     if isinstance(value, str):
         return fn(value)
     if isinstance(value, dict):

@@ -735,21 +735,14 @@ class SessionStream:
             waiting = [t.job for t in self.view.waiting()]
             if self.closed:
                 try:
-                    with anyio.CancelScope(shield=True):
-                        await self._forget(self.view.to_forget)
-                    self.hub.forgetting(self.session_hash, self.view.to_forget, False)
+                    await self._forget(self.view.to_forget)  # registered before `close_stream` went
                     await self.hub.hang_up(self.closed_at, self._gone)
                 finally:
                     self.hub.hung_up(self.session_hash, self._gone)
             else:
                 had = [job for job in self.view.delivered if job.job_id in sent]
-                if had:
-                    self.hub.forgetting(self.session_hash, had, True)
-                    try:
-                        with anyio.CancelScope(shield=True):
-                            await self._forget(had)
-                    finally:
-                        self.hub.forgetting(self.session_hash, had, False)
+                self.hub.forgetting(self.session_hash, had, True)
+                await self._forget(had)
                 if waiting:
                     asyncio.get_running_loop().create_task(self.hub.release_if_gone(self.session_hash, waiting))
 
@@ -930,8 +923,14 @@ class SessionStream:
         return self.view.take(jobs, time.monotonic(), self.hub.batch_s)
 
     async def _forget(self, delivered: list[Job]) -> None:
-        if delivered:
-            await self.hub.forget(delivered)
+        """Delete these jobs (the hub registered them as being forgotten), shielded from the client's
+        disconnect; then streams of the session here no longer skip them (they are gone)."""
+        try:
+            if delivered:
+                with anyio.CancelScope(shield=True):
+                    await self.hub.forget(delivered)
+        finally:
+            self.hub.forgetting(self.session_hash, delivered, False)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         """Run a blocking store call in a thread; while AWS refuses, wait and retry (the stream stays open)."""
