@@ -332,6 +332,29 @@ def test_a_running_job_told_cancelled_keeps_a_marker_through_its_finish_and_goes
     assert [item["sk"]["S"] for item in left] == ["j2"], "the marker went with its job"
 
 
+def test_what_a_dropped_stream_sent_of_a_generator_is_read_with_the_job_and_goes_with_it_once_delivered(
+    demo: tuple[App, Settings],
+) -> None:
+    """A stream dropped while a generator streams notes how many of its messages it sent: the session's
+    next read says so beside the job (through the worker's later writes and finish), and the delivered
+    job is deleted with the note."""
+    store = Store(demo[1])
+    job, _ = make_job(store, "j1"), make_job(store, "j2")
+    (running,) = store.claim([job], "w1").claimed
+    store.record_live(running, [protocol.generating("j1", ["a"]), protocol.generating("j1", ["b"])], None)
+    (seen, other) = store.read_session(SESSION)
+    assert (seen.chunks_sent, other.chunks_sent) == (0, 0)
+    store.note_sent([seen.model_copy(update={"chunks_sent": 2})])
+    store.record_live(running, [protocol.generating("j1", ["c"])], None)
+    (resumed, _) = store.read_session(SESSION)
+    assert (len(resumed.chunks), resumed.chunks_sent) == (3, 2)
+    store.finish([Completion(running, JobState.COMPLETED, protocol.completed("j1", ["abc"], 0.1, None))], held=True)
+    ended = store.read_session(SESSION)[0]
+    assert (ended.state, ended.chunks_sent) == (JobState.COMPLETED, 2)
+    store.forget_all([ended])
+    assert [item["sk"]["S"] for item in _session_items(store, demo[1])] == ["j2"], "the note went with its job"
+
+
 def test_dead_lettered_jobs_fail_with_a_message_from_waiting_or_running(demo: tuple[App, Settings]) -> None:
     store = Store(demo[1])
     waiting = make_job(store, "j1")

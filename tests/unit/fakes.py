@@ -100,6 +100,8 @@ class InMemoryJobs:
         """Running jobs their visitors cancelled (the store's `cancel_requested` attribute)."""
         self.markers: set[tuple[str, str]] = set()
         """Running jobs a stream told their visitors were cancelled (the store's marker items)."""
+        self.sent: dict[tuple[str, str], int] = {}
+        """Running jobs' generator messages a dropped stream had sent (the store's `#sent` items)."""
         self.calls: Counter[str] = Counter()
         self._lock = threading.RLock()
 
@@ -199,7 +201,11 @@ class InMemoryJobs:
             self.calls["read_session"] += 1
             jobs = [
                 job.model_copy(
-                    update={"cancel_requested": key in self.cancel_requested, "cancel_delivered": key in self.markers},
+                    update={
+                        "cancel_requested": key in self.cancel_requested,
+                        "cancel_delivered": key in self.markers,
+                        "chunks_sent": self.sent.get(key, 0),
+                    },
                     deep=True,
                 )
                 for key, job in self.items.items()
@@ -228,6 +234,13 @@ class InMemoryJobs:
                     continue
                 self.items.pop(key, None)
                 self.markers.discard(key)
+                if job.chunks_sent:
+                    self.sent.pop(key, None)
+
+    def note_sent(self, jobs: Sequence[Job]) -> None:
+        with self._lock:
+            self.calls["note_sent"] += -(-len(jobs) // 25)
+            self.sent.update({(job.session_hash, job.job_id): job.chunks_sent for job in jobs})
 
 
 class InMemoryLeases:
@@ -363,6 +376,9 @@ class InMemoryStore:
 
     def forget_all(self, jobs: Sequence[Job]) -> None:
         self.jobs.forget_all(jobs)
+
+    def note_sent(self, jobs: Sequence[Job]) -> None:
+        self.jobs.note_sent(jobs)
 
     def finished_since(self, api_name: str, after: str) -> list[tuple[str, list[str]]]:
         return self.jobs.finished_since(api_name, after)

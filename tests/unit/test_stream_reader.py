@@ -467,3 +467,45 @@ def test_a_stream_the_client_drops_forgets_the_completions_it_sent_and_the_next_
 
     assert not completed(again, sent_job), "the completion the client was sent is not sent again"
     assert completed(again, waiting_job) and again[-1] == protocol.close_stream()
+
+
+def test_a_stream_dropped_while_a_generator_streams_is_resumed_where_it_left_off() -> None:
+    """A generator's messages after its first are diffs that the client applies to what it built. A
+    stream dropped midway, then opened again, sent the generator's messages from its first: the client
+    applied them a second time (`@gradio/client` failed applying them). The next stream sends the rest."""
+    store = InMemoryStore()
+    session = "g" * 32
+    job = _admit(store, session, 0)
+    (running,) = store.claim([job], "worker-1").claimed
+    hub = _hub(store)
+    first: list[dict[str, Any]] = []
+    again: list[dict[str, Any]] = []
+
+    def chunk(k: int) -> dict[str, Any]:
+        return protocol.generating(job.job_id, [f"diff {k}"])
+
+    def generated(seen: list[dict[str, Any]]) -> list[Any]:
+        return [m["output"]["data"] for m in seen if m["msg"] == "process_generating"]
+
+    async def watch() -> None:
+        task = _reading(SessionStream(hub, session, FAST_POLL), first)
+        store.record_live(running, [chunk(0), chunk(1)], None)
+        await _until(lambda: len(generated(first)) == 2, "the first two messages")
+        await asyncio.sleep(0.01)  # the SSE layer resumes the stream once the frame is written
+        task.cancel()  # the client drops the stream
+        await asyncio.gather(task, return_exceptions=True)
+        store.record_live(running, [chunk(2)], None)
+        reopened = _reading(SessionStream(hub, session, FAST_POLL), again)
+        await _until(lambda: len(generated(again)) >= 1, "a message of the reopened stream")
+        done = protocol.completed(job.job_id, ["whole"], 0.01, None)
+        store.finish([Completion(running, JobState.COMPLETED, done)], held=True)
+        await asyncio.wait_for(reopened, WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+
+    assert generated(first) == [["diff 0"], ["diff 1"]]
+    assert [m["msg"] for m in again] == ["process_generating", "process_completed", "close_stream"], (
+        "no estimation or start again: the client had them"
+    )
+    assert generated(again) == [["diff 2"]], "only what the dropped stream had not sent"
+    assert store.get_job(session, job.job_id) is None and not store.jobs.sent, "delivered: deleted with its note"

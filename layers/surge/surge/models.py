@@ -129,6 +129,9 @@ class Job(BaseModel):
     cancel_delivered: bool = False
     """A stream told the visitor it was cancelled while it still ran (a marker item beside the job's,
     which the finish does not overwrite): no stream delivers anything of it again."""
+    chunks_sent: int = 0
+    """How many of `chunks` a stream its client dropped had sent (a marker item beside the job's): the
+    client built its outputs from them, so the next stream sends the rest, whose diffs apply to those."""
 
 
 class JobMessage(BaseModel):

@@ -53,6 +53,11 @@ class SessionLog(Protocol):
         result kept in parts): the streams of one process that close together share the writes."""
         ...
 
+    def note_sent(self, jobs: Sequence[Job]) -> None:
+        """For running jobs of a stream its client dropped, how many generator messages it had sent
+        (`chunks_sent`): the session's next stream sends from there."""
+        ...
+
     def finished_since(self, api_name: str, after: str) -> list[tuple[str, list[str]]]:
         """The function's batch finish notices with keys after `after`, oldest first: (key, job ids)."""
         ...

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +50,10 @@ FORGET_GATHER_S = 0.02
 waits for theirs, so that streams closing together (a batch's sessions) share one batch write. The
 client does not wait for it: `close_stream` has gone. A stream alone in its process (a Lambda
 environment on demand) does not wait."""
+
+SENT_KEPT_S = 60.0
+"""How long a stream process remembers what its dropped streams sent, beside the marker it writes: a
+session's read that ran while the marker was written sees it from memory."""
 
 FRESH_GAP_S = 0.2
 """The least time between two counters reads of a process, however many streams ask for a fresh one."""
@@ -107,6 +111,8 @@ class Tracked:
     started: bool = False
     progress: dict[str, Any] | None = None
     chunks: int = 0
+    resumed_at: int = 0
+    """How many of the job's generator messages a stream the client dropped had sent (`Job.chunks_sent`)."""
     completed: bool = False
     last_estimation: tuple[int, int] | None = None
     eta: tuple[float, float] | None = None
@@ -134,6 +140,11 @@ class SessionView:
                 continue
             if tracked is None:
                 tracked = self.jobs[job.job_id] = Tracked(job, seen_at=read_at)
+                if job.chunks_sent:
+                    # A stream the client dropped sent these: the client built its outputs from them, and
+                    # the diffs that follow apply to those (sent again, they would be applied twice).
+                    tracked.started, tracked.last_estimation = True, (0, 1)
+                    tracked.chunks = tracked.resumed_at = min(job.chunks_sent, len(job.chunks))
             elif tracked.completed:
                 continue
             tracked.job = job
@@ -153,6 +164,15 @@ class SessionView:
     def to_forget(self) -> list[Job]:
         """What the stream deletes as it closes: the jobs it delivered, and those told elsewhere that ended."""
         return [*self.delivered, *self.told_elsewhere.values()]
+
+    def partly_sent(self, generated: dict[str, int], completions: set[str]) -> list[Job]:
+        """The jobs whose generator messages this stream sent some of (`generated`: how many, per job id)
+        and whose completion it did not send, each with the number a next stream starts from."""
+        return [
+            t.job.model_copy(update={"chunks_sent": t.resumed_at + generated[job_id]})
+            for job_id, t in self.jobs.items()
+            if generated.get(job_id) and job_id not in completions
+        ]
 
     def waiting(self) -> list[Tracked]:
         return [t for t in self.pending if t.job.state is JobState.WAITING]
@@ -350,6 +370,9 @@ class SessionHub:
         self._joined: dict[str, int] = {}
         """Per session with a stream here, how many joins of it this process has finished serving."""
         self._forgetting: dict[str, set[str]] = {}
+        self._sent: dict[str, tuple[float, dict[str, int]]] = {}
+        """Per session, (monotonic time noted, job id → generator messages sent) of streams here that their
+        clients dropped, kept `SENT_KEPT_S` (a read made as the marker is written may have missed it)."""
         self._joins_lock = threading.Lock()
         self._finished_after: dict[str, str] = {}
         """Per function, the key after which finish notices are read next."""
@@ -411,6 +434,26 @@ class SessionHub:
 
     def forgotten(self, session_hash: str) -> set[str]:
         return self._forgetting.get(session_hash, set())
+
+    def noting_sent(self, session_hash: str, jobs: list[Job]) -> None:
+        """A dropped stream of the session sent these jobs' first `chunks_sent` generator messages."""
+        now = time.monotonic()
+        for session in [key for key, (noted, _) in self._sent.items() if now - noted > SENT_KEPT_S]:
+            del self._sent[session]
+        if jobs:
+            counts = self._sent.get(session_hash, (now, {}))[1]
+            counts.update({job.job_id: job.chunks_sent for job in jobs})
+            self._sent[session_hash] = (now, counts)
+
+    def with_sent(self, session_hash: str, jobs: list[Job]) -> list[Job]:
+        """`jobs` as the markers of dropped streams here say, for a read that ran as one was written."""
+        counts = self._sent.get(session_hash, (0.0, {}))[1]
+        return [
+            job.model_copy(update={"chunks_sent": counts[job.job_id]})
+            if counts.get(job.job_id, 0) > job.chunks_sent
+            else job
+            for job in jobs
+        ]
 
     async def forget(self, jobs: list[Job]) -> None:
         """Delete a closing stream's delivered jobs; returns once they are deleted (or the delete failed:
@@ -725,11 +768,15 @@ class SessionStream:
         """
         self.hub.attach(self)
         sent: set[str] = set()
+        generated: Counter[str] = Counter()
         try:
             async for message in self._messages():
                 yield message
+                # The SSE layer resumes us once it has written the frame.
                 if message.get("msg") == "process_completed" and message.get("event_id"):
-                    sent.add(str(message["event_id"]))  # the SSE layer resumes us once it has written it
+                    sent.add(str(message["event_id"]))
+                elif message.get("msg") == "process_generating" and message.get("event_id"):
+                    generated[str(message["event_id"])] += 1
         finally:
             self.hub.detach(self)
             waiting = [t.job for t in self.view.waiting()]
@@ -741,8 +788,11 @@ class SessionStream:
                     self.hub.hung_up(self.session_hash, self._gone)
             else:
                 had = [job for job in self.view.delivered if job.job_id in sent]
+                partly = self.view.partly_sent(generated, sent)
                 self.hub.forgetting(self.session_hash, had, True)
+                self.hub.noting_sent(self.session_hash, partly)
                 await self._forget(had)
+                await self._note_sent(partly)
                 if waiting:
                     asyncio.get_running_loop().create_task(self.hub.release_if_gone(self.session_hash, waiting))
 
@@ -917,10 +967,19 @@ class SessionStream:
     async def _read(self) -> list[dict[str, Any]]:
         jobs = await self._call(self.store.read_session, self.session_hash)
         forgotten = self.hub.forgotten(self.session_hash)
-        jobs = [job for job in jobs if job.job_id not in forgotten]
+        jobs = self.hub.with_sent(self.session_hash, [job for job in jobs if job.job_id not in forgotten])
         self.reads += 1
         await self.hub.refresh_estimates(jobs)
         return self.view.take(jobs, time.monotonic(), self.hub.batch_s)
+
+    async def _note_sent(self, partly: list[Job]) -> None:
+        """Write how many generator messages of its running jobs this dropped stream sent (shielded)."""
+        if partly:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await anyio.to_thread.run_sync(self.store.note_sent, partly)
+                except Exception:
+                    logger.exception("noting what a dropped stream sent failed; a next stream sends it again")
 
     async def _forget(self, delivered: list[Job]) -> None:
         """Delete these jobs (the hub registered them as being forgotten), shielded from the client's

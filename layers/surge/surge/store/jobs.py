@@ -18,7 +18,6 @@ from surge.models import TERMINAL_STATES, Job, JobState
 from surge.store.admission import leave_items, out_item
 from surge.store.aws import TRANSACTION_LIMIT, Table, Transaction, aws_errors, n, s
 from surge.store.schema import (
-    CANCEL_DELIVERED,
     compact,
     is_marker,
     is_part,
@@ -29,6 +28,9 @@ from surge.store.schema import (
     marker_key,
     part_key,
     parts_of,
+    sent_item,
+    sent_key,
+    told_of,
 )
 
 BATCH_WRITE_LIMIT = 25
@@ -66,11 +68,12 @@ class JobStore(Table):
             ConsistentRead=True,
         )
         parts = parts_of([item for item in items if is_part(item)])
-        marked = {item["sk"]["S"].removesuffix(CANCEL_DELIVERED) for item in items if is_marker(item)}
+        cancelled, sent = told_of([item for item in items if is_marker(item)])
         jobs = [
-            job_of(item, parts.get(item["sk"]["S"]), item["sk"]["S"] in marked)
+            job_of(item, parts.get(job_id), job_id in cancelled, sent.get(job_id, 0))
             for item in items
             if not is_part(item) and not is_marker(item)
+            for job_id in [item["sk"]["S"]]
         ]
         return sorted(jobs, key=lambda job: job.created_at)
 
@@ -399,4 +402,15 @@ class JobStore(Table):
             )
             if job.cancel_delivered:
                 requests.append({"DeleteRequest": {"Key": marker_key(job.session_hash, job.job_id)}})
+            if job.chunks_sent:
+                requests.append({"DeleteRequest": {"Key": sent_key(job.session_hash, job.job_id)}})
         self._batch_write(requests, "Forgetting delivered jobs")
+
+    def note_sent(self, jobs: Sequence[Job]) -> None:
+        """For running jobs of a stream its client dropped: how many of their generator messages it had
+        sent (`chunks_sent`), so that the session's next stream, in any process, sends from there."""
+        requests = [
+            {"PutRequest": {"Item": sent_item(job, self.settings.job_ttl_s)}}
+            for job in {(j.session_hash, j.job_id): j for j in jobs}.values()
+        ]
+        self._batch_write(requests, "Noting the messages a dropped stream sent")

@@ -16,7 +16,10 @@ session's read joins them, and its stream deletes them with the job.
 A running job its visitor cancelled carries `cancel_requested` (the front's mark). A stream that tells the
 visitor at once, as Gradio does, writes a marker item `<job id>#cancelled` (the worker's finish puts the
 job's item anew, so the item itself cannot keep that): later reads skip the job, and the stream that sees
-it ended deletes it with its marker.
+it ended deletes it with its marker. A stream whose client drops it while a generator's messages are coming
+writes `<job id>#sent` (attribute `chunks`: how many of them it had sent): the client holds what they built,
+and the diffs that follow apply to that, so the session's next stream sends from there; the stream that
+delivers the job deletes it with the job.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ CANCEL_DELIVERED = "#cancelled"
 """After a job id, the sort key of the marker a stream writes when it has told the visitor that the job,
 still running, is cancelled (as Gradio answers a cancel at once): the job's own item cannot say so,
 since its worker's finish puts the whole item anew."""
+
+CHUNKS_SENT = "#sent"
+"""After a job id, the sort key of the item a dropped stream writes with how many of the job's generator
+messages (`chunks`) it had sent."""
 
 INLINE_RESULT_BYTES = 300_000
 """The most a result and a generator's messages may take in the job's item; beyond it the result goes in parts."""
@@ -113,7 +120,8 @@ def is_part(item: dict[str, Any]) -> bool:
 
 
 def is_marker(item: dict[str, Any]) -> bool:
-    return str(item["sk"]["S"]).endswith(CANCEL_DELIVERED)
+    """An item a stream wrote beside a job's: what it told the visitor (a cancel, or the messages sent)."""
+    return str(item["sk"]["S"]).endswith((CANCEL_DELIVERED, CHUNKS_SENT))
 
 
 def marker_key(session_hash: str, job_id: str) -> dict[str, Any]:
@@ -125,6 +133,34 @@ def marker_item(job: Job, ttl_s: int) -> dict[str, Any]:
     return {**marker_key(job.session_hash, job.job_id), "expires_at": n(int(job.created_at) + ttl_s)}
 
 
+def sent_key(session_hash: str, job_id: str) -> dict[str, Any]:
+    return job_key(session_hash, job_id + CHUNKS_SENT)
+
+
+def sent_item(job: Job, ttl_s: int) -> dict[str, Any]:
+    """How many of this running job's generator messages a dropped stream had sent (it expires with the job)."""
+    return {
+        **sent_key(job.session_hash, job.job_id),
+        "chunks": n(job.chunks_sent),
+        "expires_at": n(int(job.created_at) + ttl_s),
+    }
+
+
+def told_of(items: list[dict[str, Any]]) -> tuple[set[str], dict[str, int]]:
+    """From a session's marker items: the jobs told cancelled, and job id → its messages a stream sent."""
+    cancelled = {
+        str(item["sk"]["S"]).removesuffix(CANCEL_DELIVERED)
+        for item in items
+        if item["sk"]["S"].endswith(CANCEL_DELIVERED)
+    }
+    sent = {
+        str(item["sk"]["S"]).removesuffix(CHUNKS_SENT): int(item["chunks"]["N"])
+        for item in items
+        if item["sk"]["S"].endswith(CHUNKS_SENT)
+    }
+    return cancelled, sent
+
+
 def parts_of(items: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Job id → the text of its result's parts, in order, from a session's items."""
     found: dict[str, list[tuple[str, str]]] = {}
@@ -134,9 +170,11 @@ def parts_of(items: list[dict[str, Any]]) -> dict[str, list[str]]:
     return {job_id: [text for _, text in sorted(parts)] for job_id, parts in found.items()}
 
 
-def job_of(item: dict[str, Any], parts: list[str] | None = None, cancel_delivered: bool = False) -> Job:
+def job_of(
+    item: dict[str, Any], parts: list[str] | None = None, cancel_delivered: bool = False, chunks_sent: int = 0
+) -> Job:
     """The job of an item; a result kept in parts is joined from `parts` (None: left out, as when the
-    parts were not read, or are missing); `cancel_delivered`: its marker was read beside it."""
+    parts were not read, or are missing); `cancel_delivered`, `chunks_sent`: its markers read beside it."""
 
     def number(name: str) -> float | None:
         return float(item[name]["N"]) if name in item else None
@@ -160,6 +198,7 @@ def job_of(item: dict[str, Any], parts: list[str] | None = None, cancel_delivere
         ahead=[int(tail["N"]) for tail in item["ahead"]["L"]] if "ahead" in item else None,
         cancel_requested="cancel_requested" in item,
         cancel_delivered=cancel_delivered,
+        chunks_sent=chunks_sent,
     )
 
 
