@@ -175,13 +175,14 @@ def _with_states(config: dict[str, Any], dependency: dict[str, Any], inputs: Seq
 
 
 def judge_streaming(frames: Sequence[Frame], report: SmokeReport) -> None:
-    """Streamed if the frames up to process_completed did not all arrive at once (close_stream, which
-    the front sends a moment after the last job, is left out of the span)."""
+    """Streamed if the job's frames up to process_completed did not all arrive at once. The estimations
+    (sent as the job joins, before any output) and close_stream (a moment after the last job) are left
+    out of the span: an early estimation and a lump of output frames is a buffered stream."""
     done = [i for i, frame in enumerate(frames) if frame.msg == "process_completed"]
     if not done:
         report.fail("the SSE stream ended without process_completed")
         return
-    job = frames[: done[0] + 1]
+    job = [frame for frame in frames[: done[0] + 1] if frame.msg != "estimation"]
     span = job[-1].at_s - job[0].at_s
     if job[-1].at_s < TOO_QUICK_S:
         report.say(

@@ -44,10 +44,26 @@ def test_smoke_of_any_app_calls_its_first_endpoint_and_times_its_first_generator
 def test_smoke_calls_frames_that_arrive_together_buffered() -> None:
     report = SmokeReport()
     judge_streaming(
-        [Frame(2.0, "estimation", 90), Frame(2.01, "process_generating", 90), Frame(2.02, "process_completed", 90)],
+        [
+            Frame(2.0, "estimation", 90),
+            Frame(2.0, "process_starts", 90),
+            Frame(2.01, "process_generating", 90),
+            Frame(2.02, "process_completed", 90),
+        ],
         report,
     )
     assert report.failures and "looks buffered" in report.failures[0]
+    lump = SmokeReport()  # the join's estimation came at once, the output in one lump at the end
+    judge_streaming(
+        [
+            Frame(0.02, "estimation", 90),
+            Frame(0.3, "process_starts", 90),
+            Frame(0.3, "process_generating", 90),
+            Frame(0.3, "process_completed", 90),
+        ],
+        lump,
+    )
+    assert lump.failures and "all 3 frames arrived within 0 ms" in lump.failures[0]
     spread = SmokeReport()
     judge_streaming([Frame(0.1, "estimation", 90), Frame(0.6, "process_completed", 90)], spread)
     assert spread.failures == []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -48,8 +48,8 @@ def _settings() -> Settings:
     )
 
 
-def _hub(store: InMemoryStore) -> SessionHub:
-    app = _app()
+def _hub(store: InMemoryStore, app: surge.App | None = None) -> SessionHub:
+    app = app or _app()
     return SessionHub(app, _settings(), store, Estimator(app, store.workers.stats, store.workers.fleet))
 
 
@@ -509,3 +509,52 @@ def test_a_stream_dropped_while_a_generator_streams_is_resumed_where_it_left_off
     )
     assert generated(again) == [["diff 2"]], "only what the dropped stream had not sent"
     assert store.get_job(session, job.job_id) is None and not store.jobs.sent, "delivered: deleted with its note"
+
+
+def test_a_generators_job_next_in_line_is_looked_for_as_its_output_comes_not_after_a_whole_batch() -> None:
+    """A job at the front of its line starts when the batch ahead ends, so its stream looked again after
+    about a batch. A generator's output is shown as it comes: waiting that long, a short generation's
+    output came all at once with its end (and a chat's first words late). Its start is looked for as
+    often as its output then is (`streaming_max_s`); here a batch is 10 s and `max_s` a minute."""
+    app = surge.App(title="streams", default_concurrency_limit=None)
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], eta_hint_s=10.0)
+    def spell(text: str) -> Iterator[str]:
+        yield from text
+
+    store = InMemoryStore()
+    session = "n" * 32
+    job = store.admit(
+        Job(
+            job_id="spelled",
+            session_hash=session,
+            api_name="spell",
+            group="spell",
+            state=JobState.WAITING,
+            data=["ab"],
+            created_at=time.time(),
+        )
+    )
+    hub = _hub(store, app)
+    seen: list[dict[str, Any]] = []
+    policy = PollPolicy(min_s=0.005, max_s=60.0, streaming_max_s=0.02)
+
+    async def watch() -> None:
+        task = _reading(SessionStream(hub, session, policy), seen)
+        await _until(lambda: store.jobs.calls["read_session"] >= 1, "the stream's first read")
+        await asyncio.sleep(0.05)  # the worker takes the job a moment later
+        (running,) = store.claim([job], "worker-1").claimed
+        store.record_live(running, [protocol.generating(job.job_id, ["a"])], None)
+        await _until(lambda: any(m["msg"] == "process_generating" for m in seen), "the first output")
+        done = protocol.completed(job.job_id, ["ab"], 0.1, None)
+        store.finish([Completion(running, JobState.COMPLETED, done)], held=True)
+        await asyncio.wait_for(task, WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+
+    assert [m["msg"] for m in seen if m["msg"] != "estimation"] == [
+        "process_starts",
+        "process_generating",
+        "process_completed",
+        "close_stream",
+    ]

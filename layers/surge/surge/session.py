@@ -897,8 +897,14 @@ class SessionStream:
         return ended
 
     def _ceiling(self) -> float:
-        streaming = any(self.hub.streaming(job.api_name) for job in self.view.running())
-        return self.poll.streaming_max_s if streaming else self.poll.max_s
+        return self.poll.streaming_max_s if self._streams_soon() else self.poll.max_s
+
+    def _streams_soon(self) -> bool:
+        """Whether a job of the session whose output is shown as it comes (a generator's, or a function's
+        that reports progress) runs, or is at the front of its line and may start any moment."""
+        counters = self.hub.counters[1] if self.hub.counters else None
+        next_up = [t.job for t in self.view.waiting() if _at_front(t, counters, self.hub.short_line)]
+        return any(self.hub.streaming(job.api_name) for job in [*self.view.running(), *next_up])
 
     def _next_read(self, interval: float, last_read: float) -> float:
         """When to read the log next: soon while something can happen to the session, else a rescan."""
@@ -911,6 +917,10 @@ class SessionStream:
                 return last_read + max(self.poll.due_min_s, expected)
             return last_read + max(interval, expected or 0.0, self._late_poll_s(running))
         if self.view.at_front(counters, self.hub.short_line):
+            if self._streams_soon():
+                # Its first output is shown as it comes, so its start is looked for as often as a running
+                # generator's output (waiting a whole batch, a short generation's output came all at once).
+                return last_read + interval
             # Next in line: it starts within about a batch (the one running ahead of it).
             return last_read + max(interval, min(self.poll.max_s, self._front_wait_s()))
         if not self.view.pending:
