@@ -733,3 +733,53 @@ def test_a_cancelled_generators_record_ends_where_its_visitors_view_did() -> Non
     assert done is not None and done.state is JobState.CANCELLED
     recorded = json.dumps(done.chunks)
     assert '"n10"' not in recorded and '["append", [], "10"]' not in recorded, recorded
+
+
+def test_a_gradio_batch_that_raises_fails_every_caller_of_the_batch_once_as_gradio_does() -> None:
+    """Gradio gives a batch's error to each of its callers and runs it once. The worker ran the inputs
+    again one by one (a `surge.App`'s way): good inputs ran twice, side effects and all."""
+    import gradio as gr
+
+    from surge.gradio_app import GradioApp
+
+    ran: list[list[str]] = []
+
+    def judge(texts: list[str]) -> list[list[str]]:
+        ran.append(list(texts))
+        if "bad" in texts:
+            raise gr.Error("bad in batch " + ",".join(texts))
+        return [[text.upper() for text in texts]]
+
+    with gr.Blocks() as demo:
+        box, out = gr.Textbox(), gr.Textbox()
+        box.submit(judge, box, out, api_name="judge", batch=True, max_batch_size=4)
+    store, queue = InMemoryStore(), InMemoryQueue()
+    jobs = [_join(store, queue, "judge", text, i) for i, text in enumerate(["ok", "bad", "fine"])]
+
+    _serve_until_drained(SimpleNamespace(app=GradioApp(demo)), "judge", store, queue)  # type: ignore[arg-type]
+
+    assert ran == [["ok", "bad", "fine"]], "one run of the batch"
+    for job in jobs:
+        result = _result(store, job)
+        assert (result["success"], result["output"]["error"]) == (False, "bad in batch ok,bad,fine")
+
+
+def test_a_surge_batch_that_raises_surge_error_fails_only_the_bad_inputs_caller() -> None:
+    ran: list[list[str]] = []
+    app = surge.App(title="batches")
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], batch=True, max_batch_size=4)
+    def judge(texts: list[str]) -> list[list[str]]:
+        ran.append(list(texts))
+        if "bad" in texts:
+            raise surge.Error("bad in batch " + ",".join(texts))
+        return [[text.upper() for text in texts]]
+
+    store, queue = InMemoryStore(), InMemoryQueue()
+    jobs = [_join(store, queue, "judge", text, i) for i, text in enumerate(["ok", "bad", "fine"])]
+
+    _serve_until_drained(SimpleNamespace(app=app), "judge", store, queue)  # type: ignore[arg-type]
+
+    assert ran == [["ok", "bad", "fine"], ["ok"], ["bad"], ["fine"]]
+    assert [_result(store, job)["success"] for job in jobs] == [True, False, True]
+    assert _result(store, jobs[1])["output"]["error"] == "bad in batch bad"

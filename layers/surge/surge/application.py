@@ -127,6 +127,10 @@ class Function:
     progress_arg: str | None = None
     chunk_diff: Callable[[list[Any], list[Any]], list[Any]] | None = None
     """How a generator's chunk after the first is encoded against the one before (None: `protocol.diff`)."""
+    split_failed_batch: bool = True
+    """When a batch raises `surge.Error`, run its inputs again one by one, so that only the caller of the
+    bad input gets the error. False for a Gradio app's event: Gradio fails every caller of the batch with
+    the error, once (running a batch's good inputs twice would repeat their side effects)."""
     events: dict[int, PageEvent] | None = None
     """A lane of a Gradio page's own events (fn_index → its shape), None for one event. A lane's job
     carries `[fn_index, *inputs]` as its data, and `fn` returns (or yields) that event's whole output row."""
@@ -393,7 +397,7 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
     except SystemExit as error:  # argparse at import: its usage line is printed above
         raise AppNotFound(
             f"APP={spec} exited while loading (code {error.code}); an app that reads its command line gets its "
-            f"arguments from {APP_ARGS_VARIABLE}, e.g. {APP_ARGS_VARIABLE}=\"--model small\""
+            f'arguments from {APP_ARGS_VARIABLE}, e.g. {APP_ARGS_VARIABLE}="--model small"'
         ) from None
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):

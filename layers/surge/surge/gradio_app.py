@@ -319,6 +319,7 @@ class GradioApp(App):
             ],
             progress_arg=None if block_fn.batch else PROGRESS_ARG,
             chunk_diff=_gradio_diff,
+            split_failed_batch=False,
         )
 
     def _lane(self, page: dict[int, BlockFunction]) -> Function:

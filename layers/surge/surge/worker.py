@@ -770,7 +770,7 @@ class Worker:
             outputs = self._call(self.function.fn, columns, {}, tasks)
             rows = self._batch_rows(outputs, len(tasks))
         except JobFailed as failure:
-            if len(tasks) > 1 and isinstance(failure.__cause__, Error):
+            if len(tasks) > 1 and isinstance(failure.__cause__, Error) and self.function.split_failed_batch:
                 for task in tasks:
                     self._run_batch([task])
                 return
