@@ -67,7 +67,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from moto.sqs.models import Message, Queue, SQSBackend
 from waitress.server import create_server
 
-from surge_local import FIDELITY_VARIABLE, SERVICES
+from surge_local import ALSO_SERVED, FIDELITY_VARIABLE, SERVICES
 from surge_local.fidelity import Fidelity
 from surge_local.supervision import exit_with_parent
 
@@ -281,7 +281,8 @@ def serve(port: int, services: Iterable[str] = SERVICES, fidelity: bool = False,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--services", default=",".join(SERVICES), help="comma-separated: sqs, dynamodb, s3")
+    every = ",".join((*SERVICES, *(also for extra in ALSO_SERVED.values() for also in extra)))
+    parser.add_argument("--services", default=every, help=f"comma-separated (default: {every})")
     parser.add_argument("--fidelity", action="store_true", help=f"model per-item limits (or {FIDELITY_VARIABLE}=1)")
     parser.add_argument("--parent-pid", type=int, help="stop when this process is no longer the parent")
     arguments = parser.parse_args(argv)

@@ -316,7 +316,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         stack.start()
         httpx.get(f"{stack.url}/config", timeout=30).raise_for_status()
-        print(f"{stack.url}/  serving {args.app}  (queue status: {stack.url}/status; Ctrl-C stops)", flush=True)
+        fidelity = ", DynamoDB's per-item limits emulated" if stack.fidelity else ""
+        print(
+            f"{stack.url}/  serving {args.app}  (queue status: {stack.url}/status{fidelity}; Ctrl-C stops)",
+            flush=True,
+        )
         for note in stack.app.notes if stack.app is not None else []:
             print(note, flush=True)
         while not stopped.wait(1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +14,11 @@ from surge_local.launcher import cannot_start, free_port
     ("spec", "line"),
     [
         ("nothere:app", "surge: APP=nothere:app: no module 'nothere'; expected module:attribute"),
-        ("app.py", "surge: APP=app.py names a file that is not there (make run takes an app's file, APP=path/to"),
+        ("app.py", "surge: APP=app.py names a file that is not there: /"),
         ("spaces/app.py:ui", "surge: APP=spaces/app.py:ui names a file that is not there"),
         ("examples.demo_app:nope", "surge: APP=examples.demo_app:nope: examples.demo_app has no nope; expected"),
-        ("examples.demo_app:sim_gpu", "surge: APP=examples.demo_app:sim_gpu is a function; expected a surge.App"),
+        ("examples.demo_app:sim_gpu", "surge: APP=examples.demo_app:sim_gpu: examples.demo_app.sim_gpu is a function"),
+        ("examples.demo_app:_device", "surge: APP=examples.demo_app:_device: examples.demo_app._device is a lock;"),
         ("tests.apps.gradio_apps:streamed", "surge: event 'mirror' (<lambda>) is a .stream() event"),
         ("tests.apps.needs_a_package:demo", "surge: APP=tests.apps.needs_a_package:demo imports 'surge_no_such_dep"),
     ],
@@ -24,6 +26,19 @@ from surge_local.launcher import cannot_start, free_port
 def test_what_cannot_start_is_said_in_one_line(spec: str, line: str) -> None:
     said = cannot_start(spec, free_port())
     assert said is not None and said.startswith(line) and "\n" not in said
+
+
+def test_a_missing_files_message_says_where_it_looked_and_how_to_name_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make -C repo run APP=app.py` from the app's folder: the path is the repository's, which the
+    message did not say (it suggested `APP=app:demo` for a file that is not there)."""
+    monkeypatch.chdir(tmp_path)
+    said = cannot_start("counter.py", free_port())
+    assert said == (
+        f"surge: APP=counter.py names a file that is not there: {tmp_path / 'counter.py'} (a relative path is taken "
+        f"from the folder make runs in, {tmp_path}; give the app's full path, e.g. APP=$PWD/counter.py)"
+    )
 
 
 def test_a_port_in_use_suggests_another() -> None:

@@ -336,6 +336,24 @@ def test_launch_arguments_read_from_the_apps_command_line_are_dropped_and_the_ap
     ]
 
 
+def test_a_share_link_or_an_open_address_asked_of_launch_is_noted_as_not_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`launch(share=True, server_name="0.0.0.0")` went unsaid: the user waited for a public link."""
+    (tmp_path / "shared_app.py").write_text(
+        "import gradio as gr\n"
+        "demo = gr.Interface(lambda x: x, 'text', 'text', api_name='same')\n"
+        "if __name__ == '__main__':\n"
+        "    demo.launch(share=True, server_name='0.0.0.0', server_port=7861)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = load_app("shared_app:demo")
+    assert [note for note in app.notes if "launch(" in note] == [
+        "note: launch(share=True) is not taken: Surge opens no share link (deployed, its endpoint is public)",
+        "note: launch(server_name='0.0.0.0') is not taken: make run listens on 127.0.0.1 only",
+    ]
+
+
 @pytest.mark.parametrize(
     "statement",
     [
@@ -442,8 +460,19 @@ def test_an_app_whose_every_event_is_inside_gr_render_is_refused_naming_them() -
             for i in range(int(n)):
                 gr.Button(f"Button {i}").click(lambda: None, None, None, api_name=f"press_{i}")
 
-    with pytest.raises(Unsupported, match=r"no public event .*inside @gr.render"):
+    with pytest.raises(Unsupported, match=r"no public event .*@gr.render function 'buttons' is inside @gr.render"):
         GradioApp(demo)
+
+    with gr.Blocks() as served:
+        name, greeting = gr.Textbox(), gr.Textbox()
+        name.submit(lambda text: f"Hello {text}", name, greeting, api_name="greet")
+
+        @gr.render(inputs=name)
+        def show(text: str) -> None:
+            gr.Markdown(text)
+
+    notes = GradioApp(served).notes
+    assert any(note.startswith("note: the page's @gr.render function 'show' is not served") for note in notes), notes
 
 
 def test_a_blocks_mounted_in_fastapi_keeps_the_mounts_settings_and_the_fastapi_app_is_named_as_such() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from surge.held_launch import held_launch, main_block_calls
@@ -373,6 +373,21 @@ def _app_argv(module_name: str) -> Iterator[None]:
         sys.argv = kept
 
 
+def _not_a_module(spec: str, file: Path, attribute: str) -> AppNotFound:
+    """APP= names a file (the launcher imports an existing one as its module): where it looked, or how to
+    name it."""
+    if not file.is_file():
+        return AppNotFound(
+            f"APP={spec} names a file that is not there: {file.resolve()} (a relative path is taken from the "
+            f"folder make runs in, {Path.cwd()}; give the app's full path, e.g. APP=$PWD/{file.name})"
+        )
+    folder = f" with {file.parent} on PYTHONPATH" if str(file.parent) != "." else ""
+    return AppNotFound(
+        f"APP={spec} is not importable here; expected a file ending in .py or module:attribute, e.g. "
+        f"APP={file.stem}:{attribute or 'demo'}{folder}"
+    )
+
+
 def load_app(spec: str, settings: Settings | None = None) -> App:
     """Import `module:attribute` and return the app found there: a `surge.App`, or a Gradio `Blocks`
     (`gr.Interface`, `gr.ChatInterface`) turned into one. Without `:attribute`, `app` then `demo`.
@@ -381,12 +396,7 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
     """
     module_name, _, attribute = spec.partition(":")
     if module_name.endswith(".py") or "/" in module_name:
-        file = PurePath(module_name)
-        folder = f" with {file.parent} on PYTHONPATH" if str(file.parent) != "." else ""
-        raise AppNotFound(
-            f"APP={spec} names a file that is not there (make run takes an app's file, APP=path/to/app.py) or "
-            f"is not importable here; expected module:attribute, e.g. APP={file.stem}:{attribute or 'demo'}{folder}"
-        )
+        raise _not_a_module(spec, Path(module_name), attribute)
     try:
         # A Gradio app's `demo.launch()` must not start Gradio's server here, and the app sees the command
         # line `python app.py` would give it, not this process's.
@@ -409,7 +419,8 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
             "package that provides it there (on AWS, list it in the app's requirements.txt)"
         ) from error
     names = [attribute] if attribute else ["app", "demo"]
-    found = next((getattr(module, name) for name in names if hasattr(module, name)), None)
+    name = next((name for name in names if hasattr(module, name)), None)
+    found = getattr(module, name) if name else None
     if found is None:
         raise AppNotFound(
             f"APP={spec}: {module_name} has no {' or '.join(names)}; expected a surge.App or gr.Blocks there"
@@ -422,8 +433,10 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
         from surge.gradio_app import GradioApp
 
         return GradioApp(found, settings)
+    kind = type(found).__name__
     raise AppNotFound(
-        f"APP={spec} is a {type(found).__name__}; expected a surge.App or a gr.Blocks (Interface, ChatInterface)"
+        f"APP={spec}: {module_name}.{name} is {'an' if kind[0].lower() in 'aeiou' else 'a'} {kind}; expected a "
+        "surge.App or a gr.Blocks (Interface, ChatInterface)"
         + (
             ": name the Blocks it mounts (gr.mount_gradio_app), as APP=module:demo; the FastAPI app's own "
             "routes and mount path are not served"

@@ -232,7 +232,7 @@ class GradioApp(App):
         from the initial values)."""
         public, page, skipped = _served(blocks)
         if not public:
-            unserved = "; ".join(f"event {fn.api_name!r} {why}" for fn, why in skipped)
+            unserved = "; ".join(f"{_label(fn)} {why}" for fn, why in skipped)
             raise Unsupported(
                 "This Gradio app has no public event with a Python function to serve"
                 + (f" ({unserved})" if unserved else ".")
@@ -240,7 +240,7 @@ class GradioApp(App):
         self.functions = [self._function(fn_id, block_fn) for fn_id, block_fn in public]
         if page:
             self.functions.append(self._lane(dict(page)))
-        self.notes = _notes(blocks, public, skipped)
+        self.notes = _notes(blocks, public, skipped) + _launch_notes(launched)
 
     def unlimited_batches_at_once(self) -> int:
         """Gradio's process runs up to `max_threads` calls of an event with no concurrency limit at once:
@@ -815,6 +815,15 @@ def _served(
     return public, page, skipped
 
 
+def _label(block_fn: BlockFunction) -> str:
+    """An event as its app's author knows it: a `@gr.render`'s own event (Gradio names it `apply`) by the
+    function it renders with."""
+    renderable = block_fn.renderable
+    if renderable is not None and getattr(block_fn.fn, "__self__", None) is renderable:
+        return f"@gr.render function {getattr(getattr(renderable, 'fn', None), '__name__', '?')!r}"
+    return f"event {block_fn.api_name!r}"
+
+
 def _cannot_serve(block_fn: BlockFunction) -> str | None:
     if block_fn.connection == "stream":
         return "is a .stream() event: streamed inputs need one process per session."
@@ -844,7 +853,21 @@ def _notes(
                 f"note: event {block_fn.api_name!r} runs on a gr.Timer: every open page joins it each {interval:g} s, "
                 "one job each time"
             )
-    notes.extend(f"note: the page's event {block_fn.api_name!r} is not served: it {why}" for block_fn, why in skipped)
+    notes.extend(f"note: the page's {_label(block_fn)} is not served: it {why}" for block_fn, why in skipped)
+    return notes
+
+
+def _launch_notes(launched: dict[str, Any]) -> list[str]:
+    """`launch()` settings for Gradio's own server that a user would miss: Surge serves the app at its own
+    address (`make run`: 127.0.0.1:PORT; deployed: the stack's endpoint). The port alone goes unsaid."""
+    notes = []
+    if launched.get("share"):
+        notes.append(
+            "note: launch(share=True) is not taken: Surge opens no share link (deployed, its endpoint is public)"
+        )
+    server_name = launched.get("server_name")
+    if server_name and server_name not in ("127.0.0.1", "localhost"):
+        notes.append(f"note: launch(server_name={server_name!r}) is not taken: make run listens on 127.0.0.1 only")
     return notes
 
 
