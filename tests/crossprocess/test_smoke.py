@@ -41,37 +41,36 @@ def test_smoke_of_any_app_calls_its_first_endpoint_and_times_its_first_generator
     assert main([url, "--inputs", "[hi]"]) == 1, "a bad --inputs is one line, not a traceback"
 
 
-def test_smoke_calls_frames_that_arrive_together_buffered() -> None:
+def _frames(*frames: tuple[float, str]) -> list[Frame]:
+    return [Frame(at_s, msg, 40 if msg == "close_stream" else 90) for at_s, msg in frames]
+
+
+@pytest.mark.parametrize(
+    ("frames", "failure"),
+    [
+        (
+            _frames(
+                (2.0, "estimation"), (2.0, "process_starts"), (2.01, "process_generating"), (2.02, "process_completed")
+            ),
+            "all 3 frames arrived within 20 ms: the stream looks buffered",
+        ),
+        (  # the join's estimation came at once, the output in one lump at the end
+            _frames(
+                (0.02, "estimation"), (0.3, "process_starts"), (0.3, "process_generating"), (0.3, "process_completed")
+            ),
+            "all 3 frames arrived within 0 ms: the stream looks buffered",
+        ),
+        (_frames((0.1, "estimation"), (0.6, "process_completed")), None),
+        (_frames((0.1, "estimation"), (0.6, "close_stream")), "the SSE stream ended without process_completed"),
+    ],
+)
+def test_smoke_calls_frames_that_arrive_together_buffered(frames: list[Frame], failure: str | None) -> None:
     report = SmokeReport()
-    judge_streaming(
-        [
-            Frame(2.0, "estimation", 90),
-            Frame(2.0, "process_starts", 90),
-            Frame(2.01, "process_generating", 90),
-            Frame(2.02, "process_completed", 90),
-        ],
-        report,
-    )
-    assert report.failures and "looks buffered" in report.failures[0]
-    lump = SmokeReport()  # the join's estimation came at once, the output in one lump at the end
-    judge_streaming(
-        [
-            Frame(0.02, "estimation", 90),
-            Frame(0.3, "process_starts", 90),
-            Frame(0.3, "process_generating", 90),
-            Frame(0.3, "process_completed", 90),
-        ],
-        lump,
-    )
-    assert lump.failures and "all 3 frames arrived within 0 ms" in lump.failures[0]
-    spread = SmokeReport()
-    judge_streaming([Frame(0.1, "estimation", 90), Frame(0.6, "process_completed", 90)], spread)
-    assert spread.failures == []
-    unfinished = SmokeReport()
-    judge_streaming([Frame(0.1, "estimation", 90), Frame(0.6, "close_stream", 40)], unfinished)
-    assert unfinished.failures == ["the SSE stream ended without process_completed"]
+    judge_streaming(frames, report)
+    assert report.failures == ([failure] if failure else [])
+
+
+def test_a_job_too_quick_to_tell_is_not_called_buffered() -> None:
     quick = SmokeReport()
-    judge_streaming(
-        [Frame(0.01, "estimation", 90), Frame(0.02, "process_starts", 90), Frame(0.03, "process_completed", 90)], quick
-    )
+    judge_streaming(_frames((0.01, "estimation"), (0.02, "process_starts"), (0.03, "process_completed")), quick)
     assert quick.failures == [] and "too soon to tell" in quick.lines[0], "a 30 ms job is not a buffered stream"

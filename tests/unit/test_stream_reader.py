@@ -66,6 +66,14 @@ def _admit(store: InMemoryStore, session: str, n: int) -> Job:
     return store.admit(job)
 
 
+def _started(store: InMemoryStore, letter: str) -> tuple[str, Job, Job]:
+    """A session of one job that a worker has claimed: the session, the job as admitted, as claimed."""
+    session = letter * 32
+    job = _admit(store, session, 0)
+    (claimed,) = store.claim([job], "worker-1").claimed
+    return session, job, claimed
+
+
 def _run(store: InMemoryStore, job: Job, worker_id: str = "worker-1") -> None:
     """What a worker records for a job: the claim (it starts), then its completion."""
     (claimed,) = store.claim([job], worker_id).claimed
@@ -411,9 +419,7 @@ def test_a_running_job_its_visitor_cancels_is_told_cancelled_at_once_and_its_lat
     after its Stop). Its worker's finish puts the job's item anew, so the stream leaves a marker: a later
     stream of the session skips the job, and deletes it and the marker once it has ended."""
     store = InMemoryStore()
-    session = "c" * 32
-    job = _admit(store, session, 0)
-    (claimed,) = store.claim([job], "worker-1").claimed
+    session, job, claimed = _started(store, "c")
     hub = _hub(store)
     first: list[dict[str, Any]] = []
     later: list[dict[str, Any]] = []
@@ -474,9 +480,7 @@ def test_a_stream_dropped_while_a_generator_streams_is_resumed_where_it_left_off
     stream dropped midway, then opened again, sent the generator's messages from its first: the client
     applied them a second time (`@gradio/client` failed applying them). The next stream sends the rest."""
     store = InMemoryStore()
-    session = "g" * 32
-    job = _admit(store, session, 0)
-    (running,) = store.claim([job], "worker-1").claimed
+    session, job, running = _started(store, "g")
     hub = _hub(store)
     first: list[dict[str, Any]] = []
     again: list[dict[str, Any]] = []
