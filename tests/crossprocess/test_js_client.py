@@ -149,6 +149,36 @@ def test_a_session_goes_on_after_its_client_cancels_a_waiting_job(node: str, tmp
     assert [line["data"] for line in of_call(lines, 2, "result")] == [["after"]], lines
 
 
+def test_a_generator_streaming_while_the_client_drops_its_stream_ends_with_its_whole_output(
+    node: str, tmp_path: Path
+) -> None:
+    """@gradio/client drops its stream when a cancelled job's completion trips it, with a generator of the
+    session still streaming; the client's next call opens another. That stream sent the generator's
+    messages from its first again, and the client applied the diffs twice. It sends the rest."""
+    stack = LocalStack("tests.apps.queue_app:app", port=free_port(), extra_env={"RECORD_DIR": str(tmp_path)})
+    stack.start()
+    try:
+        calls = [
+            {"endpoint": "/slow", "data": [3, "ahead"], "mode": "submit"},
+            {"endpoint": "/count", "data": [12, "n"], "mode": "submit", "start_after_s": 0.2},
+            {  # waits behind the first (limit 1), cancelled: the client drops its stream
+                "endpoint": "/slow",
+                "data": [1, "cancelled"],
+                "mode": "submit",
+                "start_after_s": 0.4,
+                "cancel_after_s": 0.4,
+            },
+            {"endpoint": "/slow", "data": [0.1, "after"], "mode": "predict", "start_after_s": 1.8},
+        ]
+        lines = run_js(node, stack.url, calls, timeout_s=40)
+    finally:
+        stack.stop()
+    assert of_call(lines, 2, "cancel"), lines
+    assert not of_call(lines, 1, "error"), lines
+    assert of_call(lines, 1, "data")[-1]["data"] == ["n " + " ".join(str(k) for k in range(12))], lines
+    assert [line["data"] for line in of_call(lines, 3, "result")] == [["after"]], lines
+
+
 def test_a_gradio_app_takes_an_uploaded_photo_and_returns_a_file_url_the_client_can_fetch(
     node: str, image_stack: LocalStack, tmp_path: Path
 ) -> None:
