@@ -273,6 +273,29 @@ def test_the_events_data_reaches_gr_event_data_as_the_page_sent_it(blocks_stack:
     assert (seen["event"], seen["target"]) == (selected, "word")
 
 
+def test_a_file_in_the_events_data_is_the_workers_own_copy(blocks_stack: LocalStack) -> None:
+    """A gallery's select sends the image selected, as the page was sent it (its name in the files bucket).
+    Gradio accepts an event's files only from its cache: the call failed, "File surge/... is not in the
+    cache folder and cannot be accessed"."""
+    config = httpx.get(f"{blocks_stack.url}/config").json()
+    (fn_index,) = [d["id"] for d in config["dependencies"] if d.get("api_name") == "whoami"]
+    (word,) = [c["id"] for c in config["components"] if c["props"].get("elem_id") == "word"]
+    (name,) = httpx.post(
+        f"{blocks_stack.url}/gradio_api/upload", files=[("files", ("picked.png", b"not really a png"))]
+    ).json()
+    image = {"path": name, "url": f"{blocks_stack.url}/gradio_api/file={name}", "meta": {"_type": "gradio.FileData"}}
+    selected = {"index": 0, "value": {"image": image, "caption": None}, "selected": True}
+    session = "f" * 32
+    httpx.post(
+        f"{blocks_stack.url}/gradio_api/queue/join",
+        json={"data": ["t"], "fn_index": fn_index, "session_hash": session, "event_data": selected, "trigger_id": word},
+    ).raise_for_status()
+    (done,) = [m for m in messages(blocks_stack, session) if m["msg"] == "process_completed"]
+    assert done["success"], done
+    seen = json.loads(done["output"]["data"][0])["event"]["value"]["image"]
+    assert seen["path"] != name and Path(seen["path"]).name == "picked.png", "the call's own copy (gone after it)"
+
+
 def test_gr_info_and_warning_reach_the_visitor_as_gradio_log_messages_before_the_result(
     blocks_stack: LocalStack,
 ) -> None:

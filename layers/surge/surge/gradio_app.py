@@ -42,7 +42,7 @@ from gradio.events import EventData
 from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
 from gradio.state_holder import SessionState
-from gradio_client.utils import encode_file_path
+from gradio_client.utils import encode_file_path, is_file_obj, traverse
 
 from surge.application import CALLS, App, Call, Function, PageEvent, Parameter, Progress, file_size_limit
 from surge.errors import Error
@@ -434,8 +434,10 @@ class GradioApp(App):
         # gr.Request).
         root = first.root_url
         target = self.blocks.blocks.get(first.trigger_id) if first.trigger_id is not None else None
-        event_data = EventData(target, first.event_data)
         folder = Path(tempfile.mkdtemp(prefix="surge-in-", dir=_upload_folder()))
+        # A select's value may be a file the page was sent (a gallery's image): Gradio accepts event data's
+        # files only from its cache, as an input's, so they come from S3 into the call's folder too.
+        event_data = EventData(target, traverse(first.event_data, lambda f: self._fetch(f, folder), is_file_obj))
         loop = asyncio.new_event_loop()
         state = SessionState(self.blocks)
         kept = self._load_states(calls, block_fn, state, folder, brought)
