@@ -124,27 +124,37 @@ def test_a_waiting_job_sees_its_place_in_the_queue_and_an_eta(node: str, demo_st
         assert of_call(lines, call, "status")[-1]["stage"] == "complete"
 
 
+def _on_queue_app(node: str, record_dir: Path, calls: list[dict[str, Any]]) -> list[Line]:
+    """`calls` from one client against a stack of `queue_app` (limit 1, max_size 2)."""
+    stack = LocalStack("tests.apps.queue_app:app", port=free_port(), extra_env={"RECORD_DIR": str(record_dir)})
+    stack.start()
+    try:
+        return run_js(node, stack.url, calls, timeout_s=40)
+    finally:
+        stack.stop()
+
+
+def _cancelled_while_waiting(start_after_s: float, cancel_after_s: float) -> dict[str, Any]:
+    """A call of `/slow` that waits behind another (limit 1) and is cancelled: the client drops its stream."""
+    return {
+        "endpoint": "/slow",
+        "data": [1, "cancelled"],
+        "mode": "submit",
+        "start_after_s": start_after_s,
+        "cancel_after_s": cancel_after_s,
+    }
+
+
 def test_a_session_goes_on_after_its_client_cancels_a_waiting_job(node: str, tmp_path: Path) -> None:
     """@gradio/client 2.7 fails on a cancelled job's empty completion (its own TypeError), drops its
     stream, and opens another for its next call. Surge sent that completion again on the new stream, the
     client failed on it again, and its next call never ended (on Gradio it does)."""
-    stack = LocalStack("tests.apps.queue_app:app", port=free_port(), extra_env={"RECORD_DIR": str(tmp_path)})
-    stack.start()
-    try:
-        calls = [  # one at a time (`default_concurrency_limit=1`): the second waits behind the first
-            {"endpoint": "/slow", "data": [2, "ahead"], "mode": "submit"},
-            {
-                "endpoint": "/slow",
-                "data": [1, "cancelled"],
-                "mode": "submit",
-                "start_after_s": 0.3,
-                "cancel_after_s": 0.5,
-            },
-            {"endpoint": "/slow", "data": [0.1, "after"], "mode": "predict", "start_after_s": 4},
-        ]
-        lines = run_js(node, stack.url, calls, timeout_s=40)
-    finally:
-        stack.stop()
+    calls = [
+        {"endpoint": "/slow", "data": [2, "ahead"], "mode": "submit"},
+        _cancelled_while_waiting(0.3, 0.5),
+        {"endpoint": "/slow", "data": [0.1, "after"], "mode": "predict", "start_after_s": 4},
+    ]
+    lines = _on_queue_app(node, tmp_path, calls)
     assert of_call(lines, 1, "cancel"), lines
     assert [line["data"] for line in of_call(lines, 2, "result")] == [["after"]], lines
 
@@ -155,24 +165,13 @@ def test_a_generator_streaming_while_the_client_drops_its_stream_ends_with_its_w
     """@gradio/client drops its stream when a cancelled job's completion trips it, with a generator of the
     session still streaming; the client's next call opens another. That stream sent the generator's
     messages from its first again, and the client applied the diffs twice. It sends the rest."""
-    stack = LocalStack("tests.apps.queue_app:app", port=free_port(), extra_env={"RECORD_DIR": str(tmp_path)})
-    stack.start()
-    try:
-        calls = [
-            {"endpoint": "/slow", "data": [3, "ahead"], "mode": "submit"},
-            {"endpoint": "/count", "data": [12, "n"], "mode": "submit", "start_after_s": 0.2},
-            {  # waits behind the first (limit 1), cancelled: the client drops its stream
-                "endpoint": "/slow",
-                "data": [1, "cancelled"],
-                "mode": "submit",
-                "start_after_s": 0.4,
-                "cancel_after_s": 0.4,
-            },
-            {"endpoint": "/slow", "data": [0.1, "after"], "mode": "predict", "start_after_s": 1.8},
-        ]
-        lines = run_js(node, stack.url, calls, timeout_s=40)
-    finally:
-        stack.stop()
+    calls = [
+        {"endpoint": "/slow", "data": [3, "ahead"], "mode": "submit"},
+        {"endpoint": "/count", "data": [12, "n"], "mode": "submit", "start_after_s": 0.2},
+        _cancelled_while_waiting(0.4, 0.4),
+        {"endpoint": "/slow", "data": [0.1, "after"], "mode": "predict", "start_after_s": 1.8},
+    ]
+    lines = _on_queue_app(node, tmp_path, calls)
     assert of_call(lines, 2, "cancel"), lines
     assert not of_call(lines, 1, "error"), lines
     assert of_call(lines, 1, "data")[-1]["data"] == ["n " + " ".join(str(k) for k in range(12))], lines
