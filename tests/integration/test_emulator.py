@@ -77,6 +77,19 @@ def test_emulator_keeps_connections_alive_and_refuses_other_services(sqs_emulato
 
 
 @pytest.mark.crossprocess
+def test_an_emulator_started_alone_provisions_a_whole_app_as_the_readme_starts_it() -> None:
+    """README's `sam local` sequence: one emulator, then `provision`. Alone it served SQS and DynamoDB
+    only, and provisioning failed at the files bucket (S3 refused: `ListBuckets`, Bad Request)."""
+    from surge.application import load_app
+    from surge_local.provision import provision
+
+    with emulator_process() as url:
+        made = provision(load_app("examples.demo_app:app"), client_kwargs=emulator_client_kwargs(url))
+        s3 = boto3.client("s3", **emulator_client_kwargs(url))
+        assert made.files_bucket_name in {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+
+
+@pytest.mark.crossprocess
 def test_fidelity_server_cancels_truly_concurrent_transactions_but_never_one_clients_sequence() -> None:
     with emulator_process("--services", "dynamodb", "--fidelity") as url:
         setup = boto3.client("dynamodb", **emulator_client_kwargs(url))

@@ -148,16 +148,14 @@ def sent_item(job: Job, ttl_s: int) -> dict[str, Any]:
 
 def told_of(items: list[dict[str, Any]]) -> tuple[set[str], dict[str, int]]:
     """From a session's marker items: the jobs told cancelled, and job id → its messages a stream sent."""
-    cancelled = {
-        str(item["sk"]["S"]).removesuffix(CANCEL_DELIVERED)
-        for item in items
-        if item["sk"]["S"].endswith(CANCEL_DELIVERED)
-    }
-    sent = {
-        str(item["sk"]["S"]).removesuffix(CHUNKS_SENT): int(item["chunks"]["N"])
-        for item in items
-        if item["sk"]["S"].endswith(CHUNKS_SENT)
-    }
+    cancelled: set[str] = set()
+    sent: dict[str, int] = {}
+    for item in items:
+        key = str(item["sk"]["S"])
+        if key.endswith(CHUNKS_SENT):
+            sent[key.removesuffix(CHUNKS_SENT)] = int(item["chunks"]["N"])
+        else:
+            cancelled.add(key.removesuffix(CANCEL_DELIVERED))
     return cancelled, sent
 
 
