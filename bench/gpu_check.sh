@@ -19,13 +19,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 CARRY=.gpu
-BOTOCORE_KEEP="dynamodb dynamodbstreams sqs sts"
-PACKAGES="boto3==1.44.8 botocore==1.44.8 s3transfer==0.19.3 jmespath==1.1.0 pydantic==2.14.4 pydantic_core==2.50.5
-annotated-types==0.8.0 typing-inspection==0.4.5 fastapi==0.165.0 starlette==1.10.0 sse-starlette==3.7.0
-uvicorn==0.54.0 aws-lambda-powertools==3.37.0 moto==5.2.5 xmltodict==1.0.4 responses==0.26.3 flask==3.1.3 flask-cors==6.0.5 blinker==1.9.0
+BOTOCORE_KEEP="dynamodb dynamodbstreams sqs s3 sts"
+PACKAGES="boto3==1.44.8 botocore==1.44.8 s3transfer==0.19.3 jmespath==1.1.0 pydantic==2.13.5 pydantic_core==2.46.5
+annotated-types==0.8.0 typing-inspection==0.4.5 fastapi==0.165.0 starlette==1.10.0 sse-starlette==3.7.1
+uvicorn==0.55.0 mangum==0.22.0 waitress==3.0.2 python-multipart==0.0.34 sniffio==1.3.1 aws-lambda-powertools==3.37.0 moto==5.2.5 xmltodict==1.0.4 responses==0.26.3 flask==3.1.3 flask-cors==6.0.5 blinker==1.9.0
 itsdangerous==2.2.0 py-partiql-parser==0.6.3 opentelemetry-api==1.45.2
 cryptography==50.0.2 cffi==2.1.1 pycparser==3.12
-typing-extensions==4.16.0 anyio==4.16.0 werkzeug==3.1.9 annotated-doc==0.0.7 click==8.5.1"
+typing-extensions==4.16.0 anyio==4.16.0 werkzeug==3.1.9 annotated-doc==0.0.7 click==8.5.1
+httpx==0.29.0 httpcore==1.0.9 h11==0.16.0"
 # The last line's packages are in the GPU image already, maybe older than these need; newer ones are
 # compatible with what else uses them there.
 
@@ -80,7 +81,7 @@ on_device() {
     exec > >(tee "$out/gpu_check.log") 2>&1
     nvidia-smi -L || true
     "$python" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$CARRY/site.tar.xz" /tmp/surge-site
-    export PYTHONPATH="/tmp/surge-site:$ROOT/layers/surge:$ROOT/functions/api:$ROOT/functions/stream:$ROOT/gpu_worker:$ROOT"
+    export PYTHONPATH="/tmp/surge-site:$ROOT/layers/surge:$ROOT/local:$ROOT/functions/api:$ROOT/functions/stream:$ROOT/gpu_worker:$ROOT"
     export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
     export EMBEDDING_MODEL_DIR="$ROOT/$CARRY/model" EMBEDDING_DEVICE=${EMBEDDING_DEVICE:-cuda}
     "$python" - <<'EOF'
