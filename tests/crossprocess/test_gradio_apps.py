@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import re
@@ -96,6 +97,27 @@ def test_a_file_input_given_as_a_bare_path_is_read_as_gradio_reads_it_an_upload_
     assert kind == "complete" and json.loads(data)[0]["path"].endswith(".png")
     ((kind, data),) = call({"path": "/etc/passwd"})
     assert kind == "error" and "must first be uploaded" in data
+
+
+def test_a_script_posting_to_the_run_route_gets_the_output_as_from_gradio(
+    image_stack: LocalStack, tmp_path: Path
+) -> None:
+    """`requests.post(url + "/gradio_api/run/<api_name>", json={"data": [...]})`, the REST call of many
+    scripts and tutorials: Gradio answers the output itself; here too, the file by a URL that serves it."""
+    path = tmp_path / "small.png"
+    Image.fromarray(photo(8)).save(path)
+    (name,) = httpx.post(
+        f"{image_stack.url}/gradio_api/upload", files=[("files", ("small.png", path.read_bytes()))]
+    ).json()
+    uploaded = {"path": name, "meta": {"_type": "gradio.FileData"}}
+    answer = httpx.post(f"{image_stack.url}/gradio_api/run/echo_image", json={"data": [uploaded]}, timeout=60)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["is_generating"] is False and body["changed_state_ids"] == []
+    (image,) = body["data"]
+    served = httpx.get(image["url"], follow_redirects=True, timeout=30)
+    assert served.status_code == 200
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(served.content))), photo(8))
 
 
 def test_upload_over_max_file_size_is_413_and_files_are_not_listed(image_stack: LocalStack) -> None:

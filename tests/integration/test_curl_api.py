@@ -5,13 +5,17 @@ streams `event: generating` / `complete` / `error` frames with whole outputs, as
 from __future__ import annotations
 
 import re
+import time
+from typing import Any
 
+import boto3
 from fastapi.testclient import TestClient
 
 from surge.application import load_app
 from surge.broker import Broker
 from surge.front import create_local_app
 from surge.service import FrontService
+from surge.settings import Settings
 from surge.store import Store
 from tests.integration.conftest import settings_for
 from tests.integration.test_worker import serving
@@ -89,3 +93,70 @@ def test_a_stream_of_no_such_call_says_so_at_once_as_gradios(aws: None) -> None:
     with serving(settings, "echo"):
         assert _events(client.get(f"/gradio_api/call/echo/{event_id}").text)[-1] == ("complete", '["once"]')
     assert _events(client.get(f"/gradio_api/call/echo/{event_id}").text) == [("error", '"404: Not Found"')]
+
+
+def _run_items(settings: Settings) -> list[dict[str, Any]]:
+    table = boto3.resource("dynamodb").Table(settings.events_table_name)
+    return [item for item in table.scan()["Items"] if str(item["session_hash"]).startswith("run-")]
+
+
+def test_a_direct_call_answers_the_output_as_gradios_run_route_does(aws: None) -> None:
+    """`POST /gradio_api/run/<api_name>` (the REST call of many scripts): the answer is the output itself,
+    with Gradio's keys; an error is HTTP 500 with Gradio's error body; `fn_index` names the event as in
+    Gradio; `/api/<api_name>` is the same route."""
+    settings = settings_for("examples.demo_app:app")
+    service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
+    client = TestClient(create_local_app(service))
+    with serving(settings, "echo"):
+        answer = client.post("/gradio_api/run/echo", json={"data": ["hello"]})
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["data"] == ["hello"] and body["is_generating"] is False
+        assert {"duration", "average_duration", "render_config", "changed_state_ids", "used_cache"} <= set(body)
+        echo_index = service.app.get("echo").fn_index
+        by_index = client.post("/gradio_api/run/predict", json={"data": ["by index"], "fn_index": echo_index})
+        assert by_index.json()["data"] == ["by index"]
+        assert client.post("/gradio_api/api/echo", json={"data": ["old path"]}).json()["data"] == ["old path"]
+    with serving(settings, "trim_words"):
+        failed = client.post("/gradio_api/run/trim_words", json={"data": ["word", -1]})
+    assert failed.status_code == 500 and isinstance(failed.json()["error"], str)
+    assert client.post("/gradio_api/run/nosuch", json={"data": ["hi"]}).status_code == 404
+    assert client.post("/gradio_api/run/echo", json={"data": ["a", "b"]}).status_code == 400
+    assert client.post("/gradio_api/run/echo", json={"inputs": ["hi"]}).status_code == 422
+    assert service.store.counters().waiting == 0
+    assert _run_items(settings) == [], "each answered call's job is gone from the log"
+
+
+def test_a_direct_call_of_a_generator_answers_its_first_step_and_stops_it(aws: None) -> None:
+    """As Gradio's direct call: the generator's first output with `is_generating: true`, and nothing goes
+    on with it (Gradio never resumes it; here the job is cancelled, so no worker computes the rest)."""
+    settings = settings_for("examples.demo_app:app")
+    service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
+    client = TestClient(create_local_app(service))
+    words = " ".join(f"w{i}" for i in range(200))  # 10 s of tokens, were it run to the end
+    with serving(settings, "stream_tokens"):
+        started = time.monotonic()
+        answer = client.post("/gradio_api/run/stream_tokens", json={"data": [words]})
+        # The test client returns once the call's stream was read to its end after the answer: at the
+        # job's completion, 10 s away had the generator gone on.
+        assert time.monotonic() - started < 8, "the call's job ran to its end"
+        assert answer.status_code == 200
+        assert answer.json()["data"] == [""] and answer.json()["is_generating"] is True
+        deadline = time.monotonic() + 8
+        while (states := [item["state"] for item in _run_items(settings) if "#" not in str(item["sk"])]) == ["running"]:
+            assert time.monotonic() < deadline, "the generator ran on"
+            time.sleep(0.1)
+    # Cancelled by the worker (or already forgotten by the call's stream, which saw it so).
+    assert states in ([], ["cancelled"]), "the worker stopped the generator (run to its end, it ends 'completed')"
+    assert service.store.counters().waiting == 0
+
+
+def test_a_direct_call_that_outwaits_its_limit_is_cancelled_and_told_why(aws: None) -> None:
+    settings = settings_for("examples.demo_app:app", run_wait_s=0.5)
+    service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
+    client = TestClient(create_local_app(service))
+    answer = client.post("/gradio_api/run/echo", json={"data": ["nobody serves this"]})  # no worker runs
+    assert answer.status_code == 504
+    assert "did not finish within 0.5 s" in answer.json()["error"] and "/gradio_api/call/echo" in answer.json()["error"]
+    assert service.store.counters().waiting == 0, "the waiting job left its place"
+    assert {item["state"] for item in _run_items(settings)} <= {"cancelled"}

@@ -21,6 +21,7 @@ from surge.models import Job, JobMessage, JobState
 from surge.settings import Settings
 from surge.store import Store
 from surge_local.provision import provision
+from tests.integration.test_worker import serving
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 APP = "examples.demo_app:app"
@@ -125,6 +126,29 @@ def test_api_handler_logs_with_the_request_id_as_correlation_id(stack: Deployed)
     assert response["statusCode"] == 404
     logger = importlib.import_module("api_handler").logger
     assert logger.get_correlation_id() == event["requestContext"]["requestId"]
+
+
+def test_post_run_event_answers_the_output_within_the_invocation(
+    stack: Deployed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gradio's direct call through API Gateway and Mangum: the invocation's response is the output, and
+    the job is gone from the log once it returns (nothing runs after a Lambda's response); past
+    `RUN_WAIT_S`, a 504 and the job cancelled, before the function's own timeout."""
+    event = load_event("apigateway/post_run.json")
+    with serving(stack.settings, "echo"):
+        response = stack.handler("api_handler")(event, LambdaContext())
+    assert response["statusCode"] == 200
+    answer = json.loads(response["body"])
+    assert answer["data"] == ["hello"] and answer["is_generating"] is False
+    assert _events_items(stack) == [] and stack.store.counters().waiting == 0
+    monkeypatch.setenv("RUN_WAIT_S", "0.5")
+    late = stack.handler("api_handler")(event, LambdaContext())  # no worker: it waits its limit
+    assert late["statusCode"] == 504 and "did not finish within 0.5 s" in json.loads(late["body"])["error"]
+    assert stack.store.counters().waiting == 0, "the cancelled job left its place"
+
+
+def _events_items(stack: Deployed) -> list[dict[str, Any]]:
+    return list(boto3.resource("dynamodb").Table(stack.settings.events_table_name).scan()["Items"])
 
 
 def test_post_cancel_event_cancels_the_sessions_waiting_job(stack: Deployed) -> None:

@@ -411,7 +411,9 @@ def test_stream_outlives_neither_its_lambda_nor_api_gateway(template: Template, 
     variables = stream["Environment"]["Variables"]
     assert variables["STREAM_MAX_S"] == {"Fn::FindInMap": ["Tuning", "Stream", "StreamMaxS"]}
     assert variables["HEARTBEAT_INTERVAL_S"] == {"Fn::FindInMap": ["Tuning", "Stream", "HeartbeatIntervalS"]}
-    assert cfn["Resources"]["ApiFunction"]["Properties"]["Timeout"] < API_GATEWAY_BUFFERED_LIMIT_S
+    api = cfn["Resources"]["ApiFunction"]["Properties"]
+    assert api["Timeout"] < API_GATEWAY_BUFFERED_LIMIT_S
+    assert float(api["Environment"]["Variables"]["RUN_WAIT_S"]) < api["Timeout"], "a direct call answers in time"
 
 
 # ---- least privilege --------------------------------------------------------------------------------
@@ -423,7 +425,13 @@ def _leading(operator: str, *keys: Any) -> str:
 
 def test_api_role_may_admit_record_and_read_but_nothing_more(cfn: Template, service: Template) -> None:
     assert grants(cfn["Resources"]["ApiFunctionRole"]) == {
-        arn_of("EventsTable"): {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        arn_of("EventsTable"): {
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+            "dynamodb:BatchWriteItem",
+        },
         arn_of("StateTable") + _leading("ForAllValues:StringLike", "counters#*"): {"dynamodb:UpdateItem"},
         arn_of("StateTable"): {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
         arn_of("StateTable") + _leading("ForAllValues:StringLike", "depth#app", "workers#*"): {"dynamodb:PutItem"},

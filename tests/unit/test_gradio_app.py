@@ -14,12 +14,10 @@ from typing import Any
 import gradio as gr
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from surge import protocol
 from surge.application import CALLS, AppNotFound, Call, Progress, load_app
 from surge.errors import Error
-from surge.front import unserved_router
 from surge.gradio_app import GradioApp, Unsupported
 from surge.held_launch import held_launch
 from surge.settings import Settings
@@ -408,11 +406,6 @@ def test_the_pages_own_events_run_in_one_lane_through_the_queue() -> None:
         "under no concurrency limit"
     ]
     assert instant.concurrency_limit(instant.get("instant").concurrency_id) is None
-    front = FastAPI()
-    front.include_router(unserved_router(SimpleNamespace(config=config)))  # type: ignore[arg-type]
-    page_call = TestClient(front).post("/gradio_api/run/predict", json={"data": ["hi"], "fn_index": clear})
-    assert page_call.status_code == 404
-    assert page_call.json()["error"].startswith("Surge runs every event through its queue, '_clear_and_save_textbox'")
 
 
 def test_a_deployments_way_in_lowers_the_largest_upload_clients_are_told() -> None:
@@ -478,7 +471,6 @@ def test_an_app_whose_every_event_is_inside_gr_render_is_refused_naming_them() -
 def test_a_blocks_mounted_in_fastapi_keeps_the_mounts_settings_and_the_fastapi_app_is_named_as_such() -> None:
     """`gr.mount_gradio_app` shows errors by default (it is launch for an app run by uvicorn); Surge
     served the mounted Blocks with show_error off, and pointed at the FastAPI app said only its type."""
-    from fastapi import FastAPI
 
     with gr.Blocks() as demo:
         text = gr.Textbox()

@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from surge import protocol, sse
 from surge.errors import NotFound, SurgeError, TooManyRequests
@@ -29,7 +30,18 @@ from surge.eta import TimedCache
 from surge.file_routes import UPLOAD_PATH, files_router, upload_body_limit
 from surge.gradio_page import ROOT_PLACEHOLDER, root_url
 from surge.guard import BodyLimit, RateLimiter, caller_of, client_address
-from surge.models import SESSION_HASH_PATTERN, CallBody, Caller, CancelBody, EventId, Job, JoinBody, ResetBody, Success
+from surge.models import (
+    SESSION_HASH_PATTERN,
+    CallBody,
+    Caller,
+    CancelBody,
+    EventId,
+    Job,
+    JoinBody,
+    ResetBody,
+    RunBody,
+    Success,
+)
 from surge.pages import pages_router
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionHub, SessionStream
@@ -44,6 +56,11 @@ QUEUE_STATUS_FRESH_S = 1.0
 """A call through Gradio's curl API is a session of its own, `call-<event id>`: the event id it answers is
 what the `GET` of the call's stream names (128 random bits, like a session hash)."""
 CALL_ID_PATTERN = r"^[0-9a-f]{32}$"
+RUN_SESSION = "run-"
+"""A direct call (`POST /gradio_api/run/<api_name>`) is a session of its own too, `run-<128 random bits>`."""
+RUN_EXTRAS: dict[str, Any] = {"render_config": None, "changed_state_ids": [], "used_cache": None}
+"""Keys of Gradio's direct-call answer that a queued completion does not carry."""
+ANSWERS = ("process_generating", "process_completed")
 logger = logging.getLogger("surge.front")
 
 
@@ -113,6 +130,7 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
         return EventId(event_id=job.job_id)
 
     _add_curl_routes(router, service, hub, turns, rate_limited)
+    _add_run_routes(router, service, hub, turns, rate_limited)
 
     counted = TimedCache(QUEUE_STATUS_FRESH_S)
 
@@ -133,28 +151,6 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
     @router.post(f"{PREFIX}/reset")
     def reset(body: ResetBody) -> Success:
         return Success()
-
-    return router
-
-
-def unserved_router(service: FrontService) -> APIRouter:
-    """Gradio routes Surge does not serve, answered with why (one line) instead of a bare 404."""
-    router = APIRouter()
-
-    @router.post(PREFIX + "/run/{api_name:path}", include_in_schema=False)
-    async def run_unqueued(api_name: str, request: Request) -> JSONResponse:
-        """Gradio's page posts an event that skips the queue (`queue=False`) here. Surge runs every event
-        on a worker, through the queue, and its `/config` says `queue: true` for each (the page then
-        joins the queue); a client that calls here anyway is told so, as Gradio answers a failed call."""
-        with contextlib.suppress(ValueError):
-            body = await request.json()
-            if isinstance(body, dict) and isinstance(body.get("fn_index"), int):
-                api_name = _event_name(service.config, body["fn_index"]) or api_name
-        message = (
-            f"Surge runs every event through its queue, {api_name!r} too (its /config says queue: true): "
-            "POST /gradio_api/queue/join, then read GET /gradio_api/queue/data."
-        )
-        return JSONResponse({"error": message, "detail": message}, status_code=404)
 
     return router
 
@@ -203,6 +199,79 @@ def _add_curl_routes(
     async def call_named(api_name: str, body: dict[str, Any], request: Request) -> EventId:
         data = _inputs_by_name(service, api_name, body)
         return await _join_call(service, hub, turns, api_name, CallBody(data=data), request)
+
+
+def _add_run_routes(
+    router: APIRouter,
+    service: FrontService,
+    hub: SessionHub | None,
+    turns: JoinTurns,
+    rate_limited: Callable[[Request], Awaitable[None]],
+) -> None:
+    """Gradio's direct call, `POST /gradio_api/run/<api_name>` (and its older spelling `/api/<api_name>`):
+    the answer is the call's output. Gradio runs it in the server process, skipping the queue; here every
+    event runs on a worker, so the call joins the queue in a session of its own and waits, within
+    `Settings.run_wait_s`, for its completion."""
+    waiting = hub or session_hub(service)
+
+    @router.post(PREFIX + "/run/{api_name:path}", dependencies=[Depends(rate_limited)])
+    @router.post(PREFIX + "/api/{api_name:path}", dependencies=[Depends(rate_limited)], include_in_schema=False)
+    async def run(api_name: str, body: RunBody, request: Request) -> JSONResponse:
+        if body.fn_index is not None:
+            api_name = _event_name(service.config, body.fn_index) or api_name
+        session_hash = RUN_SESSION + secrets.token_hex(16)
+        joined = JoinBody(data=body.data, api_name=api_name, session_hash=session_hash, event_data=body.event_data)
+        job = await _join(service, hub, turns, joined, caller_of(request, request.url.path))
+        return await _run_answer(service, waiting, job)
+
+
+async def _run_answer(service: FrontService, hub: SessionHub, job: Job) -> JSONResponse:
+    """The direct call's answer, as Gradio's: the output of the completion (HTTP 500 for an error), or of
+    a generator's first step (`is_generating: true`; Gradio does not go on with it, so the job is
+    cancelled); past `run_wait_s`, a 504 and the job cancelled, for no worker to compute an answer
+    nobody reads. The call's stream is then read to its end after the answer is sent, so that it
+    forgets the job as any stream forgets what it delivered."""
+    messages = SessionStream(hub, job.session_hash, PollPolicy(), joined_again=False).messages()
+    answer: dict[str, Any] | None = None
+    with anyio.move_on_after(service.settings.run_wait_s):
+        async for message in messages:
+            if message.get("event_id") == job.job_id and message.get("msg") in ANSWERS:
+                answer = message
+                break
+    if answer is None or answer["msg"] == "process_generating":
+        await _cancel_run(service, job)
+    after = BackgroundTask(_read_to_end, messages, service.settings.run_wait_s)
+    if answer is None:
+        waited = service.settings.run_wait_s
+        error = (
+            f"{job.api_name!r} did not finish within {waited:g} s, the longest a direct call waits here; "
+            "the call was cancelled. Join the queue instead (gradio_client, or POST /gradio_api/call/"
+            f"{job.api_name} and read its stream), which waits as long as the job takes."
+        )
+        return JSONResponse({"error": error}, status_code=504, background=after)
+    return JSONResponse(_run_output(answer), status_code=200 if answer.get("success") else 500, background=after)
+
+
+async def _read_to_end(messages: AsyncGenerator[dict[str, Any], None], limit_s: float) -> None:
+    try:
+        with anyio.move_on_after(limit_s):
+            async for _ in messages:
+                pass
+    finally:
+        await messages.aclose()
+
+
+def _run_output(message: dict[str, Any]) -> Any:
+    output = message.get("output")
+    if not message.get("success") or not isinstance(output, dict):
+        return output
+    return {"duration": None, "average_duration": None, **RUN_EXTRAS, **output}
+
+
+async def _cancel_run(service: FrontService, job: Job) -> None:
+    body = CancelBody(session_hash=job.session_hash, event_id=job.job_id)
+    with contextlib.suppress(SurgeError):
+        await anyio.to_thread.run_sync(service.cancel, body)
 
 
 def _inputs_by_name(service: FrontService, api_name: str, named: dict[str, Any]) -> list[Any]:
@@ -296,7 +365,6 @@ async def _alive_for(max_s: float) -> Any:
 def create_api_app(service: FrontService) -> FastAPI:
     app = _base_app(service)
     app.include_router(api_router(service))
-    app.include_router(unserved_router(service))
     app.include_router(files_router(service))
     app.include_router(pages_router(service))
     return app
@@ -314,7 +382,6 @@ def create_local_app(service: FrontService, poll: PollPolicy | None = None) -> F
     hub = session_hub(service)
     hub.serves_joins = True
     app.include_router(api_router(service, hub))
-    app.include_router(unserved_router(service))
     app.include_router(stream_router(hub, poll or PollPolicy()))
     app.include_router(files_router(service))
     app.include_router(pages_router(service))

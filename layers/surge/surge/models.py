@@ -27,6 +27,17 @@ class JoinBody(BaseModel):
     """The component whose event this is (Gradio's `EventData.target`)."""
 
 
+class RunBody(BaseModel):
+    """`POST /gradio_api/run/<api_name>`, Gradio's direct call: every input in order, state ones included
+    (`fn_index`, where given, names the event instead of the path, as in Gradio)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    data: list[Any]
+    fn_index: int | None = None
+    event_data: Any = None
+
+
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -757,7 +757,7 @@ class SessionStream:
         """Registered with the hub just before `close_stream` (`SessionHub.closing`)."""
         self.reads = 0
 
-    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+    async def messages(self) -> AsyncGenerator[dict[str, Any], None]:
         """Every message of the session's jobs in order, with rank refreshes, then `close_stream`.
 
         Heartbeats are the SSE layer's job. If the client drops before `close_stream`, its waiting

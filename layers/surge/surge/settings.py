@@ -18,6 +18,9 @@ class Settings(BaseModel):
     queue_url_prefix: str
     heartbeat_interval_s: float = 15.0
     stream_max_s: float = 870.0
+    run_wait_s: float = 870.0
+    """How long a direct call (`POST /gradio_api/run/<api_name>`) waits for its answer before it is
+    cancelled (deployed: under the API function's timeout and API Gateway's 29 s)."""
     lease_ttl_s: float = 30.0
     visibility_timeout_s: int = 60
     poll_wait_s: int = 20
