@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -463,3 +465,30 @@ def test_make_run_refuses_an_unsupported_feature_in_one_line_naming_the_event() 
         "surge: event 'mirror' (<lambda>) is a .stream() event: streamed inputs need one process per session."
     ]
     assert refused.stdout == ""
+
+
+def test_a_cancel_is_answered_once_the_stream_has_sent_the_cancelled_completion(blocks_stack: LocalStack) -> None:
+    """Gradio's page awaits `/cancel` (then `/reset`), marks the event complete and drops it; Gradio
+    answers the cancel once the stream has sent its completion. Answered first, the completion reached a
+    dropped event, and the page showed "Error" over the outputs of a Stop button's event. Checked on
+    the bytes: once the answer is in, the completion is already in the stream's socket."""
+    session = new_session()
+    event_id = join(blocks_stack, session, "ticks", ["stopped"]).json()["event_id"]
+    url = httpx.URL(blocks_stack.url)
+    assert url.host is not None and url.port is not None
+    with socket.create_connection((url.host, url.port), timeout=20) as stream:
+        stream.sendall(
+            f"GET /gradio_api/queue/data?session_hash={session} HTTP/1.1\r\nHost: {url.host}\r\n\r\n".encode()
+        )
+        received = b""
+        while received.count(b"process_generating") < 2:
+            chunk = stream.recv(65536)
+            assert chunk, "the stream ended early"
+            received += chunk
+        cancel = {"session_hash": session, "event_id": event_id, "fn_index": 0}
+        assert httpx.post(f"{blocks_stack.url}/gradio_api/cancel", json=cancel).json() == {"success": True}
+        stream.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while chunk := stream.recv(65536):
+                received += chunk
+    assert b'"process_completed"' in received, "the cancel was answered before its completion was sent"

@@ -52,6 +52,8 @@ PREFIX = "/gradio_api"
 JOIN_PATH = f"{PREFIX}/queue/join"
 CALL_SESSION = "call-"
 QUEUE_STATUS_FRESH_S = 1.0
+CANCEL_TOLD_WAIT_S = 3.0
+"""How long a cancel's answer waits for the session's stream here to send the cancelled completion."""
 """How long the front reuses its counters read for `/gradio_api/queue/status`."""
 """A call through Gradio's curl API is a session of its own, `call-<event id>`: the event id it answers is
 what the `GET` of the call's stream names (128 random bits, like a session hash)."""
@@ -142,17 +144,30 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
         return protocol.queue_status(counters.waiting)
 
     @router.post(f"{PREFIX}/cancel")
-    def cancel(body: CancelBody) -> Success:
-        success = service.cancel(body)
-        if hub:
-            hub.poke(body.session_hash)
-        return Success(success=success)
+    async def cancel(body: CancelBody) -> Success:
+        return Success(success=await _cancel(service, hub, body))
 
     @router.post(f"{PREFIX}/reset")
     def reset(body: ResetBody) -> Success:
         return Success()
 
     return router
+
+
+async def _cancel(service: FrontService, hub: SessionHub | None, body: CancelBody) -> bool:
+    """As Gradio's: answered once the session's stream has sent the cancelled completion (here, within
+    `CANCEL_TOLD_WAIT_S`). Gradio's page marks the event complete and drops it when this answer comes;
+    a completion arriving after that lands on a dropped event, which the page marks "Error" over its
+    outputs."""
+    if hub is None:
+        return await anyio.to_thread.run_sync(service.cancel, body)
+    with hub.awaiting_completion(body.event_id) as told:
+        success = await anyio.to_thread.run_sync(service.cancel, body)
+        hub.poke(body.session_hash)
+        if success and body.session_hash in hub.open:
+            with anyio.move_on_after(CANCEL_TOLD_WAIT_S):
+                await told.wait()
+    return success
 
 
 class JoinTurns:

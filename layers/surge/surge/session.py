@@ -383,6 +383,8 @@ class SessionHub:
         """Whether this process also answers joins (`HANG_UP_WAIT_S`)."""
         self._hanging: dict[str, list[asyncio.Event]] = {}
         """Per session, its streams here that sent `close_stream` and whose client has not hung up yet."""
+        self._told: dict[str, asyncio.Event] = {}
+        """Per job whose cancel this process is answering, set once a stream here has sent its completion."""
 
     def attach(self, stream: SessionStream) -> None:
         self._loop = asyncio.get_running_loop()
@@ -528,6 +530,21 @@ class SessionHub:
         committed after the read saw the log (its poke can reach the loop after the read's answer)."""
         with self._joins_lock:
             return self._joined.get(session_hash, 0)
+
+    @contextmanager
+    def awaiting_completion(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set once a stream here has sent the job's completion (registered before the cancel is
+        written, so that a stream quick to send it is not missed)."""
+        told = self._told[job_id] = asyncio.Event()
+        try:
+            yield told
+        finally:
+            self._told.pop(job_id, None)
+
+    def completion_sent(self, job_id: str) -> None:
+        told = self._told.get(job_id)
+        if told is not None:
+            told.set()
 
     def poke(self, session_hash: str) -> None:
         """Something happened to this session here (a join, a cancel): its streams read its log now.
@@ -775,6 +792,7 @@ class SessionStream:
                 # The SSE layer resumes us once it has written the frame.
                 if message.get("msg") == "process_completed" and message.get("event_id"):
                     sent.add(str(message["event_id"]))
+                    self.hub.completion_sent(str(message["event_id"]))
                 elif message.get("msg") == "process_generating" and message.get("event_id"):
                     generated[str(message["event_id"])] += 1
         finally:
