@@ -213,6 +213,18 @@ with gr.Blocks() as gated:
     step_in.change(lambda text: text.upper(), step_in, step_out, api_visibility="undocumented", queue=False)
 
 
+def tokens(count: float) -> Iterator[str]:
+    """A chat model's answer streamed a token at a time, the output growing by a few characters a step."""
+    text = ""
+    for _ in range(int(count)):
+        text += "tok "
+        yield text
+
+
+with gr.Blocks() as token_stream:
+    gr.Button().click(tokens, gr.Number(), gr.Textbox(), api_name="tokens")
+
+
 def photo(size: int = 1000) -> np.ndarray:
     """A noisy photo-like RGB image (noise does not compress: a 1000 x 1000 PNG is about 3 MB)."""
     rng = np.random.default_rng(7)

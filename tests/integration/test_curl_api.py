@@ -4,6 +4,7 @@ streams `event: generating` / `complete` / `error` frames with whole outputs, as
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
@@ -160,3 +161,23 @@ def test_a_direct_call_that_outwaits_its_limit_is_cancelled_and_told_why(aws: No
     assert "did not finish within 0.5 s" in answer.json()["error"] and "/gradio_api/call/echo" in answer.json()["error"]
     assert service.store.counters().waiting == 0, "the waiting job left its place"
     assert {item["state"] for item in _run_items(settings)} <= {"cancelled"}
+
+
+def test_a_generator_streams_thousands_of_small_steps_to_its_end(aws: None) -> None:
+    """An LLM-style answer of 2,000 tokens, one `yield` each: each step is kept in the job's item (400 KB
+    in all) as its diff alone. Kept as whole messages (about 140 bytes for a 4-character step), the job
+    failed at about 1,300 steps with "streamed 306 kB of output", where Gradio streams them all."""
+    settings = settings_for("tests.apps.gradio_apps:token_stream")
+    service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
+    client = TestClient(create_local_app(service))
+    session = "tokens-session-0001"
+    joined = client.post("/gradio_api/queue/join", json={"data": [2000], "api_name": "tokens", "session_hash": session})
+    assert joined.status_code == 200
+    with serving(settings, "tokens"):
+        body = client.get("/gradio_api/queue/data", params={"session_hash": session}).text
+    frames = [json.loads(line[len("data: ") :]) for line in body.splitlines() if line.startswith("data: ")]
+    generating = [frame for frame in frames if frame["msg"] == "process_generating"]
+    (completed,) = [frame for frame in frames if frame["msg"] == "process_completed"]
+    assert completed["success"] is True, completed["output"]
+    assert completed["output"]["data"] == ["tok " * 2000]
+    assert len(generating) == 2000, "every step reaches the visitor, as in Gradio"

@@ -32,7 +32,7 @@ from surge.models import TERMINAL_STATES, FunctionStats, Job, JobState
 from surge.observer import Observer
 from surge.ports import Queue, WorkerStore
 from surge.settings import Settings
-from surge.store import BatchRecord, Completion, stored_size
+from surge.store import BatchRecord, Completion, chunk_size, stored_size
 
 T = TypeVar("T")
 logger = logging.getLogger("surge.worker")
@@ -843,7 +843,7 @@ class Worker:
         except (TypeError, ValueError) as error:
             logger.error("%s returned an output that is not JSON: %s", self.function.api_name, error)
             raise JobFailed(f"{self.function.api_name} returned an output that is not JSON: {error}") from None
-        streamed = sum(stored_size(chunk) for chunk in job.chunks) if job is not None else 0
+        streamed = sum(chunk_size(chunk) for chunk in job.chunks) if job is not None else 0
         for what, used, limit in (("returned", size, RESULT_LIMIT_BYTES), ("streamed", streamed, STREAMED_LIMIT_BYTES)):
             if used > limit:
                 logger.error("%s %s %d bytes of output, over %d", self.function.api_name, what, used, limit)
@@ -945,7 +945,7 @@ class Worker:
     def _failure(self, job: Job, failure: JobFailed) -> Completion:
         """The job's error for its visitor: the failure's message, title and duration."""
         self.observer.job_failed(self.function.api_name, failure.reason)
-        if job.chunks and sum(stored_size(chunk) for chunk in job.chunks) > STREAMED_LIMIT_BYTES:
+        if job.chunks and sum(chunk_size(chunk) for chunk in job.chunks) > STREAMED_LIMIT_BYTES:
             job = job.model_copy(update={"chunks": []})  # streamed more than an item holds: the error alone
         body = protocol.failed(job.job_id, str(failure) or None, failure.title, failure.duration, failure.plain)
         return Completion(job, JobState.FAILED, body)

@@ -6,11 +6,21 @@ from surge.store.admission import AdmissionStore
 from surge.store.aws import BOTO_CONFIG, aws_errors
 from surge.store.fleet import BatchRecord, DepthSample, FleetStore
 from surge.store.jobs import Claim, Completion, JobStore
-from surge.store.schema import stored_size
+from surge.store.schema import chunk_size, stored_size
 
 
 class Store(AdmissionStore, JobStore, FleetStore):
     """All DynamoDB reads and writes of the system, one concept per base class. Safe to share between threads."""
 
 
-__all__ = ["BOTO_CONFIG", "BatchRecord", "Claim", "Completion", "DepthSample", "Store", "aws_errors", "stored_size"]
+__all__ = [
+    "BOTO_CONFIG",
+    "BatchRecord",
+    "Claim",
+    "Completion",
+    "DepthSample",
+    "Store",
+    "aws_errors",
+    "chunk_size",
+    "stored_size",
+]

@@ -30,6 +30,7 @@ from surge.store.schema import (
     parts_of,
     sent_item,
     sent_key,
+    stored_chunk,
     told_of,
 )
 
@@ -163,7 +164,7 @@ class JobStore(Table):
         values: dict[str, Any] = {}
         if chunks:
             sets.append("chunks = list_append(if_not_exists(chunks, :none), :v)")
-            values.update({":v": {"L": [s(compact(body)) for body in chunks]}, ":none": {"L": []}})
+            values.update({":v": {"L": [s(stored_chunk(body)) for body in chunks]}, ":none": {"L": []}})
         if progress is not None:
             sets.append("progress = :p, progress_after = :a")
             values.update({":p": s(compact(progress[0])), ":a": n(progress[1])})
