@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import itertools
@@ -120,6 +121,16 @@ def test_a_script_posting_to_the_run_route_gets_the_output_as_from_gradio(
     served = httpx.get(image["url"], follow_redirects=True, timeout=30)
     assert served.status_code == 200
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(served.content))), photo(8))
+    # A file inline as a data: URL, which Gradio takes as an input too (it was refused as not uploaded).
+    inline = {"url": "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode(), "meta": uploaded["meta"]}
+    answer = httpx.post(f"{image_stack.url}/gradio_api/run/echo_image", json={"data": [inline]}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    (image,) = answer.json()["data"]
+    served = httpx.get(image["url"], follow_redirects=True, timeout=30)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(served.content))), photo(8))
+    broken = {"url": "data:image/png;base64,not*base64", "meta": uploaded["meta"]}
+    refused = httpx.post(f"{image_stack.url}/gradio_api/run/echo_image", json={"data": [broken]}, timeout=60)
+    assert refused.status_code == 500 and "not valid base64" in refused.json()["error"]
 
 
 def test_upload_over_max_file_size_is_413_and_files_are_not_listed(image_stack: LocalStack) -> None:

@@ -13,6 +13,7 @@ served by `surge.gradio_page`, which imports no gradio).
 from __future__ import annotations
 
 import asyncio
+import binascii
 import hashlib
 import inspect
 import json
@@ -34,7 +35,7 @@ from typing import Any
 import gradio as gr
 import orjson
 import pydantic
-from gradio import route_utils
+from gradio import processing_utils, route_utils
 from gradio import utils as gradio_utils
 from gradio.block_function import BlockFunction
 from gradio.data_classes import ListFiles
@@ -560,10 +561,23 @@ class GradioApp(App):
         name = file.get("path")
         if isinstance(name, str) and name in self.page_files():
             return file  # an example's file, or a default value, as the page's config gave it: Gradio's copy
+        url = file.get("url")
+        if not is_name(name) and isinstance(url, str) and url.startswith("data:"):
+            return self._from_data_url(file, url, folder)
         if not is_name(name) or self.files is None:
             raise Error(NOT_UPLOADED)
         local = self.files.fetch(str(name), folder)
         return {**file, "path": str(local), "url": None}
+
+    @staticmethod
+    def _from_data_url(file: dict[str, Any], url: str, folder: Path) -> dict[str, Any]:
+        """A file sent inline as a `data:` URL (within the join's payload limit), written into the call's
+        folder as Gradio writes one into its cache: under its `orig_name`, or `file.<type>`."""
+        try:
+            path = processing_utils.save_base64_to_cache(url, str(folder), file.get("orig_name") or None)
+        except (ValueError, binascii.Error):
+            raise Error("An input file's data: URL is not valid base64.") from None
+        return {**file, "path": path, "url": None}
 
     def _store(self, file: dict[str, Any], root: str, since: float) -> dict[str, Any]:
         """An output file: put in S3 under a new name, its URL under `root` (the app's public URL; a
