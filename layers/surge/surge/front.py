@@ -51,12 +51,12 @@ T = TypeVar("T")
 PREFIX = "/gradio_api"
 JOIN_PATH = f"{PREFIX}/queue/join"
 CALL_SESSION = "call-"
-QUEUE_STATUS_FRESH_S = 1.0
-CANCEL_TOLD_WAIT_S = 3.0
-"""How long a cancel's answer waits for the session's stream here to send the cancelled completion."""
-"""How long the front reuses its counters read for `/gradio_api/queue/status`."""
 """A call through Gradio's curl API is a session of its own, `call-<event id>`: the event id it answers is
 what the `GET` of the call's stream names (128 random bits, like a session hash)."""
+QUEUE_STATUS_FRESH_S = 1.0
+"""How long the front reuses its counters read for `/gradio_api/queue/status`."""
+CANCEL_TOLD_WAIT_S = 3.0
+"""How long a cancel's answer waits for the session's stream here to send the cancelled completion."""
 CALL_ID_PATTERN = r"^[0-9a-f]{32}$"
 RUN_SESSION = "run-"
 """A direct call (`POST /gradio_api/run/<api_name>`) is a session of its own too, `run-<128 random bits>`."""
@@ -284,9 +284,9 @@ def _run_output(message: dict[str, Any]) -> Any:
 
 
 async def _cancel_run(service: FrontService, job: Job) -> None:
-    body = CancelBody(session_hash=job.session_hash, event_id=job.job_id)
+    """No stream but the call's own waits for this completion: no need to wait for it to be sent."""
     with contextlib.suppress(SurgeError):
-        await anyio.to_thread.run_sync(service.cancel, body)
+        await _cancel(service, None, CancelBody(session_hash=job.session_hash, event_id=job.job_id))
 
 
 def _inputs_by_name(service: FrontService, api_name: str, named: dict[str, Any]) -> list[Any]:
