@@ -16,10 +16,10 @@ import pytest
 import surge
 from surge import protocol
 from surge.eta import Estimator
-from surge.models import Job, JobState
+from surge.models import FunctionStats, Job, JobState
 from surge.session import PollPolicy, SessionHub, SessionStream
 from surge.settings import Settings
-from surge.store import Completion
+from surge.store import BatchRecord, Completion
 from tests.unit.fakes import InMemoryStore, memory_settings
 
 AHEAD = "a" * 32
@@ -314,6 +314,35 @@ def test_a_running_jobs_result_is_read_when_its_batch_is_due_not_a_whole_poll_in
     assert [m["msg"] for m in seen][-2:] == ["process_completed", "close_stream"]
     assert at["completed"] - at["starts"] < 1.5, "read at the batch's expected end, not 2 s after the last read"
     assert store.calls["read_session"] == 2
+
+
+def test_a_stream_opened_behind_its_join_reads_once_when_a_quick_job_is_due_not_also_at_the_open() -> None:
+    """A client opens its stream right after its join is answered: a read at the open sees the job still
+    waiting. With the function's batch cycle measured (50 ms), the first read comes when a job claimed
+    as the stream opened is due, and finds it done: one read of the log for the whole request."""
+    store = InMemoryStore()
+    store.workers.record_batch(
+        "shout", BatchRecord(time.time(), 1, 0, 0.01, "worker-1"), FunctionStats(avg_batch_s=0.01, avg_cycle_s=0.05)
+    )
+    hub = _hub(store)
+    hub.estimator.stats(hub.app.get("shout"))  # this process has read the function's statistics
+    session = "q" * 32
+    job = _admit(store, session, 0)
+    stream = SessionStream(hub, session, PollPolicy())
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        task = _reading(stream, seen)
+        await asyncio.sleep(0.02)  # a worker claims the job and records it within its cycle
+        _run(store, job)
+        await asyncio.wait_for(task, WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+
+    kinds = [m["msg"] for m in seen]
+    assert kinds[-3:] == ["process_starts", "process_completed", "close_stream"], kinds
+    assert seen[-2]["success"] and seen[-2]["output"]["data"] == ["X0"]
+    assert store.calls["read_session"] == 1, "no read at the open, which could only see the job waiting"
 
 
 class JoinDuringRead(InMemoryStore):

@@ -81,6 +81,11 @@ class TimedCache:
             self._due[key] = load
         return None if hit is None else hit[1]
 
+    def known(self, key: str) -> Any:
+        """The cached value however old (None before the first read), without noting it for a read."""
+        hit = self._values.get(key)
+        return None if hit is None else hit[1]
+
     @property
     def due(self) -> bool:
         return bool(self._due)
@@ -145,6 +150,16 @@ class Estimator:
         """The function's live workers; with `wait=False`, None before the first read."""
         key, load = f"fleet#{function.api_name}", lambda: self._fleet(function.api_name)
         return self._cache.get(key, load) if wait else self._cache.peek(key, load)
+
+    def known_cycles(self) -> list[float]:
+        """The measured batch cycles (claim to results recorded) of the app's functions whose statistics
+        this process has read, however old; reads nothing and asks for no read."""
+        cycles = []
+        for function in self.app.functions:
+            stats = self._cache.known(f"stats#{function.api_name}")
+            if isinstance(stats, FunctionStats) and stats.cycle_s is not None:
+                cycles.append(stats.cycle_s)
+        return cycles
 
     def note(self, function: Function) -> None:
         """Have the next `load_due` read the function's statistics and fleet unless they are fresh."""

@@ -55,6 +55,10 @@ SENT_KEPT_S = 60.0
 """How long a stream process remembers what its dropped streams sent, beside the marker it writes: a
 session's read that ran while the marker was written sees it from memory."""
 
+FIRST_READ_MAX_S = 0.1
+"""The longest a stream that has just opened waits before its first read of its session's log
+(`SessionHub.first_read_s`)."""
+
 FRESH_GAP_S = 0.2
 """The least time between two counters reads of a process, however many streams ask for a fresh one."""
 
@@ -704,6 +708,17 @@ class SessionHub:
         except (KeyError, Unavailable):
             return None
 
+    def first_read_s(self) -> float:
+        """How long a stream that has just opened waits before its first read of its session's log: the
+        shortest measured batch cycle (claim to results recorded) among the app's functions this process
+        knows, at most `FIRST_READ_MAX_S` (0 before any is known). A client opens its stream right after
+        its join is answered, so a read sooner than that can see at most the job's start, and a read then
+        finds a quick job done: one read where there were two (the one at the open saw it waiting). What
+        waits is at most a tenth of a second of the first rank or start shown; a poke (a join or cancel
+        served here) still reads at once."""
+        cycles = self.estimator.known_cycles()
+        return min(FIRST_READ_MAX_S, *cycles) if cycles else 0.0
+
     def batch_s(self, api_name: str) -> float | None:
         try:
             return self.estimator.batch_s(self.app.get(api_name), wait=False)
@@ -818,6 +833,7 @@ class SessionStream:
         opened = time.monotonic()
         interval = self.poll.min_s
         next_read = last_read = opened
+        await self._sleep_until(opened + self.hub.first_read_s())
         while time.monotonic() - opened < self.hub.settings.stream_max_s:
             if time.monotonic() >= next_read or self.wake.is_set():
                 self.wake.clear()
