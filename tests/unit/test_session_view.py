@@ -148,16 +148,22 @@ def test_a_job_whose_earlier_jobs_have_all_started_is_read_for_though_its_rank_b
     assert shown["rank"] == 29 and view.at_front(moved, lambda job: 16)
 
 
-def test_the_shared_counters_are_wanted_only_while_a_rank_can_change() -> None:
-    """A job at the front gets its estimation with its start: its stream needs no counters read, so a
-    process whose sessions all stand at the front reads none; a job further back, or a line not read
-    recently (`None`), does."""
+def test_the_shared_counters_are_wanted_for_a_first_rank_and_then_only_while_a_rank_can_change() -> None:
+    """A job seen waiting at the front needs one counters read, for the place Gradio shows every waiting
+    visitor ("1/1"); after that its log is read directly, and a process whose sessions all stand at the
+    front with their ranks shown reads none. A job further back, or a line not read recently (`None`), does."""
     view = SessionView("s" * 16)
     view.take([_job(JobState.WAITING)], 1.0, lambda _: None)
-    short = Counters(shards=[Shard(joined=3, tail={"g": 3})])
+    short = Counters(shards=[Shard(joined=1, tail={"g": 1})])
     deep = Counters(shards=[Shard(joined=40, tail={"g": 40})])
+    assert view.ranked(short, lambda job: 16), "no rank shown yet"
+    (shown,) = view.estimations(short, 2.0, _no_eta)
+    assert (shown["rank"], shown["queue_size"]) == (0, 1)
     assert not view.ranked(short, lambda job: 16)
-    assert view.ranked(deep, lambda job: 16)
+    far = SessionView("f" * 16)
+    far.take([_job(JobState.WAITING)], 1.0, lambda _: None)
+    far.estimations(deep, 2.0, _no_eta)
+    assert far.ranked(deep, lambda job: 16)
     assert view.ranked(None, lambda job: 16)
     view.take([_job(JobState.RUNNING, started_at=2.0)], 2.0, lambda _: None)
     assert not view.ranked(None, lambda job: 16)  # nothing waits any more
@@ -220,9 +226,11 @@ def _none(api_name: str) -> float | None:
     return None
 
 
-def test_a_job_that_moved_up_to_the_front_is_told_it_waits_for_a_busy_slot_and_one_that_joined_there_not() -> None:
+def test_a_job_waiting_at_the_front_is_told_it_waits_for_a_busy_slot() -> None:
     """Gradio's page shows the ETA as a total (elapsed + the latest estimate): a job that reaches rank 0
-    after waiting still waits for the running one, so its estimate keeps that wait, and the total holds."""
+    after waiting still waits for the running one, so its estimate keeps that wait, and the total holds.
+    One that joined at the front and still waits when its rank is read waits for a busy slot too (a
+    free one would have taken it): it was told its own run alone (6 s behind a 6 s run, done at 11 s)."""
     asked: list[tuple[int, bool]] = []
 
     def eta(job: Job, rank: int, busy: bool) -> float | None:
@@ -239,4 +247,4 @@ def test_a_job_that_moved_up_to_the_front_is_told_it_waits_for_a_busy_slot_and_o
     assert asked == [(2, True), (0, True)]
     asked.clear()
     fresh.estimations(Counters(shards=[Shard(joined=1, tail={"g": 1})]), 2.0, eta)
-    assert asked == [(0, False)]
+    assert asked == [(0, True)]

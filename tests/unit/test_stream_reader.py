@@ -345,6 +345,37 @@ def test_a_stream_opened_behind_its_join_reads_once_when_a_quick_job_is_due_not_
     assert store.calls["read_session"] == 1, "no read at the open, which could only see the job waiting"
 
 
+def test_a_visitor_waiting_at_the_front_behind_a_running_job_is_shown_its_place_and_the_running_jobs_time() -> None:
+    """Two visitors and one slot, their streams in one process: the first waits, is shown its place, then
+    runs; the second joins and waits at the front. Gradio shows it "1/1" and an ETA that counts the
+    running job's time left. Before, the process's recent counters read showed a short line, so the
+    second stream read none for a job at the front (its estimation was to come with its start): it was
+    shown nothing while it waited."""
+    store = InMemoryStore()
+    hub = _hub(store)
+    first, second = "a" * 32, "b" * 32
+    job = _admit(store, first, 0)
+    seen: dict[str, list[dict[str, Any]]] = {first: [], second: []}
+
+    async def watch() -> None:
+        tasks = [_reading(SessionStream(hub, first, FAST_POLL), seen[first])]
+        await _until(lambda: bool(_ranks(seen[first])), "the first visitor's place")
+        store.claim([job], "worker-1")  # it starts
+        await _until(lambda: any(m["msg"] == "process_starts" for m in seen[first]), "the first job's start")
+        _admit(store, second, 0)
+        tasks.append(_reading(SessionStream(hub, second, FAST_POLL), seen[second]))
+        await _until(lambda: bool(_ranks(seen[second])), "the second visitor's place")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(watch())
+
+    # Its own run (the 0.5 s hint) and, on average, half of the running one's.
+    assert _ranks(seen[second]) == [(0, 1, 0.75)]
+    assert [m["msg"] for m in seen[second]] == ["estimation"], "shown its place while it waits, nothing started"
+
+
 class JoinDuringRead(InMemoryStore):
     """A session log read whose answer is taken before a join of the session commits and is answered
     (both in this process) and comes back after it: the read cannot have seen that job."""

@@ -223,10 +223,12 @@ class SessionView:
             # As Gradio's, the line counts the job itself: a read taken as a worker claims it shows none left.
             size = max(counters.queue_size(tracked.job.group), rank + 1)
             if (rank, size) != tracked.last_estimation:
-                # A job that has moved up to the front waits for a busy slot; one that joined there may not.
-                busy = rank > 0 or (tracked.last_estimation is not None and tracked.last_estimation[0] > 0)
+                # Still waiting when a read that began after it was seen waiting gives its rank, it waits for
+                # a busy slot even at the front (a free one takes a job within its receive and claim). The
+                # ETA counts that wait, as Gradio's counts the running jobs' time left: a job joined behind
+                # a 6 s run was told 6 s, and waited 11.
                 tracked.last_estimation = (rank, size)
-                expected = eta(tracked.job, rank, busy)
+                expected = eta(tracked.job, rank, True)
                 tracked.eta = (expected, time.monotonic()) if expected is not None else None
                 messages.append(protocol.estimation(tracked.job.job_id, rank, size, expected))
         return messages
@@ -238,9 +240,12 @@ class SessionView:
 
     def ranked(self, counters: Counters | None, short_line: Callable[[Job], int]) -> bool:
         """Whether some waiting job needs the shared counters: its rank can still change (it is not at
-        the front), or no counters were read yet. A job at the front is read for directly, and its
-        estimation comes with its start."""
-        return any(counters is None or not _at_front(t, counters, short_line) for t in self.waiting())
+        the front), it has no rank yet, or no counters were read yet. A job at the front is read for
+        directly once it has its first rank (as Gradio, a visitor who waits is shown a place: "1/1")."""
+        return any(
+            counters is None or t.last_estimation is None or not _at_front(t, counters, short_line)
+            for t in self.waiting()
+        )
 
     def running(self) -> list[Job]:
         return [t.job for t in self.pending if t.job.state is JobState.RUNNING]
@@ -996,11 +1001,9 @@ class SessionStream:
         waiting = self.view.waiting()
         counters = self.hub.recent_counters()
         if self.view.ranked(counters, self.hub.short_line):
-            # A new job's first rank is worth an early read only when its line is long (a job at the
-            # front is read for anyway, and its estimation comes with its start).
-            fresh = counters is not None and any(
-                t.tails is None and counters.queue_size(t.job.group) > self.hub.short_line(t.job) for t in waiting
-            )
+            # A job seen waiting gets its first rank from an early read, not a whole tick later: its first
+            # read came a batch cycle after the stream opened, so it is not about to start on a free slot.
+            fresh = any(t.tails is None for t in waiting)
             waits.append(asyncio.ensure_future((await self.hub.next_tick(soon=fresh)).wait()))
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
