@@ -35,7 +35,7 @@ LOCAL_TUNING = {
     "lease_ttl_s": 6.0,
     "visibility_timeout_s": 30,
     "heartbeat_interval_s": 15.0,
-    "session_grace_s": 5.0,
+    "session_grace_s": 2.0,
     "join_rate_per_s": 500.0,
     "join_burst": 2000,
 }

@@ -448,8 +448,9 @@ def test_api_role_may_admit_record_and_read_but_nothing_more(cfn: Template, serv
 
 
 def test_stream_role_reads_sessions_and_writes_only_delivered_and_dropped_jobs(cfn: Template) -> None:
-    """The stream reads; its only writes are the core's: forgetting delivered jobs, and the
-    cancellation of a dropped session's waiting jobs with the shard they leave (no queue access)."""
+    """The stream reads; its only writes are the core's: forgetting delivered jobs, the cancellation
+    of a dropped session's waiting jobs with the shard they leave, and the stop asked of its running
+    ones (no queue access)."""
     assert grants(cfn["Resources"]["StreamFunctionRole"]) == {
         arn_of("EventsTable"): {"dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"},
         arn_of("StateTable"): {"dynamodb:BatchGetItem", "dynamodb:Query"},

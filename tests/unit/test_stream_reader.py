@@ -535,6 +535,35 @@ def test_a_stream_the_client_drops_forgets_the_completions_it_sent_and_the_next_
     assert completed(again, waiting_job) and again[-1] == protocol.close_stream()
 
 
+def test_a_client_gone_past_the_grace_period_has_its_waiting_job_cancelled_and_its_running_one_stopped() -> None:
+    """A tab closed: Gradio drops the session's waiting jobs and stops its running generator at once, so
+    the visitors behind them do not wait for abandoned work. After the grace period (no stream of the
+    session reopened) the waiting job leaves the line and the running one is asked to stop; before, the
+    running one, or one that started within the grace period, ran to its end."""
+    store = InMemoryStore()
+    settings = memory_settings("tests.unit.test_stream_reader:app", counters_tick_s=0.02, session_grace_s=0.05)
+    app = _app()
+    hub = SessionHub(app, settings, store, Estimator(app, store.workers.stats, store.workers.fleet))
+    session = "g" * 32
+    _, running, _ = _started(store, "g")
+    waiting = _admit(store, session, 1)
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        task = _reading(SessionStream(hub, session, FAST_POLL), seen)
+        await _until(lambda: any(m["msg"] == "process_starts" for m in seen), "the running job's start")
+        task.cancel()  # the client goes away
+        await asyncio.gather(task, return_exceptions=True)
+        await _until(lambda: bool(store.jobs.cancel_requested), "the running job asked to stop")
+
+    asyncio.run(watch())
+
+    assert store.jobs.cancel_requested == {(session, running.job_id)}
+    left = store.get_job(session, waiting.job_id)
+    assert left is not None and left.state is JobState.CANCELLED, "the waiting job left the line"
+    assert store.counters().queue_size("shout") == 0
+
+
 def test_a_stream_dropped_while_a_generator_streams_is_resumed_where_it_left_off() -> None:
     """A generator's messages after its first are diffs that the client applies to what it built. A
     stream dropped midway, then opened again, sent the generator's messages from its first: the client

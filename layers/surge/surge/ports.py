@@ -48,6 +48,11 @@ class SessionLog(Protocol):
         """End a job that never started and count it out of the line; False if it no longer waited."""
         ...
 
+    def request_cancel(self, job: Job) -> bool:
+        """Ask the worker running this job to stop it (a generator stops at its next output); False if
+        it no longer runs."""
+        ...
+
     def forget_all(self, jobs: Sequence[Job]) -> None:
         """Delete delivered jobs of any sessions (as the stream last read them, so with the parts of a
         result kept in parts): the streams of one process that close together share the writes."""

@@ -752,9 +752,12 @@ class SessionHub:
             return False
         return function.is_generator or function.progress_arg is not None
 
-    async def release_if_gone(self, session_hash: str, waiting: list[Job]) -> None:
-        """The client went away mid-session: after the grace period, cancel its waiting jobs (as Gradio
-        does) unless a newer stream of the session has opened here meanwhile.
+    async def release_if_gone(self, session_hash: str, pending: list[Job]) -> None:
+        """The client went away mid-session: after the grace period, unless a newer stream of the session
+        has opened here meanwhile, end its jobs as Gradio does when a client disconnects: a waiting one is
+        cancelled (its place goes to the next), a running one is asked to stop (a generator stops at its
+        next output; a function that returns once runs on, as in Gradio). Before, a running job, or one
+        that started within the grace period, ran to its end while the visitors behind it waited.
 
         On Lambda a dropped client is not seen (a streamed response runs on) and work after the
         response is frozen, so there the jobs stay queued and workers run them.
@@ -762,16 +765,18 @@ class SessionHub:
         await anyio.sleep(self.settings.session_grace_s)
         if session_hash in self.open:
             return
-        released = 0
-        for job in waiting:
+        released = stopped = 0
+        for job in pending:
             try:
-                done = await anyio.to_thread.run_sync(
+                if job.state is JobState.WAITING and await anyio.to_thread.run_sync(
                     self.store.end_waiting, job, JobState.CANCELLED, protocol.cancelled(job.job_id)
-                )
-                released += int(done)
+                ):
+                    released += 1
+                elif await anyio.to_thread.run_sync(self.store.request_cancel, job):
+                    stopped += 1  # it was running, or started during the grace period
             except Unavailable:
-                logger.warning("could not release a dropped session's job %s", job.job_id)
-        logger.info("released %d waiting jobs of a dropped session", released)
+                logger.warning("could not end a dropped session's job %s", job.job_id)
+        logger.info("a dropped session's jobs: %d waiting released, %d running asked to stop", released, stopped)
 
 
 class SessionStream:
@@ -797,8 +802,8 @@ class SessionStream:
     async def messages(self) -> AsyncGenerator[dict[str, Any], None]:
         """Every message of the session's jobs in order, with rank refreshes, then `close_stream`.
 
-        Heartbeats are the SSE layer's job. If the client drops before `close_stream`, its waiting
-        jobs are released after the grace period unless it reconnects, and the completions it was sent
+        Heartbeats are the SSE layer's job. If the client drops before `close_stream`, its jobs
+        are ended after the grace period unless it reconnects (`SessionHub.release_if_gone`), and the completions it was sent
         are forgotten: a stream it opens again sends what it missed, not what it had (Gradio sends each
         message once; `@gradio/client`, handed a cancelled job's completion twice, failed on it again and
         left the session stuck).
@@ -817,7 +822,7 @@ class SessionStream:
                     generated[str(message["event_id"])] += 1
         finally:
             self.hub.detach(self)
-            waiting = [t.job for t in self.view.waiting()]
+            pending = [t.job for t in self.view.pending]
             if self.closed:
                 try:
                     await self._forget(self.view.to_forget)  # registered before `close_stream` went
@@ -831,8 +836,8 @@ class SessionStream:
                 self.hub.noting_sent(self.session_hash, partly)
                 await self._forget(had)
                 await self._note_sent(partly)
-                if waiting:
-                    asyncio.get_running_loop().create_task(self.hub.release_if_gone(self.session_hash, waiting))
+                if pending:
+                    asyncio.get_running_loop().create_task(self.hub.release_if_gone(self.session_hash, pending))
 
     async def _messages(self) -> AsyncIterator[dict[str, Any]]:
         opened = time.monotonic()
