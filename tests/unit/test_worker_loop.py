@@ -550,6 +550,37 @@ def test_a_generator_runs_at_its_own_pace_and_its_messages_share_writes_in_order
     assert len(done.chunks) == 40, "the finish records every message"
 
 
+def test_a_progress_report_right_behind_another_is_written_while_the_step_after_it_runs() -> None:
+    """A function reports "Starting", then at once its loop's 0/5, then works on its first step: the
+    visitor is shown 0/5 during that step, as Gradio sends its latest report every 10 ms. Reports within
+    0.1 s of the one before were dropped, so "Starting" stayed until the first step ended."""
+    app = surge.App(title="steps", default_concurrency_limit=None)
+    shown: list[tuple[Any, Any, Any]] = []
+
+    class Recorded(InMemoryStore):
+        def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: Any) -> bool:
+            if progress is not None:
+                unit = progress[0]["progress_data"][0]
+                shown.append((unit["index"], unit["length"], unit["desc"]))
+            return super().record_live(job, chunks, progress)
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def steps(text: str, progress: surge.Progress = surge.Progress()) -> str:  # noqa: B008
+        progress(0, desc="Starting")
+        progress((0, 5), desc="Working")
+        deadline = time.monotonic() + 2.0
+        while (0, 5, "Working") not in shown and time.monotonic() < deadline:
+            time.sleep(0.01)  # the first step, during which the visitor's view is what was last written
+        return text
+
+    store, queue = Recorded(), InMemoryQueue()
+    job = _join(store, queue, "steps", "go")
+    _serve_until_drained(SimpleNamespace(app=app), "steps", store, queue)  # type: ignore[arg-type]
+
+    assert shown[-1] == (0, 5, "Working"), shown
+    assert _result(store, job)["output"]["data"] == ["go"]
+
+
 def test_a_worker_runs_as_many_batches_at_once_as_its_functions_concurrency_limit() -> None:
     """Gradio's one process runs an event with `concurrency_limit=3` three at a time: a worker does too
     (`WORKER_SLOTS=auto`, the default), one at a time under a limit of 1 or none; a number overrides."""

@@ -105,8 +105,9 @@ class LiveWrites:
             return _Pending(job)  # its job is stopping: nothing more of it is written
         self._live.add(job.job_id)
         entry = self._pending.get(job.job_id)
-        if entry is None:
-            entry = self._pending[job.job_id] = _Pending(job)
+        if entry is not None:
+            return entry  # a writer already knows it is pending: a progress bar's every step costs a lock
+        entry = self._pending[job.job_id] = _Pending(job)
         if not self._threads:
             for i in range(self.writers):
                 thread = threading.Thread(target=self._write_loop, name=f"surge-live-{i}", daemon=True)

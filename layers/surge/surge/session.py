@@ -803,10 +803,10 @@ class SessionStream:
         """Every message of the session's jobs in order, with rank refreshes, then `close_stream`.
 
         Heartbeats are the SSE layer's job. If the client drops before `close_stream`, its jobs
-        are ended after the grace period unless it reconnects (`SessionHub.release_if_gone`), and the completions it was sent
-        are forgotten: a stream it opens again sends what it missed, not what it had (Gradio sends each
-        message once; `@gradio/client`, handed a cancelled job's completion twice, failed on it again and
-        left the session stuck).
+        are ended after the grace period unless it reconnects (`SessionHub.release_if_gone`), and the
+        completions it was sent are forgotten: a stream it opens again sends what it missed, not what it
+        had (Gradio sends each message once; `@gradio/client`, handed a cancelled job's completion twice,
+        failed on it again and left the session stuck).
         """
         self.hub.attach(self)
         sent: set[str] = set()

@@ -67,10 +67,6 @@ STREAMED_LIMIT_BYTES = 300_000
 """The most a generator's messages (and notices) may take: they are kept in the job's item, which DynamoDB
 caps at 400 KB."""
 
-PROGRESS_EVERY_S = 0.1
-"""Progress updates are coalesced to at most one write per job per this interval (Gradio: 10 ms, in memory)."""
-
-
 class JobFailed(Exception):
     """A call failed in a way the client is told about (message already made safe to show).
 
@@ -930,14 +926,12 @@ class Worker:
         if self.function.progress_arg is None:
             return {}
         job = task.job
-        last = [0.0]
 
         def sink(value: float | None, index: int | None, length: int | None, desc: str | None, unit: str) -> None:
-            now = time.monotonic()
-            done = (value is not None and value >= 1) or (index is not None and index == length)
-            if now - last[0] < PROGRESS_EVERY_S and not done:
-                return
-            last[0] = now
+            # Every report replaces the one not yet written (`LiveWrites` writes a job at most every
+            # `GAP_S`): the latest is always written, as Gradio sends its latest every 10 ms. Reports
+            # dropped here within 0.1 s of the one before lost the state they left: a `progress(0,
+            # "Starting")` followed at once by a tqdm loop's 0/5 showed "Starting" until the first step.
             self.live.progress(job, protocol.progress(job.job_id, value, index, length, desc, unit), len(job.chunks))
 
         return {self.function.progress_arg: _bound_progress(sink)}
