@@ -160,6 +160,15 @@ def test_a_gr_state_is_kept_per_session_between_events() -> None:
     assert _as_session("session-two", show, None) == 0, "another session starts from the initial value"
 
 
+def test_config_says_the_apps_theme_whether_or_not_the_page_was_built_first() -> None:
+    """Gradio's /config names the theme and carries its hash and body colours; Surge's said null for
+    each when /config was asked before the page (launch() prepares them; Surge prepared them with the
+    page only)."""
+    config = GradioApp(gr.ChatInterface(lambda message, history: message, multimodal=True)).wire_config()
+    assert config["theme"] == "default"
+    assert config["theme_hash"] and config["body_css"]
+
+
 def test_a_state_with_a_time_to_live_starts_again_from_its_initial_value_once_it_lapses() -> None:
     with gr.Blocks() as demo:
         total = gr.State(10, time_to_live=60)

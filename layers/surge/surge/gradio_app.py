@@ -251,6 +251,7 @@ class GradioApp(App):
     # ---- what the front advertises -----------------------------------------------------------------
 
     def wire_config(self) -> dict[str, Any]:
+        _prepare_page(self.blocks)  # /config says the theme whether or not the page was built first
         config = _as_json(self.blocks.get_config_file())
         config["max_file_size"] = self.max_file_size
         served = {i for f in self.functions for i in (f.events if f.events is not None else [f.fn_index])}
