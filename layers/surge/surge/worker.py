@@ -67,6 +67,7 @@ STREAMED_LIMIT_BYTES = 300_000
 """The most a generator's messages (and notices) may take: they are kept in the job's item, which DynamoDB
 caps at 400 KB."""
 
+
 class JobFailed(Exception):
     """A call failed in a way the client is told about (message already made safe to show).
 
