@@ -227,8 +227,8 @@ class SessionView:
             if (rank, size) != tracked.last_estimation:
                 # Still waiting when a read that began after it was seen waiting gives its rank, it waits for
                 # a busy slot even at the front (a free one takes a job within its receive and claim). The
-                # ETA counts that wait, as Gradio's counts the running jobs' time left: a job joined behind
-                # a 6 s run was told 6 s, and waited 11.
+                # ETA counts that wait, as Gradio's counts the running jobs' time left (a job joined behind
+                # a 6 s run waits up to 12 s, not its own 6).
                 tracked.last_estimation = (rank, size)
                 expected = eta(tracked.job, rank, True)
                 tracked.eta = (expected, time.monotonic()) if expected is not None else None
@@ -758,8 +758,8 @@ class SessionHub:
         """The client went away mid-session: after the grace period, unless a newer stream of the session
         has opened here meanwhile, end its jobs as Gradio does when a client disconnects: a waiting one is
         cancelled (its place goes to the next), a running one is asked to stop (a generator stops at its
-        next output; a function that returns once runs on, as in Gradio). Before, a running job, or one
-        that started within the grace period, ran to its end while the visitors behind it waited.
+        next output; a function that returns once runs on, as in Gradio), so the visitors behind them do
+        not wait for abandoned work.
 
         On Lambda a dropped client is not seen (a streamed response runs on) and work after the
         response is frozen, so there the jobs stay queued and workers run them.
@@ -1008,8 +1008,8 @@ class SessionStream:
         waiting = self.view.waiting()
         counters = self.hub.recent_counters()
         if self.view.ranked(counters, self.hub.short_line):
-            # A job seen waiting gets its first rank from an early read, not a whole tick later: its first
-            # read came a batch cycle after the stream opened, so it is not about to start on a free slot.
+            # A job seen waiting gets its first rank from an early read, not a whole tick later (once batch
+            # cycles are known, its first read came one after the stream opened: it waits for a slot).
             fresh = any(t.tails is None for t in waiting)
             waits.append(asyncio.ensure_future((await self.hub.next_tick(soon=fresh)).wait()))
         try:

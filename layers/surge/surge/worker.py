@@ -930,9 +930,8 @@ class Worker:
 
         def sink(value: float | None, index: int | None, length: int | None, desc: str | None, unit: str) -> None:
             # Every report replaces the one not yet written (`LiveWrites` writes a job at most every
-            # `GAP_S`): the latest is always written, as Gradio sends its latest every 10 ms. Reports
-            # dropped here within 0.1 s of the one before lost the state they left: a `progress(0,
-            # "Starting")` followed at once by a tqdm loop's 0/5 showed "Starting" until the first step.
+            # `GAP_S`): the latest is always written, as Gradio sends its latest every 10 ms, so a
+            # `progress(0, "Starting")` followed at once by a tqdm loop's 0/5 shows 0/5 during the first step.
             self.live.progress(job, protocol.progress(job.job_id, value, index, length, desc, unit), len(job.chunks))
 
         return {self.function.progress_arg: _bound_progress(sink)}
