@@ -180,7 +180,12 @@ class InMemoryJobs:
                 job = completion.job
                 key = (job.session_hash, job.job_id)
                 if held or _held_by(job, self.items.get(key)):
-                    final = {"state": completion.state, "result": completion.body, "data": []}
+                    final = {
+                        "state": completion.state,
+                        "result": completion.body,
+                        "data": [],
+                        "finished_at": self.clock(),
+                    }
                     self.items[key] = job.model_copy(update=final, deep=True)
                     self.cancel_requested.discard(key)  # the finish puts the whole item
                     done.append(job.job_id)

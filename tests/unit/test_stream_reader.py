@@ -376,6 +376,52 @@ def test_a_visitor_waiting_at_the_front_behind_a_running_job_is_shown_its_place_
     assert [m["msg"] for m in seen[second]] == ["estimation"], "shown its place while it waits, nothing started"
 
 
+def test_a_new_streams_first_read_aims_at_when_the_jobs_of_recent_streams_ended_not_a_whole_cycle() -> None:
+    """A client opens its stream a while after its join (gradio_client: about 30 ms), so a whole batch
+    cycle counted from the opening reads a quick job's result late, after the client's next look at its
+    messages. Once streams here have delivered jobs, a new stream's first read comes when those ended,
+    counted from their streams' opening (a job joined while its stream was open is no such sample)."""
+    store = InMemoryStore()
+    store.workers.record_batch(
+        "shout", BatchRecord(time.time(), 1, 0, 0.4, "worker-1"), FunctionStats(avg_batch_s=0.4, avg_cycle_s=0.5)
+    )
+    hub = _hub(store)
+    hub.estimator.stats(hub.app.get("shout"))
+    assert hub.first_read_s() == pytest.approx(0.1), "before any sample: the cycle, at most 0.1 s"
+    session = "r" * 32
+    job = _admit(store, session, 0)
+    stream = SessionStream(hub, session, PollPolicy())
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        task = _reading(stream, seen)
+        await asyncio.sleep(0.01)  # the job, joined before the stream opened, ends soon after
+        _run(store, job)
+        await asyncio.wait_for(task, WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+
+    assert [m["msg"] for m in seen][-2:] == ["process_completed", "close_stream"]
+    (ended,) = stream.view.delivered
+    assert ended.finished_at is not None
+    offset = ended.finished_at - stream.opened_at
+    assert 0 < offset < 0.09
+    assert hub.first_read_s() == pytest.approx(offset + 0.005), "the first read aims at the recent jobs' end"
+
+    later = "s" * 32
+    stream = SessionStream(hub, later, PollPolicy())
+
+    async def join_while_open() -> None:
+        task = _reading(stream, seen)
+        await asyncio.sleep(0.12)
+        _run(store, _admit(store, later, 1))  # joined after the stream opened: its end says nothing
+        stream.wake.set()
+        await asyncio.wait_for(task, WAIT_LIMIT_S)
+
+    asyncio.run(join_while_open())
+    assert hub.first_read_s() == pytest.approx(offset + 0.005)
+
+
 class JoinDuringRead(InMemoryStore):
     """A session log read whose answer is taken before a join of the session commits and is answered
     (both in this process) and comes back after it: the read cannot have seen that job."""

@@ -122,6 +122,8 @@ class Job(BaseModel):
     attempt: int = 0
     worker_id: str | None = None
     started_at: float | None = None
+    finished_at: float | None = None
+    """When its worker recorded its end (epoch, the worker's clock)."""
     progress: dict[str, Any] | None = None
     progress_after: int | None = None
     """How many of `chunks` there were when `progress` was reported: the stream sends it after those, as

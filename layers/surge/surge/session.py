@@ -59,6 +59,15 @@ FIRST_READ_MAX_S = 0.1
 """The longest a stream that has just opened waits before its first read of its session's log
 (`SessionHub.first_read_s`)."""
 
+FINISH_SAMPLES = 32
+"""How many recent jobs' ends, counted from their stream's opening, time a new stream's first read."""
+
+FINISH_SAMPLE_KEPT_S = 30.0
+"""How long such a sample counts: the first read follows the load of the last half minute."""
+
+FINISH_MARGIN_S = 0.005
+"""Past the end a new stream's first read aims at: the end's write lands a few ms after its time."""
+
 FRESH_GAP_S = 0.2
 """The least time between two counters reads of a process, however many streams ask for a fresh one."""
 
@@ -375,6 +384,8 @@ class SessionHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.open: dict[str, list[SessionStream]] = {}
         self.reads = 0
+        self.opened_at = time.time()
+        """When the stream began serving (epoch)."""
         """Counters reads made so far (one per tick, whatever the number of sessions)."""
         self._soon: asyncio.Event | None = None
         self._joins: dict[str, int] = {}
@@ -396,6 +407,8 @@ class SessionHub:
         """Per session, its streams here that sent `close_stream` and whose client has not hung up yet."""
         self._told: dict[str, asyncio.Event] = {}
         """Per job whose cancel this process is answering, set once a stream here has sent its completion."""
+        self._finish_offsets: deque[tuple[float, float]] = deque(maxlen=FINISH_SAMPLES)
+        """(monotonic time noted, seconds from its stream's opening to its end) of jobs that ran, latest last."""
 
     def attach(self, stream: SessionStream) -> None:
         self._loop = asyncio.get_running_loop()
@@ -715,14 +728,28 @@ class SessionHub:
         except (KeyError, Unavailable):
             return None
 
+    def finished_after_open(self, offset_s: float) -> None:
+        """A job that ran, joined before its stream opened, ended `offset_s` after that opening."""
+        self._finish_offsets.append((time.monotonic(), offset_s))
+
     def first_read_s(self) -> float:
-        """How long a stream that has just opened waits before its first read of its session's log: the
-        shortest measured batch cycle (claim to results recorded) among the app's functions this process
-        knows, at most `FIRST_READ_MAX_S` (0 before any is known). A client opens its stream right after
-        its join is answered, so a read sooner than that can see at most the job's start, and a read then
-        finds a quick job done: one read where there were two (the one at the open saw it waiting). What
-        waits is at most a tenth of a second of the first rank or start shown; a poke (a join or cancel
-        served here) still reads at once."""
+        """How long a stream that has just opened waits before its first read of its session's log, at most
+        `FIRST_READ_MAX_S`: until the jobs of the streams opened here lately had ended (the third quartile
+        of the last `FINISH_SAMPLES` within `FINISH_SAMPLE_KEPT_S`, from each stream's opening to its
+        job's recorded end, plus `FINISH_MARGIN_S`), so that a quick job is found done by the first read,
+        and its visitor shown it then. Without such jobs: the shortest measured batch cycle (claim to
+        results recorded) among the app's functions this process knows (0 before any is known).
+
+        A client opens its stream a while after its join is answered (gradio_client about 30 ms, which
+        a whole cycle counted from the opening overshot: its result was read after the client's next look
+        at its messages, 50 ms later). A read sooner than the end can see at most the job's start (the
+        next read is then when the batch is expected to end); later, the visitor waits. What waits is at
+        most a tenth of a second of the first rank or start shown; a poke (a join or cancel served here)
+        still reads at once."""
+        now = time.monotonic()
+        recent = sorted(offset for noted, offset in self._finish_offsets if now - noted < FINISH_SAMPLE_KEPT_S)
+        if recent:
+            return min(FIRST_READ_MAX_S, max(0.0, recent[(3 * len(recent)) // 4] + FINISH_MARGIN_S))
         cycles = self.estimator.known_cycles()
         return min(FIRST_READ_MAX_S, *cycles) if cycles else 0.0
 
@@ -843,6 +870,7 @@ class SessionStream:
 
     async def _messages(self) -> AsyncIterator[dict[str, Any]]:
         opened = time.monotonic()
+        self.opened_at = time.time()
         interval = self.poll.min_s
         next_read = last_read = opened
         await self._sleep_until(opened + self.hub.first_read_s())
@@ -1024,7 +1052,15 @@ class SessionStream:
         jobs = self.hub.with_sent(self.session_hash, [job for job in jobs if job.job_id not in forgotten])
         self.reads += 1
         await self.hub.refresh_estimates(jobs)
-        return self.view.take(jobs, time.monotonic(), self.hub.batch_s)
+        completed = {t.job.job_id for t in self.view.jobs.values() if t.completed}
+        messages = self.view.take(jobs, time.monotonic(), self.hub.batch_s)
+        for tracked in self.view.jobs.values():
+            job = tracked.job
+            ended_here = tracked.completed and job.job_id not in completed and job.started_at is not None
+            # A job joined before the stream opened, as a client's is: how long after the opening it ended.
+            if ended_here and job.finished_at is not None and job.created_at <= self.opened_at:
+                self.hub.finished_after_open(job.finished_at - self.opened_at)
+        return messages
 
     async def _note_sent(self, partly: list[Job]) -> None:
         """Write how many generator messages of its running jobs this dropped stream sent (shielded)."""

@@ -298,7 +298,9 @@ class JobStore(Table):
         return [(item["sk"]["S"], item["jobs"]["S"].split(",")) for item in items]
 
     def _final(self, completion: Completion) -> Job:
-        return completion.job.model_copy(update={"state": completion.state, "result": completion.body, "data": []})
+        return completion.job.model_copy(
+            update={"state": completion.state, "result": completion.body, "data": [], "finished_at": time.time()}
+        )
 
     def _put_all(self, jobs: Sequence[Job], notice: dict[str, Any] | None = None) -> None:
         items = self._with_parts_written(jobs)

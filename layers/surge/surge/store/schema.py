@@ -108,6 +108,8 @@ def job_item(job: Job, ttl_s: int) -> dict[str, Any]:
         item["worker_id"] = s(job.worker_id)
     if job.started_at is not None:
         item["started_at"] = n(job.started_at)
+    if job.finished_at is not None:
+        item["finished_at"] = n(job.finished_at)
     if job.progress is not None:
         item["progress"] = s(compact(job.progress))
     if job.progress_after is not None:
@@ -216,6 +218,7 @@ def job_of(
         attempt=int(item.get("attempt", {}).get("N", 0)),
         worker_id=item.get("worker_id", {}).get("S"),
         started_at=number("started_at"),
+        finished_at=number("finished_at"),
         progress=json.loads(item["progress"]["S"]) if "progress" in item else None,
         progress_after=int(item["progress_after"]["N"]) if "progress_after" in item else None,
         chunks=[chunk_of(chunk["S"], item["sk"]["S"]) for chunk in item.get("chunks", {}).get("L", [])],
