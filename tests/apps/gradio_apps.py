@@ -69,7 +69,12 @@ def whoami(tag: str, request: gr.Request, event: gr.EventData) -> str:
             "tag": tag,
             "session": request.session_hash,
             "headers": dict(request.headers),
+            "x_demo": request.headers["X-Demo"] if "x-demo" in request.headers else None,
             "host": request.client.host,
+            "port": request.client.port,
+            "path": request.url.path,
+            "base_url": str(request.base_url),
+            "method": request.method,
             "event": event._data,
             "target": target,
         }

@@ -289,6 +289,11 @@ def test_gr_request_shows_the_function_its_callers_session_headers_and_address(b
     assert seen["tag"] == "t" and seen["session"] == client.session_hash
     assert seen["headers"]["x-demo"] == "42" and seen["host"] == "127.0.0.1"
     assert "cookie" not in seen["headers"], "credentials do not travel in the queue message"
+    # As Gradio's, around the join's request: a header in any case, the URL's parts, the caller's port.
+    assert seen["x_demo"] == "42"
+    assert seen["path"] == "/gradio_api/queue/join" and seen["method"] == "POST"
+    assert seen["base_url"] == blocks_stack.url.rstrip("/") + "/"
+    assert isinstance(seen["port"], int) and seen["port"] > 0
 
 
 def test_the_events_data_reaches_gr_event_data_as_the_page_sent_it(blocks_stack: LocalStack) -> None:

@@ -31,6 +31,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import gradio as gr
 import orjson
@@ -44,6 +45,7 @@ from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
 from gradio.state_holder import SessionState
 from gradio_client.utils import encode_file_path, is_file_obj, traverse
+from starlette.requests import Request as StarletteRequest
 
 from surge.application import CALLS, App, Call, Function, PageEvent, Parameter, Progress, file_size_limit
 from surge.errors import Error
@@ -701,18 +703,31 @@ class _StoredCopies:
 
 
 def _request(call: Call) -> gr.Request:
-    """The `gr.Request` a function of the call gets, built the way Gradio's queue builds it from the
-    join (plain values: headers, client, query string), from what the front recorded of the join."""
+    """The `gr.Request` a function of the call gets: as Gradio's queue makes it, around the join's own
+    Starlette request, here one rebuilt from what the front recorded of the join (its URL, headers less
+    credentials, the caller's address), so `request.url.path`, a header looked up in any case,
+    `request.base_url` and `request.method` answer as they do in Gradio."""
     caller = call.caller or Caller()
-    return gr.Request(
-        session_hash=call.session_hash,
-        headers=caller.headers,
-        client={"host": caller.client_host, "port": None},
-        query_params=caller.query_params,
-        cookies={},
-        path_params={},
-        url=caller.url,
-    )
+    url = urlsplit(caller.url or "http://localhost/gradio_api/queue/join")
+    default_port = 443 if url.scheme == "https" else 80
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": url.scheme or "http",
+        "server": (url.hostname or "localhost", url.port or default_port),
+        "path": url.path or "/",
+        "raw_path": (url.path or "/").encode(),
+        "root_path": "",
+        "query_string": (url.query or urlencode(caller.query_params)).encode(),
+        "headers": [
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in caller.headers.items()
+        ],
+        "client": (caller.client_host or "", caller.client_port),
+        "path_params": {},
+        "state": {},
+    }
+    return gr.Request(request=StarletteRequest(scope), session_hash=call.session_hash)
 
 
 def _prepare_page(blocks: gr.Blocks) -> None:

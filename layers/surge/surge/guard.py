@@ -103,6 +103,15 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else "?"
 
 
+def client_port(scope: Scope) -> int | None:
+    """The caller's port where the front sees its socket; None behind API Gateway (its address is the
+    client's there, its port not)."""
+    client = scope.get("client")
+    if isinstance(scope.get("aws.event"), dict) or not client:
+        return None
+    return int(client[1]) if isinstance(client[1], int) else None
+
+
 PRIVATE_HEADERS = frozenset({"cookie", "authorization"})
 CALLER_HEADERS_MAX_BYTES = 8192
 """Headers a function sees of its caller, at most (the queue message carries them)."""
@@ -122,6 +131,7 @@ def caller_of(request: Request, route_path: str) -> Caller:
     return Caller(
         headers=headers,
         client_host=client_address(request.scope),
+        client_port=client_port(request.scope),
         query_params=dict(request.query_params),
         url=str(request.url),
         root_url=root_url(request, route_path),

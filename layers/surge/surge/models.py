@@ -83,6 +83,8 @@ class Caller(BaseModel):
 
     headers: dict[str, str] = Field(default_factory=dict)
     client_host: str | None = None
+    client_port: int | None = None
+    """The caller's port, where the front saw its socket (not behind API Gateway)."""
     query_params: dict[str, str] = Field(default_factory=dict)
     url: str = ""
     root_url: str = ""
