@@ -316,28 +316,39 @@ def test_a_running_jobs_result_is_read_when_its_batch_is_due_not_a_whole_poll_in
     assert store.calls["read_session"] == 2
 
 
+def _measured(batch_s: float, cycle_s: float) -> tuple[InMemoryStore, SessionHub]:
+    """A store whose `shout` has measured batches, and a hub that has read its statistics."""
+    store = InMemoryStore()
+    store.workers.record_batch(
+        "shout",
+        BatchRecord(time.time(), 1, 0, batch_s, "worker-1"),
+        FunctionStats(avg_batch_s=batch_s, avg_cycle_s=cycle_s),
+    )
+    hub = _hub(store)
+    hub.estimator.stats(hub.app.get("shout"))
+    return store, hub
+
+
+async def _run_after(
+    store: InMemoryStore, job: Job, stream: SessionStream, seen: list[dict[str, Any]], delay_s: float
+) -> None:
+    """Read the stream to its end while a worker runs `job` `delay_s` after the stream opened."""
+    task = _reading(stream, seen)
+    await asyncio.sleep(delay_s)
+    _run(store, job)
+    await asyncio.wait_for(task, WAIT_LIMIT_S)
+
+
 def test_a_stream_opened_behind_its_join_reads_once_when_a_quick_job_is_due_not_also_at_the_open() -> None:
     """A client opens its stream right after its join is answered: a read at the open sees the job still
     waiting. With the function's batch cycle measured (50 ms), the first read comes when a job claimed
     as the stream opened is due, and finds it done: one read of the log for the whole request."""
-    store = InMemoryStore()
-    store.workers.record_batch(
-        "shout", BatchRecord(time.time(), 1, 0, 0.01, "worker-1"), FunctionStats(avg_batch_s=0.01, avg_cycle_s=0.05)
-    )
-    hub = _hub(store)
-    hub.estimator.stats(hub.app.get("shout"))  # this process has read the function's statistics
+    store, hub = _measured(batch_s=0.01, cycle_s=0.05)
     session = "q" * 32
     job = _admit(store, session, 0)
     stream = SessionStream(hub, session, PollPolicy())
     seen: list[dict[str, Any]] = []
-
-    async def watch() -> None:
-        task = _reading(stream, seen)
-        await asyncio.sleep(0.02)  # a worker claims the job and records it within its cycle
-        _run(store, job)
-        await asyncio.wait_for(task, WAIT_LIMIT_S)
-
-    asyncio.run(watch())
+    asyncio.run(_run_after(store, job, stream, seen, 0.02))  # claimed and recorded within its cycle
 
     kinds = [m["msg"] for m in seen]
     assert kinds[-3:] == ["process_starts", "process_completed", "close_stream"], kinds
@@ -381,25 +392,13 @@ def test_a_new_streams_first_read_aims_at_when_the_jobs_of_recent_streams_ended_
     cycle counted from the opening reads a quick job's result late, after the client's next look at its
     messages. Once streams here have delivered jobs, a new stream's first read comes when those ended,
     counted from their streams' opening (a job joined while its stream was open is no such sample)."""
-    store = InMemoryStore()
-    store.workers.record_batch(
-        "shout", BatchRecord(time.time(), 1, 0, 0.4, "worker-1"), FunctionStats(avg_batch_s=0.4, avg_cycle_s=0.5)
-    )
-    hub = _hub(store)
-    hub.estimator.stats(hub.app.get("shout"))
+    store, hub = _measured(batch_s=0.4, cycle_s=0.5)
     assert hub.first_read_s() == pytest.approx(0.1), "before any sample: the cycle, at most 0.1 s"
     session = "r" * 32
     job = _admit(store, session, 0)
     stream = SessionStream(hub, session, PollPolicy())
     seen: list[dict[str, Any]] = []
-
-    async def watch() -> None:
-        task = _reading(stream, seen)
-        await asyncio.sleep(0.01)  # the job, joined before the stream opened, ends soon after
-        _run(store, job)
-        await asyncio.wait_for(task, WAIT_LIMIT_S)
-
-    asyncio.run(watch())
+    asyncio.run(_run_after(store, job, stream, seen, 0.01))  # joined before the stream opened, ends soon after
 
     assert [m["msg"] for m in seen][-2:] == ["process_completed", "close_stream"]
     (ended,) = stream.view.delivered

@@ -384,8 +384,6 @@ class SessionHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.open: dict[str, list[SessionStream]] = {}
         self.reads = 0
-        self.opened_at = time.time()
-        """When the stream began serving (epoch)."""
         """Counters reads made so far (one per tick, whatever the number of sessions)."""
         self._soon: asyncio.Event | None = None
         self._joins: dict[str, int] = {}
@@ -827,6 +825,8 @@ class SessionStream:
         self._gone: asyncio.Event | None = None
         """Registered with the hub just before `close_stream` (`SessionHub.closing`)."""
         self.reads = 0
+        self.opened_at = time.time()
+        """When the stream began serving (epoch)."""
 
     async def messages(self) -> AsyncGenerator[dict[str, Any], None]:
         """Every message of the session's jobs in order, with rank refreshes, then `close_stream`.
