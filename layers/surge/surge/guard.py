@@ -107,9 +107,9 @@ def client_port(scope: Scope) -> int | None:
     """The caller's port where the front sees its socket; None behind API Gateway (its address is the
     client's there, its port not)."""
     client = scope.get("client")
-    if isinstance(scope.get("aws.event"), dict) or not client:
+    if isinstance(scope.get("aws.event"), dict) or not client or not isinstance(client[1], int):
         return None
-    return int(client[1]) if isinstance(client[1], int) else None
+    return client[1]
 
 
 PRIVATE_HEADERS = frozenset({"cookie", "authorization"})

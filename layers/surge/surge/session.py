@@ -826,7 +826,7 @@ class SessionStream:
         """Registered with the hub just before `close_stream` (`SessionHub.closing`)."""
         self.reads = 0
         self.opened_at = time.time()
-        """When the stream began serving (epoch)."""
+        """When the stream opened (epoch): a sample of `SessionHub.finished_after_open` counts from it."""
 
     async def messages(self) -> AsyncGenerator[dict[str, Any], None]:
         """Every message of the session's jobs in order, with rank refreshes, then `close_stream`.
@@ -870,7 +870,6 @@ class SessionStream:
 
     async def _messages(self) -> AsyncIterator[dict[str, Any]]:
         opened = time.monotonic()
-        self.opened_at = time.time()
         interval = self.poll.min_s
         next_read = last_read = opened
         await self._sleep_until(opened + self.hub.first_read_s())
