@@ -250,9 +250,13 @@ def test_progress_and_chunks_are_recorded_only_by_the_attempt_that_holds_the_job
     store = Store(demo[1])
     (first,) = store.claim([make_job(store, "j1")], "w1").claimed
     step = protocol.progress("j1", 0.5, None, None, None, "steps")
+    before = time.time()
     store.record_live(first, [protocol.generating("j1", ["a"])], (step, 1))
+    between = time.time()
     store.record_live(first, [protocol.generating("j1", ["b"])], None)
     job = store.get_job(SESSION, "j1")
+    assert job is not None and job.first_output_at is not None
+    assert before <= job.first_output_at <= between, "the first live write's time, kept by the later ones"
     assert job is not None and job.progress is not None and job.progress["msg"] == "progress"
     assert job.progress_after == 1, "the progress was reported after the first chunk"
     assert [c["output"]["data"] for c in job.chunks] == [["a"], ["b"]]

@@ -150,6 +150,8 @@ class InMemoryJobs:
             if key in self.cancel_requested:
                 return True
             update: dict[str, Any] = {"chunks": [*current.chunks, *(dict(body) for body in chunks)]}
+            if current.first_output_at is None:
+                update["first_output_at"] = time.time()
             if progress is not None:
                 update.update({"progress": dict(progress[0]), "progress_after": progress[1]})
             self._running_update(job, update)

@@ -421,6 +421,38 @@ def test_a_new_streams_first_read_aims_at_when_the_jobs_of_recent_streams_ended_
     assert hub.first_read_s() == pytest.approx(offset + 0.005)
 
 
+def test_a_new_streams_first_read_aims_at_when_recent_streamed_jobs_first_had_output_not_at_their_end() -> None:
+    """A chat's answer streams for seconds, its first token within tens of milliseconds (Gradio shows it
+    then): a first read timed by the answers' end waited the whole tenth of a second. It aims at when
+    the recent jobs' first live output was recorded instead."""
+    store, hub = _measured(batch_s=0.4, cycle_s=0.5)
+    session = "t" * 32
+    job = _admit(store, session, 0)
+    stream = SessionStream(hub, session, PollPolicy())
+    seen: list[dict[str, Any]] = []
+    firsts: list[float | None] = []
+
+    async def stream_an_answer() -> None:
+        task = _reading(stream, seen)
+        await asyncio.sleep(0.01)
+        (claimed,) = store.claim([job], "worker-1").claimed
+        store.record_live(claimed, [protocol.generating(job.job_id, ["first token"])], None)
+        firsts.append(store.jobs.items[(session, job.job_id)].first_output_at)
+        await _until(lambda: any(m["msg"] == "process_generating" for m in seen), "the first token")
+        await asyncio.sleep(0.3)
+        done = protocol.completed(job.job_id, ["whole answer"], 0.3, None)
+        store.finish([Completion(claimed, JobState.COMPLETED, done)], held=True)
+        await asyncio.wait_for(task, WAIT_LIMIT_S)
+
+    asyncio.run(stream_an_answer())
+    assert [m["msg"] for m in seen][-2:] == ["process_completed", "close_stream"]
+    (first,) = firsts
+    assert first is not None
+    offset = first - stream.opened_at
+    assert 0 < offset < 0.05
+    assert hub.first_read_s() == pytest.approx(offset + 0.005), "the first token's time, not the answer's end"
+
+
 class JoinDuringRead(InMemoryStore):
     """A session log read whose answer is taken before a join of the session commits and is answered
     (both in this process) and comes back after it: the read cannot have seen that job."""

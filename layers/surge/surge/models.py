@@ -126,6 +126,10 @@ class Job(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     """When its worker recorded its end (epoch, the worker's clock)."""
+    first_output_at: float | None = None
+    """When its worker sent the write of its first live output (a generator's message, a progress
+    notice): the first moment its visitor had something to be shown before its end (epoch, the worker's
+    clock). Only while running: the finish puts the item anew without it."""
     progress: dict[str, Any] | None = None
     progress_after: int | None = None
     """How many of `chunks` there were when `progress` was reported: the stream sends it after those, as

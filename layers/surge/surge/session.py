@@ -726,16 +726,18 @@ class SessionHub:
         except (KeyError, Unavailable):
             return None
 
-    def finished_after_open(self, offset_s: float) -> None:
-        """A job that ran, joined before its stream opened, ended `offset_s` after that opening."""
+    def shown_after_open(self, offset_s: float) -> None:
+        """A job that ran, joined before its stream opened, had its first live output or, without one, its
+        end recorded `offset_s` after that opening: its visitor could be shown something from then."""
         self._finish_offsets.append((time.monotonic(), offset_s))
 
     def first_read_s(self) -> float:
         """How long a stream that has just opened waits before its first read of its session's log, at most
-        `FIRST_READ_MAX_S`: until the jobs of the streams opened here lately had ended (the third quartile
-        of the last `FINISH_SAMPLES` within `FINISH_SAMPLE_KEPT_S`, from each stream's opening to its
-        job's recorded end, plus `FINISH_MARGIN_S`), so that a quick job is found done by the first read,
-        and its visitor shown it then. Without such jobs: the shortest measured batch cycle (claim to
+        `FIRST_READ_MAX_S`: until the jobs of the streams opened here lately had something to show (the
+        third quartile of the last `FINISH_SAMPLES` within `FINISH_SAMPLE_KEPT_S`, from each stream's
+        opening to its job's first live output recorded, or its end for a job without one, plus
+        `FINISH_MARGIN_S`), so that a quick job is found done by the first read, a chat's answer with its
+        first token, and its visitor shown it then. Without such jobs: the shortest measured batch cycle (claim to
         results recorded) among the app's functions this process knows (0 before any is known).
 
         A client opens its stream a while after its join is answered (gradio_client about 30 ms, which
@@ -826,7 +828,9 @@ class SessionStream:
         """Registered with the hub just before `close_stream` (`SessionHub.closing`)."""
         self.reads = 0
         self.opened_at = time.time()
-        """When the stream opened (epoch): a sample of `SessionHub.finished_after_open` counts from it."""
+        """When the stream opened (epoch): a sample of `SessionHub.shown_after_open` counts from it."""
+        self._timed: set[str] = set()
+        """Jobs whose sample of `SessionHub.shown_after_open` this stream has given."""
 
     async def messages(self) -> AsyncGenerator[dict[str, Any], None]:
         """Every message of the session's jobs in order, with rank refreshes, then `close_stream`.
@@ -1055,10 +1059,15 @@ class SessionStream:
         messages = self.view.take(jobs, time.monotonic(), self.hub.batch_s)
         for tracked in self.view.jobs.values():
             job = tracked.job
+            if job.job_id in self._timed or job.created_at > self.opened_at:
+                continue
+            # A job joined before the stream opened, as a client's is: how long after the opening it first
+            # had something to show (its first live output, else its end).
             ended_here = tracked.completed and job.job_id not in completed and job.started_at is not None
-            # A job joined before the stream opened, as a client's is: how long after the opening it ended.
-            if ended_here and job.finished_at is not None and job.created_at <= self.opened_at:
-                self.hub.finished_after_open(job.finished_at - self.opened_at)
+            shown_at = job.first_output_at or (job.finished_at if ended_here else None)
+            if shown_at is not None:
+                self._timed.add(job.job_id)
+                self.hub.shown_after_open(shown_at - self.opened_at)
         return messages
 
     async def _note_sent(self, partly: list[Job]) -> None:

@@ -170,6 +170,8 @@ class JobStore(Table):
             values.update({":p": s(compact(progress[0])), ":a": n(progress[1])})
         if not sets:
             return False
+        sets.append("first_output_at = if_not_exists(first_output_at, :now)")
+        values[":now"] = n(time.time())
         # A write by the worker and attempt that hold the job; a stale one (the job moved on) is dropped.
         refused = self._update_running(
             job,

@@ -4,9 +4,10 @@ Events table (key `session_hash`, `sk`): one item per job, `sk` = the job id. At
 `group`, `shard`, `state`, `created_at`, `attempt`, `worker_id`, `started_at` (set by the claim, so a
 started job costs no extra write), `progress` (the latest progress message, JSON), `chunks` (the
 generator's messages, JSON strings, appended), `result` (the `process_completed` message, JSON),
-`finished_at`, `ahead` (per shard, the group's tail at the admission read before the job was counted:
-jobs surely ahead of it), and `expires_at` (TTL, `job_ttl_s` after creation). Inputs are not stored: they travel
-in the job's SQS message. A stream that has delivered a job's completion deletes the item.
+`finished_at`, `first_output_at` (when the write of its first live output was sent, set by that write;
+the finish's put drops it), `ahead` (per shard, the group's tail at the admission read before the job was
+counted: jobs surely ahead of it), and `expires_at` (TTL, `job_ttl_s` after creation). Inputs are not
+stored: they travel in the job's SQS message. A stream that has delivered a job's completion deletes the item.
 
 A result over `INLINE_RESULT_BYTES` (a plot's JSON, a large table: DynamoDB refuses items over 400 KB) is
 kept beside its job in the same partition, in parts `<job id>#part#<k>` (attribute `part`, a slice of the
@@ -219,6 +220,7 @@ def job_of(
         worker_id=item.get("worker_id", {}).get("S"),
         started_at=number("started_at"),
         finished_at=number("finished_at"),
+        first_output_at=number("first_output_at"),
         progress=json.loads(item["progress"]["S"]) if "progress" in item else None,
         progress_after=int(item["progress_after"]["N"]) if "progress_after" in item else None,
         chunks=[chunk_of(chunk["S"], item["sk"]["S"]) for chunk in item.get("chunks", {}).get("L", [])],
