@@ -513,35 +513,3 @@ def test_joins_far_from_a_full_queue_reuse_one_read_of_the_shards_and_max_size_s
             pass
     assert admitted == max_size
     assert Store(settings).counters().waiting == max_size
-
-
-def test_joins_of_one_process_never_cancel_each_others_transactions(demo: tuple[App, Settings]) -> None:
-    """With DynamoDB's per-item conflicts modelled, 48 joins on 16 threads of one front process over 4
-    shards: each lands with one transaction (two at once on one shard cancel each other in DynamoDB, so the
-    process never sends them), and the counters are exact."""
-    from collections import Counter
-    from concurrent.futures import ThreadPoolExecutor
-
-    import boto3
-
-    from surge_local import emulator
-    from surge_local.fidelity import Fidelity
-
-    settings = demo[1].model_copy(update={"admission_shards": 4})
-    calls: Counter[str] = Counter()
-
-    def count(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
-
-    boto3.setup_default_session()
-    boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb.*", count)  # type: ignore[union-attr]
-    front = Store(settings)
-    emulator.patch_moto(Fidelity(conflict_window_s=0.010))
-    try:
-        with ThreadPoolExecutor(16) as pool:
-            jobs = list(pool.map(lambda i: front.admit(new_job(f"crowd{i:02d}"), 100, 1), range(48)))
-    finally:
-        emulator.patch_moto(None)
-    assert len({job.job_id for job in jobs}) == 48
-    assert calls["TransactWriteItems"] == 48, calls
-    assert Store(settings).counters().waiting == 48

@@ -15,12 +15,11 @@ one counters item, not one per shard its batch came from.
 the shards with room by that read, most room first; when none is left it reads afresh once more, and
 only then is the queue full, so a full queue costs reads, not refused transactions.
 
-Within one process, a shard has at most one join's transaction under way: two at once would cancel each
-other in DynamoDB (one item, two transactions), so a join takes a shard with room that no other join of
-the process is writing, and waits for one (`SHARD_WAIT_S` at most) when every such shard is being
-written. A shard whose condition refused a join counts as full until the next read, and the joins that
-find no room share one fresh read (`FRESH_SHARE_S`). A crowd refused at the door costs the process and
-DynamoDB almost nothing, as in Gradio, where a full queue is a length check.
+Within one process, joins do not stampede a nearly full queue: a shard is tried by at most as many joins
+at once as it has room by the process's read, a shard whose condition refused a join counts as full until
+the next read, and the joins that find no room share one fresh read (`FRESH_SHARE_S`). A crowd refused
+at the door costs the process and DynamoDB almost nothing, as in Gradio, where a full queue is a length
+check.
 """
 
 from __future__ import annotations
@@ -52,50 +51,31 @@ read only spreads joins, and the transaction's condition stays exact whatever th
 FRESH_SHARE_S = 0.05
 """Joins that found no room by the recent read share a fresh read made this recently."""
 
-SHARD_WAIT_S = 1.0
-"""How long a join waits for a shard with room that no other join of its process is writing; past it, the
-round counts those shards as busy (as if their transactions had been cancelled)."""
-
 _GATES = threading.Lock()
 
 
 @dataclass
 class _Gate:
-    """One process's view of the shards for its joins: the last read, and the shards its joins are writing."""
+    """One process's view of the shards for its joins: the last read, and the joins trying each shard."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     reading: threading.Lock = field(default_factory=threading.Lock)
     counted: tuple[float, list[tuple[int, int]]] | None = None
     tails: list[dict[str, int]] = field(default_factory=list)
     """Each shard's tails per group at the last read: the jobs counted before any join made after it."""
-    writing: set[int] = field(default_factory=set)
-    """Shards a join of this process has a transaction under way on."""
-    freed: threading.Condition = field(init=False)
+    trying: dict[int, int] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.freed = threading.Condition(self.lock)
-
-    def take(self, shards: list[int], rooms: list[int | None]) -> int | None:
-        """The first of `shards` with room that no join of this process is writing, now marked as being
-        written (give it back with `release`); waits for one while the others with room are being written.
-        None when none has room, or none came free within `SHARD_WAIT_S`."""
-        deadline = time.monotonic() + SHARD_WAIT_S
+    def reserve(self, shard: int, room: int | None) -> bool:
+        """Whether a join may try `shard`: fewer joins of this process are trying it than it has room."""
         with self.lock:
-            while True:
-                roomy = [shard for shard in shards if rooms[shard] is None or (rooms[shard] or 0) > 0]
-                free = [shard for shard in roomy if shard not in self.writing]
-                if free:
-                    self.writing.add(free[0])
-                    return free[0]
-                left = deadline - time.monotonic()
-                if not roomy or left <= 0:
-                    return None
-                self.freed.wait(left)
+            if room is not None and room - self.trying.get(shard, 0) <= 0:
+                return False
+            self.trying[shard] = self.trying.get(shard, 0) + 1
+            return True
 
     def release(self, shard: int) -> None:
         with self.lock:
-            self.writing.discard(shard)
-            self.freed.notify_all()
+            self.trying[shard] -= 1
 
     def joined(self, shard: int) -> None:
         """A join of this process was counted in the shard: one less room there until the next read."""
@@ -216,20 +196,15 @@ class AdmissionStore(Table):
         return job.model_copy(update={"ahead": [shard.get(job.group, 0) for shard in tails]})
 
     def _place(self, job: Job, order: list[int], limits: list[int | None], rooms: list[int | None]) -> Job | None:
-        """Try the shards in `order` (`rooms`: their room by the recent read), each when no other join of this
-        process is writing it; a shard busy with another process's transaction is passed over at once (the
-        next shard takes the join), and only when every one was busy is the round tried again."""
+        """Try the shards in `order` that this process is not already filling (`rooms`: their room by
+        the recent read); a shard busy with another transaction is passed over at once (the next shard
+        takes the join), and only when every one was busy is the round tried again."""
         gate = self._gate
         for round_ in range(ADMISSION_ROUNDS):
-            busy: list[int] = []
-            pending = list(order)
-            while pending:
-                shard = gate.take(pending, rooms)
-                if shard is None:
-                    # No room left among them, or they stayed in this process's hands: busy, as if cancelled.
-                    busy.extend(other for other in pending if rooms[other] is None or (rooms[other] or 0) > 0)
-                    break
-                pending.remove(shard)
+            busy = []
+            for shard in order:
+                if not gate.reserve(shard, rooms[shard]):
+                    continue
                 try:
                     placed, refused = self._try(job, shard, limits[shard])
                 except Conflicted:
