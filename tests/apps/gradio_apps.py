@@ -185,6 +185,19 @@ with gr.Blocks() as counter:
     gr.Button("show").click(lambda kept: kept, total, shown, api_name="show")
 
 
+def watched_note(kept: int) -> str:
+    return f"state changed to {kept}"
+
+
+with gr.Blocks() as watched:
+    """A gr.State with a .change listener: Gradio fires it when an event changes the state."""
+    watched_total = gr.State(0)
+    note = gr.Textbox(label="note")
+    gr.Button("bump").click(lambda kept: kept + 1, watched_total, watched_total, api_name="bump")
+    gr.Button("same").click(lambda kept: kept, watched_total, watched_total, api_name="same")
+    watched_total.change(watched_note, watched_total, note, api_name="noted")
+
+
 def greet(name: str, times: float) -> str:
     return " ".join([f"Hello {name}!"] * int(times))
 

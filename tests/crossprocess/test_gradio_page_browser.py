@@ -130,3 +130,24 @@ def test_a_file_output_downloads_under_its_name_and_the_visitor_stays_on_the_pag
         page.close()
     finally:
         stack.stop()
+
+
+def test_a_gr_states_change_listener_runs_when_an_event_changes_the_state(browser: Any) -> None:
+    """Gradio's page fires a `gr.State(...).change` listener for the states a completion names
+    (`changed_state_ids`); Surge's completions named none, and the listener never ran."""
+    stack = LocalStack("tests.apps.gradio_apps:watched", port=free_port()).start()
+    try:
+        page = browser.new_page(viewport=DESKTOP)
+        page.goto(stack.url + "/")
+        bump = page.get_by_role("button", name="bump")
+        bump.click(timeout=30_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('textarea')].some(e => e.value === 'state changed to 1')"
+        )
+        bump.click()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('textarea')].some(e => e.value === 'state changed to 2')"
+        )
+        page.close()
+    finally:
+        stack.stop()

@@ -160,6 +160,41 @@ def test_a_gr_state_is_kept_per_session_between_events() -> None:
     assert _as_session("session-two", show, None) == 0, "another session starts from the initial value"
 
 
+def test_an_event_that_changes_a_gr_state_names_it_for_the_pages_change_listeners() -> None:
+    """Gradio's completion carries `changed_state_ids`, and its page fires the `.change` listeners of those
+    states; without them a `gr.State(...).change(...)` never ran on Surge's page."""
+    app = load_app("tests.apps.gradio_apps:watched")
+    assert isinstance(app, GradioApp)
+    app.states = _KeptStates()  # type: ignore[assignment]
+    (state_id,) = [b._id for b in app.blocks.blocks.values() if isinstance(b, gr.State)]
+    outputs = []
+    for api_name in ("bump", "same", "bump"):
+        call = Call("session-one", None)
+        token = CALLS.set((call,))
+        try:
+            app.get(api_name).fn(None)
+        finally:
+            CALLS.reset(token)
+        outputs.append(call.output)
+    assert outputs == [{"changed_state_ids": [state_id]}, {"changed_state_ids": []}, {"changed_state_ids": [state_id]}]
+
+
+def test_a_gr_error_that_is_not_to_be_shown_stays_off_the_page() -> None:
+    """`gr.Error(visible=False)` marks the outputs without a toast: its completion says `visible: false`."""
+
+    def refuse(text: str) -> str:
+        raise gr.Error(f"quietly refused {text}", visible=False, print_exception=False)
+
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        box.submit(refuse, box, box, api_name="refuse")
+    with pytest.raises(Error) as raised:
+        GradioApp(demo).get("refuse").fn("x")
+    assert raised.value.visible is False
+    body = protocol.failed("e1", raised.value.message, raised.value.title, raised.value.duration, False, False)
+    assert body["output"]["visible"] is False and body["output"]["error"] == "quietly refused x"
+
+
 def test_config_says_the_apps_theme_whether_or_not_the_page_was_built_first() -> None:
     """Gradio's /config names the theme and carries its hash and body colours; Surge's said null for
     each when /config was asked before the page (launch() prepares them; Surge prepared them with the

@@ -19,7 +19,7 @@ import pytest
 
 import surge
 from surge import protocol
-from surge.application import Function
+from surge.application import CALLS, Function
 from surge.broker import Delivery
 from surge.errors import Unavailable
 from surge.models import Job, JobState
@@ -48,6 +48,11 @@ class Served:
                 raise surge.Error("Refused: 'refuse' is not a word.")
             if text == "crash":
                 raise RuntimeError("internal detail")
+            if text == "quiet":
+                raise surge.Error("Refused without a toast.", visible=False)
+            if text == "note":
+                (call,) = CALLS.get()
+                call.output["changed_state_ids"] = [7]  # as a Gradio event's runner reports a changed gr.State
             if text == "set":
                 return {text}  # type: ignore[return-value]
             return text.upper()
@@ -287,6 +292,8 @@ def test_a_function_that_raises_fails_its_job_with_the_message_and_the_message_i
     refused = _join(store, queue, "shout", "refuse", 0)
     crashed = _join(store, queue, "shout", "crash", 1)
     fine = _join(store, queue, "shout", "fine", 2)
+    quiet = _join(store, queue, "shout", "quiet", 3)
+    noted = _join(store, queue, "shout", "note", 4)
 
     _serve_until_drained(served, "shout", store, queue)
 
@@ -300,7 +307,10 @@ def test_a_function_that_raises_fails_its_job_with_the_message_and_the_message_i
         stored = store.get_job(SESSION, job.job_id)
         assert stored is not None and stored.state is JobState.FAILED
     assert _result(store, fine)["output"]["data"] == ["FINE"], "the worker serves on after a failure"
-    assert sorted(served.ran) == ["crash", "fine", "refuse"], "a failure is not retried"
+    assert _result(store, quiet)["output"]["visible"] is False, "gr.Error(visible=False): no toast"
+    assert _result(store, noted)["output"]["changed_state_ids"] == [7], "what the framework adds to the output"
+    assert "changed_state_ids" not in _result(store, fine)["output"]
+    assert sorted(served.ran) == ["crash", "fine", "note", "quiet", "refuse"], "a failure is not retried"
     assert queue.depth("shout") == 0
 
 

@@ -46,6 +46,9 @@ class Call:
     caller: Caller | None
     notify: Callable[[str, str, str, float | None, bool], None] | None = None
     """(message, level, title, duration, visible): a notice to the job's visitor, as `gr.Info` sends one."""
+    output: dict[str, Any] = field(default_factory=dict)
+    """Keys the app's framework adds to the `output` of the job's completion (a Gradio event's
+    `changed_state_ids`, which fire its page's `gr.State(...).change` listeners)."""
 
 
 CALLS: ContextVar[tuple[Call, ...]] = ContextVar("surge_calls", default=())

@@ -69,8 +69,10 @@ class Unavailable(SurgeError):
 class Error(Exception):
     """Raise from an app function to show `message` to the user (like `gr.Error`)."""
 
-    def __init__(self, message: str, title: str = "Error", duration: float | None = 10) -> None:
+    def __init__(self, message: str, title: str = "Error", duration: float | None = 10, visible: bool = True) -> None:
         super().__init__(message)
         self.message = message
         self.title = title
         self.duration = duration
+        self.visible = visible
+        """Whether the page shows it as a toast (`gr.Error(visible=False)` only marks the outputs)."""

@@ -474,8 +474,15 @@ class GradioApp(App):
             except GradioError as error:
                 if error.print_exception:  # as Gradio's queue prints it (gr.Error(print_exception=False) does not)
                     logger.warning("%s raised gr.Error", block_fn.api_name or block_fn.name, exc_info=True)
-                raise Error(str(error.message), title=error.title or "Error", duration=error.duration) from error
+                raise Error(
+                    str(error.message), title=error.title or "Error", duration=error.duration, visible=error.visible
+                ) from error
             result["data"] = _as_sent(_walk_files(result["data"], lambda f: self._store(f, root, started)))
+            # The gr.State values the call changed, so far: its completion names them and the page fires their
+            # .change listeners, which read them once they are kept (a generator's steps are told at its end).
+            for call in calls:
+                changed = {*call.output.get("changed_state_ids", []), *(result.get("changed_state_ids") or [])}
+                call.output["changed_state_ids"] = sorted(changed)
             return result
 
         try:

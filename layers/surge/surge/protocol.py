@@ -177,7 +177,12 @@ def completed(event_id: str, data: list[Any], duration: float, average_duration:
 
 
 def failed(
-    event_id: str, message: str | None, title: str = "Error", duration: float | None = 10, plain: bool = False
+    event_id: str,
+    message: str | None,
+    title: str = "Error",
+    duration: float | None = 10,
+    plain: bool = False,
+    visible: bool = True,
 ) -> dict[str, Any]:
     """An error completion. `output` holds exactly Gradio's keys (gradio_client fails on any other): a
     `gr.Error`'s, or Surge's own, with its title and duration; an exception the app raised (`plain`),
@@ -185,7 +190,7 @@ def failed(
     `visible` too), so that the page marks the output and shows no toast of its own."""
     output: dict[str, Any] = {"error": message}
     if not plain:
-        output.update(title=title, visible=True, duration=duration)
+        output.update(title=title, visible=visible, duration=duration)
     elif message is not None:
         output["visible"] = True
     return {"msg": "process_completed", "event_id": event_id, "output": output, "success": False, "title": title}

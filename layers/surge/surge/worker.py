@@ -81,12 +81,15 @@ class JobFailed(Exception):
         title: str = "Error",
         duration: float | None = 10,
         plain: bool = False,
+        visible: bool = True,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.title = title
         """The error's heading and how long the page shows it (`gr.Error(title=, duration=)`)."""
         self.duration = duration
+        self.visible = visible
+        """Whether the page shows it as a toast (`gr.Error(visible=False)`)."""
         self.plain = plain
         """An exception the app raised (not a `gr.Error`): its visitor gets Gradio's bare error."""
 
@@ -102,6 +105,8 @@ class _Task:
     job: Job
     deliveries: list[Delivery]
     outcome: Completion | None = None
+    output: dict[str, Any] = field(default_factory=dict)
+    """What the function's framework adds to the job's messages' `output` (`Call.output`)."""
 
 
 @dataclass
@@ -781,9 +786,8 @@ class Worker:
             except JobFailed as failure:
                 task.outcome = self._failure(task.job, failure)
                 continue
-            task.outcome = Completion(
-                task.job, JobState.COMPLETED, protocol.completed(task.job.job_id, row, duration, self.avg_batch_s)
-            )
+            body = protocol.completed(task.job.job_id, row, duration, self.avg_batch_s)
+            task.outcome = Completion(task.job, JobState.COMPLETED, _with_output(body, task.output))
 
     def _batch_rows(self, outputs: Any, size: int) -> list[list[Any]]:
         expected = len(self.function.outputs)
@@ -812,9 +816,8 @@ class Worker:
             task.outcome = Completion(task.job, JobState.CANCELLED, protocol.cancelled(task.job.job_id))
             return
         duration = time.monotonic() - started
-        task.outcome = Completion(
-            task.job, JobState.COMPLETED, protocol.completed(task.job.job_id, data, duration, self.avg_batch_s)
-        )
+        body = protocol.completed(task.job.job_id, data, duration, self.avg_batch_s)
+        task.outcome = Completion(task.job, JobState.COMPLETED, _with_output(body, task.output))
 
     def _row(self, value: Any, data: list[Any]) -> list[Any]:
         """The output row of a job with these inputs (as stored) from what its function returned."""
@@ -905,7 +908,7 @@ class Worker:
 
     def _call(self, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], tasks: list[_Task]) -> Any:
         """Run user code in the pool with the time limit; turn every failure into `JobFailed`."""
-        calls = tuple(Call(t.job.session_hash, t.job.caller, self._notifier(t.job)) for t in tasks)
+        calls = tuple(Call(t.job.session_hash, t.job.caller, self._notifier(t.job), t.output) for t in tasks)
         future: Future[Any] = self.pool.submit(_invoke, fn, args, kwargs, calls)
         try:
             return future.result(timeout=self.function.time_limit_s)
@@ -915,7 +918,7 @@ class Worker:
                 reason="time_limit",
             ) from None
         except Error as error:
-            raise JobFailed(error.message, title=error.title, duration=error.duration) from error
+            raise JobFailed(error.message, title=error.title, duration=error.duration, visible=error.visible) from error
         except JobFailed:
             raise
         except Exception as error:
@@ -941,7 +944,9 @@ class Worker:
         self.observer.job_failed(self.function.api_name, failure.reason)
         if job.chunks and sum(chunk_size(chunk) for chunk in job.chunks) > STREAMED_LIMIT_BYTES:
             job = job.model_copy(update={"chunks": []})  # streamed more than an item holds: the error alone
-        body = protocol.failed(job.job_id, str(failure) or None, failure.title, failure.duration, failure.plain)
+        body = protocol.failed(
+            job.job_id, str(failure) or None, failure.title, failure.duration, failure.plain, failure.visible
+        )
         return Completion(job, JobState.FAILED, body)
 
     # ---- record ----------------------------------------------------------------------------------
@@ -1011,6 +1016,15 @@ class Worker:
             self.store.record_batch(self.function.api_name, record, stats)
         except Unavailable:
             logger.warning("could not record the batch for the status page and ETA")
+
+
+def _with_output(body: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`body` with what the framework added to its `output` (`Call.output`), those of its keys that say
+    something (Gradio sends `changed_state_ids: []` too; absent, the page reads the same)."""
+    said = {key: value for key, value in extra.items() if value}
+    if said:
+        body["output"] = {**body["output"], **said}
+    return body
 
 
 def _invoke(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], calls: tuple[Call, ...]) -> Any:
