@@ -198,6 +198,16 @@ with gr.Blocks() as watched:
     watched_total.change(watched_note, watched_total, note, api_name="noted")
 
 
+with gr.Blocks() as undocumented:
+    """An event kept out of the API docs but callable by name (Gradio's `api_visibility="undocumented"`)."""
+    said = gr.Textbox(label="text")
+    answer = gr.Textbox(label="answer")
+    gr.Button("shout").click(lambda text: text.upper(), said, answer, api_name="shout")
+    gr.Button("whisper").click(
+        lambda text: text.lower(), said, answer, api_name="whisper", api_visibility="undocumented"
+    )
+
+
 def greet(name: str, times: float) -> str:
     return " ".join([f"Hello {name}!"] * int(times))
 

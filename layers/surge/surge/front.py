@@ -235,7 +235,9 @@ def _add_run_routes(
         if body.fn_index is not None:
             api_name = _event_name(service.config, body.fn_index) or api_name
         session_hash = RUN_SESSION + secrets.token_hex(16)
-        joined = JoinBody(data=body.data, api_name=api_name, session_hash=session_hash, event_data=body.event_data)
+        joined = JoinBody(
+            data=body.data, api_name=api_name, fn_index=body.fn_index, session_hash=session_hash, event_data=body.event_data
+        )
         job = await _join(service, hub, turns, joined, caller_of(request, request.url.path))
         return await _run_answer(service, waiting, job)
 
@@ -302,12 +304,14 @@ async def _join_call(
     """Gradio's curl API (the page's "Use via API", bash): a join in a session of its own, whose stream
     is `GET /gradio_api/call/<api_name>/<event_id>`."""
     try:
-        function = service.app.get(api_name)
+        data = _without_state(service.app.get(api_name).inputs, body.data)
     except KeyError:
-        raise NotFound(f"No function named {api_name!r}.") from None
+        if service.page_event(api_name) is None:
+            raise NotFound(f"No function named {api_name!r}.") from None
+        data = body.data  # a page event kept out of the API docs, by its name as Gradio takes it
     token = secrets.token_hex(16)
     session_hash = CALL_SESSION + token
-    joined = JoinBody(data=_without_state(function.inputs, body.data), api_name=api_name, session_hash=session_hash)
+    joined = JoinBody(data=data, api_name=api_name, session_hash=session_hash)
     caller = caller_of(request, f"{PREFIX}/call/{api_name}").model_copy(update={"simple_format": True})
     await _join(service, hub, turns, joined, caller)
     return EventId(event_id=token)

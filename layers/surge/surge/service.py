@@ -85,6 +85,7 @@ class FrontService:
         function's queue. The session's stream learns of it from the log."""
         if not body.session_hash:
             raise BadRequest("Session hash not found.")
+        body = self._by_event_name(body)
         function = self._function(body)
         data = self._validate(function, body)
         self._refuse_while_full(function)
@@ -168,6 +169,28 @@ class FrontService:
         except Unavailable:
             compensate(self.store.end_waiting, job, JobState.FAILED, protocol.failed(job.job_id, ENQUEUE_FAILED))
             raise
+
+    def page_event(self, api_name: str) -> int | None:
+        """The fn_index of a page event named `api_name` that a lane serves (one kept out of the API docs:
+        Gradio's curl and direct-call routes still take it by name, and so do these); None if there is
+        no such event, or a function has that name."""
+        name = api_name.lstrip("/")
+        if any(function.api_name == name for function in self.app.functions):
+            return None
+        for dependency in self.config.get("dependencies", []):
+            fn_index = dependency.get("id")
+            if dependency.get("api_name") == name and isinstance(fn_index, int):
+                lane = self.app.by_index(fn_index)
+                if lane is not None and lane.events is not None:
+                    return fn_index
+        return None
+
+    def _by_event_name(self, body: JoinBody) -> JoinBody:
+        """A join that names a page event by its api_name alone, as one naming it by fn_index."""
+        if body.fn_index is not None or not body.api_name:
+            return body
+        fn_index = self.page_event(body.api_name)
+        return body if fn_index is None else body.model_copy(update={"fn_index": fn_index})
 
     def _function(self, body: JoinBody) -> Function:
         if body.fn_index is not None:
