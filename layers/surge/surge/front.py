@@ -236,7 +236,11 @@ def _add_run_routes(
             api_name = _event_name(service.config, body.fn_index) or api_name
         session_hash = RUN_SESSION + secrets.token_hex(16)
         joined = JoinBody(
-            data=body.data, api_name=api_name, fn_index=body.fn_index, session_hash=session_hash, event_data=body.event_data
+            data=body.data,
+            api_name=api_name,
+            fn_index=body.fn_index,
+            session_hash=session_hash,
+            event_data=body.event_data,
         )
         job = await _join(service, hub, turns, joined, caller_of(request, request.url.path))
         return await _run_answer(service, waiting, job)
