@@ -83,9 +83,9 @@ class FrontService:
         """Admit a job: validate, check the expected wait, then two calls: one transaction creates the
         job in its session's log and counts it in an admission shard, one message carries it to the
         function's queue. The session's stream learns of it from the log."""
+        body = self._by_event_name(body)
         if not body.session_hash:
             raise BadRequest("Session hash not found.")
-        body = self._by_event_name(body)
         function = self._function(body)
         data = self._validate(function, body)
         self._refuse_while_full(function)
