@@ -106,7 +106,7 @@ class _Task:
     deliveries: list[Delivery]
     outcome: Completion | None = None
     output: dict[str, Any] = field(default_factory=dict)
-    """What the function's framework adds to the job's messages' `output` (`Call.output`)."""
+    """What the function's framework adds to the `output` of the job's completion (`Call.output`)."""
 
 
 @dataclass
