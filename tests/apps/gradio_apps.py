@@ -195,6 +195,7 @@ with gr.Blocks() as watched:
     note = gr.Textbox(label="note")
     gr.Button("bump").click(lambda kept: kept + 1, watched_total, watched_total, api_name="bump")
     gr.Button("same").click(lambda kept: kept, watched_total, watched_total, api_name="same")
+    gr.Button("one").click(lambda: 1, None, watched_total, api_name="one")  # writes it without reading it
     watched_total.change(watched_note, watched_total, note, api_name="noted")
 
 

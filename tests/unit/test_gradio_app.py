@@ -168,15 +168,17 @@ def test_an_event_that_changes_a_gr_state_names_it_for_the_pages_change_listener
     app.states = _KeptStates()  # type: ignore[assignment]
     (state_id,) = [b._id for b in app.blocks.blocks.values() if isinstance(b, gr.State)]
     outputs = []
-    for api_name in ("bump", "same", "bump"):
+    for api_name in ("bump", "same", "one", "bump", "one"):
         call = Call("session-one", None)
         token = CALLS.set((call,))
         try:
-            app.get(api_name).fn(None)
+            app.get(api_name).fn(*[None] * len(app.get(api_name).inputs))
         finally:
             CALLS.reset(token)
-        outputs.append(call.output)
-    assert outputs == [{"changed_state_ids": [state_id]}, {"changed_state_ids": []}, {"changed_state_ids": [state_id]}]
+        outputs.append(call.output["changed_state_ids"])
+    # Writing the kept value again is no change (against the initial value it was one: a ChatInterface's
+    # history listener, whose chain writes the history back, fired itself without end).
+    assert outputs == [[state_id], [], [], [state_id], [state_id]]
 
 
 def test_a_gr_error_that_is_not_to_be_shown_stays_off_the_page() -> None:

@@ -504,11 +504,12 @@ class GradioApp(App):
     ) -> dict[int, bytes] | None:
         """Put the session's kept states into `state`; returns them as read (None: the event touches no
         state, or runs as a batch, which shares no session). An event that only writes states reads
-        nothing: what it writes is kept whatever was there. Files a state refers to are fetched into the
+        nothing (what it writes is kept whatever was there) unless one of them has a `.change` listener
+        (`_watched`). Files a state refers to are fetched into the
         call's `folder` (noted in `brought`), and the state refers to them there."""
         if len(calls) != 1 or self.states is None or not any(b.stateful for b in [*block_fn.inputs, *block_fn.outputs]):
             return None
-        if not any(b.stateful for b in block_fn.inputs):
+        if not any(b.stateful for b in block_fn.inputs) and not self._watched(block_fn):
             return {}
         lives = {block._id: life for block in block_fn.inputs if (life := _life(block)) is not None}
         kept = self.states.load(calls[0].session_hash, lives)
@@ -520,6 +521,17 @@ class GradioApp(App):
                     kept[block_id] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)  # as `_changed` sees it
                 state.state_data[block_id] = value
         return kept
+
+    def _watched(self, block_fn: BlockFunction) -> bool:
+        """Whether the event writes a state that has a `.change` listener. Gradio tells the page such a state
+        changed when its value after the call differs from before (`changed_state_ids`), so the call starts
+        from the kept value even when it only writes the state: compared with the initial value, a write
+        of the same value counted as a change, and a ChatInterface's history listener, whose chain writes
+        the history back, fired itself again and again."""
+        return any(
+            block.stateful and any((block._id, "change") in fn.targets for fn in self.blocks.fns.values())
+            for block in block_fn.outputs
+        )
 
     def _with_files(self, value: Any, pickled: bytes, folder: Path, brought: dict[str, str]) -> bytes:
         """A state's value as kept: when it refers to files of this worker that will not outlast the call
