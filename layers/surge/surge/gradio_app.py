@@ -505,13 +505,14 @@ class GradioApp(App):
         """Put the session's kept states into `state`; returns them as read (None: the event touches no
         state, or runs as a batch, which shares no session). An event that only writes states reads
         nothing (what it writes is kept whatever was there) unless one of them has a `.change` listener
-        (`_watched`). Files a state refers to are fetched into the
-        call's `folder` (noted in `brought`), and the state refers to them there."""
+        (`_watched`). Files a state refers to are fetched into the call's `folder` (noted in `brought`),
+        and the state refers to them there."""
         if len(calls) != 1 or self.states is None or not any(b.stateful for b in [*block_fn.inputs, *block_fn.outputs]):
             return None
         if not any(b.stateful for b in block_fn.inputs) and not self._watched(block_fn):
             return {}
-        lives = {block._id: life for block in block_fn.inputs if (life := _life(block)) is not None}
+        touched = [*block_fn.inputs, *block_fn.outputs]
+        lives = {block._id: life for block in touched if (life := _life(block)) is not None}
         kept = self.states.load(calls[0].session_hash, lives)
         for block_id, pickled in kept.items():
             if block_id in self.blocks.blocks and self.blocks.blocks[block_id].stateful:
