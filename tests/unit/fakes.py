@@ -143,6 +143,8 @@ class InMemoryJobs:
     def record_live(self, job: Job, chunks: list[dict[str, Any]], progress: tuple[dict[str, Any], int] | None) -> bool:
         with self._lock:
             self.calls["record_live"] += 1
+            if not chunks and progress is None:
+                return False  # as the store: nothing to write, no call
             key = (job.session_hash, job.job_id)
             current = self.items.get(key)
             if current is None:

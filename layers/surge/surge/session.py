@@ -60,13 +60,14 @@ FIRST_READ_MAX_S = 0.1
 (`SessionHub.first_read_s`)."""
 
 FINISH_SAMPLES = 32
-"""How many recent jobs' ends, counted from their stream's opening, time a new stream's first read."""
+"""How many recent jobs' first moments with something to show (first live output, else end), counted from
+their stream's opening, time a new stream's first read."""
 
 FINISH_SAMPLE_KEPT_S = 30.0
 """How long such a sample counts: the first read follows the load of the last half minute."""
 
 FINISH_MARGIN_S = 0.005
-"""Past the end a new stream's first read aims at: the end's write lands a few ms after its time."""
+"""Past those moments a new stream's first read aims: their write lands a few ms after its time."""
 
 FRESH_GAP_S = 0.2
 """The least time between two counters reads of a process, however many streams ask for a fresh one."""
@@ -405,7 +406,7 @@ class SessionHub:
         """Per session, its streams here that sent `close_stream` and whose client has not hung up yet."""
         self._told: dict[str, asyncio.Event] = {}
         """Per job whose cancel this process is answering, set once a stream here has sent its completion."""
-        self._finish_offsets: deque[tuple[float, float]] = deque(maxlen=FINISH_SAMPLES)
+        self._shown_offsets: deque[tuple[float, float]] = deque(maxlen=FINISH_SAMPLES)
         """(monotonic time noted, seconds from its stream's opening to its end) of jobs that ran, latest last."""
 
     def attach(self, stream: SessionStream) -> None:
@@ -729,7 +730,7 @@ class SessionHub:
     def shown_after_open(self, offset_s: float) -> None:
         """A job that ran, joined before its stream opened, had its first live output or, without one, its
         end recorded `offset_s` after that opening: its visitor could be shown something from then."""
-        self._finish_offsets.append((time.monotonic(), offset_s))
+        self._shown_offsets.append((time.monotonic(), offset_s))
 
     def first_read_s(self) -> float:
         """How long a stream that has just opened waits before its first read of its session's log, at most
@@ -747,7 +748,7 @@ class SessionHub:
         most a tenth of a second of the first rank or start shown; a poke (a join or cancel served here)
         still reads at once."""
         now = time.monotonic()
-        recent = sorted(offset for noted, offset in self._finish_offsets if now - noted < FINISH_SAMPLE_KEPT_S)
+        recent = sorted(offset for noted, offset in self._shown_offsets if now - noted < FINISH_SAMPLE_KEPT_S)
         if recent:
             return min(FIRST_READ_MAX_S, max(0.0, recent[(3 * len(recent)) // 4] + FINISH_MARGIN_S))
         cycles = self.estimator.known_cycles()
