@@ -14,6 +14,7 @@ from surge.models import Job, JobState
 from surge.settings import Settings
 from surge.store import Completion, Store
 from surge.store.admission import shard_caps
+from surge.store.aws import Conflicted, Transaction
 
 SESSION = "session000000001"
 
@@ -152,9 +153,36 @@ def test_a_retried_admission_returns_the_shard_the_job_is_counted_in(
     job = new_job("j1")
     first = store.admit(job, 10, 1)
     retried = store.admit(job, 10, 1)
-    assert retried.shard == first.shard == store.get_job(SESSION, "j1").shard  # type: ignore[union-attr]
+    stored = store.get_job(SESSION, "j1")
+    assert stored is not None and retried.shard == first.shard == stored.shard
+    assert retried.created_at == first.created_at == stored.created_at
     store.claim([retried], "w1")
     assert [shard.waiting for shard in store.counters().shards] == [0, 0, 0, 0]
+
+
+def test_a_join_that_met_a_conflict_takes_its_place_from_the_try_that_counted_it(
+    demo: tuple[App, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streams order waiting jobs by `created_at`: a join sent again after DynamoDB cancelled its
+    transaction (another join met it on the shard) is counted after the joins that began meanwhile."""
+    commit = Transaction.commit
+    conflicts = iter([True])
+
+    def conflicting_once(self: Transaction, *args: Any, **kwargs: Any) -> Any:
+        if self.what == "Admission" and next(conflicts, False):
+            meanwhile.append(store.admit(new_job("j2"), 10, 1))
+            raise Conflicted("Admission")
+        return commit(self, *args, **kwargs)
+
+    meanwhile: list[Job] = []
+    monkeypatch.setattr(Transaction, "commit", conflicting_once)
+    store = Store(demo[1])
+    first = new_job("j1")
+    admitted = store.admit(first, 10, 1)
+    stored = store.get_job(SESSION, "j1")
+    assert stored is not None and stored.created_at == admitted.created_at
+    assert first.created_at < meanwhile[0].created_at < admitted.created_at
+    assert store.counters().waiting == 2
 
 
 def test_a_job_is_claimed_once_and_leaves_the_waiting_count(demo: tuple[App, Settings]) -> None:

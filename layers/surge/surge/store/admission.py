@@ -225,8 +225,12 @@ class AdmissionStore(Table):
         raise Unavailable("Admission failed; please try again shortly.")
 
     def _try(self, job: Job, shard: int, limit: int | None) -> tuple[Job | None, bool]:
-        """(the admitted job, or None; whether the shard's condition refused it)."""
-        placed = job.model_copy(update={"shard": shard})
+        """(the admitted job, or None; whether the shard's condition refused it).
+
+        The job's `created_at` is this try's: streams order waiting jobs by it (`session._behind`), and a
+        join whose earlier tries met a conflict or a full shard is counted, and enqueued, only now, after
+        joins that began later and were counted first."""
+        placed = job.model_copy(update={"shard": shard, "created_at": time.time()})
         transaction = Transaction("Admission")
         transaction.add(
             "job",
@@ -248,15 +252,19 @@ class AdmissionStore(Table):
             counter["ConditionExpression"] = "attribute_not_exists(#j) OR #j < :limit"
             counter["ExpressionAttributeValues"][":limit"] = n(limit)
         transaction.add("counter", "Update", counter)
-        # One token per (job, shard, limit): a retry of the same request is idempotent, another try is not.
-        token = hashlib.sha256(f"{job.job_id}/{shard}/{limit}".encode()).hexdigest()[:36]
+        # One token per try: the SDK's retry of the same request is idempotent, another try is not (the job
+        # item's condition stops a second count).
+        token = hashlib.sha256(f"{job.job_id}/{shard}/{limit}/{placed.created_at!r}".encode()).hexdigest()[:36]
         outcome = transaction.commit(self.client, token=token, conflict_retries=0)
         if outcome is None:
             return placed, False
         if "job" in outcome.tags:
             # Our own earlier attempt landed (its answer was lost): the job counts where it was put.
             stored = outcome.tags["job"] or {}
-            return job.model_copy(update={"shard": int(stored.get("shard", {}).get("N", shard))}), False
+            landed: dict[str, Any] = {"shard": int(stored.get("shard", {}).get("N", shard))}
+            if "created_at" in stored:
+                landed["created_at"] = float(stored["created_at"]["N"])
+            return job.model_copy(update=landed), False
         return None, True
 
     def _counts(self, fresh: bool, caps: list[int]) -> list[tuple[int, int]]:
