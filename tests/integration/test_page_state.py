@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from surge.store.page_state import PageStateStore
+from surge.store.page_state import Kept, PageStateStore
 from tests.integration.conftest import settings_for
 
 
@@ -13,11 +13,20 @@ def test_states_are_kept_per_session_and_one_past_its_time_to_live_is_dropped(aw
     store = PageStateStore(settings_for("tests.apps.gradio_apps:counter"))
     store.save("one", {3: b"three", 4: b"four"})
     store.save("two", {3: b"other"})
-    assert store.load("one") == {3: b"three", 4: b"four"}
+    assert store.load("one").states == {3: b"three", 4: b"four"}
     time.sleep(0.5)
     store.save("one", {4: b"FOUR"})  # written again: its life starts again
     time.sleep(0.5)
-    assert store.load("one", {3: 0.8, 4: 0.8}) == {4: b"FOUR"}, "state 3 was last written a second ago"
-    assert store.load("one") == {3: b"three", 4: b"FOUR"}, "a state without a time to live stays"
-    assert store.load("two", {3: 0.8}) == {}, "sessions are apart; each lapses on its own writes"
-    assert store.load("three") == {}
+    assert store.load("one", {3: 0.8, 4: 0.8}).states == {4: b"FOUR"}, "state 3 was last written a second ago"
+    assert store.load("one").states == {3: b"three", 4: b"FOUR"}, "a state without a time to live stays"
+    assert store.load("two", {3: 0.8}).states == {}, "sessions are apart; each lapses on its own writes"
+    assert store.load("three") == Kept()
+
+
+def test_changed_component_properties_are_kept_beside_the_states_and_dropped_when_back(aws: None) -> None:
+    store = PageStateStore(settings_for("tests.apps.gradio_apps:counter"))
+    store.save("one", {3: b"three"}, {7: {"choices": b"abc", "maximum": b"10"}})
+    store.save("one", {}, {7: {"choices": b"xyz"}, 8: {"type": b"pil"}})  # properties alone: the states stay
+    assert store.load("one") == Kept({3: b"three"}, {7: {"choices": b"xyz", "maximum": b"10"}, 8: {"type": b"pil"}})
+    store.save("one", {}, {}, {7: ["maximum"], 8: ["type"]})
+    assert store.load("one") == Kept({3: b"three"}, {7: {"choices": b"xyz"}})

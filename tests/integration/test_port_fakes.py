@@ -87,9 +87,13 @@ def test_a_stale_attempt_writes_nothing_and_a_takeover_claims_at_the_attempt_see
     assert [j.chunks for j in ports.store.read_session(SESSION)] == [[{"msg": "process_generating", "n": 2}]]
 
 
-def test_reads_come_oldest_first_and_forgotten_jobs_are_gone(ports: Ports) -> None:
-    jobs = [ports.admit(_job(n)) for n in (3, 1, 2)]
-    assert [j.job_id for j in ports.store.read_session(SESSION)] == ["job-1", "job-2", "job-3"]
+def test_reads_come_in_the_order_jobs_were_counted_and_forgotten_jobs_are_gone(ports: Ports) -> None:
+    jobs = []
+    for n in (3, 1, 2):
+        jobs.append(ports.admit(_job(n)))
+        time.sleep(0.002)
+    assert [j.created_at for j in jobs] == sorted(j.created_at for j in jobs), "the time each was counted"
+    assert [j.job_id for j in ports.store.read_session(SESSION)] == ["job-3", "job-1", "job-2"]
     ports.store.forget_all([jobs[0]])
     assert [j.job_id for j in ports.store.read_session(SESSION)] == ["job-1", "job-2"]
 

@@ -106,8 +106,9 @@ class InMemoryJobs:
         self._lock = threading.RLock()
 
     def admit(self, job: Job) -> Job:
-        """Create a waiting job and count it in a shard (the front's join); returns it with its shard."""
-        placed = self.admission.join(job)
+        """Create a waiting job and count it in a shard (the front's join); returns it with its shard and,
+        as the DynamoDB store, the time it was counted as its `created_at`."""
+        placed = self.admission.join(job.model_copy(update={"created_at": self.clock()}))
         with self._lock:
             self.items[(placed.session_hash, placed.job_id)] = placed.model_copy(deep=True)
         return placed

@@ -21,6 +21,7 @@ from surge.errors import Error
 from surge.gradio_app import GradioApp, Unsupported
 from surge.held_launch import held_launch
 from surge.settings import Settings
+from surge.store.page_state import Kept
 from tests.apps.gradio_apps import blocks
 
 
@@ -115,23 +116,39 @@ class _KeptStates:
 
     def __init__(self) -> None:
         self.items: dict[str, dict[int, tuple[bytes, float]]] = {}
+        self.props: dict[str, dict[int, dict[str, bytes]]] = {}
         self.reads = 0
         self.writes = 0
         self.now = 1000.0
 
-    def load(self, session_hash: str, lives: dict[int, float] | None = None) -> dict[int, bytes]:
+    def load(self, session_hash: str, lives: dict[int, float] | None = None) -> Kept:
         self.reads += 1
         lives = lives or {}
-        return {
+        states = {
             block_id: value
             for block_id, (value, written) in self.items.get(session_hash, {}).items()
             if block_id not in lives or self.now - written <= lives[block_id]
         }
+        return Kept(states, {k: dict(v) for k, v in self.props.get(session_hash, {}).items()})
 
-    def save(self, session_hash: str, pickled: dict[int, bytes]) -> None:
-        if pickled:
+    def save(
+        self,
+        session_hash: str,
+        pickled: dict[int, bytes],
+        props: dict[int, dict[str, bytes]] | None = None,
+        dropped: dict[int, list[str]] | None = None,
+    ) -> None:
+        props = {k: v for k, v in (props or {}).items() if v}
+        dropped = {k: v for k, v in (dropped or {}).items() if v}
+        if pickled or props or dropped:
             self.writes += 1
             self.items.setdefault(session_hash, {}).update((k, (v, self.now)) for k, v in pickled.items())
+            kept = self.props.setdefault(session_hash, {})
+            for block_id, changed in props.items():
+                kept.setdefault(block_id, {}).update(changed)
+            for block_id, names in dropped.items():
+                for name in names:
+                    kept.get(block_id, {}).pop(name, None)
 
 
 def _as_session(session_hash: str, fn: Any, *args: Any) -> Any:
@@ -158,6 +175,44 @@ def test_a_gr_state_is_kept_per_session_between_events() -> None:
         "a read changes nothing, writes nothing"
     )
     assert _as_session("session-two", show, None) == 0, "another session starts from the initial value"
+
+
+def test_choices_an_event_gave_a_dropdown_are_valid_inputs_of_the_sessions_later_calls() -> None:
+    """Gradio keeps, per session, the component an event returned and checks later inputs against it: a
+    dropdown filled by one event takes its new choices in the next (Surge refused them: "Value: p2 is not
+    in the list of choices: ['x']"). Only properties a later call's preprocess reads are kept, and only
+    what changed is written."""
+    with gr.Blocks() as demo:
+        picked = gr.Dropdown(["x"], label="dd", interactive=True)
+        note = gr.Textbox()
+        gr.Button().click(lambda: gr.Dropdown(choices=["p1", "p2"], value="p2"), None, picked, api_name="fill")
+        gr.Button().click(lambda: gr.Dropdown(label="files"), None, picked, api_name="relabel")
+        gr.Button().click(lambda: gr.Dropdown(choices=["x"]), None, picked, api_name="reset")
+        picked.change(lambda value: f"DD={value}", picked, note, api_name="show")
+        gr.Button().click(lambda: gr.Textbox(interactive=False), None, note, api_name="lock")
+        note.submit(lambda text: text, note, note, api_name="echo")
+    app = GradioApp(demo)
+    kept = _KeptStates()
+    app.states = kept  # type: ignore[assignment]
+    show = app.get("show").fn
+    with pytest.raises(Error, match=r"Value: p2 is not in the list of choices: \['x'\]"):
+        _as_session("s", show, "p2")
+    _as_session("s", app.get("fill").fn)
+    assert _as_session("s", show, "p2") == "DD=p2"
+    with pytest.raises(Error, match="not in the list of choices"):
+        _as_session("other", show, "p2")  # another session: the dropdown as the app declares it
+    writes = kept.writes
+    _as_session("s", app.get("relabel").fn)
+    assert kept.writes == writes, "a label changes nothing a later call reads: nothing written"
+    assert _as_session("s", show, "p1") == "DD=p1", "a later update keeps the choices, as Gradio's merges"
+    _as_session("s", app.get("reset").fn)
+    assert kept.props["s"] == {picked._id: {}}, "back to the declared choices: the kept ones are dropped"
+    with pytest.raises(Error, match="not in the list of choices"):
+        _as_session("s", show, "p1")
+    reads, writes = kept.reads, kept.writes
+    _as_session("s", app.get("lock").fn)
+    assert _as_session("s", app.get("echo").fn, "hi") == "hi"
+    assert (kept.reads, kept.writes) == (reads, writes), "a Textbox has nothing to keep: no read, no write"
 
 
 def test_an_event_that_changes_a_gr_state_names_it_for_the_pages_change_listeners() -> None:

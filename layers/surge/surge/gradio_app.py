@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import functools
 import hashlib
 import inspect
 import json
@@ -233,6 +234,7 @@ class GradioApp(App):
         self.states = PageStateStore(settings) if settings is not None else None
         """Where each session's `gr.State` values are kept between its calls (None: every call starts
         from the initial values)."""
+        self._shaped = _shaped_components(blocks)
         public, page, skipped = _served(blocks)
         if not public:
             unserved = "; ".join(f"{_label(fn)} {why}" for fn, why in skipped)
@@ -445,6 +447,7 @@ class GradioApp(App):
         loop = asyncio.new_event_loop()
         state = SessionState(self.blocks)
         kept = self._load_states(calls, block_fn, state, folder, brought)
+        shaped = {block._id: state.blocks_config.blocks.get(block._id) for block in self._shaped_of(block_fn)}
         with self.progress.lock:
             self.progress.notices[event_id] = calls
             if progress is not None:
@@ -488,10 +491,11 @@ class GradioApp(App):
         try:
             yield run
             if kept is not None and self.states is not None:
-                changed = _changed(kept, block_fn, state)
+                changed = _changed(kept.states, block_fn, state)
                 for block_id in changed:
                     changed[block_id] = self._with_files(state.state_data[block_id], changed[block_id], folder, brought)
-                self.states.save(calls[0].session_hash, changed)
+                props, dropped = self._reshaped(kept, shaped, state)
+                self.states.save(calls[0].session_hash, changed, props, dropped)
         finally:
             with self.progress.lock:
                 self.progress.sinks.pop(event_id, None)
@@ -501,19 +505,22 @@ class GradioApp(App):
 
     def _load_states(
         self, calls: list[Call], block_fn: BlockFunction, state: SessionState, folder: Path, brought: dict[str, str]
-    ) -> dict[int, bytes] | None:
-        """Put the session's kept states into `state`; returns them as read (None: the event touches no
-        state, or runs as a batch, which shares no session). An event that only writes states reads
-        nothing (what it writes is kept whatever was there) unless one of them has a `.change` listener
-        (`_watched`). Files a state refers to are fetched into the call's `folder` (noted in `brought`),
-        and the state refers to them there."""
-        if len(calls) != 1 or self.states is None or not any(b.stateful for b in [*block_fn.inputs, *block_fn.outputs]):
-            return None
-        if not any(b.stateful for b in block_fn.inputs) and not self._watched(block_fn):
-            return {}
+    ) -> _Loaded | None:
+        """Put the session's kept states, and its components as its events changed them, into `state`;
+        returns what was read (None: the event touches neither, or runs as a batch, which shares no
+        session). An event that only writes states reads nothing (what it writes is kept whatever was
+        there) unless one of them has a `.change` listener (`_watched`) or it touches a component whose
+        properties the session may have changed (`_shaped_components`). Files a state refers to are
+        fetched into the call's `folder` (noted in `brought`), and the state refers to them there."""
         touched = [*block_fn.inputs, *block_fn.outputs]
+        shaped = self._shaped_of(block_fn)
+        if len(calls) != 1 or self.states is None or not (shaped or any(b.stateful for b in touched)):
+            return None
+        if not shaped and not any(b.stateful for b in block_fn.inputs) and not self._watched(block_fn):
+            return _Loaded({}, {})
         lives = {block._id: life for block in touched if (life := _life(block)) is not None}
-        kept = self.states.load(calls[0].session_hash, lives)
+        read = self.states.load(calls[0].session_hash, lives)
+        kept = read.states
         for block_id, pickled in kept.items():
             if block_id in self.blocks.blocks and self.blocks.blocks[block_id].stateful:
                 value = pickle.loads(pickled)
@@ -521,7 +528,48 @@ class GradioApp(App):
                     value = self._fetched_files(value, folder, brought)
                     kept[block_id] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)  # as `_changed` sees it
                 state.state_data[block_id] = value
-        return kept
+        props: dict[int, dict[str, Any]] = {}
+        for block in shaped:
+            if read.props.get(block._id):
+                props[block._id] = {name: pickle.loads(value) for name, value in read.props[block._id].items()}
+                state[block._id] = _with_props(block, props[block._id])
+        return _Loaded(kept, props)
+
+    def _shaped_of(self, block_fn: BlockFunction) -> list[Any]:
+        touched = {block._id: block for block in [*block_fn.inputs, *block_fn.outputs]}
+        return [block for block_id, block in touched.items() if block_id in self._shaped]
+
+    def _reshaped(
+        self, kept: _Loaded, before: dict[int, Any], state: SessionState
+    ) -> tuple[dict[int, dict[str, bytes]], dict[int, list[str]]]:
+        """The component properties the call changed, as Gradio keeps them in its session (an event that
+        returns `gr.Dropdown(choices=...)` replaces the session's dropdown, and its later calls check
+        their input against those choices): per component, those now other than the app declares them,
+        to keep (pickled), and those kept before that are back to the app's (to drop)."""
+        props: dict[int, dict[str, bytes]] = {}
+        dropped: dict[int, list[str]] = {}
+        for block_id, block in before.items():
+            now = state.blocks_config.blocks.get(block_id)
+            if now is None or now is block:
+                continue  # not written by this call
+            declared = self.blocks.blocks[block_id].constructor_args
+            wanted = {
+                name: value
+                for name in self._shaped[block_id]
+                if name in now.constructor_args and (value := now.constructor_args[name]) != declared.get(name, _UNSET)
+            }
+            had = kept.props.get(block_id, {})
+            changed = {}
+            for name, value in wanted.items():
+                if had.get(name, _UNSET) == value:
+                    continue
+                try:
+                    changed[name] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception:
+                    logger.warning("component %s: %s=%r cannot be kept between calls", block_id, name, value)
+            props[block_id] = changed
+            dropped[block_id] = [name for name in had if name not in wanted]
+        return props, dropped
 
     def _watched(self, block_fn: BlockFunction) -> bool:
         """Whether the event writes a state that has a `.change` listener. Gradio tells the page such a state
@@ -921,6 +969,70 @@ def _launch_notes(launched: dict[str, Any]) -> list[str]:
     if server_name and server_name not in ("127.0.0.1", "localhost"):
         notes.append(f"note: launch(server_name={server_name!r}) is not taken: make run listens on 127.0.0.1 only")
     return notes
+
+
+_UNSET = object()
+
+
+@dataclass
+class _Loaded:
+    """What a call read of its session: its states as kept (pickled) and its changed component properties."""
+
+    states: dict[int, bytes]
+    props: dict[int, dict[str, Any]]
+
+
+def _shaped_components(blocks: gr.Blocks) -> dict[int, frozenset[str]]:
+    """Components that one Python event writes and another preprocesses, with the properties their
+    `preprocess` reads (`_preprocess_props`). Gradio keeps, per session, the component an event returned
+    (`gr.Dropdown(choices=[...])`, `gr.Slider(maximum=...)`) and preprocesses later inputs with it: a
+    dropdown's new choices are valid values from then on. Only these are kept here (a `Textbox` made
+    non-interactive changes nothing a later call does), so other events read and write nothing more."""
+    python = [fn for fn in blocks.fns.values() if fn.fn is not None]
+    written = {block._id for fn in python for block in fn.outputs}
+    read = {block._id for fn in python if fn.preprocess for block in fn.inputs}
+    shaped: dict[int, frozenset[str]] = {}
+    for block_id in written & read:
+        block = blocks.blocks.get(block_id)
+        if block is not None and not block.stateful and (props := _preprocess_props(type(block))):  # type: ignore[arg-type]
+            shaped[block_id] = props
+    return shaped
+
+
+@functools.cache
+def _preprocess_props(cls: Any) -> frozenset[str]:
+    """The constructor parameters a component class's `preprocess` reads (`self.<name>`, in it or in the
+    class's methods it calls): `choices` for a Dropdown, `minimum`/`maximum` for a Slider, `type` for an
+    Image; none for a Textbox."""
+    try:
+        parameters = set(inspect.signature(cls.__init__).parameters) - {"self", "value", "render"}
+    except (TypeError, ValueError):
+        return frozenset()
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = ["preprocess"]
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        try:
+            source = inspect.getsource(getattr(cls, name))
+        except (AttributeError, TypeError, OSError):
+            continue
+        for attribute in re.findall(r"self\.(\w+)", source):
+            if attribute in parameters:
+                found.add(attribute)
+            elif attribute not in seen and inspect.isfunction(getattr(cls, attribute, None)):
+                todo.append(attribute)
+    return frozenset(found)
+
+
+def _with_props(block: Any, props: dict[str, Any]) -> Any:
+    """The component as an event of the session left it: what Gradio's `postprocess_data` puts in its
+    session for an update (the declared arguments, the update's on top, no value, not rendered)."""
+    kwargs = {**block.constructor_args, **props}
+    kwargs.pop("value", None)
+    kwargs["render"] = False
+    return block.__class__(**kwargs)
 
 
 def _life(block: Any) -> float | None:

@@ -1,8 +1,10 @@
-"""A Gradio session's `gr.State` values, kept between its calls on any worker.
+"""A Gradio session's `gr.State` values and component updates, kept between its calls on any worker.
 
 Gradio keeps them in its one process (`SessionState`); here each session has one item of the state table,
 `gstate#<session hash>` / `state`, with one attribute per state component (`c<block id>`: the value,
-pickled; `t<block id>`: when it was written, for `gr.State(time_to_live=)`). A call reads the item once
+pickled; `t<block id>`: when it was written, for `gr.State(time_to_live=)`) and one per property an event
+changed of a component that a later call preprocesses (`p<block id>_<property>`, pickled: a dropdown's
+`choices`, a slider's `maximum`, which Gradio checks an input against). A call reads the item once
 (strongly consistent) when its event reads a state, and writes back only the states the call changed
 (one `UpdateItem`), so two events of one session that write different states never undo each other.
 Only workers write these items and unpickle them (no other role of the template may write `gstate#*`
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -30,50 +33,90 @@ def _key(session_hash: str) -> dict[str, Any]:
     return {"pk": s(f"gstate#{session_hash}"), "sk": s("state")}
 
 
+@dataclass
+class Kept:
+    """A session's kept item: states by block id, and changed component properties by block id, by name
+    (pickled)."""
+
+    states: dict[int, bytes] = field(default_factory=dict)
+    props: dict[int, dict[str, bytes]] = field(default_factory=dict)
+
+
 class PageStateStore(Table):
-    def load(self, session_hash: str, lives: Mapping[int, float] | None = None) -> dict[int, bytes]:
-        """The session's kept states by block id, pickled (empty: none written yet). A state with a time
-        to live (`lives`: block id → seconds, `gr.State(time_to_live=)`) last written longer ago than
-        that is left out, as Gradio drops it: the call sees the state's initial value."""
+    def load(self, session_hash: str, lives: Mapping[int, float] | None = None) -> Kept:
+        """The session's kept states and component properties (empty: none written yet). A state with a
+        time to live (`lives`: block id → seconds, `gr.State(time_to_live=)`) last written longer ago
+        than that is left out, as Gradio drops it: the call sees the state's initial value."""
         with aws_errors("Reading the session's state"):
             response: Any = self.client.get_item(
                 TableName=self.settings.state_table_name, Key=_key(session_hash), ConsistentRead=True
             )
         item = response.get("Item") or {}
         now = time.time()
-        kept: dict[int, bytes] = {}
+        kept = Kept()
         for name, value in item.items():
-            if name[0] != "c" or "B" not in value:
+            if "B" not in value:
+                continue
+            if name[0] == "p":
+                block, prop = name[1:].split("_", 1)
+                kept.props.setdefault(int(block), {})[prop] = value["B"]
+                continue
+            if name[0] != "c":
                 continue
             block_id = int(name[1:])
             life = (lives or {}).get(block_id)
             written = item.get(f"t{block_id}", {}).get("N")
             if life is not None and written is not None and now - float(written) > life:
                 continue
-            kept[block_id] = value["B"]
+            kept.states[block_id] = value["B"]
         return kept
 
-    def save(self, session_hash: str, pickled: dict[int, bytes]) -> None:
-        """Keep these states of the session (pickled; the session's other states stay as they are)."""
-        if not pickled:
+    def save(
+        self,
+        session_hash: str,
+        pickled: dict[int, bytes],
+        props: Mapping[int, Mapping[str, bytes]] | None = None,
+        dropped: Mapping[int, list[str]] | None = None,
+    ) -> None:
+        """Keep these states of the session (pickled) and these component properties (`props`, pickled;
+        `dropped`: properties back to what the app declares), in one write; the session's others stay
+        as they are."""
+        props = {block_id: changed for block_id, changed in (props or {}).items() if changed}
+        dropped = {block_id: names for block_id, names in (dropped or {}).items() if names}
+        if not pickled and not props and not dropped:
             return
-        size = sum(len(value) for value in pickled.values())
+        size = sum(len(value) for value in pickled.values()) + sum(
+            len(value) for changed in props.values() for value in changed.values()
+        )
         if size > STATE_LIMIT_BYTES:
             raise Error(too_large(size))
         names = {f"#c{block_id}": f"c{block_id}" for block_id in pickled}
         names.update({f"#t{block_id}": f"t{block_id}" for block_id in pickled})
-        values = {f":c{block_id}": {"B": value} for block_id, value in pickled.items()}
-        assignments = ", ".join(f"#c{block_id} = :c{block_id}, #t{block_id} = :now" for block_id in pickled)
+        values: dict[str, Any] = {f":c{block_id}": {"B": value} for block_id, value in pickled.items()}
+        assignments = [f"#c{block_id} = :c{block_id}, #t{block_id} = :now" for block_id in pickled]
+        for block_id, changed in props.items():
+            for k, (prop, value) in enumerate(changed.items()):
+                names[f"#p{block_id}_{k}"] = f"p{block_id}_{prop}"
+                values[f":p{block_id}_{k}"] = {"B": value}
+                assignments.append(f"#p{block_id}_{k} = :p{block_id}_{k}")
+        removals = []
+        for block_id, gone in dropped.items():
+            for k, prop in enumerate(gone):
+                names[f"#r{block_id}_{k}"] = f"p{block_id}_{prop}"
+                removals.append(f"#r{block_id}_{k}")
+        expression = f"SET {', '.join([*assignments, 'expires_at = :expires'])}"
+        if removals:
+            expression += f" REMOVE {', '.join(removals)}"
         with aws_errors("Keeping the session's state"):
             try:
                 self.client.update_item(
                     TableName=self.settings.state_table_name,
                     Key=_key(session_hash),
-                    UpdateExpression=f"SET {assignments}, expires_at = :expires",
+                    UpdateExpression=expression,
                     ExpressionAttributeNames=names,
                     ExpressionAttributeValues={
                         **values,
-                        ":now": n(round(time.time(), 3)),
+                        **({":now": n(round(time.time(), 3))} if pickled else {}),
                         ":expires": n(int(time.time()) + STATE_TTL_S),
                     },
                 )
