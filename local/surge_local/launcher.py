@@ -46,6 +46,11 @@ FRONT_KEEP_ALIVE_S = 65
 """How long the local front keeps an idle client connection open (uvicorn `--timeout-keep-alive`)."""
 
 
+REPLACE_LIMIT = 3
+REPLACE_WINDOW_S = 60.0
+"""`make run` starts a front or worker that exits again, at most `REPLACE_LIMIT` times a minute each."""
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -116,6 +121,8 @@ class LocalStack:
     """Given an emulator's URL, the URL the front and workers use instead (fault tests put a proxy there)."""
     dead_letters: DeadLetters | None = None
     """Fails the jobs SQS dead-letters, as DeadLetterFunction does on AWS."""
+    _specs: dict[str, tuple[list[str], Mapping[str, str] | None]] = field(default_factory=dict)
+    """Process name -> how it was started (`replace`)."""
 
     @property
     def url(self) -> str:
@@ -214,7 +221,16 @@ class LocalStack:
         # of a core, joins took seconds and gradio_client's 5 s join timeout failed 143 of 180 calls.
         process = subprocess.Popen(argv, env=child_env, stdout=output, stderr=output, start_new_session=True)
         self.processes[name] = process
+        self._specs[name] = (argv, env)
         return process
+
+    def replace(self, name: str) -> subprocess.Popen[bytes]:
+        """Start the front or a worker again as it was started (ECS replaces a stopped task, Lambda a
+        failed environment). The emulators cannot be: AWS's state lived in them."""
+        if name.startswith("emulator:"):
+            raise ValueError(f"{name} held the local AWS state; it cannot be started again")
+        argv, env = self._specs[name]
+        return self._spawn(name, argv, env)
 
     def workers_of(self, api_name: str) -> dict[str, subprocess.Popen[bytes]]:
         """The running worker processes that serve the function."""
@@ -323,11 +339,26 @@ def main(argv: list[str] | None = None) -> None:
         )
         for note in stack.app.notes if stack.app is not None else []:
             print(note, flush=True)
+        replaced: dict[str, list[float]] = {}
         while not stopped.wait(1):
             for name, process in list(stack.processes.items()):
-                if process.poll() is not None:
-                    print(f"{name} exited with {process.returncode}", file=sys.stderr, flush=True)
-                    stack.processes.pop(name)
+                if process.poll() is None:
+                    continue
+                stack.processes.pop(name)
+                said = f"{name} exited with {process.returncode}"
+                if name.startswith("emulator:"):
+                    print(f"{said}: the local AWS state is gone; stopping", file=sys.stderr, flush=True)
+                    stopped.set()
+                    break
+                recent = [t for t in replaced.get(name, []) if time.monotonic() - t < REPLACE_WINDOW_S]
+                if len(recent) >= REPLACE_LIMIT:
+                    print(f"{said}, again: not started again ({REPLACE_LIMIT} times in a minute)", file=sys.stderr)
+                    continue
+                replaced[name] = [*recent, time.monotonic()]
+                stack.replace(name)
+                # As ECS replaces a task: the jobs the process held come back to the queue when their
+                # visibility timeout ends, and another worker (or this one, started again) runs them.
+                print(f"{said}; started again", file=sys.stderr, flush=True)
     finally:
         print("stopping...", flush=True)
         stack.stop()

@@ -53,6 +53,16 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
             "an idle connection is dropped by the client's pool (httpx: 5 s) before the front closes it"
         )
 
+        # A worker that dies is started again, as ECS replaces a stopped task (it stayed gone: with one
+        # worker, every later job waited for ever).
+        (worker,) = [pid for pid in children if b"surge_local.child" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        os.kill(worker, signal.SIGKILL)
+        said = launcher.stdout.readline()
+        assert said.startswith("worker:") and said.rstrip().endswith("exited with -9; started again"), said
+        assert Client(f"http://127.0.0.1:{port}", verbose=False).predict("again", api_name="/echo") == "again"
+        children = children_of(launcher.pid)
+        assert len(children) == 4 and worker not in children
+
         # As a terminal's Ctrl-C: SIGINT to the foreground process group. Once every child got it at once:
         # the emulators died first and the workers retried against them, with warnings, until killed.
         os.killpg(launcher.pid, signal.SIGINT)
