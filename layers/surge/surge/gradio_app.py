@@ -532,7 +532,10 @@ class GradioApp(App):
         for block in shaped:
             if read.props.get(block._id):
                 props[block._id] = {name: pickle.loads(value) for name, value in read.props[block._id].items()}
-                state[block._id] = _with_props(block, props[block._id])
+                try:
+                    state[block._id] = _with_props(block, props[block._id])
+                except Exception:  # kept by an earlier version of the app, whose component took other arguments
+                    logger.warning("component %s: kept %s no longer apply", block._id, sorted(props[block._id]))
         return _Loaded(kept, props)
 
     def _shaped_of(self, block_fn: BlockFunction) -> list[Any]:
@@ -554,14 +557,14 @@ class GradioApp(App):
                 continue  # not written by this call
             declared = self.blocks.blocks[block_id].constructor_args
             wanted = {
-                name: value
+                name: now.constructor_args[name]
                 for name in self._shaped[block_id]
-                if name in now.constructor_args and (value := now.constructor_args[name]) != declared.get(name, _UNSET)
+                if name in now.constructor_args and not _same(now.constructor_args[name], declared.get(name, _UNSET))
             }
             had = kept.props.get(block_id, {})
             changed = {}
             for name, value in wanted.items():
-                if had.get(name, _UNSET) == value:
+                if _same(had.get(name, _UNSET), value):
                     continue
                 try:
                     changed[name] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -1024,6 +1027,13 @@ def _preprocess_props(cls: Any) -> frozenset[str]:
             elif attribute not in seen and inspect.isfunction(getattr(cls, attribute, None)):
                 todo.append(attribute)
     return frozenset(found)
+
+
+def _same(one: Any, other: Any) -> bool:
+    try:
+        return bool(one == other)
+    except Exception:  # an array's comparison has no single truth value
+        return False
 
 
 def _with_props(block: Any, props: dict[str, Any]) -> Any:
