@@ -314,3 +314,13 @@ with gr.Blocks() as drafts:
     said = gr.Textbox()
     gr.Button("write").click(write_draft, said, [kept, said], api_name="write_draft")
     gr.Button("read").click(read_draft, kept, said, api_name="read_draft")
+
+
+with gr.Blocks() as multipage:
+    """A multipage app (`demo.route`): Gradio serves its second page at /second."""
+    home_in = gr.Textbox(label="home")
+    home_in.submit(lambda text: text, home_in, home_in, api_name="home")
+with multipage.route("Second page", "/second"):
+    second_in = gr.Textbox(label="second_in")
+    second_out = gr.Textbox(label="second_out")
+    gr.Button("go").click(lambda text: f"SECOND:{text.upper()}", second_in, second_out, api_name="second")

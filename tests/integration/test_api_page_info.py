@@ -3,12 +3,17 @@ shows it: the page's "Use via API" panel reads them (it stayed blank without the
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 
 from surge.application import load_app
 from surge.broker import Broker
 from surge.front import create_api_app
-from surge.gradio_page import ROOT_PLACEHOLDER
+from surge.gradio_app import GradioApp
+from surge.gradio_page import ROOT_PLACEHOLDER, GradioPage
 from surge.service import FrontService
 from surge.store import Store
 from tests.integration.conftest import settings_for
@@ -31,3 +36,28 @@ def test_the_api_panels_snippets_name_the_apps_url_as_the_visitor_reached_it(aws
     page = client.get("/")
     assert page.status_code == 200 and ROOT_PLACEHOLDER not in page.text
     assert "http://testserver/gradio_api/call/" in page.text, "the page's inline API info has them too"
+
+
+def test_a_multipage_apps_other_page_is_served_at_its_route_with_its_own_config(
+    aws: None, tmp_path: Path
+) -> None:
+    """Gradio serves `with demo.route("Second page", "/second")` at /second; Surge answered 404 there (the
+    navbar's link led to `{"detail":"Not Found"}`). Also from a page written for a front without gradio."""
+    app_spec = "tests.apps.gradio_apps:multipage"
+    settings = settings_for(app_spec)
+    app = load_app(app_spec)
+    assert isinstance(app, GradioApp)
+    app.gradio_page().write(tmp_path)
+    assert GradioPage.load(tmp_path).pages.keys() == {"second"}
+    client = TestClient(create_api_app(FrontService(app, settings, Store(settings), Broker(settings))))
+    page = client.get("/second", headers={"X-Forwarded-Host": "demo.example.com", "X-Forwarded-Proto": "https"})
+    assert page.status_code == 200 and ROOT_PLACEHOLDER not in page.text
+    config = json.loads(re.search(r"window.gradio_config = (\{.*?\});</script>", page.text).group(1))  # type: ignore[union-attr]
+    assert config["current_page"] == "second" and config["root"] == "https://demo.example.com"
+    labels = {c["props"].get("label") for c in config["components"]}
+    assert {"second_in", "second_out"} <= labels and "home" not in labels
+    assert [d["api_name"] for d in config["dependencies"]] == ["second"]
+    assert "crypto.getRandomValues" in page.text, "the session-hash shim, as on /"
+    assert client.get("/second/", follow_redirects=False).headers["location"] == "../second"
+    assert client.get("/third").status_code == 404
+    assert client.get("/").status_code == 200

@@ -86,6 +86,7 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         "/manifest.json",
         "/favicon.ico",
         "/assets/{proxy+}",
+        "/{page}",
     }
     api_routes = [
         ("/config", "get"),
@@ -104,6 +105,7 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         ("/manifest.json", "get"),
         ("/favicon.ico", "get"),
         ("/assets/{proxy+}", "get"),
+        ("/{page}", "get"),
     ]
     for path, method in api_routes:
         integration = _integration(cfn, path, method)

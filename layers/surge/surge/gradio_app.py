@@ -287,13 +287,28 @@ class GradioApp(App):
         """Gradio's page for this app: the installed frontend's `index.html` rendered through gradio's own
         template with the app's config and info (the root URL left to each request), and its theme."""
         _prepare_page(self.blocks)
-        context = {"base_url": "./", "config": {**self.wire_config(), "root": ROOT_PLACEHOLDER}}
-        html = templates.get_template("frontend/index.html").render({**context, "gradio_api_info": self.wire_info()})
+        template = templates.get_template("frontend/index.html")
+        config = {**self.wire_config(), "root": ROOT_PLACEHOLDER}
+        html = template.render({"base_url": "./", "config": config, "gradio_api_info": self.wire_info()})
+        # A multipage app's other pages (`with demo.route("Second", "/second")`), each with the config and API
+        # info of its own components and events, as Gradio's server renders `/second`.
+        pages = {
+            route: template.render(
+                {
+                    "base_url": "./",
+                    "config": _page_config(config, route),
+                    "gradio_api_info": _with_snippets(_as_json(self.blocks.get_api_info(page=route))),
+                }
+            )
+            for route, *_ in self.blocks.pages
+            if route
+        }
         return GradioPage(
             index_html=html,
             theme_css=self.blocks.theme_css,
             assets=Path(route_utils.BUILD_PATH_LIB),
             static=Path(route_utils.STATIC_PATH_LIB),
+            pages=pages,
         )
 
     # ---- what a worker runs ------------------------------------------------------------------------
@@ -975,6 +990,20 @@ def _launch_notes(launched: dict[str, Any]) -> list[str]:
 
 
 _UNSET = object()
+
+
+def _page_config(config: dict[str, Any], page: str) -> dict[str, Any]:
+    """The config of one page of a multipage app: its own components, events and layout, as Gradio's
+    server cuts it for the page's route (`get_page_config` in `gradio.routes`, which is not importable)."""
+    own = config["page"][page]
+    components, dependencies = set(own["components"]), set(own["dependencies"])
+    cut = {key: value for key, value in config.items() if key not in {"components", "dependencies", "layout"}}
+    cut["components"] = [c for c in config["components"] if c["id"] in components]
+    cut["dependencies"] = [d for d in config["dependencies"] if d["id"] in dependencies]
+    cut["layout"] = own["layout"]
+    cut["current_page"] = page
+    copied: dict[str, Any] = json.loads(json.dumps(cut))
+    return copied
 
 
 @dataclass

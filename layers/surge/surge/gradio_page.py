@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.datastructures import URL
 
 ROOT_PLACEHOLDER = "__surge_root_url__"
 """The page's `config.root` at render time; each request gets its own root URL in its place."""
-INDEX, THEME, ASSETS, STATIC = "index.html", "theme.css", "assets", "static"
+INDEX, THEME, ASSETS, STATIC, PAGES = "index.html", "theme.css", "assets", "static", "pages"
 LARGEST_RESPONSE_BYTES = 6 * 1024 * 1024
 """A buffered Lambda response's limit: a written page leaves out the frontend's files above it (gradio 6.31:
 only `static/ffmpeg/ffmpeg-core.wasm`, 32 MB, which the page loads only to trim a `gr.Video`)."""
@@ -80,15 +81,21 @@ class GradioPage:
     theme_css: str
     assets: Path
     static: Path
+    pages: Mapping[str, str] = field(default_factory=dict)
+    """A multipage app's other pages by route (`second` for `/second`), rendered as `index_html` is."""
 
     @classmethod
     def load(cls, folder: Path) -> GradioPage:
         """The page `write` left in `folder`."""
+        others = folder / PAGES
         return cls(
             index_html=(folder / INDEX).read_text(encoding="utf-8"),
             theme_css=(folder / THEME).read_text(encoding="utf-8"),
             assets=folder / ASSETS,
             static=folder / STATIC,
+            pages={p.stem: p.read_text(encoding="utf-8") for p in sorted(others.glob("*.html"))}
+            if others.is_dir()
+            else {},
         )
 
     def write(self, folder: Path) -> list[Path]:
@@ -97,6 +104,10 @@ class GradioPage:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / INDEX).write_text(self.index_html, encoding="utf-8")
         (folder / THEME).write_text(self.theme_css, encoding="utf-8")
+        if self.pages:
+            (folder / PAGES).mkdir(exist_ok=True)
+            for route, html in self.pages.items():
+                (folder / PAGES / f"{route}.html").write_text(html, encoding="utf-8")
         left_out: list[Path] = []
         for source, name in ((self.assets, ASSETS), (self.static, STATIC)):
 
@@ -171,16 +182,11 @@ def gradio_page_router(
     placeholder = _inline_json(ROOT_PLACEHOLDER)
     if placeholder not in page.index_html:
         raise ValueError(f"Gradio's page has no {ROOT_PLACEHOLDER!r} where its root URL goes: render it again.")
-    html = page.index_html.replace("<head>", "<head>" + SESSION_SHIM, 1)
     icon = {"src": "static/img/logo_nosize.svg", "sizes": "any", "type": "image/svg+xml", "purpose": "any"}
     manifest_json = json.dumps({"name": title, "icons": [icon], "start_url": "./", "display": "standalone"})
 
-    @router.get("/")
-    def index(request: Request) -> HTMLResponse:
-        root = root_url(request)
-        # The root as a value of its own, then inside the API info's code snippets (a string's escapes).
-        served = html.replace(placeholder, _inline_json(root)).replace(ROOT_PLACEHOLDER, _inline_json(root)[1:-1])
-        return HTMLResponse(served, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+    for route, page_html in {"": page.index_html, **page.pages}.items():
+        _attach_page(router, route, page_html.replace("<head>", "<head>" + SESSION_SHIM, 1))
 
     @router.get("/gradio_api/app_id")
     def app_id_route() -> dict[str, int]:
@@ -213,6 +219,29 @@ def gradio_page_router(
         return FileResponse(_inside(page.static, path))
 
     return router
+
+
+def _served(page_html: str, root: str) -> HTMLResponse:
+    """A rendered page with its root URL: as a value of its own, then inside the API info's code snippets
+    (a string's escapes)."""
+    placeholder = _inline_json(ROOT_PLACEHOLDER)
+    html = page_html.replace(placeholder, _inline_json(root)).replace(ROOT_PLACEHOLDER, _inline_json(root)[1:-1])
+    return HTMLResponse(html, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
+def _attach_page(router: APIRouter, route: str, page_html: str) -> None:
+    """The page at `/`, or a multipage app's other page at `/<route>`, as Gradio serves it; `/<route>/`
+    leads there (relative, so a stage or base path in front of the app stays)."""
+
+    @router.get(f"/{route}")
+    def page(request: Request) -> HTMLResponse:
+        return _served(page_html, root_url(request, f"/{route}"))
+
+    if route:
+
+        @router.get(f"/{route}/")
+        def page_slash() -> RedirectResponse:
+            return RedirectResponse(f"../{route}", status_code=301)
 
 
 def _inside(folder: Path, path: str) -> Path:
