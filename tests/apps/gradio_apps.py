@@ -159,6 +159,19 @@ with gr.Blocks() as streamed:
     camera = gr.Image(sources=["webcam"], streaming=True)
     camera.stream(lambda frame: frame, camera, camera, api_name="mirror")
 
+
+def tone() -> Iterator[tuple[int, Any]]:
+    """A text-to-speech model's answer in chunks, for a streaming audio output."""
+    import numpy as np
+
+    for _ in range(3):
+        yield 16000, np.zeros(8000, dtype=np.int16)
+
+
+with gr.Blocks() as streamed_audio:
+    spoken = gr.Audio(streaming=True, autoplay=True)
+    gr.Button("speak").click(tone, None, spoken, api_name="speak")
+
 with gr.Blocks() as unqueued:
     box = gr.Textbox()
     box.submit(lambda text: text, box, box, api_name="instant", queue=False)
@@ -324,3 +337,11 @@ with multipage.route("Second page", "/second"):
     second_in = gr.Textbox(label="second_in")
     second_out = gr.Textbox(label="second_out")
     gr.Button("go").click(lambda text: f"SECOND:{text.upper()}", second_in, second_out, api_name="second")
+
+
+with gr.Blocks() as closed_api:
+    """`queue(api_open=False)`: Gradio refuses direct calls (`/gradio_api/run/`) of queued events."""
+    closed_in = gr.Textbox()
+    closed_in.submit(lambda text: text.upper(), closed_in, closed_in, api_name="shout")
+    closed_in.blur(lambda text: text.lower(), closed_in, closed_in, api_name="quiet", queue=False)
+closed_api.queue(api_open=False)

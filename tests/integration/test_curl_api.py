@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -14,7 +15,8 @@ from fastapi.testclient import TestClient
 
 from surge.application import load_app
 from surge.broker import Broker
-from surge.front import create_local_app
+from surge.declared import declaration, load_declared
+from surge.front import DIRECT_CALLS_CLOSED, create_local_app
 from surge.service import FrontService
 from surge.settings import Settings
 from surge.store import Store
@@ -181,3 +183,30 @@ def test_a_generator_streams_thousands_of_small_steps_to_its_end(aws: None) -> N
     assert completed["success"] is True, completed["output"]
     assert completed["output"]["data"] == ["tok " * 2000]
     assert len(generating) == 2000, "every step reaches the visitor, as in Gradio"
+
+
+def test_an_app_that_closes_its_api_refuses_direct_calls_of_queued_events_as_gradio(
+    aws: None, tmp_path: Path
+) -> None:
+    """`demo.queue(api_open=False)`: Gradio answers a direct call of a queued event 404 with its reason and
+    still runs a `queue=False` one; the queue stays open. Surge served every direct call. The setting
+    travels in the declaration a front without gradio reads."""
+    settings = settings_for("tests.apps.gradio_apps:closed_api")
+    app = load_app(settings.app_module)
+    assert not app.api_open and app.unqueued == {"quiet", app.get("quiet").fn_index}
+    (tmp_path / "app.json").write_text(json.dumps(declaration(app, settings.app_module)))
+    declared = load_declared(str(tmp_path / "app.json"))
+    assert (declared.api_open, declared.unqueued) == (app.api_open, app.unqueued)
+    service = FrontService(declared, settings, Store(settings), Broker(settings))
+    client = TestClient(create_local_app(service))
+    refused = client.post("/gradio_api/run/shout", json={"data": ["hi"]})
+    assert refused.status_code == 404 and refused.json() == {"detail": DIRECT_CALLS_CLOSED}
+    by_index = client.post("/gradio_api/run/predict", json={"data": ["hi"], "fn_index": app.get("shout").fn_index})
+    assert by_index.status_code == 404
+    assert service.store.counters().waiting == 0, "a refused call changes nothing"
+    with serving(settings, "quiet"):
+        assert client.post("/gradio_api/run/quiet", json={"data": ["HI"]}).json()["data"] == ["hi"]
+    joined = client.post(
+        "/gradio_api/queue/join", json={"data": ["hi"], "api_name": "shout", "session_hash": "session000000001"}
+    )
+    assert joined.status_code == 200 and joined.json()["event_id"]

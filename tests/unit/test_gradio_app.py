@@ -104,6 +104,10 @@ def test_a_generator_streams_with_gradios_diffs() -> None:
     ("spec", "message"),
     [
         ("tests.apps.gradio_apps:streamed", r"event 'mirror' \(<lambda>\) is a .stream\(\) event"),
+        (
+            "tests.apps.gradio_apps:streamed_audio",
+            r"event 'speak' \(tone\) streams its output to gr.Audio\(streaming=True\).*streaming=False",
+        ),
     ],
 )
 def test_what_surge_cannot_honour_is_refused_at_start_naming_the_event(spec: str, message: str) -> None:
@@ -438,18 +442,20 @@ def test_launch_arguments_read_from_the_apps_command_line_are_dropped_and_the_ap
 def test_a_share_link_or_an_open_address_asked_of_launch_is_noted_as_not_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`launch(share=True, server_name="0.0.0.0")` went unsaid: the user waited for a public link."""
+    """`launch(share=True, server_name="0.0.0.0")` went unsaid: the user waited for a public link; likewise an
+    MCP server asked for (`mcp_server=True`)."""
     (tmp_path / "shared_app.py").write_text(
         "import gradio as gr\n"
         "demo = gr.Interface(lambda x: x, 'text', 'text', api_name='same')\n"
         "if __name__ == '__main__':\n"
-        "    demo.launch(share=True, server_name='0.0.0.0', server_port=7861)\n"
+        "    demo.launch(share=True, server_name='0.0.0.0', server_port=7861, mcp_server=True)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     app = load_app("shared_app:demo")
     assert [note for note in app.notes if "launch(" in note] == [
         "note: launch(share=True) is not taken: Surge opens no share link (deployed, its endpoint is public)",
         "note: launch(server_name='0.0.0.0') is not taken: make run listens on 127.0.0.1 only",
+        "note: launch(mcp_server=True) is not taken: Surge serves no MCP server (/gradio_api/mcp/)",
     ]
 
 

@@ -194,6 +194,11 @@ class App:
         """Largest upload in bytes (None: the app takes no files)."""
         self.notes: list[str] = []
         """One line each, for whoever starts the app: what works differently here (`make run` prints them)."""
+        self.api_open = True
+        """Gradio's `queue(api_open=)`: False closes the direct call (`POST /gradio_api/run/<api_name>`) to every
+        event but those in `unqueued`, as Gradio closes it to queued events."""
+        self.unqueued: set[str | int] = set()
+        """Events Gradio runs outside its queue (`queue=False`), by api_name and by fn_index."""
         self._setup_hooks: list[Callable[[], None]] = []
 
     def function(

@@ -46,6 +46,8 @@ def declaration(app: App, app_module: str) -> dict[str, Any]:
         "max_threads": app.max_threads,
         "max_wait_s": app.max_wait_s,
         "show_error": app.show_error,
+        "api_open": app.api_open,
+        "unqueued": sorted(app.unqueued, key=str),
         "max_file_size": app.max_file_size,
         "config": protocol.config(app),
         "info": protocol.info(app),
@@ -109,6 +111,8 @@ class DeclaredApp(App):
         self.gradio: bool = declared["gradio"]
         """A Gradio app: `/config` and `/info` are the declared ones (Surge writes a surge.App's itself)."""
         self.max_file_size = declared["max_file_size"]
+        self.api_open = declared.get("api_open", True)
+        self.unqueued = set(declared.get("unqueued", []))
         if self.gradio and self.max_file_size is None and settings is not None:
             self.max_file_size = settings.max_file_size_bytes  # no limit of its own: the deployment's
         self.max_file_size = file_size_limit(self.max_file_size, settings)

@@ -60,6 +60,10 @@ CANCEL_TOLD_WAIT_S = 3.0
 CALL_ID_PATTERN = r"^[0-9a-f]{32}$"
 RUN_SESSION = "run-"
 """A direct call (`POST /gradio_api/run/<api_name>`) is a session of its own too, `run-<128 random bits>`."""
+DIRECT_CALLS_CLOSED = (
+    "This API endpoint does not accept direct HTTP POST requests. Please join the queue to use this API."
+)
+"""Gradio's answer to a direct call of a queued event when the app says `queue(api_open=False)`."""
 RUN_EXTRAS: dict[str, Any] = {"render_config": None, "changed_state_ids": [], "used_cache": None}
 """Keys of Gradio's direct-call answer that a queued completion does not carry."""
 ANSWERS = ("process_generating", "process_completed")
@@ -232,6 +236,8 @@ def _add_run_routes(
     @router.post(PREFIX + "/run/{api_name:path}", dependencies=[Depends(rate_limited)])
     @router.post(PREFIX + "/api/{api_name:path}", dependencies=[Depends(rate_limited)], include_in_schema=False)
     async def run(api_name: str, body: RunBody, request: Request) -> JSONResponse:
+        if not service.app.api_open and not ({api_name, body.fn_index} & service.app.unqueued):
+            raise NotFound(DIRECT_CALLS_CLOSED)
         if body.fn_index is not None:
             api_name = _event_name(service.config, body.fn_index) or api_name
         session_hash = RUN_SESSION + secrets.token_hex(16)

@@ -246,6 +246,10 @@ class GradioApp(App):
         if page:
             self.functions.append(self._lane(dict(page)))
         self.notes = _notes(blocks, public, skipped) + _launch_notes(launched)
+        self.api_open = bool(blocks.api_open)
+        self.unqueued = {
+            key for fn_id, fn in blocks.fns.items() if fn.queue is False for key in (fn_id, fn.api_name) if key
+        }
 
     def unlimited_batches_at_once(self) -> int:
         """Gradio's process runs up to `max_threads` calls of an event with no concurrency limit at once:
@@ -945,6 +949,13 @@ def _label(block_fn: BlockFunction) -> str:
 def _cannot_serve(block_fn: BlockFunction) -> str | None:
     if block_fn.connection == "stream":
         return "is a .stream() event: streamed inputs need one process per session."
+    streamed = [b for b in block_fn.outputs if isinstance(b, gr.components.StreamingOutput) and b.streaming]
+    if streamed:
+        return (
+            f"streams its output to gr.{type(streamed[0]).__name__}(streaming=True): Gradio sends each chunk as a "
+            "segment of a live stream from its one process, which Surge does not serve (each chunk would replace "
+            "the last). With streaming=False, return (or yield) the whole media instead."
+        )
     if block_fn.renderable is not None:
         return "is inside @gr.render: rendering needs the session's state in one process."
     if any(event == "unload" for _, event in block_fn.targets):
@@ -986,6 +997,8 @@ def _launch_notes(launched: dict[str, Any]) -> list[str]:
     server_name = launched.get("server_name")
     if server_name and server_name not in ("127.0.0.1", "localhost"):
         notes.append(f"note: launch(server_name={server_name!r}) is not taken: make run listens on 127.0.0.1 only")
+    if launched.get("mcp_server") or os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true":
+        notes.append("note: launch(mcp_server=True) is not taken: Surge serves no MCP server (/gradio_api/mcp/)")
     return notes
 
 
