@@ -219,6 +219,22 @@ def test_choices_an_event_gave_a_dropdown_are_valid_inputs_of_the_sessions_later
     assert (kept.reads, kept.writes) == (reads, writes), "a Textbox has nothing to keep: no read, no write"
 
 
+def test_samples_an_event_gave_a_dataset_are_what_a_later_click_picks() -> None:
+    """A Dataset keeps its samples as `raw_samples`, which its preprocess reads: updated examples
+    (`gr.Dataset(samples=...)`) are what a later click picks, as in Gradio."""
+    with gr.Blocks() as demo:
+        shelf = gr.Dataset(components=["textbox"], samples=[["old"]], type="values")
+        out = gr.Textbox()
+        gr.Button().click(lambda: gr.Dataset(samples=[["new"]]), None, shelf, api_name="restock")
+        shelf.click(lambda sample: sample[0], shelf, out, api_name="pick")
+    app = GradioApp(demo)
+    app.states = _KeptStates()  # type: ignore[assignment]
+    assert _as_session("s", app.get("pick").fn, 0) == "old"
+    _as_session("s", app.get("restock").fn)
+    assert _as_session("s", app.get("pick").fn, 0) == "new"
+    assert _as_session("other", app.get("pick").fn, 0) == "old"
+
+
 def test_an_event_that_changes_a_gr_state_names_it_for_the_pages_change_listeners() -> None:
     """Gradio's completion carries `changed_state_ids`, and its page fires the `.change` listeners of those
     states; without them a `gr.State(...).change(...)` never ran on Surge's page."""

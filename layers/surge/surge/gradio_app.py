@@ -1064,8 +1064,10 @@ def _preprocess_props(cls: Any) -> frozenset[str]:
         except (AttributeError, TypeError, OSError):
             continue
         for attribute in re.findall(r"self\.(\w+)", source):
-            if attribute in parameters:
-                found.add(attribute)
+            # An attribute kept under another name (a Dataset's `samples` as `raw_samples`) counts too.
+            named = {p for p in parameters if attribute in (p, f"raw_{p}", f"_{p}")}
+            if named:
+                found.update(named)
             elif attribute not in seen and inspect.isfunction(getattr(cls, attribute, None)):
                 todo.append(attribute)
     return frozenset(found)
