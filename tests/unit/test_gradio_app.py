@@ -475,6 +475,24 @@ def test_a_share_link_or_an_open_address_asked_of_launch_is_noted_as_not_taken(
     ]
 
 
+def test_translations_given_to_launch_reach_the_pages_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`launch(i18n=gr.I18n(...))` translates the app's labels in Gradio's page; Surge's /config said
+    `i18n_translations: null` and the page showed the keys."""
+    (tmp_path / "translated_app.py").write_text(
+        "import gradio as gr\n"
+        "i18n = gr.I18n(en={'greet': 'Greeting'}, fr={'greet': 'Salutation'})\n"
+        "with gr.Blocks() as demo:\n"
+        "    box = gr.Textbox(label=i18n('greet'))\n"
+        "    box.submit(lambda text: text, box, box, api_name='same')\n"
+        "if __name__ == '__main__':\n"
+        "    demo.launch(i18n=i18n)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = load_app("translated_app:demo")
+    assert isinstance(app, GradioApp)
+    assert app.wire_config()["i18n_translations"] == {"en": {"greet": "Greeting"}, "fr": {"greet": "Salutation"}}
+
+
 @pytest.mark.parametrize(
     "statement",
     [

@@ -206,6 +206,9 @@ class GradioApp(App):
         )
         self.blocks = blocks
         blocks.show_error = self.show_error  # as launch() sets it: /config says what Gradio's says
+        if launched.get("i18n") is not None:
+            # launch(i18n=gr.I18n(...)): the page's translations of the app's own strings, in /config.
+            blocks.i18n_instance = launched["i18n"]
         # Gradio lets an output file through only from the app's folder, the temp folder or launch's
         # `allowed_paths`, never from `blocked_paths` (`processing_utils._check_allowed`), and checks only
         # once the app has launched: a worker never launches it, and without this a function could hand

@@ -155,6 +155,7 @@ TAKEN_LAUNCH_ARGS = (
             "css",
             "js",
             "head",
+            "i18n",
         }
     )
     | LOGIN_ARGS
