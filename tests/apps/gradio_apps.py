@@ -345,3 +345,13 @@ with gr.Blocks() as closed_api:
     closed_in.submit(lambda text: text.upper(), closed_in, closed_in, api_name="shout")
     closed_in.blur(lambda text: text.lower(), closed_in, closed_in, api_name="quiet", queue=False)
 closed_api.queue(api_open=False)
+
+
+with gr.Blocks() as rendered_page:
+    """A page with a `@gr.render` (not served) beside an event that is."""
+    rendered_name, rendered_greeting = gr.Textbox(), gr.Textbox()
+    rendered_name.submit(lambda text: f"Hello {text}", rendered_name, rendered_greeting, api_name="greet")
+
+    @gr.render(inputs=rendered_name)
+    def show(text: str) -> None:
+        gr.Markdown(text)

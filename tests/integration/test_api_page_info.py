@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from surge.application import load_app
 from surge.broker import Broker
+from surge.declared import declaration, load_declared
 from surge.front import create_api_app
 from surge.gradio_app import GradioApp
 from surge.gradio_page import ROOT_PLACEHOLDER, GradioPage
@@ -61,3 +62,22 @@ def test_a_multipage_apps_other_page_is_served_at_its_route_with_its_own_config(
     assert client.get("/second/", follow_redirects=False).headers["location"] == "../second"
     assert client.get("/third").status_code == 404
     assert client.get("/").status_code == 200
+
+
+def test_a_page_joining_an_event_surge_leaves_out_is_told_which_and_why(aws: None, tmp_path: Path) -> None:
+    """A page with a `@gr.render` joins its render event at load: the visitor's toast read "No function with
+    fn_index 1 is served by this app."; it now names the part of the page and why, also from a front
+    that reads the app's declaration."""
+    app_spec = "tests.apps.gradio_apps:rendered_page"
+    settings = settings_for(app_spec)
+    app = load_app(app_spec)
+    (render_id,) = app.unserved
+    (tmp_path / "app.json").write_text(json.dumps(declaration(app, app_spec)))
+    declared = load_declared(str(tmp_path / "app.json"))
+    assert declared.unserved == app.unserved
+    client = TestClient(create_api_app(FrontService(declared, settings, Store(settings), Broker(settings))))
+    joined = client.post(
+        "/gradio_api/queue/join", json={"data": ["Ann"], "fn_index": render_id, "session_hash": "session000000001"}
+    )
+    assert joined.status_code == 404
+    assert joined.json()["detail"].startswith("Surge does not serve this part of the page (@gr.render function 'show')")

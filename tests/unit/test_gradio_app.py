@@ -574,6 +574,17 @@ def test_a_timer_event_is_served_and_its_cost_named_at_start() -> None:
     assert app.notes == ["note: event 'clock' runs on a gr.Timer: every open page joins it each 1 s, one job each time"]
 
 
+def test_a_deep_link_button_is_named_at_start_as_not_served() -> None:
+    with gr.Blocks() as demo:
+        text = gr.Textbox()
+        text.submit(lambda value: value, text, text, api_name="echo")
+        gr.DeepLinkButton()
+    assert [note for note in GradioApp(demo).notes if "DeepLinkButton" in note] == [
+        "note: gr.DeepLinkButton is not served: Gradio saves the session's component values in its process "
+        "(/gradio_api/deep_link), which Surge does not keep; the button copies no link"
+    ]
+
+
 def test_an_unload_event_is_named_at_start_as_not_run() -> None:
     """Gradio runs `demo.unload(fn)` when a page's tab closes; Surge cannot see that, and said nothing."""
     with gr.Blocks() as demo:
@@ -605,8 +616,15 @@ def test_an_app_whose_every_event_is_inside_gr_render_is_refused_naming_them() -
         def show(text: str) -> None:
             gr.Markdown(text)
 
-    notes = GradioApp(served).notes
-    assert any(note.startswith("note: the page's @gr.render function 'show' is not served") for note in notes), notes
+    app = GradioApp(served)
+    assert any(note.startswith("note: the page's @gr.render function 'show' is not served") for note in app.notes)
+    # The visitor whose page joins it is told what is not served and why (it read "No function with fn_index 1
+    # is served by this app.").
+    (render_id,) = [i for i, fn in served.fns.items() if fn.renderable is not None]
+    assert app.unserved == {
+        render_id: "Surge does not serve this part of the page (@gr.render function 'show'): it is inside "
+        "@gr.render: rendering needs the session's state in one process."
+    }
 
 
 def test_a_blocks_mounted_in_fastapi_keeps_the_mounts_settings_and_the_fastapi_app_is_named_as_such() -> None:

@@ -199,6 +199,8 @@ class App:
         event but those in `unqueued`, as Gradio closes it to queued events."""
         self.unqueued: set[str | int] = set()
         """Events Gradio runs outside its queue (`queue=False`), by api_name and by fn_index."""
+        self.unserved: dict[int, str] = {}
+        """A page's own events left out (`@gr.render`), by fn_index: why, for the visitor whose page joins one."""
         self._setup_hooks: list[Callable[[], None]] = []
 
     def function(

@@ -48,6 +48,7 @@ def declaration(app: App, app_module: str) -> dict[str, Any]:
         "show_error": app.show_error,
         "api_open": app.api_open,
         "unqueued": sorted(app.unqueued, key=str),
+        "unserved": {str(fn_index): why for fn_index, why in app.unserved.items()},
         "max_file_size": app.max_file_size,
         "config": protocol.config(app),
         "info": protocol.info(app),
@@ -113,6 +114,7 @@ class DeclaredApp(App):
         self.max_file_size = declared["max_file_size"]
         self.api_open = declared.get("api_open", True)
         self.unqueued = set(declared.get("unqueued", []))
+        self.unserved = {int(fn_index): why for fn_index, why in declared.get("unserved", {}).items()}
         if self.gradio and self.max_file_size is None and settings is not None:
             self.max_file_size = settings.max_file_size_bytes  # no limit of its own: the deployment's
         self.max_file_size = file_size_limit(self.max_file_size, settings)

@@ -249,6 +249,11 @@ class GradioApp(App):
         if page:
             self.functions.append(self._lane(dict(page)))
         self.notes = _notes(blocks, public, skipped) + _launch_notes(launched)
+        left_out = {
+            id(block_fn): f"Surge does not serve this part of the page ({_label(block_fn)}): it {why}"
+            for block_fn, why in skipped
+        }
+        self.unserved = {fn_id: left_out[id(fn)] for fn_id, fn in blocks.fns.items() if id(fn) in left_out}
         self.api_open = bool(blocks.api_open)
         self.unqueued = {
             key for fn_id, fn in blocks.fns.items() if fn.queue is False for key in (fn_id, fn.api_name) if key
@@ -986,6 +991,11 @@ def _notes(
                 "one job each time"
             )
     notes.extend(f"note: the page's {_label(block_fn)} is not served: it {why}" for block_fn, why in skipped)
+    if any(isinstance(block, gr.DeepLinkButton) for block in blocks.blocks.values()):
+        notes.append(
+            "note: gr.DeepLinkButton is not served: Gradio saves the session's component values in its process "
+            "(/gradio_api/deep_link), which Surge does not keep; the button copies no link"
+        )
     return notes
 
 

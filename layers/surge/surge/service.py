@@ -197,7 +197,11 @@ class FrontService:
             function = self.app.by_index(body.fn_index)
             if function is not None:
                 return function
-            raise NotFound(f"No function with fn_index {body.fn_index} is served by this app.")
+            raise NotFound(
+                self.app.unserved.get(
+                    body.fn_index, f"No function with fn_index {body.fn_index} is served by this app."
+                )
+            )
         if body.api_name:
             try:
                 return self.app.get(body.api_name.lstrip("/"))
