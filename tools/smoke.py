@@ -193,7 +193,10 @@ def judge_streaming(frames: Sequence[Frame], report: SmokeReport) -> None:
     if len(job) >= 3 and span < BUFFERED_WINDOW_S:
         report.fail(f"all {len(job)} frames arrived within {span * 1000:.0f} ms: the stream looks buffered")
         return
-    report.say(f"ok   {len(job)} SSE frames over {span:.2f} s, first after {job[0].at_s:.2f} s: streamed")
+    report.say(
+        f"ok   {len(job)} SSE frames of the job (estimations aside) over {span:.2f} s, "
+        f"first after {job[0].at_s:.2f} s: streamed"
+    )
 
 
 def smoke(base: str, args: argparse.Namespace, client_factory: Callable[[], httpx.Client] | None = None) -> SmokeReport:
@@ -253,7 +256,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    report = smoke(args.url, args)
+    try:
+        report = smoke(args.url, args)
+    except httpx.HTTPError as error:
+        sys.stdout.write(f"FAIL {args.url}: {type(error).__name__}: {error} (is the app served there?)\n")
+        return 1
     sys.stdout.write("\n".join(report.lines) + "\n")
     return 1 if report.failures else 0
 

@@ -96,7 +96,9 @@ def test_join_whose_eta_exceeds_max_wait_is_refused_up_front_with_the_expected_w
     statuses = [join(idle_stack, session, "wait", [0.1]) for _ in range(3)]
     assert [r.status_code for r in statuses] == [200, 200, 503]
     refused = statuses[2]
-    assert refused.json()["detail"] == "Queue is full. Expected wait is 1.4 s, over this app's limit of 1 s."
+    assert (
+        refused.json()["detail"] == "The expected wait is 1.4 s, over this app's limit of 1 s: please try again later."
+    )
     assert "Retry-After" in refused.headers
     assert counters(idle_stack).waiting == 2
     assert queue_depth(idle_stack, "wait") == (2, 0)

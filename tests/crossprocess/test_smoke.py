@@ -74,3 +74,9 @@ def test_a_job_too_quick_to_tell_is_not_called_buffered() -> None:
     quick = SmokeReport()
     judge_streaming(_frames((0.01, "estimation"), (0.02, "process_starts"), (0.03, "process_completed")), quick)
     assert quick.failures == [] and "too soon to tell" in quick.lines[0], "a 30 ms job is not a buffered stream"
+
+
+def test_smoke_of_an_address_nothing_answers_fails_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["http://127.0.0.1:9/"]) == 1
+    said = capsys.readouterr().out.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("FAIL http://127.0.0.1:9/: ConnectError"), said

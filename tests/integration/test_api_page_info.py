@@ -39,9 +39,7 @@ def test_the_api_panels_snippets_name_the_apps_url_as_the_visitor_reached_it(aws
     assert "http://testserver/gradio_api/call/" in page.text, "the page's inline API info has them too"
 
 
-def test_a_multipage_apps_other_page_is_served_at_its_route_with_its_own_config(
-    aws: None, tmp_path: Path
-) -> None:
+def test_a_multipage_apps_other_page_is_served_at_its_route_with_its_own_config(aws: None, tmp_path: Path) -> None:
     """Gradio serves `with demo.route("Second page", "/second")` at /second; Surge answered 404 there (the
     navbar's link led to `{"detail":"Not Found"}`). Also from a page written for a front without gradio."""
     app_spec = "tests.apps.gradio_apps:multipage"

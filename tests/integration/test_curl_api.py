@@ -185,9 +185,7 @@ def test_a_generator_streams_thousands_of_small_steps_to_its_end(aws: None) -> N
     assert len(generating) == 2000, "every step reaches the visitor, as in Gradio"
 
 
-def test_an_app_that_closes_its_api_refuses_direct_calls_of_queued_events_as_gradio(
-    aws: None, tmp_path: Path
-) -> None:
+def test_an_app_that_closes_its_api_refuses_direct_calls_of_queued_events_as_gradio(aws: None, tmp_path: Path) -> None:
     """`demo.queue(api_open=False)`: Gradio answers a direct call of a queued event 404 with its reason and
     still runs a `queue=False` one; the queue stays open. Surge served every direct call. The setting
     travels in the declaration a front without gradio reads."""

@@ -37,7 +37,10 @@ def test_a_body_over_the_limit_gets_413_naming_the_limit_and_changes_nothing(aws
     service, client = front(settings_for("examples.demo_app:app", max_payload_bytes=1000))
     response = client.post("/gradio_api/queue/join", json=join_body("x" * 20_000))
     assert response.status_code == 413
-    assert response.json() == {"detail": "Request body is over the limit of 5096 bytes."}
+    assert response.json() == {
+        "detail": "Request body is over the limit of 5096 bytes "
+        "(MAX_PAYLOAD_BYTES, 1000, for the inputs and 4096 for the rest of the request)."
+    }
     inputs_over = client.post("/gradio_api/queue/join", json=join_body("x" * 2_000))
     assert inputs_over.status_code == 413 and "the limit is 1000 bytes" in inputs_over.json()["detail"]
     assert service.store.counters().waiting == 0

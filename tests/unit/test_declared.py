@@ -86,3 +86,14 @@ def test_a_front_refuses_the_declaration_of_another_app(tmp_path: Path) -> None:
         "(APP_MODULE=examples.gradio_image_app:demo sam build) or deploy with AppModule=examples.demo_app:app"
     )
     assert build_front(settings.model_copy(update={"app_module": "examples.demo_app:app"})).app.functions
+
+
+def test_declaring_an_app_that_cannot_load_says_why_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["examples.nope:app", str(tmp_path / "app.json")])
+    assert exited.value.code == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("surge: APP=examples.nope:app: no module 'examples.nope'"), said
+    assert not (tmp_path / "app.json").exists()

@@ -14,12 +14,13 @@ import argparse
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from surge import protocol
-from surge.application import App, Function, PageEvent, Parameter, file_size_limit, load_app
+from surge.application import App, AppNotFound, Function, PageEvent, Parameter, file_size_limit, load_app
 from surge.gradio_page import LARGEST_RESPONSE_BYTES, GradioPage
 from surge.settings import Settings
 
@@ -189,7 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--page", help="a folder for a Gradio app's page and gradio's frontend (nothing otherwise)")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    app = load_app(args.app)
+    try:
+        app = load_app(args.app)
+    except (AppNotFound, ValueError) as error:  # the Gradio adapter's refusals are ValueErrors naming the event
+        print(f"surge: {error}", file=sys.stderr)  # one line naming the cause, as make run says it
+        raise SystemExit(2) from None
     declared = declaration(app, args.app)  # before the page: rendering it sets the theme, as in a live front
     page = app.gradio_page() if args.page else None
     if page is not None:

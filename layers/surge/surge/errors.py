@@ -42,7 +42,9 @@ class WaitTooLong(SurgeError):
     status_code = 503
 
     def __init__(self, eta_s: float, max_wait_s: float) -> None:
-        super().__init__(f"Queue is full. Expected wait is {eta_s:.1f} s, over this app's limit of {max_wait_s:g} s.")
+        super().__init__(
+            f"The expected wait is {eta_s:.1f} s, over this app's limit of {max_wait_s:g} s: please try again later."
+        )
         self.retry_after_s = max(1, int(eta_s - max_wait_s) + 1)
 
 

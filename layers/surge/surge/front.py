@@ -100,7 +100,8 @@ def _base_app(service: FrontService) -> FastAPI:
     # JSON escapes and the other fields of a join body cost a little over the inputs' own limit.
     upload_limit = upload_body_limit(service)
     paths = {UPLOAD_PATH: upload_limit} if upload_limit is not None else {}
-    app.add_middleware(BodyLimit, max_bytes=settings.max_payload_bytes + 4096, paths=paths)
+    why = f"MAX_PAYLOAD_BYTES, {settings.max_payload_bytes}, for the inputs and 4096 for the rest of the request"
+    app.add_middleware(BodyLimit, max_bytes=settings.max_payload_bytes + 4096, paths=paths, why=why)
     return app
 
 

@@ -21,11 +21,13 @@ from surge.models import Caller
 class BodyLimit:
     """Answer 413 naming the limit before reading more than `max_bytes` of a request body."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, paths: dict[str, int] | None = None) -> None:
-        """`paths`: a limit of their own for some paths (uploads), instead of `max_bytes`."""
+    def __init__(self, app: ASGIApp, max_bytes: int, paths: dict[str, int] | None = None, why: str = "") -> None:
+        """`paths`: a limit of their own for some paths (uploads), instead of `max_bytes`; `why`: what makes
+        up `max_bytes`, said with it."""
         self.app = app
         self.max_bytes = max_bytes
         self.paths = paths or {}
+        self.why = why
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,7 +54,8 @@ class BodyLimit:
             await self._refuse(send, max_bytes)
 
     async def _refuse(self, send: Send, max_bytes: int) -> None:
-        body = json.dumps({"detail": f"Request body is over the limit of {max_bytes} bytes."}).encode()
+        why = f" ({self.why})" if self.why and max_bytes == self.max_bytes else ""
+        body = json.dumps({"detail": f"Request body is over the limit of {max_bytes} bytes{why}."}).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
 
