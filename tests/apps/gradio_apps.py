@@ -355,3 +355,7 @@ with gr.Blocks() as rendered_page:
     @gr.render(inputs=rendered_name)
     def show(text: str) -> None:
         gr.Markdown(text)
+
+
+remembered_chat = gr.ChatInterface(lambda message, history: message, save_history=True)
+"""A chat that keeps its conversations in the browser: its "New chat" button's icon is a file of gradio's."""

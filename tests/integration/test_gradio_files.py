@@ -4,6 +4,8 @@ outputs under new names; the front's routes upload, refuse oversize bodies and r
 from __future__ import annotations
 
 import io
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +164,23 @@ def test_an_examples_file_and_a_default_value_are_served_as_the_page_names_them_
     assert function.fn({"path": default, "meta": {"_type": "gradio.FileData"}}) == (
         f"shade40.png: {Path(default).stat().st_size} bytes"
     )
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_an_icon_of_gradios_own_that_the_config_names_is_served(aws: None, tmp_path: Path, declared: bool) -> None:
+    """`ChatInterface(save_history=True)`'s "New chat" button names `gradio/icons/plus.svg`, which Gradio
+    serves; Surge answered 404 and the page showed a broken image."""
+    spec = "tests.apps.gradio_apps:remembered_chat"
+    settings = settings_for(spec)
+    if declared:
+        from surge.declared import main
+
+        main([spec, str(tmp_path / "app.json"), "--page", str(tmp_path / "page")])
+        settings = settings.model_copy(update={"app_declaration_path": str(tmp_path / "app.json")})
+    client = TestClient(create_api_app(build_front(settings)))
+    text = json.dumps(client.get("/config").json())
+    (icon,) = {m for m in re.findall(r'"path": "([^"]+\.svg)"', text) if m.endswith("/icons/plus.svg")}
+    served = client.get(f"/gradio_api/file={icon}")
+    assert served.status_code == 200 and served.content == Path(icon).read_bytes()
+    package = Path(icon).parent.parent
+    assert client.get(f"/gradio_api/file={package / 'icons' / 'link.svg'}").status_code == 404, "only what it names"

@@ -287,7 +287,12 @@ class GradioApp(App):
 
             def note(file: dict[str, Any]) -> dict[str, Any]:
                 path = file.get("path")
-                if isinstance(path, str) and not is_name(path) and self._in_cache(Path(path)) and Path(path).is_file():
+                if (
+                    isinstance(path, str)
+                    and not is_name(path)
+                    and (self._in_cache(Path(path)) or _in_gradio(Path(path)))
+                    and Path(path).is_file()
+                ):
                     found[path] = Path(path)
                 return file
 
@@ -714,6 +719,12 @@ class GradioApp(App):
         folders.add(_upload_folder())
         resolved = path.resolve()
         return any(folder and resolved.is_relative_to(Path(folder).resolve()) for folder in folders)
+
+
+def _in_gradio(path: Path) -> bool:
+    """Whether `path` is a file of the gradio package itself: a component's own icon (a ChatInterface's
+    "New chat" button names `gradio/icons/plus.svg` in the config, which Gradio serves)."""
+    return path.resolve().is_relative_to(Path(gr.__file__).parent.resolve())
 
 
 def _mounted_with(blocks: gr.Blocks) -> dict[str, Any]:
