@@ -608,15 +608,9 @@ def test_an_app_whose_every_event_is_inside_gr_render_is_refused_naming_them() -
     with pytest.raises(Unsupported, match=r"no public event .*@gr.render function 'buttons' is inside @gr.render"):
         GradioApp(demo)
 
-    with gr.Blocks() as served:
-        name, greeting = gr.Textbox(), gr.Textbox()
-        name.submit(lambda text: f"Hello {text}", name, greeting, api_name="greet")
-
-        @gr.render(inputs=name)
-        def show(text: str) -> None:
-            gr.Markdown(text)
-
-    app = GradioApp(served)
+    app = load_app("tests.apps.gradio_apps:rendered_page")
+    assert isinstance(app, GradioApp)
+    served = app.blocks
     assert any(note.startswith("note: the page's @gr.render function 'show' is not served") for note in app.notes)
     # The visitor whose page joins it is told what is not served and why (it read "No function with fn_index 1
     # is served by this app.").

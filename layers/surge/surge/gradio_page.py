@@ -1,6 +1,7 @@
 """Gradio's own page for a Gradio app, served without importing gradio: `index.html` as gradio's own Jinja
-template rendered it for the app (with `ROOT_PLACEHOLDER` where the page's root URL goes), `theme.css`, and
-gradio's built frontend (`assets/`, `static/`), given Surge's `/config` and `/info`.
+template rendered it for the app (with `ROOT_PLACEHOLDER` where the page's root URL goes), a multipage app's
+other pages (`/<route>`) rendered alike, `theme.css`, and gradio's built frontend (`assets/`, `static/`),
+given Surge's `/config` and `/info`.
 
 A live Gradio app renders its page at start (`GradioApp.gradio_page`, from the installed gradio); a declared
 one reads the page the AppLayer build wrote beside its declaration (`python -m surge.declared ... --page`).

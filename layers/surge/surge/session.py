@@ -407,7 +407,8 @@ class SessionHub:
         self._told: dict[str, asyncio.Event] = {}
         """Per job whose cancel this process is answering, set once a stream here has sent its completion."""
         self._shown_offsets: deque[tuple[float, float]] = deque(maxlen=FINISH_SAMPLES)
-        """(monotonic time noted, seconds from its stream's opening to its end) of jobs that ran, latest last."""
+        """(monotonic time noted, seconds from its stream's opening to its first live output, else its end) of
+        jobs that ran, latest last (`shown_after_open`)."""
 
     def attach(self, stream: SessionStream) -> None:
         self._loop = asyncio.get_running_loop()
