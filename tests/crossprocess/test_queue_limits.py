@@ -65,13 +65,14 @@ def test_full_queue_raises_queue_error_and_answers_503_with_gradios_message(queu
 
 def test_cancel_of_a_waiting_job_frees_its_place_and_it_never_runs(queue_stack: LocalStack, record_dir: Path) -> None:
     client = Client(queue_stack.url, verbose=False)
-    running = client.submit(2, "blocker", api_name="/slow")
+    running = client.submit(-1, "blocker", api_name="/slow")  # held until released below
     assert wait_until(lambda: running.status().code.name == "PROCESSING", 15)
     doomed = client.submit(0.1, "doomed", api_name="/slow")
     assert wait_until(lambda: counters(queue_stack).waiting == 1, 10)
 
     assert doomed.cancel()
     assert wait_until(lambda: counters(queue_stack).waiting == 0, 10)
+    (record_dir / "blocker.release").touch()
     assert running.result() == "blocker"
     assert client.predict(0.1, "after", api_name="/slow") == "after"
     assert "doomed" not in [r["tag"] for r in records(record_dir, "slow")]
