@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import surge
-from tests.apps.timing_app import record
+from tests.apps.timing_app import hold, record
 
 app = surge.App(title="chaos", max_size=None, default_concurrency_limit=None)
 
@@ -31,5 +31,5 @@ def pair(texts: list[str]) -> list[list[str]]:
 @app.function(inputs=["number", "textbox"], outputs=["textbox"], concurrency_limit=1, eta_hint_s=1.0)
 def slow(seconds: float, tag: str) -> str:
     record("slow", tag=tag)
-    time.sleep(seconds)
+    hold(seconds, tag)
     return tag

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from tests.apps.timing_app import record
+from tests.apps.timing_app import hold, record
 
 image = gr.Interface(
     lambda photo: photo, gr.Image(type="numpy"), gr.Image(type="numpy", format="png"), api_name="echo_image"
@@ -56,7 +56,7 @@ def lasting(tag: str) -> str:
     """An I/O-bound call (a request to some API): with no concurrency limit Gradio runs up to
     `max_threads` of them at once."""
     start = time.time()
-    time.sleep(0.5)
+    time.sleep(1.5)  # long enough for all eight joins of the test to arrive on a busy machine
     record("lasting", start=start, end=time.time(), tag=tag)
     return tag
 
@@ -93,9 +93,10 @@ def ticks(tag: str) -> Iterator[str]:
 
 
 def pause(tag: str) -> str:
-    """A call that returns once, after a while (a model's one long step): its start and end are recorded."""
+    """A call that returns once, after a while (a model's one long step): its start and end are recorded.
+    It returns when the test releases `tag` (`timing_app.hold`), so the test's steps cannot outlast it."""
     record("pause", tag=tag, started=True)
-    time.sleep(3)
+    hold(-1, tag)
     record("pause", tag=tag, ended=True)
     return f"{tag} done"
 

@@ -3,29 +3,20 @@ and a generator beside it (no limit) for a stream dropped while it streams."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import surge
-from tests.apps.timing_app import record
+from tests.apps.timing_app import hold, record
 
 app = surge.App(title="small queue", max_size=2, default_concurrency_limit=1)
 
 
 @app.function(inputs=["number", "textbox"], outputs=["textbox"], eta_hint_s=1.0)
 def slow(seconds: float, tag: str) -> str:
-    """Sleeps `seconds`; a negative number holds the call until the test writes `$RECORD_DIR/<tag>.release`
-    (at most 60 s), so a test's steps cannot outlast it on a loaded machine."""
+    """Sleeps `seconds`, or (negative) holds until the test releases `tag` (`timing_app.hold`)."""
     record("slow", tag=tag)
-    if seconds >= 0:
-        time.sleep(seconds)
-        return tag
-    gate = Path(os.environ["RECORD_DIR"]) / f"{tag}.release"
-    deadline = time.monotonic() + 60
-    while not gate.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    hold(seconds, tag)
     return tag
 
 

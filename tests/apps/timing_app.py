@@ -19,9 +19,26 @@ def record(name: str, **fields: object) -> None:
         out.write(json.dumps({"pid": os.getpid(), **fields}) + "\n")
 
 
+def hold(seconds: float, tag: str) -> None:
+    """Sleep `seconds`; a negative number holds the call until the test calls `release(record_dir, tag)`
+    (at most 60 s), so that a test's own steps cannot outlast a running call on a loaded machine."""
+    if seconds >= 0:
+        time.sleep(seconds)
+        return
+    gate = Path(os.environ["RECORD_DIR"]) / f"{tag}.release"
+    deadline = time.monotonic() + 60
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def release(record_dir: Path, tag: str) -> None:
+    """Let the call `hold`ing on `tag` return."""
+    (record_dir / f"{tag}.release").touch()
+
+
 def _timed(name: str, seconds: float, tag: str) -> str:
     start = time.time()
-    time.sleep(seconds)
+    hold(seconds, tag)
     record(name, start=start, end=time.time(), tag=tag)
     return tag
 

@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from surge.models import JobMessage
 from surge.settings import Settings
 from surge.store import Store
 from surge_local.launcher import LocalStack, free_port
+from tests.apps.timing_app import release
 from tests.chaos.harness import (
     Figures,
     Killer,
@@ -33,7 +35,7 @@ from tests.chaos.harness import (
     tally,
 )
 from tests.chaos.proxy import OutageProxy
-from tests.crossprocess.helpers import counters, queue_depth, records
+from tests.crossprocess.helpers import counters, queue_depth, records, wait_until
 
 CHAOS_TUNING = {"visibility_timeout_s": 3, "lease_ttl_s": 2.0, "max_attempts": 6, "session_grace_s": 3.0}
 JOIN_RETRIES, RETRY_PAUSE_S = 20, 0.2
@@ -206,7 +208,7 @@ def dropped_clients(chaos: ChaosStack) -> Figures:
     url = chaos.stack.url
     grace = float(CHAOS_TUNING["session_grace_s"])
     holder, dropper, returner = (secrets.token_hex(16) for _ in range(3))
-    blocker = _join(url, holder, 2, [grace + 3.0, "blocker"])
+    blocker = _join(url, holder, 2, [-1, "blocker"])  # held until the dropped jobs are released
     dropped = [_join(url, dropper, 2, [0.1, f"dropped{i}"]) for i in range(3)]
     returning = _join(url, returner, 2, [0.1, "returning"])
     ledger.admitted.update({event_id: "" for event_id in [blocker, *dropped, returning]})
@@ -214,7 +216,13 @@ def dropped_clients(chaos: ChaosStack) -> Figures:
         with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
             next(stream.iter_text())  # it saw its estimations; then the client goes away
     time.sleep(1.0)
-    back = _read_stream(url, returner)  # reconnects well within the grace period
+    with ThreadPoolExecutor(1) as pool:
+        returned = pool.submit(_read_stream, url, returner)  # reconnects well within the grace period
+        # The blocker runs until the dropped jobs have left, so none of them can start meanwhile.
+        if not wait_until(lambda: counters(chaos.stack).waiting == 1, grace + 20):  # "returning" alone
+            figures.notes.append(f"the dropped jobs still waited after the grace period: {counters(chaos.stack)}")
+        release(chaos.record_dir, "blocker")
+        back = returned.result()
     kinds = [m["msg"] for m in back if m.get("event_id") == returning]
     if kinds[:1] != ["estimation"] or kinds[-1:] != ["process_completed"]:
         figures.notes.append(f"the reconnected client missed events: {kinds}")

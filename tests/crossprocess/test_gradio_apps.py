@@ -26,6 +26,7 @@ from surge import protocol
 from surge.declared import main
 from surge_local.launcher import LocalStack, free_port
 from tests.apps.gradio_apps import photo
+from tests.apps.timing_app import release
 from tests.crossprocess.helpers import join, messages, new_session, records, wait_until
 
 pytestmark = pytest.mark.crossprocess
@@ -171,10 +172,14 @@ def test_a_generator_cancelled_while_it_runs_is_closed_at_its_next_output_as_in_
     client = Client(blocks_stack.url, verbose=False)
     job = client.submit("cancelled", api_name="/ticks")
     assert wait_until(lambda: len(job.outputs()) >= 2, 20)
+
+    def steps() -> list[int]:
+        return [r["step"] for r in records(record_dir, "ticks") if r["tag"] == "cancelled" and "step" in r]
+
+    at_cancel = max(steps())
     assert job.cancel()
     assert wait_until(lambda: any(r.get("closed") for r in records(record_dir, "ticks")), 15)
-    steps = [r["step"] for r in records(record_dir, "ticks") if r["tag"] == "cancelled" and "step" in r]
-    assert max(steps) < 20, f"the generator ran on to step {max(steps)} of 39 after its visitor cancelled"
+    assert max(steps()) < at_cancel + 15, f"the generator ran on to step {max(steps())} of 39 after its cancel"
     next_job = client.submit("next", api_name="/ticks")  # the slot (concurrency_limit=1) is free again
     assert wait_until(lambda: len(next_job.outputs()) >= 1, 20)
     assert next_job.outputs()[0] == "next 0"
@@ -199,6 +204,7 @@ def test_a_running_call_its_visitor_cancels_is_told_cancelled_at_once_and_its_la
             assert httpx.post(f"{blocks_stack.url}/gradio_api/cancel", json=cancel).status_code == 200
         if message["msg"] == "process_completed":
             assert not any(r.get("ended") for r in records(record_dir, "pause")), "told only once the call ended"
+    release(record_dir, "stopped")  # the call, held until now, ends after its visitor was told
     assert seen[-2:] == [protocol.cancelled(event_id), protocol.close_stream()]
     assert blocks_stack.settings is not None
     key = {"session_hash": {"S": session}, "sk": {"S": event_id}}
@@ -273,7 +279,7 @@ def test_an_event_with_no_concurrency_limit_runs_its_calls_side_by_side_on_one_w
     blocks_stack: LocalStack, record_dir: Path
 ) -> None:
     """Gradio runs an unlimited event's calls up to `max_threads` at once in its one process; the one
-    worker process serving it does too (it ran them one at a time: eight 0.5 s calls took 4 s)."""
+    worker process serving it does too (it ran them one at a time: eight 1.5 s calls took 12 s)."""
     client = Client(blocks_stack.url, verbose=False)
     jobs = [client.submit(f"c{i}", api_name="/lasting") for i in range(8)]
     assert sorted(job.result() for job in jobs) == sorted(f"c{i}" for i in range(8))

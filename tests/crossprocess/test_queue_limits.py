@@ -14,6 +14,7 @@ from gradio_client.utils import QueueError
 
 from surge.deadletter import DEAD_LETTER_MESSAGE
 from surge_local.launcher import LOCAL_TUNING, LocalStack, free_port
+from tests.apps.timing_app import release
 from tests.crossprocess.helpers import counters, join, messages, new_session, queue_depth, records, wait_until
 
 pytestmark = pytest.mark.crossprocess
@@ -44,9 +45,11 @@ def idle_stack() -> Iterator[LocalStack]:
         stack.stop()
 
 
-def test_full_queue_raises_queue_error_and_answers_503_with_gradios_message(queue_stack: LocalStack) -> None:
+def test_full_queue_raises_queue_error_and_answers_503_with_gradios_message(
+    queue_stack: LocalStack, record_dir: Path
+) -> None:
     client = Client(queue_stack.url, verbose=False)
-    running = client.submit(3, "running", api_name="/slow")
+    running = client.submit(-1, "running", api_name="/slow")  # held until released below
     assert wait_until(lambda: counters(queue_stack).waiting == 0 and running.status().code.name == "PROCESSING", 15)
     waiting = [client.submit(0.1, f"waiting{i}", api_name="/slow") for i in range(2)]
     assert wait_until(lambda: counters(queue_stack).waiting == 2, 10)
@@ -58,6 +61,7 @@ def test_full_queue_raises_queue_error_and_answers_503_with_gradios_message(queu
     with pytest.raises(QueueError):
         client.submit(0.1, "refused too", api_name="/slow").result()
 
+    release(record_dir, "running")
     assert running.result() == "running"
     assert [job.result() for job in waiting] == ["waiting0", "waiting1"]
     assert wait_until(lambda: counters(queue_stack).waiting == 0, 10)
@@ -72,7 +76,7 @@ def test_cancel_of_a_waiting_job_frees_its_place_and_it_never_runs(queue_stack: 
 
     assert doomed.cancel()
     assert wait_until(lambda: counters(queue_stack).waiting == 0, 10)
-    (record_dir / "blocker.release").touch()
+    release(record_dir, "blocker")
     assert running.result() == "blocker"
     assert client.predict(0.1, "after", api_name="/slow") == "after"
     assert "doomed" not in [r["tag"] for r in records(record_dir, "slow")]

@@ -3,6 +3,7 @@ healthy endpoint, and that it calls a buffered stream buffered."""
 
 from __future__ import annotations
 
+import json
 from typing import Protocol
 
 import pytest
@@ -20,7 +21,9 @@ class Stack(Protocol):
 
 def test_smoke_passes_the_local_stack_and_shows_frames_arriving_over_time(demo_stack: Stack) -> None:
     url = demo_stack.url
-    report = smoke(url, parse([url]))
+    # 20 words, a word each 0.05 s: a stream that lasts well past the check's 0.2 s "too soon to tell"
+    # (the demo's example input of 4 words ended 25-95 ms past it: a busy machine could tip it over).
+    report = smoke(url, parse([url, "--stream-inputs", json.dumps([" ".join(f"w{i}" for i in range(20))])]))
     text = "\n".join(report.lines)
     assert report.failures == [], text
     assert "GET /config" in text and "'echo'" in text

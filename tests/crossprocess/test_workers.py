@@ -14,7 +14,9 @@ from gradio_client import Client
 
 from surge.application import load_app
 from surge.models import JobMessage
+from surge.store import Store
 from surge_local.launcher import LocalStack, free_port
+from tests.apps.timing_app import release
 from tests.crossprocess.helpers import (
     counters,
     held_leases,
@@ -62,6 +64,10 @@ def two_worker_stack(record_dir: Path) -> Iterator[LocalStack]:
 
 
 def test_limit_one_never_overlaps_across_two_worker_processes(two_worker_stack: LocalStack, record_dir: Path) -> None:
+    assert two_worker_stack.settings is not None
+    store = Store(two_worker_stack.settings, client=two_worker_stack.client("dynamodb"))
+    # The stack's start waits for its front alone: both workers must be serving before the 1.6 s of jobs.
+    assert wait_until(lambda: len(store.live_workers("limited_one")) == 2, 30), "both workers started"
     client = Client(two_worker_stack.url, verbose=False)
     jobs = [client.submit(0.2, f"a{i}", api_name="/limited_one") for i in range(8)]
     assert sorted(job.result() for job in jobs) == sorted(f"a{i}" for i in range(8))
@@ -131,7 +137,7 @@ def test_a_killed_workers_lease_expires_and_its_job_still_completes(
     assert follower.result() == "follower"
     follower_start = next(r["start"] for r in records(record_dir, "limited_one") if r["tag"] == "follower")
     # lease_ttl_s is 3 s here: the dead worker's slot is free again within that, plus polling slack.
-    assert follower_start - killed_at < 3.0 + 2.0
+    assert follower_start - killed_at < 3.0 + 4.0
     assert victim.result() == "victim"
     assert [r["tag"] for r in records(record_dir, "limited_one")].count("victim") == 1
     assert wait_until(lambda: held_leases(two_worker_stack, "limited_one") == 0, 5)
@@ -167,7 +173,7 @@ def test_sigterm_while_waiting_for_a_lease_gives_messages_back_at_once(
     two_worker_stack: LocalStack, record_dir: Path
 ) -> None:
     client = Client(two_worker_stack.url, verbose=False)
-    first = client.submit(2.0, "holder", api_name="/limited_one")
+    first = client.submit(-1, "holder", api_name="/limited_one")  # held until released below
     assert wait_until(lambda: job_owner_pid(two_worker_stack, "limited_one") is not None, 10)
     holder_pid = job_owner_pid(two_worker_stack, "limited_one")
     second = client.submit(0.1, "handed-back", api_name="/limited_one")
@@ -176,10 +182,12 @@ def test_sigterm_while_waiting_for_a_lease_gives_messages_back_at_once(
     other = next(p for p in two_worker_stack.workers_of("limited_one").values() if p.pid != holder_pid)
     other.send_signal(signal.SIGTERM)
     assert other.wait(timeout=5) == 0
+    release(record_dir, "holder")
     assert first.result() == "holder" and second.result() == "handed-back"
     calls = {r["tag"]: r for r in records(record_dir, "limited_one")}
-    # Visibility is 4 s here: had the message not been given back, it would start ~2 s later.
-    assert calls["handed-back"]["start"] - calls["holder"]["end"] < 1.0
+    # Visibility is 4 s here: had the message not been given back, it would start only when that lapses,
+    # 4 s after the other worker received it (held, the holder ends about when the other worker stops).
+    assert calls["handed-back"]["start"] - calls["holder"]["end"] < 2.0
     two_worker_stack.start_worker("limited_one", "limited_one-after-sigterm")
 
 
@@ -202,7 +210,7 @@ def test_visibility_is_extended_while_a_batch_runs_longer_than_the_timeout(
     sleepy_stack: LocalStack, record_dir: Path
 ) -> None:
     client = Client(sleepy_stack.url, verbose=False)
-    job = client.submit(4.0, "long", api_name="/sleepy")
+    job = client.submit(5.0, "long", api_name="/sleepy")
     assert wait_until(lambda: any("long" in r["tags"] for r in records(record_dir, "sleepy_start")), 10)
     time.sleep(3.0)  # past the 2 s visibility timeout
     assert queue_depth(sleepy_stack, "sleepy") == (0, 1)

@@ -14,12 +14,12 @@ def test_states_are_kept_per_session_and_one_past_its_time_to_live_is_dropped(aw
     store.save("one", {3: b"three", 4: b"four"})
     store.save("two", {3: b"other"})
     assert store.load("one").states == {3: b"three", 4: b"four"}
-    time.sleep(0.5)
+    time.sleep(1.0)
     store.save("one", {4: b"FOUR"})  # written again: its life starts again
-    time.sleep(0.5)
-    assert store.load("one", {3: 0.8, 4: 0.8}).states == {4: b"FOUR"}, "state 3 was last written a second ago"
+    time.sleep(1.0)
+    assert store.load("one", {3: 1.5, 4: 1.5}).states == {4: b"FOUR"}, "state 3 was last written 2 s ago"
     assert store.load("one").states == {3: b"three", 4: b"FOUR"}, "a state without a time to live stays"
-    assert store.load("two", {3: 0.8}).states == {}, "sessions are apart; each lapses on its own writes"
+    assert store.load("two", {3: 1.5}).states == {}, "sessions are apart; each lapses on its own writes"
     assert store.load("three") == Kept()
 
 
