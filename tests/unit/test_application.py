@@ -83,6 +83,13 @@ def test_progress_parameter_is_not_an_input() -> None:
         ({"inputs": ["textbox"], "outputs": ["textbox"], "api_name": "no spaces"}, "must be letters"),
         ({"inputs": ["textbox"], "outputs": []}, "at least one output"),
         ({"inputs": ["textbox"], "outputs": ["textbox"], "max_batch_size": 0}, "max_batch_size"),
+        # A limit of 0 or below let the function's jobs wait for ever, unrun; the others were taken as given.
+        ({"inputs": ["textbox"], "outputs": ["textbox"], "concurrency_limit": 0}, "concurrency_limit must be a"),
+        ({"inputs": ["textbox"], "outputs": ["textbox"], "concurrency_limit": -3}, "concurrency_limit must be a"),
+        ({"inputs": ["textbox"], "outputs": ["textbox"], "concurrency_limit": 2.5}, "concurrency_limit must be a"),
+        ({"inputs": ["textbox"], "outputs": ["textbox"], "time_limit_s": 0}, "time_limit_s must be > 0"),
+        ({"inputs": ["textbox"], "outputs": ["textbox"], "eta_hint_s": -1}, "eta_hint_s must be > 0"),
+        ({"inputs": ["textbox"], "outputs": ["textbox"], "batch_wait_ms": -5}, "batch_wait_ms must be >= 0"),
     ],
 )
 def test_bad_declarations_fail_at_import_with_a_clear_message(kwargs: dict[str, object], message: str) -> None:
@@ -93,6 +100,43 @@ def test_bad_declarations_fail_at_import_with_a_clear_message(kwargs: dict[str, 
 
     with pytest.raises(ValueError, match=message):
         app.function(**kwargs)(fn)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"default_concurrency_limit": 0}, "default_concurrency_limit")])
+def test_bad_app_settings_fail_at_import(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        surge.App(**kwargs)  # type: ignore[arg-type]
+
+
+def test_signatures_gradio_accepts_are_accepted_and_called_as_gradio_calls_them() -> None:
+    """As Gradio calls a function, one positional argument per input: a parameter past the inputs keeps
+    its default, and `*args` takes inputs past the named ones (both were refused: "takes 2 inputs but
+    declares 1")."""
+    app = surge.App()
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def tuned(text: str, times: int = 2) -> str:
+        return text * times
+
+    @app.function(inputs=["textbox", "number", "number"], outputs=["textbox"])
+    def joined(first: str, *rest: float) -> str:
+        return first + str(sum(rest))
+
+    assert [p.name for p in app.get("tuned").parameters] == ["text"]
+    assert [p.name for p in app.get("joined").parameters] == ["first", "rest_0", "rest_1"]
+    assert app.get("tuned").fn(*["ab"]) == "abab" and app.get("joined").fn("s", 1, 2) == "s3"
+
+    def two(a: str, b: str) -> str:
+        return a + b
+
+    with pytest.raises(ValueError, match="two takes 2 inputs but declares 1"):
+        app.function(inputs=["textbox"], outputs=["textbox"])(two)
+
+    def some(a: str, b: str = "", c: str = "") -> str:
+        return a + b + c
+
+    with pytest.raises(ValueError, match="some takes 1 to 3 inputs but declares 4"):
+        app.function(inputs=["textbox"] * 4, outputs=["textbox"])(some)
 
 
 def test_generators_cannot_be_batched_and_names_cannot_repeat() -> None:

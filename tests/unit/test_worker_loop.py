@@ -55,13 +55,15 @@ class Served:
                 call.output["changed_state_ids"] = [7]  # as a Gradio event's runner reports a changed gr.State
             if text == "set":
                 return {text}  # type: ignore[return-value]
+            if text == "nan":
+                return NOT_FINITE  # type: ignore[return-value]
             return text.upper()
 
         @app.function(inputs=["textbox"], outputs=["textbox"], batch=True, max_batch_size=4)
         def shout_batch(texts: list[str]) -> list[list[Any]]:
             for text in texts:
                 self._ran(text)
-            return [[{text} if text == "set" else text.upper() for text in texts]]
+            return [[{"set": {text}, "nan": NOT_FINITE}.get(text, text.upper()) for text in texts]]
 
     def _ran(self, value: Any) -> None:
         with self.lock:
@@ -87,6 +89,9 @@ class _Overlap:
         finally:
             with self.lock:
                 self.now -= 1
+
+
+NOT_FINITE = {"x": float("inf"), "y": [float("nan"), 1.5, -float("inf")]}
 
 
 def _settings() -> Settings:
@@ -329,6 +334,21 @@ def test_an_output_json_cannot_carry_fails_its_job_with_the_reason_and_the_rest_
     assert failed["output"]["error"] == f"{api_name} returned an output that is not JSON: {reason}"
     assert _result(store, fine)["output"]["data"] == ["FINE"]
     assert queue.depth(api_name) == 0
+
+
+@pytest.mark.parametrize("api_name", ["shout", "shout_batch"])
+def test_nan_and_infinity_in_an_output_reach_the_client_as_null_as_gradios_queue_sends_them(api_name: str) -> None:
+    """They were sent as `NaN`/`Infinity`, which is not JSON: JavaScript's JSON.parse (the page,
+    @gradio/client) refused the message, and the direct-call route answered 500 "Internal error"."""
+    served, store, queue = Served(), InMemoryStore(), InMemoryQueue()
+    job = _join(store, queue, api_name, "nan", 0)
+
+    _serve_until_drained(served, api_name, store, queue)
+
+    result = _result(store, job)
+    assert result["success"] is True
+    assert result["output"]["data"] == [{"x": None, "y": [None, 1.5, None]}]
+    json.dumps(result, allow_nan=False)  # strict JSON
 
 
 def test_an_output_too_large_for_the_jobs_item_fails_its_job_with_the_reason_at_once() -> None:

@@ -183,6 +183,9 @@ class App:
     ) -> None:
         if max_size is not None and max_size < 0:
             raise ValueError("max_size must be >= 0 or None")
+        _check_limit("default_concurrency_limit", default_concurrency_limit)
+        if max_threads < 1:
+            raise ValueError("max_threads must be >= 1")
         self.title = title
         self.max_size = max_size
         self.default_concurrency_limit = default_concurrency_limit
@@ -226,6 +229,7 @@ class App:
         def register(fn: F) -> F:
             name = api_name or fn.__name__
             self._check_new(name, inputs, outputs, batch, max_batch_size, fn)
+            _check_tuning(name, concurrency_limit, batch_wait_ms, time_limit_s, eta_hint_s)
             parameters, progress_arg = _parameters(fn, inputs)
             self.functions.append(
                 Function(
@@ -336,18 +340,43 @@ class App:
         return min(numbers) if numbers else None
 
 
+def _check_limit(what: str, limit: object) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"{what} must be a whole number >= 1, or None for no limit (got {limit!r})")
+
+
+def _check_tuning(
+    name: str, concurrency_limit: object, batch_wait_ms: int, time_limit_s: float | None, eta_hint_s: float | None
+) -> None:
+    """A limit of 0 (or below) let the function's jobs wait for ever; the others were taken as given."""
+    if concurrency_limit != "default":
+        _check_limit(f"{name}: concurrency_limit", concurrency_limit)
+    if batch_wait_ms < 0:
+        raise ValueError(f"{name}: batch_wait_ms must be >= 0")
+    for what, seconds in (("time_limit_s", time_limit_s), ("eta_hint_s", eta_hint_s)):
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"{name}: {what} must be > 0, or None")
+
+
 def _parameters(fn: Callable[..., Any], inputs: list[str]) -> tuple[list[Parameter], str | None]:
-    """Match the signature to the declared inputs; a parameter defaulting to `Progress()` is not an input."""
+    """Match the signature to the declared inputs, as Gradio calls a function: one positional argument per
+    input; parameters past them keep their defaults, and `*args` takes inputs past the named ones. A
+    parameter defaulting to `Progress()` is not an input."""
     signature = inspect.signature(fn)
     progress_arg = None
     params = []
+    rest = None
     for p in signature.parameters.values():
         if isinstance(p.default, Progress):
             progress_arg = p.name
         elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             params.append(p)
-    if len(params) != len(inputs):
-        raise ValueError(f"{fn.__name__} takes {len(params)} inputs but declares {len(inputs)}")
+        elif p.kind is p.VAR_POSITIONAL:
+            rest = p.name
+    needed = [p for p in params if p.default is p.empty]
+    if len(inputs) < len(needed) or (len(inputs) > len(params) and rest is None):
+        takes = f"{len(needed)} to {len(params)}" if len(needed) < len(params) else f"{len(params)}"
+        raise ValueError(f"{fn.__name__} takes {takes} inputs but declares {len(inputs)}")
     result = [
         Parameter(
             name=p.name,
@@ -355,7 +384,11 @@ def _parameters(fn: Callable[..., Any], inputs: list[str]) -> tuple[list[Paramet
             has_default=p.default is not p.empty,
             default=None if p.default is p.empty else p.default,
         )
-        for p, component in zip(params, inputs, strict=True)
+        for p, component in zip(params, inputs, strict=False)
+    ]
+    result += [
+        Parameter(name=f"{rest}_{i}", component=component, has_default=False)
+        for i, component in enumerate(inputs[len(params) :])
     ]
     return result, progress_arg
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from surge.application import COMPONENT_TYPES, App, Function
@@ -9,6 +10,19 @@ from surge.errors import BadRequest
 
 GRADIO_VERSION = "6.31.0"
 """Reported in /config; gradio_client needs a 6.x version to stay offline and use /cancel."""
+
+
+def finite(value: Any) -> Any:
+    """`value` with NaN and ±Infinity floats as None: Gradio's queue writes its messages with orjson, which
+    sends them as `null` (Python's json writes `NaN`, which JavaScript's JSON.parse, so the page and
+    `@gradio/client`, refuses)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    return value
 
 
 def config(app: App) -> dict[str, Any]:

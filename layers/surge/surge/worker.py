@@ -797,7 +797,7 @@ class Worker:
             raise JobFailed(
                 f"{self.function.api_name} returned output lists whose length is not the batch size {size}."
             )
-        return [list(row) for row in zip(*outputs, strict=True)]
+        return [protocol.finite(row) for row in zip(*outputs, strict=True)]
 
     def _run_one(self, task: _Task) -> None:
         started = time.monotonic()
@@ -829,10 +829,10 @@ class Worker:
             return value
         expected = len(self.function.outputs)
         if expected == 1:
-            return [value]
+            return [protocol.finite(value)]
         if not isinstance(value, list | tuple) or len(value) != expected:
             raise JobFailed(f"{self.function.api_name} must return {expected} values.")
-        return list(value)
+        return list(protocol.finite(value))
 
     def _check_json(self, row: list[Any], job: Job | None = None) -> None:
         """Outputs are recorded as JSON in the job's item: one JSON cannot carry (a numpy number, a set),
