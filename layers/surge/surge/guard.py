@@ -39,19 +39,32 @@ class BodyLimit:
             await self._refuse(send, max_bytes)
             return
         seen = 0
+        over = answered = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > max_bytes:
+                over = True
                 raise _TooLarge
             return message
 
+        async def answer(message: Message) -> None:
+            # A body without a length (chunked) trips the limit while the app reads it: FastAPI takes the
+            # error for a bad body and answers 400; the 413 goes out instead.
+            nonlocal answered
+            if not over:
+                await send(message)
+            elif not answered:
+                answered = True
+                await self._refuse(send, max_bytes)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, answer)
         except _TooLarge:
-            await self._refuse(send, max_bytes)
+            if not answered:
+                await self._refuse(send, max_bytes)
 
     async def _refuse(self, send: Send, max_bytes: int) -> None:
         why = f" ({self.why})" if self.why and max_bytes == self.max_bytes else ""
