@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -9,6 +10,7 @@ import threading
 
 from surge.application import App, Function, load_app
 from surge.broker import Broker
+from surge.errors import Unavailable
 from surge.observability import MetricsObserver, json_logger
 from surge.observer import Observer
 from surge.settings import Settings
@@ -55,10 +57,35 @@ def served_here(app: App, api_names: str, setting: str) -> list[tuple[Function, 
     ]
 
 
+def started(settings: Settings, api_names: str) -> App:
+    """The app, loaded and set up (`@app.setup`). When its import or setup raises, the failure is recorded
+    for each function this worker serves, before the process exits: fronts then refuse joins and streams
+    fail the waiting jobs, saying so, where visitors would otherwise wait for a worker that fails the same
+    way (on ECS, until `WORKER_START_LIMIT_S`). A worker that starts clears it."""
+    store = Store(settings)
+    names = [name.strip() for name in api_names.split(",")]
+    try:
+        app = load_app(settings.app_module, settings)
+        names = [served.api_name for name in names for served in app.served_by(app.get(name))]
+        app.run_setup()
+    except Exception as error:
+        logging.getLogger("surge.worker").exception("the app could not start in this worker")
+        for name in names:
+            try:
+                store.record_start_failure(name, error)
+            except Unavailable:
+                logging.getLogger("surge.worker").warning("could not record the failed start of %s", name)
+        raise
+    for name in names:
+        with contextlib.suppress(Unavailable):
+            store.clear_start_failure(name)
+    return app
+
+
 def main() -> None:
     observer = observer_from_env()
     settings = Settings.from_env(os.environ)
-    app = load_app(settings.app_module, settings)
+    app = started(settings, os.environ["WORKER_API_NAME"])
     turns = LeaseTurns()  # the process's loops line up for a shared concurrency group's slots
     workers = [
         Worker(app, served, settings, Store(settings), Broker(settings), slots=slots, observer=observer, turns=turns)
@@ -71,7 +98,6 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    app.run_setup()
     beside = [threading.Thread(target=w.serve, name=f"serve-{w.function.api_name}") for w in workers[1:]]
     for thread in beside:
         thread.start()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from surge.errors import Unavailable
+from surge.errors import Unavailable, start_failure_message
+from surge.store.fleet import Fleet, StartFailure
 from surge.wake import ServiceState, Waker
 
 
@@ -71,3 +72,16 @@ def test_a_failed_wake_is_reported_not_raised_and_retried_after_the_interval() -
     services.broken = False
     clock.now += 31
     assert waker.wake("echo").woke
+
+
+def test_a_failed_worker_start_stands_only_while_no_worker_is_live_and_says_what_the_app_shows() -> None:
+    failure = StartFailure("RuntimeError", "the weights at /models/x.bin are missing", 0.0)
+    assert Fleet({}, None, failure).cannot_start == failure
+    assert Fleet({"w1": 1}, None, failure).cannot_start is None, "a live worker serves the jobs"
+    hidden = start_failure_message("predict", failure.kind, failure.detail, show_error=False)
+    assert (
+        hidden
+        == "The workers of predict could not start (loading the app raised RuntimeError); please try again later."
+    )
+    shown = start_failure_message("predict", failure.kind, failure.detail, show_error=True)
+    assert "raised RuntimeError: the weights at /models/x.bin are missing)" in shown

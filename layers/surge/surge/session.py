@@ -27,7 +27,7 @@ import anyio
 
 from surge import protocol
 from surge.application import App
-from surge.errors import Unavailable
+from surge.errors import Unavailable, start_failure_message
 from surge.eta import Estimator
 from surge.models import TERMINAL_STATES, Counters, Job, JobState
 from surge.ports import StreamStore
@@ -769,6 +769,18 @@ class SessionHub:
         except (KeyError, Unavailable):
             return True
 
+    def cannot_start(self, job: Job) -> str | None:
+        """What the job's visitor is told when no worker of its function is live and the latest could
+        not start (cached; None when unknown)."""
+        try:
+            fleet = self.estimator.fleet(self.app.get(job.api_name), wait=False)
+        except (KeyError, Unavailable):
+            return None
+        failure = fleet.cannot_start if fleet is not None else None
+        if failure is None:
+            return None
+        return start_failure_message(job.api_name, failure.kind, failure.detail, self.app.show_error)
+
     def short_line(self, job: Job) -> int:
         """A line this short starts within the first batch: its job is read for before its rank is known."""
         try:
@@ -960,18 +972,21 @@ class SessionStream:
 
     async def _give_up_unserved(self) -> bool:
         """Fail waiting jobs that have waited `worker_start_limit_s` while no worker of their function was
-        live (no GPU capacity or quota): the visitor is told, and the place freed. True if any ended."""
+        live (no GPU capacity or quota), or whose function's latest worker could not start (its app's
+        import or setup raised) while none is live: the visitor is told, and the place freed. True if
+        any ended."""
         limit = self.hub.settings.worker_start_limit_s
-        overdue = [
-            t.job for t in self.view.waiting() if time.time() - t.job.created_at > limit and not self.hub.served(t.job)
-        ]
         ended = False
-        for job in overdue:
-            message = protocol.failed(
-                job.job_id,
+        for tracked in self.view.waiting():
+            job = tracked.job
+            reason = self.hub.cannot_start(job)
+            if reason is None and (time.time() - job.created_at <= limit or self.hub.served(job)):
+                continue
+            reason = reason or (
                 f"No worker of {job.api_name} could be started within {limit:.0f} s (the GPU capacity or quota "
-                "may be exhausted); please try again later.",
+                "may be exhausted); please try again later."
             )
+            message = protocol.failed(job.job_id, reason)
             ended |= bool(await self._call(self.store.end_waiting, job, JobState.FAILED, message))
         return ended
 

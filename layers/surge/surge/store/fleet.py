@@ -1,6 +1,7 @@
 """The fleet: concurrency leases, worker liveness, statistics, and the operator's batch log and depth samples.
 
 Items in the state table: `lease#<group>` / `<slot>`, `workers#<api_name>` / `<worker id>`,
+`workers#<api_name>` / `~wake` and `~start-failed`,
 `batches#<api_name>` / `<stamp>#<worker>` (one per batch, with the worker's smoothed statistics, which
 the front's ETA reads), `depth#app` / `<epoch second>`. Each is read newest-first with bounded queries.
 """
@@ -18,6 +19,11 @@ from surge.store.aws import CLOCK, Table, aws_errors, n, s
 
 WAKE_SK = "~wake"
 """The item of a function's `workers#` partition that says a worker is starting (written by the front)."""
+START_FAILED_SK = "~start-failed"
+"""The item of a function's `workers#` partition that says its latest worker could not start."""
+START_FAILURE_KEPT_S = 900.0
+"""How long a worker's failed start stands for the function while no worker is live: ECS keeps
+starting tasks, and one that starts clears it at once."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,23 @@ class Fleet:
     """Live worker id → slots."""
     starting_until: float | None = None
     """When (epoch s) a woken worker is expected, if the front woke the function's service."""
+    start_failure: StartFailure | None = None
+    """The latest worker of the function that could not start (its app's import or setup raised), until a
+    worker starts or `START_FAILURE_KEPT_S` pass."""
+
+    @property
+    def cannot_start(self) -> StartFailure | None:
+        """Why no worker serves the function, when none is live and the latest one could not start."""
+        return None if self.workers else self.start_failure
+
+
+@dataclass(frozen=True)
+class StartFailure:
+    kind: str
+    """The exception's type (`RuntimeError`), which every visitor is told."""
+    detail: str
+    """Its message, told to visitors only where the app shows errors (`show_error`)."""
+    at: float
 
 
 class FleetStore(Table):
@@ -124,10 +147,40 @@ class FleetStore(Table):
         workers = {
             item["sk"]["S"]: int(item["slots"]["N"])
             for item in items
-            if item["sk"]["S"] != WAKE_SK and float(item["alive_until"]["N"]) >= now
+            if item["sk"]["S"] not in (WAKE_SK, START_FAILED_SK) and float(item["alive_until"]["N"]) >= now
         }
         wake = [float(item["starting_until"]["N"]) for item in items if item["sk"]["S"] == WAKE_SK]
-        return Fleet(workers, wake[0] if wake else None)
+        failed = [
+            StartFailure(item["kind"]["S"], item["detail"]["S"], float(item["failed_at"]["N"]))
+            for item in items
+            if item["sk"]["S"] == START_FAILED_SK and float(item["failed_at"]["N"]) + START_FAILURE_KEPT_S >= now
+        ]
+        return Fleet(workers, wake[0] if wake else None, failed[0] if failed else None)
+
+    def record_start_failure(self, api_name: str, error: BaseException) -> None:
+        """A worker of the function could not start (its app's import or setup raised): every front
+        refuses joins, and every stream fails the jobs waiting, saying so, until a worker starts."""
+        now = time.time()
+        with aws_errors("Recording a failed start"):
+            self.client.put_item(
+                TableName=self.settings.state_table_name,
+                Item={
+                    "pk": s(f"workers#{api_name}"),
+                    "sk": s(START_FAILED_SK),
+                    "kind": s(type(error).__name__),
+                    "detail": s(str(error)[:500] or type(error).__name__),
+                    "failed_at": n(now),
+                    "expires_at": n(int(now + START_FAILURE_KEPT_S) + 3600),
+                },
+            )
+
+    def clear_start_failure(self, api_name: str) -> None:
+        """A worker of the function started: an earlier failed start no longer stands."""
+        with aws_errors("Clearing a failed start"):
+            self.client.delete_item(
+                TableName=self.settings.state_table_name,
+                Key={"pk": s(f"workers#{api_name}"), "sk": s(START_FAILED_SK)},
+            )
 
     def record_wake(self, api_name: str, expected_in_s: float) -> None:
         """A worker of the function is starting and expected in `expected_in_s` (for every front's ETA)."""

@@ -1,0 +1,81 @@
+"""A worker whose app cannot start (its `@app.setup` raises): visitors are told, not left waiting.
+
+Before, the worker exited, joins were still answered 200 and the jobs waited with rank 0 and no ETA
+until `WORKER_START_LIMIT_S` (20 minutes), gradio_client's predict with them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from surge_local.launcher import LocalStack, free_port
+from tests.crossprocess.helpers import counters, join, messages, new_session, wait_until
+
+pytestmark = pytest.mark.crossprocess
+
+TOLD = "The workers of predict could not start (loading the app raised RuntimeError); please try again later."
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Iterator[tuple[LocalStack, Path]]:
+    flag = tmp_path / "broken"
+    flag.touch()
+    stack = LocalStack(
+        "tests.apps.broken_setup_app:app", port=free_port(), workers=0, extra_env={"BROKEN_SETUP": str(flag)}
+    ).start()
+    try:
+        yield stack, flag
+    finally:
+        stack.stop()
+
+
+def test_a_worker_that_cannot_start_fails_the_waiting_jobs_and_refuses_joins_until_one_starts(
+    broken: tuple[LocalStack, Path],
+) -> None:
+    stack, flag = broken
+    waiting = new_session()
+    assert join(stack, waiting, "predict", ["early"]).status_code == 200
+    worker = stack.start_worker("predict", "broken")
+    assert worker.wait(timeout=60) != 0, "the worker exits: its app could not start"
+
+    assert _completions(stack, waiting) == [(False, TOLD)]
+    assert wait_until(lambda: counters(stack).waiting == 0, 10), "its place is freed"
+
+    assert wait_until(lambda: _refused_or_told(stack), 10), "a front learns of it within its fleet read's 2 s"
+    refused = join(stack, new_session(), "predict", ["late"])
+    assert refused.json() == {"detail": TOLD} and int(refused.headers["Retry-After"]) == 60
+    assert counters(stack).waiting == 0, "a refused join changes nothing"
+
+    flag.unlink()  # the operator mends it; the next worker starts and clears the failure
+    stack.start_worker("predict", "mended")
+    client = Client(stack.url, verbose=False)
+    assert wait_until(lambda: join(stack, new_session(), "predict", ["x"]).status_code == 200, 30)
+    assert client.predict("olleh", api_name="/predict") == "hello"
+
+
+def _refused_or_told(stack: LocalStack) -> bool:
+    """Whether a join is refused; one admitted meanwhile (the front's fleet read is cached for 2 s) is failed
+    by its stream with the same words."""
+    session = new_session()
+    response = join(stack, session, "predict", ["late"])
+    if response.status_code == 503:
+        return True
+    assert _completions(stack, session) == [(False, TOLD)]
+    return False
+
+
+def _completions(stack: LocalStack, session: str, within_s: float = 30) -> list[tuple[bool, str]]:
+    """(success, error) of the session's completions, reading its stream for at most `within_s` (a job
+    left waiting gets estimations for ever)."""
+    deadline = time.monotonic() + within_s
+    completed = []
+    for message in messages(stack, session):
+        if message["msg"] == "process_completed":
+            completed.append((message["success"], message["output"].get("error")))
+        if time.monotonic() > deadline:
+            break
+    return completed
