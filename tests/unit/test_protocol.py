@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import surge
 from examples.demo_app import app as demo
 from surge import protocol
 from surge.broker import Delivery
@@ -31,6 +32,21 @@ def test_info_lists_named_and_unnamed_endpoints_with_parameter_names() -> None:
     assert [p["parameter_name"] for p in trim["parameters"]] == ["words", "lengths"]
     assert all("parameter_has_default" in p for p in trim["parameters"])
     assert len(trim["returns"]) == 1
+
+
+def test_an_image_is_described_as_the_data_url_string_it_travels_as_not_a_file_to_upload() -> None:
+    """`/info` said `filepath`: gradio_client users passed `handle_file(...)`, whose upload a surge.App
+    refuses ("This app takes no files.")."""
+    app = surge.App()
+
+    @app.function(inputs=["image"], outputs=["image"])
+    def flip(picture: str) -> str:
+        return picture
+
+    (endpoint,) = protocol.info(app)["named_endpoints"].values()
+    for value in (endpoint["parameters"][0], endpoint["returns"][0]):
+        assert value["python_type"]["type"] == "str" and value["type"] == {"type": "str"}
+        assert value["python_type"]["description"].startswith("a data URL (data:image/png;base64,...)")
 
 
 def test_generator_chunks_after_the_first_are_edit_lists() -> None:

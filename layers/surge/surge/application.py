@@ -31,9 +31,16 @@ COMPONENT_TYPES: dict[str, str] = {
     "checkbox": "bool",
     "dropdown": "str",
     "json": "dict",
-    "image": "filepath",
+    "image": "str",
 }
-"""Input/output component types a function may declare, with the Python type `/info` reports."""
+"""Input/output component types a function may declare, with the Python type `/info` reports. An image
+travels as a data URL string, not an uploaded file: `/info` said `filepath`, so gradio_client users
+passed `handle_file(...)`, whose upload this app refuses."""
+
+COMPONENT_NOTES: dict[str, str] = {
+    "image": "a data URL (data:image/png;base64,...), not a file to upload",
+}
+"""What `/info` says of a component's value beside its type, where the type alone misleads."""
 
 Default = Literal["default"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from surge.application import COMPONENT_TYPES, App, Function
+from surge.application import COMPONENT_NOTES, COMPONENT_TYPES, App, Function
 from surge.errors import BadRequest
 
 GRADIO_VERSION = "6.31.0"
@@ -111,7 +111,10 @@ def info(app: App) -> dict[str, Any]:
                     "parameter_name": p.name,
                     "parameter_has_default": p.has_default,
                     "parameter_default": p.default,
-                    "python_type": {"type": COMPONENT_TYPES[p.component], "description": ""},
+                    "python_type": {
+                        "type": COMPONENT_TYPES[p.component],
+                        "description": COMPONENT_NOTES.get(p.component, ""),
+                    },
                     "component": p.component.capitalize(),
                     "type": {"type": COMPONENT_TYPES[p.component]},
                 }
@@ -120,7 +123,7 @@ def info(app: App) -> dict[str, Any]:
             "returns": [
                 {
                     "label": f"output {i}",
-                    "python_type": {"type": COMPONENT_TYPES[c], "description": ""},
+                    "python_type": {"type": COMPONENT_TYPES[c], "description": COMPONENT_NOTES.get(c, "")},
                     "component": c.capitalize(),
                     "type": {"type": COMPONENT_TYPES[c]},
                 }
