@@ -59,9 +59,9 @@ def served_here(app: App, api_names: str, setting: str) -> list[tuple[Function, 
 
 def started(settings: Settings, api_names: str) -> App:
     """The app, loaded and set up (`@app.setup`). When its import or setup raises, the failure is recorded
-    for each function this worker serves, before the process exits: fronts then refuse joins and streams
-    fail the waiting jobs, saying so, where visitors would otherwise wait for a worker that fails the same
-    way (on ECS, until `WORKER_START_LIMIT_S`). A worker that starts clears it."""
+    for each function this worker serves, before the process exits: streams then fail the waiting jobs,
+    saying so, where visitors would otherwise wait for a worker that fails the same way (on ECS, until
+    `WORKER_START_LIMIT_S`). A worker that starts clears it."""
     store = Store(settings)
     names = [name.strip() for name in api_names.split(",")]
     try:
@@ -85,19 +85,29 @@ def started(settings: Settings, api_names: str) -> App:
 def main() -> None:
     observer = observer_from_env()
     settings = Settings.from_env(os.environ)
-    app = started(settings, os.environ["WORKER_API_NAME"])
-    turns = LeaseTurns()  # the process's loops line up for a shared concurrency group's slots
-    workers = [
-        Worker(app, served, settings, Store(settings), Broker(settings), slots=slots, observer=observer, turns=turns)
-        for served, slots in served_here(app, os.environ["WORKER_API_NAME"], os.environ.get("WORKER_SLOTS", "auto"))
-    ]
+    # Signals are taken before the app loads: a stop during a long setup (a deploy, a scale-in) is kept,
+    # and the worker exits once set up, before it takes a job (PID 1 in a container drops a signal it has
+    # no handler for; ECS would then kill it mid-batch after its stop timeout).
+    stopping = threading.Event()
+    workers: list[Worker] = []
 
     def stop(*_: object) -> None:
+        stopping.set()
         for worker in workers:
             worker.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    app = started(settings, os.environ["WORKER_API_NAME"])
+    if stopping.is_set():
+        return
+    turns = LeaseTurns()  # the process's loops line up for a shared concurrency group's slots
+    workers.extend(
+        Worker(app, served, settings, Store(settings), Broker(settings), slots=slots, observer=observer, turns=turns)
+        for served, slots in served_here(app, os.environ["WORKER_API_NAME"], os.environ.get("WORKER_SLOTS", "auto"))
+    )
+    if stopping.is_set():
+        return
     beside = [threading.Thread(target=w.serve, name=f"serve-{w.function.api_name}") for w in workers[1:]]
     for thread in beside:
         thread.start()

@@ -138,6 +138,13 @@ def test_signatures_gradio_accepts_are_accepted_and_called_as_gradio_calls_them(
     with pytest.raises(ValueError, match="some takes 1 to 3 inputs but declares 4"):
         app.function(inputs=["textbox"] * 4, outputs=["textbox"])(some)
 
+    def early(text: str, progress: surge.Progress = surge.Progress(), *more: str) -> str:  # noqa: B008
+        return text
+
+    with pytest.raises(ValueError, match="early: put 'progress' after the 2 input parameter"):
+        app.function(inputs=["textbox", "textbox"], outputs=["textbox"])(early)
+    app.function(inputs=["textbox"], outputs=["textbox"])(early)  # nothing lands on its place
+
 
 def test_generators_cannot_be_batched_and_names_cannot_repeat() -> None:
     app = surge.App()

@@ -371,15 +371,21 @@ def _parameters(fn: Callable[..., Any], inputs: list[str]) -> tuple[list[Paramet
     parameter defaulting to `Progress()` is not an input."""
     signature = inspect.signature(fn)
     progress_arg = None
-    params = []
+    params: list[inspect.Parameter] = []
     rest = None
+    progress_at: int | None = None
     for p in signature.parameters.values():
         if isinstance(p.default, Progress):
             progress_arg = p.name
+            if p.kind is not p.KEYWORD_ONLY:
+                progress_at = len(params)
         elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             params.append(p)
         elif p.kind is p.VAR_POSITIONAL:
             rest = p.name
+    if progress_at is not None and len(inputs) > progress_at:
+        # The worker passes progress by name: an input passed by position would land on its place.
+        raise ValueError(f"{fn.__name__}: put {progress_arg!r} after the {len(inputs)} input parameter(s)")
     needed = [p for p in params if p.default is p.empty]
     if len(inputs) < len(needed) or (len(inputs) > len(params) and rest is None):
         takes = f"{len(needed)} to {len(params)}" if len(needed) < len(params) else f"{len(params)}"

@@ -48,17 +48,6 @@ class WaitTooLong(SurgeError):
         self.retry_after_s = max(1, int(eta_s - max_wait_s) + 1)
 
 
-class CannotStart(SurgeError):
-    """No worker of the function is live and the latest could not start (its app's import or setup
-    raised): a join would wait for a worker that fails the same way."""
-
-    status_code = 503
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.retry_after_s = 60
-
-
 def start_failure_message(api_name: str, kind: str, detail: str, show_error: bool) -> str:
     """What a visitor is told of a failed worker start: the exception's type, its message only where the
     app shows errors (as Gradio shows an exception's text only with `show_error`)."""

@@ -39,7 +39,7 @@ class BodyLimit:
             await self._refuse(send, max_bytes)
             return
         seen = 0
-        over = answered = False
+        over = answered = started = False
 
         async def limited() -> Message:
             nonlocal seen, over
@@ -52,19 +52,28 @@ class BodyLimit:
 
         async def answer(message: Message) -> None:
             # A body without a length (chunked) trips the limit while the app reads it: FastAPI takes the
-            # error for a bad body and answers 400; the 413 goes out instead.
-            nonlocal answered
+            # error for a bad body and answers 400; the 413 goes out instead. A response already begun
+            # (one that streams while it reads) is ended where it is.
+            nonlocal answered, started
             if not over:
+                started = started or message["type"] == "http.response.start"
                 await send(message)
             elif not answered:
                 answered = True
-                await self._refuse(send, max_bytes)
+                await self._end(send, max_bytes, started)
 
         try:
             await self.app(scope, limited, answer)
         except _TooLarge:
             if not answered:
-                await self._refuse(send, max_bytes)
+                answered = True
+                await self._end(send, max_bytes, started)
+
+    async def _end(self, send: Send, max_bytes: int, started: bool) -> None:
+        if started:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            await self._refuse(send, max_bytes)
 
     async def _refuse(self, send: Send, max_bytes: int) -> None:
         why = f" ({self.why})" if self.why and max_bytes == self.max_bytes else ""

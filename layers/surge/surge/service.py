@@ -12,16 +12,7 @@ from typing import Any
 from surge import protocol
 from surge.application import App, Function
 from surge.broker import Broker
-from surge.errors import (
-    BadRequest,
-    CannotStart,
-    NotFound,
-    PayloadTooLarge,
-    QueueFull,
-    Unavailable,
-    WaitTooLong,
-    start_failure_message,
-)
+from surge.errors import BadRequest, NotFound, PayloadTooLarge, QueueFull, Unavailable, WaitTooLong
 from surge.eta import Estimator
 from surge.models import Caller, CancelBody, Job, JobState, JoinBody
 from surge.observer import Observer
@@ -97,7 +88,6 @@ class FrontService:
             raise BadRequest("Session hash not found.")
         function = self._function(body)
         data = self._validate(function, body)
-        self._refuse_unstartable(function)
         self._refuse_while_full(function)
         if self.app.max_wait_s is not None:
             self._refuse_long_wait(function, self.app.max_wait_s)
@@ -136,16 +126,6 @@ class FrontService:
                 self.estimator.fleet_changed(function)
             except Unavailable:
                 logger.warning("could not record that a worker of %s is starting", function.api_name)
-
-    def _refuse_unstartable(self, function: Function) -> None:
-        """No worker of the function is live and the latest could not start: the join is refused,
-        saying why, instead of waiting for a worker that fails the same way (the fleet read is the one
-        `_wake` takes, cached for every join of this process)."""
-        fleet = self.estimator.fleet(function)
-        failure = fleet.cannot_start if fleet is not None else None
-        if failure is not None:
-            message = start_failure_message(function.api_name, failure.kind, failure.detail, self.app.show_error)
-            raise CannotStart(message)
 
     def _refuse_while_full(self, function: Function) -> None:
         """For `FULL_HOLD_S` after a "queue full" answer, this process refuses joins at once.

@@ -770,16 +770,19 @@ class SessionHub:
             return True
 
     def cannot_start(self, job: Job) -> str | None:
-        """What the job's visitor is told when no worker of its function is live and the latest could
-        not start (cached; None when unknown)."""
+        """What the job's visitor is told when no worker serving its function is live and the latest
+        could not start, by a fleet read taken after the job joined (a read from before may predate the
+        worker that started since; cached, None when unknown). A page's lanes run in the workers of the
+        app's first function (`App.host_of`), whose failure stands for them."""
         try:
-            fleet = self.estimator.fleet(self.app.get(job.api_name), wait=False)
+            host = self.app.host_of(self.app.get(job.api_name))
+            fleet = self.estimator.fleet(host, wait=False)
         except (KeyError, Unavailable):
             return None
-        failure = fleet.cannot_start if fleet is not None else None
+        failure = fleet.cannot_start if fleet is not None and fleet.read_at > job.created_at else None
         if failure is None:
             return None
-        return start_failure_message(job.api_name, failure.kind, failure.detail, self.app.show_error)
+        return start_failure_message(host.api_name, failure.kind, failure.detail, self.app.show_error)
 
     def short_line(self, job: Job) -> int:
         """A line this short starts within the first batch: its job is read for before its rank is known."""

@@ -35,6 +35,8 @@ class Fleet:
     start_failure: StartFailure | None = None
     """The latest worker of the function that could not start (its app's import or setup raised), until a
     worker starts or `START_FAILURE_KEPT_S` pass."""
+    read_at: float = 0.0
+    """When (epoch s) this was read."""
 
     @property
     def cannot_start(self) -> StartFailure | None:
@@ -155,11 +157,11 @@ class FleetStore(Table):
             for item in items
             if item["sk"]["S"] == START_FAILED_SK and float(item["failed_at"]["N"]) + START_FAILURE_KEPT_S >= now
         ]
-        return Fleet(workers, wake[0] if wake else None, failed[0] if failed else None)
+        return Fleet(workers, wake[0] if wake else None, failed[0] if failed else None, now)
 
     def record_start_failure(self, api_name: str, error: BaseException) -> None:
-        """A worker of the function could not start (its app's import or setup raised): every front
-        refuses joins, and every stream fails the jobs waiting, saying so, until a worker starts."""
+        """A worker of the function could not start (its app's import or setup raised): every stream
+        fails the jobs waiting, saying so, until a worker starts (joins still wake the service)."""
         now = time.time()
         with aws_errors("Recording a failed start"):
             self.client.put_item(
@@ -170,6 +172,7 @@ class FleetStore(Table):
                     "kind": s(type(error).__name__),
                     "detail": s(str(error)[:500] or type(error).__name__),
                     "failed_at": n(now),
+                    "alive_until": n(0),  # a front from before this item existed reads it as a dead worker
                     "expires_at": n(int(now + START_FAILURE_KEPT_S) + 3600),
                 },
             )
