@@ -115,6 +115,24 @@ def test_status_snapshot_counts_waiting_running_workers_and_eta(settings: Settin
     assert snapshot.depth_history[-1].waiting == 4
 
 
+def test_status_shows_a_function_whose_workers_cannot_start_until_one_starts(
+    settings: Settings, service: FrontService
+) -> None:
+    """The operator saw "Live workers 0" and nothing of why; visitors were told (`worker_main.started`)."""
+    store = Store(settings)
+    store.record_start_failure("slow_echo", RuntimeError("the weights at /models/x.bin are missing"))
+
+    slow = next(f for f in StatusBoard(service.app, store).snapshot().functions if f.api_name == "slow_echo")
+    assert slow.cannot_start == (
+        "The workers of slow_echo could not start (loading the app raised RuntimeError); please try again later."
+    )
+    store.worker_alive("slow_echo", "slow-w1", 30, 1)
+    slow = next(f for f in StatusBoard(service.app, store).snapshot().functions if f.api_name == "slow_echo")
+    assert slow.cannot_start is None, "a live worker serves its jobs"
+    store.clear_start_failure("slow_echo")
+    assert store.fleet("slow_echo").start_failure is None
+
+
 def test_status_snapshot_reports_no_running_count_for_unlimited_group(settings: Settings) -> None:
     app = App(title="unlimited", max_size=None, default_concurrency_limit=None)
 

@@ -12,6 +12,7 @@ import time
 from pydantic import BaseModel
 
 from surge.application import App, Function
+from surge.errors import start_failure_message
 from surge.eta import estimate_eta, slots_for
 from surge.models import Counters
 from surge.store import Store
@@ -45,6 +46,9 @@ class FunctionStatus(BaseModel):
     """Batches holding a lease of the group; None when the group has no limit (no leases are taken)."""
     concurrency_limit: int | None
     workers: list[WorkerView]
+    cannot_start: str | None = None
+    """While no worker is live and the latest could not start: what raised (its text where the app shows
+    errors), as its visitors are told."""
     slots: int
     avg_batch_s: float | None
     avg_batch_size: float | None
@@ -132,7 +136,9 @@ class StatusBoard:
     def _function(self, function: Function, counters: Counters, running: int | None) -> FunctionStatus:
         group = function.concurrency_id
         limit = self.app.concurrency_limit(group)
-        workers = self.store.live_workers(function.api_name)
+        fleet = self.store.fleet(function.api_name)
+        workers = fleet.workers
+        failure = fleet.cannot_start
         stats = self.store.stats(function.api_name)
         slots = slots_for(workers, limit)
         waiting = counters.queue_size(group)
@@ -148,6 +154,11 @@ class StatusBoard:
             running=running,
             concurrency_limit=limit,
             workers=[WorkerView(worker_id=w, slots=n) for w, n in sorted(workers.items())],
+            cannot_start=(
+                start_failure_message(function.api_name, failure.kind, failure.detail, self.app.show_error)
+                if failure is not None
+                else None
+            ),
             slots=slots,
             avg_batch_s=stats.avg_batch_s,
             avg_batch_size=stats.avg_batch_size,

@@ -114,8 +114,10 @@
     const limit = fn.concurrency_limit;
     setMetric(m.running.value, fn.running, limit === null ? "no limit" : fn.running + " / " + limit);
     const slots = fn.workers.reduce((sum, w) => sum + w.slots, 0);
-    setMetric(m.workers.value, fn.workers.length, fn.workers.length + (fn.workers.length ? " (" + slots + " slot" + (slots === 1 ? "" : "s") + ")" : ""));
-    m.workers.value.title = fn.workers.map((w) => w.worker_id).join("\n");
+    const live = fn.workers.length + (fn.workers.length ? " (" + slots + " slot" + (slots === 1 ? "" : "s") + ")" : "");
+    setMetric(m.workers.value, fn.workers.length, fn.cannot_start ? live + ": cannot start" : live);
+    m.workers.value.title = fn.cannot_start || fn.workers.map((w) => w.worker_id).join("\n");
+    m.workers.value.classList.toggle("failed", Boolean(fn.cannot_start));
     setMetric(m.eta.value, fn.eta_new_s, fn.eta_new_s === null ? "unknown yet" : seconds(fn.eta_new_s));
     const size = fn.avg_batch_size === null ? "" : " × " + fn.avg_batch_size.toFixed(1) + " jobs";
     setMetric(m.avg.value, fn.avg_batch_s, fn.avg_batch_s === null ? "–" : seconds(fn.avg_batch_s) + size);
