@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import pytest
@@ -144,6 +145,24 @@ def test_signatures_gradio_accepts_are_accepted_and_called_as_gradio_calls_them(
     with pytest.raises(ValueError, match="early: put 'progress' after the 2 input parameter"):
         app.function(inputs=["textbox", "textbox"], outputs=["textbox"])(early)
     app.function(inputs=["textbox"], outputs=["textbox"])(early)  # nothing lands on its place
+
+
+def test_callables_without_a_plain_name_get_gradios_default_api_name() -> None:
+    """A lambda was refused ("api_name '<lambda>' must be letters...") and a functools.partial or a
+    callable instance raised AttributeError at import; Gradio names them `lambda`, `partial`, the class."""
+    app = surge.App()
+
+    class Shout:
+        def __call__(self, text: str) -> str:
+            return text.upper()
+
+    def times(text: str, k: int = 1) -> str:
+        return text * k
+
+    for fn in (lambda text: text, functools.partial(times, k=2), Shout()):
+        app.function(inputs=["textbox"], outputs=["textbox"])(fn)
+    assert [f.api_name for f in app.functions] == ["lambda", "partial", "Shout"]
+    assert app.get("partial").fn("ab") == "abab"
 
 
 def test_generators_cannot_be_batched_and_names_cannot_repeat() -> None:

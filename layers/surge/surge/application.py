@@ -234,7 +234,7 @@ class App:
         """
 
         def register(fn: F) -> F:
-            name = api_name or fn.__name__
+            name = api_name or _default_api_name(fn)
             self._check_new(name, inputs, outputs, batch, max_batch_size, fn)
             _check_tuning(name, concurrency_limit, batch_wait_ms, time_limit_s, eta_hint_s)
             parameters, progress_arg = _parameters(fn, inputs)
@@ -347,6 +347,13 @@ class App:
         return min(numbers) if numbers else None
 
 
+def _default_api_name(fn: Callable[..., Any]) -> str:
+    """As Gradio names an event's endpoint: the function's name, or its class's for a callable without one
+    (`functools.partial`, an instance with `__call__`), without punctuation (a lambda is `lambda`)."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return "".join(c for c in name if c.isalnum() or c == "_")
+
+
 def _check_limit(what: str, limit: object) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"{what} must be a whole number >= 1, or None for no limit (got {limit!r})")
@@ -385,11 +392,11 @@ def _parameters(fn: Callable[..., Any], inputs: list[str]) -> tuple[list[Paramet
             rest = p.name
     if progress_at is not None and len(inputs) > progress_at:
         # The worker passes progress by name: an input passed by position would land on its place.
-        raise ValueError(f"{fn.__name__}: put {progress_arg!r} after the {len(inputs)} input parameter(s)")
+        raise ValueError(f"{_default_api_name(fn)}: put {progress_arg!r} after the {len(inputs)} input parameter(s)")
     needed = [p for p in params if p.default is p.empty]
     if len(inputs) < len(needed) or (len(inputs) > len(params) and rest is None):
         takes = f"{len(needed)} to {len(params)}" if len(needed) < len(params) else f"{len(params)}"
-        raise ValueError(f"{fn.__name__} takes {takes} inputs but declares {len(inputs)}")
+        raise ValueError(f"{_default_api_name(fn)} takes {takes} inputs but declares {len(inputs)}")
     result = [
         Parameter(
             name=p.name,
