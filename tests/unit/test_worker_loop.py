@@ -6,12 +6,13 @@ test stops the worker there), and reads what a client's stream would: each job's
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -578,6 +579,38 @@ def test_a_generator_runs_at_its_own_pace_and_its_messages_share_writes_in_order
         and done.result["output"]["data"] == ["go" + "".join(f" t{i}" for i in range(40))]
     )
     assert len(done.chunks) == 40, "the finish records every message"
+
+
+def test_an_async_generator_and_a_callable_whose_call_yields_stream_as_gradio_streams_them() -> None:
+    """Both were run as functions returning once: the generator object itself was the output ("returned
+    an output that is not JSON"), so the visitor got an error where Gradio streams."""
+    app = surge.App(title="kinds", default_concurrency_limit=None)
+    closed: list[str] = []
+
+    async def aio(text: str) -> AsyncIterator[str]:
+        try:
+            for i in range(3):
+                await asyncio.sleep(0.001)
+                yield f"{text} {i}"
+        finally:
+            closed.append(text)
+
+    class Counter:
+        def __call__(self, text: str) -> Iterator[str]:
+            for i in range(3):
+                yield f"{text} {i}"
+
+    app.function(inputs=["textbox"], outputs=["textbox"])(aio)
+    app.function(inputs=["textbox"], outputs=["textbox"], api_name="counted")(Counter())
+    store, queue = InMemoryStore(), InMemoryQueue()
+    for api_name in ("aio", "counted"):
+        job = _join(store, queue, api_name, api_name)
+        _serve_until_drained(SimpleNamespace(app=app), api_name, store, queue)  # type: ignore[arg-type]
+        done = store.get_job(SESSION, job.job_id)
+        assert done is not None and done.result is not None
+        assert done.result["output"]["data"] == [f"{api_name} 2"], done.result
+        assert [c["msg"] for c in done.chunks] == ["process_generating"] * 3
+    assert closed == ["aio"], "the async generator is closed at its end"
 
 
 def test_a_progress_report_right_behind_another_is_written_while_the_step_after_it_runs() -> None:

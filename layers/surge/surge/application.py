@@ -151,7 +151,9 @@ class Function:
 
     @property
     def is_generator(self) -> bool:
-        return inspect.isgeneratorfunction(self.fn)
+        """Whether it yields its outputs: a generator function, an async one, or an instance whose
+        `__call__` is one (as Gradio tells them)."""
+        return _yields(self.fn)
 
     def serves(self, fn_index: int) -> bool:
         if self.events is not None:
@@ -287,7 +289,7 @@ class App:
             raise ValueError(f"unknown component types {unknown}; known: {sorted(COMPONENT_TYPES)}")
         if not outputs:
             raise ValueError(f"{name}: declare at least one output")
-        if batch and (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
+        if batch and _yields(fn):
             raise ValueError(f"{name}: generators cannot be batch functions (as in Gradio)")
         if max_batch_size < 1:
             raise ValueError(f"{name}: max_batch_size must be >= 1")
@@ -345,6 +347,11 @@ class App:
         ]
         numbers = [limit for limit in limits if limit is not None]
         return min(numbers) if numbers else None
+
+
+def _yields(fn: Callable[..., Any]) -> bool:
+    """A generator function, an async one, or an instance whose class's `__call__` is one."""
+    return any(inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f) for f in (fn, type(fn).__call__))
 
 
 def _default_api_name(fn: Callable[..., Any]) -> str:

@@ -863,7 +863,7 @@ class Worker:
 
         def consume() -> list[Any] | None:
             nonlocal previous, stopped
-            values = self.function.fn(*job.data, **kwargs)
+            values = _iterated(self.function.fn(*job.data, **kwargs))
             try:
                 for value in values:
                     if self.live.cancelled(job):
@@ -1036,6 +1036,27 @@ def _invoke(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], cal
         return fn(*args, **kwargs)
     finally:
         CALLS.reset(token)
+
+
+def _iterated(values: Any) -> Any:
+    """An async generator's values, each awaited on an event loop of this thread (the context's `CALLS`
+    goes with each step); anything else as it is. Closing the iterator closes the async generator."""
+    if not inspect.isasyncgen(values):
+        return values
+
+    def steps() -> Iterator[Any]:
+        loop = asyncio.new_event_loop()
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(values.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            loop.run_until_complete(values.aclose())
+            loop.close()
+
+    return steps()
 
 
 def _bound_progress(sink: Callable[[float | None, int | None, int | None, str | None, str], None]) -> Any:
