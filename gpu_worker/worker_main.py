@@ -64,6 +64,9 @@ def started(settings: Settings, api_names: str) -> App:
     `WORKER_START_LIMIT_S`). A worker that starts clears it."""
     store = Store(settings)
     names = [name.strip() for name in api_names.split(",")]
+    for name in names:
+        with contextlib.suppress(Unavailable):
+            store.note_start_attempt(name)
     try:
         app = load_app(settings.app_module, settings)
         names = [served.api_name for name in names for served in app.served_by(app.get(name))]
@@ -75,7 +78,7 @@ def started(settings: Settings, api_names: str) -> App:
                 store.record_start_failure(name, error)
             except Unavailable:
                 logging.getLogger("surge.worker").warning("could not record the failed start of %s", name)
-        raise
+        raise SystemExit(1) from None  # its traceback is logged once, above
     for name in names:
         with contextlib.suppress(Unavailable):
             store.clear_start_failure(name)

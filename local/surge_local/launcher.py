@@ -49,6 +49,10 @@ FRONT_KEEP_ALIVE_S = 65
 REPLACE_LIMIT = 3
 REPLACE_WINDOW_S = 60.0
 """`make run` starts a front or worker that exits again, at most `REPLACE_LIMIT` times a minute each."""
+REPLACE_PAUSE_S = 60.0
+"""Past that, it rests this long before it tries again (as ECS keeps starting a service's tasks, with a
+backoff): an app mended meanwhile is served without a restart. `REPLACE_PAUSE_S` in the environment sets
+it (the tests shorten it)."""
 
 
 def free_port() -> int:
@@ -340,7 +344,16 @@ def main(argv: list[str] | None = None) -> None:
         for note in stack.app.notes if stack.app is not None else []:
             print(note, flush=True)
         replaced: dict[str, list[float]] = {}
+        resting: dict[str, float] = {}
+        """Processes that exited too often: when (monotonic) each is tried again."""
+        pause_s = float(os.environ.get("REPLACE_PAUSE_S", REPLACE_PAUSE_S))
         while not stopped.wait(1):
+            for name, until in list(resting.items()):
+                if time.monotonic() >= until:
+                    resting.pop(name)
+                    replaced[name] = [time.monotonic()]
+                    stack.replace(name)
+                    print(f"{name}: started again after a pause", file=sys.stderr, flush=True)
             for name, process in list(stack.processes.items()):
                 if process.poll() is None:
                     continue
@@ -352,7 +365,13 @@ def main(argv: list[str] | None = None) -> None:
                     break
                 recent = [t for t in replaced.get(name, []) if time.monotonic() - t < REPLACE_WINDOW_S]
                 if len(recent) >= REPLACE_LIMIT:
-                    print(f"{said}, again: not started again ({REPLACE_LIMIT} times in a minute)", file=sys.stderr)
+                    resting[name] = time.monotonic() + pause_s
+                    print(
+                        f"{said}, again ({REPLACE_LIMIT} times in a minute): trying again in {pause_s:.0f} s "
+                        "(its error is above; a mended app is served then, without a restart)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     continue
                 replaced[name] = [*recent, time.monotonic()]
                 stack.replace(name)

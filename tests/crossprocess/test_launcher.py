@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import Client
 
@@ -105,7 +106,7 @@ def test_make_run_serves_an_apps_file_from_its_own_folder(tmp_path: Path) -> Non
             launcher.kill()
 
 
-def _launch(port: int, *args: str) -> subprocess.Popen[str]:
+def _launch(port: int, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`make run` in a terminal: its own process group, output read line by line."""
     return subprocess.Popen(
         [sys.executable, "-m", "surge_local.launcher", "--port", str(port), *args],
@@ -113,7 +114,52 @@ def _launch(port: int, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
+
+
+def test_a_worker_that_keeps_failing_to_start_is_tried_again_after_a_pause_and_a_mended_app_is_served(
+    tmp_path: Path,
+) -> None:
+    """It was never started again after its third exit in a minute: a mended app needed a restart, and
+    once the failure lapsed (15 minutes) visitors waited with no ETA and no error."""
+    flag = tmp_path / "broken"
+    flag.touch()
+    port = free_port()
+    env = {"BROKEN_SETUP": str(flag), "REPLACE_PAUSE_S": "3"}
+    launcher = _launch(port, "--app", "tests.apps.broken_setup_app:app", "--workers", "1", env=env)
+    try:
+        assert launcher.stdout is not None
+        rests = _line_with(launcher, "): trying again in 3 s", 90)
+        assert rests.startswith("worker:") and "exited with 1, again (3 times in a minute)" in rests, rests
+        flag.unlink()  # the operator mends the app: no restart
+        assert _line_with(launcher, ": started again after a pause", 30).startswith("worker:")
+        status = f"http://127.0.0.1:{port}/gradio_api/surge/status"
+
+        def serving() -> bool:
+            (function,) = httpx.get(status, timeout=10).json()["functions"]
+            return bool(function["workers"]) and function["cannot_start"] is None
+
+        deadline = time.monotonic() + 30
+        while not serving() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        assert client.predict("olleh", api_name="/predict") == "hello"
+    finally:
+        os.killpg(launcher.pid, signal.SIGINT)
+        if launcher.wait(timeout=30) is None:
+            launcher.kill()
+
+
+def _line_with(launcher: subprocess.Popen[str], text: str, within_s: float) -> str:
+    """The first line of the launcher's output that holds `text` (its children's logs come in between)."""
+    assert launcher.stdout is not None
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        line = launcher.stdout.readline()
+        if text in line or not line:
+            return line
+    return ""
 
 
 def _answers_after_idle(port: int, idle_s: float) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from surge.store import Store
 from surge_local.launcher import LocalStack, free_port
 from tests.apps.pages_app import MAX_SIZE
 from tests.crossprocess.browser import DESKTOP, PHONE, cancel, join, launch_chromium, session_hash
@@ -214,6 +215,28 @@ def test_status_page_shows_a_burst_as_it_happens(browser: Any, stack: LocalStack
     assert max(value[3] for value in seen) >= 2, f"the app-wide waiting count missed the burst: {seen}"
     assert max(value[1] for value in seen) == 1, f"running batches should reach the limit of 1: {seen}"
     assert seen[-1][4] >= 1, f"the depth plot has no sample of the burst: {seen}"
+
+
+def test_status_page_says_why_a_function_has_no_worker_when_its_workers_cannot_start(
+    browser: Any, stack: LocalStack
+) -> None:
+    """It showed "Live workers 0" and nothing of why (the reason only in a tooltip a phone cannot show)."""
+    assert stack.settings is not None
+    store = Store(stack.settings, client=stack.client("dynamodb"))
+    store.record_start_failure("held", RuntimeError("the weights at /models/x.bin are missing"))
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    try:
+        status = context.new_page()
+        status.goto(stack.url + "/status")
+        shown = status.wait_for_selector("[data-fn=held] [data-metric=cannot-start]", state="visible", timeout=15_000)
+        assert shown.inner_text() == (
+            "The workers of held could not start (loading the app raised RuntimeError); please try again later."
+        )
+        assert "cannot start" in status.inner_text("[data-fn=held] [data-metric=workers]")
+        assert status.is_hidden("[data-fn=slow_echo] [data-metric=cannot-start]")
+    finally:
+        store.clear_start_failure("held")
+        context.close()
 
 
 def test_pages_fit_a_phone_screen(browser: Any, stack: LocalStack) -> None:

@@ -73,16 +73,19 @@
     };
     const chart = svg("svg", { class: "batches", viewBox: "0 0 300 56", role: "img", "aria-label": "recent batches" });
     const last = el("div", { class: "hint", "data-metric": "last-batch", text: "no batch yet" });
+    const failure = el("p", { class: "failed", "data-metric": "cannot-start" });
+    failure.hidden = true;
     const node = el(
       "section",
       { class: "card", "data-fn": fn.api_name },
       el("header", {}, el("h3", { text: fn.api_name }), tags),
       el("dl", { class: "metrics" }, ...Object.values(metrics).map((m) => m.node)),
+      failure,
       el("div", { class: "label hint", text: "Recent batches (height: duration, label: jobs)" }),
       chart,
       last,
     );
-    return { node: node, metrics: metrics, chart: chart, last: last };
+    return { node: node, metrics: metrics, chart: chart, last: last, failure: failure };
   }
 
   function drawBatches(chart, batches) {
@@ -118,6 +121,8 @@
     setMetric(m.workers.value, fn.workers.length, fn.cannot_start ? live + ": cannot start" : live);
     m.workers.value.title = fn.cannot_start || fn.workers.map((w) => w.worker_id).join("\n");
     m.workers.value.classList.toggle("failed", Boolean(fn.cannot_start));
+    card.failure.hidden = !fn.cannot_start;
+    card.failure.textContent = fn.cannot_start || "";
     setMetric(m.eta.value, fn.eta_new_s, fn.eta_new_s === null ? "unknown yet" : seconds(fn.eta_new_s));
     const size = fn.avg_batch_size === null ? "" : " × " + fn.avg_batch_size.toFixed(1) + " jobs";
     setMetric(m.avg.value, fn.avg_batch_s, fn.avg_batch_s === null ? "–" : seconds(fn.avg_batch_s) + size);

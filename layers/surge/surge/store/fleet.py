@@ -51,6 +51,15 @@ class StartFailure:
     detail: str
     """Its message, told to visitors only where the app shows errors (`show_error`)."""
     at: float
+    count: int = 1
+    """Failed starts in a row (since a worker last started)."""
+    tried_at: float = 0.0
+    """When (epoch s) a worker last began to start; after `at`, a try is under way."""
+
+    @property
+    def retrying(self) -> bool:
+        """A worker began to start after the latest failure: its outcome is not known yet."""
+        return self.tried_at > self.at
 
 
 class FleetStore(Table):
@@ -153,7 +162,13 @@ class FleetStore(Table):
         }
         wake = [float(item["starting_until"]["N"]) for item in items if item["sk"]["S"] == WAKE_SK]
         failed = [
-            StartFailure(item["kind"]["S"], item["detail"]["S"], float(item["failed_at"]["N"]))
+            StartFailure(
+                item["kind"]["S"],
+                item["detail"]["S"],
+                float(item["failed_at"]["N"]),
+                int(item.get("failures", {}).get("N", 1)),
+                float(item.get("tried_at", {}).get("N", 0)),
+            )
             for item in items
             if item["sk"]["S"] == START_FAILED_SK and float(item["failed_at"]["N"]) + START_FAILURE_KEPT_S >= now
         ]
@@ -164,18 +179,38 @@ class FleetStore(Table):
         fails the jobs waiting, saying so, until a worker starts (joins still wake the service)."""
         now = time.time()
         with aws_errors("Recording a failed start"):
-            self.client.put_item(
+            self.client.update_item(
                 TableName=self.settings.state_table_name,
-                Item={
-                    "pk": s(f"workers#{api_name}"),
-                    "sk": s(START_FAILED_SK),
-                    "kind": s(type(error).__name__),
-                    "detail": s(str(error)[:500] or type(error).__name__),
-                    "failed_at": n(now),
-                    "alive_until": n(0),  # a front from before this item existed reads it as a dead worker
-                    "expires_at": n(int(now + START_FAILURE_KEPT_S) + 3600),
+                Key={"pk": s(f"workers#{api_name}"), "sk": s(START_FAILED_SK)},
+                # `alive_until` 0: a front from before this item existed reads it as a dead worker.
+                UpdateExpression=(
+                    "SET kind = :kind, detail = :detail, failed_at = :now, alive_until = :zero, "
+                    "expires_at = :expires ADD failures :one"
+                ),
+                ExpressionAttributeValues={
+                    ":kind": s(type(error).__name__),
+                    ":detail": s(str(error)[:500] or type(error).__name__),
+                    ":now": n(now),
+                    ":zero": n(0),
+                    ":one": n(1),
+                    ":expires": n(int(now + START_FAILURE_KEPT_S) + 3600),
                 },
             )
+
+    def note_start_attempt(self, api_name: str) -> None:
+        """A worker of the function begins to start (before its app loads): where its last start failed,
+        jobs that join meanwhile wait for this try's outcome (one conditional write per worker start)."""
+        try:
+            with aws_errors("Noting a start"):
+                self.client.update_item(
+                    TableName=self.settings.state_table_name,
+                    Key={"pk": s(f"workers#{api_name}"), "sk": s(START_FAILED_SK)},
+                    UpdateExpression="SET tried_at = :now",
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeValues={":now": n(time.time())},
+                )
+        except ClientError:
+            return  # no failed start stands
 
     def clear_start_failure(self, api_name: str) -> None:
         """A worker of the function started: an earlier failed start no longer stands."""
