@@ -103,7 +103,10 @@ def test_bad_declarations_fail_at_import_with_a_clear_message(kwargs: dict[str, 
         app.function(**kwargs)(fn)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"default_concurrency_limit": 0}, "default_concurrency_limit")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"default_concurrency_limit": 0}, "default_concurrency_limit"), ({"max_threads": 0}, "max_threads must be")],
+)
 def test_bad_app_settings_fail_at_import(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         surge.App(**kwargs)  # type: ignore[arg-type]

@@ -85,3 +85,14 @@ def test_a_failed_worker_start_stands_only_while_no_worker_is_live_and_says_what
     )
     shown = start_failure_message("predict", failure.kind, failure.detail, show_error=True)
     assert "raised RuntimeError: the weights at /models/x.bin are missing)" in shown
+
+
+def test_a_failed_start_is_told_to_jobs_it_kept_waiting_and_to_later_ones_only_when_no_try_may_start() -> None:
+    once = StartFailure("RuntimeError", "x", at=100.0, count=1)
+    assert once.stands_for(joined_at=99.0), "it failed while the job waited"
+    assert not once.stands_for(joined_at=101.0), "a single failure: the next try may start"
+    twice = StartFailure("RuntimeError", "x", at=100.0, count=2)
+    assert twice.stands_for(joined_at=101.0), "failed twice in a row, and nobody is trying"
+    trying = StartFailure("RuntimeError", "x", at=100.0, count=2, tried_at=105.0)
+    assert trying.retrying and not trying.stands_for(joined_at=106.0), "a worker is starting: wait for it"
+    assert trying.stands_for(joined_at=99.0), "it failed while the job waited"

@@ -771,18 +771,16 @@ class SessionHub:
 
     def cannot_start(self, job: Job) -> str | None:
         """What the job's visitor is told when no worker serving its function is live and the latest
-        could not start, by a fleet read taken after the job joined (a read from before may predate the
-        worker that started since; cached, None when unknown): a start that failed while the job waited,
-        or one of several in a row while no worker is trying (after a single failure, or while a worker
-        begins to start, a job that joins waits for that try, which may start). A page's lanes run in
-        the workers of the app's first function (`App.host_of`), whose failure stands for them."""
+        could not start (`StartFailure.stands_for`), by a fleet read taken after the job joined (a read
+        from before may predate the worker that started since; cached, None when unknown). A page's lanes
+        run in the workers of the app's first function (`App.host_of`), whose failure stands for them."""
         try:
             host = self.app.host_of(self.app.get(job.api_name))
             fleet = self.estimator.fleet(host, wait=False)
         except (KeyError, Unavailable):
             return None
         failure = fleet.cannot_start if fleet is not None and fleet.read_at > job.created_at else None
-        if failure is None or (failure.at < job.created_at and (failure.count < 2 or failure.retrying)):
+        if failure is None or not failure.stands_for(job.created_at):
             return None
         return start_failure_message(host.api_name, failure.kind, failure.detail, self.app.show_error)
 

@@ -61,6 +61,12 @@ class StartFailure:
         """A worker began to start after the latest failure: its outcome is not known yet."""
         return self.tried_at > self.at
 
+    def stands_for(self, joined_at: float) -> bool:
+        """Whether a job that joined at `joined_at` is told it: a start failed while it waited, or it joined
+        after several failures in a row while no worker is trying (after a single failure, or while a
+        worker begins to start, it waits for that try, which may start)."""
+        return self.at > joined_at or (self.count >= 2 and not self.retrying)
+
 
 class FleetStore(Table):
     # ---- concurrency leases ----------------------------------------------------------------------
