@@ -35,7 +35,8 @@ def _app(workload: Workload) -> surge.App:
         api_name=workload.name,
         batch=workload.batch,
         max_batch_size=workload.max_batch_size,
-        eta_hint_s=workload.cost_s(workload.max_batch_size),
+        # `echo` costs nothing: no hint (a hint must be > 0), its ETA is learned from its runs.
+        eta_hint_s=workload.cost_s(workload.max_batch_size) or None,
     )(fn)
     return app
 

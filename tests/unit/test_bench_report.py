@@ -148,3 +148,13 @@ def test_a_waiting_visitor_pays_every_counters_read_on_demand_and_a_share_on_man
     instance = 60 / 3600 / (cost.STREAMS_PER_ENVIRONMENT * cost.ENVIRONMENTS_PER_INSTANCE) * cost.PER_MILLION
     compute = instance * cost.MANAGED_INSTANCE_PER_H * (1 + cost.MANAGED_FEE)
     assert long[1].front_and_queue - short[1].front_and_queue == pytest.approx(compute + shared)
+
+
+@pytest.mark.parametrize("workload", ["echo", "sim_gpu", "sim_gpu_unbatched", "slow_model", "crowd"])
+def test_every_app_the_benchmark_serves_loads_as_the_launcher_loads_it(workload: str) -> None:
+    """`make bench` starts each Surge target with `load_app`: an app refused at import (an `eta_hint_s`
+    of 0 once was) stops the whole run at its first Surge group."""
+    from surge.application import load_app
+
+    app = load_app(f"bench.apps.surge_apps:{workload}")
+    assert [function.api_name for function in app.functions] == [workload]
