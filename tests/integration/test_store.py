@@ -164,20 +164,19 @@ def test_a_join_that_met_a_conflict_takes_its_place_from_the_try_that_counted_it
     demo: tuple[App, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Streams order waiting jobs by `created_at`: a join sent again after DynamoDB cancelled its
-    transaction (another front process's join met it on the shard) is counted after the joins that began
-    meanwhile."""
+    transaction (another join met it on the shard) is counted after the joins that began meanwhile."""
     commit = Transaction.commit
     conflicts = iter([True])
 
     def conflicting_once(self: Transaction, *args: Any, **kwargs: Any) -> Any:
         if self.what == "Admission" and next(conflicts, False):
-            meanwhile.append(other.admit(new_job("j2"), 10, 1))
+            meanwhile.append(store.admit(new_job("j2"), 10, 1))
             raise Conflicted("Admission")
         return commit(self, *args, **kwargs)
 
     meanwhile: list[Job] = []
     monkeypatch.setattr(Transaction, "commit", conflicting_once)
-    store, other = Store(demo[1]), Store(demo[1])
+    store = Store(demo[1])
     first = new_job("j1")
     admitted = store.admit(first, 10, 1)
     stored = store.get_job(SESSION, "j1")
@@ -542,56 +541,3 @@ def test_joins_far_from_a_full_queue_reuse_one_read_of_the_shards_and_max_size_s
             pass
     assert admitted == max_size
     assert Store(settings).counters().waiting == max_size
-
-
-def test_a_crowd_of_one_process_is_counted_in_groups_that_never_meet_each_other(
-    demo: tuple[App, Settings],
-) -> None:
-    """40 joins at once from one front process, with the emulator modelling DynamoDB's transaction
-    conflicts: the joins of one shard are counted in turn, several per transaction, so none is cancelled by
-    a transaction of its own process; every join is counted once and `max_size` stays exact."""
-    from collections import Counter
-    from concurrent.futures import ThreadPoolExecutor
-
-    import boto3
-
-    from surge_local import emulator
-    from surge_local.fidelity import Fidelity
-
-    settings = demo[1].model_copy(update={"admission_shards": 4})
-    calls: Counter[str] = Counter()
-    conflicts: list[str] = []
-
-    def count(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
-
-    def cancelled(http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
-        reasons = parsed.get("CancellationReasons") or []
-        conflicts.extend(r["Code"] for r in reasons if r.get("Code") == "TransactionConflict")
-
-    boto3.setup_default_session()
-    boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb.*", count)  # type: ignore[union-attr]
-    boto3.DEFAULT_SESSION.events.register("after-call.dynamodb.TransactWriteItems", cancelled)  # type: ignore[union-attr]
-    emulator.patch_moto(Fidelity())
-    try:
-        front = Store(settings)
-        max_size = 30
-
-        def join(i: int) -> bool:
-            try:
-                front.admit(new_job(f"crowd{i:02d}"), max_size, 1)
-                return True
-            except QueueFull:
-                return False
-
-        with ThreadPoolExecutor(40) as pool:
-            admitted = sum(pool.map(join, range(40)))
-    finally:
-        emulator.patch_moto(None)
-    assert admitted == max_size
-    counters = Store(settings).counters()
-    assert counters.waiting == max_size and counters.queue_size("echo") == max_size
-    assert len(Store(settings).read_session(SESSION)) == max_size, "every counted join has its job, and no other"
-    assert conflicts == [], "joins of one process never cancel each other"
-    # One transaction each before the lines; grouped, a crowd of 40 needs far fewer.
-    assert calls["TransactWriteItems"] < admitted, calls

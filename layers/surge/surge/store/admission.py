@@ -20,14 +20,6 @@ at once as it has room by the process's read, a shard whose condition refused a 
 the next read, and the joins that find no room share one fresh read (`FRESH_SHARE_S`). A crowd refused
 at the door costs the process and DynamoDB almost nothing, as in Gradio, where a full queue is a length
 check.
-
-Within one process, joins of one shard are counted in turn, one transaction at a time, and each counts
-every join of the process that came while the one before it was under way (`_Line`): a crowd's joins
-cost one transaction per group instead of one each (2 write units per job and 2 per group, not 4 per
-job), and they never cancel each other (DynamoDB cancels concurrent transactions on one item whoever
-sends them). A join prefers a shard whose line is forming, so a busy process has one transaction of
-joins under way at a time. A Lambda environment of the on-demand mode holds one join at a time and has
-no line to share; a managed-instances one, or the local stack's front, holds many.
 """
 
 from __future__ import annotations
@@ -43,7 +35,7 @@ from typing import Any
 
 from surge.errors import QueueFull, Unavailable
 from surge.models import Counters, Job, Shard
-from surge.store.aws import Conflicted, Refused, Table, Transaction, aws_errors, n, s
+from surge.store.aws import Conflicted, Table, Transaction, aws_errors, n, s
 from surge.store.schema import job_item
 
 ADMISSION_ROUNDS = 6
@@ -59,35 +51,7 @@ read only spreads joins, and the transaction's condition stays exact whatever th
 FRESH_SHARE_S = 0.05
 """Joins that found no room by the recent read share a fresh read made this recently."""
 
-JOIN_GROUP = 24
-"""The most joins of one process counted in one transaction (with the counter: 25 of DynamoDB's 100
-items; a job item at its join is well under 1 KB, so far from its 4 MB)."""
-
 _GATES = threading.Lock()
-
-
-@dataclass
-class _Join:
-    """One join waiting in a shard's line, and what its group's transaction did for it."""
-
-    job: Job
-    limit: int | None
-    done: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False
-    """Its turn to send the line's next transaction."""
-    placed: Job | None = None
-    refused: bool = False
-    error: Exception | None = None
-
-
-@dataclass
-class _Line:
-    """The joins of one process for one shard: one transaction at a time, counting every join waiting
-    when it is sent."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    waiting: list[_Join] = field(default_factory=list)
-    committing: bool = False
 
 
 @dataclass
@@ -100,17 +64,6 @@ class _Gate:
     tails: list[dict[str, int]] = field(default_factory=list)
     """Each shard's tails per group at the last read: the jobs counted before any join made after it."""
     trying: dict[int, int] = field(default_factory=dict)
-    lines: dict[int, _Line] = field(default_factory=dict)
-
-    def line(self, shard: int) -> _Line:
-        with self.lock:
-            return self.lines.setdefault(shard, _Line())
-
-    def forming(self, shard: int) -> bool:
-        """Whether a transaction of this process's joins is under way on the shard (a join that queues
-        behind it is counted in the next one, with the others that came meanwhile)."""
-        line = self.lines.get(shard)
-        return line is not None and line.committing
 
     def reserve(self, shard: int, room: int | None) -> bool:
         """Whether a join may try `shard`: fewer joins of this process are trying it than it has room."""
@@ -247,7 +200,6 @@ class AdmissionStore(Table):
         the recent read); a shard busy with another transaction is passed over at once (the next shard
         takes the join), and only when every one was busy is the round tried again."""
         gate = self._gate
-        order = sorted(order, key=lambda shard: not gate.forming(shard))  # stable: random among the rest
         for round_ in range(ADMISSION_ROUNDS):
             busy = []
             for shard in order:
@@ -273,114 +225,7 @@ class AdmissionStore(Table):
         raise Unavailable("Admission failed; please try again shortly.")
 
     def _try(self, job: Job, shard: int, limit: int | None) -> tuple[Job | None, bool]:
-        """(the admitted job, or None; whether the shard's condition refused it), counted in the shard's
-        line: the join waits while a transaction of this process is under way on the shard, then the first
-        join waiting sends one for all of them (see the module's docstring)."""
-        line = self._gate.line(shard)
-        me = _Join(job, limit)
-        with line.lock:
-            line.waiting.append(me)
-            me.lead = not line.committing
-            line.committing = True
-        if not me.lead:
-            me.done.wait()  # the join ahead sets it, whatever its transaction did (`_send` never raises)
-        if me.lead:
-            try:
-                with line.lock:
-                    group = line.waiting[:JOIN_GROUP]
-                    del line.waiting[: len(group)]
-                self._send(shard, group)
-            finally:
-                with line.lock:
-                    if line.waiting:
-                        line.waiting[0].lead = True
-                        line.waiting[0].done.set()
-                    else:
-                        line.committing = False
-        if me.error is not None:
-            error = me.error
-            raise (Conflicted if isinstance(error, Conflicted) else Unavailable)(str(error)) from error
-        return me.placed, me.refused
-
-    def _send(self, shard: int, group: list[_Join]) -> None:
-        """Count `group` in one transaction and tell each join what became of it. Called with the line's
-        turn, so that joins tried one by one (a group the counter refused: the shard may still have room
-        for some) never meet another transaction of this process on the shard."""
-        try:
-            limits = [join.limit for join in group if join.limit is not None]
-            limit = min(limits) if limits else None  # the strictest read: a stale one is never looser
-            alone = group
-            if len(group) > 1 and (limit is None or len(group) <= limit):
-                placed = [join.job.model_copy(update={"shard": shard, "created_at": time.time()}) for join in group]
-                outcome = self._commit(shard, placed, limit)
-                if outcome is None:
-                    for join, job in zip(group, placed, strict=True):
-                        join.placed = job
-                    return
-                alone = []
-                for i, join in enumerate(group):
-                    if f"job:{i}" in outcome.tags:
-                        join.placed = _landed(join.job, shard, outcome.tags[f"job:{i}"])
-                    else:
-                        alone.append(join)  # the counter refused the group, or another job in it was counted
-            self._one_by_one(shard, alone)
-        except Exception as error:  # each join raises it in its own thread
-            for join in group:
-                if join.placed is None and not join.refused:
-                    join.error = error
-        finally:
-            for join in group:
-                join.done.set()
-
-    def _one_by_one(self, shard: int, joins: list[_Join]) -> None:
-        """Each join in its own transaction; once the shard refused a limit, joins read with no more room
-        than that are refused without one."""
-        full_at: int | None = None
-        for join in joins:
-            if join.limit is not None and full_at is not None and join.limit <= full_at:
-                join.refused = True
-                continue
-            join.placed, join.refused = self._try_alone(join.job, shard, join.limit)
-            if join.refused and join.limit is not None:
-                full_at = join.limit if full_at is None else max(full_at, join.limit)
-
-    def _commit(self, shard: int, placed: list[Job], limit: int | None) -> Refused | None:
-        """One transaction: every job's item and one count of them all in the shard's `in` item, on the
-        condition that they all fit (`joined + len(placed) <= limit`)."""
-        transaction = Transaction("Admission")
-        for i, job in enumerate(placed):
-            transaction.add(
-                f"job:{i}",
-                "Put",
-                {
-                    "TableName": self.settings.events_table_name,
-                    "Item": job_item(job, self.settings.job_ttl_s),
-                    "ConditionExpression": "attribute_not_exists(sk)",
-                },
-            )
-        groups: dict[str, int] = {}
-        for job in placed:
-            groups[job.group] = groups.get(job.group, 0) + 1
-        names = {"#j": "joined"} | {f"#t{i}": f"tail_{group}" for i, group in enumerate(groups)}
-        values = {":n": n(len(placed))} | {f":t{i}": n(count) for i, count in enumerate(groups.values())}
-        counter: dict[str, Any] = {
-            "TableName": self.settings.state_table_name,
-            "Key": shard_key(shard, "in"),
-            "UpdateExpression": "ADD #j :n, " + ", ".join(f"#t{i} :t{i}" for i in range(len(groups))),
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
-        if limit is not None:
-            # `limit >= len(placed)` (see `_send`), so an absent item (nothing joined yet) has room for all.
-            counter["ConditionExpression"] = "attribute_not_exists(#j) OR #j <= :most"
-            values[":most"] = n(limit - len(placed))
-        transaction.add("counter", "Update", counter)
-        stamp = "|".join(f"{job.job_id}/{job.created_at!r}" for job in placed)
-        token = hashlib.sha256(f"{stamp}/{shard}/{limit}".encode()).hexdigest()[:36]
-        return transaction.commit(self.client, token=token, conflict_retries=0)
-
-    def _try_alone(self, job: Job, shard: int, limit: int | None) -> tuple[Job | None, bool]:
-        """(the admitted job, or None; whether the shard's condition refused it): one join, by itself.
+        """(the admitted job, or None; whether the shard's condition refused it).
 
         The job's `created_at` is this try's: streams order waiting jobs by it (`session._behind`), and a
         join whose earlier tries met a conflict or a full shard is counted, and enqueued, only now, after
@@ -414,7 +259,12 @@ class AdmissionStore(Table):
         if outcome is None:
             return placed, False
         if "job" in outcome.tags:
-            return _landed(job, shard, outcome.tags["job"]), False
+            # Our own earlier attempt landed (its answer was lost): the job counts where it was put.
+            stored = outcome.tags["job"] or {}
+            landed: dict[str, Any] = {"shard": int(stored.get("shard", {}).get("N", shard))}
+            if "created_at" in stored:
+                landed["created_at"] = float(stored["created_at"]["N"])
+            return job.model_copy(update=landed), False
         return None, True
 
     def _counts(self, fresh: bool, caps: list[int]) -> list[tuple[int, int]]:
@@ -450,15 +300,6 @@ class AdmissionStore(Table):
             request = response.get("UnprocessedKeys") or {}
         outs = [found.get((i, "out"), {}) for i in range(shards)]
         return Counters(shards=[shard_of(i, found.get((i, "in"), {}), outs) for i in range(shards)])
-
-
-def _landed(job: Job, shard: int, stored: dict[str, Any] | None) -> Job:
-    """The job as an earlier attempt of its join stored it (that answer was lost): it counts where it was put."""
-    stored = stored or {}
-    landed: dict[str, Any] = {"shard": int(stored.get("shard", {}).get("N", shard))}
-    if "created_at" in stored:
-        landed["created_at"] = float(stored["created_at"]["N"])
-    return job.model_copy(update=landed)
 
 
 def shard_of(shard: int, joined: dict[str, Any], outs: list[dict[str, Any]]) -> Shard:
