@@ -7,7 +7,7 @@ endpoint's API info (Gradio's example inputs, else defaults, else a text, a numb
 `--api-name`, `--inputs`, `--stream-api-name` and `--stream-inputs` choose others.
 
     python -m tools.smoke https://abc123.execute-api.us-east-1.amazonaws.com/live/
-    make smoke URL=http://127.0.0.1:7860 SMOKE_ARGS="--api-name shout --inputs '[\\"hi\\"]'"
+    make smoke URL=http://127.0.0.1:7860 SMOKE_ARGS="--api-name trim_words --inputs '[\\"hello world\\", 3]'"
 """
 
 from __future__ import annotations

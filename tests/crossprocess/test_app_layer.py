@@ -105,7 +105,10 @@ def test_a_build_whose_python_cannot_import_the_app_fails_in_one_line_saying_wha
     (line,) = [line for line in built.stderr.splitlines() if line.startswith("AppLayer:")]
     assert f"{sys.executable} cannot declare APP_MODULE=examples.no_such_module:app (" in line
     assert "no module 'examples.no_such_module'" in line
-    assert line.endswith("run make test once to create .venv, or set APP_PYTHON=/path/to/python")
+    assert line.endswith(
+        "run make .venv/.installed once to create .venv (make run and make test do too), "
+        "or set APP_PYTHON=/path/to/python"
+    )
 
 
 def test_a_front_from_the_layer_alone_serves_gradios_page_and_the_app_without_gradio(

@@ -376,6 +376,14 @@ def test_every_build_packs_the_app_anew_for_the_lambdas_and_the_image() -> None:
     assert not config["default"]["build"]["parameters"].get("cached", False)
 
 
+def test_the_deploy_config_leaves_the_app_to_the_template() -> None:
+    """README, "Serving your own app": the app is the template's `AppModule` default. An `AppModule` in
+    samconfig.toml's overrides wins over it, so a user who followed the steps deployed the demo's module
+    over their own app's layer (and the fronts refused to start)."""
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert "AppModule" not in config["default"]["deploy"]["parameters"].get("parameter_overrides", "")
+
+
 def test_dead_letter_redrive_comes_after_the_workers_give_up(service: Template) -> None:
     settings = service["Mappings"]["Worker"]["Settings"]
     redrive = service["Resources"]["Queue"]["Properties"]["RedrivePolicy"]
@@ -770,7 +778,7 @@ def test_dashboard_body_is_valid_json_once_substituted(template: Template) -> No
     assert names <= {"AWS::Region", "AWS::StackName", "WorkerCluster", "StreamFunction", *variables}
     widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
     titles = " ".join(w["properties"]["title"] for w in widgets)
-    for metric in ("admissions", "rejections", "queue_wait", "batch_size", "batch_duration"):
+    for metric in ("admissions", "rejections", "queue_wait", "batch_size", "batch_duration", "job_failures"):
         assert f'MetricName=\\"{metric}\\"' in body, metric
     assert "Running workers" in titles and "Open streams" in titles
 
