@@ -197,8 +197,16 @@ def main() -> None:
         default=[],
         help="keep groups whose 'target/workload/K' (or 'client/target/workload') contains these",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the results folder (bench/results/; bench/results/partial/ for --quick or --only, so that a smoke or "
+        "partial run never replaces the published figures)",
+    )
     args = parser.parse_args()
+    if args.out is None:
+        args.out = RESULTS / "partial" if args.quick or args.only else RESULTS
     warmup = args.warmup if args.warmup is not None else (1.5 if args.quick else 4.0)
     duration = args.duration if args.duration is not None else (3.0 if args.quick else 8.0)
     client_warmup = args.client_warmup if args.client_warmup is not None else (1.0 if args.quick else 2.0)

@@ -42,6 +42,30 @@ LOCAL_TUNING = {
 """Shorter waits than in AWS so that Ctrl-C and a killed worker resolve in seconds; a join rate per
 client that lets one machine's load tests through (every local client is 127.0.0.1)."""
 
+SET_BY_THE_LAUNCHER = {
+    "app_module",
+    "events_table_name",
+    "state_table_name",
+    "queue_url_prefix",
+    "files_bucket_name",
+    "worker_cluster_name",
+    "app_declaration_path",
+    "ingress_body_limit_bytes",
+}
+"""Settings the local stack decides (its emulator's resources; no ECS to wake, no declaration, no API
+Gateway body limit): an environment variable of the same name is not taken for them."""
+
+
+def settings_from(env: Mapping[str, str]) -> dict[str, str]:
+    """The settings a user exported before `make run` (`ADMISSION_SHARDS=2 make run`), over the local
+    defaults: every `Settings` field but those the launcher decides, by its upper-case name."""
+    return {
+        name: env[name.upper()]
+        for name in Settings.model_fields
+        if name not in SET_BY_THE_LAUNCHER and name.upper() in env
+    }
+
+
 FRONT_KEEP_ALIVE_S = 65
 """How long the local front keeps an idle client connection open (uvicorn `--timeout-keep-alive`)."""
 
@@ -159,7 +183,7 @@ class LocalStack:
         for port in ports.values():
             wait_for_port(port, 30)
         app = self.app = load_app(self.app_spec)
-        tuning = {**LOCAL_TUNING, **self.tuning}
+        tuning = {**LOCAL_TUNING, **settings_from(os.environ), **self.tuning}
         resources = provision(
             app,
             visibility_timeout_s=int(tuning["visibility_timeout_s"]),
@@ -277,9 +301,18 @@ def local_app() -> FastAPI:
 
 
 def cannot_start(app_spec: str, port: int) -> str | None:
-    """One line saying why `make run` cannot start (a bad APP=, an app Surge refuses, a port in use), or None."""
+    """One line saying why `make run` cannot start (a setting exported with a value of the wrong kind, a bad
+    APP=, an app Surge refuses, a port in use), or None."""
+    from pydantic import TypeAdapter, ValidationError
+
     from surge.application import AppNotFound
 
+    for name, value in settings_from(os.environ).items():
+        try:
+            TypeAdapter(Settings.model_fields[name].annotation).validate_python(value)
+        except ValidationError as error:
+            reason = error.errors()[0]["msg"]
+            return f"surge: the environment's {name.upper()}={value!r} is not a setting's value: {reason}"
     try:
         load_app(app_spec)
     except (AppNotFound, ValueError) as error:  # the Gradio adapter's refusals are ValueErrors naming the event
@@ -310,6 +343,21 @@ def app_from_file(spec: str) -> str:
     return f"{file.stem}{colon}{attribute}"
 
 
+def _say_started(stack: LocalStack) -> None:
+    """The first screen: the URL, the app's notes, the settings taken from the environment."""
+    fidelity = ", DynamoDB's per-item limits emulated" if stack.fidelity else ""
+    print(
+        f"{stack.url}/  serving {stack.app_spec}  (queue status: {stack.url}/status{fidelity}; Ctrl-C stops)",
+        flush=True,
+    )
+    for note in stack.app.notes if stack.app is not None else []:
+        print(note, flush=True)
+    exported = settings_from(os.environ)
+    if exported:
+        taken = ", ".join(f"{name.upper()}={value}" for name, value in sorted(exported.items()))
+        print(f"settings from the environment: {taken}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the Surge stack locally on 127.0.0.1.")
     parser.add_argument("--app", default=os.environ.get("APP_MODULE", "examples.demo_app:app"))
@@ -336,13 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         stack.start()
         httpx.get(f"{stack.url}/config", timeout=30).raise_for_status()
-        fidelity = ", DynamoDB's per-item limits emulated" if stack.fidelity else ""
-        print(
-            f"{stack.url}/  serving {args.app}  (queue status: {stack.url}/status{fidelity}; Ctrl-C stops)",
-            flush=True,
-        )
-        for note in stack.app.notes if stack.app is not None else []:
-            print(note, flush=True)
+        _say_started(stack)
         replaced: dict[str, list[float]] = {}
         resting: dict[str, float] = {}
         """Processes that exited too often: when (monotonic) each is tried again."""

@@ -151,6 +151,32 @@ def test_a_worker_that_keeps_failing_to_start_is_tried_again_after_a_pause_and_a
             launcher.kill()
 
 
+def test_settings_exported_before_make_run_apply_and_a_bad_one_is_refused_before_anything_starts() -> None:
+    """They were overwritten by the local defaults without a word: `MAX_PAYLOAD_BYTES=5000 make run`
+    still took a 20 kB join."""
+    port = free_port()
+    refused = _launch(port, env={"ADMISSION_SHARDS": "two"})
+    assert refused.wait(timeout=60) == 2
+    assert refused.stdout is not None
+    assert refused.stdout.read().startswith("surge: the environment's ADMISSION_SHARDS='two' is not a setting's value")
+    env = {"MAX_PAYLOAD_BYTES": "5000", "EVENTS_TABLE_NAME": "not-the-launchers"}
+    launcher = _launch(port, "--workers", "1", env=env)
+    try:
+        said = _line_with(launcher, "settings from the environment:", 90)
+        assert said.strip() == "settings from the environment: MAX_PAYLOAD_BYTES=5000", (
+            "the emulator's resources are the launcher's"
+        )
+        join = {"data": ["x" * 8000], "fn_index": 0, "session_hash": "exported0001"}
+        answer = httpx.post(f"http://127.0.0.1:{port}/gradio_api/queue/join", json=join, timeout=10)
+        assert answer.status_code == 413 and "5000" in answer.text, answer.text
+        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        assert client.predict("small", api_name="/echo") == "small"
+    finally:
+        os.killpg(launcher.pid, signal.SIGINT)
+        if launcher.wait(timeout=30) is None:
+            launcher.kill()
+
+
 def _line_with(launcher: subprocess.Popen[str], text: str, within_s: float) -> str:
     """The first line of the launcher's output that holds `text` (its children's logs come in between)."""
     assert launcher.stdout is not None

@@ -105,7 +105,12 @@ def test_bad_declarations_fail_at_import_with_a_clear_message(kwargs: dict[str, 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"default_concurrency_limit": 0}, "default_concurrency_limit"), ({"max_threads": 0}, "max_threads must be")],
+    [
+        ({"default_concurrency_limit": 0}, "default_concurrency_limit"),
+        ({"max_threads": 0}, "max_threads must be"),
+        ({"max_wait_s": -5.0}, "max_wait_s must be > 0"),
+        ({"max_wait_s": 0}, "max_wait_s must be > 0"),
+    ],
 )
 def test_bad_app_settings_fail_at_import(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -195,6 +195,8 @@ class App:
         _check_limit("default_concurrency_limit", default_concurrency_limit)
         if max_threads < 1:
             raise ValueError("max_threads must be >= 1")
+        if max_wait_s is not None and not max_wait_s > 0:
+            raise ValueError(f"max_wait_s must be > 0 seconds, or None for no limit (got {max_wait_s!r})")
         self.title = title
         self.max_size = max_size
         self.default_concurrency_limit = default_concurrency_limit
