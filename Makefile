@@ -84,7 +84,7 @@ chaos: $(VENV)/.installed
 	$(PY) -m tests.chaos
 
 # The viral-load benchmark (README, "The viral-load benchmark"): Gradio and Surge side by side, under 20 minutes.
-# BENCH_ARGS=--quick for a smoke run; results land in bench/results/.
+# BENCH_ARGS=--quick for a smoke run; results land in bench/results/ (a --quick or --only run's in bench/results/partial/).
 $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	touch $@

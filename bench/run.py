@@ -201,12 +201,14 @@ def main() -> None:
         "--out",
         type=Path,
         default=None,
-        help="the results folder (bench/results/; bench/results/partial/ for --quick or --only, so that a smoke or "
-        "partial run never replaces the published figures)",
+        help="the results folder (bench/results/; bench/results/partial/ for --quick, --only or other windows, so "
+        "that a smoke or partial run never replaces the published figures)",
     )
     args = parser.parse_args()
     if args.out is None:
-        args.out = RESULTS / "partial" if args.quick or args.only else RESULTS
+        windows = (args.warmup, args.duration, args.client_warmup, args.client_duration)
+        partial = args.quick or args.only or any(w is not None for w in windows)
+        args.out = RESULTS / "partial" if partial else RESULTS
     warmup = args.warmup if args.warmup is not None else (1.5 if args.quick else 4.0)
     duration = args.duration if args.duration is not None else (3.0 if args.quick else 8.0)
     client_warmup = args.client_warmup if args.client_warmup is not None else (1.0 if args.quick else 2.0)

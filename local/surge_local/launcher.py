@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import boto3
 import httpx
@@ -57,13 +57,30 @@ Gateway body limit): an environment variable of the same name is not taken for t
 
 
 def settings_from(env: Mapping[str, str]) -> dict[str, str]:
-    """The settings a user exported before `make run` (`ADMISSION_SHARDS=2 make run`), over the local
-    defaults: every `Settings` field but those the launcher decides, by its upper-case name."""
+    """The settings a user exported before `make run` (`ADMISSION_SHARDS=2 make run`), to apply over the
+    local defaults: every `Settings` field but those the launcher decides, by its upper-case name. Only
+    `make run` takes them (`main`): the stacks of the tests and the benchmark never read the shell's."""
     return {
         name: env[name.upper()]
         for name in Settings.model_fields
         if name not in SET_BY_THE_LAUNCHER and name.upper() in env
     }
+
+
+def exported_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """`settings_from(env)` as typed, checked values (the field's type and bounds); raises ValueError
+    naming the first variable whose value is not one."""
+    from pydantic import TypeAdapter, ValidationError
+
+    typed: dict[str, Any] = {}
+    for name, value in settings_from(env).items():
+        field = Settings.model_fields[name]
+        try:
+            typed[name] = TypeAdapter(Annotated[field.annotation, *field.metadata]).validate_python(value)
+        except ValidationError as error:
+            reason = error.errors()[0]["msg"]
+            raise ValueError(f"the environment's {name.upper()}={value!r} is not a setting's value: {reason}") from None
+    return typed
 
 
 FRONT_KEEP_ALIVE_S = 65
@@ -183,7 +200,7 @@ class LocalStack:
         for port in ports.values():
             wait_for_port(port, 30)
         app = self.app = load_app(self.app_spec)
-        tuning = {**LOCAL_TUNING, **settings_from(os.environ), **self.tuning}
+        tuning = {**LOCAL_TUNING, **self.tuning}
         resources = provision(
             app,
             visibility_timeout_s=int(tuning["visibility_timeout_s"]),
@@ -303,16 +320,12 @@ def local_app() -> FastAPI:
 def cannot_start(app_spec: str, port: int) -> str | None:
     """One line saying why `make run` cannot start (a setting exported with a value of the wrong kind, a bad
     APP=, an app Surge refuses, a port in use), or None."""
-    from pydantic import TypeAdapter, ValidationError
-
     from surge.application import AppNotFound
 
-    for name, value in settings_from(os.environ).items():
-        try:
-            TypeAdapter(Settings.model_fields[name].annotation).validate_python(value)
-        except ValidationError as error:
-            reason = error.errors()[0]["msg"]
-            return f"surge: the environment's {name.upper()}={value!r} is not a setting's value: {reason}"
+    try:
+        exported_settings(os.environ)
+    except ValueError as error:
+        return f"surge: {error}"
     try:
         load_app(app_spec)
     except (AppNotFound, ValueError) as error:  # the Gradio adapter's refusals are ValueErrors naming the event
@@ -356,6 +369,9 @@ def _say_started(stack: LocalStack) -> None:
     if exported:
         taken = ", ".join(f"{name.upper()}={value}" for name, value in sorted(exported.items()))
         print(f"settings from the environment: {taken}", flush=True)
+    ignored = sorted(name.upper() for name in SET_BY_THE_LAUNCHER - {"app_module"} if name.upper() in os.environ)
+    if ignored:
+        print(f"not taken from the environment (the local stack sets them): {', '.join(ignored)}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -376,7 +392,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     # Children log warnings and errors only unless LOG_LEVEL says otherwise: the first screen is the URL.
     quiet_logs = {"LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING")}
-    stack = LocalStack(args.app, port=args.port, workers=args.workers, quiet=False, extra_env=quiet_logs)
+    stack = LocalStack(
+        args.app,
+        port=args.port,
+        workers=args.workers,
+        quiet=False,
+        extra_env=quiet_logs,
+        tuning=exported_settings(os.environ),
+    )
     stack.fidelity = stack.fidelity or args.fidelity
     stopped = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopped.set())

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
+from surge.settings import Settings
 from surge_local.launcher import free_port
 
 pytestmark = pytest.mark.crossprocess
@@ -114,7 +115,8 @@ def _launch(port: int, *args: str, env: dict[str, str] | None = None) -> subproc
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
-        env={**os.environ, **(env or {})},
+        # Never the developer's exported settings (make run takes them): only those the test gives.
+        env={**{k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}, **(env or {})},
     )
 
 
@@ -155,17 +157,20 @@ def test_settings_exported_before_make_run_apply_and_a_bad_one_is_refused_before
     """They were overwritten by the local defaults without a word: `MAX_PAYLOAD_BYTES=5000 make run`
     still took a 20 kB join."""
     port = free_port()
-    refused = _launch(port, env={"ADMISSION_SHARDS": "two"})
-    assert refused.wait(timeout=60) == 2
-    assert refused.stdout is not None
-    assert refused.stdout.read().startswith("surge: the environment's ADMISSION_SHARDS='two' is not a setting's value")
-    env = {"MAX_PAYLOAD_BYTES": "5000", "EVENTS_TABLE_NAME": "not-the-launchers"}
+    for value, reason in (("two", "valid integer"), ("0", "greater than or equal to 1")):
+        refused = _launch(port, env={"ADMISSION_SHARDS": value})
+        assert refused.wait(timeout=60) == 2
+        assert refused.stdout is not None
+        said = refused.stdout.read()
+        assert said.startswith(f"surge: the environment's ADMISSION_SHARDS='{value}' is not a setting's value"), said
+        assert reason in said, said
+    env = {"MAX_PAYLOAD_BYTES": "5000", "VISIBILITY_TIMEOUT_S": "30.0", "EVENTS_TABLE_NAME": "not-the-launchers"}
     launcher = _launch(port, "--workers", "1", env=env)
     try:
         said = _line_with(launcher, "settings from the environment:", 90)
-        assert said.strip() == "settings from the environment: MAX_PAYLOAD_BYTES=5000", (
-            "the emulator's resources are the launcher's"
-        )
+        assert said.strip() == "settings from the environment: MAX_PAYLOAD_BYTES=5000, VISIBILITY_TIMEOUT_S=30.0"
+        said = _line_with(launcher, "not taken from the environment", 10)
+        assert said.strip().endswith("(the local stack sets them): EVENTS_TABLE_NAME"), said
         join = {"data": ["x" * 8000], "fn_index": 0, "session_hash": "exported0001"}
         answer = httpx.post(f"http://127.0.0.1:{port}/gradio_api/queue/join", json=join, timeout=10)
         assert answer.status_code == 413 and "5000" in answer.text, answer.text

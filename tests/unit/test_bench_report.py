@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bench import report
+from bench.workloads import WORKLOADS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,7 +151,7 @@ def test_a_waiting_visitor_pays_every_counters_read_on_demand_and_a_share_on_man
     assert long[1].front_and_queue - short[1].front_and_queue == pytest.approx(compute + shared)
 
 
-@pytest.mark.parametrize("workload", ["echo", "sim_gpu", "sim_gpu_unbatched", "slow_model", "crowd"])
+@pytest.mark.parametrize("workload", [*WORKLOADS, "crowd"])
 def test_every_app_the_benchmark_serves_loads_as_the_launcher_loads_it(workload: str) -> None:
     """`make bench` starts each Surge target with `load_app`: an app refused at import (an `eta_hint_s`
     of 0 once was) stops the whole run at its first Surge group."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Settings(BaseModel):
@@ -16,34 +16,34 @@ class Settings(BaseModel):
     events_table_name: str
     state_table_name: str
     queue_url_prefix: str
-    heartbeat_interval_s: float = 15.0
+    heartbeat_interval_s: float = Field(15.0, gt=0)
     stream_max_s: float = 870.0
     run_wait_s: float = 870.0
     """How long a direct call (`POST /gradio_api/run/<api_name>`) waits for its answer before it is
     cancelled (deployed: under the API function's timeout and API Gateway's 29 s)."""
-    lease_ttl_s: float = 30.0
-    visibility_timeout_s: int = 60
-    poll_wait_s: int = 20
-    max_payload_bytes: int = 1_000_000
+    lease_ttl_s: float = Field(30.0, gt=0)
+    visibility_timeout_s: int = Field(60, ge=0, le=43_200)
+    poll_wait_s: int = Field(20, ge=0, le=20)
+    max_payload_bytes: int = Field(1_000_000, ge=1)
     """A join's largest inputs (JSON): they travel in the job's SQS message, which takes 1 MiB (the
     queues' MaximumMessageSize, CloudFormation's default), with room left for the caller's headers."""
     job_ttl_s: int = 86_400
-    max_attempts: int = 3
+    max_attempts: int = Field(3, ge=1)
     session_grace_s: float = 10.0
     cors_allow_origins: str = "*"
-    join_rate_per_s: float = 20.0
-    join_burst: int = 40
-    admission_shards: int = 4
+    join_rate_per_s: float = Field(20.0, gt=0)
+    join_burst: int = Field(40, ge=1)
+    admission_shards: int = Field(4, ge=1)
     """Admission counter items per app: each join and claim writes one of them, so a shard takes
     about 1/n of the joins (one DynamoDB item takes about 1,000 write units a second)."""
-    counters_tick_s: float = 0.5
+    counters_tick_s: float = Field(0.5, gt=0)
     """How often a stream process reads the counters, once for every session it holds."""
-    boto_max_pool_connections: int = 128
+    boto_max_pool_connections: int = Field(128, ge=1)
     """HTTP connections each AWS client of a process keeps (its threads share them)."""
-    thread_pool_size: int = 256
+    thread_pool_size: int = Field(256, ge=1)
     """Threads a front process runs its blocking AWS calls on (anyio's default is 40): one process holds
     many streams and joins at once, and each call mostly waits on the network."""
-    join_threads: int = 32
+    join_threads: int = Field(32, ge=1)
     """Joins one front process admits at once, on threads of their own; the others wait their turn
     holding no thread. A crowd's joins then never take the threads the open streams read their sessions
     on (they did: at 1,000 users the streams' first reads queued behind hundreds of joins, and finished
@@ -68,10 +68,10 @@ class Settings(BaseModel):
     ack_within_s: float = 1.0
     """A worker acknowledges finished messages ten to a call, or once the oldest waited this long (a
     message never acknowledged comes back after its visibility timeout and is settled unrun)."""
-    page_event_slots: int = 8
+    page_event_slots: int = Field(8, ge=1)
     """Loops of a worker of a Gradio page's own events (`page_events`): a page's quick UI steps must not
     wait behind a long call of another visitor in the same worker."""
-    rescan_s: float = 15.0
+    rescan_s: float = Field(15.0, gt=0)
     """How often a stream reads the log of a session whose jobs all wait behind others (safety net)."""
 
     @classmethod
