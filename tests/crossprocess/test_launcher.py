@@ -148,9 +148,7 @@ def test_a_worker_that_keeps_failing_to_start_is_tried_again_after_a_pause_and_a
         client = Client(f"http://127.0.0.1:{port}", verbose=False)
         assert client.predict("olleh", api_name="/predict") == "hello"
     finally:
-        os.killpg(launcher.pid, signal.SIGINT)
-        if launcher.wait(timeout=30) is None:
-            launcher.kill()
+        _stop(launcher)
 
 
 def test_settings_exported_before_make_run_apply_and_a_bad_one_is_refused_before_anything_starts() -> None:
@@ -177,9 +175,17 @@ def test_settings_exported_before_make_run_apply_and_a_bad_one_is_refused_before
         client = Client(f"http://127.0.0.1:{port}", verbose=False)
         assert client.predict("small", api_name="/echo") == "small"
     finally:
-        os.killpg(launcher.pid, signal.SIGINT)
-        if launcher.wait(timeout=30) is None:
-            launcher.kill()
+        _stop(launcher)
+
+
+def _stop(launcher: subprocess.Popen[str]) -> None:
+    """Ctrl-C to the launcher's process group; killed outright if it has not stopped within 30 s."""
+    os.killpg(launcher.pid, signal.SIGINT)
+    try:
+        launcher.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
 
 
 def _line_with(launcher: subprocess.Popen[str], text: str, within_s: float) -> str:
