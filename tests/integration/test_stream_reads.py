@@ -72,3 +72,39 @@ def test_far_back_sessions_cost_no_log_reads_and_share_one_counters_read_per_tic
     ticks = calls["BatchGetItem"]
     assert hub.reads == ticks, dict(calls)
     assert 2 <= ticks <= WAIT_S / settings.counters_tick_s + 3, dict(calls)  # one per tick for all five
+
+
+def test_visitors_who_open_their_streams_one_after_another_end_up_shown_the_order_they_joined(
+    demo: tuple[App, Settings],
+) -> None:
+    """Four visitors join one after another, then open their streams a little apart (as pages and
+    scripts do): each stream's first bound counts all four. Once the process has seen them all, its next
+    strongly consistent read shows each its own place, as Gradio does (0, 1, 2, 3), not 3 to the first."""
+    app, settings = demo
+    settings = settings.model_copy(update={"counters_tick_s": 0.1, "rescan_s": 60.0, "session_grace_s": 60.0})
+    service = FrontService(app, settings, Store(settings), Broker(settings))
+    sessions = [f"{i:032d}" for i in range(4)]
+    for session in sessions:  # no worker runs: all four stay in line
+        service.join(JoinBody(data=["x"], api_name="/sim_gpu", session_hash=session))
+    hub = session_hub(FrontService(app, settings, Store(settings), Broker(settings)))
+    seen: dict[str, list[dict[str, Any]]] = {session: [] for session in sessions}
+
+    async def visit() -> None:
+        async def read(session: str) -> None:
+            async for message in SessionStream(hub, session, PollPolicy()).messages():
+                seen[session].append(message)
+
+        tasks = []
+        for session in sessions:
+            tasks.append(asyncio.ensure_future(read(session)))
+            await asyncio.sleep(0.4)  # its first rank is read before the next visitor's stream opens
+        await asyncio.sleep(1.0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(visit())
+    ranks = {s: [m["rank"] for m in seen[s] if m["msg"] == "estimation"] for s in sessions}
+    assert ranks[sessions[0]][0] == 3, ranks  # the first read counts the three that joined after it
+    assert [r[-1] for r in ranks.values()] == [0, 1, 2, 3], ranks
+    assert all(r == sorted(r, reverse=True) for r in ranks.values()), ranks  # never rises

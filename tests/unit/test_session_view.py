@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from surge import protocol
 from surge.models import Counters, Job, JobState, Shard
-from surge.session import SessionView, count_behind
+from surge.session import SessionView, count_behind, rebound
 
 
 def _job(state: JobState, **fields: object) -> Job:
@@ -220,6 +220,36 @@ def test_a_later_job_seen_after_the_bound_was_read_is_not_taken_off_it() -> None
     earlier = Counters(shards=[Shard(joined=2, tail={"g": 2})])  # read before c joined: two surely ahead
     (shown,) = ahead.estimations(counters, 10.5, _no_eta, before=lambda created_at: earlier, behind={"c": 2})
     assert shown["rank"] == 2, "two jobs surely ahead still wait: not shown at the front"
+
+
+def test_visitors_who_open_their_streams_one_after_another_are_ranked_in_the_order_they_joined() -> None:
+    """Four sessions join one after another, then open their streams one after another (a tick apart):
+    each one's first bound counts all four, and the jobs behind it were seen only after that bound was
+    read. The next strongly consistent read counts every job seen before it, so each is shown its own
+    place (Gradio's 0, 1, 2, 3), where the first bounds alone showed 3 to each and never came down."""
+    views = [SessionView(f"{i}" * 16) for i in range(4)]
+    counters = Counters(shards=[Shard(joined=4, tail={"g": 4})])
+    shown: dict[str, int] = {}
+
+    def tick(read_started: float, consistent: bool = True) -> None:
+        # As the stream process's reader does after each read (`SessionHub._read_counters`).
+        waiting = [tracked for view in views for tracked in view.waiting()]
+        behind = rebound(waiting, counters, read_started) if consistent else count_behind(waiting, read_started)
+        for view in views:
+            found = view.estimations(counters, read_started, _no_eta, consistent=consistent, behind=behind)
+            for message in found:
+                shown[message["event_id"]] = message["rank"]
+
+    for i, view in enumerate(views):
+        job = _job(JobState.WAITING, job_id=f"j{i}", session_hash=f"{i}" * 16, created_at=1.0 + i)
+        view.take([job], 10.0 + i, _none)
+        tick(10.5 + i, consistent=i < 3)  # the last stream's read is eventually consistent: no first rank
+    assert shown == {"j0": 1, "j1": 2, "j2": 3}, "each first bound counts the jobs opened after it"
+    tick(14.5)
+    assert shown == {"j0": 0, "j1": 1, "j2": 2, "j3": 3}
+    before = dict(shown)
+    tick(15.0, consistent=False)
+    assert shown == before, "an eventually consistent read takes nothing more off (it may lag the joins)"
 
 
 def _none(api_name: str) -> float | None:

@@ -284,13 +284,14 @@ def _behind(other: Tracked, tracked: Tracked) -> bool:
     )
 
 
-def count_behind(waiting: Iterable[Tracked], read_started: float) -> dict[str, int]:
+def count_behind(waiting: Iterable[Tracked], read_started: float, rebound: bool = False) -> dict[str, int]:
     """Per waiting job, how many of `waiting` are behind it and counted in its bound (`_behind`); a job
-    without a bound yet is counted as if this read, begun at `read_started`, gave it. One sort and a
-    binary search per job, whatever the crowd (a dominance count: joined later, seen before the bound)."""
+    without a bound yet (every job, with `rebound`) is counted as if this read, begun at `read_started`,
+    gave it. One sort and a binary search per job, whatever the crowd (a dominance count: joined later,
+    seen before the bound)."""
     by_group: dict[str, dict[str, tuple[tuple[float, str], float, float]]] = {}
     for tracked in waiting:
-        bound_at = tracked.tails_at if tracked.tails_at is not None else read_started
+        bound_at = tracked.tails_at if tracked.tails_at is not None and not rebound else read_started
         jobs = by_group.setdefault(tracked.job.group, {})
         known = jobs.get(tracked.job.job_id)  # one job tracked by two streams of its session
         seen = tracked.seen_at if known is None else min(known[1], tracked.seen_at)
@@ -302,6 +303,26 @@ def count_behind(waiting: Iterable[Tracked], read_started: float) -> dict[str, i
             counts[job_id] = bisect.bisect_right(seen_later, bound_at)
             bisect.insort(seen_later, seen)
     return counts
+
+
+def rebound(waiting: list[Tracked], counters: Counters, read_started: float) -> dict[str, int]:
+    """Move each waiting job's bound to this strongly consistent read, begun at `read_started`, where
+    that shows it a better place, and return `count_behind` for the bounds as they are then.
+
+    A job's first bound counts every job committed before it was read, and takes off only the later
+    ones seen before that; visitors who open their streams one after another are seen after it, so the
+    first to open stayed behind all of them. This read is a bound too (it counts every job seen before
+    it began), so the lower of the two is as honest and shows each its own place, as Gradio does."""
+    old, now = count_behind(waiting, read_started), count_behind(waiting, read_started, rebound=True)
+    moved = False
+    for tracked in waiting:
+        if tracked.tails is None or tracked.seen_at > read_started:
+            continue
+        job_id, group = tracked.job.job_id, tracked.job.group
+        tails = counters.tails(group)
+        if counters.rank(group, tails) - now[job_id] < counters.rank(group, tracked.tails) - old[job_id]:
+            tracked.tails, tracked.tails_at, moved = tails, read_started, True
+    return count_behind(waiting, read_started) if moved else old
 
 
 def _surely_ahead(job: Job, earlier: Counters | None) -> list[int] | None:
@@ -622,7 +643,8 @@ class SessionHub:
             try:
                 counters = await anyio.to_thread.run_sync(self.store.counters, consistent)
                 self.counters, self.consistent = (started, counters), consistent
-                self.behind = count_behind(self._waiting(), started)
+                waiting = list(self._waiting())
+                self.behind = rebound(waiting, counters, started) if consistent else count_behind(waiting, started)
                 self.history.append((time.time(), counters))
             except Unavailable as error:
                 logger.warning("counters read failed (%s); retrying", error.detail)
