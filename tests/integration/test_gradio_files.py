@@ -109,6 +109,8 @@ def test_gradio_page_at_root_and_the_status_page_keeps_its_assets(aws: None) -> 
     client = TestClient(create_api_app(build_front(settings_for(SPEC))))
     page = client.get("/")
     assert page.status_code == 200 and "window.gradio_config" in page.text and "crypto.getRandomValues" in page.text
+    probe = client.head("/")  # as Gradio: uptime monitors and load balancers probe the page with HEAD
+    assert probe.status_code == 200 and probe.headers["content-type"].startswith("text/html") and not probe.content
     assert client.get("/status").status_code == 200
     assert "function" in client.get("/static/status.js").text
     assert client.get("/static/fonts/../../index.html").status_code == 404

@@ -188,6 +188,7 @@ def test_pages_router_serves_pages_assets_and_status_json(service: FrontService)
     client = TestClient(create_api_app(service))
 
     visitor = client.get("/")
+    assert client.head("/").status_code == 200  # uptime monitors probe with HEAD
     operator = client.get("/status")
     snapshot = client.get("/gradio_api/surge/status")
 

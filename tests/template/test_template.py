@@ -99,6 +99,7 @@ def test_api_routes_send_config_gradio_api_and_pages_to_the_api_function(cfn: Te
         ("/gradio_api/call/v2/{api_name}", "post"),
         ("/gradio_api/call/v2/{api_name}", "options"),
         ("/", "get"),
+        ("/", "head"),
         ("/status", "get"),
         ("/static/{proxy+}", "get"),
         ("/theme.css", "get"),
