@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import surge
@@ -67,3 +68,15 @@ def sleepy(seconds: list[float], tags: list[str]) -> list[list[str]]:
     time.sleep(max(seconds))
     record("sleepy", start=start, end=time.time(), tags=tags)
     return [tags]
+
+
+@app.function(inputs=["textbox"], outputs=["textbox"], concurrency_limit=1, eta_hint_s=0.3)
+def steps(tag: str) -> Iterator[str]:
+    """A generator that holds at its third step until the test releases `tag` (a worker to kill there);
+    its steps 0.3 s apart, so that streams read them one by one."""
+    for step in range(6):
+        record("steps", tag=tag, step=step)
+        if step == 2:
+            hold(-1, tag)
+        time.sleep(0.3)
+        yield f"{tag}-{step}"

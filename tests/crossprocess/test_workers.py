@@ -53,7 +53,7 @@ def two_worker_stack(record_dir: Path) -> Iterator[LocalStack]:
     stack = LocalStack(
         "tests.apps.timing_app:app",
         port=free_port(),
-        workers={"limited_one": 2, "limited_two": 2, "one_at_a_time": 1, "sleepy": 0},
+        workers={"limited_one": 2, "limited_two": 2, "one_at_a_time": 1, "sleepy": 0, "steps": 1},
         tuning={"visibility_timeout_s": 4, "lease_ttl_s": 3.0},
         extra_env={"RECORD_DIR": str(record_dir)},
     ).start()
@@ -142,6 +142,31 @@ def test_a_killed_workers_lease_expires_and_its_job_still_completes(
     assert [r["tag"] for r in records(record_dir, "limited_one")].count("victim") == 1
     assert wait_until(lambda: held_leases(two_worker_stack, "limited_one") == 0, 5)
     assert wait_until(lambda: counters(two_worker_stack).waiting == 0, 5)
+
+
+def test_a_generator_whose_worker_is_killed_mid_stream_completes_for_gradio_client(
+    two_worker_stack: LocalStack, record_dir: Path
+) -> None:
+    """The visitor had two steps of the dead run. The job runs again on another worker and its steps start
+    over as diffs the client applies: the call ends with the last step (it failed with "not enough values
+    to unpack", and iterating over the job never ended)."""
+    if not two_worker_stack.workers_of("steps"):  # its worker serves limited_one too: a test above may kill it
+        two_worker_stack.start_worker("steps", "steps-first")
+    client = Client(two_worker_stack.url, verbose=False)
+    job = client.submit("gen", api_name="/steps")
+    held = lambda: any(r.get("step") == 2 for r in records(record_dir, "steps") if r["tag"] == "gen")  # noqa: E731
+    assert wait_until(held, 20)
+    assert wait_until(lambda: len(job.outputs()) == 2, 10)
+    pid = job_owner_pid(two_worker_stack, "steps")
+    name, process = next((n, p) for n, p in two_worker_stack.workers_of("steps").items() if p.pid == pid)
+    os.kill(pid, signal.SIGKILL)
+    process.wait()
+    release(record_dir, "gen")
+    two_worker_stack.start_worker(two_worker_stack.served[name], "steps-replacement")  # and what else it served
+
+    assert job.result(timeout=30) == "gen-5"
+    assert job.outputs()[:2] == ["gen-0", "gen-1"] and job.outputs()[-4:] == ["gen-2", "gen-3", "gen-4", "gen-5"]
+    assert [r["step"] for r in records(record_dir, "steps") if r["tag"] == "gen"] == [0, 1, 2, 0, 1, 2, 3, 4, 5]
 
 
 def test_a_redelivered_message_never_runs_a_completed_job_again(two_worker_stack: LocalStack, record_dir: Path) -> None:

@@ -424,6 +424,44 @@ def test_a_job_whose_worker_died_runs_again_once_its_message_comes_back() -> Non
     assert queue.depth("shout") == 0
 
 
+def test_a_generator_whose_worker_died_mid_stream_runs_again_as_one_sequence_its_visitor_can_apply() -> None:
+    """The visitor had applied the dead run's first steps. The new run's first step is a whole-output
+    `replace` diff, not a whole value (which gradio_client read as a diff and failed the call: "not
+    enough values to unpack"), so the log read from any point applies cleanly and ends at the result."""
+    from gradio_client.utils import apply_diff
+
+    app = surge.App(title="steps", default_concurrency_limit=None)
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def steps(text: str) -> Iterator[str]:
+        for i in range(4):
+            yield f"{text}-{i}"
+
+    clock = ManualClock()
+    store, queue = InMemoryStore(clock=clock), InMemoryQueue(visibility_timeout_s=60, clock=clock)
+    job = _join(store, queue, "steps", "zz")
+    assert len(queue.receive("steps", 1, 0)) == 1
+    store.worker_alive("steps", "dead-worker", 30, 1)
+    (running,) = store.claim([job], "dead-worker").claimed
+    streamed = [protocol.generating(job.job_id, ["zz-0"]), protocol.generating(job.job_id, [[["replace", [], "zz-1"]]])]
+    assert not store.record_live(running, streamed, None)  # the visitor saw these, then the worker died
+    clock.advance(61)
+
+    _serve_until_drained(SimpleNamespace(app=app), "steps", store, queue)  # type: ignore[arg-type]
+
+    done = store.get_job(SESSION, job.job_id)
+    assert done is not None and (done.state, done.attempt) == (JobState.COMPLETED, 2)
+    chunks = [chunk["output"]["data"] for chunk in done.chunks]
+    assert chunks[:2] == [["zz-0"], [[["replace", [], "zz-1"]]]], "the earlier run's messages stay first"
+    assert chunks[2] == [[["replace", [], "zz-0"]]], "the new run starts over as a diff"
+    values, shown = chunks[0], [chunks[0]]
+    for data in chunks[1:]:  # as the client applies them, whichever stream sent which
+        values = [apply_diff(value, edits) for value, edits in zip(values, data, strict=True)]
+        shown.append(values)
+    assert shown == [["zz-0"], ["zz-1"], ["zz-0"], ["zz-1"], ["zz-2"], ["zz-3"]]
+    assert done.result is not None and done.result["output"]["data"] == ["zz-3"]
+
+
 class AnswerLost(InMemoryStore):
     """The first claim is applied, and its answer lost on the way back (a connection reset mid-call)."""
 

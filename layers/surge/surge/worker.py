@@ -695,8 +695,14 @@ class Worker:
             ):
                 riding.add(job_id)
             elif current.state is JobState.RUNNING and self._owner_gone(current):
+                # With the messages its earlier run streamed: this run's follow them (`_call_generator`).
                 again[job_id] = candidates[job_id][0].model_copy(
-                    update={"state": JobState.RUNNING, "attempt": current.attempt, "worker_id": current.worker_id}
+                    update={
+                        "state": JobState.RUNNING,
+                        "attempt": current.attempt,
+                        "worker_id": current.worker_id,
+                        "chunks": current.chunks,
+                    }
                 )
         if ended:
             self.broker.delete(self.function.api_name, ended)
@@ -858,6 +864,10 @@ class Worker:
         previous: list[Any] | None = None
         diff = self.function.chunk_diff or protocol.diff
         whole = job.caller is not None and job.caller.simple_format
+        # A job run again after its worker died holds the messages its earlier run streamed, which its
+        # visitor may have applied: this run's first replaces each output whole as a diff (a whole value
+        # there would be read as a diff, and gradio_client's call failed), and the log stays one sequence.
+        earlier = len(job.chunks)
 
         stopped = False
 
@@ -870,8 +880,7 @@ class Worker:
                         stopped = True
                         break
                     row = self._row(value, job.data)
-                    chunk = row if previous is None or whole else diff(previous, row)
-                    message = protocol.generating(job.job_id, chunk)
+                    message = protocol.generating(job.job_id, _chunk(row, previous, diff, whole, bool(earlier)))
                     job.chunks.append(message)
                     self.live.chunk(job, message)
                     previous = row
@@ -885,7 +894,7 @@ class Worker:
             if stopped:
                 # What came after the cancel was refused by the store: the visitor never saw it, and Gradio
                 # sends nothing after a cancel either, so the job's record ends where the visitor's view did.
-                del job.chunks[self.live.written(job) :]
+                del job.chunks[earlier + self.live.written(job) :]
             return previous
 
         final = self._call(lambda: consume(), [], {}, [task])
@@ -1016,6 +1025,23 @@ class Worker:
             self.store.record_batch(self.function.api_name, record, stats)
         except Unavailable:
             logger.warning("could not record the batch for the status page and ETA")
+
+
+def _chunk(
+    row: list[Any],
+    previous: list[Any] | None,
+    diff: Callable[[list[Any], list[Any]], list[Any]],
+    whole: bool,
+    after: bool,
+) -> list[Any]:
+    """A generator step's outputs as sent: whole for the first (and for Gradio's curl API, always), else as
+    diffs against the step before; the first step of a run that comes `after` an earlier run's messages
+    replaces each output whole, as a diff (`_call_generator`)."""
+    if whole or (previous is None and not after):
+        return row
+    if previous is None:
+        return [[["replace", [], output]] for output in row]
+    return diff(previous, row)
 
 
 def _with_output(body: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
