@@ -252,6 +252,20 @@ def test_visitors_who_open_their_streams_one_after_another_are_ranked_in_the_ord
     assert shown == before, "an eventually consistent read takes nothing more off (it may lag the joins)"
 
 
+def test_a_job_two_streams_of_its_session_follow_is_counted_by_the_earlier_bound() -> None:
+    """Each stream has its own bound for the job. A later job seen between the two bounds is in the later
+    one only: taking it off the earlier one's rank would show a place better than the truth."""
+    first, second, other = SessionView("a" * 16), SessionView("a" * 16), SessionView("b" * 16)
+    first.take([_job(JobState.WAITING, job_id="x", session_hash="a" * 16, created_at=1.0)], 9.0, _none)
+    other.take([_job(JobState.WAITING, job_id="y", session_hash="b" * 16, created_at=2.0)], 11.0, _none)
+    second.take([_job(JobState.WAITING, job_id="x", session_hash="a" * 16, created_at=1.0)], 11.5, _none)
+    (x1,), (y,), (x2,) = first.waiting(), other.waiting(), second.waiting()
+    x1.tails, x1.tails_at = [6], 10.0
+    x2.tails, x2.tails_at = [7], 12.0
+    for order in ([x1, y, x2], [x2, y, x1]):
+        assert count_behind(order, 12.5)["x"] == 0, "y was seen after the first stream's bound was read"
+
+
 def _none(api_name: str) -> float | None:
     return None
 

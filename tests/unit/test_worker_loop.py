@@ -462,6 +462,30 @@ def test_a_generator_whose_worker_died_mid_stream_runs_again_as_one_sequence_its
     assert done.result is not None and done.result["output"]["data"] == ["zz-3"]
 
 
+def test_a_generator_whose_dead_run_sent_only_a_notice_starts_with_whole_outputs() -> None:
+    """A notice (`gr.Info`) is no output: a client holding no value yet takes the first step whole."""
+    app = surge.App(title="steps", default_concurrency_limit=None)
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def steps(text: str) -> Iterator[str]:
+        yield f"{text}-0"
+
+    clock = ManualClock()
+    store, queue = InMemoryStore(clock=clock), InMemoryQueue(visibility_timeout_s=60, clock=clock)
+    job = _join(store, queue, "steps", "zz")
+    assert len(queue.receive("steps", 1, 0)) == 1
+    store.worker_alive("steps", "dead-worker", 30, 1)
+    (running,) = store.claim([job], "dead-worker").claimed
+    assert not store.record_live(running, [protocol.log(job.job_id, "loading", "info", "Info")], None)
+    clock.advance(61)
+
+    _serve_until_drained(SimpleNamespace(app=app), "steps", store, queue)  # type: ignore[arg-type]
+
+    done = store.get_job(SESSION, job.job_id)
+    assert done is not None and [chunk["msg"] for chunk in done.chunks] == ["log", "process_generating"]
+    assert done.chunks[1]["output"]["data"] == ["zz-0"]
+
+
 class AnswerLost(InMemoryStore):
     """The first claim is applied, and its answer lost on the way back (a connection reset mid-call)."""
 

@@ -234,8 +234,8 @@ def _attach_page(router: APIRouter, route: str, page_html: str) -> None:
     """The page at `/`, or a multipage app's other page at `/<route>`, as Gradio serves it; `/<route>/`
     leads there (relative, so a stage or base path in front of the app stays)."""
 
-    # HEAD too, as Gradio answers it (uptime monitors and load balancers probe with it).
-    @router.api_route(f"/{route}", methods=["GET", "HEAD"])
+    @router.get(f"/{route}")
+    @router.head(f"/{route}", include_in_schema=False)  # as Gradio: uptime monitors probe with HEAD
     def page(request: Request) -> HTMLResponse:
         return _served(page_html, root_url(request, f"/{route}"))
 

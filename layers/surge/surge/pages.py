@@ -86,7 +86,8 @@ def pages_router(service: FrontService) -> APIRouter:
 
     if not gradio:  # Surge's page speaks Surge's config; a Gradio app declared without its page has none
 
-        @router.api_route("/", methods=["GET", "HEAD"])  # HEAD: uptime monitors probe with it, as of Gradio
+        @router.get("/")
+        @router.head("/", include_in_schema=False)  # uptime monitors probe with HEAD, as with Gradio
         def visitor_page() -> HTMLResponse:
             return visitor.response()
 

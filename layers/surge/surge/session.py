@@ -293,9 +293,9 @@ def count_behind(waiting: Iterable[Tracked], read_started: float, rebound: bool 
     for tracked in waiting:
         bound_at = tracked.tails_at if tracked.tails_at is not None and not rebound else read_started
         jobs = by_group.setdefault(tracked.job.group, {})
-        known = jobs.get(tracked.job.job_id)  # one job tracked by two streams of its session
-        seen = tracked.seen_at if known is None else min(known[1], tracked.seen_at)
-        jobs[tracked.job.job_id] = (_order(tracked), seen, bound_at)
+        known = jobs.get(tracked.job.job_id)  # one job tracked by two streams of its session: the earlier
+        seen = tracked.seen_at if known is None else min(known[1], tracked.seen_at)  # bound counts fewer
+        jobs[tracked.job.job_id] = (_order(tracked), seen, bound_at if known is None else min(known[2], bound_at))
     counts: dict[str, int] = {}
     for jobs in by_group.values():
         seen_later: list[float] = []
@@ -314,15 +314,17 @@ def rebound(waiting: list[Tracked], counters: Counters, read_started: float) -> 
     first to open stayed behind all of them. This read is a bound too (it counts every job seen before
     it began), so the lower of the two is as honest and shows each its own place, as Gradio does."""
     old, now = count_behind(waiting, read_started), count_behind(waiting, read_started, rebound=True)
-    moved = False
-    for tracked in waiting:
-        if tracked.tails is None or tracked.seen_at > read_started:
-            continue
-        job_id, group = tracked.job.job_id, tracked.job.group
-        tails = counters.tails(group)
-        if counters.rank(group, tails) - now[job_id] < counters.rank(group, tracked.tails) - old[job_id]:
-            tracked.tails, tracked.tails_at, moved = tails, read_started, True
-    return count_behind(waiting, read_started) if moved else old
+    movable = [t for t in waiting if t.tails is not None and t.seen_at <= read_started]
+    better = {
+        t.job.job_id
+        for t in movable
+        if counters.rank(t.job.group, counters.tails(t.job.group)) - now[t.job.job_id]
+        < counters.rank(t.job.group, t.tails) - old[t.job.job_id]  # type: ignore[arg-type]
+    }
+    for tracked in movable:  # a job two streams of its session follow moves in both
+        if tracked.job.job_id in better:
+            tracked.tails, tracked.tails_at = counters.tails(tracked.job.group), read_started
+    return count_behind(waiting, read_started) if better else old
 
 
 def _surely_ahead(job: Job, earlier: Counters | None) -> list[int] | None:

@@ -868,6 +868,7 @@ class Worker:
         # visitor may have applied: this run's first replaces each output whole as a diff (a whole value
         # there would be read as a diff, and gradio_client's call failed), and the log stays one sequence.
         earlier = len(job.chunks)
+        after = any(message.get("msg") == "process_generating" for message in job.chunks)  # not notices alone
 
         stopped = False
 
@@ -880,7 +881,7 @@ class Worker:
                         stopped = True
                         break
                     row = self._row(value, job.data)
-                    message = protocol.generating(job.job_id, _chunk(row, previous, diff, whole, bool(earlier)))
+                    message = protocol.generating(job.job_id, _chunk(row, previous, diff, whole, after))
                     job.chunks.append(message)
                     self.live.chunk(job, message)
                     previous = row
