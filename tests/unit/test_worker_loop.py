@@ -424,33 +424,42 @@ def test_a_job_whose_worker_died_runs_again_once_its_message_comes_back() -> Non
     assert queue.depth("shout") == 0
 
 
+def _rerun_after_death(steps: int, streamed: Callable[[str], list[dict[str, Any]]]) -> Job:
+    """A generator of `steps` steps whose first worker recorded `streamed(job_id)` and died; the job as
+    it ends once another worker has run it again."""
+    app = surge.App(title="steps", default_concurrency_limit=None)
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def stepper(text: str) -> Iterator[str]:
+        for i in range(steps):
+            yield f"{text}-{i}"
+
+    clock = ManualClock()
+    store, queue = InMemoryStore(clock=clock), InMemoryQueue(visibility_timeout_s=60, clock=clock)
+    job = _join(store, queue, "stepper", "zz")
+    assert len(queue.receive("stepper", 1, 0)) == 1
+    store.worker_alive("stepper", "dead-worker", 30, 1)
+    (running,) = store.claim([job], "dead-worker").claimed
+    assert not store.record_live(running, streamed(job.job_id), None)  # the visitor saw these; the worker died
+    clock.advance(61)
+
+    _serve_until_drained(SimpleNamespace(app=app), "stepper", store, queue)  # type: ignore[arg-type]
+
+    done = store.get_job(SESSION, job.job_id)
+    assert done is not None and (done.state, done.attempt) == (JobState.COMPLETED, 2)
+    return done
+
+
 def test_a_generator_whose_worker_died_mid_stream_runs_again_as_one_sequence_its_visitor_can_apply() -> None:
     """The visitor had applied the dead run's first steps. The new run's first step is a whole-output
     `replace` diff, not a whole value (which gradio_client read as a diff and failed the call: "not
     enough values to unpack"), so the log read from any point applies cleanly and ends at the result."""
     from gradio_client.utils import apply_diff
 
-    app = surge.App(title="steps", default_concurrency_limit=None)
+    def streamed(job_id: str) -> list[dict[str, Any]]:
+        return [protocol.generating(job_id, ["zz-0"]), protocol.generating(job_id, [[["replace", [], "zz-1"]]])]
 
-    @app.function(inputs=["textbox"], outputs=["textbox"])
-    def steps(text: str) -> Iterator[str]:
-        for i in range(4):
-            yield f"{text}-{i}"
-
-    clock = ManualClock()
-    store, queue = InMemoryStore(clock=clock), InMemoryQueue(visibility_timeout_s=60, clock=clock)
-    job = _join(store, queue, "steps", "zz")
-    assert len(queue.receive("steps", 1, 0)) == 1
-    store.worker_alive("steps", "dead-worker", 30, 1)
-    (running,) = store.claim([job], "dead-worker").claimed
-    streamed = [protocol.generating(job.job_id, ["zz-0"]), protocol.generating(job.job_id, [[["replace", [], "zz-1"]]])]
-    assert not store.record_live(running, streamed, None)  # the visitor saw these, then the worker died
-    clock.advance(61)
-
-    _serve_until_drained(SimpleNamespace(app=app), "steps", store, queue)  # type: ignore[arg-type]
-
-    done = store.get_job(SESSION, job.job_id)
-    assert done is not None and (done.state, done.attempt) == (JobState.COMPLETED, 2)
+    done = _rerun_after_death(4, streamed)
     chunks = [chunk["output"]["data"] for chunk in done.chunks]
     assert chunks[:2] == [["zz-0"], [[["replace", [], "zz-1"]]]], "the earlier run's messages stay first"
     assert chunks[2] == [[["replace", [], "zz-0"]]], "the new run starts over as a diff"
@@ -464,25 +473,8 @@ def test_a_generator_whose_worker_died_mid_stream_runs_again_as_one_sequence_its
 
 def test_a_generator_whose_dead_run_sent_only_a_notice_starts_with_whole_outputs() -> None:
     """A notice (`gr.Info`) is no output: a client holding no value yet takes the first step whole."""
-    app = surge.App(title="steps", default_concurrency_limit=None)
-
-    @app.function(inputs=["textbox"], outputs=["textbox"])
-    def steps(text: str) -> Iterator[str]:
-        yield f"{text}-0"
-
-    clock = ManualClock()
-    store, queue = InMemoryStore(clock=clock), InMemoryQueue(visibility_timeout_s=60, clock=clock)
-    job = _join(store, queue, "steps", "zz")
-    assert len(queue.receive("steps", 1, 0)) == 1
-    store.worker_alive("steps", "dead-worker", 30, 1)
-    (running,) = store.claim([job], "dead-worker").claimed
-    assert not store.record_live(running, [protocol.log(job.job_id, "loading", "info", "Info")], None)
-    clock.advance(61)
-
-    _serve_until_drained(SimpleNamespace(app=app), "steps", store, queue)  # type: ignore[arg-type]
-
-    done = store.get_job(SESSION, job.job_id)
-    assert done is not None and [chunk["msg"] for chunk in done.chunks] == ["log", "process_generating"]
+    done = _rerun_after_death(1, lambda job_id: [protocol.log(job_id, "loading", "info", "Info")])
+    assert [chunk["msg"] for chunk in done.chunks] == ["log", "process_generating"]
     assert done.chunks[1]["output"]["data"] == ["zz-0"]
 
 
