@@ -284,14 +284,14 @@ def _behind(other: Tracked, tracked: Tracked) -> bool:
     )
 
 
-def count_behind(waiting: Iterable[Tracked], read_started: float, rebound: bool = False) -> dict[str, int]:
+def count_behind(waiting: Iterable[Tracked], read_started: float, every_at_read: bool = False) -> dict[str, int]:
     """Per waiting job, how many of `waiting` are behind it and counted in its bound (`_behind`); a job
-    without a bound yet (every job, with `rebound`) is counted as if this read, begun at `read_started`,
+    without a bound yet (every job, with `every_at_read`) is counted as if this read, begun at `read_started`,
     gave it. One sort and a binary search per job, whatever the crowd (a dominance count: joined later,
     seen before the bound)."""
     by_group: dict[str, dict[str, tuple[tuple[float, str], float, float]]] = {}
     for tracked in waiting:
-        bound_at = tracked.tails_at if tracked.tails_at is not None and not rebound else read_started
+        bound_at = tracked.tails_at if tracked.tails_at is not None and not every_at_read else read_started
         jobs = by_group.setdefault(tracked.job.group, {})
         known = jobs.get(tracked.job.job_id)  # one job tracked by two streams of its session: the earlier
         seen = tracked.seen_at if known is None else min(known[1], tracked.seen_at)  # bound counts fewer
@@ -313,18 +313,21 @@ def rebound(waiting: list[Tracked], counters: Counters, read_started: float) -> 
     ones seen before that; visitors who open their streams one after another are seen after it, so the
     first to open stayed behind all of them. This read is a bound too (it counts every job seen before
     it began), so the lower of the two is as honest and shows each its own place, as Gradio does."""
-    old, now = count_behind(waiting, read_started), count_behind(waiting, read_started, rebound=True)
+    old, now = count_behind(waiting, read_started), count_behind(waiting, read_started, every_at_read=True)
     movable = [t for t in waiting if t.tails is not None and t.seen_at <= read_started]
-    better = {
-        t.job.job_id
-        for t in movable
-        if counters.rank(t.job.group, counters.tails(t.job.group)) - now[t.job.job_id]
-        < counters.rank(t.job.group, t.tails) - old[t.job.job_id]  # type: ignore[arg-type]
-    }
+    better = {t.job.job_id for t in movable if _ranks_better(t, counters, now, old)}
     for tracked in movable:  # a job two streams of its session follow moves in both
         if tracked.job.job_id in better:
             tracked.tails, tracked.tails_at = counters.tails(tracked.job.group), read_started
     return count_behind(waiting, read_started) if better else old
+
+
+def _ranks_better(tracked: Tracked, counters: Counters, now: Mapping[str, int], old: Mapping[str, int]) -> bool:
+    """Whether `counters` as the job's bound (`now`: the jobs behind it in that) shows it a better place
+    than its bound does (`old`: the jobs behind it in its bound)."""
+    group, job_id = tracked.job.group, tracked.job.job_id
+    at_read = counters.rank(group, counters.tails(group)) - now[job_id]
+    return tracked.tails is not None and at_read < counters.rank(group, tracked.tails) - old[job_id]
 
 
 def _surely_ahead(job: Job, earlier: Counters | None) -> list[int] | None:
