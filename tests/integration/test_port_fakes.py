@@ -87,6 +87,21 @@ def test_a_stale_attempt_writes_nothing_and_a_takeover_claims_at_the_attempt_see
     assert [j.chunks for j in ports.store.read_session(SESSION)] == [[{"msg": "process_generating", "n": 2}]]
 
 
+def test_a_takeover_carrying_fewer_messages_than_the_run_streamed_is_refused_with_them(ports: Ports) -> None:
+    """A worker whose heartbeat lapsed while it still ran can stream more between the read a takeover
+    carries and the takeover's claim: the claim is refused with the list as it is, which the next carries
+    (the new run's messages then follow every one of the dead run's)."""
+    (mine,) = ports.store.claim([ports.admit(_job(1))], "w1").claimed
+    ports.store.record_live(mine, [{"msg": "process_generating", "n": 1}], None)
+    (seen,) = ports.store.read_session(SESSION)
+    ports.store.record_live(mine, [{"msg": "process_generating", "n": 2}], None)  # after the takeover's read
+    assert ports.store.claim([mine.model_copy(update={"state": JobState.RUNNING})], "w2").claimed == []
+    refused = ports.store.claim([seen], "w2").refused[seen.job_id]
+    assert refused is not None and [c["n"] for c in refused.chunks] == [1, 2]
+    (theirs,) = ports.store.claim([refused], "w2").claimed
+    assert (theirs.worker_id, theirs.attempt) == ("w2", 2)
+
+
 def test_reads_come_in_the_order_jobs_were_counted_and_forgotten_jobs_are_gone(ports: Ports) -> None:
     jobs = []
     for n in (3, 1, 2):

@@ -288,7 +288,7 @@ def test_progress_and_chunks_are_recorded_only_by_the_attempt_that_holds_the_job
     assert job is not None and job.progress is not None and job.progress["msg"] == "progress"
     assert job.progress_after == 1, "the progress was reported after the first chunk"
     assert [c["output"]["data"] for c in job.chunks] == [["a"], ["b"]]
-    assert [j.worker_id for j in store.claim([first], "w2").claimed] == ["w2"]
+    assert [j.worker_id for j in store.claim([job], "w2").claimed] == ["w2"]
     store.record_live(first, [protocol.generating("j1", ["stale"])], None)  # dropped: w1 no longer holds it
     job = store.get_job(SESSION, "j1")
     assert job is not None and len(job.chunks) == 2 and job.worker_id == "w2"

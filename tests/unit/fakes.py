@@ -68,12 +68,15 @@ class InMemoryAdmission:
 
 
 def _claimable(job: Job, current: Job | None) -> bool:
-    """The claim's condition: waiting, or running at the attempt the claimer saw (its worker is gone)."""
+    """The claim's condition: waiting, or running at the attempt the claimer saw (its worker is gone) with
+    the messages it carries all that run has streamed."""
     if current is None:
         return False
     if job.state is JobState.WAITING:
         return current.state is JobState.WAITING
-    return current.state is JobState.RUNNING and current.attempt == job.attempt
+    return (
+        current.state is JobState.RUNNING and current.attempt == job.attempt and len(current.chunks) == len(job.chunks)
+    )
 
 
 def _held_by(job: Job, current: Job | None) -> bool:

@@ -29,7 +29,8 @@ class Jobs(LiveOutput, Protocol):
 
     def claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
         """Move jobs to `running` for `worker_id`: a `waiting` job, or a `running` one at the attempt given
-        (its worker is gone). Every other job is refused, so a duplicated message never runs a job twice."""
+        (its worker is gone) whose streamed messages are still the ones given. Every other job is refused
+        (with the job as it is, if it exists), so a duplicated message never runs a job twice."""
         ...
 
     def finish(self, completions: Sequence[Completion], *, held: bool) -> list[str]:

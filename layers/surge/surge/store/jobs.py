@@ -143,8 +143,15 @@ class JobStore(Table):
             condition = "#state = :waiting"
             values[":waiting"] = s(JobState.WAITING.value)
         else:
-            condition = "#state = :running AND attempt = :attempt"
+            # A takeover: the dead run's messages it carries (read from the refusal) must still be all of
+            # them. A worker whose heartbeat lapsed while it ran may have added some since; the claim is
+            # then refused again, with the list as it is now, which the next try carries.
+            condition = "#state = :running AND attempt = :attempt AND " + (
+                "size(chunks) = :streamed" if job.chunks else "attribute_not_exists(chunks)"
+            )
             values[":attempt"] = n(job.attempt)
+            if job.chunks:
+                values[":streamed"] = n(len(job.chunks))
         return {
             "TableName": self.settings.events_table_name,
             "Key": job_key(job.session_hash, job.job_id),
