@@ -424,19 +424,31 @@ def test_a_job_whose_worker_died_runs_again_once_its_message_comes_back() -> Non
     assert queue.depth("shout") == 0
 
 
-def _rerun_after_death(steps: int, streamed: Callable[[str], list[dict[str, Any]]]) -> Job:
+def _rerun_after_death(
+    steps: int,
+    streamed: Callable[[str], list[dict[str, Any]]],
+    ended: JobState = JobState.COMPLETED,
+    cancel_at: int | None = None,
+) -> Job:
     """A generator of `steps` steps whose first worker recorded `streamed(job_id)` and died; the job as
-    it ends once another worker has run it again."""
+    it ends (in state `ended`) once another worker has run it again, its visitor cancelling it as that
+    run reaches step `cancel_at`."""
     app = surge.App(title="steps", default_concurrency_limit=None)
+    joined: list[Job] = []
 
     @app.function(inputs=["textbox"], outputs=["textbox"])
     def stepper(text: str) -> Iterator[str]:
         for i in range(steps):
+            if i == cancel_at:
+                running = store.get_job(SESSION, joined[0].job_id)
+                assert running is not None and store.request_cancel(running)  # the visitor clicks Stop
+            time.sleep(0.002)
             yield f"{text}-{i}"
 
     clock = ManualClock()
     store, queue = InMemoryStore(clock=clock), InMemoryQueue(visibility_timeout_s=60, clock=clock)
     job = _join(store, queue, "stepper", "zz")
+    joined.append(job)
     assert len(queue.receive("stepper", 1, 0)) == 1
     store.worker_alive("stepper", "dead-worker", 30, 1)
     (running,) = store.claim([job], "dead-worker").claimed
@@ -446,7 +458,7 @@ def _rerun_after_death(steps: int, streamed: Callable[[str], list[dict[str, Any]
     _serve_until_drained(SimpleNamespace(app=app), "stepper", store, queue)  # type: ignore[arg-type]
 
     done = store.get_job(SESSION, job.job_id)
-    assert done is not None and (done.state, done.attempt) == (JobState.COMPLETED, 2)
+    assert done is not None and (done.state, done.attempt) == (ended, 2)
     return done
 
 
@@ -476,6 +488,21 @@ def test_a_generator_whose_dead_run_sent_only_a_notice_starts_with_whole_outputs
     done = _rerun_after_death(1, lambda job_id: [protocol.log(job_id, "loading", "info", "Info")])
     assert [chunk["msg"] for chunk in done.chunks] == ["log", "process_generating"]
     assert done.chunks[1]["output"]["data"] == ["zz-0"]
+
+
+def test_a_generator_run_again_after_its_worker_died_and_then_cancelled_keeps_what_its_visitor_saw() -> None:
+    """The record of a cancelled second run ends where the visitor's view did: the dead run's messages,
+    then the new run's up to the cancel, nothing yielded after it."""
+
+    def streamed(job_id: str) -> list[dict[str, Any]]:
+        return [protocol.generating(job_id, ["zz-0"]), protocol.generating(job_id, [[["replace", [], "zz-1"]]])]
+
+    done = _rerun_after_death(200, streamed, JobState.CANCELLED, cancel_at=10)
+    assert done.result == protocol.cancelled(done.job_id)
+    chunks = [chunk["output"]["data"] for chunk in done.chunks]
+    assert chunks[:3] == [["zz-0"], [[["replace", [], "zz-1"]]], [[["replace", [], "zz-0"]]]]
+    assert len(chunks) <= 2 + 10, f"the new run's steps up to the cancel at step 10, none after: {chunks}"
+    assert '"zz-10"' not in json.dumps(done.chunks) and '"10"]' not in json.dumps(done.chunks)
 
 
 class AnswerLost(InMemoryStore):
