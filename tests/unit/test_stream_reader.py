@@ -641,10 +641,12 @@ def test_a_client_gone_past_the_grace_period_has_its_waiting_job_cancelled_and_i
     assert store.counters().queue_size("shout") == 0
 
 
-def test_a_stream_dropped_while_a_generator_streams_is_resumed_where_it_left_off() -> None:
+@pytest.mark.parametrize("notice", [False, True], ids=["steps", "a notice first"])
+def test_a_stream_dropped_while_a_generator_streams_is_resumed_where_it_left_off(notice: bool) -> None:
     """A generator's messages after its first are diffs that the client applies to what it built. A
     stream dropped midway, then opened again, sent the generator's messages from its first: the client
-    applied them a second time (`@gradio/client` failed applying them). The next stream sends the rest."""
+    applied them a second time (`@gradio/client` failed applying them). The next stream sends the rest.
+    A notice (`gr.Info`) holds a place among them: counted as none, a diff went twice and the toast again."""
     store = InMemoryStore()
     session, job, running = _started(store, "g")
     hub = _hub(store)
@@ -659,7 +661,8 @@ def test_a_stream_dropped_while_a_generator_streams_is_resumed_where_it_left_off
 
     async def watch() -> None:
         task = _reading(SessionStream(hub, session, FAST_POLL), first)
-        store.record_live(running, [chunk(0), chunk(1)], None)
+        told = [protocol.log(job.job_id, "loading", "info", "Info")] if notice else []
+        store.record_live(running, [*told, chunk(0), chunk(1)], None)
         await _until(lambda: len(generated(first)) == 2, "the first two messages")
         await asyncio.sleep(0.01)  # the SSE layer resumes the stream once the frame is written
         task.cancel()  # the client drops the stream
@@ -674,6 +677,7 @@ def test_a_stream_dropped_while_a_generator_streams_is_resumed_where_it_left_off
     asyncio.run(watch())
 
     assert generated(first) == [["diff 0"], ["diff 1"]]
+    assert [m["msg"] for m in first].count("log") == int(notice)
     assert [m["msg"] for m in again] == ["process_generating", "process_completed", "close_stream"], (
         "no estimation or start again: the client had them"
     )

@@ -55,6 +55,10 @@ SENT_KEPT_S = 60.0
 """How long a stream process remembers what its dropped streams sent, beside the marker it writes: a
 session's read that ran while the marker was written sees it from memory."""
 
+STREAMED = frozenset({"process_generating", "log"})
+"""The messages a job's `chunks` hold (generator steps, notices): a dropped stream's count of those it sent
+is the place in `chunks` the session's next stream starts from."""
+
 FIRST_READ_MAX_S = 0.1
 """The longest a stream that has just opened waits before its first read of its session's log
 (`SessionHub.first_read_s`)."""
@@ -181,13 +185,14 @@ class SessionView:
         """What the stream deletes as it closes: the jobs it delivered, and those told elsewhere that ended."""
         return [*self.delivered, *self.told_elsewhere.values()]
 
-    def partly_sent(self, generated: dict[str, int], completions: set[str]) -> list[Job]:
-        """The jobs whose generator messages this stream sent some of (`generated`: how many, per job id)
-        and whose completion it did not send, each with the number a next stream starts from."""
+    def partly_sent(self, streamed: dict[str, int], completions: set[str]) -> list[Job]:
+        """The jobs whose streamed messages (generator steps and notices: `chunks`) this stream sent some
+        of (`streamed`: how many, per job id) and whose completion it did not send, each with the number a
+        next stream starts from."""
         return [
-            t.job.model_copy(update={"chunks_sent": t.resumed_at + generated[job_id]})
+            t.job.model_copy(update={"chunks_sent": t.resumed_at + streamed[job_id]})
             for job_id, t in self.jobs.items()
-            if generated.get(job_id) and job_id not in completions
+            if streamed.get(job_id) and job_id not in completions
         ]
 
     def waiting(self) -> list[Tracked]:
@@ -887,7 +892,7 @@ class SessionStream:
         """
         self.hub.attach(self)
         sent: set[str] = set()
-        generated: Counter[str] = Counter()
+        streamed: Counter[str] = Counter()
         try:
             async for message in self._messages():
                 yield message
@@ -895,8 +900,8 @@ class SessionStream:
                 if message.get("msg") == "process_completed" and message.get("event_id"):
                     sent.add(str(message["event_id"]))
                     self.hub.completion_sent(str(message["event_id"]))
-                elif message.get("msg") == "process_generating" and message.get("event_id"):
-                    generated[str(message["event_id"])] += 1
+                elif message.get("msg") in STREAMED and message.get("event_id"):
+                    streamed[str(message["event_id"])] += 1  # a place in the job's `chunks`
         finally:
             self.hub.detach(self)
             pending = [t.job for t in self.view.pending]
@@ -908,7 +913,7 @@ class SessionStream:
                     self.hub.hung_up(self.session_hash, self._gone)
             else:
                 had = [job for job in self.view.delivered if job.job_id in sent]
-                partly = self.view.partly_sent(generated, sent)
+                partly = self.view.partly_sent(streamed, sent)
                 self.hub.forgetting(self.session_hash, had, True)
                 self.hub.noting_sent(self.session_hash, partly)
                 await self._forget(had)
