@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from surge import protocol
 from surge.application import load_app
 from surge.broker import Broker
 from surge.front import _alive_for, create_local_app, session_hub
@@ -19,7 +20,7 @@ from surge.models import Caller, Job, JobState, JoinBody
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionStream
 from surge.settings import Settings
-from surge.store import Store
+from surge.store import Completion, Store
 from tests.integration.conftest import settings_for
 
 JOIN = "/gradio_api/queue/join"
@@ -130,12 +131,14 @@ def test_the_heartbeat_stream_says_alive_at_once_as_gradios() -> None:
 
 def test_a_stream_at_its_bound_tells_each_pending_job_why_frees_the_waiting_one_and_closes(aws: None) -> None:
     """No Gradio client reconnects a data stream: at `STREAM_MAX_S` (under Lambda's 15 minutes) a job
-    the client still waits for gets an error naming the limit, never a silent end or a cancellation."""
+    the client still waits for gets an error naming the limit, never a silent end or a cancellation.
+    The running job is asked to stop, and its end is never sent again: the session's next stream sent
+    a second completion for it once its worker recorded one."""
     service, _ = front(settings_for("examples.demo_app:app", stream_max_s=1.0))
     session = secrets.token_hex(16)
     running = service.join(JoinBody(data=["slow"], fn_index=0, session_hash=session))
     waiting = service.join(JoinBody(data=["behind"], fn_index=0, session_hash=session))
-    assert [job.job_id for job in service.store.claim([running], "worker-1").claimed] == [running.job_id]
+    (claimed,) = service.store.claim([running], "worker-1").claimed
     hub = session_hub(service)
 
     async def read() -> list[dict[str, object]]:
@@ -153,6 +156,17 @@ def test_a_stream_at_its_bound_tells_each_pending_job_why_frees_the_waiting_one_
     assert service.store.claim([waiting], "worker-1").claimed == [], "the cancelled job never runs"
     still = service.store.get_job(session, running.job_id)
     assert still is not None and still.state is JobState.RUNNING, "a running job's item is left to its worker"
+    assert still.cancel_requested, "nobody will receive its result: its worker is asked to stop it"
+    late = protocol.completed(running.job_id, ["late"], 0.01, None)
+    assert service.store.finish([Completion(claimed, JobState.COMPLETED, late)], held=False) == [running.job_id]
+    after = service.join(JoinBody(data=["next"], fn_index=0, session_hash=session))  # the visitor tries again
+    (next_run,) = service.store.claim([after], "worker-1").claimed
+    done = protocol.completed(after.job_id, ["next"], 0.01, None)
+    assert service.store.finish([Completion(next_run, JobState.COMPLETED, done)], held=False) == [after.job_id]
+    again = asyncio.run(read())
+    assert [m["msg"] for m in again if m.get("event_id") == running.job_id] == [], "its end went once"
+    assert [m["msg"] for m in again if m.get("event_id") == after.job_id][-1] == "process_completed"
+    assert again[-1] == {"msg": "close_stream", "event_id": None}
 
 
 def test_joins_waiting_for_their_turn_leave_the_streams_threads_free(aws: None) -> None:

@@ -969,7 +969,9 @@ class SessionStream:
 
     async def _out_of_time(self) -> list[dict[str, Any]]:
         """An error completion for each job still pending at the stream's bound; waiting jobs end (and are
-        forgotten with the delivered ones). A running job's item is left to its worker, which records it."""
+        forgotten with the delivered ones). A running job is asked to stop (nobody will receive its result;
+        a generator stops at its next output) and its end counts as delivered, as a cancel's does: the
+        session's next stream must not send it a second completion."""
         limit = f"the {self.hub.settings.stream_max_s:.0f} s limit of one connection (STREAM_MAX_S)"
         messages = []
         for tracked in self.view.pending:
@@ -986,7 +988,9 @@ class SessionStream:
                 message = protocol.failed(
                     job.job_id, f"This job was still running at {limit}; its result cannot be delivered."
                 )
-            tracked.completed = bool(ended)
+                await self._call(self.store.request_cancel, job)
+                tracked.job = job.model_copy(update={"cancel_delivered": True})
+            tracked.completed = True
             messages.append(message)
         return messages
 
