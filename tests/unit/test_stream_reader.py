@@ -7,6 +7,7 @@ ticks within a fraction of a second; nothing else is faked but the store.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 import surge
 from surge import protocol
+from surge.errors import Unavailable
 from surge.eta import Estimator
 from surge.models import FunctionStats, Job, JobState
 from surge.session import PollPolicy, SessionHub, SessionStream
@@ -732,3 +734,79 @@ def test_a_generators_job_next_in_line_is_looked_for_as_its_output_comes_not_aft
         "process_completed",
         "close_stream",
     ]
+
+
+def _completions(seen: list[dict[str, Any]], job: Job) -> list[dict[str, Any]]:
+    return [m for m in seen if m.get("event_id") == job.job_id and m["msg"] == "process_completed"]
+
+
+def test_a_delivered_job_whose_delete_failed_is_not_sent_again_and_goes_with_the_next_delete() -> None:
+    """A throttled delete left the delivered job in the log, and the client's next stream sent its
+    `estimation`, `process_starts` and `process_completed` again (`@gradio/client` fails on a second)."""
+    store = InMemoryStore()
+    session = "f" * 32
+    first_job = _admit(store, session, 0)
+    hub = _hub(store)
+    first: list[dict[str, Any]] = []
+    again: list[dict[str, Any]] = []
+
+    def throttled(jobs: list[Job]) -> None:
+        raise Unavailable("Forgetting delivered jobs failed; please try again shortly.")
+
+    async def watch() -> None:
+        store.jobs.forget_all = throttled  # type: ignore[method-assign]
+        stream = _reading(SessionStream(hub, session, FAST_POLL), first)
+        _run(store, first_job)
+        await asyncio.wait_for(stream, WAIT_LIMIT_S)
+        del store.jobs.forget_all  # AWS answers again
+        second_job = _admit(store, session, 1)
+        reopened = _reading(SessionStream(hub, session, FAST_POLL), again)
+        _run(store, second_job)
+        await asyncio.wait_for(reopened, WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+    assert _completions(first, first_job)
+    assert [m["msg"] for m in again if m.get("event_id") == first_job.job_id] == [], "sent once"
+    assert store.read_session(session) == [], "deleted with the next stream's delivered job"
+
+
+def test_a_read_begun_before_a_delete_landed_does_not_send_the_deleted_job_again() -> None:
+    """The client's next stream, in the same process, read the session while the closing stream's delete
+    was under way, and its answer came back after the delete landed: it sent the delivered job again."""
+    store = InMemoryStore()
+    session = "e" * 32
+    first_job = _admit(store, session, 0)
+    hub = _hub(store)
+    first: list[dict[str, Any]] = []
+    again: list[dict[str, Any]] = []
+    read, forget = store.jobs.read_session, store.jobs.forget_all
+    slow, reading = threading.Event(), threading.Event()
+
+    def slow_read(session_hash: str) -> list[Job]:
+        jobs = read(session_hash)
+        if slow.is_set():
+            reading.set()
+            time.sleep(0.15)  # the query's answer is slow to come back
+        return jobs
+
+    def forget_after_the_read(jobs: list[Job]) -> None:
+        reading.wait(1.0)  # the next stream's read has begun, and saw the job
+        forget(jobs)
+
+    store.jobs.read_session, store.jobs.forget_all = slow_read, forget_after_the_read  # type: ignore[method-assign]
+
+    async def watch() -> None:
+        stream = _reading(SessionStream(hub, session, FAST_POLL), first)
+        _run(store, first_job)
+        await _until(lambda: bool(first) and first[-1]["msg"] == "close_stream", "the first stream's close")
+        second_job = _admit(store, session, 1)  # the client's next join and stream, while the delete runs
+        slow.set()
+        reopened = _reading(SessionStream(hub, session, PollPolicy(min_s=0.005, max_s=0.02)), again)
+        await asyncio.sleep(0.05)
+        slow.clear()
+        _run(store, second_job)
+        await asyncio.wait_for(asyncio.gather(stream, reopened), WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+    assert _completions(first, first_job)
+    assert [m["msg"] for m in again if m.get("event_id") == first_job.job_id] == [], "sent once"

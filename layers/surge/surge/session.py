@@ -55,6 +55,14 @@ SENT_KEPT_S = 60.0
 """How long a stream process remembers what its dropped streams sent, beside the marker it writes: a
 session's read that ran while the marker was written sees it from memory."""
 
+FORGOTTEN_KEPT_S = 60.0
+"""How long a stream process remembers the jobs its streams deleted: a read of the session that began before
+a delete landed still returns the job, and a stream of the session here would deliver it again."""
+
+UNDELETED_MAX = 1000
+"""At most this many delivered jobs whose delete failed are kept to delete with the next (older ones are
+left to expire by TTL)."""
+
 STREAMED = frozenset({"process_generating", "log"})
 """The messages a job's `chunks` hold (generator steps, notices): a dropped stream's count of those it sent
 is the place in `chunks` the session's next stream starts from."""
@@ -422,6 +430,11 @@ class SessionHub:
         self._joined: dict[str, int] = {}
         """Per session with a stream here, how many joins of it this process has finished serving."""
         self._forgetting: dict[str, set[str]] = {}
+        """Per session, the delivered jobs its streams here are deleting now."""
+        self._forgotten: dict[str, tuple[float, set[str]]] = {}
+        """Per session, (monotonic time noted, jobs) its streams here deleted, kept `FORGOTTEN_KEPT_S`."""
+        self._undeleted: list[Job] = []
+        """Delivered jobs whose delete AWS refused: deleted with the next, and skipped by reads here meanwhile."""
         self._sent: dict[str, tuple[float, dict[str, int]]] = {}
         """Per session, (monotonic time noted, job id → generator messages sent) of streams here that their
         clients dropped, kept `SENT_KEPT_S` (a read made as the marker is written may have missed it)."""
@@ -484,13 +497,23 @@ class SessionHub:
         job_ids = [job.job_id for job in jobs]
         if started:
             held.update(job_ids)
-        else:
-            held.difference_update(job_ids)
-            if not held:
-                del self._forgetting[session_hash]
+            return
+        held.difference_update(job_ids)
+        if not held:
+            del self._forgetting[session_hash]
+        now = time.monotonic()
+        for session in [key for key, (noted, _) in self._forgotten.items() if now - noted > FORGOTTEN_KEPT_S]:
+            del self._forgotten[session]
+        if job_ids:
+            kept = self._forgotten.get(session_hash, (now, set()))[1]
+            self._forgotten[session_hash] = (now, kept | set(job_ids))
 
     def forgotten(self, session_hash: str) -> set[str]:
-        return self._forgetting.get(session_hash, set())
+        """The session's jobs that streams here delivered: being deleted, deleted lately (a read begun before
+        the delete landed returns them), or whose delete failed."""
+        kept = self._forgotten.get(session_hash, (0.0, set()))[1]
+        undeleted = {job.job_id for job in self._undeleted if job.session_hash == session_hash}
+        return self._forgetting.get(session_hash, set()) | kept | undeleted
 
     def noting_sent(self, session_hash: str, jobs: list[Job]) -> None:
         """A dropped stream of the session sent these jobs' first `chunks_sent` generator messages."""
@@ -514,8 +537,9 @@ class SessionHub:
 
     async def forget(self, jobs: list[Job]) -> None:
         """Delete a closing stream's delivered jobs; returns once they are deleted (or the delete failed:
-        their items then expire by TTL). Streams of this process that close together share batch writes
-        (25 deletes to a call): what arrives while one write is in flight goes in the next."""
+        they are then deleted with the next, and streams here skip them meanwhile; their items expire by
+        TTL at the latest). Streams of this process that close together share batch writes (25 deletes to
+        a call): what arrives while one write is in flight goes in the next."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._to_forget.append((jobs, done))
@@ -528,11 +552,12 @@ class SessionHub:
             await asyncio.sleep(FORGET_GATHER_S)
         while self._to_forget:
             taken, self._to_forget = self._to_forget, []
-            jobs = [job for jobs, _ in taken for job in jobs]
+            jobs, self._undeleted = [*self._undeleted, *(job for jobs, _ in taken for job in jobs)], []
             try:
                 await anyio.to_thread.run_sync(self.store.forget_all, jobs)
             except Unavailable:
-                logger.warning("could not forget %d delivered jobs; their items expire by TTL", len(jobs))
+                logger.warning("could not forget %d delivered jobs; deleted with the next", len(jobs))
+                self._undeleted = jobs[-UNDELETED_MAX:]
             except Exception:
                 logger.exception("forgetting %d delivered jobs failed; their items expire by TTL", len(jobs))
             for _, done in taken:
@@ -1108,7 +1133,9 @@ class SessionStream:
     async def _read(self) -> list[dict[str, Any]]:
         jobs = await self._call(self.store.read_session, self.session_hash)
         forgotten = self.hub.forgotten(self.session_hash)
-        jobs = self.hub.with_sent(self.session_hash, [job for job in jobs if job.job_id not in forgotten])
+        # A job read with its cancel's marker is the view's to skip (and to delete once ended).
+        kept = [job for job in jobs if job.job_id not in forgotten or job.cancel_delivered]
+        jobs = self.hub.with_sent(self.session_hash, kept)
         self.reads += 1
         await self.hub.refresh_estimates(jobs)
         completed = {t.job.job_id for t in self.view.jobs.values() if t.completed}
