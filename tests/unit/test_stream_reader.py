@@ -810,3 +810,53 @@ def test_a_read_begun_before_a_delete_landed_does_not_send_the_deleted_job_again
     asyncio.run(watch())
     assert _completions(first, first_job)
     assert [m["msg"] for m in again if m.get("event_id") == first_job.job_id] == [], "sent once"
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["one process", "two processes"])
+def test_two_streams_of_a_session_awaiting_one_job_both_end_when_one_delivers_it(processes: int) -> None:
+    """A client opened a stream again while its first still ran (on Lambda a stream whose client left
+    runs on). The first to see the job end delivered and deleted it; the other awaited it until the
+    stream's bound (870 s on AWS) and then said it was still running. In one process both now deliver it;
+    in two, the other is told at its next read that another connection received it."""
+    store = InMemoryStore()
+    session, job, claimed = _started(store, "w")
+    ended, delivered = threading.Event(), threading.Event()
+
+    class OtherProcess(InMemoryStore):
+        """The same items, read by a stream process of its own, which reads the job's end last."""
+
+        def __init__(self) -> None:
+            self.__dict__.update(store.__dict__)
+
+        def read_session(self, session_hash: str) -> list[Job]:
+            if ended.is_set():
+                delivered.wait(WAIT_LIMIT_S)
+            return super().read_session(session_hash)
+
+    first_hub = _hub(store)
+    hubs = [first_hub, _hub(OtherProcess()) if processes == 2 else first_hub]
+    seen: list[list[dict[str, Any]]] = [[], []]
+
+    async def watch() -> None:
+        eager = _reading(SessionStream(hubs[0], session, FAST_POLL), seen[0])
+        slow = _reading(SessionStream(hubs[1], session, PollPolicy(min_s=0.05, max_s=0.2)), seen[1])
+        started = [lambda k=k: any(m["msg"] == "process_starts" for m in seen[k]) for k in (0, 1)]
+        await _until(lambda: all(f() for f in started), "both streams saw the job start")
+        done = protocol.completed(job.job_id, ["OK"], 0.01, None)
+        store.finish([Completion(claimed, JobState.COMPLETED, done)], held=True)
+        ended.set()
+        await asyncio.wait_for(eager, WAIT_LIMIT_S)
+        delivered.set()
+        await asyncio.wait_for(slow, WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+    ends = [[m for m in messages if m["msg"] == "process_completed"] for messages in seen]
+    assert all(
+        len(end) == 1 and messages[-1] == protocol.close_stream() for end, messages in zip(ends, seen, strict=True)
+    )
+    assert ends[0][0]["success"] and ends[0][0]["output"]["data"] == ["OK"]
+    if processes == 1:
+        assert ends[1][0]["output"]["data"] == ["OK"], "the same end, from the stream that delivered it"
+    else:
+        assert not ends[1][0]["success"] and "another connection" in ends[1][0]["output"]["error"]
+    assert store.read_session(session) == []

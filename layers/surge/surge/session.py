@@ -155,6 +155,8 @@ class SessionView:
     jobs: dict[str, Tracked] = field(default_factory=dict)
     told_elsewhere: dict[str, Job] = field(default_factory=dict)
     """Jobs another stream told the visitor were cancelled, which have ended since: this one deletes them."""
+    ended_elsewhere: set[str] = field(default_factory=set)
+    """Jobs this stream awaited that another stream delivered and deleted (`vanished`)."""
 
     def take(self, jobs: list[Job], read_at: float, batch_s: Callable[[str], float | None]) -> list[dict[str, Any]]:
         """Messages for what changed since the last read; `read_at`: when this read ended (monotonic)."""
@@ -178,6 +180,24 @@ class SessionView:
             tracked.job = job
             messages.extend(_news(tracked, batch_s(job.api_name)))
         return messages
+
+    def vanished(self, present: set[str]) -> list[dict[str, Any]]:
+        """An error completion for each job still awaited here that a read of the whole session no longer
+        holds (`present`: its job ids): another stream of the session, in another process, delivered it and
+        deleted it (a client that opened a stream again while the first still ran: on Lambda a stream whose
+        client left runs on). Awaited on, it would be told it was still running at `STREAM_MAX_S`."""
+        gone = [t for t in self.pending if t.job.job_id not in present]
+        for tracked in gone:
+            del self.jobs[tracked.job.job_id]
+            self.ended_elsewhere.add(tracked.job.job_id)
+        return [
+            protocol.failed(
+                t.job.job_id,
+                "This job's result went to another connection of this session (a stream opened again while "
+                "the first was still open); please run it again.",
+            )
+            for t in gone
+        ]
 
     @property
     def pending(self) -> list[Tracked]:
@@ -429,9 +449,9 @@ class SessionHub:
         self._joins: dict[str, int] = {}
         self._joined: dict[str, int] = {}
         """Per session with a stream here, how many joins of it this process has finished serving."""
-        self._forgetting: dict[str, set[str]] = {}
+        self._forgetting: dict[str, dict[str, Job]] = {}
         """Per session, the delivered jobs its streams here are deleting now."""
-        self._forgotten: dict[str, tuple[float, set[str]]] = {}
+        self._forgotten: dict[str, tuple[float, dict[str, Job]]] = {}
         """Per session, (monotonic time noted, jobs) its streams here deleted, kept `FORGOTTEN_KEPT_S`."""
         self._undeleted: list[Job] = []
         """Delivered jobs whose delete AWS refused: deleted with the next, and skipped by reads here meanwhile."""
@@ -493,27 +513,28 @@ class SessionHub:
 
     def forgetting(self, session_hash: str, jobs: list[Job], started: bool) -> None:
         """Jobs whose completion a closed stream delivered and is deleting now (`started`) or has deleted."""
-        held = self._forgetting.setdefault(session_hash, set())
-        job_ids = [job.job_id for job in jobs]
+        held = self._forgetting.setdefault(session_hash, {})
         if started:
-            held.update(job_ids)
+            held.update((job.job_id, job) for job in jobs)
             return
-        held.difference_update(job_ids)
+        for job in jobs:
+            held.pop(job.job_id, None)
         if not held:
             del self._forgetting[session_hash]
         now = time.monotonic()
         for session in [key for key, (noted, _) in self._forgotten.items() if now - noted > FORGOTTEN_KEPT_S]:
             del self._forgotten[session]
-        if job_ids:
-            kept = self._forgotten.get(session_hash, (now, set()))[1]
-            self._forgotten[session_hash] = (now, kept | set(job_ids))
+        if jobs:
+            kept = self._forgotten.get(session_hash, (now, {}))[1]
+            kept.update((job.job_id, job) for job in jobs)
+            self._forgotten[session_hash] = (now, kept)
 
-    def forgotten(self, session_hash: str) -> set[str]:
-        """The session's jobs that streams here delivered: being deleted, deleted lately (a read begun before
-        the delete landed returns them), or whose delete failed."""
-        kept = self._forgotten.get(session_hash, (0.0, set()))[1]
-        undeleted = {job.job_id for job in self._undeleted if job.session_hash == session_hash}
-        return self._forgetting.get(session_hash, set()) | kept | undeleted
+    def forgotten(self, session_hash: str) -> dict[str, Job]:
+        """The session's jobs that streams here delivered, as delivered: being deleted, deleted lately (a
+        read begun before the delete landed returns them), or whose delete failed."""
+        undeleted = {job.job_id: job for job in self._undeleted if job.session_hash == session_hash}
+        kept = self._forgotten.get(session_hash, (0.0, {}))[1]
+        return {**undeleted, **kept, **self._forgetting.get(session_hash, {})}
 
     def noting_sent(self, session_hash: str, jobs: list[Job]) -> None:
         """A dropped stream of the session sent these jobs' first `chunks_sent` generator messages."""
@@ -1024,7 +1045,7 @@ class SessionStream:
             return False
         if not self.joined_again and not self.view.jobs:
             return True  # a call's job was written before its id was answered: none here, there is none
-        return bool(self.view.delivered) or open_s >= self.poll.empty_session_s
+        return bool(self.view.delivered or self.view.ended_elsewhere) or open_s >= self.poll.empty_session_s
 
     def _estimations(self) -> list[dict[str, Any]]:
         if self.hub.counters is None or not self.view.waiting():
@@ -1133,13 +1154,17 @@ class SessionStream:
     async def _read(self) -> list[dict[str, Any]]:
         jobs = await self._call(self.store.read_session, self.session_hash)
         forgotten = self.hub.forgotten(self.session_hash)
-        # A job read with its cancel's marker is the view's to skip (and to delete once ended).
+        # A job read with its cancel's marker is the view's to skip (and to delete once ended). One this
+        # stream still awaits that another stream of the session here delivered gets the same end here.
         kept = [job for job in jobs if job.job_id not in forgotten or job.cancel_delivered]
-        jobs = self.hub.with_sent(self.session_hash, kept)
+        owed = [forgotten[t.job.job_id] for t in self.view.pending if t.job.job_id in forgotten]
+        read_ids = {job.job_id for job in kept}
+        jobs = self.hub.with_sent(self.session_hash, kept + [job for job in owed if job.job_id not in read_ids])
         self.reads += 1
         await self.hub.refresh_estimates(jobs)
         completed = {t.job.job_id for t in self.view.jobs.values() if t.completed}
-        messages = self.view.take(jobs, time.monotonic(), self.hub.batch_s)
+        messages = self.view.vanished({job.job_id for job in jobs})
+        messages.extend(self.view.take(jobs, time.monotonic(), self.hub.batch_s))
         for tracked in self.view.jobs.values():
             job = tracked.job
             if job.job_id in self._timed or job.created_at > self.opened_at:
