@@ -23,6 +23,11 @@
    connection on both sides and a new server thread. `serve` runs moto's WSGI app under waitress instead:
    HTTP/1.1 keep-alive and a pool of threads, wide enough for every worker's SQS long poll at once.
 
+8. moto keeps DynamoDB items past their TTL (AWS deletes them, at no write cost, within days of
+   expiry): locally the finish notices, batch records and cancelled jobs of a long run piled up, and
+   queries of those partitions grew with them. `serve` deletes expired items of tables whose TTL is on
+   every `TTL_SWEEP_S` (`sweep_expired`); `provision` turns TTL on as the template does.
+
 The launcher runs two of these processes, one for SQS and one for DynamoDB (`--services`), so the two
 use both cores; children find them through `AWS_ENDPOINT_URL_SQS` and `AWS_ENDPOINT_URL_DYNAMODB`.
 A process refuses requests for any other service, so a call sent to the wrong one fails loudly.
@@ -70,6 +75,9 @@ from waitress.server import create_server
 from surge_local import ALSO_SERVED, FIDELITY_VARIABLE, SERVICES
 from surge_local.fidelity import Fidelity
 from surge_local.supervision import exit_with_parent
+
+TTL_SWEEP_S = 30.0
+"""How often the DynamoDB emulator deletes the items past their TTL (see fix 8)."""
 
 MOTO_RETENTION_CHECK = SQSBackend.is_message_valid_based_on_retention_period
 """moto's own check, kept for the test that compares both."""
@@ -227,6 +235,36 @@ def patch_moto(fidelity: Fidelity | None = None) -> None:
     _FIDELITY[:] = [fidelity] if fidelity else []
 
 
+def sweep_expired(now: float | None = None) -> int:
+    """Delete every item whose TTL attribute (a number of epoch seconds) is past `now`, in every table with
+    TTL on, as DynamoDB's TTL does; returns how many were deleted. Under the emulator's request lock."""
+    now = time.time() if now is None else now
+    deleted = 0
+    with _DYNAMODB_LOCK:
+        for _, _, backend in dynamodb_models.dynamodb_backends.iter_backends():
+            for table in list(backend.tables.values()):  # type: ignore[attr-defined]
+                if table.ttl.get("TimeToLiveStatus") != "ENABLED":
+                    continue
+                attribute = table.ttl["AttributeName"]
+                for item in table.all_items():
+                    expiry = item.attrs.get(attribute)
+                    if expiry is not None and expiry.type == "N" and float(expiry.value) < now:
+                        table.delete_item(item.hash_key, item.range_key)
+                        deleted += 1
+                for hash_key in [key for key, part in table.items.items() if isinstance(part, dict) and not part]:
+                    del table.items[hash_key]  # moto leaves a partition's dict behind its last delete
+    return deleted
+
+
+def _sweep_forever(every_s: float) -> None:
+    while True:
+        time.sleep(every_s)
+        try:
+            sweep_expired()
+        except Exception:  # never stop the emulator for its housekeeping
+            logging.getLogger(__name__).exception("deleting expired items failed")
+
+
 def signed_service(environ: dict[str, Any]) -> str | None:
     """The service a SigV4-signed request names in its credential scope (`.../us-east-1/sqs/aws4_request`)."""
     try:
@@ -256,6 +294,7 @@ def serve(port: int, services: Iterable[str] = SERVICES, fidelity: bool = False,
 
     `threads` bounds the requests in progress at once; each SQS long poll holds one for its wait, so it
     must exceed the pollers of the whole stack (a request beyond it waits, it is not refused)."""
+    services = frozenset(services)
     patch_moto(Fidelity() if fidelity else None)
     logging.getLogger("waitress").setLevel(logging.ERROR)
     app = only(services, DomainDispatcherApplication(create_backend_app))
@@ -269,6 +308,9 @@ def serve(port: int, services: Iterable[str] = SERVICES, fidelity: bool = False,
         asyncore_use_poll=True,
         ident="surge-emulator",
     )
+
+    if "dynamodb" in services:
+        threading.Thread(target=_sweep_forever, args=(TTL_SWEEP_S,), name="ttl-sweep", daemon=True).start()
 
     def stop(*_: Any) -> None:
         raise SystemExit(0)

@@ -57,6 +57,10 @@ def provision(
             KeySchema=[{"AttributeName": attr, "KeyType": kind} for attr, kind in key],
             AttributeDefinitions=[{"AttributeName": attr, "AttributeType": "S"} for attr, _ in key],
         )
+        # As the template: the emulator then deletes expired items, as DynamoDB does (`emulator.sweep_expired`).
+        dynamodb.update_time_to_live(
+            TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+        )
     queue_url = ""
     for function in app.functions:
         dlq_url = sqs.create_queue(QueueName=f"{prefix}{function.api_name}-dlq")["QueueUrl"]

@@ -16,8 +16,10 @@ from botocore.exceptions import ClientError
 from moto.dynamodb.responses import DynamoHandler
 from moto.sqs.models import SQSBackend, sqs_backends
 
+from surge.application import load_app
 from surge_local import emulator
 from surge_local.launcher import emulator_client_kwargs, free_port, wait_for_port
+from surge_local.provision import provision
 
 
 def test_retention_check_matches_motos_own(aws: None) -> None:
@@ -38,6 +40,29 @@ def test_patch_is_idempotent_and_locks_dynamodb_requests() -> None:
     emulator.patch_moto()
     assert getattr(DynamoHandler.call_action, "__surge_atomic__", False)
     assert SQSBackend.is_message_valid_based_on_retention_period is emulator._retention_check
+
+
+def test_expired_items_are_deleted_as_dynamodbs_ttl_deletes_them(aws: None) -> None:
+    """moto keeps items past their TTL: a long local run piled up finish notices, batch records and
+    cancelled jobs, and the queries of those partitions grew with them."""
+    resources = provision(load_app("examples.demo_app:app"), prefix="ttl-")
+    dynamodb = boto3.client("dynamodb")
+    ttl = dynamodb.describe_time_to_live(TableName=resources.events_table_name)["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}, "as the template's tables"
+    now = time.time()
+    for sk, expires in (("old", now - 5), ("fresh", now + 600), ("kept", None)):
+        item = {"session_hash": {"S": "s1"}, "sk": {"S": sk}}
+        if expires is not None:
+            item["expires_at"] = {"N": str(int(expires))}
+        dynamodb.put_item(TableName=resources.events_table_name, Item=item)
+    dynamodb.put_item(
+        TableName=resources.events_table_name,
+        Item={"session_hash": {"S": "s2"}, "sk": {"S": "gone"}, "expires_at": {"N": str(int(now - 1))}},
+    )
+    assert emulator.sweep_expired(now) == 2
+    left = dynamodb.scan(TableName=resources.events_table_name)["Items"]
+    assert sorted(item["sk"]["S"] for item in left) == ["fresh", "kept"]
+    assert emulator.sweep_expired(now) == 0
 
 
 @contextmanager
