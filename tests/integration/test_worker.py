@@ -105,7 +105,7 @@ def test_wrong_number_of_outputs_and_short_batches_fail_with_a_clear_message(aws
     assert result["output"]["error"] == "wrong_arity must return 2 values."
     with serving(settings, "short_batch"):
         result = outcome(settings, submit(settings, "short_batch", "a"))
-    assert "not the batch size 1" in result["output"]["error"]
+    assert "shorter than the batch size 1" in result["output"]["error"]
 
 
 def test_a_call_past_its_time_limit_fails_and_the_worker_serves_the_next(aws: None) -> None:

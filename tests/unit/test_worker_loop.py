@@ -958,3 +958,20 @@ def test_a_surge_batch_that_raises_surge_error_fails_only_the_bad_inputs_caller(
     assert ran == [["ok", "bad", "fine"], ["ok"], ["bad"], ["fine"]]
     assert [_result(store, job)["success"] for job in jobs] == [True, False, True]
     assert _result(store, jobs[1])["output"]["error"] == "bad in batch bad"
+
+
+def test_a_batch_whose_output_lists_run_longer_than_the_batch_gives_each_caller_its_own_as_gradio_does() -> None:
+    """Gradio zips a batch's output lists: extra items are dropped and every caller gets its own. Surge
+    failed every caller of the batch, so an app that worked on Gradio broke here."""
+    app = surge.App(title="batches")
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], batch=True, max_batch_size=4)
+    def padded(texts: list[str]) -> list[list[str]]:
+        return [[text.upper() for text in texts] + ["EXTRA"]]
+
+    store, queue = InMemoryStore(), InMemoryQueue()
+    jobs = [_join(store, queue, "padded", text, i) for i, text in enumerate(["a", "b", "c"])]
+
+    _serve_until_drained(SimpleNamespace(app=app), "padded", store, queue)  # type: ignore[arg-type]
+
+    assert [_result(store, job)["output"]["data"] for job in jobs] == [["A"], ["B"], ["C"]]

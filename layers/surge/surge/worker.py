@@ -799,11 +799,12 @@ class Worker:
         expected = len(self.function.outputs)
         if not isinstance(outputs, list | tuple) or len(outputs) != expected:
             raise JobFailed(f"{self.function.api_name} must return a list of {expected} output list(s) for a batch.")
-        if any(not isinstance(column, list | tuple) or len(column) != size for column in outputs):
-            raise JobFailed(
-                f"{self.function.api_name} returned output lists whose length is not the batch size {size}."
-            )
-        return [protocol.finite(row) for row in zip(*outputs, strict=True)]
+        if any(not isinstance(column, list | tuple) or len(column) < size for column in outputs):
+            raise JobFailed(f"{self.function.api_name} returned output lists shorter than the batch size {size}.")
+        if any(len(column) > size for column in outputs):
+            # As Gradio (which zips the lists): each caller gets its own place, the rest is dropped.
+            logger.warning("%s returned output lists longer than the batch size %d", self.function.api_name, size)
+        return [protocol.finite(row) for row in zip(*(column[:size] for column in outputs), strict=True)]
 
     def _run_one(self, task: _Task) -> None:
         started = time.monotonic()
