@@ -13,8 +13,8 @@ from contextlib import contextmanager
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodb.models.dynamo_type import Item
+from moto.dynamodb.responses import DynamoHandler
 from moto.s3.models import FakeBucket
 from moto.sqs.models import Message, SQSBackend, sqs_backends
 
