@@ -255,7 +255,7 @@ def patch_moto(fidelity: Fidelity | None = None) -> None:
     Queue.attributes = property(_queue_attributes)  # type: ignore[assignment,method-assign]
     DomainDispatcherApplication.get_backend_for_host = _backend_for_host  # type: ignore[method-assign]
     if not getattr(BaseModel.__new__, "__surge_untracked__", False):
-        BaseModel.__new__ = staticmethod(_model_new)  # type: ignore[assignment,method-assign]
+        BaseModel.__new__ = staticmethod(_model_new)  # type: ignore[method-assign]
         for service in UNTRACKED_SERVICES:
             for model in model_data[service].values():
                 model.instances_tracked = []  # type: ignore[attr-defined]
