@@ -449,6 +449,27 @@ def test_leases_cap_the_group_and_expire(demo: tuple[App, Settings]) -> None:
     assert not store.renew_lease("g", 0, "c")
 
 
+def test_a_renewed_lease_outlives_the_hour_its_take_gave_its_item(demo: tuple[App, Settings]) -> None:
+    """A batch may hold a slot for longer than an hour (no `time_limit_s`): the item's TTL moves with each
+    renewal, or DynamoDB's TTL (and the local emulator's sweep) deleted a held lease and a second worker
+    took the same slot."""
+    from surge_local import emulator
+
+    store = Store(demo[1].model_copy(update={"lease_ttl_s": 30.0}))
+
+    def expires_at() -> float:
+        key = {"pk": {"S": "lease#g"}, "sk": {"S": "00000"}}
+        return float(store.client.get_item(TableName=demo[1].state_table_name, Key=key)["Item"]["expires_at"]["N"])
+
+    assert store.acquire_lease("g", 1, "a") == 0
+    taken = expires_at()
+    time.sleep(1.1)
+    assert store.renew_lease("g", 0, "a")
+    assert expires_at() > taken, "the renewal moved the item's TTL"
+    emulator.sweep_expired(taken + 0.5)  # past the take's TTL (provisioned tables have TTL on)
+    assert store.acquire_lease("g", 1, "b") is None, "the slot is still held"
+
+
 def test_a_crowd_at_a_nearly_full_queue_is_refused_at_the_door_not_by_a_stampede_of_transactions(
     demo: tuple[App, Settings],
 ) -> None:

@@ -860,3 +860,56 @@ def test_two_streams_of_a_session_awaiting_one_job_both_end_when_one_delivers_it
     else:
         assert not ends[1][0]["success"] and "another connection" in ends[1][0]["output"]["error"]
     assert store.read_session(session) == []
+
+
+def test_a_job_ended_at_the_streams_bound_is_not_sent_again_by_a_stream_opened_as_its_marker_is_written() -> None:
+    """At `STREAM_MAX_S` a running job is told it cannot be delivered and gets a cancel's marker. A stream of
+    the session opened here while that marker was written read the job without it, and sent the job's
+    `estimation`, `process_starts` and a second `process_completed` once it ended."""
+    store = InMemoryStore()
+    session, job, claimed = _started(store, "m")
+    app = _app()
+    settings = memory_settings(
+        "tests.unit.test_stream_reader:app", counters_tick_s=0.02, rescan_s=60.0, session_grace_s=60.0, stream_max_s=0.3
+    )
+    hub = SessionHub(app, settings, store, Estimator(app, store.workers.stats, store.workers.fleet))
+    forget, landed = store.jobs.forget_all, threading.Event()
+
+    def slow_marker(jobs: list[Job]) -> None:
+        landed.wait(2.0)  # the marker's write is slow to land
+        forget(jobs)
+
+    store.jobs.forget_all = slow_marker  # type: ignore[method-assign]
+    first: list[dict[str, Any]] = []
+    again: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        bounded = _reading(SessionStream(hub, session, FAST_POLL), first)
+        await _until(lambda: bool(first) and first[-1]["msg"] == "close_stream", "the stream's bound")
+        reopened = _reading(SessionStream(hub, session, FAST_POLL), again)  # the client's next stream
+        await asyncio.sleep(0.1)  # it reads while the marker is written
+        landed.set()
+        await asyncio.wait_for(bounded, WAIT_LIMIT_S)
+        store.finish([Completion(claimed, JobState.CANCELLED, protocol.cancelled(job.job_id))], held=True)
+        await asyncio.wait_for(reopened, WAIT_LIMIT_S)
+
+    asyncio.run(watch())
+    assert len(_completions(first, job)) == 1
+    assert [m["msg"] for m in again if m.get("event_id") == job.job_id] == [], "its end went once"
+
+
+def test_a_stream_process_remembers_what_it_deleted_for_a_minute_however_often_the_session_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A `gradio_client.Client` uses one session for all its calls: a script calling every 30 s kept every
+    job it was delivered (results and all) in the stream process, for as long as it ran."""
+    store = InMemoryStore()
+    hub = _hub(store)
+    session, now = "r" * 32, [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    for k in range(100):
+        delivered = [_admit(store, session, k)]
+        hub.forgetting(session, delivered, True)
+        hub.forgetting(session, delivered, False)
+        now[0] += 30.0
+    assert sorted(hub.forgotten(session)) == [f"job-rrrr-{k}" for k in (97, 98, 99)], "the last minute's alone"

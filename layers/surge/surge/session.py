@@ -451,8 +451,10 @@ class SessionHub:
         """Per session with a stream here, how many joins of it this process has finished serving."""
         self._forgetting: dict[str, dict[str, Job]] = {}
         """Per session, the delivered jobs its streams here are deleting now."""
-        self._forgotten: dict[str, tuple[float, dict[str, Job]]] = {}
-        """Per session, (monotonic time noted, jobs) its streams here deleted, kept `FORGOTTEN_KEPT_S`."""
+        self._forgotten: dict[str, dict[str, tuple[float, Job]]] = {}
+        """Per session, the jobs its streams here deleted (monotonic time, job), each kept `FORGOTTEN_KEPT_S`."""
+        self._forgotten_at: deque[tuple[float, str, str]] = deque()
+        """(monotonic time deleted, session, job id) of `_forgotten`, oldest first."""
         self._undeleted: list[Job] = []
         """Delivered jobs whose delete AWS refused: deleted with the next, and skipped by reads here meanwhile."""
         self._sent: dict[str, tuple[float, dict[str, int]]] = {}
@@ -522,18 +524,22 @@ class SessionHub:
         if not held:
             del self._forgetting[session_hash]
         now = time.monotonic()
-        for session in [key for key, (noted, _) in self._forgotten.items() if now - noted > FORGOTTEN_KEPT_S]:
-            del self._forgotten[session]
-        if jobs:
-            kept = self._forgotten.get(session_hash, (now, {}))[1]
-            kept.update((job.job_id, job) for job in jobs)
-            self._forgotten[session_hash] = (now, kept)
+        while self._forgotten_at and now - self._forgotten_at[0][0] > FORGOTTEN_KEPT_S:
+            noted, session, job_id = self._forgotten_at.popleft()
+            kept = self._forgotten.get(session, {})
+            if kept.get(job_id, (None,))[0] == noted:  # not noted again since
+                del kept[job_id]
+            if not kept:
+                self._forgotten.pop(session, None)
+        for job in jobs:
+            self._forgotten.setdefault(session_hash, {})[job.job_id] = (now, job)
+            self._forgotten_at.append((now, session_hash, job.job_id))
 
     def forgotten(self, session_hash: str) -> dict[str, Job]:
         """The session's jobs that streams here delivered, as delivered: being deleted, deleted lately (a
         read begun before the delete landed returns them), or whose delete failed."""
         undeleted = {job.job_id: job for job in self._undeleted if job.session_hash == session_hash}
-        kept = self._forgotten.get(session_hash, (0.0, {}))[1]
+        kept = {job_id: job for job_id, (_, job) in self._forgotten.get(session_hash, {}).items()}
         return {**undeleted, **kept, **self._forgetting.get(session_hash, {})}
 
     def noting_sent(self, session_hash: str, jobs: list[Job]) -> None:
@@ -1004,6 +1010,7 @@ class SessionStream:
         # cancelled (its place goes to the next; nobody would receive its result), and the stream closes.
         for message in await self._out_of_time():
             yield message
+        self.hub.forgetting(self.session_hash, self.view.to_forget, True)  # as at a normal close, before it
         self._close()
         yield protocol.close_stream()
 

@@ -102,10 +102,15 @@ class FleetStore(Table):
                 self.client.update_item(
                     TableName=self.settings.state_table_name,
                     Key={"pk": s(f"lease#{group}"), "sk": s(f"{slot:05d}")},
-                    UpdateExpression="SET lease_until = :until",
+                    # Its TTL moves too: a batch may hold a slot past the hour its take gave the item.
+                    UpdateExpression="SET lease_until = :until, expires_at = :expires",
                     ConditionExpression="#o = :me",
                     ExpressionAttributeNames={"#o": "owner"},
-                    ExpressionAttributeValues={":until": n(now + self.settings.lease_ttl_s), ":me": s(owner)},
+                    ExpressionAttributeValues={
+                        ":until": n(now + self.settings.lease_ttl_s),
+                        ":expires": n(int(now + self.settings.lease_ttl_s) + 3600),
+                        ":me": s(owner),
+                    },
                 )
         except ClientError:
             return False
