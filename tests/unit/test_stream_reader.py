@@ -740,13 +740,17 @@ def _completions(seen: list[dict[str, Any]], job: Job) -> list[dict[str, Any]]:
     return [m for m in seen if m.get("event_id") == job.job_id and m["msg"] == "process_completed"]
 
 
+def _one_job_waiting(letter: str) -> tuple[InMemoryStore, str, Job, SessionHub]:
+    """A store with one job waiting in the session `letter * 32`, and a stream process's hub over it."""
+    store = InMemoryStore()
+    session = letter * 32
+    return store, session, _admit(store, session, 0), _hub(store)
+
+
 def test_a_delivered_job_whose_delete_failed_is_not_sent_again_and_goes_with_the_next_delete() -> None:
     """A throttled delete left the delivered job in the log, and the client's next stream sent its
     `estimation`, `process_starts` and `process_completed` again (`@gradio/client` fails on a second)."""
-    store = InMemoryStore()
-    session = "f" * 32
-    first_job = _admit(store, session, 0)
-    hub = _hub(store)
+    store, session, first_job, hub = _one_job_waiting("f")
     first: list[dict[str, Any]] = []
     again: list[dict[str, Any]] = []
 
@@ -773,10 +777,7 @@ def test_a_delivered_job_whose_delete_failed_is_not_sent_again_and_goes_with_the
 def test_a_read_begun_before_a_delete_landed_does_not_send_the_deleted_job_again() -> None:
     """The client's next stream, in the same process, read the session while the closing stream's delete
     was under way, and its answer came back after the delete landed: it sent the delivered job again."""
-    store = InMemoryStore()
-    session = "e" * 32
-    first_job = _admit(store, session, 0)
-    hub = _hub(store)
+    store, session, first_job, hub = _one_job_waiting("e")
     first: list[dict[str, Any]] = []
     again: list[dict[str, Any]] = []
     read, forget = store.jobs.read_session, store.jobs.forget_all
