@@ -176,8 +176,6 @@ class LeaseTurns:
         self._changed = threading.Condition()
         self._lines: dict[str, deque[object]] = {}
         self._releases: dict[str, int] = {}
-        self.members: set[str] = set()
-        """The workers of this process (their ids)."""
 
     @contextlib.contextmanager
     def head_of_line(self, group: str, stopping: threading.Event) -> Iterator[bool]:
@@ -237,15 +235,12 @@ class Worker:
         self.broker = broker
         self.slots = max(slots, settings.page_event_slots) if function.events is not None else slots
         self.worker_id = worker_id or f"{function.api_name}-{os.getpid()}-{secrets.token_hex(4)}"
-        self.turns.members.add(self.worker_id)
         self.limit = app.concurrency_limit(function.concurrency_id)
         self.group = [f.api_name for f in app.functions if f.concurrency_id == function.concurrency_id]
         """The functions that share this one's concurrency limit (its own included)."""
         self.alone = False
         """Whether the last heartbeat found no other live worker of the group: then a loop whose next
         batch is already in hand keeps its lease for it (see `_keeps_lease`)."""
-        self.shared_elsewhere = True
-        """Whether the last heartbeat found a live worker of the group in another process (`_slot_first`)."""
         self.stopping = threading.Event()
         self.hand = _Hand()
         self.parked: deque[Delivery] = deque()
@@ -341,20 +336,19 @@ class Worker:
             self.store.worker_alive(self.function.api_name, self.worker_id, self.settings.lease_ttl_s, self.slots)
             self.beat_ok_at = sent
             if self.limit is not None:
-                others = self._others_in_group()
-                self.alone, self.shared_elsewhere = not others, bool(others - self.turns.members)
+                self.alone = self._alone_in_group()
             for slot, owner in leases:
                 self.store.renew_lease(self.function.concurrency_id, slot, owner)
             if deliveries:
                 self.broker.set_visibility(self.function.api_name, deliveries, self.settings.visibility_timeout_s)
         except Unavailable:
-            self.alone, self.shared_elsewhere = False, True
+            self.alone = False
             logger.warning("heartbeat failed; retrying", extra={"worker_id": self.worker_id})
 
-    def _others_in_group(self) -> set[str]:
-        """The other live workers that serve a function of this one's concurrency group (one query per
+    def _alone_in_group(self) -> bool:
+        """No other live worker serves a function of this one's concurrency group (one query per
         function of the group, once per heartbeat)."""
-        return {w for api_name in self.group for w in self.store.live_workers(api_name)} - {self.worker_id}
+        return all(set(self.store.live_workers(api_name)) <= {self.worker_id} for api_name in self.group)
 
     def _give_back(self) -> None:
         deliveries, _ = self.hand.snapshot()
@@ -372,13 +366,11 @@ class Worker:
         ahead: Future[list[Delivery]] | None = None
         kept: int | None = None
         """A lease slot kept from the last batch for the next one (see `_keeps_lease`)."""
-        busy = False
-        """Whether the queue had work at the last look (`_with_slot_first`)."""
         try:
             while not self.stopping.is_set():
                 try:
                     current, ahead = ahead, None
-                    kept, deliveries, busy = self._take_next(current, kept, busy)
+                    deliveries = current.result() if current is not None else self._next()
                     if self._prefetch(deliveries):
                         # A full batch means more may wait: the next receive (the same long poll the loop
                         # would make next) runs while this batch does, so the device goes from batch to
@@ -411,68 +403,6 @@ class Worker:
         if ahead is not None:
             with contextlib.suppress(Exception):
                 ahead.result()  # what it gathered is in hand: `serve` gives it back
-
-    def _take_next(
-        self, ahead: Future[list[Delivery]] | None, kept: int | None, busy: bool
-    ) -> tuple[int | None, list[Delivery], bool]:
-        """(the slot held, the next batch, whether the queue is busy): the batch received ahead, else the
-        slot first where `_slot_first` says so, else the next batch (`_next`)."""
-        if ahead is None and kept is None and self._slot_first():
-            return self._with_slot_first(busy)
-        deliveries = ahead.result() if ahead is not None else self._next()
-        return kept, deliveries, bool(deliveries)
-
-    def _slot_first(self) -> bool:
-        """Whether this loop takes its group's slot before it receives: another worker shares the limit.
-        A loop that received first held its jobs while it waited for the slot, and the worker that gave
-        the slot back took it again with newer jobs before the other's backoff ended, so a job shown
-        rank 0 waited behind later ones. Holding the slot first, the loop receives the oldest jobs the
-        queue has, whichever worker wins the slot: a function's jobs start in the order they joined."""
-        if self.function.events is not None or self.function.reserve is not None or self.receiving is not None:
-            return False
-        # Loops of one process take turns already (`LeaseTurns`).
-        return self.limit is not None and not self.alone and self.shared_elsewhere
-
-    def _with_slot_first(self, busy: bool) -> tuple[int | None, list[Delivery], bool]:
-        """(the slot, the jobs to run under it, whether the queue is busy). While it is busy: the slot, then
-        what the queue has now. Otherwise, or once it is empty (the slot then goes back at once: another
-        function of the group may need it), a long poll without the slot, and one try for it: taken
-        elsewhere, the jobs go back to the queue, first in line (once: see below), and the loop waits
-        for the slot holding none (so an idle loop's wait costs no lease calls)."""
-        if busy:
-            slot = self._acquire_lease()
-            if slot is None:
-                return None, [], False  # stopping
-            try:
-                deliveries = self._gather(wait_s=0)
-            except BaseException:
-                self._release(slot)
-                raise
-            if deliveries:
-                return slot, deliveries, True
-            self._release(slot)
-        deliveries = self._gather()
-        if not deliveries:
-            return None, [], False
-        slot = self._lease_now()
-        if slot is None and any(delivery.receive_count > 1 for delivery in deliveries):
-            # Received before: each receive counts towards SQS's dead-letter limit, so a job goes back at
-            # most once, and this loop waits for the slot holding it (as every loop did before).
-            slot = self._acquire_lease()
-        if slot is not None:
-            return slot, deliveries, True
-        self.broker.set_visibility(self.function.api_name, deliveries, 0)
-        self.hand.drop(deliveries)
-        return None, [], not self.stopping.is_set()
-
-    def _lease_now(self) -> int | None:
-        """One try for a slot of the group's limit."""
-        owner = self._lease_owner()
-        slot = self.store.acquire_lease(self.function.concurrency_id, self.limit or 1, owner)
-        if slot is not None:
-            with self.hand.lock:
-                self.hand.leases[slot] = owner
-        return slot
 
     def _prefetch(self, deliveries: list[Delivery]) -> bool:
         """Whether to make the next receive while this batch runs: the batch is full, and no other worker
