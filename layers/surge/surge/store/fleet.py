@@ -68,6 +68,11 @@ class StartFailure:
         return self.at > joined_at or (self.count >= 2 and not self.retrying)
 
 
+def _expiry(until: float) -> dict[str, str]:
+    """An item's TTL (`expires_at`): an hour past the time it is needed `until`."""
+    return n(int(until) + 3600)
+
+
 class FleetStore(Table):
     # ---- concurrency leases ----------------------------------------------------------------------
 
@@ -84,7 +89,7 @@ class FleetStore(Table):
                             "sk": s(f"{slot:05d}"),
                             "owner": s(owner),
                             "lease_until": n(now + self.settings.lease_ttl_s),
-                            "expires_at": n(int(now + self.settings.lease_ttl_s) + 3600),
+                            "expires_at": _expiry(now + self.settings.lease_ttl_s),
                         },
                         ConditionExpression="attribute_not_exists(pk) OR lease_until < :now OR #o = :me",
                         ExpressionAttributeNames={"#o": "owner"},
@@ -108,7 +113,7 @@ class FleetStore(Table):
                     ExpressionAttributeNames={"#o": "owner"},
                     ExpressionAttributeValues={
                         ":until": n(now + self.settings.lease_ttl_s),
-                        ":expires": n(int(now + self.settings.lease_ttl_s) + 3600),
+                        ":expires": _expiry(now + self.settings.lease_ttl_s),
                         ":me": s(owner),
                     },
                 )
@@ -147,7 +152,7 @@ class FleetStore(Table):
                     "sk": s(worker_id),
                     "alive_until": n(now + alive_for_s),
                     "slots": n(slots),
-                    "expires_at": n(int(now + alive_for_s) + 3600),
+                    "expires_at": _expiry(now + alive_for_s),
                 },
             )
 
@@ -204,7 +209,7 @@ class FleetStore(Table):
                     ":now": n(now),
                     ":zero": n(0),
                     ":one": n(1),
-                    ":expires": n(int(now + START_FAILURE_KEPT_S) + 3600),
+                    ":expires": _expiry(now + START_FAILURE_KEPT_S),
                 },
             )
 
@@ -241,7 +246,7 @@ class FleetStore(Table):
                     "pk": s(f"workers#{api_name}"),
                     "sk": s(WAKE_SK),
                     "starting_until": n(now + expected_in_s),
-                    "expires_at": n(int(now + expected_in_s) + 3600),
+                    "expires_at": _expiry(now + expected_in_s),
                 },
             )
 
