@@ -12,7 +12,8 @@ one counters item, not one per shard its batch came from.
 
 `max_size` is split exactly between the shards. A join's condition is `joined < share + left`, with
 `left` from a recent read: `left` only grows, so a stale value is stricter, never looser. A join tries
-the shards with room by that read, most room first; when none is left it reads afresh once more, and
+the shards with room by that read in random order, those the fewest joins of its process are trying
+first (see `_Gate.take`); when none is left it reads afresh once more, and
 only then is the queue full, so a full queue costs reads, not refused transactions.
 
 Within one process, joins do not stampede a nearly full queue: a shard is tried by at most as many joins
@@ -65,13 +66,18 @@ class _Gate:
     """Each shard's tails per group at the last read: the jobs counted before any join made after it."""
     trying: dict[int, int] = field(default_factory=dict)
 
-    def reserve(self, shard: int, room: int | None) -> bool:
-        """Whether a join may try `shard`: fewer joins of this process are trying it than it has room."""
+    def take(self, shards: list[int], rooms: list[int | None]) -> int | None:
+        """Reserve, of `shards`, one that fewer joins of this process are trying than it has room (by
+        `rooms`), the one with the fewest first (ties in the order given), or None when none has room left.
+        Joins under way at once in one process thus go to different items and do not cancel each other's
+        transactions while another shard is idle."""
         with self.lock:
-            if room is not None and room - self.trying.get(shard, 0) <= 0:
-                return False
-            self.trying[shard] = self.trying.get(shard, 0) + 1
-            return True
+            for shard in sorted(shards, key=lambda shard: self.trying.get(shard, 0)):
+                room = rooms[shard]
+                if room is None or room - self.trying.get(shard, 0) > 0:
+                    self.trying[shard] = self.trying.get(shard, 0) + 1
+                    return shard
+            return None
 
     def release(self, shard: int) -> None:
         with self.lock:
@@ -202,9 +208,9 @@ class AdmissionStore(Table):
         gate = self._gate
         for round_ in range(ADMISSION_ROUNDS):
             busy = []
-            for shard in order:
-                if not gate.reserve(shard, rooms[shard]):
-                    continue
+            untried = list(order)
+            while (shard := gate.take(untried, rooms)) is not None:
+                untried.remove(shard)
                 try:
                     placed, refused = self._try(job, shard, limits[shard])
                 except Conflicted:
