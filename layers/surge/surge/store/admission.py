@@ -12,9 +12,10 @@ one counters item, not one per shard its batch came from.
 
 `max_size` is split exactly between the shards. A join's condition is `joined < share + left`, with
 `left` from a recent read: `left` only grows, so a stale value is stricter, never looser. A join tries
-the shards with room by that read in random order, those the fewest joins of its process are trying
-first (see `_Gate.take`); when none is left it reads afresh once more, and
-only then is the queue full, so a full queue costs reads, not refused transactions.
+the shards with room by that read in random order, one no other join of its process is trying first,
+waiting a moment for one rather than meeting another join on its item (see `_Gate.take`); when none is
+left it reads afresh once more, and only then is the queue full, so a full queue costs reads, not
+refused transactions.
 
 Within one process, joins do not stampede a nearly full queue: a shard is tried by at most as many joins
 at once as it has room by the process's read, a shard whose condition refused a join counts as full until
@@ -26,6 +27,7 @@ check.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import threading
 import time
@@ -52,6 +54,10 @@ read only spreads joins, and the transaction's condition stays exact whatever th
 FRESH_SHARE_S = 0.05
 """Joins that found no room by the recent read share a fresh read made this recently."""
 
+SHARD_WAIT_S = 1.0
+"""How long a join waits for a shard no other join of its process is trying before it tries one that
+another is (its transaction may then be cancelled by the other's, and is tried again)."""
+
 _GATES = threading.Lock()
 
 
@@ -66,22 +72,40 @@ class _Gate:
     """Each shard's tails per group at the last read: the jobs counted before any join made after it."""
     trying: dict[int, int] = field(default_factory=dict)
 
-    def take(self, shards: list[int], rooms: list[int | None]) -> int | None:
-        """Reserve, of `shards`, one that fewer joins of this process are trying than it has room (by
-        `rooms`), the one with the fewest first (ties in the order given), or None when none has room left.
-        Joins under way at once in one process thus go to different items and do not cancel each other's
-        transactions while another shard is idle."""
-        with self.lock:
-            for shard in sorted(shards, key=lambda shard: self.trying.get(shard, 0)):
-                room = rooms[shard]
-                if room is None or room - self.trying.get(shard, 0) > 0:
+    def __post_init__(self) -> None:
+        self.freed = threading.Condition(self.lock)
+
+    def take(self, shards: list[int], caps: list[int] | None, wait_s: float = SHARD_WAIT_S) -> int | None:
+        """Reserve, of `shards`, one that fewer joins of this process are trying than it has room (its cap
+        of `max_size` by the last read, as this process's joins and refusals since have changed it; any
+        with `caps` None), or None when none has room left. A shard no other join here is trying is taken
+        first (ties in the order given); while every one is being tried, the join waits up to `wait_s`
+        for one to be released, then takes the least tried. Joins under way at once in one process thus
+        go to different items and wait their turn rather than cancel each other's transactions (DynamoDB
+        cancels concurrent transactions on one item, and the cancelled one is paid for and tried again)."""
+        deadline = time.monotonic() + wait_s
+        with self.freed:
+            while True:
+                open_ = [shard for shard in shards if self._room(shard, caps) > self.trying.get(shard, 0)]
+                if not open_:
+                    return None
+                shard = min(open_, key=lambda shard: self.trying.get(shard, 0))
+                left = deadline - time.monotonic()
+                if self.trying.get(shard, 0) == 0 or left <= 0:
                     self.trying[shard] = self.trying.get(shard, 0) + 1
                     return shard
-            return None
+                self.freed.wait(left)
+
+    def _room(self, shard: int, caps: list[int] | None) -> float:
+        if caps is None or self.counted is None:
+            return math.inf
+        joined, left = self.counted[1][shard]
+        return caps[shard] + left - joined
 
     def release(self, shard: int) -> None:
-        with self.lock:
+        with self.freed:
             self.trying[shard] -= 1
+            self.freed.notify_all()
 
     def joined(self, shard: int) -> None:
         """A join of this process was counted in the shard: one less room there until the next read."""
@@ -173,7 +197,7 @@ class AdmissionStore(Table):
         if max_size is None:
             order = list(range(shards))
             random.shuffle(order)
-            placed = self._place(job, order, [None] * shards, [None] * shards)
+            placed = self._place(job, order, [None] * shards, None)
             if placed is None:
                 raise QueueFull(0, 0, retry_after_s)  # an unconditional count is never refused
             return placed
@@ -186,7 +210,7 @@ class AdmissionStore(Table):
             rooms: list[int | None] = [caps[i] + left - joined for i, (joined, left) in enumerate(shard_counts)]
             with_room = [i for i, room in enumerate(rooms) if room is not None and room > 0]
             random.shuffle(with_room)
-            placed = self._place(job, with_room, [caps[i] + shard_counts[i][1] for i in range(shards)], rooms)
+            placed = self._place(job, with_room, [caps[i] + shard_counts[i][1] for i in range(shards)], caps)
             if placed is not None:
                 return placed
         raise QueueFull(max_size, max_size, retry_after_s)
@@ -201,15 +225,16 @@ class AdmissionStore(Table):
             return job
         return job.model_copy(update={"ahead": [shard.get(job.group, 0) for shard in tails]})
 
-    def _place(self, job: Job, order: list[int], limits: list[int | None], rooms: list[int | None]) -> Job | None:
-        """Try the shards in `order` that this process is not already filling (`rooms`: their room by
-        the recent read); a shard busy with another transaction is passed over at once (the next shard
-        takes the join), and only when every one was busy is the round tried again."""
+    def _place(self, job: Job, order: list[int], limits: list[int | None], caps: list[int] | None) -> Job | None:
+        """Try the shards in `order` that this process is not already filling (`caps`: their shares of
+        `max_size`, None without one), each as `_Gate.take` hands it out; a shard whose transaction met
+        another process's is passed over at once (the next shard takes the join), and only when every one
+        was busy is the round tried again."""
         gate = self._gate
         for round_ in range(ADMISSION_ROUNDS):
             busy = []
             untried = list(order)
-            while (shard := gate.take(untried, rooms)) is not None:
+            while (shard := gate.take(untried, caps)) is not None:
                 untried.remove(shard)
                 try:
                     placed, refused = self._try(job, shard, limits[shard])
