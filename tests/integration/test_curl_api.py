@@ -185,6 +185,24 @@ def test_a_generator_streams_thousands_of_small_steps_to_its_end(aws: None) -> N
     assert len(generating) == 2000, "every step reaches the visitor, as in Gradio"
 
 
+def test_a_call_of_a_generator_streams_hundreds_of_steps_each_whole_to_its_end(aws: None) -> None:
+    """Gradio's curl API sends each generator step whole. Kept whole in the job's item, 600 steps of a
+    growing answer (about 720 kB in all) failed the job at step 306 with "streamed 727 kB of output", where
+    Gradio streams them all (and on DynamoDB each write past 400 KB had failed meanwhile); each step is
+    kept as its diff, and the call's stream rebuilds it whole."""
+    settings = settings_for("tests.apps.gradio_apps:token_stream")
+    service = FrontService(load_app(settings.app_module), settings, Store(settings), Broker(settings))
+    client = TestClient(create_local_app(service))
+    event_id = client.post("/gradio_api/call/tokens", json={"data": [600]}).json()["event_id"]
+    with serving(settings, "tokens"):
+        body = client.get(f"/gradio_api/call/tokens/{event_id}").text
+    events = _events(body)
+    assert events[-1] == ("complete", json.dumps(["tok " * 600]))
+    generating = [json.loads(data) for kind, data in events if kind == "generating"]
+    assert generating == [["tok " * n] for n in range(1, 601)], "every step, whole, in order"
+    assert service.store.counters().waiting == 0
+
+
 def test_an_app_that_closes_its_api_refuses_direct_calls_of_queued_events_as_gradio(aws: None, tmp_path: Path) -> None:
     """`demo.queue(api_open=False)`: Gradio answers a direct call of a queued event 404 with its reason and
     still runs a `queue=False` one; the queue stays open. Surge served every direct call. The setting

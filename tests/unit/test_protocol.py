@@ -154,3 +154,32 @@ def test_a_message_from_a_newer_front_with_fields_this_worker_does_not_know_stil
     assert message is not None and message.job().data == ["hi"] and message.caller is not None
     assert message.caller.client_host == "10.0.0.1"
     assert Delivery("m", "r", json.dumps({"job_id": "x"}), 1).message is None, "not one of ours"
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("tok0", "tok0 tok1"),
+        ("abc", "xyz"),
+        ([["hi", None]], [["hi", "hel"]]),  # a chatbot's history, the answer growing
+        (
+            [{"role": "user", "content": "a"}],
+            [{"role": "user", "content": "ab"}, {"role": "assistant", "content": "c"}],
+        ),
+        ({"a": [1, 2, 3], "b": {"c": "x"}}, {"a": [1, 3], "b": {"c": "xy", "d": None}}),
+        ([1, 2, 3, 4], [1]),
+        (None, {"value": [1, 2]}),
+    ],
+)
+def test_applying_a_chunks_diff_rebuilds_the_output_as_gradio_client_does(before: object, after: object) -> None:
+    """The curl API's stream rebuilds each generator step whole from the diffs kept in the job's item: the
+    same value gradio_client builds from the same diff (Gradio's own diff, and the core's)."""
+    from gradio import utils as gradio_utils
+    from gradio_client.utils import apply_diff as client_apply_diff
+
+    edits = gradio_utils.diff(before, after)  # type: ignore[no-untyped-call]
+    assert protocol.apply_diff(before, edits) == client_apply_diff(before, edits) == after
+    if isinstance(before, str) and isinstance(after, str):
+        (own,) = protocol.diff([before], [after])
+        assert protocol.apply_diff(before, own) == after
+    assert protocol.apply_diff(before, []) == before

@@ -292,3 +292,20 @@ def test_a_job_waiting_at_the_front_is_told_it_waits_for_a_busy_slot() -> None:
     asked.clear()
     fresh.estimations(Counters(shards=[Shard(joined=1, tail={"g": 1})]), 2.0, eta)
     assert asked == [(0, True)]
+
+
+def test_a_curl_call_stream_sends_every_step_again_where_a_page_stream_resumes() -> None:
+    """A session stream the client dropped had sent two steps, which the client applied: the next stream of
+    the session sends only the third. A stream of Gradio's curl API rebuilds each step whole from the diffs
+    before it (`sse.simple_stream`), so it sends them all, from the first."""
+    first = protocol.generating("j1", ["a"])
+    steps = [
+        first,
+        protocol.generating("j1", [[["append", [], "b"]]]),
+        protocol.generating("j1", [[["append", [], "c"]]]),
+    ]
+    job = _job(JobState.RUNNING, started_at=2.0, chunks=steps, chunks_sent=2)
+    resumed = SessionView("s" * 16).take([job], 3.0, lambda _: 0.1)
+    assert [m for m in resumed if m["msg"] == "process_generating"] == steps[2:]
+    again = SessionView("s" * 16, resumes=False).take([job], 3.0, lambda _: 0.1)
+    assert [m for m in again if m["msg"] == "process_generating"] == steps

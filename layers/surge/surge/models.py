@@ -93,9 +93,6 @@ class Caller(BaseModel):
     event_data: Any = None
     """The join's `event_data` and `trigger_id`: what a `gr.SelectData` (`gr.EventData`) parameter shows."""
     trigger_id: int | None = None
-    simple_format: bool = False
-    """Joined through Gradio's curl API (`/gradio_api/call/`): a generator's chunks are sent whole, not as
-    diffs against the chunk before, as Gradio sends them there."""
 
 
 class CallBody(BaseModel):

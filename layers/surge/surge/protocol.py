@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -248,3 +249,37 @@ def diff(previous: list[Any], current: list[Any]) -> list[Any]:
         else:
             edits.append([["replace", [], new]])
     return edits
+
+
+def apply_diff(value: Any, edits: list[Any]) -> Any:
+    """`value` after one output's edit list of a generator chunk (Gradio's `sse_v3` encoding: `replace`,
+    `append`, `add` and `delete`, each at a path of keys and list indexes; `diff` above and
+    `gradio.utils.diff` write them). The value is copied, never changed in place."""
+    result = copy.deepcopy(value)
+    for action, path, new in edits:
+        result = _edit(result, action, path, new)
+    return result
+
+
+def _edit(value: Any, action: str, path: list[Any], new: Any) -> Any:
+    if not path:
+        if action in ("replace", "append"):
+            return new if action == "replace" else value + new
+        raise ValueError(f"cannot {action} at the root of an output")
+    parent = value
+    for key in path[:-1]:
+        parent = parent[key]
+    last = int(path[-1]) if isinstance(parent, list) else path[-1]
+    if action == "replace":
+        parent[last] = new
+    elif action == "append":
+        parent[last] = parent[last] + new
+    elif action == "add" and isinstance(parent, list):
+        parent.insert(last, new)
+    elif action == "add":
+        parent[last] = new
+    elif action == "delete":
+        del parent[last]
+    else:
+        raise ValueError(f"unknown edit {action!r}")
+    return value

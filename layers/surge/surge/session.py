@@ -157,6 +157,9 @@ class SessionView:
     """Jobs another stream told the visitor were cancelled, which have ended since: this one deletes them."""
     ended_elsewhere: set[str] = field(default_factory=set)
     """Jobs this stream awaited that another stream delivered and deleted (`vanished`)."""
+    resumes: bool = True
+    """Whether a job's generator messages a dropped stream sent are skipped (its client applied them); a
+    stream to Gradio's curl API sends them all again, whole (`sse.simple_stream` rebuilds each step)."""
 
     def take(self, jobs: list[Job], read_at: float, batch_s: Callable[[str], float | None]) -> list[dict[str, Any]]:
         """Messages for what changed since the last read; `read_at`: when this read ended (monotonic)."""
@@ -170,7 +173,7 @@ class SessionView:
                 continue
             if tracked is None:
                 tracked = self.jobs[job.job_id] = Tracked(job, seen_at=read_at)
-                if job.chunks_sent:
+                if job.chunks_sent and self.resumes:
                     # A stream the client dropped sent these: the client built its outputs from them, and
                     # the diffs that follow apply to those (sent again, they would be applied twice).
                     tracked.started, tracked.last_estimation = True, (0, 1)
@@ -920,7 +923,7 @@ class SessionStream:
         self.store = hub.store
         self.session_hash = session_hash
         self.poll = poll
-        self.view = SessionView(session_hash)
+        self.view = SessionView(session_hash, resumes=joined_again)
         self.wake = asyncio.Event()
         self.closed = False
         self.closed_at = 0.0

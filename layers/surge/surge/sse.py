@@ -34,24 +34,38 @@ def event_stream(
     )
 
 
-def _simple(message: dict[str, Any]) -> ServerSentEvent | None:
+def _simple(message: dict[str, Any], outputs: dict[str, list[Any]]) -> ServerSentEvent | None:
     """One message of a job as Gradio's curl API sends it (`event: complete` / `generating` / `error`, the
-    outputs as `data`); rank, start, progress and notices are not sent there."""
+    outputs as `data`); rank, start, progress and notices are not sent there. A generator's steps are kept
+    as diffs against the step before (as the page's stream sends them); `outputs` holds each job's last
+    whole outputs, from which each step is sent whole, as Gradio sends them there."""
     kind = message.get("msg")
     output = message.get("output") or {}  # a dict, or the text of an error of no job (`protocol.unknown_call`)
     if kind == "process_completed":
         event, data = ("complete", output.get("data")) if message.get("success") else ("error", output)
+    elif kind == "process_generating" and message.get("success"):
+        event, data = "generating", _whole(outputs, str(message.get("event_id")), output.get("data") or [])
     elif kind == "process_generating":
-        event, data = ("generating", output.get("data")) if message.get("success") else ("error", output)
+        event, data = "error", output
     else:
         return None
     return ServerSentEvent(data=json.dumps(data), event=event, sep="\n")
 
 
+def _whole(outputs: dict[str, list[Any]], event_id: str, data: list[Any]) -> list[Any]:
+    """A generator step's whole outputs: its first step is whole, each later one edits the one before."""
+    before = outputs.get(event_id)
+    outputs[event_id] = (
+        data if before is None else [protocol.apply_diff(*pair) for pair in zip(before, data, strict=True)]
+    )
+    return outputs[event_id]
+
+
 async def _simple_frames(messages: AsyncIterator[dict[str, Any] | str]) -> AsyncIterator[ServerSentEvent]:
+    outputs: dict[str, list[Any]] = {}
     async for message in messages:
         if isinstance(message, dict):
-            framed = _simple(message)
+            framed = _simple(message, outputs)
             if framed is not None:
                 yield framed
 

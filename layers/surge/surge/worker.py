@@ -864,7 +864,6 @@ class Worker:
         job = task.job
         previous: list[Any] | None = None
         diff = self.function.chunk_diff or protocol.diff
-        whole = job.caller is not None and job.caller.simple_format
         # A job run again after its worker died holds the messages its earlier run streamed, which its
         # visitor may have applied: this run's first replaces each output whole as a diff (a whole value
         # there would be read as a diff, and gradio_client's call failed), and the log stays one sequence.
@@ -882,7 +881,7 @@ class Worker:
                         stopped = True
                         break
                     row = self._row(value, job.data)
-                    message = protocol.generating(job.job_id, _chunk(row, previous, diff, whole, after))
+                    message = protocol.generating(job.job_id, _chunk(row, previous, diff, after))
                     job.chunks.append(message)
                     self.live.chunk(job, message)
                     previous = row
@@ -1033,13 +1032,13 @@ def _chunk(
     row: list[Any],
     previous: list[Any] | None,
     diff: Callable[[list[Any], list[Any]], list[Any]],
-    whole: bool,
     after: bool,
 ) -> list[Any]:
-    """A generator step's outputs as sent: whole for the first (and for Gradio's curl API, always), else as
-    diffs against the step before; the first step of a run that comes `after` an earlier run's messages
-    replaces each output whole, as a diff (`_call_generator`)."""
-    if whole or (previous is None and not after):
+    """A generator step's outputs as stored: whole for the first, else as diffs against the step before
+    (for every caller: a stream to Gradio's curl API rebuilds whole values, `sse.simple_stream`); the first
+    step of a run that comes `after` an earlier run's messages replaces each output whole, as a diff
+    (`_call_generator`)."""
+    if previous is None and not after:
         return row
     if previous is None:
         return [[["replace", [], output]] for output in row]
