@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -425,6 +426,35 @@ def test_a_result_too_large_for_one_item_is_kept_in_parts_read_whole_and_forgott
     assert [job.job_id for job in store.read_session(SESSION)] == ["small"]
     left = _session_items(store, demo[1])
     assert [item["sk"]["S"] for item in left] == ["small"], "the parts went with the job"
+
+
+def test_a_batch_of_large_results_recorded_by_a_late_worker_fits_dynamodbs_transaction_size(
+    demo: tuple[App, Settings],
+) -> None:
+    """A worker whose heartbeat lapsed records results in transactions, which DynamoDB refuses over 4 MB
+    in all (moto does not): sixteen results of 280 kB went in one transaction of about 4.5 MB, refused on
+    AWS on every try, and the batch's results were lost. They go in as many transactions as fit."""
+    import boto3
+
+    sizes: list[int] = []
+
+    def measure(params: dict[str, Any], **_: Any) -> None:
+        sizes.append(sum(len(json.dumps(item).encode()) for item in params["TransactItems"]))
+
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register(  # type: ignore[union-attr]
+        "before-parameter-build.dynamodb.TransactWriteItems", measure
+    )
+    store = Store(demo[1])
+    claimed = store.claim([make_job(store, f"j{i:02d}") for i in range(16)], "w1").claimed
+    sizes.clear()
+    completions = [
+        Completion(job, JobState.COMPLETED, protocol.completed(job.job_id, ["x" * 280_000], 0.1, None))
+        for job in claimed
+    ]
+    assert sorted(store.finish(completions, held=False)) == [f"j{i:02d}" for i in range(16)]
+    assert len(sizes) >= 2 and max(sizes) < 4_000_000, sizes
+    assert all(job.result == completions[0].body | {"event_id": job.job_id} for job in store.read_session(SESSION))
 
 
 def test_forget_deletes_delivered_jobs_only(demo: tuple[App, Settings]) -> None:

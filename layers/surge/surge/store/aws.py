@@ -35,6 +35,9 @@ def client_config(settings: Settings) -> Config:
 
 
 TRANSACTION_LIMIT = 100
+TRANSACTION_BYTES = 3_800_000
+"""DynamoDB refuses a transaction whose items add up to over 4 MB (a batch's results can: 16 of 280 kB);
+a margin under it for the estimate."""
 CONFLICT_RETRIES = 8
 """How often a transaction cancelled only by `TransactionConflict` (another transaction touched one of
 its items at the same moment: real DynamoDB does this on hot items) is sent again. Nothing of a

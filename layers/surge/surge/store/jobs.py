@@ -7,7 +7,7 @@ same transaction, so the counters cannot drift. See `schema` for the item layout
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from surge.errors import Unavailable
 from surge.models import TERMINAL_STATES, Job, JobState
 from surge.store.admission import leave_items, out_item
-from surge.store.aws import TRANSACTION_LIMIT, Table, Transaction, aws_errors, n, s
+from surge.store.aws import TRANSACTION_BYTES, TRANSACTION_LIMIT, Table, Transaction, aws_errors, n, s
 from surge.store.schema import (
     compact,
     is_marker,
@@ -31,6 +31,7 @@ from surge.store.schema import (
     sent_item,
     sent_key,
     stored_chunk,
+    stored_size,
     told_of,
 )
 
@@ -248,7 +249,8 @@ class JobStore(Table):
             )
         )
         while pending:
-            chunk, rest = pending[:TRANSACTION_LIMIT], pending[TRANSACTION_LIMIT:]
+            count = _fitting(pending, lambda c: stored_size(finals[c.job.job_id]))
+            chunk, rest = pending[:count], pending[count:]
             transaction = Transaction("Recording results")
             for completion in chunk:
                 transaction.add(
@@ -426,3 +428,15 @@ class JobStore(Table):
             for job in {(j.session_hash, j.job_id): j for j in jobs}.values()
         ]
         self._batch_write(requests, "Noting the messages a dropped stream sent")
+
+
+def _fitting(pending: Sequence[Any], size: Callable[[Any], int]) -> int:
+    """How many of `pending`, from the first, one transaction takes: at most `TRANSACTION_LIMIT` items of
+    at most `TRANSACTION_BYTES` together (each item's `size` as stored JSON, a little over DynamoDB's
+    count); at least one."""
+    total = 0
+    for count, item in enumerate(pending[:TRANSACTION_LIMIT]):
+        total += size(item)
+        if count and total > TRANSACTION_BYTES:
+            return count
+    return min(len(pending), TRANSACTION_LIMIT)
