@@ -114,7 +114,7 @@ def test_join_whose_eta_exceeds_max_wait_is_refused_up_front_with_the_expected_w
     [
         (b"{not json", 422, None),
         (b'{"data": [1], "fn_index": 7, "session_hash": "abcdefgh12345678"}', 404, "No function with fn_index 7"),
-        (b'{"data": [1, 2], "fn_index": 0, "session_hash": "abcdefgh12345678"}', 400, "wait takes 1 input(s), got 2."),
+        (b'{"data": [], "fn_index": 0, "session_hash": "abcdefgh12345678"}', 400, "wait takes 1 input(s), got 0."),
         (b'{"data": [1], "fn_index": 0}', 400, "Session hash not found."),
         (b'{"data": ["x"], "fn_index": 0, "session_hash": "abcdefgh12345678"}', 400, "Input 'seconds' of wait must be"),
         (b'{"data": [1], "fn_index": 0, "session_hash": "a b"}', 422, None),

@@ -210,18 +210,23 @@ class FrontService:
         raise BadRequest("Say which function to run: fn_index or api_name.")
 
     def _validate(self, function: Function, body: JoinBody) -> list[Any]:
-        """The job's data: the inputs, checked (a lane's job also carries which event it runs)."""
-        data = body.data
+        """The job's data: the inputs, checked (a lane's job also carries which event it runs). Inputs past
+        those the function takes are left out, as Gradio leaves them (a script that passes one more still
+        runs); too few are refused."""
         if function.events is not None:
             if body.fn_index is None or body.fn_index not in function.events:
                 raise BadRequest(f"{function.api_name} runs the page's own events: join one by its fn_index.")
             count = function.events[body.fn_index].inputs
-            if len(data) != count:
-                raise BadRequest(f"Event {body.fn_index} takes {count} input(s), got {len(data)}.")
-            data = [body.fn_index, *data]
-        elif len(data) != len(function.inputs):
-            raise BadRequest(f"{function.api_name} takes {len(function.inputs)} input(s), got {len(data)}.")
-        for parameter, value in zip(function.parameters, body.data, strict=function.events is None):
+            if len(body.data) < count:
+                raise BadRequest(f"Event {body.fn_index} takes {count} input(s), got {len(body.data)}.")
+            inputs = body.data[:count]
+            data = [body.fn_index, *inputs]
+        else:
+            count = len(function.inputs)
+            if len(body.data) < count:
+                raise BadRequest(f"{function.api_name} takes {count} input(s), got {len(body.data)}.")
+            inputs = data = body.data[:count]
+        for parameter, value in zip(function.parameters, inputs, strict=False):
             expected = _JSON_TYPES.get(parameter.component)
             wrong_bool = isinstance(value, bool) and parameter.component in ("number", "slider")
             if value is not None and expected and (not isinstance(value, expected) or wrong_bool):
