@@ -155,7 +155,11 @@ def test_settings_exported_before_make_run_apply_and_a_bad_one_is_refused_before
     """They were overwritten by the local defaults without a word: `MAX_PAYLOAD_BYTES=5000 make run`
     still took a 20 kB join."""
     port = free_port()
-    for value, reason in (("two", "valid integer"), ("0", "greater than or equal to 1")):
+    for value, reason in (
+        ("two", "valid integer"),
+        ("0", "greater than or equal to 1"),
+        ("51", "less than or equal to 50"),
+    ):
         refused = _launch(port, env={"ADMISSION_SHARDS": value})
         assert refused.wait(timeout=60) == 2
         assert refused.stdout is not None

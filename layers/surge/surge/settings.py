@@ -33,7 +33,7 @@ class Settings(BaseModel):
     cors_allow_origins: str = "*"
     join_rate_per_s: float = Field(20.0, gt=0)
     join_burst: int = Field(40, ge=1)
-    admission_shards: int = Field(4, ge=1)
+    admission_shards: int = Field(4, ge=1, le=50)  # one BatchGetItem (100 keys) reads every shard's two items
     """Admission counter items per app: each join and claim writes one of them, so a shard takes
     about 1/n of the joins (one DynamoDB item takes about 1,000 write units a second)."""
     counters_tick_s: float = Field(0.5, gt=0)

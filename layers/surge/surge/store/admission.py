@@ -323,12 +323,16 @@ class AdmissionStore(Table):
         keys = [shard_key(i, side) for i in range(shards) for side in ("in", "out")]
         found: dict[tuple[int, str], dict[str, Any]] = {}
         request: Any = {self.settings.state_table_name: {"Keys": keys, "ConsistentRead": consistent}}
+        delay = 0.02
         while request:
             with aws_errors("Reading counters"):
                 response = self.client.batch_get_item(RequestItems=request)
             for item in response["Responses"].get(self.settings.state_table_name, []):
                 found[(int(item["pk"]["S"].split("#", 1)[1]), item["sk"]["S"])] = item
             request = response.get("UnprocessedKeys") or {}
+            if request:  # throttled keys: DynamoDB asks for a backoff before they are asked again
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
         outs = [found.get((i, "out"), {}) for i in range(shards)]
         return Counters(shards=[shard_of(i, found.get((i, "in"), {}), outs) for i in range(shards)])
 
