@@ -256,3 +256,38 @@ def test_a_job_abandoned_more_than_max_attempts_times_fails_with_a_clear_message
     assert result["output"]["error"] == ("Gave up after 1 attempt(s): the worker running this job stopped each time.")
     assert store.get_job("session000000001", event_id).state is JobState.FAILED  # type: ignore[union-attr]
     assert store.counters().waiting == 0
+
+
+def test_an_acknowledgement_sqs_refuses_in_part_is_sent_again_or_said(aws: None, caplog: Any) -> None:
+    """SQS answers a batch call 200 even where entries failed: a handle no longer valid is logged with
+    SQS's reason (it was dropped without a word), and entries failed on SQS's side are sent again."""
+    import logging
+
+    from surge.broker import Delivery
+
+    settings = settings_for("examples.demo_app:app")
+    broker = Broker(settings)
+    sqs = boto3.client("sqs")
+    sqs.send_message(QueueUrl=settings.queue_url("echo"), MessageBody="{}")
+    (good,) = broker.receive("echo", 1, 0)
+    stale = Delivery(message_id="m", receipt_handle="not-a-handle", body="{}", receive_count=1)
+    with caplog.at_level(logging.WARNING, logger="surge.broker"):
+        broker.delete("echo", [good, stale])
+    assert (
+        sqs.get_queue_attributes(QueueUrl=settings.queue_url("echo"), AttributeNames=["All"])["Attributes"][
+            "ApproximateNumberOfMessagesNotVisible"
+        ]
+        == "0"
+    ), "the valid entry was deleted"
+    assert "ReceiptHandleIsInvalid" in caplog.text
+
+    sent: list[list[str]] = []
+
+    def flaky(QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        sent.append([e["Id"] for e in Entries])
+        if len(sent) == 1:
+            return {"Failed": [{"Id": "1", "SenderFault": False, "Code": "InternalError"}]}
+        return {}
+
+    broker._each_batch("echo", "Acknowledging", flaky, [good, good, good], {})
+    assert sent == [["0", "1", "2"], ["1"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,6 +14,8 @@ import boto3
 from surge.models import Job, JobMessage
 from surge.settings import Settings
 from surge.store.aws import aws_errors, client_config
+
+logger = logging.getLogger(__name__)
 
 RECEIVE_LIMIT = 10
 """SQS returns at most 10 messages per receive."""
@@ -71,25 +75,43 @@ class Broker:
         ]
 
     def delete(self, api_name: str, deliveries: Sequence[Delivery]) -> None:
-        for start in range(0, len(deliveries), RECEIVE_LIMIT):
-            chunk = deliveries[start : start + RECEIVE_LIMIT]
-            with aws_errors("Acknowledging"):
-                self.client.delete_message_batch(
-                    QueueUrl=self.settings.queue_url(api_name),
-                    Entries=[{"Id": str(i), "ReceiptHandle": d.receipt_handle} for i, d in enumerate(chunk)],
-                )
+        self._each_batch(api_name, "Acknowledging", self.client.delete_message_batch, deliveries, {})
 
     def set_visibility(self, api_name: str, deliveries: Sequence[Delivery], timeout_s: int) -> None:
         """Extend (or, with 0, give back) messages in hand."""
+        self._each_batch(
+            api_name,
+            "Changing visibility",
+            self.client.change_message_visibility_batch,
+            deliveries,
+            {"VisibilityTimeout": timeout_s},
+        )
+
+    def _each_batch(
+        self, api_name: str, what: str, call: Any, deliveries: Sequence[Delivery], extra: dict[str, Any]
+    ) -> None:
+        """`call` on every delivery, 10 a request. SQS answers a batch 200 even where some of its entries
+        failed: those that failed on its side are sent again (twice at most), and what still failed is
+        logged (a receipt handle that is no longer valid: the message went back to the queue meanwhile,
+        and the claim's conditions stop its job from running twice)."""
         for start in range(0, len(deliveries), RECEIVE_LIMIT):
-            chunk = deliveries[start : start + RECEIVE_LIMIT]
-            with aws_errors("Changing visibility"):
-                self.client.change_message_visibility_batch(
-                    QueueUrl=self.settings.queue_url(api_name),
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": d.receipt_handle, "VisibilityTimeout": timeout_s}
-                        for i, d in enumerate(chunk)
-                    ],
+            entries = {
+                str(i): {"Id": str(i), "ReceiptHandle": d.receipt_handle, **extra}
+                for i, d in enumerate(deliveries[start : start + RECEIVE_LIMIT])
+            }
+            for attempt in range(3):
+                with aws_errors(what):
+                    failed = call(QueueUrl=self.settings.queue_url(api_name), Entries=list(entries.values())).get(
+                        "Failed", []
+                    )
+                again = [f for f in failed if not f.get("SenderFault")]
+                if not again or attempt == 2:
+                    break
+                entries = {f["Id"]: entries[f["Id"]] for f in again}
+                time.sleep(0.05 * (attempt + 1))
+            for entry in failed:
+                logger.warning(
+                    "%s %s: SQS refused an entry: %s %s", what, api_name, entry.get("Code"), entry.get("Message")
                 )
 
     def dead_letter(self, api_name: str, deliveries: Sequence[Delivery]) -> None:
