@@ -3,7 +3,6 @@ lacks, answered with DynamoDB's own errors (moto in-process, the same request pa
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -178,83 +177,3 @@ def test_a_transaction_is_answered_when_it_ends_so_a_call_that_follows_its_answe
     assert time.monotonic() - started >= 0.05, "answered when its window ends"
     client.transact_write_items(TransactItems=[_add("job-1"), _add("counters")])  # the claim that follows
     assert (_count(client, "counters"), _count(client, "job-1")) == (2, 2)
-
-
-class _Front:
-    """One front process: a `Store` with `shards` admission shards, its DynamoDB calls counted, and joins
-    made at the same instant by `crowd` threads."""
-
-    def __init__(self, settings: Any, shards: int, crowd: int) -> None:
-        from collections import Counter
-
-        from surge.store import Store
-
-        self.settings = settings.model_copy(update={"admission_shards": shards})
-        self.calls: Counter[str] = Counter()
-        boto3.setup_default_session()
-        events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
-        events.register("before-parameter-build.dynamodb.*", self._count)
-        self.store = Store(self.settings)
-        self.crowd = crowd
-        self.together = threading.Barrier(crowd)
-
-    def _count(self, model: Any, **_: Any) -> None:
-        self.calls[model.name] += 1
-
-    def admit(self, name: str, max_size: int | None = None) -> int | None:
-        from surge.errors import QueueFull
-        from surge.models import Job, JobState
-
-        job = Job(
-            job_id=name,
-            session_hash=f"s-{name}",
-            api_name="echo",
-            group="echo",
-            state=JobState.WAITING,
-            data=["x"],
-            created_at=time.time(),
-        )
-        try:
-            return self.store.admit(job, max_size, 1).shard
-        except QueueFull:
-            return None
-
-    def at_once(self, names: list[str], max_size: int | None = None) -> list[int | None]:
-        from concurrent.futures import ThreadPoolExecutor
-
-        def join(name: str) -> int | None:
-            self.together.wait()
-            return self.admit(name, max_size)
-
-        with ThreadPoolExecutor(self.crowd) as pool:
-            return list(pool.map(join, names))
-
-
-def test_joins_under_way_at_once_in_one_process_go_to_different_shards_and_never_conflict(
-    fidelity: Any, demo: Any
-) -> None:
-    """Eight visitors join at the same instant through one front process with four shards (a batch of
-    eight finished, and its callers' next predictions): each join takes a shard no other join of the
-    process is trying, or waits its turn, so no transaction is cancelled and each costs one call. Drawn at
-    random, four joins met on one shard in nine rounds of ten, each meeting a cancelled transaction
-    (4 write units) and a retry."""
-    fidelity(conflict_window_s=0.03)
-    front = _Front(demo[1], shards=4, crowd=8)
-    front.admit("first")  # the client's first call (its connection, moto's first request): slower than a wait
-    shards = [sorted(front.at_once([f"r{r}j{i}" for i in range(8)])) for r in range(4)]  # type: ignore[type-var]
-    assert shards == [[0, 0, 1, 1, 2, 2, 3, 3]] * 4
-    assert front.calls["TransactWriteItems"] == 33, front.calls
-    assert front.store.counters().waiting == 33
-
-
-def test_joins_waiting_for_a_shard_see_the_room_their_process_has_used_meanwhile(fidelity: Any, demo: Any) -> None:
-    """Six visitors join at once for the last two places of a one-shard queue: two are admitted, and the
-    four others, which waited while those two were counted, are refused without a transaction of their
-    own (by the room left, not by the read made before they waited: four refused transactions)."""
-    fidelity(conflict_window_s=0.03)
-    front = _Front(demo[1], shards=1, crowd=6)
-    assert [front.admit(f"early{i}", 4) for i in range(2)] == [0, 0]
-    admitted = front.at_once([f"late{i}" for i in range(6)], 4)
-    assert sorted(admitted, key=str) == [0, 0, None, None, None, None]
-    assert front.calls["TransactWriteItems"] == 4, front.calls
-    assert front.store.counters().waiting == 4

@@ -12,10 +12,8 @@ one counters item, not one per shard its batch came from.
 
 `max_size` is split exactly between the shards. A join's condition is `joined < share + left`, with
 `left` from a recent read: `left` only grows, so a stale value is stricter, never looser. A join tries
-the shards with room by that read in random order, one no other join of its process is trying first,
-waiting a moment for one rather than meeting another join on its item (see `_Gate.take`); when none is
-left it reads afresh once more, and only then is the queue full, so a full queue costs reads, not
-refused transactions.
+the shards with room by that read, most room first; when none is left it reads afresh once more, and
+only then is the queue full, so a full queue costs reads, not refused transactions.
 
 Within one process, joins do not stampede a nearly full queue: a shard is tried by at most as many joins
 at once as it has room by the process's read, a shard whose condition refused a join counts as full until
@@ -27,7 +25,6 @@ check.
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import threading
 import time
@@ -54,10 +51,6 @@ read only spreads joins, and the transaction's condition stays exact whatever th
 FRESH_SHARE_S = 0.05
 """Joins that found no room by the recent read share a fresh read made this recently."""
 
-SHARD_WAIT_S = 1.0
-"""How long a join waits for a shard no other join of its process is trying before it tries one that
-another is (its transaction may then be cancelled by the other's, and is tried again)."""
-
 _GATES = threading.Lock()
 
 
@@ -72,40 +65,17 @@ class _Gate:
     """Each shard's tails per group at the last read: the jobs counted before any join made after it."""
     trying: dict[int, int] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.freed = threading.Condition(self.lock)
-
-    def take(self, shards: list[int], caps: list[int] | None, wait_s: float = SHARD_WAIT_S) -> int | None:
-        """Reserve, of `shards`, one that fewer joins of this process are trying than it has room (its cap
-        of `max_size` by the last read, as this process's joins and refusals since have changed it; any
-        with `caps` None), or None when none has room left. A shard no other join here is trying is taken
-        first (ties in the order given); while every one is being tried, the join waits up to `wait_s`
-        for one to be released, then takes the least tried. Joins under way at once in one process thus
-        go to different items and wait their turn rather than cancel each other's transactions (DynamoDB
-        cancels concurrent transactions on one item, and the cancelled one is paid for and tried again)."""
-        deadline = time.monotonic() + wait_s
-        with self.freed:
-            while True:
-                open_ = [shard for shard in shards if self._room(shard, caps) > self.trying.get(shard, 0)]
-                if not open_:
-                    return None
-                shard = min(open_, key=lambda shard: self.trying.get(shard, 0))
-                left = deadline - time.monotonic()
-                if self.trying.get(shard, 0) == 0 or left <= 0:
-                    self.trying[shard] = self.trying.get(shard, 0) + 1
-                    return shard
-                self.freed.wait(left)
-
-    def _room(self, shard: int, caps: list[int] | None) -> float:
-        if caps is None or self.counted is None:
-            return math.inf
-        joined, left = self.counted[1][shard]
-        return caps[shard] + left - joined
+    def reserve(self, shard: int, room: int | None) -> bool:
+        """Whether a join may try `shard`: fewer joins of this process are trying it than it has room."""
+        with self.lock:
+            if room is not None and room - self.trying.get(shard, 0) <= 0:
+                return False
+            self.trying[shard] = self.trying.get(shard, 0) + 1
+            return True
 
     def release(self, shard: int) -> None:
-        with self.freed:
+        with self.lock:
             self.trying[shard] -= 1
-            self.freed.notify_all()
 
     def joined(self, shard: int) -> None:
         """A join of this process was counted in the shard: one less room there until the next read."""
@@ -197,7 +167,7 @@ class AdmissionStore(Table):
         if max_size is None:
             order = list(range(shards))
             random.shuffle(order)
-            placed = self._place(job, order, [None] * shards, None)
+            placed = self._place(job, order, [None] * shards, [None] * shards)
             if placed is None:
                 raise QueueFull(0, 0, retry_after_s)  # an unconditional count is never refused
             return placed
@@ -210,7 +180,7 @@ class AdmissionStore(Table):
             rooms: list[int | None] = [caps[i] + left - joined for i, (joined, left) in enumerate(shard_counts)]
             with_room = [i for i, room in enumerate(rooms) if room is not None and room > 0]
             random.shuffle(with_room)
-            placed = self._place(job, with_room, [caps[i] + shard_counts[i][1] for i in range(shards)], caps)
+            placed = self._place(job, with_room, [caps[i] + shard_counts[i][1] for i in range(shards)], rooms)
             if placed is not None:
                 return placed
         raise QueueFull(max_size, max_size, retry_after_s)
@@ -225,17 +195,16 @@ class AdmissionStore(Table):
             return job
         return job.model_copy(update={"ahead": [shard.get(job.group, 0) for shard in tails]})
 
-    def _place(self, job: Job, order: list[int], limits: list[int | None], caps: list[int] | None) -> Job | None:
-        """Try the shards in `order` that this process is not already filling (`caps`: their shares of
-        `max_size`, None without one), each as `_Gate.take` hands it out; a shard whose transaction met
-        another process's is passed over at once (the next shard takes the join), and only when every one
-        was busy is the round tried again."""
+    def _place(self, job: Job, order: list[int], limits: list[int | None], rooms: list[int | None]) -> Job | None:
+        """Try the shards in `order` that this process is not already filling (`rooms`: their room by
+        the recent read); a shard busy with another transaction is passed over at once (the next shard
+        takes the join), and only when every one was busy is the round tried again."""
         gate = self._gate
         for round_ in range(ADMISSION_ROUNDS):
             busy = []
-            untried = list(order)
-            while (shard := gate.take(untried, caps)) is not None:
-                untried.remove(shard)
+            for shard in order:
+                if not gate.reserve(shard, rooms[shard]):
+                    continue
                 try:
                     placed, refused = self._try(job, shard, limits[shard])
                 except Conflicted:
