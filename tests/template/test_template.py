@@ -529,7 +529,7 @@ def test_files_bucket_is_private_expires_files_and_lets_no_role_list_it(cfn: Tem
     )
     variables = cfn["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["FILES_BUCKET_NAME"] == {"Ref": "FilesBucket"}
-    assert cfn["Resources"]["SurgeApi"]["Properties"]["BinaryMediaTypes"][0] == "multipart~1form-data"
+    assert cfn["Resources"]["SurgeApi"]["Properties"]["BinaryMediaTypes"] == ["*~1*"]
 
 
 def test_dead_letter_role_fails_jobs_and_drains_only_dead_letter_queues(cfn: Template, service: Template) -> None:
