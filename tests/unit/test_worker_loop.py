@@ -391,6 +391,48 @@ def test_an_output_too_large_for_the_jobs_item_fails_its_job_with_the_reason_at_
     assert "as files" in failed["output"]["error"]
 
 
+def test_a_generator_past_what_its_item_holds_is_stopped_there_and_fails_with_the_reason() -> None:
+    """A generator rewriting a large output at each step (a table, a 20 kB text replaced): its messages
+    live in the job's item, so past `STREAMED_LIMIT_BYTES` each write of them would be refused. It ran to
+    its end (the visitor's output frozen meanwhile, each refused write sent again) and only then failed;
+    it is closed at the step that crosses the bound and fails at once, saying to return a file."""
+    from surge.worker import STREAMED_LIMIT_BYTES
+
+    app = surge.App(title="tables", default_concurrency_limit=None)
+    produced: list[int] = []
+    closed: list[bool] = []
+
+    @app.function(inputs=["number"], outputs=["textbox"])
+    def tables(steps: float) -> Iterator[str]:
+        try:
+            for i in range(int(steps)):
+                produced.append(i)
+                yield chr(ord("a") + i % 26) * 20_000  # a different text each step: each diff replaces it
+        finally:
+            closed.append(True)
+
+    store, queue = InMemoryStore(), InMemoryQueue()
+    job = store.admit(
+        Job(
+            job_id="tables-1",
+            session_hash=SESSION,
+            api_name="tables",
+            group="tables",
+            state=JobState.WAITING,
+            data=[100],
+            created_at=time.time(),
+        )
+    )
+    queue.send(job)
+    _serve_until_drained(SimpleNamespace(app=app), "tables", store, queue)  # type: ignore[arg-type]
+
+    failed = _result(store, job)
+    assert failed["success"] is False and "as files" in failed["output"]["error"]
+    assert f"a job can stream at most {STREAMED_LIMIT_BYTES // 1000} kB" in failed["output"]["error"]
+    # 20 kB and a little envelope a step: the 15th crosses 300 kB (of 100 steps, all run before).
+    assert len(produced) == 15 and closed == [True], "stopped at the step that crossed the bound"
+
+
 def test_a_message_whose_job_is_gone_is_acknowledged_and_a_foreign_one_dead_lettered() -> None:
     served, store, queue = Served(), InMemoryStore(), InMemoryQueue()
     cancelled = _join(store, queue, "shout", "cancelled", 0)

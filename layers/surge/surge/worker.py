@@ -853,12 +853,15 @@ class Worker:
         streamed = sum(chunk_size(chunk) for chunk in job.chunks) if job is not None else 0
         for what, used, limit in (("returned", size, RESULT_LIMIT_BYTES), ("streamed", streamed, STREAMED_LIMIT_BYTES)):
             if used > limit:
-                logger.error("%s %s %d bytes of output, over %d", self.function.api_name, what, used, limit)
-                raise JobFailed(
-                    f"{self.function.api_name} {what} {used / 1000:.0f} kB of output; a job can {what[:-2]} at "
-                    f"most {limit / 1000:.0f} kB here (it is kept in DynamoDB). Return large outputs as files "
-                    "(gr.File, gr.Image, gr.Audio...), which go through S3."
-                )
+                raise self._too_large(what, used, limit)
+
+    def _too_large(self, what: str, used: int, limit: int) -> JobFailed:
+        logger.error("%s %s %d bytes of output, over %d", self.function.api_name, what, used, limit)
+        return JobFailed(
+            f"{self.function.api_name} {what} {used / 1000:.0f} kB of output; a job can {what[:-2]} at "
+            f"most {limit / 1000:.0f} kB here (it is kept in DynamoDB). Return large outputs as files "
+            "(gr.File, gr.Image, gr.Audio...), which go through S3."
+        )
 
     def _call_generator(self, task: _Task, kwargs: dict[str, Any]) -> list[Any]:
         job = task.job
@@ -871,9 +874,11 @@ class Worker:
         after = any(message.get("msg") == "process_generating" for message in job.chunks)  # not notices alone
 
         stopped = False
+        streamed = sum(chunk_size(chunk) for chunk in job.chunks)
+        over = 0
 
         def consume() -> list[Any] | None:
-            nonlocal previous, stopped
+            nonlocal previous, stopped, streamed, over
             values = _iterated(self.function.fn(*job.data, **kwargs))
             try:
                 for value in values:
@@ -882,6 +887,12 @@ class Worker:
                         break
                     row = self._row(value, job.data)
                     message = protocol.generating(job.job_id, _chunk(row, previous, diff, after))
+                    streamed += chunk_size(message)
+                    if streamed > STREAMED_LIMIT_BYTES:
+                        # Stopped here: its item could not hold more, and each live write would fail until
+                        # the generator's end while its visitor saw the output freeze.
+                        over, stopped = streamed, True
+                        break
                     job.chunks.append(message)
                     self.live.chunk(job, message)
                     previous = row
@@ -892,13 +903,20 @@ class Worker:
                 close = getattr(values, "close", None)
                 if stopped and close is not None:
                     close()  # its `finally` blocks run now, as when Gradio closes a cancelled generator
-            if stopped:
+            if stopped and not over:
                 # What came after the cancel was refused by the store: the visitor never saw it, and Gradio
                 # sends nothing after a cancel either, so the job's record ends where the visitor's view did.
                 del job.chunks[earlier + self.live.written(job) :]
             return previous
 
         final = self._call(lambda: consume(), [], {}, [task])
+        return self._generated(final, over, stopped)
+
+    def _generated(self, final: list[Any] | None, over: int, stopped: bool) -> list[Any]:
+        """A generator's last outputs, or why it has none: it streamed `over` bytes, it was cancelled, or it
+        yielded nothing."""
+        if over:
+            raise self._too_large("streamed", over, STREAMED_LIMIT_BYTES)
         if stopped:
             raise JobCancelled
         if final is None:
