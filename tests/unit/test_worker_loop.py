@@ -402,8 +402,8 @@ def test_a_generator_past_what_its_item_holds_is_stopped_there_and_fails_with_th
     produced: list[int] = []
     closed: list[bool] = []
 
-    @app.function(inputs=["number"], outputs=["textbox"])
-    def tables(steps: float) -> Iterator[str]:
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def tables(steps: str) -> Iterator[str]:
         try:
             for i in range(int(steps)):
                 produced.append(i)
@@ -412,18 +412,7 @@ def test_a_generator_past_what_its_item_holds_is_stopped_there_and_fails_with_th
             closed.append(True)
 
     store, queue = InMemoryStore(), InMemoryQueue()
-    job = store.admit(
-        Job(
-            job_id="tables-1",
-            session_hash=SESSION,
-            api_name="tables",
-            group="tables",
-            state=JobState.WAITING,
-            data=[100],
-            created_at=time.time(),
-        )
-    )
-    queue.send(job)
+    job = _join(store, queue, "tables", "100")
     _serve_until_drained(SimpleNamespace(app=app), "tables", store, queue)  # type: ignore[arg-type]
 
     failed = _result(store, job)
