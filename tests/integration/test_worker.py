@@ -286,8 +286,16 @@ def test_an_acknowledgement_sqs_refuses_in_part_is_sent_again_or_said(aws: None,
     def flaky(QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         sent.append([e["Id"] for e in Entries])
         if len(sent) == 1:
-            return {"Failed": [{"Id": "1", "SenderFault": False, "Code": "InternalError"}]}
+            return {
+                "Failed": [
+                    {"Id": "0", "SenderFault": True, "Code": "ReceiptHandleIsInvalid"},
+                    {"Id": "1", "SenderFault": False, "Code": "InternalError"},
+                ]
+            }
         return {}
 
-    broker._each_batch("echo", "Acknowledging", flaky, [good, good, good], {})
-    assert sent == [["0", "1", "2"], ["1"]]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="surge.broker"):
+        broker._each_batch("echo", "Acknowledging", flaky, [good, good, good], {})
+    assert sent == [["0", "1", "2"], ["1"]], "only SQS's own failure is sent again"
+    assert "ReceiptHandleIsInvalid" in caplog.text, "the refused entry is said, though the retry succeeded"

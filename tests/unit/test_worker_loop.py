@@ -391,11 +391,13 @@ def test_an_output_too_large_for_the_jobs_item_fails_its_job_with_the_reason_at_
     assert "as files" in failed["output"]["error"]
 
 
-def test_a_generator_past_what_its_item_holds_is_stopped_there_and_fails_with_the_reason() -> None:
-    """A generator rewriting a large output at each step (a table, a 20 kB text replaced): its messages
-    live in the job's item, so past `STREAMED_LIMIT_BYTES` each write of them would be refused. It ran to
-    its end (the visitor's output frozen meanwhile, each refused write sent again) and only then failed;
-    it is closed at the step that crosses the bound and fails at once, saying to return a file."""
+@pytest.mark.parametrize("noted", [False, True])
+def test_a_generator_past_what_its_item_holds_is_stopped_there_and_fails_with_the_reason(noted: bool) -> None:
+    """A generator rewriting a large output at each step (a table, a 20 kB text replaced), or sending a
+    large notice (`gr.Info`) before each: its messages live in the job's item, so past
+    `STREAMED_LIMIT_BYTES` each write of them would be refused. It ran to its end (the visitor's output
+    frozen meanwhile, each refused write sent again) and only then failed; it is closed at the step
+    that crosses the bound and fails at once, saying to return a file."""
     from surge.worker import STREAMED_LIMIT_BYTES
 
     app = surge.App(title="tables", default_concurrency_limit=None)
@@ -407,7 +409,12 @@ def test_a_generator_past_what_its_item_holds_is_stopped_there_and_fails_with_th
         try:
             for i in range(int(steps)):
                 produced.append(i)
-                yield chr(ord("a") + i % 26) * 20_000  # a different text each step: each diff replaces it
+                text = chr(ord("a") + i % 26) * 20_000  # a different text each step: each diff replaces it
+                if noted:
+                    (call,) = CALLS.get()
+                    assert call.notify is not None
+                    call.notify(text, "info", "", None, True)
+                yield str(i) if noted else text
         finally:
             closed.append(True)
 

@@ -99,17 +99,21 @@ class Broker:
                 str(i): {"Id": str(i), "ReceiptHandle": d.receipt_handle, **extra}
                 for i, d in enumerate(deliveries[start : start + RECEIVE_LIMIT])
             }
+            refused: list[dict[str, Any]] = []
             for attempt in range(3):
                 with aws_errors(what):
                     failed = call(QueueUrl=self.settings.queue_url(api_name), Entries=list(entries.values())).get(
                         "Failed", []
                     )
+                refused += [f for f in failed if f.get("SenderFault")]
                 again = [f for f in failed if not f.get("SenderFault")]
+                if attempt == 2:
+                    refused += again
                 if not again or attempt == 2:
                     break
                 entries = {f["Id"]: entries[f["Id"]] for f in again}
                 time.sleep(0.05 * (attempt + 1))
-            for entry in failed:
+            for entry in refused:
                 logger.warning(
                     "%s %s: SQS refused an entry: %s %s", what, api_name, entry.get("Code"), entry.get("Message")
                 )

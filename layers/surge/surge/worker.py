@@ -874,11 +874,11 @@ class Worker:
         after = any(message.get("msg") == "process_generating" for message in job.chunks)  # not notices alone
 
         stopped = False
-        streamed = sum(chunk_size(chunk) for chunk in job.chunks)
+        streamed, counted = 0, 0  # bytes of the job's messages, and how many of them are counted
         over = 0
 
         def consume() -> list[Any] | None:
-            nonlocal previous, stopped, streamed, over
+            nonlocal previous, stopped, streamed, counted, over
             values = _iterated(self.function.fn(*job.data, **kwargs))
             try:
                 for value in values:
@@ -887,7 +887,9 @@ class Worker:
                         break
                     row = self._row(value, job.data)
                     message = protocol.generating(job.job_id, _chunk(row, previous, diff, after))
-                    streamed += chunk_size(message)
+                    # With the messages before it: an earlier run's, notices (`gr.Info`) sent meanwhile.
+                    streamed += sum(chunk_size(chunk) for chunk in job.chunks[counted:]) + chunk_size(message)
+                    counted = len(job.chunks) + 1
                     if streamed > STREAMED_LIMIT_BYTES:
                         # Stopped here: its item could not hold more, and each live write would fail until
                         # the generator's end while its visitor saw the output freeze.
