@@ -256,6 +256,15 @@ with gr.Blocks() as gated:
     step_in.change(lambda text: text.upper(), step_in, step_out, api_visibility="undocumented", queue=False)
 
 
+def shrinking(steps: float) -> Iterator[Any]:
+    """A JSON output whose nested lists lose items at two levels from one step to the next (a table losing
+    columns and rows): `gradio.utils.diff` numbers such deletes wrongly."""
+    yield [[1, 2, 3], 5, 6]
+    yield [[1], 5]
+    yield {"headers": ["a", "b", "c"], "data": [[1, 2, 3], [4, 5, 6]]}
+    yield {"headers": ["a"], "data": [[1], [4]]}
+
+
 def tokens(count: float) -> Iterator[str]:
     """A chat model's answer streamed a token at a time, the output growing by a few characters a step."""
     text = ""
@@ -266,6 +275,7 @@ def tokens(count: float) -> Iterator[str]:
 
 with gr.Blocks() as token_stream:
     gr.Button().click(tokens, gr.Number(), gr.Textbox(), api_name="tokens")
+    gr.Button().click(shrinking, gr.Number(), gr.JSON(), api_name="shrinking")
 
 
 def photo(size: int = 1000) -> np.ndarray:

@@ -205,6 +205,19 @@ def test_a_call_of_a_generator_streams_hundreds_of_steps_each_whole_to_its_end(a
     assert generating == [["tok " * n] for n in range(1, 601)], "every step, whole, in order"
     assert service.store.counters().waiting == 0
 
+    # Outputs whose nested lists shrink at two levels: each step whole and right (gradio.utils.diff
+    # misnumbers such deletes: the third and fourth came out as [5, 6] and [[3], [5]]).
+    event_id = client.post("/gradio_api/call/shrinking", json={"data": [4]}).json()["event_id"]
+    with serving(settings, "shrinking"):
+        body = client.get(f"/gradio_api/call/shrinking/{event_id}").text
+    generating = [json.loads(data) for kind, data in _events(body) if kind == "generating"]
+    assert generating == [
+        [[[1, 2, 3], 5, 6]],
+        [[[1], 5]],
+        [{"headers": ["a", "b", "c"], "data": [[1, 2, 3], [4, 5, 6]]}],
+        [{"headers": ["a"], "data": [[1], [4]]}],
+    ]
+
 
 def test_an_app_that_closes_its_api_refuses_direct_calls_of_queued_events_as_gradio(aws: None, tmp_path: Path) -> None:
     """`demo.queue(api_open=False)`: Gradio answers a direct call of a queued event 404 with its reason and

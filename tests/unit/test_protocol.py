@@ -183,3 +183,15 @@ def test_applying_a_chunks_diff_rebuilds_the_output_as_gradio_client_does(before
         (own,) = protocol.diff([before], [after])
         assert protocol.apply_diff(before, own) == after
     assert protocol.apply_diff(before, []) == before
+
+
+def test_a_curl_stream_takes_a_step_that_is_no_edit_list_whole() -> None:
+    """A worker of the version before kept a curl call's steps whole; while a deploy replaces it, the call's
+    stream reads such a step as the whole outputs rather than failing the stream on it."""
+    from surge import sse
+
+    outputs: dict[str, list[object]] = {}
+    assert sse._whole(outputs, "e", ["tok"]) == ["tok"]
+    assert sse._whole(outputs, "e", [[["append", [], " tok"]]]) == ["tok tok"]
+    assert sse._whole(outputs, "e", ["tok tok tok"]) == ["tok tok tok"], "a whole step, as an old worker kept it"
+    assert sse._whole(outputs, "e", [[["append", [], "!"]]]) == ["tok tok tok!"]

@@ -323,7 +323,7 @@ async def _join_call(
     token = secrets.token_hex(16)
     session_hash = CALL_SESSION + token
     joined = JoinBody(data=data, api_name=api_name, session_hash=session_hash)
-    caller = caller_of(request, f"{PREFIX}/call/{api_name}")
+    caller = caller_of(request, f"{PREFIX}/call/{api_name}").model_copy(update={"simple_format": True})
     await _join(service, hub, turns, joined, caller)
     return EventId(event_id=token)
 

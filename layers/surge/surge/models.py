@@ -93,6 +93,11 @@ class Caller(BaseModel):
     event_data: Any = None
     """The join's `event_data` and `trigger_id`: what a `gr.SelectData` (`gr.EventData`) parameter shows."""
     trigger_id: int | None = None
+    simple_format: bool = False
+    """Joined through Gradio's curl API (`/gradio_api/call/`), whose stream sends each generator step whole:
+    the steps are kept as the core's own diffs (`protocol.diff`: an output appended to or replaced
+    whole), which the stream applies exactly, not as `gradio.utils.diff`'s nested ones (that one
+    misnumbers deletes at two levels, which the page and gradio_client apply as Gradio's do)."""
 
 
 class CallBody(BaseModel):

@@ -53,12 +53,15 @@ def _simple(message: dict[str, Any], outputs: dict[str, list[Any]]) -> ServerSen
 
 
 def _whole(outputs: dict[str, list[Any]], event_id: str, data: list[Any]) -> list[Any]:
-    """A generator step's whole outputs: its first step is whole, each later one edits the one before."""
+    """A generator step's whole outputs: its first step is whole, each later one edits the one before. A
+    step that is no edit list of them (a worker of a version that kept curl steps whole) is taken whole."""
     before = outputs.get(event_id)
-    outputs[event_id] = (
-        data if before is None else [protocol.apply_diff(*pair) for pair in zip(before, data, strict=True)]
-    )
-    return outputs[event_id]
+    try:
+        whole = data if before is None else [protocol.apply_diff(*pair) for pair in zip(before, data, strict=True)]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        whole = data
+    outputs[event_id] = whole
+    return whole
 
 
 async def _simple_frames(messages: AsyncIterator[dict[str, Any] | str]) -> AsyncIterator[ServerSentEvent]:

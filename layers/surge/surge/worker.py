@@ -866,7 +866,8 @@ class Worker:
     def _call_generator(self, task: _Task, kwargs: dict[str, Any]) -> list[Any]:
         job = task.job
         previous: list[Any] | None = None
-        diff = self.function.chunk_diff or protocol.diff
+        simple = job.caller is not None and job.caller.simple_format
+        diff = protocol.diff if simple else self.function.chunk_diff or protocol.diff
         # A job run again after its worker died holds the messages its earlier run streamed, which its
         # visitor may have applied: this run's first replaces each output whole as a diff (a whole value
         # there would be read as a diff, and gradio_client's call failed), and the log stays one sequence.
