@@ -382,7 +382,6 @@ BAD_BODIES: list[tuple[str, bytes | str, int]] = [
     ("unknown fn_index", b'{"data": ["x"], "fn_index": 99, "session_hash": "SESSION"}', 404),
     ("negative fn_index", b'{"data": ["x"], "fn_index": -1, "session_hash": "SESSION"}', 404),
     ("unknown api_name", b'{"data": ["x"], "api_name": "/nope", "session_hash": "SESSION"}', 404),
-    ("too many inputs", b'{"data": ["x", "y"], "fn_index": 0, "session_hash": "SESSION"}', 400),
     ("too few inputs", b'{"data": [], "fn_index": 0, "session_hash": "SESSION"}', 400),
     ("payload over the limit", '{"data": ["' + OVER_THE_LIMIT + '"], "fn_index": 0, "session_hash": "SESSION"}', 413),
     ("control characters in session", b'{"data": ["x"], "fn_index": 0, "session_hash": "abc\\u0000defghijk"}', 422),
