@@ -191,3 +191,34 @@ def test_fidelity_server_cancels_truly_concurrent_transactions_but_never_one_cli
         assert set(outcomes) == {"ok", "TransactionConflict"}
         hot = setup.get_item(TableName="t", Key={"pk": {"S": "hot"}}, ConsistentRead=True)["Item"]
         assert int(hot["n"]["N"]) == outcomes.count("ok"), "a cancelled transaction changed nothing"
+
+
+@pytest.mark.crossprocess
+def test_a_long_poll_longer_than_the_sdks_read_timeout_ends_empty_not_in_an_error(
+    sqs_emulator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQS holds an empty queue's answer for the whole wait (20 s for the deployed workers), longer than
+    the SDK's read timeout (10 s): every idle poll timed out, was sent twice more and failed, and the
+    worker backed off. The receiving client waits out the poll. Scaled down here: a read timeout of 1 s,
+    a poll of 2 s."""
+    from botocore.config import Config
+
+    from surge import broker as broker_module
+    from surge.broker import Broker
+    from surge.settings import Settings
+    from surge.store import aws
+
+    monkeypatch.setattr(aws, "BOTO_CONFIG", aws.BOTO_CONFIG.merge(Config(read_timeout=1)))
+    monkeypatch.setattr(broker_module, "LONG_POLL_READ_S", 4, raising=False)
+    kwargs = emulator_client_kwargs(sqs_emulator)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", sqs_emulator)
+    for name, key in (("AWS_ACCESS_KEY_ID", "aws_access_key_id"), ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")):
+        monkeypatch.setenv(name, kwargs[key])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    url = boto3.client("sqs", **kwargs).create_queue(QueueName="idle")["QueueUrl"]
+    settings = Settings(
+        app_module="examples.demo_app:app", events_table_name="e", state_table_name="s", queue_url_prefix=url[:-4]
+    )
+    started = time.monotonic()
+    assert Broker(settings).receive("idle", 10, 2) == []
+    assert 1.8 < time.monotonic() - started < 4, "one poll, waited out"

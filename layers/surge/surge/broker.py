@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from surge.models import Job, JobMessage
 from surge.settings import Settings
@@ -19,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 RECEIVE_LIMIT = 10
 """SQS returns at most 10 messages per receive."""
+
+LONG_POLL_READ_S = 30
+"""The receiving client's read timeout: SQS's longest poll (20 s) and a margin."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,13 @@ class Broker:
     def client(self) -> Any:
         return boto3.client("sqs", config=client_config(self.settings))
 
+    @cached_property
+    def receiver(self) -> Any:
+        """The client of the worker's long polls, whose read timeout outlasts the longest poll: SQS holds
+        its answer up to 20 s when the queue is empty, and under the SDK's 10 s read timeout every idle
+        poll of 20 s (the deployed workers' `POLL_WAIT_S`) timed out, was sent twice more, and failed."""
+        return boto3.client("sqs", config=client_config(self.settings).merge(Config(read_timeout=LONG_POLL_READ_S)))
+
     def send(self, job: Job) -> None:
         """Enqueue a job with its inputs (SQS takes up to 1 MiB; inputs are capped below that)."""
         with aws_errors("Enqueueing"):
@@ -57,7 +68,7 @@ class Broker:
 
     def receive(self, api_name: str, max_messages: int, wait_s: int) -> list[Delivery]:
         with aws_errors("Receiving"):
-            response = self.client.receive_message(
+            response = self.receiver.receive_message(
                 QueueUrl=self.settings.queue_url(api_name),
                 MaxNumberOfMessages=max(1, min(RECEIVE_LIMIT, max_messages)),
                 WaitTimeSeconds=wait_s,
