@@ -30,3 +30,28 @@ def test_changed_component_properties_are_kept_beside_the_states_and_dropped_whe
     assert store.load("one") == Kept({3: b"three"}, {7: {"choices": b"xyz", "maximum": b"10"}, 8: {"type": b"pil"}})
     store.save("one", {}, {}, {7: ["maximum"], 8: ["type"]})
     assert store.load("one") == Kept({3: b"three"}, {7: {"choices": b"xyz"}})
+
+
+def test_a_call_writing_hundreds_of_states_and_properties_fits_dynamodbs_expression_limit(aws: None) -> None:
+    """DynamoDB refuses an update expression over 4 KB (moto does not): one call writing 300 states and 300
+    component properties (a large form reset at once) went in one expression of about 13 kB. It goes in
+    several updates of the session's item, each under the limit, and everything is kept."""
+    import boto3
+
+    expressions: list[str] = []
+
+    def measure(params: dict[str, object], **_: object) -> None:
+        expressions.append(str(params["UpdateExpression"]))
+
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register(  # type: ignore[union-attr]
+        "before-parameter-build.dynamodb.UpdateItem", measure
+    )
+    store = PageStateStore(settings_for("tests.apps.gradio_apps:counter"))
+    states = {block_id: f"s{block_id}".encode() for block_id in range(300)}
+    props = {block_id: {"value": f"p{block_id}".encode()} for block_id in range(1000, 1300)}
+    store.save("big", states, props)
+    assert len(expressions) > 1 and max(len(expression) for expression in expressions) < 4096
+    assert store.load("big") == Kept(states, props)
+    store.save("big", {}, {}, {block_id: ["value"] for block_id in range(1000, 1300)})
+    assert store.load("big") == Kept(states, {})

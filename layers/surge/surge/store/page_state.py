@@ -6,7 +6,8 @@ pickled; `t<block id>`: when it was written, for `gr.State(time_to_live=)`) and 
 changed of a component that a later call preprocesses (`p<block id>_<property>`, pickled: a dropdown's
 `choices`, a slider's `maximum`, which Gradio checks an input against). A call reads the item once
 (strongly consistent) when its event reads a state, and writes back only the states the call changed
-(one `UpdateItem`), so two events of one session that write different states never undo each other.
+(one `UpdateItem`; several when a call writes more than one expression holds), so two events of one
+session that write different states never undo each other.
 Only workers write these items and unpickle them (no other role of the template may write `gstate#*`
 keys): a value is unpickled only if a worker pickled it. An item expires `STATE_TTL_S` after its last
 write, as Gradio drops a closed session's state.
@@ -79,8 +80,8 @@ class PageStateStore(Table):
         dropped: Mapping[int, list[str]] | None = None,
     ) -> None:
         """Keep these states of the session (pickled) and these component properties (`props`, pickled;
-        `dropped`: properties back to what the app declares), in one write; the session's others stay
-        as they are."""
+        `dropped`: properties back to what the app declares), in one write (several past what one
+        expression holds, `EXPRESSION_BUDGET`); the session's others stay as they are."""
         props = {block_id: changed for block_id, changed in (props or {}).items() if changed}
         dropped = {block_id: names for block_id, names in (dropped or {}).items() if names}
         if not pickled and not props and not dropped:
@@ -90,23 +91,39 @@ class PageStateStore(Table):
         )
         if size > STATE_LIMIT_BYTES:
             raise Error(too_large(size))
-        names = {f"#c{block_id}": f"c{block_id}" for block_id in pickled}
-        names.update({f"#t{block_id}": f"t{block_id}" for block_id in pickled})
-        values: dict[str, Any] = {f":c{block_id}": {"B": value} for block_id, value in pickled.items()}
-        assignments = [f"#c{block_id} = :c{block_id}, #t{block_id} = :now" for block_id in pickled]
+        parts = [
+            _Part(
+                "SET",
+                f"#c{block_id} = :c{block_id}, #t{block_id} = :now",
+                {f"#c{block_id}": f"c{block_id}", f"#t{block_id}": f"t{block_id}"},
+                {f":c{block_id}": {"B": value}, ":now": n(round(time.time(), 3))},
+            )
+            for block_id, value in pickled.items()
+        ]
         for block_id, changed in props.items():
             for k, (prop, value) in enumerate(changed.items()):
-                names[f"#p{block_id}_{k}"] = f"p{block_id}_{prop}"
-                values[f":p{block_id}_{k}"] = {"B": value}
-                assignments.append(f"#p{block_id}_{k} = :p{block_id}_{k}")
-        removals = []
+                parts.append(
+                    _Part(
+                        "SET",
+                        f"#p{block_id}_{k} = :p{block_id}_{k}",
+                        {f"#p{block_id}_{k}": f"p{block_id}_{prop}"},
+                        {f":p{block_id}_{k}": {"B": value}},
+                    )
+                )
         for block_id, gone in dropped.items():
             for k, prop in enumerate(gone):
-                names[f"#r{block_id}_{k}"] = f"p{block_id}_{prop}"
-                removals.append(f"#r{block_id}_{k}")
-        expression = f"SET {', '.join([*assignments, 'expires_at = :expires'])}"
+                parts.append(_Part("REMOVE", f"#r{block_id}_{k}", {f"#r{block_id}_{k}": f"p{block_id}_{prop}"}, {}))
+        for group in _within_expression_limit(parts):
+            self._update(session_hash, group, size)
+
+    def _update(self, session_hash: str, parts: list[_Part], size: int) -> None:
+        sets = [part.text for part in parts if part.clause == "SET"]
+        removals = [part.text for part in parts if part.clause == "REMOVE"]
+        expression = f"SET {', '.join([*sets, 'expires_at = :expires'])}"
         if removals:
             expression += f" REMOVE {', '.join(removals)}"
+        names = {key: name for part in parts for key, name in part.names.items()}
+        values = {key: value for part in parts for key, value in part.values.items()}
         with aws_errors("Keeping the session's state"):
             try:
                 self.client.update_item(
@@ -114,16 +131,41 @@ class PageStateStore(Table):
                     Key=_key(session_hash),
                     UpdateExpression=expression,
                     ExpressionAttributeNames=names,
-                    ExpressionAttributeValues={
-                        **values,
-                        **({":now": n(round(time.time(), 3))} if pickled else {}),
-                        ":expires": n(int(time.time()) + STATE_TTL_S),
-                    },
+                    ExpressionAttributeValues={**values, ":expires": n(int(time.time()) + STATE_TTL_S)},
                 )
             except ClientError as error:
                 if error_code(error) == "ValidationException" and "size" in str(error).lower():
                     raise Error(too_large(size)) from None
                 raise
+
+
+@dataclass
+class _Part:
+    """One assignment or removal of an update, with the names and values it uses."""
+
+    clause: str
+    text: str
+    names: dict[str, str]
+    values: dict[str, Any]
+
+
+EXPRESSION_BUDGET = 1_000
+"""Characters of assignments one update carries (about 40 states or 60 properties): DynamoDB refuses an
+expression over 4 KB, and moto's parser (the local stack) recursed too deep past about 1.5 KB (a call
+writing 60 states failed there), so a larger write goes in several updates of the item. Each costs the
+item's size in write units: a call that writes that much is rare."""
+
+
+def _within_expression_limit(parts: list[_Part]) -> list[list[_Part]]:
+    groups: list[list[_Part]] = [[]]
+    used = 0
+    for part in parts:
+        if groups[-1] and used + len(part.text) + 2 > EXPRESSION_BUDGET:
+            groups.append([])
+            used = 0
+        groups[-1].append(part)
+        used += len(part.text) + 2
+    return groups
 
 
 def too_large(size: int) -> str:
