@@ -70,3 +70,14 @@ def test_a_transaction_that_keeps_conflicting_fails_as_unavailable() -> None:
             _cancelled(stubber, "TransactionConflict", "None")
         with pytest.raises(Unavailable):
             _transaction().commit(client)  # type: ignore[arg-type]
+
+
+def test_items_go_in_groups_within_a_requests_budget_and_count_in_order() -> None:
+    """What one DynamoDB request may carry: a group never passes the budget (an item over it goes alone)
+    nor the count, and the order is kept."""
+    from surge.store.aws import in_groups
+
+    sizes = [3, 3, 3, 9, 1, 1, 1, 1]
+    groups = in_groups(list(range(len(sizes))), lambda i: sizes[i], budget=6, most=3)
+    assert groups == [[0, 1], [2], [3], [4, 5, 6], [7]]
+    assert in_groups([], len, budget=6) == []

@@ -118,9 +118,8 @@ class Broker:
                     )
                 refused += [f for f in failed if f.get("SenderFault")]
                 again = [f for f in failed if not f.get("SenderFault")]
-                if attempt == 2:
-                    refused += again
                 if not again or attempt == 2:
+                    refused += again
                     break
                 entries = {f["Id"]: entries[f["Id"]] for f in again}
                 time.sleep(0.05 * (attempt + 1))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -17,6 +17,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from surge.errors import Unavailable
 from surge.settings import Settings
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -63,6 +65,21 @@ def aws_errors(what: str) -> Iterator[None]:
 
 def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def in_groups(items: Sequence[T], size: Callable[[T], int], budget: int, most: int | None = None) -> list[list[T]]:
+    """`items` in order, in groups of at most `most` whose `size`s add up to at most `budget` (an item over
+    it goes alone): what one request of DynamoDB's may carry (a transaction's 4 MB and 100 items, an
+    update expression's 4 KB)."""
+    groups: list[list[T]] = []
+    used = 0
+    for item in items:
+        if not groups or used + size(item) > budget or len(groups[-1]) == most:
+            groups.append([])
+            used = 0
+        groups[-1].append(item)
+        used += size(item)
+    return groups
 
 
 def n(value: float) -> dict[str, str]:

@@ -7,7 +7,7 @@ same transaction, so the counters cannot drift. See `schema` for the item layout
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from surge.errors import Unavailable
 from surge.models import TERMINAL_STATES, Job, JobState
 from surge.store.admission import leave_items, out_item
-from surge.store.aws import TRANSACTION_BYTES, TRANSACTION_LIMIT, Table, Transaction, aws_errors, n, s
+from surge.store.aws import TRANSACTION_BYTES, TRANSACTION_LIMIT, Table, Transaction, aws_errors, in_groups, n, s
 from surge.store.schema import (
     compact,
     is_marker,
@@ -248,9 +248,10 @@ class JobStore(Table):
                 strict=True,
             )
         )
+        sizes = {job_id: stored_size(item) for job_id, item in finals.items()}
         while pending:
-            count = _fitting(pending, lambda c: stored_size(finals[c.job.job_id]))
-            chunk, rest = pending[:count], pending[count:]
+            chunk = in_groups(pending, lambda c: sizes[c.job.job_id], TRANSACTION_BYTES, TRANSACTION_LIMIT)[0]
+            rest = pending[len(chunk) :]
             transaction = Transaction("Recording results")
             for completion in chunk:
                 transaction.add(
@@ -428,15 +429,3 @@ class JobStore(Table):
             for job in {(j.session_hash, j.job_id): j for j in jobs}.values()
         ]
         self._batch_write(requests, "Noting the messages a dropped stream sent")
-
-
-def _fitting(pending: Sequence[Any], size: Callable[[Any], int]) -> int:
-    """How many of `pending`, from the first, one transaction takes: at most `TRANSACTION_LIMIT` items of
-    at most `TRANSACTION_BYTES` together (each item's `size` as stored JSON, a little over DynamoDB's
-    count); at least one."""
-    total = 0
-    for count, item in enumerate(pending[:TRANSACTION_LIMIT]):
-        total += size(item)
-        if count and total > TRANSACTION_BYTES:
-            return count
-    return min(len(pending), TRANSACTION_LIMIT)

@@ -23,7 +23,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from surge.errors import Error
-from surge.store.aws import Table, aws_errors, error_code, n, s
+from surge.store.aws import Table, aws_errors, error_code, in_groups, n, s
 
 STATE_TTL_S = 24 * 3600
 STATE_LIMIT_BYTES = 350_000
@@ -113,7 +113,7 @@ class PageStateStore(Table):
         for block_id, gone in dropped.items():
             for k, prop in enumerate(gone):
                 parts.append(_Part("REMOVE", f"#r{block_id}_{k}", {f"#r{block_id}_{k}": f"p{block_id}_{prop}"}, {}))
-        for group in _within_expression_limit(parts):
+        for group in in_groups(parts, lambda part: len(part.text) + 2, EXPRESSION_BUDGET):
             self._update(session_hash, group, size)
 
     def _update(self, session_hash: str, parts: list[_Part], size: int) -> None:
@@ -154,18 +154,6 @@ EXPRESSION_BUDGET = 1_000
 expression over 4 KB, and moto's parser (the local stack) recursed too deep past about 1.5 KB (a call
 writing 60 states failed there), so a larger write goes in several updates of the item. Each costs the
 item's size in write units: a call that writes that much is rare."""
-
-
-def _within_expression_limit(parts: list[_Part]) -> list[list[_Part]]:
-    groups: list[list[_Part]] = [[]]
-    used = 0
-    for part in parts:
-        if groups[-1] and used + len(part.text) + 2 > EXPRESSION_BUDGET:
-            groups.append([])
-            used = 0
-        groups[-1].append(part)
-        used += len(part.text) + 2
-    return groups
 
 
 def too_large(size: int) -> str:
