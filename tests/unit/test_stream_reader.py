@@ -19,7 +19,7 @@ from surge import protocol
 from surge.errors import Unavailable
 from surge.eta import Estimator
 from surge.models import FunctionStats, Job, JobState
-from surge.session import PollPolicy, SessionHub, SessionStream
+from surge.session import FIRST_READ_MAX_S, PollPolicy, SessionHub, SessionStream
 from surge.settings import Settings
 from surge.store import BatchRecord, Completion
 from tests.unit.fakes import InMemoryStore, memory_settings
@@ -406,8 +406,10 @@ def test_a_new_streams_first_read_aims_at_when_the_jobs_of_recent_streams_ended_
     (ended,) = stream.view.delivered
     assert ended.finished_at is not None
     offset = ended.finished_at - stream.opened_at
-    assert 0 < offset < 0.09
-    assert hub.first_read_s() == pytest.approx(offset + 0.005), "the first read aims at the recent jobs' end"
+    assert offset > 0
+    # at most a tenth of a second: on a loaded machine the job may have ended later than its 10 ms
+    aimed = min(FIRST_READ_MAX_S, offset + 0.005)
+    assert hub.first_read_s() == pytest.approx(aimed), "the first read aims at the recent jobs' end"
 
     later = "s" * 32
     stream = SessionStream(hub, later, PollPolicy())
@@ -420,7 +422,7 @@ def test_a_new_streams_first_read_aims_at_when_the_jobs_of_recent_streams_ended_
         await asyncio.wait_for(task, WAIT_LIMIT_S)
 
     asyncio.run(join_while_open())
-    assert hub.first_read_s() == pytest.approx(offset + 0.005)
+    assert hub.first_read_s() == pytest.approx(aimed)
 
 
 def test_a_new_streams_first_read_aims_at_when_recent_streamed_jobs_first_had_output_not_at_their_end() -> None:
@@ -451,7 +453,7 @@ def test_a_new_streams_first_read_aims_at_when_recent_streamed_jobs_first_had_ou
     (first,) = firsts
     assert first is not None
     offset = first - stream.opened_at
-    assert 0 < offset < 0.05
+    assert 0 < offset < 0.09  # within the tenth of a second a first read waits at most
     assert hub.first_read_s() == pytest.approx(offset + 0.005), "the first token's time, not the answer's end"
 
 

@@ -888,6 +888,7 @@ def test_a_running_generator_its_visitor_cancels_stops_at_its_next_output_and_en
     steps: list[int] = []
     closed = threading.Event()
     cancel = threading.Event()
+    requested = threading.Event()
 
     @app.function(inputs=["textbox"], outputs=["textbox"])
     def count(text: str) -> Iterator[str]:
@@ -896,6 +897,7 @@ def test_a_running_generator_its_visitor_cancels_stops_at_its_next_output_and_en
                 steps.append(i)
                 if i == 2:
                     cancel.set()
+                    requested.wait(5)  # the visitor's Stop has landed (its thread may come late)
                 time.sleep(0.02)
                 yield f"{text}{i}"
         finally:
@@ -908,6 +910,7 @@ def test_a_running_generator_its_visitor_cancels_stops_at_its_next_output_and_en
         assert cancel.wait(5)
         running = store.get_job(SESSION, job.job_id)
         assert running is not None and store.request_cancel(running)
+        requested.set()
 
     visitor = threading.Thread(target=visitor_cancels)
     visitor.start()

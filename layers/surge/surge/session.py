@@ -693,6 +693,12 @@ class SessionHub:
             stream.view.ranked(counters, self.short_line) for streams in self.open.values() for stream in streams
         )
 
+    def _counted_read(self, consistent: bool) -> Counters:
+        """One counters read, counted in the thread that makes it: a read cut short by shutdown before
+        its thread began never reached AWS, one under way still does."""
+        self.reads += 1
+        return self.store.counters(consistent)
+
     async def _read_counters(self) -> None:
         """Read the counters (and the finish notices of far-back jobs) every `counters_tick_s` while a
         stream here has a waiting job whose rank can still change."""
@@ -703,10 +709,9 @@ class SessionHub:
             # This read serves every early read asked for before it began; one asked for from now on
             # (a job seen after this read began) gets the next read, `FRESH_GAP_S` after this one.
             self._soon.clear()
-            self.reads += 1  # counted when asked: a read cut short by shutdown still reaches AWS
             consistent = self._first_rank_wanted()
             try:
-                counters = await anyio.to_thread.run_sync(self.store.counters, consistent)
+                counters = await anyio.to_thread.run_sync(self._counted_read, consistent)
                 self.counters, self.consistent = (started, counters), consistent
                 waiting = list(self._waiting())
                 self.behind = rebound(waiting, counters, started) if consistent else count_behind(waiting, started)
