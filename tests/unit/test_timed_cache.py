@@ -10,7 +10,7 @@ from surge.eta import TimedCache
 
 
 def test_a_burst_of_misses_loads_once() -> None:
-    cache = TimedCache(ttl_s=0.05)
+    cache = TimedCache(ttl_s=0.5)
     loads: list[int] = []
     gate = threading.Event()
 
@@ -25,7 +25,7 @@ def test_a_burst_of_misses_loads_once() -> None:
         gate.set()
         assert {f.result() for f in first} == {1}
     assert len(loads) == 1
-    time.sleep(0.06)
+    time.sleep(0.6)
     gate.clear()
     with ThreadPoolExecutor(8) as pool:
         again = [pool.submit(cache.get, "k", load) for _ in range(8)]
@@ -58,7 +58,7 @@ def test_an_event_loop_never_reads_it_takes_cached_values_and_a_thread_reads_wha
         reads.append("fleet")
         return Fleet(workers={"w1": 1})
 
-    estimator = Estimator(app, stats, fleet, ttl_s=0.05)
+    estimator = Estimator(app, stats, fleet, ttl_s=0.5)
     function = app.get("f")
     # Nothing read yet: the loop gets the hint and no read, and the miss is noted for a thread.
     assert estimator.eta(function, 0, wait=False) == 3.0
@@ -68,7 +68,7 @@ def test_an_event_loop_never_reads_it_takes_cached_values_and_a_thread_reads_wha
     assert sorted(reads) == ["fleet", "stats"] and not estimator.due
     assert estimator.batch_s(function, wait=False) == 0.5
     assert estimator.fleet(function, wait=False) == Fleet(workers={"w1": 1})
-    time.sleep(0.06)
+    time.sleep(0.6)
     # Expired: still no read on the loop, the stale value serves until the thread reloads it.
     assert estimator.batch_s(function, wait=False) == 0.5
     assert len(reads) == 2 and estimator.due

@@ -798,7 +798,7 @@ def test_many_loops_on_an_unlimited_event_run_its_calls_at_once_with_one_receive
     @app.function(inputs=["textbox"], outputs=["textbox"])
     def call_out(text: str) -> str:
         with calls.running(text):
-            time.sleep(0.2)  # an I/O wait (an API call): the loops' calls overlap
+            time.sleep(0.5)  # an I/O wait (an API call): the loops' calls overlap, however late a loop starts
         return text.upper()
 
     class PollingQueue(InMemoryQueue):
