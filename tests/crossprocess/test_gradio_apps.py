@@ -70,10 +70,11 @@ def test_image_interface_round_trips_a_photo_of_megabytes_across_two_workers(
         assert np.array_equal(result, photo())
 
 
-def test_an_input_file_that_was_not_uploaded_is_never_fetched(image_stack: LocalStack) -> None:
+def test_an_input_file_at_a_private_address_is_never_fetched(image_stack: LocalStack) -> None:
+    """A URL is downloaded as Gradio downloads it, by a public address only: never the instance's metadata."""
     client = Client(image_stack.url, verbose=False)
     elsewhere = {"path": "http://169.254.169.254/latest/meta-data", "meta": {"_type": "gradio.FileData"}}
-    with pytest.raises(AppError, match="must first be uploaded"):
+    with pytest.raises(AppError, match=r"Could not fetch the input file .* failed validation"):
         client.predict(elsewhere, api_name="/echo_image")
 
 

@@ -78,11 +78,46 @@ def test_an_output_files_url_starts_with_the_root_url_its_join_came_to(aws: None
     assert output["url"] == f"https://demo.example/live/gradio_api/file={output['path']}"
 
 
-def test_a_path_or_url_that_names_no_upload_is_refused(aws: None) -> None:
+def test_a_path_that_names_no_upload_is_refused(aws: None) -> None:
     app = load_app(SPEC, settings_for(SPEC))
-    for path in ("/etc/passwd", "https://example.com/a.png", "surge/short/a.png"):
+    for path in ("/etc/passwd", "surge/short/a.png", "ftp://example.com/a.png"):
         with pytest.raises(Error, match="must first be uploaded"):
             app.get("sepia").fn({"path": path, "meta": {"_type": "gradio.FileData"}}, 1.0)
+
+
+def test_an_input_given_by_a_public_url_is_downloaded_as_gradio_downloads_it(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`handle_file("https://...")` (Gradio's docs call their examples so): Gradio downloads the file; it was
+    refused here. No network here: Gradio's own download runs over a transport that answers for the host
+    (the only stand-in), after its address check, which a private address fails as on Gradio."""
+    app = load_app(SPEC, settings_for(SPEC, max_file_size_bytes=5000))
+    red = _png(np.full((8, 8, 3), (200, 40, 40), dtype=np.uint8))
+    asked: list[str] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        if request.url.path.endswith("/big.png"):
+            return httpx.Response(200, content=b"x" * 5001)
+        return httpx.Response(200, content=red) if request.url.path.endswith("/red.png") else httpx.Response(404)
+
+    def call(url: str) -> Any:
+        return app.get("sepia").fn({"path": url, "meta": {"_type": "gradio.FileData"}}, 0.0)
+
+    for address in ("http://169.254.169.254/latest/meta-data", "http://127.0.0.1:9/a.png", "http://10.0.0.1/a.png"):
+        with pytest.raises(Error, match=r"Could not fetch the input file .*failed validation"):
+            call(address)  # the instance's metadata, this machine, a private network: never asked
+    monkeypatch.setattr(processing_utils, "async_transport", httpx.MockTransport(serve))
+    output = call("https://huggingface.co/datasets/surge/red.png")
+    assert asked == ["https://huggingface.co/datasets/surge/red.png"]
+    stored = app.files.client.get_object(Bucket=app.files.bucket, Key="files/" + output["path"][6:])  # type: ignore[union-attr]
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(stored["Body"].read()))), np.asarray(Image.open(io.BytesIO(red)))
+    )
+    with pytest.raises(Error, match=r"Could not fetch .*Status code: 404"):
+        call("https://huggingface.co/datasets/surge/gone.png")
+    with pytest.raises(Error, match="larger than this app's limit of 5000 bytes"):
+        call("https://huggingface.co/datasets/surge/big.png")
 
 
 def test_upload_route_stores_names_redirects_and_refuses_oversize(aws: None) -> None:

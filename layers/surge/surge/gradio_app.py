@@ -45,7 +45,7 @@ from gradio.events import EventData
 from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
 from gradio.state_holder import SessionState
-from gradio_client.utils import encode_file_path, is_file_obj, traverse
+from gradio_client.utils import encode_file_path, is_file_obj, is_http_url_like, traverse
 from starlette.requests import Request as StarletteRequest
 
 from surge.application import CALLS, App, Call, Function, PageEvent, Parameter, Progress, file_size_limit
@@ -662,11 +662,14 @@ class GradioApp(App):
             return False
 
     def _fetch(self, file: dict[str, Any], folder: Path) -> dict[str, Any]:
-        """An input file: it must name an uploaded file, or one the page's config names (a local path or URL
-        here would read the worker's disk or the network on a client's word)."""
+        """An input file: it must name an uploaded file, one the page's config names, or a public http(s)
+        URL (`handle_file("https://...")`), which Gradio's own SSRF-guarded download fetches, as Gradio
+        does; a local path would read the worker's disk on a client's word."""
         name = file.get("path")
         if isinstance(name, str) and name in self.page_files():
             return file  # an example's file, or a default value, as the page's config gave it: Gradio's copy
+        if isinstance(name, str) and is_http_url_like(name):
+            return self._from_url(file, name, folder)
         url = file.get("url")
         if not is_name(name) and isinstance(url, str) and url.startswith("data:"):
             return self._from_data_url(file, url, folder)
@@ -674,6 +677,20 @@ class GradioApp(App):
             raise Error(NOT_UPLOADED)
         local = self.files.fetch(str(name), folder)
         return {**file, "path": str(local), "url": None}
+
+    def _from_url(self, file: dict[str, Any], url: str, folder: Path) -> dict[str, Any]:
+        """A file given by its public URL, downloaded into the call's folder by Gradio's
+        `ssrf_protected_download` (a private, loopback or link-local address, the instance's metadata
+        among them, is refused, redirects included), at most as large as an upload may be."""
+        try:
+            path = Path(processing_utils.ssrf_protected_download(url, str(folder)))
+        except Exception as error:  # refused by the guard, unreachable, or not 200: the visitor is told why
+            raise Error(f"Could not fetch the input file {url[:200]}: {str(error)[:200]}") from None
+        limit = self.max_file_size
+        if limit is not None and path.stat().st_size > limit:
+            path.unlink(missing_ok=True)
+            raise Error(f"The input file {url[:200]} is larger than this app's limit of {limit} bytes.")
+        return {**file, "path": str(path), "url": None}
 
     @staticmethod
     def _from_data_url(file: dict[str, Any], url: str, folder: Path) -> dict[str, Any]:
