@@ -385,6 +385,17 @@ BAD_BODIES: list[tuple[str, bytes | str, int]] = [
     ("too few inputs", b'{"data": [], "fn_index": 0, "session_hash": "SESSION"}', 400),
     ("payload over the limit", '{"data": ["' + OVER_THE_LIMIT + '"], "fn_index": 0, "session_hash": "SESSION"}', 413),
     ("control characters in session", b'{"data": ["x"], "fn_index": 0, "session_hash": "abc\\u0000defghijk"}', 422),
+    ("lone surrogate", b'{"data": ["\\ud800"], "fn_index": 0, "session_hash": "SESSION"}', 400),
+    (
+        "lone surrogate in event_data",
+        b'{"data": ["x"], "fn_index": 0, "session_hash": "SESSION", "event_data": "\\udfff"}',
+        400,
+    ),
+    (
+        "nested 150 deep",
+        '{"data": [' + "[" * 149 + '"x"' + "]" * 149 + '], "fn_index": 0, "session_hash": "SESSION"}',
+        400,
+    ),
 ]
 
 

@@ -237,6 +237,23 @@ def test_dead_letter_event_whose_body_names_no_job_is_dropped(stack: Deployed) -
     assert stack.store.get_job(SESSION, job.job_id).state is JobState.WAITING  # type: ignore[union-attr]
 
 
+def test_dead_letter_event_whose_body_pydantic_cannot_parse_still_fails_its_job(stack: Deployed) -> None:
+    """A message nested deeper than pydantic's parser reads (200 levels) is dead-lettered by the worker;
+    its job was dropped as "names no job", counted and awaited for good. Python's parser reads it."""
+    job = _admitted_job(stack, _job_id_of_event())
+    event = dead_letter_event(job)
+    deep: Any = "x"
+    for _ in range(210):
+        deep = [deep]
+    body = json.loads(event["Records"][0]["body"])
+    event["Records"][0]["body"] = json.dumps({**body, "data": [deep, 3]})
+    handler = stack.handler("deadletter_handler")
+    assert handler(event, LambdaContext(function_name="surge-DeadLetterFunction")) == {"batchItemFailures": []}
+    failed = stack.store.get_job(SESSION, job.job_id)
+    assert failed is not None and failed.state is JobState.FAILED
+    assert stack.store.counters().waiting == 0
+
+
 def test_dead_letter_event_retries_only_what_aws_refused(stack: Deployed, monkeypatch: pytest.MonkeyPatch) -> None:
     from surge.errors import Unavailable
     from surge.store import Store as StoreClass

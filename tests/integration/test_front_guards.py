@@ -55,6 +55,61 @@ def test_a_body_over_the_limit_gets_413_naming_the_limit_and_changes_nothing(aws
     assert service.store.counters().waiting == 0
 
 
+def _nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "refusal"),
+    [
+        (JOIN, {"data": ["\ud800"], "fn_index": 0}, "valid Unicode text"),
+        ("/gradio_api/call/echo", {"data": ["a\udfffb"]}, "valid Unicode text"),
+        ("/gradio_api/run/echo", {"data": ["\ud800"]}, "valid Unicode text"),
+        ("/gradio_api/call/v2/echo", {"text": "\ud800"}, "valid Unicode text"),
+        (JOIN, {"data": ["x"], "fn_index": 0, "event_data": {"k": "\udfff"}}, "event_data must be valid Unicode"),
+        (JOIN, {"data": [_nested(150)], "fn_index": 0}, "more than 100 levels deep"),
+        ("/gradio_api/run/echo", {"data": [_nested(256)]}, "more than 100 levels deep"),
+        (JOIN, {"data": ["x"], "fn_index": 0, "event_data": _nested(120)}, "more than 100 levels deep"),
+    ],
+    ids=["join surrogate", "call", "run", "call v2", "event data", "join deep", "run 256 deep", "event data deep"],
+)
+def test_inputs_no_queue_message_can_carry_are_refused_and_change_nothing(
+    aws: None, route: str, body: dict[str, Any], refusal: str
+) -> None:
+    """A lone surrogate (`"\\ud800"`, valid JSON, no valid text) or inputs nested past what a worker's
+    parser reads: the job was counted, then its message failed (500) or was dead-lettered unread, and it
+    held a place of `max_size` for good: 50 such requests filled a queue of 50. Refused before counting."""
+    service, client = front(settings_for("examples.demo_app:app"))
+    session = {"session_hash": secrets.token_hex(16)} if route == JOIN else {}
+    text = json.dumps({**body, **session})  # escapes kept as JSON escapes
+    response = client.post(route, content=text, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and refusal in response.json()["detail"], response.text
+    assert service.store.counters().waiting == 0
+    fine = client.post(JOIN, json={**join_body("x"), "event_data": _nested(100)})
+    assert fine.status_code == 200, "within the bound, the job is taken"
+
+
+def test_a_message_that_cannot_be_sent_undoes_its_admission(aws: None) -> None:
+    """Any failure of the send, not only AWS's, leaves no job counted without a message."""
+
+    class Refusing(Broker):
+        def send(self, job: Job) -> None:
+            raise TypeError("cannot encode")
+
+    settings = settings_for("examples.demo_app:app")
+    store = Store(settings)
+    service = FrontService(load_app(settings.app_module), settings, store, Refusing(settings))
+    session = secrets.token_hex(16)
+    with pytest.raises(TypeError):
+        service.join(JoinBody(data=["x"], fn_index=0, session_hash=session))
+    assert store.counters().waiting == 0
+    (failed,) = store.read_session(session)
+    assert failed.state is JobState.FAILED
+
+
 def test_a_client_joining_too_fast_gets_429_with_retry_after(aws: None) -> None:
     # One token per 5 s: a loaded machine taking a second over these joins must not refill one.
     _, client = front(settings_for("examples.demo_app:app", join_rate_per_s=0.2, join_burst=3))

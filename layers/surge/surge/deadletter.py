@@ -5,6 +5,7 @@ DeadLetterFunction feeds it the SQS records of every function's dead-letter queu
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from surge import protocol
 from surge.errors import Unavailable
-from surge.models import JobMessage
+from surge.models import SESSION_HASH_PATTERN, JobMessage
 from surge.observer import Observer
 from surge.store import Store
 
@@ -39,6 +40,31 @@ class SqsEvent(BaseModel):
     records: list[SqsRecord] = Field(alias="Records")
 
 
+class JobKey(BaseModel):
+    """The job a message names, read from a body that is not a whole `JobMessage` to pydantic's parser."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str = Field(min_length=1, max_length=64)
+    session_hash: str = Field(pattern=SESSION_HASH_PATTERN)
+
+
+def job_key(body: str) -> tuple[str, str] | None:
+    """The (session hash, job id) a message names, or None. A worker dead-letters a message it cannot
+    parse (pydantic's parser stops at 200 levels of nesting; inputs are now held to fewer at the join)
+    whose job may still be counted and awaited: Python's own parser reads deeper, so that job is failed
+    and its visitor told, not dropped."""
+    try:
+        return (message := JobMessage.model_validate_json(body)).session_hash, message.job_id
+    except ValueError:
+        pass
+    try:
+        key = JobKey.model_validate(json.loads(body))
+    except (ValueError, RecursionError):
+        return None
+    return key.session_hash, key.job_id
+
+
 def fail_dead_lettered(records: Sequence[SqsRecord], store: Store, observer: Observer) -> list[str]:
     """Fail the job of each dead-lettered message (idempotent: an ended job is left alone).
 
@@ -47,14 +73,13 @@ def fail_dead_lettered(records: Sequence[SqsRecord], store: Store, observer: Obs
     """
     retry: list[str] = []
     for record in records:
-        try:
-            message = JobMessage.model_validate_json(record.body)
-        except ValueError:
+        key = job_key(record.body)
+        if key is None:
             logger.error("dropping a dead-lettered message that names no job: %r", record.body[:200])
             continue
-        job_id = message.job_id
+        session_hash, job_id = key
         try:
-            job = store.get_job(message.session_hash, job_id)
+            job = store.get_job(session_hash, job_id)
             if job is None:
                 logger.warning("dead-lettered job %s no longer exists", job_id)
                 continue

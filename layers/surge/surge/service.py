@@ -26,6 +26,10 @@ ENQUEUE_FAILED = "Could not enqueue the job; please try again."
 COMPENSATE_FOR_S = 15.0
 """How long a join keeps trying to undo a half-done admission before it gives up (and logs it)."""
 
+MAX_INPUT_DEPTH = 100
+"""How deep a join's inputs (and event data) may nest lists and objects: a worker parses its message with
+pydantic, whose parser stops at 200 levels (such a message was dead-lettered and its visitor never told)."""
+
 FULL_HOLD_S = 0.25
 """After a "queue full" answer, how long this process refuses joins without a DynamoDB write."""
 
@@ -51,6 +55,33 @@ def compensate(fn: Callable[..., Any], *args: Any, for_s: float = COMPENSATE_FOR
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists or dicts more than `limit` levels deep (counting `value` itself)."""
+    level = [value] if isinstance(value, list | dict) else []
+    for _ in range(limit):
+        if not level:
+            return False
+        level = [
+            item
+            for container in level
+            for item in (container.values() if isinstance(container, dict) else container)
+            if isinstance(item, list | dict)
+        ]
+    return bool(level)
+
+
+def _check_event_data(event_data: Any) -> None:
+    """A join's event data travels in its message as its inputs do: refused as they are when it cannot."""
+    if _nested_deeper(event_data, MAX_INPUT_DEPTH):
+        raise BadRequest(f"event_data nests lists or objects more than {MAX_INPUT_DEPTH} levels deep.")
+    try:
+        json.dumps(event_data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest("event_data must be valid Unicode text (a string holds a lone surrogate).") from None
+    except (TypeError, ValueError):
+        raise BadRequest("event_data must be JSON.") from None
 
 
 class FrontService:
@@ -92,6 +123,7 @@ class FrontService:
         if self.app.max_wait_s is not None:
             self._refuse_long_wait(function, self.app.max_wait_s)
         if body.event_data is not None or body.trigger_id is not None:
+            _check_event_data(body.event_data)
             event = {"event_data": body.event_data, "trigger_id": body.trigger_id}
             caller = (caller or Caller()).model_copy(update=event)
         job = Job(
@@ -164,9 +196,11 @@ class FrontService:
             self.store.end_waiting(found, JobState.FAILED, protocol.failed(job.job_id, ENQUEUE_FAILED))
 
     def _enqueue(self, job: Job) -> None:
+        """Send the admitted job's message; on any failure (AWS unavailable, or a message that cannot be
+        sent) the admission is undone, so a job is never counted without a message."""
         try:
             self.broker.send(job)
-        except Unavailable:
+        except Exception:
             compensate(self.store.end_waiting, job, JobState.FAILED, protocol.failed(job.job_id, ENQUEUE_FAILED))
             raise
 
@@ -226,12 +260,17 @@ class FrontService:
             if len(body.data) < count:
                 raise BadRequest(f"{function.api_name} takes {count} input(s), got {len(body.data)}.")
             inputs = data = body.data[:count]
+        if _nested_deeper(data, MAX_INPUT_DEPTH):
+            raise BadRequest(f"Inputs nest lists or objects more than {MAX_INPUT_DEPTH} levels deep.")
         for parameter, value in zip(function.parameters, inputs, strict=False):
             expected = _JSON_TYPES.get(parameter.component)
             wrong_bool = isinstance(value, bool) and parameter.component in ("number", "slider")
             if value is not None and expected and (not isinstance(value, expected) or wrong_bool):
                 raise BadRequest(f"Input {parameter.name!r} of {function.api_name} must be a {parameter.component}.")
-        size = len(json.dumps(data, separators=(",", ":")).encode())
+        try:
+            size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+        except UnicodeEncodeError:  # a lone surrogate (`"\\ud800"`): no queue or table takes it
+            raise BadRequest("Inputs must be valid Unicode text (a string holds a lone surrogate).") from None
         if size > self.settings.max_payload_bytes:
             raise PayloadTooLarge(f"Inputs are {size} bytes; the limit is {self.settings.max_payload_bytes} bytes.")
         return data
