@@ -221,3 +221,25 @@ def test_an_icon_of_gradios_own_that_the_config_names_is_served(aws: None, tmp_p
     assert served.status_code == 200 and served.content == Path(icon).read_bytes()
     package = Path(icon).parent.parent
     assert client.get(f"/gradio_api/file={package / 'icons' / 'link.svg'}").status_code == 404, "only what it names"
+
+
+def test_a_state_keeping_the_same_file_under_another_name_is_no_change(aws: None) -> None:
+    """Gradio names its copy of a file by its contents, so a state holding the same file again is unchanged
+    and its `.change` listeners do not run. Each copy here has a name of its own: a multimodal chat's
+    history, written back from the chatbot, counted as changed at every step, its listener re-rendered the
+    chatbot under new names, which wrote the history again: the page joined without end."""
+    spec = "tests.apps.gradio_apps:file_history"
+    app = load_app(spec, settings_for(spec))
+    assert isinstance(app, GradioApp) and app.files is not None and app.states is not None
+    (state_id,) = [b._id for b in app.blocks.blocks.values() if isinstance(b, gr.State)]
+    uploads = [app.files.put(io.BytesIO(body), "img0.png") for body in (b"one", b"one", b"two")]
+    changed = []
+    for name in [*uploads[:2], uploads[1], uploads[2]]:
+        call = Call(session_hash="h" * 16, caller=None)
+        token = CALLS.set((call,))
+        try:
+            app.get("keep").fn({"path": name, "meta": {"_type": "gradio.FileData"}})
+        finally:
+            CALLS.reset(token)
+        changed.append(call.output["changed_state_ids"])
+    assert changed == [[state_id], [], [], [state_id]], "the same contents under another name: no change"

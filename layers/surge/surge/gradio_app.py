@@ -69,6 +69,9 @@ API_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 FOOTER_LINKS = ["api", "gradio", "settings"]
 """launch()'s default footer, less the run history page Surge does not serve."""
 
+FILE_ROUTES = ("/gradio_api/file=", "gradio_api/file=")
+"""How Gradio's URL of a file in its cache begins (a state keeping a chat's messages keeps their URLs)."""
+
 NOT_UPLOADED = "Input files must first be uploaded to this app (POST /gradio_api/upload)."
 
 
@@ -480,6 +483,7 @@ class GradioApp(App):
         state = SessionState(self.blocks)
         kept = self._load_states(calls, block_fn, state, folder, brought)
         shaped = {block._id: state.blocks_config.blocks.get(block._id) for block in self._shaped_of(block_fn)}
+        by_contents = self._by_contents(folder)
         with self.progress.lock:
             self.progress.notices[event_id] = calls
             if progress is not None:
@@ -515,15 +519,21 @@ class GradioApp(App):
             result["data"] = _as_sent(_walk_files(result["data"], lambda f: self._store(f, root, started)))
             # The gr.State values the call changed, so far: its completion names them and the page fires their
             # .change listeners, which read them once they are kept (a generator's steps are told at its end).
+            told = [
+                block_id
+                for block_id in result.get("changed_state_ids") or []
+                if kept is None
+                or not _same_files(kept.states.get(block_id), state.state_data.get(block_id), by_contents)
+            ]
             for call in calls:
-                changed = {*call.output.get("changed_state_ids", []), *(result.get("changed_state_ids") or [])}
+                changed = {*call.output.get("changed_state_ids", []), *told}
                 call.output["changed_state_ids"] = sorted(changed)
             return result
 
         try:
             yield run
             if kept is not None and self.states is not None:
-                changed = _changed(kept.states, block_fn, state)
+                changed = _changed(kept.states, block_fn, state, by_contents)
                 for block_id in changed:
                     changed[block_id] = self._with_files(state.state_data[block_id], changed[block_id], folder, brought)
                 props, dropped = self._reshaped(kept, shaped, state)
@@ -629,6 +639,32 @@ class GradioApp(App):
         # A file a state brought back keeps its stored copy.
         names = {path: brought.get(path) or self.files.put_path(Path(path)) for path in local}
         return pickle.dumps(_KeptFiles(value, names), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _by_contents(self, folder: Path) -> Callable[[Any], Any]:
+        """A state's value with each file of this call named by its contents and name, as Gradio's cache
+        names its copies: the same file in a state is no change whichever copy it came from. Here each
+        copy has a path of its own (the state's file fetched back, the same file sent again as an input
+        under the name a previous output gave it), and a multimodal chat's history, written back from the
+        chatbot, counted as changed at every step: its `.change` listener re-rendered the chatbot, whose
+        files took new names, which wrote the history again, without end."""
+        digests: dict[str, str] = {}
+
+        def named(text: str) -> str:
+            if text.startswith(FILE_ROUTES):
+                return FILE_ROUTES[
+                    0
+                ]  # a FileData's `url`, Gradio's route to one copy (perhaps gone): its `path` decides
+            if text not in digests:
+                if not self._ephemeral_file(text, folder):
+                    return text
+                digest = hashlib.sha256()
+                with open(text, "rb") as file:
+                    for chunk in iter(lambda: file.read(1 << 20), b""):
+                        digest.update(chunk)
+                digests[text] = f"{digest.hexdigest()}/{Path(text).name}"
+            return digests[text]
+
+        return lambda value: _map_strings(value, named)
 
     def _fetched_files(self, kept: _KeptFiles, folder: Path, brought: dict[str, str]) -> Any:
         if self.files is None:
@@ -1136,9 +1172,12 @@ def _life(block: Any) -> float | None:
     return None if life is None else float(life)
 
 
-def _changed(kept: dict[int, bytes], block_fn: BlockFunction, state: SessionState) -> dict[int, bytes]:
+def _changed(
+    kept: dict[int, bytes], block_fn: BlockFunction, state: SessionState, by_contents: Callable[[Any], Any]
+) -> dict[int, bytes]:
     """The event's states (read or written: a value may be changed in place) that differ from those kept,
-    and those it sets that have a time to live (as in Gradio, setting one starts its life again)."""
+    files compared by their contents (`by_contents`), and those it sets that have a time to live (as in
+    Gradio, setting one starts its life again)."""
     changed: dict[int, bytes] = {}
     renewed = {block._id for block in block_fn.outputs if _life(block) is not None}
     for block in [*block_fn.inputs, *block_fn.outputs]:
@@ -1152,9 +1191,24 @@ def _changed(kept: dict[int, bytes], block_fn: BlockFunction, state: SessionStat
                 f"A gr.State holds a {type(value).__name__}, which Surge cannot keep between calls ({error}): "
                 "each call of a session may run on another worker."
             ) from None
-        if kept.get(block._id) != pickled or block._id in renewed:
+        if block._id in renewed or (
+            kept.get(block._id) != pickled and not _same_files(kept.get(block._id), value, by_contents)
+        ):
             changed[block._id] = pickled
     return changed
+
+
+def _same_files(kept: bytes | None, value: Any, by_contents: Callable[[Any], Any]) -> bool:
+    """Whether a state's kept value and its value now differ only in which copies of the same files they name."""
+    if kept is None:
+        return False
+    try:
+        before = by_contents(pickle.loads(kept))
+        return pickle.dumps(before, protocol=pickle.HIGHEST_PROTOCOL) == pickle.dumps(
+            by_contents(value), protocol=pickle.HIGHEST_PROTOCOL
+        )
+    except Exception:  # a value that cannot be read back or mapped: compared as it was
+        return False
 
 
 def _timer_intervals(blocks: gr.Blocks, block_fn: BlockFunction) -> list[float]:
