@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -68,6 +69,16 @@ def test_image_interface_round_trips_a_photo_of_megabytes_across_two_workers(
         result = np.asarray(Image.open(job.result()))
         assert result.shape == (1000, 1000, 3)
         assert np.array_equal(result, photo())
+
+
+def test_an_empty_file_uploads_and_comes_back_empty(image_stack: LocalStack) -> None:
+    """An empty file's upload waited for the emulator's "100 Continue" and failed after 10 s with 503."""
+    started = time.monotonic()
+    response = httpx.post(f"{image_stack.url}/gradio_api/upload", files=[("files", ("empty.txt", b""))], timeout=30)
+    assert response.status_code == 200 and time.monotonic() - started < 5, response.text
+    (name,) = response.json()
+    stored = httpx.get(f"{image_stack.url}/gradio_api/file={name}", follow_redirects=True, timeout=30)
+    assert stored.status_code == 200 and stored.content == b""
 
 
 def test_an_input_file_at_a_private_address_is_never_fetched(image_stack: LocalStack) -> None:
