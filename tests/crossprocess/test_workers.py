@@ -278,3 +278,41 @@ def test_stopping_the_stack_mid_batch_lets_the_worker_record_it_and_exit(record_
         stack.stop()
     assert any("stopped" in r["tags"] for r in records(record_dir, "sleepy")), "the batch ran to its end"
     assert worker.returncode == 0, "the worker exited by itself, not killed at the stop's deadline"
+
+
+def test_a_front_killed_mid_joins_leaves_no_job_counted_for_good() -> None:
+    """`kill -9` of the front while joins come in: a join killed between counting its job and sending its
+    message left the job counted for good (the counters never back to zero, a place of `max_size` held).
+    The idle workers end such jobs once they are `orphan_after_s` old and their queue holds nothing."""
+    import secrets
+    import threading
+
+    import httpx
+
+    stack = LocalStack(
+        "examples.demo_app:app", port=free_port(), tuning={"orphan_after_s": 3.0, "reconcile_every_s": 1.0}
+    ).start()
+    try:
+        stop_at = time.monotonic() + 4
+        answered: list[int] = []
+
+        def joiner() -> None:
+            with httpx.Client(timeout=10) as client:
+                while time.monotonic() < stop_at:
+                    body = {"data": ["x"], "fn_index": 0, "session_hash": secrets.token_hex(8)}
+                    try:
+                        answered.append(client.post(f"{stack.url}/gradio_api/queue/join", json=body).status_code)
+                    except httpx.HTTPError:
+                        time.sleep(0.05)
+
+        threads = [threading.Thread(target=joiner) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        os.kill(stack.processes["front"].pid, signal.SIGKILL)
+        for thread in threads:
+            thread.join()
+        assert answered.count(200) > 20, "joins were under way when the front was killed"
+        assert wait_until(lambda: counters(stack).waiting == 0, 60), f"still counted: {counters(stack).waiting}"
+    finally:
+        stack.stop()

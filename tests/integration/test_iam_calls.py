@@ -25,7 +25,7 @@ from surge.application import load_app
 from surge.broker import Broker
 from surge.deadletter import SqsRecord, fail_dead_lettered
 from surge.front import create_api_app, session_hub
-from surge.models import JobMessage, JobState, JoinBody
+from surge.models import Job, JobMessage, JobState, JoinBody
 from surge.observer import Observer
 from surge.service import FrontService
 from surge.session import PollPolicy, SessionStream
@@ -180,7 +180,29 @@ def _worker_calls(recorder: Recorder, job: tuple[str, str]) -> None:
     finally:
         worker.stop()
         thread.join(timeout=10)
+        # Idle long enough, with its queue empty and a job counted that has no message: it looks for
+        # such jobs (this one is too young to end).
         recorder.role = "none"
+        store = Store(settings)
+        orphan = store.admit(
+            Job(
+                job_id="orphan",
+                session_hash="session-lost-000001",
+                api_name="echo",
+                group="echo",
+                state=JobState.WAITING,
+                data=["lost"],
+                created_at=time.time(),
+            ),
+            None,
+            1,
+        )
+        recorder.role = "worker:echo"
+        worker.received_at = worker.reconciled_at = time.monotonic() - 2 * settings.reconcile_every_s
+        worker._reconcile()
+        recorder.role = "none"
+        assert {"dynamodb:Scan", "sqs:GetQueueAttributes"} <= {c.action for c in recorder.calls["worker:echo"]}
+        assert store.end_waiting(orphan, JobState.CANCELLED, {"msg": "process_completed"})
 
 
 async def _stream(service: FrontService, session_hash: str, dropped_job: str | None = None) -> None:

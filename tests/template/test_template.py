@@ -501,9 +501,16 @@ def test_worker_role_is_limited_to_its_own_queue_and_the_items_it_writes(service
             "sqs:GetQueueAttributes",
         },
         json.dumps({"Ref": "PageEventsDeadLetterQueueArn"}): {"sqs:SendMessage"},
-        table("EventsTableName"): {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:BatchWriteItem"},
+        # ... and the idle worker's scan for jobs counted but never sent (`Worker._reconcile`).
+        table("EventsTableName"): {
+            "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
+            "dynamodb:BatchWriteItem",
+            "dynamodb:Scan",
+        },
         table("StateTableName") + own_items: {
             "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",

@@ -237,6 +237,15 @@ class InMemoryJobs:
             self.admission.leave([current])
             return True
 
+    def waiting_before(self, api_name: str, before: float) -> list[Job]:
+        with self._lock:
+            self.calls["waiting_before"] += 1
+            return [
+                job.model_copy(deep=True)
+                for job in self.items.values()
+                if job.api_name == api_name and job.state is JobState.WAITING and job.created_at < before
+            ]
+
     def forget_all(self, jobs: Sequence[Job]) -> None:
         by_key = {(job.session_hash, job.job_id): job for job in jobs}
         with self._lock:
@@ -387,6 +396,9 @@ class InMemoryStore:
     def end_waiting(self, job: Job, state: JobState, body: dict[str, Any]) -> bool:
         return self.jobs.end_waiting(job, state, body)
 
+    def waiting_before(self, api_name: str, before: float) -> list[Job]:
+        return self.jobs.waiting_before(api_name, before)
+
     def forget_all(self, jobs: Sequence[Job]) -> None:
         self.jobs.forget_all(jobs)
 
@@ -493,6 +505,11 @@ class InMemoryQueue:
             for message in self.queues.get(api_name, []):
                 if message.receipt_handle in handles:
                     message.visible_at = self.clock() + timeout_s
+
+    def holds_none(self, api_name: str) -> bool:
+        with self._lock:
+            self.calls["holds_none"] += 1
+            return not self.queues.get(api_name)
 
     def dead_letter(self, api_name: str, deliveries: Sequence[Delivery]) -> None:
         with self._lock:

@@ -1016,3 +1016,61 @@ def test_a_batch_whose_output_lists_run_longer_than_the_batch_gives_each_caller_
     _serve_until_drained(SimpleNamespace(app=app), "padded", store, queue)  # type: ignore[arg-type]
 
     assert [_result(store, job)["output"]["data"] for job in jobs] == [["A"], ["B"], ["C"]]
+
+
+def test_an_idle_worker_ends_a_job_counted_without_a_message_and_frees_its_place() -> None:
+    """A join counts its job, then sends its message: a front killed in between (`kill -9` under load
+    left one such job in 1,740 joins) left it counted for good, a place of `max_size` held and the
+    counters never back to zero. An idle worker whose queue holds nothing ends it once it is old enough;
+    a job whose message is in the queue, or one counted just now, is left alone."""
+    app = surge.App(title="orphans")
+
+    @app.function(inputs=["textbox"], outputs=["textbox"])
+    def shout(text: str) -> str:
+        return text.upper()
+
+    store, queue = InMemoryStore(), InMemoryQueue()
+    settings = memory_settings("tests.unit.test_worker_loop:app", orphan_after_s=1.0, reconcile_every_s=0.05)
+    worker = Worker(app, app.get("shout"), settings, store, queue)
+    store.admit(
+        Job(
+            job_id="lost",
+            session_hash=SESSION,
+            api_name="shout",
+            group="shout",
+            state=JobState.WAITING,
+            data=["x"],
+            created_at=time.time(),
+        )
+    )
+    time.sleep(1.1)
+    young = store.admit(
+        Job(
+            job_id="young",
+            session_hash=SESSION,
+            api_name="shout",
+            group="shout",
+            state=JobState.WAITING,
+            data=["y"],
+            created_at=time.time(),
+        )
+    )
+    time.sleep(0.06)
+    queued = _join(store, queue, "shout", "z")
+    time.sleep(0.2)
+    worker._reconcile()
+    assert [store.get_job(SESSION, j).state for j in ("lost", "young", queued.job_id)] == [JobState.WAITING] * 3, (  # type: ignore[union-attr]
+        "the queue holds a message: nothing is ended"
+    )
+    queue.queues["shout"].clear()  # that message was taken and its job ended elsewhere; now the queue holds none
+    store.jobs.end_waiting(queued, JobState.CANCELLED, protocol.cancelled(queued.job_id))
+    time.sleep(0.06)
+    worker._reconcile()
+    ended = store.get_job(SESSION, "lost")
+    assert ended is not None and ended.state is JobState.FAILED
+    assert ended.result is not None and "never reached its queue" in ended.result["output"]["error"]
+    assert store.get_job(SESSION, young.job_id).state is JobState.WAITING, "counted just now: its send may be under way"  # type: ignore[union-attr]
+    assert store.counters().queue_size("shout") == 1, "the lost job's place is free; the young one keeps its own"
+    calls = store.jobs.calls["waiting_before"]
+    worker._reconcile()
+    assert store.jobs.calls["waiting_before"] == calls, "at most one look per reconcile_every_s"

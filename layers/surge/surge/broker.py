@@ -21,6 +21,12 @@ logger = logging.getLogger(__name__)
 RECEIVE_LIMIT = 10
 """SQS returns at most 10 messages per receive."""
 
+QUEUE_COUNTS = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
 LONG_POLL_READ_S = 30
 """The receiving client's read timeout: SQS's longest poll (20 s) and a margin."""
 
@@ -65,6 +71,15 @@ class Broker:
                 QueueUrl=self.settings.queue_url(job.api_name),
                 MessageBody=JobMessage.of(job).model_dump_json(),
             )
+
+    def holds_none(self, api_name: str) -> bool:
+        """Whether the function's queue holds no message at all: none visible, in flight or delayed (SQS's
+        approximate counts, which settle within about a minute)."""
+        with aws_errors("Reading the queue's counts"):
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=self.settings.queue_url(api_name), AttributeNames=list(QUEUE_COUNTS)
+            )["Attributes"]
+        return all(int(attributes.get(name, "0")) == 0 for name in QUEUE_COUNTS)
 
     def receive(self, api_name: str, max_messages: int, wait_s: int) -> list[Delivery]:
         with aws_errors("Receiving"):

@@ -19,4 +19,5 @@ class Observer:
         """A batch finished: its size, how long it ran, and the longest wait of its jobs before it started."""
 
     def job_failed(self, api_name: str, reason: str) -> None:
-        """A job ended with an error: `reason` is `error`, `time_limit`, `attempts` or `dead_letter`."""
+        """A job ended with an error: `reason` is `error`, `time_limit`, `attempts`, `dead_letter` or
+        `lost_message` (counted, never sent: `Worker._reconcile`)."""

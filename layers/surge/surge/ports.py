@@ -37,6 +37,14 @@ class Jobs(LiveOutput, Protocol):
         """Record terminal states; returns the ids finished (all when `held`, the worker's lease is fresh)."""
         ...
 
+    def waiting_before(self, api_name: str, before: float) -> list[Job]:
+        """The function's jobs still waiting that were counted before `before` (epoch seconds)."""
+        ...
+
+    def end_waiting(self, job: Job, state: JobState, body: dict[str, Any]) -> bool:
+        """End a job that never started, freeing its place; False if it was no longer waiting."""
+        ...
+
 
 class SessionLog(Protocol):
     """A stream's view of its session's jobs: read them, end a waiting one, forget delivered ones."""
@@ -117,10 +125,14 @@ class Queue(Protocol):
         """Keep messages in hand hidden for `timeout_s` more, or (0) give them back at once."""
         ...
 
+    def holds_none(self, api_name: str) -> bool:
+        """Whether the function's queue holds no message at all (none visible, in flight or delayed)."""
+        ...
+
     def dead_letter(self, api_name: str, deliveries: Sequence[Delivery]) -> None: ...
 
 
-class WorkerStore(Jobs, Leases, Workers, Protocol):
+class WorkerStore(Jobs, Leases, Workers, Admission, Protocol):
     """Everything the worker loop asks of the store."""
 
 

@@ -28,6 +28,12 @@ class Settings(BaseModel):
     """A join's largest inputs (JSON): they travel in the job's SQS message, which takes 1 MiB (the
     queues' MaximumMessageSize, CloudFormation's default), with room left for the caller's headers."""
     job_ttl_s: int = 86_400
+    orphan_after_s: float = Field(300.0, gt=0)
+    """A waiting job counted this long ago whose queue holds no message at all (none visible, none in
+    flight) lost its message (its join was killed between counting it and sending it): an idle worker
+    ends it, so its place of `max_size` is freed (see `Worker._reconcile`)."""
+    reconcile_every_s: float = Field(60.0, gt=0)
+    """How often an idle worker looks for such jobs (one queue-attributes call; a scan only when empty)."""
     max_attempts: int = Field(3, ge=1)
     session_grace_s: float = 10.0
     cors_allow_origins: str = "*"

@@ -63,6 +63,9 @@ RESULT_LIMIT_BYTES = 4_000_000
 """The largest result (its JSON) a job may return: kept beside the job in parts of its session's log when
 too large for the job's item, and sent to the visitor in one message. Larger outputs go as files (S3)."""
 
+LOST_MESSAGE = "This job never reached its queue (its join was cut short after counting it); please try again."
+"""What the visitor of a job ended by `Worker._reconcile` reads."""
+
 STREAMED_LIMIT_BYTES = 300_000
 """The most a generator's messages (and notices) may take: they are kept in the job's item, which DynamoDB
 caps at 400 KB."""
@@ -277,6 +280,8 @@ class Worker:
         self.batches = 0
         self._logged_at = -BATCH_RECORD_EVERY_S
         self.heartbeat_s = max(0.2, min(settings.lease_ttl_s, settings.visibility_timeout_s) / 3)
+        self.received_at = self.reconciled_at = time.monotonic()
+        """When this worker last received a message, and last looked for jobs without one (`_reconcile`)."""
         self.beat_ok_at = 0.0
         """When (monotonic) the heartbeat last landed: until `lease_ttl_s` after it, no other worker
         can take this worker's jobs over (a takeover needs the heartbeat to have lapsed)."""
@@ -312,6 +317,35 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.heartbeat_s):
             self._beat()
+            self._reconcile()
+
+    def _reconcile(self) -> None:
+        """End the function's jobs that lost their message, so their places of `max_size` are freed.
+
+        A join counts its job, then sends its message: one killed in between (a front process killed, a
+        Lambda timed out) left the job counted with no message, its place held for good. Such a job is
+        still waiting `orphan_after_s` after it was counted while its queue holds no message at all. An
+        idle worker (nothing received for `reconcile_every_s`) reads the counters that often; when its
+        group has jobs counted, it asks the queue's counts, and only when they are all zero scans for such
+        jobs and ends each as failed (a conditional end: one of several workers doing the same ends it
+        once). An idle worker with nothing counted makes one counters read a period, no scan."""
+        now = time.monotonic()
+        every = self.settings.reconcile_every_s
+        if now - self.reconciled_at < every or now - self.received_at < every:
+            return
+        self.reconciled_at = now
+        try:
+            if self.store.counters(consistent=False).queue_size(self.function.concurrency_id) == 0:
+                return  # nothing counted: nothing to look for
+            if not self.broker.holds_none(self.function.api_name):
+                return
+            before = time.time() - self.settings.orphan_after_s
+            for job in self.store.waiting_before(self.function.api_name, before):
+                if self.store.end_waiting(job, JobState.FAILED, protocol.failed(job.job_id, LOST_MESSAGE)):
+                    self.observer.job_failed(self.function.api_name, "lost_message")
+                    logger.warning("ended job %s of %s: counted, never sent", job.job_id, self.function.api_name)
+        except Unavailable as error:
+            logger.warning("could not look for jobs without a message (%s); trying again later", error.detail)
 
     def _ack_loop(self) -> None:
         while not self.stopping.wait(self.settings.ack_within_s / 4):
@@ -504,11 +538,15 @@ class Worker:
     def _receive(self, want: int, wait_s: int) -> list[Delivery]:
         """One receive; where loops share the poll (`receiving`), after the loop before has its work."""
         if self.receiving is None:
-            return self.broker.receive(self.function.api_name, want, wait_s)
-        with self.receiving:  # on stop, the loop polling returns within its wait, and each waiter at once
-            if self.stopping.is_set():
-                return []
-            return self.broker.receive(self.function.api_name, want, wait_s)
+            deliveries = self.broker.receive(self.function.api_name, want, wait_s)
+        else:
+            with self.receiving:  # on stop, the loop polling returns within its wait, and each waiter at once
+                if self.stopping.is_set():
+                    return []
+                deliveries = self.broker.receive(self.function.api_name, want, wait_s)
+        if deliveries:
+            self.received_at = time.monotonic()
+        return deliveries
 
     def _process(
         self, deliveries: list[Delivery], kept: int | None = None, keep: Callable[[], bool] | None = None

@@ -129,6 +129,17 @@ class Table:
                 return items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
+    def scan(self, what: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """The items of a whole-table scan (every page)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            with aws_errors(what):
+                response: Any = self.client.scan(**kwargs)
+            items.extend(response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return items
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     def state_partition(self, what: str, pk: str, **extra: Any) -> list[dict[str, Any]]:
         """The items of one partition of the state table (the first page only when `Limit` is given)."""
         return self.query(

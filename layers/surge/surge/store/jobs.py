@@ -87,6 +87,22 @@ class JobStore(Table):
             ).get("Item")
         return job_of(item) if item else None
 
+    def waiting_before(self, api_name: str, before: float) -> list[Job]:
+        """The jobs of `api_name` still waiting that were counted before `before` (epoch seconds): a scan of
+        the events table, made only by an idle worker whose queue is empty (`Worker._reconcile`)."""
+        items = self.scan(
+            "Looking for jobs without a message",
+            TableName=self.settings.events_table_name,
+            FilterExpression="#state = :waiting AND api_name = :api AND created_at < :before",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":waiting": s(JobState.WAITING.value),
+                ":api": s(api_name),
+                ":before": n(before),
+            },
+        )
+        return [job_of(item) for item in items if not is_part(item) and not is_marker(item)]
+
     # ---- claim -----------------------------------------------------------------------------------
 
     def claim(self, jobs: Sequence[Job], worker_id: str) -> Claim:
