@@ -92,6 +92,17 @@ def test_inputs_no_queue_message_can_carry_are_refused_and_change_nothing(
     assert fine.status_code == 200, "within the bound, the job is taken"
 
 
+def test_a_number_json_cannot_carry_gets_422_naming_the_field_not_a_500(aws: None) -> None:
+    """`NaN` (Python's parser takes it) in a field FastAPI validates: its 422 echoed the input, and the
+    answer failed to encode (500 "Internal error")."""
+    service, client = front(settings_for("examples.demo_app:app"))
+    body = '{"data": ["x"], "fn_index": NaN, "session_hash": "' + secrets.token_hex(16) + '"}'
+    response = client.post(JOIN, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "fn_index"]]
+    assert service.store.counters().waiting == 0
+
+
 def test_a_message_that_cannot_be_sent_undoes_its_admission(aws: None) -> None:
     """Any failure of the send, not only AWS's, leaves no job counted without a message."""
 

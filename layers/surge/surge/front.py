@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
@@ -85,6 +87,18 @@ def _internal_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": "Internal error; please try again."}, status_code=500)
 
 
+async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's 422, whose errors echo each bad input: one JSON cannot carry (`NaN`, which Python's parser
+    takes) made that answer fail with a 500; such errors go without their input."""
+    assert isinstance(error, RequestValidationError)
+    errors = jsonable_encoder(error.errors())
+    try:
+        json.dumps(errors, allow_nan=False)
+    except ValueError:
+        errors = [{key: value for key, value in e.items() if key not in ("input", "ctx")} for e in errors]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
 def _base_app(service: FrontService) -> FastAPI:
     settings = service.settings
     app = FastAPI(title=service.app.title, docs_url=None, redoc_url=None)
@@ -94,6 +108,7 @@ def _base_app(service: FrontService) -> FastAPI:
 
     app.router.on_startup.append(size_thread_pool)
     app.add_exception_handler(SurgeError, _surge_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _internal_error)
     origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]
     app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["*"])
