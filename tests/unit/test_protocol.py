@@ -74,6 +74,26 @@ def test_error_output_has_exactly_the_keys_gradio_client_accepts() -> None:
     assert set(message["output"]) == {"error", "title", "visible", "duration"}
 
 
+def test_success_and_step_messages_carry_every_key_of_gradios_own() -> None:
+    """Gradio's `ProcessCompletedMessage` and `ProcessGeneratingMessage`, and its output's keys: a client
+    reading `avg_time`, `used_cache` or `changed_state_ids` found them missing."""
+    from gradio.server_messages import ProcessCompletedMessage, ProcessGeneratingMessage
+
+    done = protocol.completed("e1", ["hi"], 0.01, 0.02)
+    assert set(done) == set(ProcessCompletedMessage.model_fields)
+    assert set(done["output"]) == {
+        "data",
+        "is_generating",
+        "duration",
+        "average_duration",
+        "render_config",
+        "changed_state_ids",
+        "used_cache",
+    }
+    assert done["avg_time"] == 0.02 and done["output"]["changed_state_ids"] == []
+    assert set(protocol.generating("e1", ["h"])) == set(ProcessGeneratingMessage.model_fields)
+
+
 @pytest.mark.parametrize(
     ("rank", "slots", "expected"),
     [

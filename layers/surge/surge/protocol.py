@@ -162,6 +162,7 @@ def generating(event_id: str, data: list[Any]) -> dict[str, Any]:
         "event_id": event_id,
         "output": {"data": data, "is_generating": True},
         "success": True,
+        "time_limit": None,  # Gradio's: a `.stream()` event's, which Surge refuses at start
     }
 
 
@@ -181,6 +182,8 @@ def log(
 
 
 def completed(event_id: str, data: list[Any], duration: float, average_duration: float | None) -> dict[str, Any]:
+    """A success, with every key of Gradio's own (a client reading `avg_time` or `used_cache` finds them;
+    Surge renders nothing server-side and caches no call's output)."""
     return {
         "msg": "process_completed",
         "event_id": event_id,
@@ -189,8 +192,15 @@ def completed(event_id: str, data: list[Any], duration: float, average_duration:
             "is_generating": False,
             "duration": round(duration, 4),
             "average_duration": None if average_duration is None else round(average_duration, 4),
+            "render_config": None,
+            "changed_state_ids": [],
+            "used_cache": None,
         },
         "success": True,
+        "title": None,
+        "used_cache": None,
+        "cache_duration": None,
+        "avg_time": None if average_duration is None else round(average_duration, 4),
     }
 
 
