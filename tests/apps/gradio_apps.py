@@ -375,8 +375,8 @@ remembered_chat = gr.ChatInterface(lambda message, history: message, save_histor
 def keep_in_history(file: str | None) -> list[dict[str, str | None]]:
     """A chat's step that copies what the page shows into its history state, as a multimodal ChatInterface
     writes its chatbot back to its history: the same file comes back under the name its last output gave it,
-    and each message keeps Gradio's URL of its copy."""
-    return [{"file": file, "url": f"/gradio_api/file={file}"}]
+    and each message keeps the URL of its copy."""
+    return [{"file": {"path": file, "url": f"https://demo.example/gradio_api/file={file}"}}]
 
 
 with gr.Blocks() as file_history:
@@ -384,4 +384,4 @@ with gr.Blocks() as file_history:
     history = gr.State([])
     echoed = gr.File()
     shown.change(keep_in_history, shown, history, api_name="keep")
-    history.change(lambda kept: kept[-1]["file"] if kept else None, history, echoed, api_name="show")
+    history.change(lambda kept: kept[-1]["file"]["path"] if kept else None, history, echoed, api_name="show")

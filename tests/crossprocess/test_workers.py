@@ -13,7 +13,7 @@ import pytest
 from gradio_client import Client
 
 from surge.application import load_app
-from surge.models import JobMessage
+from surge.models import Job, JobMessage, JobState
 from surge.store import Store
 from surge_local.launcher import LocalStack, free_port
 from tests.apps.timing_app import release
@@ -313,6 +313,21 @@ def test_a_front_killed_mid_joins_leaves_no_job_counted_for_good() -> None:
         for thread in threads:
             thread.join()
         assert answered.count(200) > 20, "joins were under way when the front was killed"
+        # The kill may or may not have caught a join between its two calls: one such job for sure.
+        assert stack.settings is not None
+        store = Store(stack.settings, client=stack.client("dynamodb"))
+        job = Job(
+            job_id="cut-short",
+            session_hash="cut-short-session",
+            api_name="echo",
+            group="echo",
+            state=JobState.WAITING,
+            data=["x"],
+            created_at=time.time(),
+        )
+        store.admit(job, None, 1)
         assert wait_until(lambda: counters(stack).waiting == 0, 60), f"still counted: {counters(stack).waiting}"
+        ended = store.get_job("cut-short-session", "cut-short")
+        assert ended is not None and ended.state is JobState.FAILED
     finally:
         stack.stop()

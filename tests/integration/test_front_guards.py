@@ -100,6 +100,9 @@ def test_a_number_json_cannot_carry_gets_422_naming_the_field_not_a_500(aws: Non
     response = client.post(JOIN, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert [error["loc"] for error in response.json()["detail"]] == [["body", "fn_index"]]
+    surrogate = '{"data": ["x"], "fn_index": 0, "session_hash": "\\ud800abcdefgh"}'
+    response = client.post(JOIN, content=surrogate, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
     assert service.store.counters().waiting == 0
 
 

@@ -642,3 +642,21 @@ def test_a_blocks_mounted_in_fastapi_keeps_the_mounts_settings_and_the_fastapi_a
             load_app("mounted_app:app")
     finally:
         del sys.modules["mounted_app"]
+
+
+def test_a_state_whose_file_urls_name_other_files_has_changed() -> None:
+    """Only a file's own `url` (beside its `path`) is left out of the comparison: a state holding bare URLs
+    of two different files is a change (a first take counted every such URL the same, and the new value
+    was never kept)."""
+    import pickle
+
+    from surge.gradio_app import _map_strings, _same_files, _without_file_urls
+
+    def by_contents(value: object) -> object:
+        return _map_strings(_without_file_urls(value), lambda text: text)
+
+    before = {"latest": "/gradio_api/file=/tmp/a/cat.png"}
+    assert not _same_files(pickle.dumps(before), {"latest": "/gradio_api/file=/tmp/b/dog.png"}, by_contents)
+    kept = {"file": {"path": "same", "url": "https://demo.example/gradio_api/file=/tmp/a/img.png"}}
+    again = {"file": {"path": "same", "url": "https://demo.example/gradio_api/file=/tmp/b/img.png"}}
+    assert _same_files(pickle.dumps(kept), again, by_contents), "a file's own URL names one of its copies"

@@ -74,6 +74,26 @@ def test_error_output_has_exactly_the_keys_gradio_client_accepts() -> None:
     assert set(message["output"]) == {"error", "title", "visible", "duration"}
 
 
+def test_a_message_body_holds_no_character_sqs_refuses_and_reads_back_the_same() -> None:
+    """SQS refuses U+FFFE and U+FFFF in a body (moto takes them): such inputs failed every join with 503."""
+    from surge.broker import message_body
+    from surge.models import Job, JobMessage, JobState
+
+    text = "a\uffffb\ufffe"
+    job = Job(
+        job_id="j",
+        session_hash="s" * 16,
+        api_name="echo",
+        group="echo",
+        state=JobState.WAITING,
+        data=[text],
+        created_at=1.0,
+    )
+    body = message_body(job)
+    assert "\uffff" not in body and "\ufffe" not in body
+    assert JobMessage.model_validate_json(body).data == [text]
+
+
 def test_success_and_step_messages_carry_every_key_of_gradios_own() -> None:
     """Gradio's `ProcessCompletedMessage` and `ProcessGeneratingMessage`, and its output's keys: a client
     reading `avg_time`, `used_cache` or `changed_state_ids` found them missing."""

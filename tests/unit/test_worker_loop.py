@@ -1072,5 +1072,6 @@ def test_an_idle_worker_ends_a_job_counted_without_a_message_and_frees_its_place
     assert store.get_job(SESSION, young.job_id).state is JobState.WAITING, "counted just now: its send may be under way"  # type: ignore[union-attr]
     assert store.counters().queue_size("shout") == 1, "the lost job's place is free; the young one keeps its own"
     calls = store.jobs.calls["waiting_before"]
+    worker.reconciled_at = time.monotonic()  # it has just looked
     worker._reconcile()
     assert store.jobs.calls["waiting_before"] == calls, "at most one look per reconcile_every_s"

@@ -31,6 +31,12 @@ LONG_POLL_READ_S = 30
 """The receiving client's read timeout: SQS's longest poll (20 s) and a margin."""
 
 
+def message_body(job: Job) -> str:
+    """The job's message as JSON. SQS refuses a body holding U+FFFE or U+FFFF (noncharacters, outside what
+    it takes: moto does not check), which only a string of the inputs can hold: they go as JSON escapes."""
+    return JobMessage.of(job).model_dump_json().replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One received message: its receipt handle and the job it names (None if the body is not ours)."""
@@ -67,10 +73,7 @@ class Broker:
     def send(self, job: Job) -> None:
         """Enqueue a job with its inputs (SQS takes up to 1 MiB; inputs are capped below that)."""
         with aws_errors("Enqueueing"):
-            self.client.send_message(
-                QueueUrl=self.settings.queue_url(job.api_name),
-                MessageBody=JobMessage.of(job).model_dump_json(),
-            )
+            self.client.send_message(QueueUrl=self.settings.queue_url(job.api_name), MessageBody=message_body(job))
 
     def holds_none(self, api_name: str) -> bool:
         """Whether the function's queue holds no message at all: none visible, in flight or delayed (SQS's

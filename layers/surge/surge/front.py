@@ -89,12 +89,12 @@ def _internal_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
     """FastAPI's 422, whose errors echo each bad input: one JSON cannot carry (`NaN`, which Python's parser
-    takes) made that answer fail with a 500; such errors go without their input."""
+    takes; a lone surrogate) made that answer fail with a 500; such errors go without their input."""
     assert isinstance(error, RequestValidationError)
     errors = jsonable_encoder(error.errors())
     try:
-        json.dumps(errors, allow_nan=False)
-    except ValueError:
+        json.dumps(errors, allow_nan=False, ensure_ascii=False).encode()
+    except ValueError:  # NaN, or a lone surrogate (UnicodeEncodeError)
         errors = [{key: value for key, value in e.items() if key not in ("input", "ctx")} for e in errors]
     return JSONResponse({"detail": errors}, status_code=422)
 

@@ -69,9 +69,6 @@ API_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 FOOTER_LINKS = ["api", "gradio", "settings"]
 """launch()'s default footer, less the run history page Surge does not serve."""
 
-FILE_ROUTES = ("/gradio_api/file=", "gradio_api/file=")
-"""How Gradio's URL of a file in its cache begins (a state keeping a chat's messages keeps their URLs)."""
-
 NOT_UPLOADED = "Input files must first be uploaded to this app (POST /gradio_api/upload)."
 
 
@@ -650,10 +647,6 @@ class GradioApp(App):
         digests: dict[str, str] = {}
 
         def named(text: str) -> str:
-            if text.startswith(FILE_ROUTES):
-                return FILE_ROUTES[
-                    0
-                ]  # a FileData's `url`, Gradio's route to one copy (perhaps gone): its `path` decides
             if text not in digests:
                 if not self._ephemeral_file(text, folder):
                     return text
@@ -664,7 +657,7 @@ class GradioApp(App):
                 digests[text] = f"{digest.hexdigest()}/{Path(text).name}"
             return digests[text]
 
-        return lambda value: _map_strings(value, named)
+        return lambda value: _map_strings(_without_file_urls(value), named)
 
     def _fetched_files(self, kept: _KeptFiles, folder: Path, brought: dict[str, str]) -> Any:
         if self.files is None:
@@ -815,6 +808,26 @@ def _strings(value: Any) -> list[str]:
 
     _map_strings(value, note)
     return found
+
+
+def _without_file_urls(value: Any) -> Any:
+    """`value` with the `url` of each file in it (a `FileData`, or a dict of one: `path` beside `url`) left
+    out: the URL of one copy of the file (perhaps gone with its call); its `path` names the file."""
+    if isinstance(value, dict):
+        value = {key: _without_file_urls(item) for key, item in value.items()}
+        return {**value, "url": None} if "path" in value and "url" in value else value
+    if isinstance(value, list | tuple):
+        items = [_without_file_urls(item) for item in value]
+        if isinstance(value, tuple) and hasattr(value, "_fields"):
+            return type(value)(*items)
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, pydantic.BaseModel):
+        fields = type(value).model_fields
+        update = {name: _without_file_urls(getattr(value, name)) for name in fields}
+        if "path" in fields and "url" in fields:
+            update["url"] = None
+        return value.model_copy(update=update)
+    return value
 
 
 def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:

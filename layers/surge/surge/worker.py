@@ -66,6 +66,9 @@ too large for the job's item, and sent to the visitor in one message. Larger out
 LOST_MESSAGE = "This job never reached its queue (its join was cut short after counting it); please try again."
 """What the visitor of a job ended by `Worker._reconcile` reads."""
 
+SCAN_BACKOFF_MAX_S = 3600.0
+"""The longest wait between an idle worker's scans for jobs without a message while they find none."""
+
 STREAMED_LIMIT_BYTES = 300_000
 """The most a generator's messages (and notices) may take: they are kept in the job's item, which DynamoDB
 caps at 400 KB."""
@@ -282,6 +285,9 @@ class Worker:
         self.heartbeat_s = max(0.2, min(settings.lease_ttl_s, settings.visibility_timeout_s) / 3)
         self.received_at = self.reconciled_at = time.monotonic()
         """When this worker last received a message, and last looked for jobs without one (`_reconcile`)."""
+        self.scanned_at: float | None = None
+        self.scan_every_s = settings.reconcile_every_s
+        """How long after its last scan the next may come: doubled by each scan that finds nothing."""
         self.beat_ok_at = 0.0
         """When (monotonic) the heartbeat last landed: until `lease_ttl_s` after it, no other worker
         can take this worker's jobs over (a takeover needs the heartbeat to have lapsed)."""
@@ -295,6 +301,7 @@ class Worker:
         beat.start()
         acker = threading.Thread(target=self._ack_loop, name="surge-ack", daemon=True)
         acker.start()
+        threading.Thread(target=self._reconcile_loop, name="surge-reconcile", daemon=True).start()
         loops = [threading.Thread(target=self._loop, name=f"surge-loop-{i}") for i in range(self.slots)]
         for loop in loops:
             loop.start()
@@ -317,7 +324,15 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.heartbeat_s):
             self._beat()
-            self._reconcile()
+
+    def _reconcile_loop(self) -> None:
+        """`_reconcile` on a thread of its own: a scan of a large table must never delay the heartbeat
+        (leases, liveness and the visibility of the messages in hand)."""
+        while not self.stopping.wait(min(self.heartbeat_s, self.settings.reconcile_every_s)):
+            try:
+                self._reconcile()
+            except Exception:
+                logger.exception("looking for jobs without a message failed; trying again later")
 
     def _reconcile(self) -> None:
         """End the function's jobs that lost their message, so their places of `max_size` are freed.
@@ -331,7 +346,11 @@ class Worker:
         once). An idle worker with nothing counted makes one counters read a period, no scan."""
         now = time.monotonic()
         every = self.settings.reconcile_every_s
+        if self.received_at > self.reconciled_at:
+            self.scan_every_s = every  # work came since the last look: looks are at their shortest again
         if now - self.reconciled_at < every or now - self.received_at < every:
+            return
+        if self.scanned_at is not None and now - self.scanned_at < self.scan_every_s:
             return
         self.reconciled_at = now
         try:
@@ -340,7 +359,14 @@ class Worker:
             if not self.broker.holds_none(self.function.api_name):
                 return
             before = time.time() - self.settings.orphan_after_s
-            for job in self.store.waiting_before(self.function.api_name, before):
+            found = self.store.waiting_before(self.function.api_name, before)
+            self.scanned_at = time.monotonic()
+            # A scan that finds nothing (the group's count is another function's, or drifted for good):
+            # the next one waits twice as long, up to an hour, until work comes again.
+            self.scan_every_s = every if found else min(2 * self.scan_every_s, SCAN_BACKOFF_MAX_S)
+            if found and not self.broker.holds_none(self.function.api_name):
+                return  # a message came meanwhile (its counts settle within a minute): look again later
+            for job in found:
                 if self.store.end_waiting(job, JobState.FAILED, protocol.failed(job.job_id, LOST_MESSAGE)):
                     self.observer.job_failed(self.function.api_name, "lost_message")
                     logger.warning("ended job %s of %s: counted, never sent", job.job_id, self.function.api_name)
