@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +97,17 @@ def test_an_input_given_by_a_public_url_is_downloaded_as_gradio_downloads_it(
     red = _png(np.full((8, 8, 3), (200, 40, 40), dtype=np.uint8))
     asked: list[str] = []
 
-    def serve(request: httpx.Request) -> httpx.Response:
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(1000):
+            yield b"x" * 4000  # 4 MB, unless the download stops first
+        asked.append("read whole")
+
+    async def serve(request: httpx.Request) -> httpx.Response:
         asked.append(str(request.url))
         if request.url.path.endswith("/big.png"):
-            return httpx.Response(200, content=b"x" * 5001)
+            return httpx.Response(200, content=endless())
+        if request.url.path.endswith("/moved.png"):
+            return httpx.Response(302, headers={"Location": "http://169.254.169.254/latest/meta-data"})
         return httpx.Response(200, content=red) if request.url.path.endswith("/red.png") else httpx.Response(404)
 
     def call(url: str) -> Any:
@@ -122,7 +130,10 @@ def test_an_input_given_by_a_public_url_is_downloaded_as_gradio_downloads_it(
     with pytest.raises(Error, match=r"Could not fetch .*Status code: 404"):
         call("https://huggingface.co/datasets/surge/gone.png")
     with pytest.raises(Error, match="larger than this app's limit of 5000 bytes"):
-        call("https://huggingface.co/datasets/surge/big.png")
+        call("https://huggingface.co/datasets/surge/big.png")  # stopped while it streams, not read whole
+    assert "https://huggingface.co/datasets/surge/big.png" in asked and "read whole" not in asked
+    with pytest.raises(Error, match="failed validation"):
+        call("https://huggingface.co/datasets/surge/moved.png")  # a redirect is checked as the first address
 
 
 def test_upload_route_stores_names_redirects_and_refuses_oversize(aws: None) -> None:

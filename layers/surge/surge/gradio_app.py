@@ -32,11 +32,13 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import gradio as gr
+import httpx
 import orjson
 import pydantic
+import safehttpx
 from gradio import processing_utils, route_utils
 from gradio import utils as gradio_utils
 from gradio.block_function import BlockFunction
@@ -45,6 +47,7 @@ from gradio.events import EventData
 from gradio.exceptions import Error as GradioError
 from gradio.routes import ORJSONResponse, templates
 from gradio.state_holder import SessionState
+from gradio_client import utils as client_utils
 from gradio_client.utils import encode_file_path, is_file_obj, is_http_url_like, traverse
 from starlette.requests import Request as StarletteRequest
 
@@ -708,17 +711,17 @@ class GradioApp(App):
         return {**file, "path": str(local), "url": None}
 
     def _from_url(self, file: dict[str, Any], url: str, folder: Path) -> dict[str, Any]:
-        """A file given by its public URL, downloaded into the call's folder by Gradio's
-        `ssrf_protected_download` (a private, loopback or link-local address, the instance's metadata
-        among them, is refused, redirects included), at most as large as an upload may be."""
-        try:
-            path = Path(processing_utils.ssrf_protected_download(url, str(folder)))
-        except Exception as error:  # refused by the guard, unreachable, or not 200: the visitor is told why
-            raise Error(f"Could not fetch the input file {url[:200]}: {str(error)[:200]}") from None
+        """A file given by its public URL, downloaded into the call's folder with Gradio's guard (see
+        `_download`), at most as large as an upload may be."""
         limit = self.max_file_size
-        if limit is not None and path.stat().st_size > limit:
-            path.unlink(missing_ok=True)
-            raise Error(f"The input file {url[:200]} is larger than this app's limit of {limit} bytes.")
+        try:
+            path = client_utils.synchronize_async(_download, url, folder, limit)
+        except _TooLarge:
+            raise Error(f"The input file {url[:200]} is larger than this app's limit of {limit} bytes.") from None
+        except Exception as error:  # refused by the guard, unreachable, not 200, too slow: the visitor is told why
+            raise Error(
+                f"Could not fetch the input file {url[:200]}: {str(error)[:200] or type(error).__name__}"
+            ) from None
         return {**file, "path": str(path), "url": None}
 
     @staticmethod
@@ -808,6 +811,58 @@ def _strings(value: Any) -> list[str]:
 
     _map_strings(value, note)
     return found
+
+
+class _TooLarge(Exception):
+    pass
+
+
+DOWNLOAD_LIMIT_S = 120.0
+"""The longest an input file's download may take (a slow server must not hold a worker's slot)."""
+
+
+async def _download(url: str, folder: Path, limit: int | None) -> Path:
+    """Download `url` into a folder of its own in `folder`, as Gradio's `ssrf_protected_download` does: a
+    host is resolved and refused unless public (safehttpx's `async_validate_url`; the instance's metadata
+    and private networks are not), the request goes to the address checked (`AsyncSecureTransport`), each
+    redirect is checked again, and Hugging Face's hosts are taken as they are. Unlike Gradio's, the body
+    is streamed to disk and stopped past `limit`, and the whole takes at most `DOWNLOAD_LIMIT_S`: Gradio's
+    reads the body into memory first, so one URL of a file of several GB could exhaust a worker."""
+    name = client_utils.strip_invalid_filename_characters(Path(urlsplit(url).path.rstrip("/")).name) or "file"
+    target = folder / secrets.token_hex(8) / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    async def fetch(url: str) -> Path:
+        for _ in range(processing_utils.MAX_REDIRECTS + 1):
+            host = httpx.URL(url).host
+            if safehttpx.matches_domain_whitelist(host, processing_utils.PUBLIC_HOSTNAME_WHITELIST):
+                transport = processing_utils.async_transport  # as Gradio: taken as they are
+            else:
+                transport = safehttpx.AsyncSecureTransport(await safehttpx.async_validate_url(host))
+            async with (
+                httpx.AsyncClient(transport=transport) as client,
+                client.stream("GET", url, follow_redirects=False) as response,
+            ):
+                if response.has_redirect_location:
+                    url = urljoin(str(response.url), response.headers["Location"])
+                    continue
+                if response.status_code != 200:
+                    raise ValueError(f"Failed to download file. Status code: {response.status_code}")
+                size = 0
+                with target.open("wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if limit is not None and size > limit:
+                            raise _TooLarge
+                        out.write(chunk)
+                return target
+        raise ValueError(f"Exceeded maximum of {processing_utils.MAX_REDIRECTS} redirects.")
+
+    try:
+        return await asyncio.wait_for(fetch(url), DOWNLOAD_LIMIT_S)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
 
 
 def _without_file_urls(value: Any) -> Any:
