@@ -1032,29 +1032,22 @@ def test_an_idle_worker_ends_a_job_counted_without_a_message_and_frees_its_place
     store, queue = InMemoryStore(), InMemoryQueue()
     settings = memory_settings("tests.unit.test_worker_loop:app", orphan_after_s=1.0, reconcile_every_s=0.05)
     worker = Worker(app, app.get("shout"), settings, store, queue)
-    store.admit(
-        Job(
-            job_id="lost",
+
+    def counted_only(job_id: str) -> Job:  # a join cut short after counting its job: no message
+        job = Job(
+            job_id=job_id,
             session_hash=SESSION,
             api_name="shout",
             group="shout",
             state=JobState.WAITING,
-            data=["x"],
+            data=[job_id],
             created_at=time.time(),
         )
-    )
+        return store.admit(job)
+
+    counted_only("lost")
     time.sleep(1.1)
-    young = store.admit(
-        Job(
-            job_id="young",
-            session_hash=SESSION,
-            api_name="shout",
-            group="shout",
-            state=JobState.WAITING,
-            data=["y"],
-            created_at=time.time(),
-        )
-    )
+    young = counted_only("young")
     time.sleep(0.06)
     queued = _join(store, queue, "shout", "z")
     time.sleep(0.2)
