@@ -30,6 +30,9 @@ from surge_local.deadletter import DeadLetters
 from surge_local.provision import provision
 from surge_local.supervision import PARENT_PID_VARIABLE, exit_with_parent
 
+PORT_FREE_WAIT_S = 10.0
+"""How long `make run` waits for its port to free (a stack stopped a moment ago) before it refuses."""
+
 LOCAL_TUNING = {
     "poll_wait_s": 1,
     "lease_ttl_s": 6.0,
@@ -330,14 +333,28 @@ def cannot_start(app_spec: str, port: int) -> str | None:
         load_app(app_spec)
     except (AppNotFound, ValueError) as error:  # the Gradio adapter's refusals are ValueErrors naming the event
         return f"surge: {error}"
+    # A stack stopped by Ctrl-C a moment ago holds its port while it finishes its batches (a few seconds):
+    # a `make run` right after waits for it, as long as that takes, before calling the port taken.
+    deadline = time.monotonic() + PORT_FREE_WAIT_S
+    while not _port_free(port):
+        if time.monotonic() >= deadline:
+            return (
+                f"surge: port {port} is in use on 127.0.0.1 (waited {PORT_FREE_WAIT_S:g} s for it to free); "
+                f"stop what holds it, or choose another, e.g. make run PORT={port + 1}"
+            )
+        time.sleep(0.25)
+    return None
+
+
+def _port_free(port: int) -> bool:
     with socket.socket() as probe:
         # As uvicorn binds: connections of a stopped server (TIME_WAIT, up to a minute) do not hold the port.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
-            return f"surge: port {port} is in use on 127.0.0.1; choose another, e.g. make run PORT={port + 1}"
-    return None
+            return False
+    return True
 
 
 def app_from_file(spec: str) -> str:
@@ -402,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     stack.fidelity = stack.fidelity or args.fidelity
     stopped = threading.Event()
+    why = ""
+    """Why the stack stopped on its own (an emulator exited), said again once it has stopped."""
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
@@ -425,7 +444,8 @@ def main(argv: list[str] | None = None) -> None:
                 stack.processes.pop(name)
                 said = f"{name} exited with {process.returncode}"
                 if name.startswith("emulator:"):
-                    print(f"{said}: the local AWS state is gone; stopping", file=sys.stderr, flush=True)
+                    why = f"{said}: the local AWS state is gone; stopping"
+                    print(why, file=sys.stderr, flush=True)
                     stopped.set()
                     break
                 recent = [t for t in replaced.get(name, []) if time.monotonic() - t < REPLACE_WINDOW_S]
@@ -446,6 +466,15 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         print("stopping...", flush=True)
         stack.stop()
+        _stopped_because(why)
+
+
+def _stopped_because(why: str) -> None:
+    """A stack that stopped on its own says why again, last (the other processes' complaints about the
+    lost state came after the reason), and exits 1."""
+    if why:
+        print(f"stopped: {why.removesuffix('; stopping')}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,30 @@ def test_launcher_prints_the_url_serves_the_app_and_ctrl_c_stops_every_child() -
             launcher.kill()
 
 
+def test_an_emulator_that_dies_stops_the_stack_and_its_last_line_says_why() -> None:
+    """The reason came first, then some 170 warnings of the other processes retrying against the lost
+    state for 25 s: the end of the log did not say why the stack had stopped, and it exited 0."""
+    port = free_port()
+    launcher = _launch(port, "--workers", "1")
+    try:
+        assert launcher.stdout is not None
+        _line_with(launcher, f"127.0.0.1:{port}", 90)
+        (emulator,) = [
+            pid
+            for pid in children_of(launcher.pid)
+            if b"--services\x00dynamodb" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        os.kill(emulator, signal.SIGKILL)
+        assert launcher.wait(timeout=90) == 1
+        lines = [line for line in launcher.stdout.read().splitlines() if line.strip()]
+        assert lines[-1].startswith("stopped: emulator:dynamodb exited with -9: the local AWS state is gone"), lines[
+            -3:
+        ]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+
+
 def test_make_run_serves_an_apps_file_from_its_own_folder(tmp_path: Path) -> None:
     """`make run APP=path/to/app.py`, as `cd path/to && python app.py` runs an app: the file's folder is on
     no path, yet the front and the worker import it (it was refused: "names a file"), and what it opens

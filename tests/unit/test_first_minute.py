@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from surge_local import launcher
 from surge_local.launcher import cannot_start, free_port
 
 
@@ -41,14 +44,28 @@ def test_a_missing_files_message_says_where_it_looked_and_how_to_name_it(
     )
 
 
-def test_a_port_in_use_suggests_another() -> None:
+def test_a_port_in_use_suggests_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launcher, "PORT_FREE_WAIT_S", 0.5)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         assert cannot_start("examples.demo_app:app", port) == (
-            f"surge: port {port} is in use on 127.0.0.1; choose another, e.g. make run PORT={port + 1}"
+            f"surge: port {port} is in use on 127.0.0.1 (waited 0.5 s for it to free); stop what holds it, "
+            f"or choose another, e.g. make run PORT={port + 1}"
         )
     assert cannot_start("examples.gradio_image_app:demo", free_port()) is None
+
+
+def test_a_port_a_stopping_stack_still_holds_is_waited_for() -> None:
+    """Ctrl-C, then `make run` at once: the stack stopping holds its port for a few seconds while it finishes
+    its batches; the new one refused at once ("port in use; choose another")."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    threading.Timer(1.0, taken.close).start()  # the old stack exits a second later
+    started = time.monotonic()
+    assert cannot_start("examples.demo_app:app", port) is None
+    assert time.monotonic() - started >= 0.9
 
 
 def test_a_port_left_by_a_stopped_server_is_free_again() -> None:
