@@ -650,10 +650,10 @@ def test_a_state_whose_file_urls_name_other_files_has_changed() -> None:
     was never kept)."""
     import pickle
 
-    from surge.gradio_app import _map_strings, _same_files, _without_file_urls
+    from surge.gradio_app import _map_strings, _same_files
 
     def by_contents(value: object) -> object:
-        return _map_strings(_without_file_urls(value), lambda text: text)
+        return _map_strings(value, lambda text: text, file_urls=False)
 
     before = {"latest": "/gradio_api/file=/tmp/a/cat.png"}
     assert not _same_files(pickle.dumps(before), {"latest": "/gradio_api/file=/tmp/b/dog.png"}, by_contents)

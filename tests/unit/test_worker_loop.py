@@ -99,19 +99,22 @@ def _settings() -> Settings:
     return memory_settings("tests.unit.test_worker_loop:app", poll_wait_s=0, ack_within_s=0.05)
 
 
-def _join(store: InMemoryStore, queue: InMemoryQueue, api_name: str, text: str, n: int = 0) -> Job:
-    """Admit a job and queue its message, as the front's join does."""
+def _join(
+    store: InMemoryStore, queue: InMemoryQueue, api_name: str, value: Any, n: int = 0, *, sent: bool = True
+) -> Job:
+    """Admit a job and queue its message, as the front's join does (not `sent`: a join cut short between)."""
     job = Job(
         job_id=f"job-{api_name}-{n}",
         session_hash=SESSION,
         api_name=api_name,
         group=api_name,
         state=JobState.WAITING,
-        data=[text],
+        data=[value],
         created_at=time.time(),
     )
     placed = store.admit(job)
-    queue.send(placed)
+    if sent:
+        queue.send(placed)
     return placed
 
 
@@ -362,22 +365,7 @@ def test_an_output_too_large_for_the_jobs_item_fails_its_job_with_the_reason_at_
         return "x" * int(n) if n > 0 else "漢" * int(-n)  # 3 bytes each as stored (UTF-8), 6 as \\uXXXX
 
     store, queue = InMemoryStore(), InMemoryQueue()
-    small, large, wide = (
-        store.admit(
-            Job(
-                job_id=f"job-{i}",
-                session_hash=SESSION,
-                api_name="big",
-                group="big",
-                state=JobState.WAITING,
-                data=[size],
-                created_at=time.time(),
-            )
-        )
-        for i, size in enumerate([1000, 5_000_000, -100_000])
-    )
-    for job in (small, large, wide):
-        queue.send(job)
+    small, large, wide = (_join(store, queue, "big", size, i) for i, size in enumerate([1000, 5_000_000, -100_000]))
     worker = Worker(app, app.get("big"), _settings(), store, queue)
     queue.on_empty = lambda: worker.stop() if queue.depth("big") == 0 else time.sleep(0.001)
     runner = threading.Thread(target=worker.serve)
@@ -1033,33 +1021,21 @@ def test_an_idle_worker_ends_a_job_counted_without_a_message_and_frees_its_place
     settings = memory_settings("tests.unit.test_worker_loop:app", orphan_after_s=1.0, reconcile_every_s=0.05)
     worker = Worker(app, app.get("shout"), settings, store, queue)
 
-    def counted_only(job_id: str) -> Job:  # a join cut short after counting its job: no message
-        job = Job(
-            job_id=job_id,
-            session_hash=SESSION,
-            api_name="shout",
-            group="shout",
-            state=JobState.WAITING,
-            data=[job_id],
-            created_at=time.time(),
-        )
-        return store.admit(job)
-
-    counted_only("lost")
+    lost = _join(store, queue, "shout", "x", 1, sent=False)  # joins cut short after counting their jobs
     time.sleep(1.1)
-    young = counted_only("young")
+    young = _join(store, queue, "shout", "y", 2, sent=False)
     time.sleep(0.06)
     queued = _join(store, queue, "shout", "z")
     time.sleep(0.2)
     worker._reconcile()
-    assert [store.get_job(SESSION, j).state for j in ("lost", "young", queued.job_id)] == [JobState.WAITING] * 3, (  # type: ignore[union-attr]
+    assert [store.get_job(SESSION, j.job_id).state for j in (lost, young, queued)] == [JobState.WAITING] * 3, (  # type: ignore[union-attr]
         "the queue holds a message: nothing is ended"
     )
     queue.queues["shout"].clear()  # that message was taken and its job ended elsewhere; now the queue holds none
     store.jobs.end_waiting(queued, JobState.CANCELLED, protocol.cancelled(queued.job_id))
     time.sleep(0.06)
     worker._reconcile()
-    ended = store.get_job(SESSION, "lost")
+    ended = store.get_job(SESSION, lost.job_id)
     assert ended is not None and ended.state is JobState.FAILED
     assert ended.result is not None and "never reached its queue" in ended.result["output"]["error"]
     assert store.get_job(SESSION, young.job_id).state is JobState.WAITING, "counted just now: its send may be under way"  # type: ignore[union-attr]

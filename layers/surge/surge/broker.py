@@ -1,4 +1,4 @@
-"""SQS adapter: one standard queue per app function, carrying only job ids."""
+"""SQS adapter: one standard queue per app function, each message a job's key, place and inputs."""
 
 from __future__ import annotations
 

@@ -660,7 +660,7 @@ class GradioApp(App):
                 digests[text] = f"{digest.hexdigest()}/{Path(text).name}"
             return digests[text]
 
-        return lambda value: _map_strings(_without_file_urls(value), named)
+        return lambda value: _map_strings(value, named, file_urls=False)
 
     def _fetched_files(self, kept: _KeptFiles, folder: Path, brought: dict[str, str]) -> Any:
         if self.files is None:
@@ -865,39 +865,25 @@ async def _download(url: str, folder: Path, limit: int | None) -> Path:
         raise
 
 
-def _without_file_urls(value: Any) -> Any:
-    """`value` with the `url` of each file in it (a `FileData`, or a dict of one: `path` beside `url`) left
-    out: the URL of one copy of the file (perhaps gone with its call); its `path` names the file."""
-    if isinstance(value, dict):
-        value = {key: _without_file_urls(item) for key, item in value.items()}
-        return {**value, "url": None} if "path" in value and "url" in value else value
-    if isinstance(value, list | tuple):
-        items = [_without_file_urls(item) for item in value]
-        if isinstance(value, tuple) and hasattr(value, "_fields"):
-            return type(value)(*items)
-        return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, pydantic.BaseModel):
-        fields = type(value).model_fields
-        update = {name: _without_file_urls(getattr(value, name)) for name in fields}
-        if "path" in fields and "url" in fields:
-            update["url"] = None
-        return value.model_copy(update=update)
-    return value
-
-
-def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
-    """`value` with each string inside it (containers, pydantic models) replaced by `fn(string)`."""
+def _map_strings(value: Any, fn: Callable[[str], str], *, file_urls: bool = True) -> Any:
+    """`value` with each string inside it (containers, pydantic models) replaced by `fn(string)`; without
+    `file_urls`, each file's own `url` (beside its `path`, in a `FileData` or a dict of one) is left out:
+    the URL of one copy of the file (perhaps gone with its call), where its `path` names the file."""
     if isinstance(value, str):
         return fn(value)
     if isinstance(value, dict):
-        return {key: _map_strings(item, fn) for key, item in value.items()}
+        mapped = {key: _map_strings(item, fn, file_urls=file_urls) for key, item in value.items()}
+        return mapped if file_urls or "path" not in mapped or "url" not in mapped else {**mapped, "url": None}
     if isinstance(value, list | tuple | set | frozenset):
-        mapped = [_map_strings(item, fn) for item in value]
+        items = [_map_strings(item, fn, file_urls=file_urls) for item in value]
         if isinstance(value, tuple) and hasattr(value, "_fields"):
-            return type(value)(*mapped)  # a named tuple
-        return mapped if isinstance(value, list) else type(value)(mapped)
+            return type(value)(*items)  # a named tuple
+        return items if isinstance(value, list) else type(value)(items)
     if isinstance(value, pydantic.BaseModel):
-        fields = {name: _map_strings(getattr(value, name), fn) for name in type(value).model_fields}
+        names = type(value).model_fields
+        fields = {name: _map_strings(getattr(value, name), fn, file_urls=file_urls) for name in names}
+        if not file_urls and "path" in names and "url" in names:
+            fields["url"] = None
         return value.model_copy(update=fields)
     return value
 

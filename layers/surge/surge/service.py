@@ -72,16 +72,16 @@ def _nested_deeper(value: Any, limit: int) -> bool:
     return bool(level)
 
 
-def _check_event_data(event_data: Any) -> None:
-    """A join's event data travels in its message as its inputs do: refused as they are when it cannot."""
-    if _nested_deeper(event_data, MAX_INPUT_DEPTH):
-        raise BadRequest(f"event_data nests lists or objects more than {MAX_INPUT_DEPTH} levels deep.")
+def _carried_size(value: Any, what: str) -> int:
+    """The bytes `value` (a join's inputs, or its event data) takes in the job's message, or a 400 when no
+    message can carry it: nested past what a worker's parser reads, or holding a lone surrogate
+    (`"\\ud800"`: valid JSON, no valid text, which no queue or table takes)."""
+    if _nested_deeper(value, MAX_INPUT_DEPTH):
+        raise BadRequest(f"{what}: lists or objects nested more than {MAX_INPUT_DEPTH} levels deep.")
     try:
-        json.dumps(event_data, ensure_ascii=False).encode()
+        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     except UnicodeEncodeError:
-        raise BadRequest("event_data must be valid Unicode text (a string holds a lone surrogate).") from None
-    except (TypeError, ValueError):
-        raise BadRequest("event_data must be JSON.") from None
+        raise BadRequest(f"{what} must be valid Unicode text (a string holds a lone surrogate).") from None
 
 
 class FrontService:
@@ -123,7 +123,7 @@ class FrontService:
         if self.app.max_wait_s is not None:
             self._refuse_long_wait(function, self.app.max_wait_s)
         if body.event_data is not None or body.trigger_id is not None:
-            _check_event_data(body.event_data)
+            _carried_size(body.event_data, "event_data")
             event = {"event_data": body.event_data, "trigger_id": body.trigger_id}
             caller = (caller or Caller()).model_copy(update=event)
         job = Job(
@@ -260,17 +260,12 @@ class FrontService:
             if len(body.data) < count:
                 raise BadRequest(f"{function.api_name} takes {count} input(s), got {len(body.data)}.")
             inputs = data = body.data[:count]
-        if _nested_deeper(data, MAX_INPUT_DEPTH):
-            raise BadRequest(f"Inputs nest lists or objects more than {MAX_INPUT_DEPTH} levels deep.")
+        size = _carried_size(data, "Inputs")
         for parameter, value in zip(function.parameters, inputs, strict=False):
             expected = _JSON_TYPES.get(parameter.component)
             wrong_bool = isinstance(value, bool) and parameter.component in ("number", "slider")
             if value is not None and expected and (not isinstance(value, expected) or wrong_bool):
                 raise BadRequest(f"Input {parameter.name!r} of {function.api_name} must be a {parameter.component}.")
-        try:
-            size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
-        except UnicodeEncodeError:  # a lone surrogate (`"\\ud800"`): no queue or table takes it
-            raise BadRequest("Inputs must be valid Unicode text (a string holds a lone surrogate).") from None
         if size > self.settings.max_payload_bytes:
             raise PayloadTooLarge(f"Inputs are {size} bytes; the limit is {self.settings.max_payload_bytes} bytes.")
         return data

@@ -1,4 +1,5 @@
-"""The worker loop: receive → lease → claim → run → record → acknowledge, for one app function.
+"""The worker loop: receive → lease → claim → run → record → acknowledge, for one app function; idle, it
+ends the function's jobs that were counted but never sent (`Worker._reconcile`).
 
 `gpu_worker/worker_main.py` wires it (signals, settings, the user's app); everything else is here so
 that it runs the same on a laptop CPU and in an ECS task.

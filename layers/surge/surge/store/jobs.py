@@ -1,4 +1,5 @@
-"""The job lifecycle on the session log: claim, progress, finish, end a waiting job, forget delivered ones.
+"""The job lifecycle on the session log: claim, progress, finish, end a waiting job, forget delivered ones,
+find waiting jobs that never got their message.
 
 Every transition that moves a job out of `waiting` also counts it out of its admission shard, in the
 same transaction, so the counters cannot drift. See `schema` for the item layout.
