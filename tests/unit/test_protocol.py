@@ -111,6 +111,7 @@ def test_success_and_step_messages_carry_every_key_of_gradios_own() -> None:
         "used_cache",
     }
     assert done["avg_time"] == 0.02 and done["output"]["changed_state_ids"] == []
+    assert done["cache_duration"] == 0.01, "as Gradio's: the run's duration"
     assert set(protocol.generating("e1", ["h"])) == set(ProcessGeneratingMessage.model_fields)
 
 

@@ -252,6 +252,43 @@ def test_visitors_who_open_their_streams_one_after_another_are_ranked_in_the_ord
     assert shown == before, "an eventually consistent read takes nothing more off (it may lag the joins)"
 
 
+def test_a_job_whose_join_this_process_answered_before_the_bound_was_read_is_taken_off_it() -> None:
+    """Visitors joining 0.1 s apart: a's bound is read just after b's join was answered here, before b's
+    stream opened. The process that served b's join knows b was committed by its answer, so b counts as
+    seen then: behind a and in a's bound. Without that, a was shown one place too far back until the
+    line moved (and, with a new joiner before every read, never its own place)."""
+    first, late = SessionView("a" * 16), SessionView("b" * 16)
+    first.take([_job(JobState.WAITING, job_id="a", session_hash="a" * 16, created_at=1.0)], 10.0, _none)
+    counters = Counters(shards=[Shard(joined=3, tail={"g": 3})])  # one running ahead's place: a, b waiting
+    b = _job(JobState.WAITING, job_id="b", session_hash="b" * 16, created_at=2.0)
+    late.take([b], 11.0, _none, committed={"b": 10.4}.get)
+    assert late.waiting()[0].seen_at == 10.4
+    waiting = [*first.waiting(), *late.waiting()]
+    behind = count_behind(waiting, 10.5, every_at_read=True)
+    assert behind["a"] == 1
+    assert first.estimations(counters, 10.5, _no_eta, behind=behind)[0]["rank"] == 1
+
+    unanswered = SessionView("c" * 16)  # a join not served here: seen at its first read, as before
+    unanswered.take([_job(JobState.WAITING, job_id="c", session_hash="c" * 16)], 11.0, _none, committed={}.get)
+    assert unanswered.waiting()[0].seen_at == 11.0
+    answered_later = SessionView("d" * 16)  # a read ending before the answer: seen at the read
+    answered_later.take([_job(JobState.WAITING, job_id="d", session_hash="d" * 16)], 11.0, _none, {"d": 12.0}.get)
+    assert answered_later.waiting()[0].seen_at == 11.0
+
+
+def test_a_place_already_shown_is_told_again_with_its_first_eta() -> None:
+    """Before a function's first run there is no ETA (as in Gradio). Once one is known, a visitor whose
+    place has not changed is told it at the next tick, not only when the line next moves."""
+    view = SessionView("a" * 16)
+    view.take([_job(JobState.WAITING)], 10.0, _none)
+    counters = Counters(shards=[Shard(joined=3, tail={"g": 3})])
+    assert [m["rank_eta"] for m in view.estimations(counters, 10.5, _no_eta)] == [None]
+    assert view.estimations(counters, 11.0, _no_eta) == [], "nothing new: nothing sent"
+    (told,) = view.estimations(counters, 11.5, lambda job, rank, busy: 2.5)
+    assert (told["rank"], told["rank_eta"]) == (2, 2.5)
+    assert view.estimations(counters, 12.0, lambda job, rank, busy: 2.5) == [], "once"
+
+
 def test_a_job_two_streams_of_its_session_follow_is_counted_by_the_earlier_bound() -> None:
     """Each stream has its own bound for the job. A later job seen between the two bounds is in the later
     one only: taking it off the earlier one's rank would show a place better than the truth."""

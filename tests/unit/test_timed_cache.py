@@ -74,3 +74,43 @@ def test_an_event_loop_never_reads_it_takes_cached_values_and_a_thread_reads_wha
     assert len(reads) == 2 and estimator.due
     estimator.load_due()
     assert len(reads) == 3, "only the stale statistics were read again"
+
+
+def test_statistics_showing_no_run_yet_are_read_again_sooner_than_the_others(monkeypatch) -> None:
+    """Gradio shows an ETA from the moment the first job ends: a read of a function's statistics that
+    shows no run is reused `UNRUN_TTL_S`, not the whole cache lifetime; once a run shows, the lifetime."""
+    from surge import eta as eta_module
+    from surge.application import App
+    from surge.eta import UNRUN_TTL_S, Estimator
+    from surge.models import FunctionStats
+    from surge.store.fleet import Fleet
+
+    now = [100.0]
+    monkeypatch.setattr(eta_module.time, "monotonic", lambda: now[0])
+    app = App()
+
+    @app.function(inputs=["textbox"], outputs=["textbox"], api_name="f")
+    def f(text: str) -> str:
+        return text
+
+    runs: list[FunctionStats] = [FunctionStats()]
+    reads: list[str] = []
+
+    def stats(api_name: str) -> FunctionStats:
+        reads.append("stats")
+        return runs[-1]
+
+    estimator = Estimator(app, stats, lambda api_name: Fleet(workers={"w1": 1}), ttl_s=2.0)
+    function = app.get("f")
+    estimator.note(function)
+    estimator.load_due()
+    assert estimator.eta(function, 3, wait=False) is None and reads == ["stats"]
+    now[0] += UNRUN_TTL_S + 0.01
+    runs.append(FunctionStats(avg_batch_s=1.0, batches=1))
+    estimator.eta(function, 3, wait=False)
+    estimator.load_due()
+    assert reads == ["stats", "stats"], "no run shown: read again after UNRUN_TTL_S"
+    assert estimator.eta(function, 3, wait=False) is not None
+    now[0] += UNRUN_TTL_S + 0.01
+    estimator.eta(function, 3, wait=False)
+    assert not estimator.due, "a run shown: kept the cache's whole lifetime"

@@ -18,6 +18,9 @@ from surge.store.fleet import Fleet
 
 T = TypeVar("T")
 
+UNRUN_TTL_S = 0.5
+"""How long a read of a function's statistics that shows no run yet is reused (the others: the cache's)."""
+
 EWMA_ALPHA = 0.3
 """Weight of the newest batch in the workers' smoothed duration and size."""
 
@@ -68,17 +71,18 @@ class TimedCache:
         self.ttl_s = ttl_s
         self._values: dict[str, tuple[float, Any]] = {}
         self._loading = threading.Lock()
-        self._due: dict[str, Callable[[], Any]] = {}
+        self._due: dict[str, tuple[Callable[[], Any], float | None]] = {}
 
     def forget(self, key: str) -> None:
         self._values.pop(key, None)
 
-    def peek(self, key: str, load: Callable[[], T]) -> T | None:
+    def peek(self, key: str, load: Callable[[], T], ttl_s: float | None = None) -> T | None:
         """The cached value however old (None before the first read), never blocking: for an event
-        loop. A stale or missing value is noted, and read by the next `load_due` (in a thread)."""
+        loop. A stale or missing value (older than `ttl_s`, by default the cache's) is noted, and read
+        by the next `load_due` (in a thread)."""
         hit = self._values.get(key)
-        if hit is None or time.monotonic() - hit[0] >= self.ttl_s:
-            self._due[key] = load
+        if hit is None or time.monotonic() - hit[0] >= (self.ttl_s if ttl_s is None else ttl_s):
+            self._due[key] = (load, ttl_s)
         return None if hit is None else hit[1]
 
     def known(self, key: str) -> Any:
@@ -93,14 +97,16 @@ class TimedCache:
     def load_due(self) -> None:
         """Read what `peek` found stale or missing (blocking: call it from a thread)."""
         due, self._due = self._due, {}
-        for key, load in due.items():
-            self.get(key, load)
+        for key, (load, ttl_s) in due.items():
+            self.get(key, load, ttl_s)
 
-    def get(self, key: str, load: Callable[[], T]) -> T:
-        """The cached value, or a fresh one. Only one thread loads at a time: the others take the
-        stale value meanwhile (or wait for the first load), so a burst of requests makes one read."""
+    def get(self, key: str, load: Callable[[], T], ttl_s: float | None = None) -> T:
+        """The cached value, or a fresh one (older than `ttl_s`, by default the cache's, is stale). Only
+        one thread loads at a time: the others take the stale value meanwhile (or wait for the first
+        load), so a burst of requests makes one read."""
+        ttl_s = self.ttl_s if ttl_s is None else ttl_s
         hit = self._values.get(key)
-        if hit and time.monotonic() - hit[0] < self.ttl_s:
+        if hit and time.monotonic() - hit[0] < ttl_s:
             value: T = hit[1]
             return value
         if hit and not self._loading.acquire(blocking=False):
@@ -110,7 +116,7 @@ class TimedCache:
             self._loading.acquire()
         try:
             hit = self._values.get(key)
-            if hit and time.monotonic() - hit[0] < self.ttl_s:
+            if hit and time.monotonic() - hit[0] < ttl_s:
                 cached: T = hit[1]
                 return cached
             value = load()
@@ -140,11 +146,15 @@ class Estimator:
         self._cache = TimedCache(ttl_s)
 
     def stats(self, function: Function, wait: bool = True) -> FunctionStats:
-        """`wait=False` (an event loop): the cached value, however old, or none yet; never a read."""
+        """`wait=False` (an event loop): the cached value, however old, or none yet; never a read. Until a
+        read shows a run of the function, it is read again after `UNRUN_TTL_S`: Gradio's ETA appears as
+        soon as the first job ends, and the workers record their first batch at once."""
         key, load = f"stats#{function.api_name}", lambda: self._stats(function.api_name)
         if wait:
             return self._cache.get(key, load)
-        return self._cache.peek(key, load) or FunctionStats()
+        known = self._cache.known(key)
+        unrun = isinstance(known, FunctionStats) and known.cycle_s is None
+        return self._cache.peek(key, load, UNRUN_TTL_S if unrun else None) or FunctionStats()
 
     def fleet(self, function: Function, wait: bool = True) -> Fleet | None:
         """The function's live workers; with `wait=False`, None before the first read."""

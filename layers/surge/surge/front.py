@@ -351,6 +351,7 @@ async def _join(service: FrontService, hub: SessionHub | None, turns: JoinTurns,
     with hub.joining(session_hash) if hub else contextlib.nullcontext():
         job = await turns.run(service.join, body, caller)
     if hub:
+        hub.committed(job.job_id)
         await hub.after_hang_up(session_hash)
     return job
 

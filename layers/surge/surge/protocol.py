@@ -183,7 +183,8 @@ def log(
 
 def completed(event_id: str, data: list[Any], duration: float, average_duration: float | None) -> dict[str, Any]:
     """A success, with every key of Gradio's own (a client reading `avg_time` or `used_cache` finds them;
-    Surge renders nothing server-side and caches no call's output)."""
+    Surge renders nothing server-side and caches no call's output). As Gradio's, `cache_duration` is the
+    run's duration and the average counts this run (the first completion's is its own duration)."""
     return {
         "msg": "process_completed",
         "event_id": event_id,
@@ -199,7 +200,7 @@ def completed(event_id: str, data: list[Any], duration: float, average_duration:
         "success": True,
         "title": None,
         "used_cache": None,
-        "cache_duration": None,
+        "cache_duration": round(duration, 4),
         "avg_time": None if average_duration is None else round(average_duration, 4),
     }
 

@@ -55,6 +55,10 @@ SENT_KEPT_S = 60.0
 """How long a stream process remembers what its dropped streams sent, beside the marker it writes: a
 session's read that ran while the marker was written sees it from memory."""
 
+COMMITTED_KEPT_S = 30.0
+"""How long a stream process remembers when the joins it served were answered (`SessionHub.committed_at`):
+a client opens its stream within moments of the answer."""
+
 FORGOTTEN_KEPT_S = 60.0
 """How long a stream process remembers the jobs its streams deleted: a read of the session that began before
 a delete landed still returns the job, and a stream of the session here would deliver it again."""
@@ -161,8 +165,16 @@ class SessionView:
     """Whether a job's generator messages a dropped stream sent are skipped (its client applied them); a
     stream to Gradio's curl API sends them all again, whole (`sse.simple_stream` rebuilds each step)."""
 
-    def take(self, jobs: list[Job], read_at: float, batch_s: Callable[[str], float | None]) -> list[dict[str, Any]]:
-        """Messages for what changed since the last read; `read_at`: when this read ended (monotonic)."""
+    def take(
+        self,
+        jobs: list[Job],
+        read_at: float,
+        batch_s: Callable[[str], float | None],
+        committed: Callable[[str], float | None] = lambda job_id: None,
+    ) -> list[dict[str, Any]]:
+        """Messages for what changed since the last read; `read_at`: when this read ended (monotonic).
+        `committed(job_id)`: when (monotonic) this process got the answer of the job's join, if it served
+        it: the job was committed by then, so it was seen then (`Tracked.seen_at`)."""
         messages: list[dict[str, Any]] = []
         for job in jobs:
             tracked = self.jobs.get(job.job_id)
@@ -172,7 +184,9 @@ class SessionView:
                     self.told_elsewhere[job.job_id] = job
                 continue
             if tracked is None:
-                tracked = self.jobs[job.job_id] = Tracked(job, seen_at=read_at)
+                answered = committed(job.job_id)
+                seen_at = read_at if answered is None else min(read_at, answered)
+                tracked = self.jobs[job.job_id] = Tracked(job, seen_at=seen_at)
                 if job.chunks_sent and self.resumes:
                     # A stream the client dropped sent these: the client built its outputs from them, and
                     # the diffs that follow apply to those (sent again, they would be applied twice).
@@ -270,15 +284,9 @@ class SessionView:
                 rank = min(rank, tracked.last_estimation[0])
             # As Gradio's, the line counts the job itself: a read taken as a worker claims it shows none left.
             size = max(counters.queue_size(tracked.job.group), rank + 1)
-            if (rank, size) != tracked.last_estimation:
-                # Still waiting when a read that began after it was seen waiting gives its rank, it waits for
-                # a busy slot even at the front (a free one takes a job within its receive and claim). The
-                # ETA counts that wait, as Gradio's counts the running jobs' time left (a job joined behind
-                # a 6 s run waits up to 12 s, not its own 6).
-                tracked.last_estimation = (rank, size)
-                expected = eta(tracked.job, rank, True)
-                tracked.eta = (expected, time.monotonic()) if expected is not None else None
-                messages.append(protocol.estimation(tracked.job.job_id, rank, size, expected))
+            message = _estimation(tracked, rank, size, eta)
+            if message is not None:
+                messages.append(message)
         return messages
 
     def at_front(self, counters: Counters | None, short_line: Callable[[Job], int]) -> bool:
@@ -307,6 +315,27 @@ class SessionView:
 def _order(tracked: Tracked) -> tuple[float, str]:
     """The order jobs joined in (their creation time; the id breaks a tie)."""
     return tracked.job.created_at, tracked.job.job_id
+
+
+def _estimation(
+    tracked: Tracked, rank: int, size: int, eta: Callable[[Job, int, bool], float | None]
+) -> dict[str, Any] | None:
+    """The job's estimation message, when its place or size changed, or its first ETA became known.
+
+    Still waiting when a read that began after it was seen waiting gives its rank, it waits for a busy
+    slot even at the front (a free one takes a job within its receive and claim). The ETA counts that
+    wait, as Gradio's counts the running jobs' time left (a job joined behind a 6 s run waits up to 12 s,
+    not its own 6). A place unchanged is told again when its first ETA becomes known (the function's
+    first run has ended), as Gradio's next message gives one."""
+    unchanged = (rank, size) == tracked.last_estimation
+    if unchanged and tracked.eta is not None:
+        return None
+    expected = eta(tracked.job, rank, True)
+    if unchanged and expected is None:
+        return None
+    tracked.last_estimation = (rank, size)
+    tracked.eta = (expected, time.monotonic()) if expected is not None else None
+    return protocol.estimation(tracked.job.job_id, rank, size, expected)
 
 
 def _behind(other: Tracked, tracked: Tracked) -> bool:
@@ -464,6 +493,12 @@ class SessionHub:
         """Per session, (monotonic time noted, job id → generator messages sent) of streams here that their
         clients dropped, kept `SENT_KEPT_S` (a read made as the marker is written may have missed it)."""
         self._joins_lock = threading.Lock()
+        self._committed: dict[str, float] = {}
+        """Per job whose join this process served, when (monotonic) its answer came: committed by then.
+        A stream opens after its join's answer, so the job's first read here comes later; jobs counted by
+        a read begun meanwhile are known behind those joined before them from this time on, not only from
+        that first read (`count_behind`). Kept `COMMITTED_KEPT_S`."""
+        self._committed_at: deque[tuple[float, str]] = deque()
         self._finished_after: dict[str, str] = {}
         """Per function, the key after which finish notices are read next."""
         self.notice_reads = 0
@@ -515,6 +550,19 @@ class SessionHub:
                 if session_hash in self.open:
                     self._joined[session_hash] = self._joined.get(session_hash, 0) + 1
             self.poke(session_hash)
+
+    def committed(self, job_id: str) -> None:
+        """This process got the answer of the job's join now: the job is committed (`committed_at`)."""
+        now = time.monotonic()
+        with self._joins_lock:
+            self._committed[job_id] = now
+            self._committed_at.append((now, job_id))
+            while self._committed_at and now - self._committed_at[0][0] > COMMITTED_KEPT_S:
+                self._committed.pop(self._committed_at.popleft()[1], None)
+
+    def committed_at(self, job_id: str) -> float | None:
+        """When this process got the answer of the job's join, if it served it recently (`committed`)."""
+        return self._committed.get(job_id)
 
     def forgetting(self, session_hash: str, jobs: list[Job], started: bool) -> None:
         """Jobs whose completion a closed stream delivered and is deleting now (`started`) or has deleted."""
@@ -1179,7 +1227,7 @@ class SessionStream:
         await self.hub.refresh_estimates(jobs)
         completed = {t.job.job_id for t in self.view.jobs.values() if t.completed}
         messages = self.view.vanished({job.job_id for job in jobs})
-        messages.extend(self.view.take(jobs, time.monotonic(), self.hub.batch_s))
+        messages.extend(self.view.take(jobs, time.monotonic(), self.hub.batch_s, self.hub.committed_at))
         for tracked in self.view.jobs.values():
             job = tracked.job
             if job.job_id in self._timed or job.created_at > self.opened_at:

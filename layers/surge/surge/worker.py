@@ -857,7 +857,7 @@ class Worker:
             except JobFailed as failure:
                 task.outcome = self._failure(task.job, failure)
                 continue
-            body = protocol.completed(task.job.job_id, row, duration, self.avg_batch_s)
+            body = protocol.completed(task.job.job_id, row, duration, smooth(self.avg_batch_s, duration))
             task.outcome = Completion(task.job, JobState.COMPLETED, _with_output(body, task.output))
 
     def _batch_rows(self, outputs: Any, size: int) -> list[list[Any]]:
@@ -888,7 +888,7 @@ class Worker:
             task.outcome = Completion(task.job, JobState.CANCELLED, protocol.cancelled(task.job.job_id))
             return
         duration = time.monotonic() - started
-        body = protocol.completed(task.job.job_id, data, duration, self.avg_batch_s)
+        body = protocol.completed(task.job.job_id, data, duration, smooth(self.avg_batch_s, duration))
         task.outcome = Completion(task.job, JobState.COMPLETED, _with_output(body, task.output))
 
     def _row(self, value: Any, data: list[Any]) -> list[Any]:
