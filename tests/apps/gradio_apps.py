@@ -371,6 +371,9 @@ with gr.Blocks() as rendered_page:
 remembered_chat = gr.ChatInterface(lambda message, history: message, save_history=True)
 """A chat that keeps its conversations in the browser: its "New chat" button's icon is a file of gradio's."""
 
+flagged_chat = gr.ChatInterface(lambda message, history: message, flagging_mode="manual")
+"""A chat with a Flag button: its `/flag` endpoint's parameter has a translated label."""
+
 
 def keep_in_history(file: str | None) -> list[dict[str, str | None]]:
     """A chat's step that copies what the page shows into its history state, as a multimodal ChatInterface

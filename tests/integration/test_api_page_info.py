@@ -39,6 +39,35 @@ def test_the_api_panels_snippets_name_the_apps_url_as_the_visitor_reached_it(aws
     assert "http://testserver/gradio_api/call/" in page.text, "the page's inline API info has them too"
 
 
+def test_config_names_the_root_and_file_urls_as_the_visitor_reached_the_app(aws: None) -> None:
+    """Gradio's `/config` gives the app's root URL and each component's file under it, per request: a
+    gallery's `select` gave the function the page's relative URL (`/gradio_api/file=...`), where Gradio's
+    gives `https://<host>/gradio_api/file=...`."""
+    spec = "tests.apps.gradio_apps:described"
+    settings = settings_for(spec)
+    client = TestClient(create_api_app(FrontService(load_app(spec), settings, Store(settings), Broker(settings))))
+    headers = {"X-Forwarded-Host": "demo.example.com", "X-Forwarded-Proto": "https"}
+    config = client.get("/config", headers=headers).json()
+    assert config["root"] == "https://demo.example.com" and config["username"] is None
+    (image,) = [c for c in config["components"] if c["type"] == "image"]
+    assert image["props"]["value"]["url"].startswith("https://demo.example.com/gradio_api/file=")
+    assert client.get("/config").json()["root"] == "http://testserver", "each request its own"
+    page = client.get("/", headers=headers)
+    inline = json.loads(re.search(r"window.gradio_config = (\{.*?\});</script>", page.text).group(1))  # type: ignore[union-attr]
+    (image,) = [c for c in inline["components"] if c["type"] == "image"]
+    assert image["props"]["value"]["url"].startswith("https://demo.example.com/gradio_api/file="), "the page's too"
+
+
+def test_info_encodes_a_translated_label_as_gradios_route_does(aws: None) -> None:
+    """A ChatInterface's `/flag` labels its parameter with a translation key: Gradio's `/gradio_api/info`
+    gives it as an object, and Surge gave the page's `__i18n__{...}` string to `view_api`."""
+    spec = "tests.apps.gradio_apps:flagged_chat"
+    settings = settings_for(spec)
+    client = TestClient(create_api_app(FrontService(load_app(spec), settings, Store(settings), Broker(settings))))
+    label = client.get("/gradio_api/info").json()["named_endpoints"]["/flag"]["parameters"][0]["label"]
+    assert label == {"key": "chat_interface.chatbot", "_type": "translation_metadata"}
+
+
 def test_a_multipage_apps_other_page_is_served_at_its_route_with_its_own_config(aws: None, tmp_path: Path) -> None:
     """Gradio serves `with demo.route("Second page", "/second")` at /second; Surge answered 404 there (the
     navbar's link led to `{"detail":"Not Found"}`). Also from a page written for a front without gradio."""

@@ -132,9 +132,13 @@ def api_router(service: FrontService, hub: SessionHub | None = None) -> APIRoute
         if retry_after:
             raise TooManyRequests(retry_after)
 
+    config_text = json.dumps(service.config)
+
     @router.get("/config")
-    async def config() -> dict[str, Any]:
-        return service.config
+    async def config(request: Request) -> Response:
+        # A Gradio app's config names its root URL and its files' URLs under it, which only the request tells.
+        root = json.dumps(root_url(request, "/config"))[1:-1]
+        return Response(config_text.replace(ROOT_PLACEHOLDER, root), media_type="application/json")
 
     info_text = json.dumps(service.info)
 

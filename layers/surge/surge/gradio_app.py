@@ -39,6 +39,7 @@ import httpx
 import orjson
 import pydantic
 import safehttpx
+from fastapi.encoders import jsonable_encoder
 from gradio import processing_utils, route_utils
 from gradio import utils as gradio_utils
 from gradio.block_function import BlockFunction
@@ -279,10 +280,18 @@ class GradioApp(App):
                 # The page posts an event that skips Gradio's queue (`queue=False`) to `/run/`, for the
                 # server process to run at once; here every event runs on a worker, through the queue.
                 dependency["queue"] = True
-        return config
+        # As Gradio's `/config` route answers: the app's root URL, and the components' file URLs under it
+        # (a gallery's `select` gives the function the URL its page was sent); the front fills in the
+        # request's root where `ROOT_PLACEHOLDER` stands.
+        config["root"], config["username"] = ROOT_PLACEHOLDER, None
+        rooted: dict[str, Any] = processing_utils.add_root_url(config, ROOT_PLACEHOLDER, None)
+        return rooted
 
     def wire_info(self) -> dict[str, Any]:
-        return _with_snippets(_as_json(self.blocks.get_api_info()))
+        """`/gradio_api/info` as Gradio's route answers it: FastAPI's own encoding (a translated label is
+        `{"key": ..., "_type": "translation_metadata"}`, not the page's `__i18n__` string)."""
+        decoded: dict[str, Any] = json.loads(json.dumps(jsonable_encoder(self.blocks.get_api_info())))
+        return _with_snippets(decoded)
 
     def page_files(self) -> dict[str, Path]:
         if self._page_files is None:
@@ -309,7 +318,9 @@ class GradioApp(App):
         _prepare_page(self.blocks)
         template = templates.get_template("frontend/index.html")
         config = {**self.wire_config(), "root": ROOT_PLACEHOLDER}
-        html = template.render({"base_url": "./", "config": config, "gradio_api_info": self.wire_info()})
+        # The page's copy of the API info is encoded as Gradio's template encodes it (`toorjson`).
+        info = _with_snippets(_as_json(self.blocks.get_api_info()))
+        html = template.render({"base_url": "./", "config": config, "gradio_api_info": info})
         # A multipage app's other pages (`with demo.route("Second", "/second")`), each with the config and API
         # info of its own components and events, as Gradio's server renders `/second`.
         pages = {
