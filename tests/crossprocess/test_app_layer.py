@@ -150,7 +150,9 @@ def test_a_front_from_the_layer_alone_serves_gradios_page_and_the_app_without_gr
         asset = httpx.get(f"{stack.url}/{script.group(1)}")
         assert asset.status_code == 200 and len(asset.content) > 1000
         assert httpx.get(f"{stack.url}/assets/../app.json").status_code == 404
-        assert httpx.get(f"{stack.url}/config").json()["dependencies"][0]["api_name"] == "sepia"
+        served = httpx.get(f"{stack.url}/config", headers=forwarded).json()
+        assert served["dependencies"][0]["api_name"] == "sepia"
+        assert served["root"] == "https://abc.execute-api.us-east-1.amazonaws.com", "from the declaration too"
         assert httpx.get(f"{stack.url}/gradio_api/app_id").json() == {"app_id": config["app_id"]}
         path = tmp_path / "photo.png"
         Image.fromarray(photo(64)).save(path)

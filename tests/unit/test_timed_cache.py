@@ -114,3 +114,10 @@ def test_statistics_showing_no_run_yet_are_read_again_sooner_than_the_others(mon
     now[0] += UNRUN_TTL_S + 0.01
     estimator.eta(function, 3, wait=False)
     assert not estimator.due, "a run shown: kept the cache's whole lifetime"
+
+    cold = Estimator(app, lambda api_name: FunctionStats(), lambda api_name: Fleet(workers={}), ttl_s=2.0)
+    cold.note(function)
+    cold.load_due()
+    now[0] += UNRUN_TTL_S + 0.01
+    cold.eta(function, 3, wait=False)
+    assert not cold.due, "no worker live to record a run (a cold start): the usual lifetime"

@@ -97,7 +97,7 @@ class TimedCache:
     def load_due(self) -> None:
         """Read what `peek` found stale or missing (blocking: call it from a thread)."""
         due, self._due = self._due, {}
-        for key, (load, ttl_s) in due.items():
+        for key, (load, ttl_s) in list(due.items()):  # a `peek` may still note one in the dict just swapped
             self.get(key, load, ttl_s)
 
     def get(self, key: str, load: Callable[[], T], ttl_s: float | None = None) -> T:
@@ -147,13 +147,16 @@ class Estimator:
 
     def stats(self, function: Function, wait: bool = True) -> FunctionStats:
         """`wait=False` (an event loop): the cached value, however old, or none yet; never a read. Until a
-        read shows a run of the function, it is read again after `UNRUN_TTL_S`: Gradio's ETA appears as
-        soon as the first job ends, and the workers record their first batch at once."""
+        read shows a run of the function while a worker of it is live, it is read again after `UNRUN_TTL_S`:
+        Gradio's ETA appears as soon as the first job ends, and the workers record their first batch at once."""
         key, load = f"stats#{function.api_name}", lambda: self._stats(function.api_name)
         if wait:
             return self._cache.get(key, load)
-        known = self._cache.known(key)
-        unrun = isinstance(known, FunctionStats) and known.cycle_s is None
+        known, fleet = self._cache.known(key), self._cache.known(f"fleet#{function.api_name}")
+        # Only while a worker is live to record the run: a cold start's wait reads at the usual pace.
+        unrun = (
+            isinstance(known, FunctionStats) and known.cycle_s is None and isinstance(fleet, Fleet) and fleet.workers
+        )
         return self._cache.peek(key, load, UNRUN_TTL_S if unrun else None) or FunctionStats()
 
     def fleet(self, function: Function, wait: bool = True) -> Fleet | None:

@@ -290,8 +290,7 @@ class GradioApp(App):
     def wire_info(self) -> dict[str, Any]:
         """`/gradio_api/info` as Gradio's route answers it: FastAPI's own encoding (a translated label is
         `{"key": ..., "_type": "translation_metadata"}`, not the page's `__i18n__` string)."""
-        decoded: dict[str, Any] = json.loads(json.dumps(jsonable_encoder(self.blocks.get_api_info())))
-        return _with_snippets(decoded)
+        return _with_snippets(_as_json(jsonable_encoder(self.blocks.get_api_info())))
 
     def page_files(self) -> dict[str, Path]:
         if self._page_files is None:
