@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -79,12 +80,17 @@ def exported_settings(env: Mapping[str, str]) -> dict[str, Any]:
     for name, value in settings_from(env).items():
         field = Settings.model_fields[name]
         try:
-            typed[name] = TypeAdapter(Annotated[field.annotation, *field.metadata]).validate_python(value)
+            # A field without bounds has no metadata, and `Annotated` needs at least one.
+            kind = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+            typed[name] = TypeAdapter(kind, config={"allow_inf_nan": False}).validate_python(value)
         except ValidationError as error:
             reason = error.errors()[0]["msg"]
             raise ValueError(f"the environment's {name.upper()}={value!r} is not a setting's value: {reason}") from None
     return typed
 
+
+STACK_HEADER = "x-surge-stack"
+"""A header the local front puts on every answer: its stack's id (`LocalStack.stack_id`)."""
 
 FRONT_KEEP_ALIVE_S = 65
 """How long the local front keeps an idle client connection open (uvicorn `--timeout-keep-alive`)."""
@@ -106,14 +112,38 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, timeout_s: float) -> None:
+class StartFailed(RuntimeError):
+    """The stack could not start (a process it needs exited, or it was stopped while starting)."""
+
+
+def wait_for_port(
+    port: int,
+    timeout_s: float,
+    process: subprocess.Popen[bytes] | None = None,
+    name: str = "",
+    stop: threading.Event | None = None,
+) -> None:
+    """Until something listens on the port; `process` (the one that should), if it exits first, or `stop`,
+    if set meanwhile (Ctrl-C), ends the wait with `StartFailed`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
+        _still_starting(process, name, port, stop)
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def _still_starting(
+    process: subprocess.Popen[bytes] | None, name: str, port: int, stop: threading.Event | None
+) -> None:
+    if stop is not None and stop.is_set():
+        raise StartFailed("stopped while starting")
+    if process is not None and process.poll() is not None:
+        raise StartFailed(
+            f"the {name} exited with {process.returncode} before it served 127.0.0.1:{port} (its error is above)"
+        )
 
 
 def aws_env(endpoints: Mapping[str, str]) -> dict[str, str]:
@@ -171,6 +201,10 @@ class LocalStack:
     """Fails the jobs SQS dead-letters, as DeadLetterFunction does on AWS."""
     _specs: dict[str, tuple[list[str], Mapping[str, str] | None]] = field(default_factory=dict)
     """Process name -> how it was started (`replace`)."""
+    stop_starting: threading.Event | None = None
+    """Set (Ctrl-C): `start` stops waiting for its processes and raises `StartFailed`."""
+    stack_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    """Named by this stack's front on every answer (`STACK_HEADER`)."""
 
     @property
     def url(self) -> str:
@@ -200,8 +234,9 @@ class LocalStack:
             self._spawn(
                 f"emulator:{service}", [*argv, "--parent-pid", str(os.getpid())] + ["--fidelity"] * self.fidelity
             )
-        for port in ports.values():
-            wait_for_port(port, 30)
+        for service, port in ports.items():
+            name = f"emulator:{service}"
+            wait_for_port(port, 30, self.processes[name], name, self.stop_starting)
         app = self.app = load_app(self.app_spec)
         tuning = {**LOCAL_TUNING, **self.tuning}
         resources = provision(
@@ -235,6 +270,10 @@ class LocalStack:
                 # (a join sent on it failed with ReadError). API Gateway holds idle connections longer still.
                 "--timeout-keep-alive",
                 str(FRONT_KEEP_ALIVE_S),
+                # Which stack's front answers the port: another `make run` started at the same moment on it
+                # passes the port check too, and its front answering must not count as this one's.
+                "--header",
+                f"{STACK_HEADER}:{self.stack_id}",
             ],
             self.front_env,
         )
@@ -248,8 +287,29 @@ class LocalStack:
             self.start_worker(names, f"{'+'.join(names)}-{i}")
         # A Gradio app's front imports gradio beside workers doing the same: on two busy cores that
         # has taken 25 s.
-        wait_for_port(self.port, 90)
+        self._wait_for_front(90)
         return self
+
+    def _wait_for_front(self, timeout_s: float) -> None:
+        """Until this stack's own front answers on its port (`STACK_HEADER`); its exit first (the port
+        taken by another server, the app failing in the front) ends the wait with `StartFailed`."""
+        front = self.processes["front"]
+        deadline = time.monotonic() + timeout_s
+        wait_for_port(self.port, timeout_s, front, "front", self.stop_starting)
+        while time.monotonic() < deadline:
+            try:
+                answer = httpx.get(f"{self.url}/config", timeout=5)
+                if answer.headers.get(STACK_HEADER) == self.stack_id:
+                    answer.raise_for_status()
+                    return
+            except httpx.TransportError:
+                pass
+            try:
+                _still_starting(front, "front", self.port, self.stop_starting)
+            except StartFailed as failed:
+                raise StartFailed(f"{failed}; is another server on port {self.port}?") from None
+            time.sleep(0.1)
+        raise TimeoutError(f"the front did not serve 127.0.0.1:{self.port} within {timeout_s} s")
 
     def start_worker(self, api_names: str | Sequence[str], name: str) -> subprocess.Popen[bytes]:
         """A worker process (named `worker:<name>`) serving these functions."""
@@ -326,6 +386,13 @@ def cannot_start(app_spec: str, port: int) -> str | None:
     from surge.application import AppNotFound
 
     try:
+        if float(os.environ.get("REPLACE_PAUSE_S", REPLACE_PAUSE_S)) < 0:
+            raise ValueError
+    except ValueError:
+        return f"surge: REPLACE_PAUSE_S={os.environ['REPLACE_PAUSE_S']!r} is not a number of seconds, 0 or more"
+    if not 1 <= port <= 65535:
+        return f"surge: PORT={port} is not a port: choose one from 1 to 65535, e.g. make run PORT=7860"
+    try:
         exported_settings(os.environ)
     except ValueError as error:
         return f"surge: {error}"
@@ -344,6 +411,17 @@ def cannot_start(app_spec: str, port: int) -> str | None:
             )
         time.sleep(0.25)
     return None
+
+
+def _workers(text: str) -> int:
+    """`--workers` (`WORKERS=` of `make run`): a whole number, 1 or more."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of worker processes, 1 or more (WORKERS=)")
+    return count
 
 
 def _port_free(port: int) -> bool:
@@ -396,7 +474,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--app", default=os.environ.get("APP_MODULE", "examples.demo_app:app"))
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument(
-        "--workers", type=int, default=1, help="worker processes, each serving every function (1; per function on AWS)"
+        "--workers",
+        type=_workers,
+        default=1,
+        help="worker processes, each serving every function (1; per function on AWS)",
     )
     parser.add_argument(
         "--fidelity", action="store_true", help=f"emulate DynamoDB's per-item limits ({FIDELITY_VARIABLE}=1)"
@@ -423,9 +504,13 @@ def main(argv: list[str] | None = None) -> None:
     """Why the stack stopped on its own (an emulator exited), said again once it has stopped."""
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    stack.stop_starting = stopped
     try:
-        stack.start()
-        httpx.get(f"{stack.url}/config", timeout=30).raise_for_status()
+        try:
+            stack.start()
+        except StartFailed as failed:
+            why = "" if stopped.is_set() else str(failed)
+            raise SystemExit(0 if stopped.is_set() else 1) from None
         _say_started(stack)
         replaced: dict[str, list[float]] = {}
         resting: dict[str, float] = {}

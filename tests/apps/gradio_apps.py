@@ -388,3 +388,15 @@ with gr.Blocks() as file_history:
     echoed = gr.File()
     shown.change(keep_in_history, shown, history, api_name="keep")
     history.change(lambda kept: kept[-1]["file"]["path"] if kept else None, history, echoed, api_name="show")
+
+
+class _OwnBlocks(gr.Blocks):
+    """An app's own subclass of gr.Blocks, which Gradio serves as any Blocks."""
+
+
+with _OwnBlocks() as own_blocks:
+    _own_text = gr.Textbox()
+    _own_text.submit(lambda text: text, _own_text, _own_text, api_name="own")
+
+lone_textbox = gr.Textbox()
+"""A component, not an app: named as the app, it is refused in one line."""

@@ -660,3 +660,15 @@ def test_a_state_whose_file_urls_name_other_files_has_changed() -> None:
     kept = {"file": {"path": "same", "url": "https://demo.example/gradio_api/file=/tmp/a/img.png"}}
     again = {"file": {"path": "same", "url": "https://demo.example/gradio_api/file=/tmp/b/img.png"}}
     assert _same_files(pickle.dumps(kept), again, by_contents), "a file's own URL names one of its copies"
+
+
+def test_an_apps_own_subclass_of_blocks_is_served_and_a_component_is_refused_in_one_line() -> None:
+    """`class MyBlocks(gr.Blocks)` was refused ("is a MyBlocks; expected ... a gr.Blocks"), and a
+    component named as the app crashed with an AttributeError: only the class's module was looked at."""
+    from surge.application import AppNotFound, load_app
+    from surge.gradio_app import GradioApp
+
+    app = load_app("tests.apps.gradio_apps:own_blocks")
+    assert isinstance(app, GradioApp) and [f.api_name for f in app.functions] == ["own"]
+    with pytest.raises(AppNotFound, match=r"is a Textbox; expected a surge\.App or a gr\.Blocks"):
+        load_app("tests.apps.gradio_apps:lone_textbox")

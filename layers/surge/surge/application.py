@@ -501,7 +501,8 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
         if settings is not None and settings.max_threads:
             found.max_threads = settings.max_threads
         return found
-    if type(found).__module__.startswith("gradio"):
+    if any(kind.__module__.startswith("gradio.") and kind.__name__ == "Blocks" for kind in type(found).__mro__):
+        # A gr.Blocks, an Interface or ChatInterface, or an app's own subclass of one; not a component.
         from surge.gradio_app import GradioApp
 
         return GradioApp(found, settings)

@@ -10,24 +10,25 @@ from pydantic import BaseModel, ConfigDict, Field
 class Settings(BaseModel):
     """Where the shared state lives and how the front, the stream and the workers behave."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     app_module: str
     events_table_name: str
     state_table_name: str
     queue_url_prefix: str
     heartbeat_interval_s: float = Field(15.0, gt=0)
-    stream_max_s: float = 870.0
-    run_wait_s: float = 870.0
+    stream_max_s: float = Field(870.0, gt=0)
+    run_wait_s: float = Field(870.0, gt=0)
     """How long a direct call (`POST /gradio_api/run/<api_name>`) waits for its answer before it is
     cancelled (deployed: under the API function's timeout and API Gateway's 29 s)."""
     lease_ttl_s: float = Field(30.0, gt=0)
     visibility_timeout_s: int = Field(60, ge=0, le=43_200)
     poll_wait_s: int = Field(20, ge=0, le=20)
-    max_payload_bytes: int = Field(1_000_000, ge=1)
+    max_payload_bytes: int = Field(1_000_000, ge=1, le=1_000_000)
     """A join's largest inputs (JSON): they travel in the job's SQS message, which takes 1 MiB (the
-    queues' MaximumMessageSize, CloudFormation's default), with room left for the caller's headers."""
-    job_ttl_s: int = 86_400
+    queues' MaximumMessageSize, CloudFormation's default), with room left for the caller's headers: hence
+    at most 1,000,000 (a larger one would let inputs through that no message can carry)."""
+    job_ttl_s: int = Field(86_400, ge=60)
     orphan_after_s: float = Field(300.0, gt=0)
     """A waiting job counted this long ago whose queue holds no message at all (none visible, none in
     flight) lost its message (its join was killed between counting it and sending it): an idle worker
@@ -35,7 +36,7 @@ class Settings(BaseModel):
     reconcile_every_s: float = Field(60.0, gt=0)
     """How often an idle worker looks for such jobs (one queue-attributes call; a scan only when empty)."""
     max_attempts: int = Field(3, ge=1)
-    session_grace_s: float = 10.0
+    session_grace_s: float = Field(10.0, ge=0)
     cors_allow_origins: str = "*"
     join_rate_per_s: float = Field(20.0, gt=0)
     join_burst: int = Field(40, ge=1)
@@ -56,22 +57,22 @@ class Settings(BaseModel):
     jobs went undelivered for seconds)."""
     worker_cluster_name: str = ""
     """The ECS cluster of the worker services, which a join wakes from zero (empty: no waking, as locally)."""
-    worker_start_limit_s: float = 1200.0
+    worker_start_limit_s: float = Field(1200.0, gt=0)
     """A job still waiting this long with no live worker of its function fails with a clear error
     (no GPU capacity or quota: nobody should wait forever)."""
     app_declaration_path: str = ""
     """A front reads the app from this declaration (`surge.declared`) instead of importing `app_module`."""
     files_bucket_name: str = ""
     """The S3 bucket of uploads and file outputs (empty: the app takes no files)."""
-    max_file_size_bytes: int = 50 * 1024 * 1024
+    max_file_size_bytes: int = Field(50 * 1024 * 1024, ge=1)
     """Largest upload when the app sets no `max_file_size` of its own (above: HTTP 413)."""
-    ingress_body_limit_bytes: int = 0
+    ingress_body_limit_bytes: int = Field(0, ge=0)
     """The largest file the deployment's way in carries to the front (API Gateway to Lambda: about 4.4 MB
     once base64-encoded into Lambda's 6 MB request); 0: no such limit (locally). An app's `max_file_size`
     is lowered to it, and `/config` says so, so clients refuse a larger file before sending it."""
-    max_threads: int = 0
+    max_threads: int = Field(0, ge=0)
     """Each worker's thread pool for sync functions (Gradio's `launch(max_threads=)`); 0: the app's own."""
-    ack_within_s: float = 1.0
+    ack_within_s: float = Field(1.0, ge=0)
     """A worker acknowledges finished messages ten to a call, or once the oldest waited this long (a
     message never acknowledged comes back after its visibility timeout and is settled unrun)."""
     page_event_slots: int = Field(8, ge=1)
