@@ -7,6 +7,7 @@ queues, the front on one port, CPU workers.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import secrets
 import signal
@@ -390,6 +391,12 @@ def cannot_start(app_spec: str, port: int) -> str | None:
             raise ValueError
     except ValueError:
         return f"surge: REPLACE_PAUSE_S={os.environ['REPLACE_PAUSE_S']!r} is not a number of seconds, 0 or more"
+    level = os.environ.get("LOG_LEVEL", "WARNING")
+    if not isinstance(logging.getLevelName(level.upper()), int):
+        return f"surge: LOG_LEVEL={level!r} is not a log level: DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    slots = os.environ.get("WORKER_SLOTS", "auto")
+    if slots != "auto" and not (slots.isdigit() and int(slots) >= 1):
+        return f"surge: WORKER_SLOTS={slots!r} is not a number of slots: auto, or a whole number 1 or more"
     if not 1 <= port <= 65535:
         return f"surge: PORT={port} is not a port: choose one from 1 to 65535, e.g. make run PORT=7860"
     try:
@@ -489,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
         print(refusal, file=sys.stderr, flush=True)
         raise SystemExit(2)
     # Children log warnings and errors only unless LOG_LEVEL says otherwise: the first screen is the URL.
-    quiet_logs = {"LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING")}
+    quiet_logs = {"LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING").upper()}
     stack = LocalStack(
         args.app,
         port=args.port,

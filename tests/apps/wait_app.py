@@ -19,3 +19,7 @@ def wait(seconds: float) -> float:
 def instant(value: float) -> float:
     """No ETA hint: before a first run its ETA is unknown, so `max_wait_s` cannot refuse it."""
     return value
+
+
+empty = surge.App(title="nothing to serve")
+"""An app with no function: named as the app, it is refused at start."""

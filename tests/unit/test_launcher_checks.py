@@ -87,3 +87,24 @@ def test_ctrl_c_while_starting_ends_the_wait() -> None:
     stop.set()
     with pytest.raises(StartFailed, match="stopped while starting"):
         wait_for_port(free_port(), 30, stop=stop)
+
+
+def test_a_log_level_slots_app_args_or_app_that_would_fail_later_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each started the stack, printed its URL, and then every worker died (`LOG_LEVEL=verbose`,
+    `WORKER_SLOTS=abc`), or the stack served nothing (an app with no function); an unclosed quote in
+    `APP_ARGS` said only "No closing quotation"."""
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    assert cannot_start("examples.demo_app:app", 7860) == (
+        "surge: LOG_LEVEL='verbose' is not a log level: DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
+    monkeypatch.setenv("LOG_LEVEL", "info")
+    monkeypatch.setenv("WORKER_SLOTS", "abc")
+    assert "WORKER_SLOTS='abc' is not a number of slots" in (cannot_start("examples.demo_app:app", 7860) or "")
+    monkeypatch.delenv("WORKER_SLOTS")
+    assert "has no function to serve" in (cannot_start("tests.apps.wait_app:empty", free_port()) or "")
+    monkeypatch.setenv("APP_ARGS", '--name "unterminated')
+    assert cannot_start("examples.demo_app:app", free_port()) == (
+        "surge: APP_ARGS='--name \"unterminated': No closing quotation"
+    )

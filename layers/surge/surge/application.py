@@ -432,7 +432,11 @@ def _app_argv(module_name: str) -> Iterator[None]:
     its command line at import (argparse) must not see the launcher's `--app ... --port ...`, nor a
     worker's, whichever process loads it."""
     kept = sys.argv
-    sys.argv = [f"{module_name}.py", *shlex.split(os.environ.get(APP_ARGS_VARIABLE, ""))]
+    try:
+        given = shlex.split(os.environ.get(APP_ARGS_VARIABLE, ""))
+    except ValueError as error:  # an unclosed quote
+        raise AppNotFound(f"{APP_ARGS_VARIABLE}={os.environ[APP_ARGS_VARIABLE]!r}: {error}") from None
+    sys.argv = [f"{module_name}.py", *given]
     try:
         try:
             spec = importlib.util.find_spec(module_name)  # imports its packages: under the app's argv too
@@ -469,6 +473,42 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
     module_name, _, attribute = spec.partition(":")
     if module_name.endswith(".py") or "/" in module_name:
         raise _not_a_module(spec, Path(module_name), attribute)
+    module = _import_app(spec, module_name)
+    names = [attribute] if attribute else ["app", "demo"]
+    name = next((name for name in names if hasattr(module, name)), None)
+    found = getattr(module, name) if name else None
+    if found is None:
+        raise AppNotFound(
+            f"APP={spec}: {module_name} has no {' or '.join(names)}; expected a surge.App or gr.Blocks there"
+        )
+    if isinstance(found, App):
+        if not found.functions:
+            raise AppNotFound(
+                f"APP={spec}: {module_name}.{name} has no function to serve: add one with @app.function(...)"
+            )
+        if settings is not None and settings.max_threads:
+            found.max_threads = settings.max_threads
+        return found
+    if any(kind.__module__.startswith("gradio.") and kind.__name__ == "Blocks" for kind in type(found).__mro__):
+        # A gr.Blocks, an Interface or ChatInterface, or an app's own subclass of one; not a component.
+        from surge.gradio_app import GradioApp
+
+        return GradioApp(found, settings)
+    kind = type(found).__name__
+    raise AppNotFound(
+        f"APP={spec}: {module_name}.{name} is {'an' if kind[0].lower() in 'aeiou' else 'a'} {kind}; expected a "
+        "surge.App or a gr.Blocks (Interface, ChatInterface)"
+        + (
+            ": name the Blocks it mounts (gr.mount_gradio_app), as APP=module:demo; the FastAPI app's own "
+            "routes and mount path are not served"
+            if type(found).__name__ in ("FastAPI", "Starlette")
+            else ""
+        )
+    )
+
+
+def _import_app(spec: str, module_name: str) -> Any:
+    """The app's module, imported as `python app.py` would run it (`AppNotFound` when it cannot be)."""
     try:
         # A Gradio app's `demo.launch()` must not start Gradio's server here, and the app sees the command
         # line `python app.py` would give it, not this process's.
@@ -490,33 +530,7 @@ def load_app(spec: str, settings: Settings | None = None) -> App:
             f"APP={spec} imports {error.name!r}, which is not installed for {sys.executable}: pip install the "
             "package that provides it there (on AWS, list it in the app's requirements.txt)"
         ) from error
-    names = [attribute] if attribute else ["app", "demo"]
-    name = next((name for name in names if hasattr(module, name)), None)
-    found = getattr(module, name) if name else None
-    if found is None:
-        raise AppNotFound(
-            f"APP={spec}: {module_name} has no {' or '.join(names)}; expected a surge.App or gr.Blocks there"
-        )
-    if isinstance(found, App):
-        if settings is not None and settings.max_threads:
-            found.max_threads = settings.max_threads
-        return found
-    if any(kind.__module__.startswith("gradio.") and kind.__name__ == "Blocks" for kind in type(found).__mro__):
-        # A gr.Blocks, an Interface or ChatInterface, or an app's own subclass of one; not a component.
-        from surge.gradio_app import GradioApp
-
-        return GradioApp(found, settings)
-    kind = type(found).__name__
-    raise AppNotFound(
-        f"APP={spec}: {module_name}.{name} is {'an' if kind[0].lower() in 'aeiou' else 'a'} {kind}; expected a "
-        "surge.App or a gr.Blocks (Interface, ChatInterface)"
-        + (
-            ": name the Blocks it mounts (gr.mount_gradio_app), as APP=module:demo; the FastAPI app's own "
-            "routes and mount path are not served"
-            if type(found).__name__ in ("FastAPI", "Starlette")
-            else ""
-        )
-    )
+    return module
 
 
 def file_size_limit(limit: int | None, settings: Settings | None) -> int | None:
