@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import secrets
 import signal
@@ -250,6 +251,7 @@ class LocalStack:
         self.settings = Settings(app_module=self.app_spec, **vars(resources), **tuning)
         self.env.update(self.settings.to_env())
         names = [f.api_name for f in app.functions]
+        _still_starting(None, "", self.port, self.stop_starting)  # Ctrl-C while the app loaded: start no more
         self.dead_letters = DeadLetters(self.settings, names, self.client("sqs"), self.client("dynamodb")).start()
         self._spawn(
             "front",
@@ -299,7 +301,7 @@ class LocalStack:
         wait_for_port(self.port, timeout_s, front, "front", self.stop_starting)
         while time.monotonic() < deadline:
             try:
-                answer = httpx.get(f"{self.url}/config", timeout=5)
+                answer = httpx.get(f"{self.url}/config", timeout=5, trust_env=False)  # never through a proxy
                 if answer.headers.get(STACK_HEADER) == self.stack_id:
                     answer.raise_for_status()
                     return
@@ -308,6 +310,8 @@ class LocalStack:
             try:
                 _still_starting(front, "front", self.port, self.stop_starting)
             except StartFailed as failed:
+                if front.poll() is None:
+                    raise
                 raise StartFailed(f"{failed}; is another server on port {self.port}?") from None
             time.sleep(0.1)
         raise TimeoutError(f"the front did not serve 127.0.0.1:{self.port} within {timeout_s} s")
@@ -387,7 +391,7 @@ def cannot_start(app_spec: str, port: int) -> str | None:
     from surge.application import AppNotFound
 
     try:
-        if float(os.environ.get("REPLACE_PAUSE_S", REPLACE_PAUSE_S)) < 0:
+        if not 0 <= float(os.environ.get("REPLACE_PAUSE_S", REPLACE_PAUSE_S)) < math.inf:
             raise ValueError
     except ValueError:
         return f"surge: REPLACE_PAUSE_S={os.environ['REPLACE_PAUSE_S']!r} is not a number of seconds, 0 or more"
@@ -395,7 +399,7 @@ def cannot_start(app_spec: str, port: int) -> str | None:
     if not isinstance(logging.getLevelName(level.upper()), int):
         return f"surge: LOG_LEVEL={level!r} is not a log level: DEBUG, INFO, WARNING, ERROR or CRITICAL"
     slots = os.environ.get("WORKER_SLOTS", "auto")
-    if slots != "auto" and not (slots.isdigit() and int(slots) >= 1):
+    if slots != "auto" and not (slots.isascii() and slots.isdigit() and int(slots) >= 1):
         return f"surge: WORKER_SLOTS={slots!r} is not a number of slots: auto, or a whole number 1 or more"
     if not 1 <= port <= 65535:
         return f"surge: PORT={port} is not a port: choose one from 1 to 65535, e.g. make run PORT=7860"

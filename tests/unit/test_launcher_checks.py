@@ -87,6 +87,15 @@ def test_ctrl_c_while_starting_ends_the_wait() -> None:
     stop.set()
     with pytest.raises(StartFailed, match="stopped while starting"):
         wait_for_port(free_port(), 30, stop=stop)
+    front = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    stack = LocalStack("examples.demo_app:app", port=free_port(), stop_starting=stop)
+    stack.processes["front"] = front
+    try:
+        with pytest.raises(StartFailed, match=r"^stopped while starting$"):
+            stack._wait_for_front(30)
+    finally:
+        front.kill()
+        front.wait()
 
 
 def test_a_log_level_slots_app_args_or_app_that_would_fail_later_is_refused_at_start(
@@ -102,7 +111,13 @@ def test_a_log_level_slots_app_args_or_app_that_would_fail_later_is_refused_at_s
     monkeypatch.setenv("LOG_LEVEL", "info")
     monkeypatch.setenv("WORKER_SLOTS", "abc")
     assert "WORKER_SLOTS='abc' is not a number of slots" in (cannot_start("examples.demo_app:app", 7860) or "")
+    for slots in ("0", "\u00b2"):  # a superscript two is a digit to str.isdigit, not to int()
+        monkeypatch.setenv("WORKER_SLOTS", slots)
+        assert "is not a number of slots" in (cannot_start("examples.demo_app:app", 7860) or "")
     monkeypatch.delenv("WORKER_SLOTS")
+    monkeypatch.setenv("REPLACE_PAUSE_S", "nan")
+    assert "REPLACE_PAUSE_S='nan' is not a number of seconds" in (cannot_start("examples.demo_app:app", 7860) or "")
+    monkeypatch.delenv("REPLACE_PAUSE_S")
     assert "has no function to serve" in (cannot_start("tests.apps.wait_app:empty", free_port()) or "")
     monkeypatch.setenv("APP_ARGS", '--name "unterminated')
     assert cannot_start("examples.demo_app:app", free_port()) == (
