@@ -401,8 +401,6 @@ def cannot_start(app_spec: str, port: int) -> str | None:
     slots = os.environ.get("WORKER_SLOTS", "auto")
     if slots != "auto" and not (slots.isascii() and slots.isdigit() and int(slots) >= 1):
         return f"surge: WORKER_SLOTS={slots!r} is not a number of slots: auto, or a whole number 1 or more"
-    if not 1 <= port <= 65535:
-        return f"surge: PORT={port} is not a port: choose one from 1 to 65535, e.g. make run PORT=7860"
     try:
         exported_settings(os.environ)
     except ValueError as error:
@@ -411,6 +409,8 @@ def cannot_start(app_spec: str, port: int) -> str | None:
         load_app(app_spec)
     except (AppNotFound, ValueError) as error:  # the Gradio adapter's refusals are ValueErrors naming the event
         return f"surge: {error}"
+    if not 1 <= port <= 65535:
+        return f"surge: PORT={port} is not a port: choose one from 1 to 65535, e.g. make run PORT=7860"
     # A stack stopped by Ctrl-C a moment ago holds its port while it finishes its batches (a few seconds):
     # a `make run` right after waits for it, as long as that takes, before calling the port taken.
     deadline = time.monotonic() + PORT_FREE_WAIT_S
