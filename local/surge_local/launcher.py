@@ -7,6 +7,7 @@ queues, the front on one port, CPU workers.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import math
 import os
@@ -71,6 +72,20 @@ def settings_from(env: Mapping[str, str]) -> dict[str, str]:
         for name in Settings.model_fields
         if name not in SET_BY_THE_LAUNCHER and name.upper() in env
     }
+
+
+def near_misses(env: Mapping[str, str]) -> dict[str, str]:
+    """Exported names that are not a setting but nearly spell one (`ADMISION_SHARDS`): each with the setting
+    it likely meant. A typo was ignored without a word, and the stack ran on the default."""
+    settings = [name.upper() for name in Settings.model_fields if name not in SET_BY_THE_LAUNCHER]
+    misses = {}
+    for name in env:
+        if name in settings or not name.isupper():
+            continue
+        close = difflib.get_close_matches(name, settings, n=1, cutoff=0.85)
+        if close:
+            misses[name] = close[0]
+    return misses
 
 
 def exported_settings(env: Mapping[str, str]) -> dict[str, Any]:
@@ -475,6 +490,8 @@ def _say_started(stack: LocalStack) -> None:
     if exported:
         taken = ", ".join(f"{name.upper()}={value}" for name, value in sorted(exported.items()))
         print(f"settings from the environment: {taken}", flush=True)
+    for name, meant in near_misses(os.environ).items():
+        print(f"not a setting, so not taken: {name} (did you mean {meant}?)", flush=True)
     ignored = sorted(name.upper() for name in SET_BY_THE_LAUNCHER - {"app_module"} if name.upper() in os.environ)
     if ignored:
         print(f"not taken from the environment (the local stack sets them): {', '.join(ignored)}", flush=True)

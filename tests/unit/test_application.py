@@ -80,7 +80,10 @@ def test_progress_parameter_is_not_an_input() -> None:
     ("kwargs", "message"),
     [
         ({"inputs": ["textbox", "textbox"], "outputs": ["textbox"]}, "takes 1 inputs but declares 2"),
-        ({"inputs": ["video"], "outputs": ["textbox"]}, "unknown component types"),
+        ({"inputs": ["video"], "outputs": ["textbox"]}, "fn: unknown component types"),
+        # A string where a list goes was taken letter by letter: "unknown component types ['t', 'e', ...]".
+        ({"inputs": "textbox", "outputs": ["textbox"]}, r"fn: inputs is a list of component types, e\.g\. inputs="),
+        ({"inputs": ["textbox"], "outputs": "textbox"}, r"fn: outputs is a list of component types"),
         ({"inputs": ["textbox"], "outputs": ["textbox"], "api_name": "no spaces"}, "must be letters"),
         ({"inputs": ["textbox"], "outputs": []}, "at least one output"),
         ({"inputs": ["textbox"], "outputs": ["textbox"], "max_batch_size": 0}, "max_batch_size"),

@@ -123,3 +123,22 @@ def test_a_log_level_slots_app_args_or_app_that_would_fail_later_is_refused_at_s
     assert cannot_start("examples.demo_app:app", free_port()) == (
         "surge: APP_ARGS='--name \"unterminated': No closing quotation"
     )
+
+
+def test_a_misspelled_setting_is_named_with_the_one_it_likely_meant() -> None:
+    """`ADMISION_SHARDS=2 make run` ran on the default without a word; the project's other variables and
+    the environment's own are not taken for typos."""
+    from surge_local.launcher import near_misses
+
+    env = {
+        "ADMISION_SHARDS": "2",
+        "MAX_PAYLOD_BYTES": "5000",
+        "MAX_PAYLOAD_BYTES": "5000",
+        "WORKER_SLOTS": "auto",
+        "REPLACE_PAUSE_S": "1",
+        "APP_ARGS": "",
+        "GRADIO_SERVER_PORT": "7860",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PATH": "/usr/bin",
+    }
+    assert near_misses(env) == {"ADMISION_SHARDS": "ADMISSION_SHARDS", "MAX_PAYLOD_BYTES": "MAX_PAYLOAD_BYTES"}

@@ -286,9 +286,12 @@ class App:
             raise ValueError(f"api_name {name!r} must be letters, digits and underscores, at most 60")
         if any(f.api_name == name for f in self.functions):
             raise ValueError(f"api_name {name!r} is used twice")
+        for side, given in (("inputs", inputs), ("outputs", outputs)):
+            if isinstance(given, str):
+                raise ValueError(f"{name}: {side} is a list of component types, e.g. {side}=[{given!r}]")
         unknown = [c for c in [*inputs, *outputs] if c not in COMPONENT_TYPES]
         if unknown:
-            raise ValueError(f"unknown component types {unknown}; known: {sorted(COMPONENT_TYPES)}")
+            raise ValueError(f"{name}: unknown component types {unknown}; known: {sorted(COMPONENT_TYPES)}")
         if not outputs:
             raise ValueError(f"{name}: declare at least one output")
         if batch and _yields(fn):
