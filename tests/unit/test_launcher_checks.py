@@ -71,15 +71,11 @@ def test_a_front_that_exits_while_another_server_answers_its_port_ends_the_start
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Other)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    front = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(1); sys.exit(3)"])
-    stack = LocalStack("examples.demo_app:app", port=port)
-    stack.processes["front"] = front
     try:
         with pytest.raises(StartFailed, match=f"the front exited with 3 .*another server on port {port}"):
-            stack._wait_for_front(30)
+            _wait_with_front("import time, sys; time.sleep(1); sys.exit(3)", port)
     finally:
         server.shutdown()
-        front.wait()
 
 
 def test_ctrl_c_while_starting_ends_the_wait() -> None:
@@ -87,12 +83,17 @@ def test_ctrl_c_while_starting_ends_the_wait() -> None:
     stop.set()
     with pytest.raises(StartFailed, match="stopped while starting"):
         wait_for_port(free_port(), 30, stop=stop)
-    front = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    stack = LocalStack("examples.demo_app:app", port=free_port(), stop_starting=stop)
+    with pytest.raises(StartFailed, match=r"^stopped while starting$"):
+        _wait_with_front("import time; time.sleep(30)", free_port(), stop)
+
+
+def _wait_with_front(code: str, port: int, stop: threading.Event | None = None) -> None:
+    """A stack's wait for its own front on `port`, the front being a process that runs `code`."""
+    front = subprocess.Popen([sys.executable, "-c", code])
+    stack = LocalStack("examples.demo_app:app", port=port, stop_starting=stop)
     stack.processes["front"] = front
     try:
-        with pytest.raises(StartFailed, match=r"^stopped while starting$"):
-            stack._wait_for_front(30)
+        stack._wait_for_front(30)
     finally:
         front.kill()
         front.wait()
